@@ -1,0 +1,1 @@
+"""Configuration files (YAML) shipped with the package, grouped by concern."""

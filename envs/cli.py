@@ -1,0 +1,81 @@
+"""The command-line shell shared by ``metaopt`` and ``geodesics``: ``PROG COMMAND [CONFIG] [key=value ...]``.
+
+Each command is a typed config schema plus a function ``run(cfg) -> metrics``. This module parses the arguments,
+loads the config (:func:`envs.config.load_config`), prints every option with its help for ``--help``, turns bad input
+into one clear message (exit status 2) and leaves all the work to the command's function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from envs.config import config_help, load_config
+from envs.errors import ConfigError, DataNotFoundError, TaskError
+
+__all__ = ["Command", "main_for"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its schema, the function that runs it, and a one-line summary."""
+
+    name: str
+    schema: type
+    run: Callable[[Any], Any]
+    summary: str
+    default_config: str | None = None
+    """Config used when none is given on the command line (a packaged path), or None to use the schema defaults."""
+
+
+def _parser(prog: str, description: str, commands: Sequence[Command]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in commands:
+        options = "\n".join(
+            textwrap.fill(line, 110, subsequent_indent="      ") for line in config_help(command.schema)
+        )
+        default = f" (default: {command.default_config})" if command.default_config else ""
+        epilog = (
+            f"options (set in the YAML file or as key=value):\n{options}\n\n"
+            "The resolved config is saved as config.yaml in the run directory the command prints."
+        )
+        p = sub.add_parser(
+            command.name,
+            help=command.summary,
+            description=command.summary,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("config", nargs="?", help=f"YAML config file{default}; packaged configs are found by name")
+        p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. task.options.width=40 seed=3")
+    return parser
+
+
+def main_for(prog: str, description: str, commands: Sequence[Command], argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the chosen command, and return the process exit status."""
+    parser = _parser(prog, description, commands)
+    args = parser.parse_args(argv)
+    by_name = {c.name: c for c in commands}
+    if args.command is None:
+        parser.print_help()
+        return 0
+    command = by_name[args.command]
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config:  # no file given, only overrides
+        config, overrides = None, [config, *overrides]
+    try:
+        cfg = load_config(command.schema, config or command.default_config, overrides)
+        command.run(cfg)
+    except (ConfigError, TaskError, DataNotFoundError, ValueError) as exc:
+        print(f"{prog} {command.name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog} {command.name}: interrupted; finished work is kept, rerun the same command to continue",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    return 0

@@ -1,0 +1,159 @@
+"""One loader for every command: a typed schema (dataclass), a YAML file and ``key=value`` overrides.
+
+``load_config(Schema, "configs/x.yaml", ["a.b=3"])`` merges the three with OmegaConf (``structured``, ``merge``,
+``from_dotlist``) and returns a ``Schema`` instance: library code receives typed objects, never a ``DictConfig``.
+Unknown keys and wrong types become one :class:`~envs.errors.ConfigError` naming the key and the valid choices.
+Field help comes from the attribute docstrings of the schema (one line under each field), which is also what
+``--help`` prints.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from envs.errors import ConfigError
+
+__all__ = ["TaskConfig", "config_help", "field_docs", "find_config", "load_config", "to_yaml"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class TaskConfig:
+    """Which task, with which options."""
+
+    name: str = "quadratic"
+    """Task name; one of ``envs.list_tasks()``."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Task options (see the task's ``Options`` dataclass), e.g. ``{width: 40}``."""
+
+
+def find_config(path: str | Path) -> Path:
+    """Resolve a config path: as given if it exists, else relative to the packaged ``configs/`` folder.
+
+    So ``configs/compare/quadratic.yaml`` and ``compare/quadratic.yaml`` work from any directory, also after a
+    non-editable install.
+    """
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    packaged = Path(str(resources.files("configs")))
+    for rel in (candidate, *(Path(*candidate.parts[i:]) for i in range(1, len(candidate.parts)))):
+        if (packaged / rel).is_file():
+            return packaged / rel
+    shipped = sorted(str(p.relative_to(packaged)) for p in packaged.rglob("*.yaml"))
+    raise ConfigError(f"config file {str(path)!r} not found; shipped configs: {', '.join(shipped)}")
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Merge ``schema`` defaults, the YAML file at ``path`` and ``key=value`` ``overrides``; return a ``schema``.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, a malformed override or an unreadable file, naming the key and
+            the valid keys at that level.
+    """
+    base = OmegaConf.structured(schema)
+    layers: list[DictConfig] = []
+    if path is not None:
+        resolved = find_config(path)
+        try:
+            loaded = OmegaConf.load(resolved)
+        except Exception as exc:  # yaml errors come in several types
+            raise ConfigError(f"cannot read config {resolved}: {exc}") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"config {resolved} must be a mapping of keys to values at the top level")
+        layers.append(loaded)
+    malformed = [o for o in overrides if "=" not in o]
+    if malformed:
+        raise ConfigError(f"overrides must look like key=value, got {', '.join(map(repr, malformed))}")
+    if overrides:
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+    try:
+        merged = OmegaConf.merge(base, *layers)
+        return typing.cast(T, OmegaConf.to_object(merged))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_explain(schema, exc)) from None
+    except (TypeError, ValueError) as exc:  # raised by a schema's __post_init__
+        raise ConfigError(f"invalid {schema.__name__}: {exc}") from None
+
+
+def _explain(schema: type, exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None) or ""
+    message = getattr(exc, "msg", None) or str(exc)
+    owner = _schema_at(schema, key.split(".")[:-1]) if key else schema
+    valid = ", ".join(f.name for f in dataclasses.fields(owner)) if owner is not None else ""
+    where = f" at {key!r}" if key else ""
+    hint = f"; valid keys here: {valid}" if valid else ""
+    return f"bad config{where}: {message.splitlines()[0]}{hint}. See --help for every option."
+
+
+def _schema_at(schema: type, path: list[str]) -> type | None:
+    current: type | None = schema
+    for part in path:
+        if current is None or not dataclasses.is_dataclass(current):
+            return None
+        hints = typing.get_type_hints(current)
+        current = hints.get(part) if isinstance(hints.get(part), type) else None
+    return current if current is not None and dataclasses.is_dataclass(current) else None
+
+
+def to_yaml(cfg: Any) -> str:
+    """The YAML text of a config dataclass (what a run directory saves as ``config.yaml``)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+@cache
+def field_docs(schema: type) -> dict[str, str]:
+    """The attribute docstring under each field of a dataclass, by field name."""
+    docs: dict[str, str] = {}
+    for cls in reversed(schema.__mro__):
+        if not dataclasses.is_dataclass(cls):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def config_help(schema: type, prefix: str = "") -> list[str]:
+    """One line per option of ``schema`` (nested dataclasses flattened to dotted keys): key, default and help."""
+    lines: list[str] = []
+    docs = field_docs(schema)
+    hints = typing.get_type_hints(schema)
+    instance = schema()
+    for f in dataclasses.fields(schema):
+        key = prefix + f.name
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(hints.get(f.name)) and dataclasses.is_dataclass(value):
+            lines.append(f"{key}.*: {docs.get(f.name, '')}")
+            lines.extend(config_help(type(value), key + "."))
+            continue
+        shown = (
+            OmegaConf.to_yaml(OmegaConf.create({"v": value})).strip()[3:] if not isinstance(value, str) else repr(value)
+        )
+        lines.append(f"{key} = {shown}: {docs.get(f.name, '')}")
+    return lines

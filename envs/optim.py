@@ -1,0 +1,76 @@
+"""Optimizers by name: one registry for task recipes, the comparison harness and the gymnasium adapter.
+
+Built in: ``sgd``, ``momentum`` (SGD, 0.9), ``nesterov`` (SGD, 0.9, Nesterov), ``rmsprop`` and ``adam``.
+Other optimizers join with :func:`register_optimizer` (the learned optimizer of :mod:`metaopt` registers itself as
+``learned``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["OptimizerSpec", "get_optimizer_spec", "list_optimizers", "make_optimizer", "register_optimizer"]
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A named optimizer: a class (or factory taking ``params, lr=..., **options``) and its fixed options."""
+
+    name: str
+    factory: OptimizerFactory
+    options: dict[str, Any] = field(default_factory=dict)
+    tunable_lr: bool = True
+    """Whether the comparison harness tunes its learning rate (a learned optimizer has none to tune)."""
+
+
+_OPTIMIZERS: dict[str, OptimizerSpec] = {}
+
+
+def register_optimizer(name: str, factory: OptimizerFactory, *, tunable_lr: bool = True, **options: Any) -> None:
+    """Register ``factory`` as ``name``; ``options`` are passed to it on every construction (overridable)."""
+    _OPTIMIZERS[name] = OptimizerSpec(name, factory, dict(options), tunable_lr)
+
+
+def list_optimizers() -> list[str]:
+    """Names of the registered optimizers."""
+    return sorted(_OPTIMIZERS)
+
+
+def get_optimizer_spec(name: str) -> OptimizerSpec:
+    """The spec registered as ``name``; a clear error listing the valid names otherwise."""
+    try:
+        return _OPTIMIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(list_optimizers())}") from None
+
+
+def make_optimizer(
+    name: str, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float | None = None, **overrides: Any
+) -> torch.optim.Optimizer:
+    """Construct the optimizer registered as ``name`` over ``params``.
+
+    Args:
+        name: registry name.
+        params: parameters or parameter groups.
+        lr: learning rate (omitted for optimizers without one).
+        **overrides: replace registered options.
+    """
+    spec = get_optimizer_spec(name)
+    kwargs = {**spec.options, **overrides}
+    if lr is not None:
+        kwargs["lr"] = lr
+    return spec.factory(params, **kwargs)
+
+
+register_optimizer("sgd", torch.optim.SGD)
+register_optimizer("momentum", torch.optim.SGD, momentum=0.9)
+register_optimizer("nesterov", torch.optim.SGD, momentum=0.9, nesterov=True)
+register_optimizer("rmsprop", torch.optim.RMSprop)
+register_optimizer("adam", torch.optim.Adam)

@@ -1,0 +1,91 @@
+"""Task registry: ``make_task(name, **options)`` and ``list_tasks()``; options checked against each task's schema."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from envs.devices import resolve_device, resolve_dtype
+from envs.errors import TaskError
+from envs.task import Task
+
+__all__ = ["get_task_class", "list_tasks", "make_task", "register_task", "task_from_spec"]
+
+_TASKS: dict[str, type[Task]] = {}
+T = TypeVar("T", bound=type[Task])
+
+
+def register_task(cls: T) -> T:
+    """Class decorator adding a Task subclass to the registry under ``cls.name``."""
+    if cls.name in _TASKS and _TASKS[cls.name] is not cls:
+        raise ValueError(f"a task named {cls.name!r} is already registered ({_TASKS[cls.name].__name__})")
+    _TASKS[cls.name] = cls
+    return cls
+
+
+def list_tasks() -> list[str]:
+    """Names of every registered task, sorted."""
+    return sorted(_TASKS)
+
+
+def get_task_class(name: str) -> type[Task]:
+    """The Task subclass registered as ``name``; a clear error naming the valid choices otherwise."""
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise TaskError(f"unknown task {name!r}; valid tasks: {', '.join(list_tasks())}") from None
+
+
+def option_help(cls: type[Task]) -> str:
+    """``name: type = default`` for each option of a task, for error messages."""
+    parts = []
+    for f in dataclasses.fields(cls.Options):
+        default = f.default if f.default is not dataclasses.MISSING else "required"
+        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        parts.append(f"{f.name}: {type_name} = {default!r}")
+    return "; ".join(parts) or "(none)"
+
+
+def validate_options(cls: type[Task], options: dict[str, Any]) -> Any:
+    """Build ``cls.Options`` from ``options``, converting strings from the command line and checking types."""
+    valid = {f.name for f in dataclasses.fields(cls.Options)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise TaskError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for task {cls.name!r}; "
+            f"valid options: {option_help(cls)}"
+        )
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cls.Options), OmegaConf.create(dict(options)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise TaskError(f"bad option for task {cls.name!r}: {exc.msg}; valid options: {option_help(cls)}") from None
+
+
+def make_task(
+    name: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    **options: Any,
+) -> Task:
+    """Create a registered task.
+
+    Args:
+        name: one of :func:`list_tasks`.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (CUDA when available); default CPU.
+        dtype: ``"float32"`` (default) or ``"float64"``, or a torch dtype.
+        **options: task options; see each task's ``Options`` dataclass.
+    """
+    cls = get_task_class(name)
+    opts = validate_options(cls, options)
+    return cls(opts, device=resolve_device(device or "cpu"), dtype=resolve_dtype(dtype or "float32"))
+
+
+def task_from_spec(spec: dict[str, Any], **kwargs: Any) -> Task:
+    """Rebuild a task from its ``Task.spec`` dictionary (``{"name", "options"}``)."""
+    return make_task(spec["name"], **kwargs, **dict(spec.get("options") or {}))

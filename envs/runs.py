@@ -1,0 +1,218 @@
+"""Run directories (DESIGN.md section 9), shared by every command.
+
+``runs/<name>-<time>/`` holds ``config.yaml`` (the resolved config), ``tb/`` (TensorBoard events, tags grouped as
+``meta/``, ``inner/``, ``geodesic/``, ``compare/``), ``records.jsonl`` (one JSON object per finished unit of work,
+enough to resume), ``checkpoints/``, ``plots/`` and ``report.md``. Anything a crash could cut in half is written to a
+temporary file and renamed into place; ``records.jsonl`` is appended line by line and a torn last line is ignored.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import OmegaConf
+
+from envs.config import to_yaml
+from envs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+__all__ = ["Run", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text"]
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a torn mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Atomic :func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through an atomic rename."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf": JSON has no literal for them
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    return value
+
+
+class Run:
+    """A run directory. Create with :meth:`create`; use as a context manager to close the TensorBoard writer.
+
+    Args:
+        path: the directory (must exist).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._writer: SummaryWriter | None = None
+
+    @classmethod
+    def create(cls, name: str, config: Any, out: str | None = None, root: str | Path = "runs") -> Run:
+        """Make (or reopen) the run directory of a command.
+
+        Args:
+            name: short name of the command or experiment; the directory is ``<root>/<name>-<YYYYmmdd-HHMMSS>``.
+            config: the resolved config dataclass, saved as ``config.yaml``.
+            out: an explicit directory instead. If it already holds a run with the same config, that run is reopened
+                (so a killed command continues); a different config there is an error, and nothing is overwritten.
+            root: parent of timestamped directories.
+        """
+        text = to_yaml(config)
+        if out:
+            path = Path(out)
+            existing = path / "config.yaml"
+            if existing.is_file():
+                _check_same_config(existing, text)
+                return cls(path)
+            if path.exists() and any(path.iterdir()):
+                raise ConfigError(f"out={out} exists and is not a run directory (no config.yaml); choose another out=")
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = Path(root) / f"{name}-{stamp}"
+            suffix = 1
+            while path.exists():
+                suffix += 1
+                path = Path(root) / f"{name}-{stamp}-{suffix}"
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / "config.yaml", text)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        """An existing run directory (for ``resume=``); a clear error when it is not one."""
+        path = Path(path)
+        if not (path / "config.yaml").is_file():
+            raise ConfigError(f"{path} is not a run directory (no config.yaml); pass the folder a command printed")
+        return cls(path)
+
+    # -- files --------------------------------------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        """``config.yaml``."""
+        return self.path / "config.yaml"
+
+    def subdir(self, name: str) -> Path:
+        """``<run>/<name>/``, created on demand (``plots``, ``checkpoints``, ...)."""
+        sub = self.path / name
+        sub.mkdir(parents=True, exist_ok=True)
+        return sub
+
+    def write_text(self, relative: str, text: str) -> Path:
+        """Atomically write a text file inside the run; returns its path."""
+        target = self.path / relative
+        atomic_write_text(target, text)
+        return target
+
+    # -- records ------------------------------------------------------------------------------------------------------
+
+    @property
+    def records_path(self) -> Path:
+        """``records.jsonl``."""
+        return self.path / "records.jsonl"
+
+    def append_record(self, record: Mapping[str, Any]) -> None:
+        """Append one JSON object as a line, flushed to disk before returning."""
+        line = json.dumps(_jsonable(record), sort_keys=True)
+        with open(self.records_path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def records(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """All complete records (a torn last line from a crash is skipped), optionally only those of ``kind``."""
+        return list(self._iter_records(kind))
+
+    def _iter_records(self, kind: str | None) -> Iterator[dict[str, Any]]:
+        if not self.records_path.is_file():
+            return
+        for line in self.records_path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if kind is None or record.get("kind") == kind:
+                yield record
+
+    # -- TensorBoard --------------------------------------------------------------------------------------------------
+
+    @property
+    def writer(self) -> SummaryWriter:
+        """The run's TensorBoard writer (``tb/``), created on first use with the resolved config logged as text."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.path / "tb"))
+            if self.config_path.is_file():
+                config = self.config_path.read_text(encoding="utf-8")
+                self._writer.add_text("config", "```yaml\n" + config + "\n```", 0)
+        return self._writer
+
+    def log_scalars(self, group: str, metrics: Mapping[str, float], step: int) -> None:
+        """Write ``metrics`` as scalars tagged ``<group>/<key>`` (finite values only)."""
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(f"{group}/{key}", value, step)
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+
+def _check_same_config(existing: Path, text: str) -> None:
+    old = OmegaConf.to_container(OmegaConf.load(existing))
+    new = OmegaConf.to_container(OmegaConf.create(text))
+    if old != new:
+        assert isinstance(old, dict) and isinstance(new, dict)
+        differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ConfigError(
+            f"{existing.parent} already holds a run made with a different config (differs in: "
+            f"{', '.join(differing)}); nothing was changed. Rerun with the same config to continue it, "
+            "or pick a new out="
+        )

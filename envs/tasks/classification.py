@@ -1,0 +1,311 @@
+"""Image classification tasks: the bundled digits (MLP and CNN), and MNIST / CIFAR-10 from local files.
+
+``digits_mlp`` is the L2L paper's MNIST setting (one hidden layer of 20 sigmoid units, batch 128) on data that
+ships with scikit-learn; ``mnist_mlp`` is the same network on MNIST itself. The CNNs are small, BatchNorm-free
+convnets in the spirit of the DSS paper's MNIST and CIFAR-10 experiments (their exact architectures are not in the
+paper).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from typing_extensions import override
+
+from envs.data import load_cifar10, load_digits_split, load_mnist
+from envs.nn import ACTIVATIONS, mlp
+from envs.registry import register_task
+from envs.task import Batch, Recipe, Task, minibatches
+
+__all__ = [
+    "Cifar10CNNTask",
+    "DigitsCNNTask",
+    "DigitsMLPTask",
+    "MnistCNNTask",
+    "MnistMLPTask",
+]
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
+
+
+def _check_positive(**values: int) -> None:
+    for key, value in values.items():
+        if value < 1:
+            raise ValueError(f"{key} must be positive, got {value}")
+
+
+@dataclass
+class DigitsMLPOptions:
+    """Options of ``digits_mlp``."""
+
+    width: int = 20
+    """Hidden units per layer."""
+    depth: int = 1
+    """Number of hidden layers."""
+    activation: str = "sigmoid"
+    """Hidden non-linearity: sigmoid, relu or tanh."""
+    batch_size: int = 128
+    """Training minibatch size."""
+    test_size: int = 500
+    """Images held out as the fixed evaluation set (the rest, 1,297 by default, train)."""
+
+    def __post_init__(self) -> None:
+        _check_activation(self.activation)
+        _check_positive(width=self.width, depth=self.depth, batch_size=self.batch_size)
+
+
+@dataclass
+class DigitsCNNOptions:
+    """Options of ``digits_cnn``."""
+
+    channels: int = 8
+    """Channels of the first convolution (the second has twice as many)."""
+    activation: str = "relu"
+    """Non-linearity after each convolution: sigmoid, relu or tanh."""
+    batch_size: int = 128
+    """Training minibatch size."""
+    test_size: int = 500
+    """Images held out as the fixed evaluation set."""
+
+    def __post_init__(self) -> None:
+        _check_activation(self.activation)
+        _check_positive(channels=self.channels, batch_size=self.batch_size)
+
+
+@dataclass
+class MnistMLPOptions:
+    """Options of ``mnist_mlp``."""
+
+    width: int = 20
+    """Hidden units per layer."""
+    depth: int = 1
+    """Number of hidden layers."""
+    activation: str = "sigmoid"
+    """Hidden non-linearity: sigmoid, relu or tanh."""
+    batch_size: int = 128
+    """Training minibatch size."""
+    data_dir: str | None = None
+    """Folder with the MNIST idx files; default ``$METAOPT_DATA`` or ``./data``."""
+    eval_size: int = 10_000
+    """First test images used as the evaluation set (restrict it to speed up DSS)."""
+
+    def __post_init__(self) -> None:
+        _check_activation(self.activation)
+        _check_positive(width=self.width, depth=self.depth, batch_size=self.batch_size, eval_size=self.eval_size)
+
+
+@dataclass
+class ImageCNNOptions:
+    """Options of ``mnist_cnn`` and ``cifar10_cnn``."""
+
+    batch_size: int = 128
+    """Training minibatch size."""
+    data_dir: str | None = None
+    """Folder with the dataset files; default ``$METAOPT_DATA`` or ``./data``."""
+    eval_size: int = 10_000
+    """First test images used as the evaluation set (restrict it to speed up DSS)."""
+
+    def __post_init__(self) -> None:
+        _check_positive(batch_size=self.batch_size, eval_size=self.eval_size)
+
+
+class ClassificationTask(Task):
+    """Cross-entropy classification on a fixed train/test split; reports accuracy and error besides the loss."""
+
+    image_shape: ClassVar[tuple[int, ...]]
+    """Shape of one input as the model receives it."""
+
+    @abstractmethod
+    def load_split(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(x_train, y_train, x_test, y_test)`` on CPU; ``x`` floating, ``y`` int64."""
+
+    def _data(self) -> tuple[Batch, Batch]:
+        if not hasattr(self, "_split"):
+            x_train, y_train, x_test, y_test = self.load_split()
+            eval_size = getattr(self.options, "eval_size", len(y_test))
+            x_test, y_test = x_test[:eval_size], y_test[:eval_size]
+
+            def place(x: Tensor, y: Tensor) -> Batch:
+                x = x.reshape(len(x), *self.image_shape)
+                return x.to(self.device, self.dtype), y.to(self.device)
+
+            self._split = (place(x_train, y_train), place(x_test, y_test))
+        return self._split
+
+    def criterion(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(outputs, targets)
+
+    def batches(self, seed: int) -> Iterator[Batch]:
+        return minibatches(self._data()[0], self.options.batch_size, seed)
+
+    def eval_data(self) -> Batch:
+        return self._data()[1]
+
+    def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        accuracy = float((outputs.argmax(dim=-1) == targets).to(torch.float64).mean())
+        return {"accuracy": accuracy, "error": 1.0 - accuracy}
+
+
+def _hidden_mlp(n_in: int, options: DigitsMLPOptions | MnistMLPOptions) -> nn.Module:
+    return mlp([n_in] + [options.width] * options.depth + [10], options.activation)
+
+
+@register_task
+class DigitsMLPTask(ClassificationTask):
+    """``digits_mlp``: 64-20-10 sigmoid MLP on scikit-learn's 8x8 digits, batch 128 (the L2L MNIST setting)."""
+
+    name = "digits_mlp"
+    Options = DigitsMLPOptions
+    recipe = Recipe(optimizer="adam", lr=0.01, steps=1000)
+    image_shape = (64,)
+
+    @override
+    def load_split(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return load_digits_split(self.options.test_size)
+
+    @override
+    def build_model(self) -> nn.Module:
+        return _hidden_mlp(64, self.options)
+
+
+class SmallConvNet(nn.Module):
+    """Two conv(3x3) + pool(2) stages and a linear read-out; no BatchNorm.
+
+    Args:
+        in_channels: input channels.
+        channels: channels of the first convolution; the second has ``2 * channels``.
+        side: input height and width (divisible by 4).
+        activation: non-linearity name.
+    """
+
+    def __init__(self, in_channels: int, channels: int, side: int, activation: str):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1),
+            ACTIVATIONS[activation](),
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            ACTIVATIONS[activation](),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Linear(2 * channels * (side // 4) ** 2, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: (B, C, side, side) -> logits (B, 10)``."""
+        return self.head(self.features(x).flatten(start_dim=-3))
+
+
+@register_task
+class DigitsCNNTask(ClassificationTask):
+    """``digits_cnn``: conv(8)-pool-conv(16)-pool-linear on the 8x8 digits, ReLU, batch 128."""
+
+    name = "digits_cnn"
+    Options = DigitsCNNOptions
+    recipe = Recipe(optimizer="adam", lr=0.01, steps=500)
+    image_shape = (1, 8, 8)
+
+    @override
+    def load_split(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return load_digits_split(self.options.test_size)
+
+    @override
+    def build_model(self) -> nn.Module:
+        return SmallConvNet(1, self.options.channels, 8, self.options.activation)
+
+
+@register_task
+class MnistMLPTask(ClassificationTask):
+    """``mnist_mlp``: 784-20-10 sigmoid MLP on MNIST read from local idx files, batch 128."""
+
+    name = "mnist_mlp"
+    Options = MnistMLPOptions
+    recipe = Recipe(optimizer="adam", lr=0.01, steps=2000)
+    image_shape = (784,)
+
+    @override
+    def load_split(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return load_mnist(self.options.data_dir)
+
+    @override
+    def build_model(self) -> nn.Module:
+        return _hidden_mlp(784, self.options)
+
+
+class LeNet(nn.Module):
+    """conv(5x5)-pool-conv(5x5)-pool-linear-linear for 28x28 inputs, ReLU, no BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2)
+        )
+        self.head = nn.Sequential(nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: (B, 1, 28, 28) -> logits (B, 10)``."""
+        return self.head(self.features(x).flatten(start_dim=-3))
+
+
+@register_task
+class MnistCNNTask(ClassificationTask):
+    """``mnist_cnn``: a LeNet-style convnet (16 and 32 channels, 64 hidden units) on MNIST from local files."""
+
+    name = "mnist_cnn"
+    Options = ImageCNNOptions
+    recipe = Recipe(optimizer="adam", lr=0.001, steps=2000)
+    image_shape = (1, 28, 28)
+
+    @override
+    def load_split(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return load_mnist(self.options.data_dir)
+
+    @override
+    def build_model(self) -> nn.Module:
+        return LeNet()
+
+
+class CifarQuickNet(nn.Module):
+    """Three conv(5x5, 32/32/64 channels)+pool stages and two linear layers; ReLU, no BatchNorm.
+
+    After the "quick" CIFAR-10 model of Krizhevsky's cuda-convnet.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(2),
+        )  # fmt: skip
+        self.head = nn.Sequential(nn.Linear(64 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: (B, 3, 32, 32) -> logits (B, 10)``."""
+        return self.head(self.features(x).flatten(start_dim=-3))
+
+
+@register_task
+class Cifar10CNNTask(ClassificationTask):
+    """``cifar10_cnn``: the cuda-convnet "quick" CIFAR-10 convnet on local CIFAR-10 python batches."""
+
+    name = "cifar10_cnn"
+    Options = ImageCNNOptions
+    recipe = Recipe(optimizer="adam", lr=0.001, steps=4000)
+    image_shape = (3, 32, 32)
+
+    @override
+    def load_split(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return load_cifar10(self.options.data_dir)
+
+    @override
+    def build_model(self) -> nn.Module:
+        return CifarQuickNet()

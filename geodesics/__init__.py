@@ -1,0 +1,1 @@
+"""Level-set geodesics by Dynamic String Sampling."""

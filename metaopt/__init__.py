@@ -1,0 +1,1 @@
+"""Meta-learned optimizers."""

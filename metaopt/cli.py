@@ -1,0 +1,69 @@
+"""The ``metaopt`` command line: ``metaopt COMMAND [CONFIG] [key=value ...]`` (``metaopt COMMAND --help``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import envs
+from envs.cli import Command, main_for
+from envs.fit_run import FitConfig, run_fit
+
+__all__ = ["main"]
+
+
+@dataclass
+class TasksConfig:
+    """Configuration of ``metaopt tasks`` (no options)."""
+
+
+def list_tasks_command(cfg: TasksConfig) -> None:
+    """Print every task with its parameter count, default recipe and Gymnasium id."""
+    print(f"{'task':16} {'params':>8}  {'recipe':28} gymnasium id")
+    for name in envs.list_tasks():
+        cls = envs.get_task_class(name)
+        recipe = f"{cls.recipe.optimizer} lr={cls.recipe.lr:g} x{cls.recipe.steps}"
+        try:
+            size = str(envs.make_task(name).num_params)
+        except envs.DataNotFoundError:
+            size = "(data?)"
+        print(f"{name:16} {size:>8}  {recipe:28} {envs.ENV_IDS[name]}")
+
+
+COMMANDS = [
+    Command("tasks", TasksConfig, list_tasks_command, "list the tasks, their sizes, recipes and environment ids"),
+    Command(
+        "fit",
+        FitConfig,
+        run_fit,
+        "train one task with its recipe; writes a run directory",
+        default_config="tasks/digits_mlp.yaml",
+    ),  # fmt: skip
+]
+
+
+CONFIG_SCHEMAS: dict[str, type] = {"tasks": FitConfig}
+"""Which schema the YAML files under each ``configs/`` folder load into."""
+
+
+def schema_for_config(relative: str | Path) -> type:
+    """The schema of a shipped config, from its path relative to ``configs/`` (its folder names the group)."""
+    path = Path(relative)
+    for depth in range(len(path.parts) - 1, 0, -1):
+        group = "/".join(path.parts[:depth])
+        if group in CONFIG_SCHEMAS:
+            return CONFIG_SCHEMAS[group]
+    if path.name in CONFIG_SCHEMAS:
+        return CONFIG_SCHEMAS[path.name]
+    raise KeyError(f"no schema is declared for configs/{path}; add its folder to CONFIG_SCHEMAS")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``metaopt`` console script."""
+    return main_for("metaopt", "Meta-learned optimizers built on loss-landscape geometry.", COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

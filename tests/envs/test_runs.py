@@ -1,0 +1,59 @@
+"""Run directories: resolved config saved, records survive a torn line, atomic writes, reopen only with same config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from envs.errors import ConfigError
+from envs.fit_run import FitConfig
+from envs.runs import Run, atomic_write_text
+
+
+def test_create_writes_config_and_records(tmp_path: Path) -> None:
+    cfg = FitConfig(seed=3)
+    run = Run.create("demo", cfg, root=tmp_path)
+    assert run.path.parent == tmp_path and run.path.name.startswith("demo-")
+    assert "seed: 3" in run.config_path.read_text()
+    run.append_record({"kind": "unit", "key": 1, "value": float("nan")})
+    run.append_record({"kind": "other", "key": 2})
+    with open(run.records_path, "a") as f:
+        f.write('{"kind": "unit", "key": 3')  # a crash in the middle of a line
+    assert [r["key"] for r in run.records("unit")] == [1]
+    assert run.records("unit")[0]["value"] == "nan"
+
+
+def test_reopen_same_config_continues_different_config_refuses(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run = Run.create("demo", FitConfig(seed=1), out=str(out))
+    run.append_record({"kind": "unit", "key": 1})
+    again = Run.create("demo", FitConfig(seed=1), out=str(out))
+    assert again.records() == run.records()
+    with pytest.raises(ConfigError, match="different config.*seed.*nothing was changed"):
+        Run.create("demo", FitConfig(seed=2), out=str(out))
+    assert len(Run.open(out).records()) == 1
+
+
+def test_open_rejects_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a run directory"):
+        Run.open(tmp_path)
+
+
+def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "report.md"
+    atomic_write_text(target, "old")
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert [p.name for p in target.parent.iterdir()] == ["report.md"]  # no temporary files left
+
+
+def test_tensorboard_scalars_are_grouped(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with Run.create("demo", FitConfig(), root=tmp_path) as run:
+        run.log_scalars("inner", {"loss": 1.5, "bad": float("nan")}, step=2)
+    acc = EventAccumulator(str(run.path / "tb"))
+    acc.Reload()
+    assert acc.Tags()["scalars"] == ["inner/loss"]
+    assert acc.Scalars("inner/loss")[0].value == 1.5
