@@ -52,7 +52,8 @@ def fit(
     """Train ``task.init_model(seed)`` on ``task.batches(seed)``; defaults come from ``task.recipe``.
 
     Args:
-        task: the task (a problem family is resolved with ``task.instance(seed)``).
+        task: the task, trained as given (for a problem family pass ``task.instance(seed)`` to train the problem a
+            run with ``seed`` draws).
         seed: run seed: initial weights and batch order.
         optimizer: registry name; default the recipe's.
         lr: learning rate; default the recipe's.
@@ -61,7 +62,6 @@ def fit(
         stop_below: stop as soon as an evaluation finds eval loss <= this value.
         callback: called after every step with ``(step, loss, model)``.
     """
-    task = task.instance(seed)
     recipe = task.recipe
     steps = recipe.steps if steps is None else steps
     if stop_below is not None and eval_every <= 0:

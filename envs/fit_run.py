@@ -59,7 +59,7 @@ def run_fit(cfg: FitConfig) -> dict[str, Any]:
             if cfg.eval_every and step % cfg.eval_every == 0:
                 run.log_scalars("inner", {f"eval_{k}": v for k, v in problem.eval_metrics(model).items()}, step)
 
-        result = fit(task, cfg.seed, optimizer=cfg.optimizer, lr=cfg.lr, steps=steps, callback=log)
+        result = fit(problem, cfg.seed, optimizer=cfg.optimizer, lr=cfg.lr, steps=steps, callback=log)
         elapsed = time.perf_counter() - started
         metrics: dict[str, Any] = {
             "task": task.name,
@@ -73,7 +73,7 @@ def run_fit(cfg: FitConfig) -> dict[str, Any]:
             "seconds": elapsed,
         }
         atomic_torch_save(
-            {"spec": task.spec, "state_dict": result.model.state_dict()}, run.subdir("checkpoints") / "final.pt"
+            {"spec": problem.spec, "state_dict": result.model.state_dict()}, run.subdir("checkpoints") / "final.pt"
         )
         run.append_record({"kind": "fit", **metrics})
         rows = "\n".join(f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())

@@ -1,1 +1,24 @@
-"""Level-set geodesics by Dynamic String Sampling."""
+"""Level-set geodesics by Dynamic String Sampling (Freeman & Bruna, ICLR 2017), on many models at once.
+
+>>> space = geodesics.ParamSpace.from_task(task)
+>>> string = geodesics.connect(space, a, b, threshold=0.05)
+>>> string.connected, string.normalized_length, string.num_beads
+"""
+
+from geodesics.curve import CurveConfig, SegmentMax, interpolation_curve, segment_maxima
+from geodesics.dss import DSSConfig, connect
+from geodesics.space import ParamSpace
+from geodesics.string import BeadString, RoundRecord, StringLoadError
+
+__all__ = [
+    "BeadString",
+    "CurveConfig",
+    "DSSConfig",
+    "ParamSpace",
+    "RoundRecord",
+    "SegmentMax",
+    "StringLoadError",
+    "connect",
+    "interpolation_curve",
+    "segment_maxima",
+]

@@ -10,6 +10,7 @@ from pathlib import Path
 import envs
 from envs.cli import Command, main_for
 from envs.fit_run import FitConfig, run_fit
+from geodesics.connect_run import ConnectConfig
 
 __all__ = ["main"]
 
@@ -44,7 +45,7 @@ COMMANDS = [
 ]
 
 
-CONFIG_SCHEMAS: dict[str, type] = {"tasks": FitConfig}
+CONFIG_SCHEMAS: dict[str, type] = {"tasks": FitConfig, "geodesics/connect": ConnectConfig}
 """Which schema the YAML files under each ``configs/`` folder load into."""
 
 

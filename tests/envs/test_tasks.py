@@ -55,7 +55,7 @@ def test_default_recipe_lowers_loss_substantially(name: str) -> None:
     seed = 1  # permutation: about half the seeds leave one hidden unit dead at loss 1/3; seed 1 trains
     problem = task.instance(seed)
     initial = problem.eval_loss(problem.init_model(seed))
-    result = envs.fit(task, seed)
+    result = envs.fit(problem, seed)
     assert result.steps == task.recipe.steps and not result.diverged
     assert result.eval_metrics["loss"] < 0.5 * initial, (initial, result.eval_metrics)
 

@@ -1,0 +1,104 @@
+"""Constrained Dynamic String Sampling (DSS paper, Appendix A), breadth-first.
+
+The whole string evolves together towards a target level that is lowered in ``stages`` steps from the peak of the
+straight segment down to L0 ("keeping the instantaneous loss of all models approximately constant"). At each level,
+segments whose certified maximum is above it get a bead (at the refined argmax, or halfway), and then every interior
+bead is trained on the augmented loss of Appendix A,
+
+    F(theta_i) + C (||theta_{i-1} - theta_i|| + ||theta_{i+1} - theta_i||) + kappa |n_i . (theta_i - m_i)|,
+
+with m_i the midpoint of the neighbours and n_i the unit normal of their bisecting hyperplane: the spring term C
+controls how "springy" the string is and the kappa term how far a bead may leave the hyperplane. Neighbours are taken
+at their current positions (all beads move at once). A level is done when all segments pass it; the run ends
+connected when the last level, L0, is done, or with the reason a budget gave out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from envs.seeding import generator
+from geodesics.beads import train_beads
+from geodesics.curve import SegmentMax, segment_maxima
+from geodesics.dss import DSSConfig, _Budget, _finish, _new_bead, _record
+from geodesics.space import ParamSpace
+from geodesics.string import BeadString
+
+__all__ = ["connect_constrained", "string_penalty"]
+
+
+def string_penalty(a: Tensor, b: Tensor, spring: float, kappa: float):  # noqa: ANN201  (returns a Penalty)
+    """The Appendix A penalty of the interior beads of the string ``[a, *interior, b]``, as a ``Penalty``."""
+
+    def penalty(interior: Tensor) -> tuple[Tensor, Tensor]:
+        full = torch.cat([a.unsqueeze(0), interior, b.unsqueeze(0)])
+        prev, here, nxt = full[:-2], full[1:-1], full[2:]
+        to_prev, to_next = here - prev, here - nxt
+        d_prev = to_prev.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        d_next = to_next.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        normal = prev - nxt
+        normal = normal / normal.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        offset = ((here - (prev + nxt) / 2) * normal).sum(dim=1, keepdim=True)
+        values = spring * (d_prev + d_next) + kappa * offset.abs()
+        grads = spring * (to_prev / d_prev + to_next / d_next) + kappa * offset.sign() * normal
+        return values.squeeze(1), grads
+
+    return penalty
+
+
+def connect_constrained(
+    space: ParamSpace, a: Tensor, b: Tensor, threshold: float, config: DSSConfig, endpoint_losses: Tensor
+) -> BeadString:
+    """Constrained DSS; called by :func:`geodesics.connect` with ``method="constrained"``."""
+    budget = _Budget(config.max_seconds)
+    beads = [a, b]
+    checks: list[SegmentMax] = segment_maxima(space, a.unsqueeze(0), b.unsqueeze(0), config.curve)
+    initial = checks[0].upper
+    history = [_record(0, beads, 0, checks, threshold, 0, budget, config)]
+    lr = config.lr or space.task.recipe.lr
+    jitter = generator(config.seed, "bead-noise")
+    start = max(initial, threshold)
+    levels = [
+        threshold * (start / threshold) ** ((config.stages - s) / config.stages) for s in range(1, config.stages + 1)
+    ]
+    losses = endpoint_losses.tolist()
+    reason = ""
+    round_ = 0
+    for level in levels:
+        while any(c.upper > level for c in checks) and not reason:
+            if round_ == config.max_rounds:
+                reason = f"rounds: max_rounds={config.max_rounds} used before the string passed level {level:.6g}"
+                break
+            if budget.expired:
+                reason = f"time: the {config.max_seconds:g} s budget ran out after {round_} rounds"
+                break
+            round_ += 1
+            failing = [i for i, c in enumerate(checks) if c.upper > level]
+            if len(beads) + len(failing) > config.max_beads:
+                reason = f"beads: {len(failing)} more beads would exceed max_beads={config.max_beads}"
+                break
+            for i in sorted(failing, reverse=True):
+                beads.insert(i + 1, _new_bead(beads[i], beads[i + 1], checks[i], config, jitter))
+                losses.insert(i + 1, float("inf"))
+            interior = torch.stack(beads[1:-1])
+            targets = torch.full((len(interior),), config.alpha * level, dtype=torch.float64)
+            trained = train_beads(space, interior, targets, max_steps=config.max_steps, lr=lr,
+                                  optimizer=config.optimizer, check_every=config.check_every,
+                                  seed=config.seed * 1000 + round_,
+                                  penalty=string_penalty(a, b, config.spring, config.kappa))  # fmt: skip
+            beads = [a, *trained.beads.unbind(0), b]
+            losses = [losses[0], *trained.losses.tolist(), losses[-1]]
+            starts, ends = torch.stack(beads[:-1]), torch.stack(beads[1:])
+            checks = segment_maxima(space, starts, ends, config.curve)
+            steps = int(trained.steps.max())
+            history.append(_record(round_, beads, len(failing), checks, threshold, steps, budget, config))
+            if not bool(trained.reached.all()):
+                row = int((~trained.reached).nonzero()[0])
+                reason = (
+                    f"bead {row + 1} could not reach its target alpha*level = {config.alpha * level:.6g} within "
+                    f"max_steps={config.max_steps} (its loss: {float(trained.losses[row]):.6g})"
+                )
+        if reason:
+            break
+    return _finish(space, beads, losses, checks, threshold, reason, "constrained", history, config, initial)

@@ -1,0 +1,281 @@
+"""Flat parameter space of a task's model, and the batched loss over many flat vectors at once (DESIGN.md §6).
+
+DSS works on points theta in R^P. ``ParamSpace`` maps a model to its flat vector and back, and evaluates the loss of
+B vectors in one pass with ``torch.func.vmap`` over ``torch.func.functional_call``, in chunks that fit a memory budget.
+Where a plain Python loop over the models is faster (small batches on some devices), it loops instead: the choice is
+made once per space and kind of evaluation by timing both on the first large enough call, and recorded in
+``ParamSpace.strategy``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from envs.task import Batch, Task
+
+__all__ = ["ParamSpace", "StrategyChoice"]
+
+_CPU_BUDGET = 1 << 30  # bytes of activations per chunk on CPU
+_CUDA_BUDGET_FRACTION = 0.25  # of the free memory
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    """How a kind of batched evaluation is run on this space's device, and the timings that decided it."""
+
+    kind: str
+    """``"loss"`` (forward only) or ``"grad"`` (loss and gradient)."""
+    strategy: str
+    """``"vmap"`` or ``"loop"``."""
+    vmap_seconds: float
+    """Time of the vmapped trial."""
+    loop_seconds: float
+    """Time of the looped trial on the same models."""
+    trial_size: int
+    """Number of models in the trial."""
+
+
+class ParamSpace:
+    """A task's model as flat vectors theta of size P, with batched evaluation.
+
+    Args:
+        task: the task whose model and loss are used.
+        model: a model of the task to take the architecture from (default ``task.init_model(0)``).
+        memory_budget: bytes of activations a chunk may use (default: 1 GiB on CPU, a quarter of free CUDA memory).
+        strategy: ``"auto"`` (measure once), ``"vmap"`` or ``"loop"``.
+
+    Raises:
+        ValueError: for models with BatchNorm (or any other buffers): their running statistics are not parameters, so
+            interpolating weights would not interpolate the function.
+    """
+
+    def __init__(
+        self, task: Task, model: nn.Module | None = None, memory_budget: int | None = None, strategy: str = "auto"
+    ):
+        if strategy not in ("auto", "vmap", "loop"):
+            raise ValueError(f"strategy must be auto, vmap or loop, got {strategy!r}")
+        self.task = task
+        self.model = model if model is not None else task.init_model(0)
+        _reject_buffers(self.model, task.name)
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.numels = [p.numel() for _, p in named]
+        self.num_params = sum(self.numels)
+        self.device = task.device
+        self.dtype = task.dtype
+        self._requested = strategy
+        self._choices: dict[str, StrategyChoice] = {}
+        self._budget = memory_budget
+        self._per_model_bytes: dict[tuple[int, ...], int] = {}
+
+    @classmethod
+    def from_task(cls, task: Task, **kwargs: Any) -> ParamSpace:
+        """The parameter space of ``task``'s model."""
+        return cls(task, **kwargs)
+
+    # -- vectors <-> models -------------------------------------------------------------------------------------------
+
+    def flatten(self, model: nn.Module) -> Tensor:
+        """``(P,)``: the model's parameters concatenated in ``named_parameters()`` order (a detached copy)."""
+        params = dict(model.named_parameters())
+        missing = [n for n in self.names if n not in params]
+        if missing:
+            raise ValueError(f"model does not match task {self.task.name!r}: missing parameters {missing}")
+        flat = torch.cat([params[n].detach().reshape(-1) for n in self.names])
+        return self.check(flat).clone()
+
+    def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
+        """Parameter tensors (views into ``theta``) by name; ``theta`` may be (P,) or batched (B, P)."""
+        lead = theta.shape[:-1]
+        out, offset = {}, 0
+        for name, shape, numel in zip(self.names, self.shapes, self.numels):
+            out[name] = theta[..., offset : offset + numel].reshape(*lead, *shape)
+            offset += numel
+        return out
+
+    @torch.no_grad()
+    def load_into(self, model: nn.Module, theta: Tensor) -> nn.Module:
+        """Copy ``theta`` (P,) into ``model``'s parameters in place; returns the model."""
+        params = dict(model.named_parameters())
+        for name, value in self.unflatten(self.check(theta)).items():
+            params[name].copy_(value)
+        return model
+
+    def to_model(self, theta: Tensor) -> nn.Module:
+        """A new model of the task holding ``theta``."""
+        return self.load_into(self.task.init_model(0), theta)
+
+    def check(self, thetas: Tensor, batched: bool = False) -> Tensor:
+        """Validate a vector (P,) or batch (B, P) and move it to the space's device and dtype."""
+        if not isinstance(thetas, Tensor):
+            raise TypeError(f"expected a tensor of parameters, got {type(thetas).__name__}")
+        want = 2 if batched else 1
+        if thetas.dim() != want or thetas.shape[-1] != self.num_params:
+            shape = "(B, P)" if batched else "(P,)"
+            raise ValueError(
+                f"expected parameter {'vectors' if batched else 'vector'} of shape {shape} with P = {self.num_params} "
+                f"(task {self.task.name!r}), got shape {tuple(thetas.shape)}"
+            )
+        if not thetas.is_floating_point():
+            raise ValueError(f"parameter vectors must be floating point, got {thetas.dtype}")
+        return thetas.to(device=self.device, dtype=self.dtype)
+
+    # -- losses -------------------------------------------------------------------------------------------------------
+
+    def loss(self, theta: Tensor, batch: Batch) -> Tensor:
+        """Differentiable scalar loss of one flat vector on ``batch``."""
+        inputs, targets = batch
+        return self.task.criterion(functional_call(self.model, self.unflatten(theta), (inputs,)), targets)
+
+    def batched_loss(self, thetas: Tensor, batch: Batch) -> Tensor:
+        """``(B,)`` losses of ``thetas (B, P)`` on one batch (no gradient)."""
+        thetas = self.check(thetas, batched=True)
+        with torch.no_grad():
+            return self._chunked(thetas, batch, lambda c: self._losses(c, batch, self._strategy("loss", c, batch)))
+
+    def batched_value_and_grad(self, thetas: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+        """``(losses (B,), grads (B, P))`` of ``thetas (B, P)`` on one batch."""
+        thetas = self.check(thetas, batched=True)
+        parts = self._chunked_pairs(thetas, batch)
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def batched_eval_loss(self, thetas: Tensor) -> Tensor:
+        """``(B,)`` losses on the task's fixed evaluation set: the example-weighted mean over its chunks."""
+        thetas = self.check(thetas, batched=True)
+        total = torch.zeros(thetas.shape[0], device=self.device, dtype=torch.float64)
+        count = 0
+        for batch in self.task.eval_batches():
+            weight = int(batch[1].shape[0])
+            total += self.batched_loss(thetas, batch).to(torch.float64) * weight
+            count += weight
+        return (total / count).to(self.dtype)
+
+    def eval_loss(self, theta: Tensor) -> float:
+        """Evaluation loss of one vector."""
+        return float(self.batched_eval_loss(self.check(theta).unsqueeze(0))[0])
+
+    @property
+    def strategy(self) -> dict[str, StrategyChoice]:
+        """The recorded vmap-or-loop decisions, by kind (empty until a batched call needed one)."""
+        return dict(self._choices)
+
+    # -- internals ----------------------------------------------------------------------------------------------------
+
+    def _losses(self, chunk: Tensor, batch: Batch, strategy: str) -> Tensor:
+        if strategy == "vmap":
+            return vmap(lambda theta: self.loss(theta, batch))(chunk)
+        return torch.stack([self.loss(theta, batch) for theta in chunk])
+
+    def _values_and_grads(self, chunk: Tensor, batch: Batch, strategy: str) -> tuple[Tensor, Tensor]:
+        fn = grad_and_value(lambda theta: self.loss(theta, batch))
+        if strategy == "vmap":
+            grads, values = vmap(fn)(chunk)
+        else:
+            pairs = [fn(theta) for theta in chunk]
+            grads, values = torch.stack([g for g, _ in pairs]), torch.stack([v for _, v in pairs])
+        return values.detach(), grads.detach()
+
+    def _strategy(self, kind: str, chunk: Tensor, batch: Batch) -> str:
+        """Vectorise or loop for this kind of call: as requested, or decided once by timing both (<= 16 models)."""
+        if self._requested != "auto":
+            return self._requested
+        if kind in self._choices:
+            return self._choices[kind].strategy
+        size = min(chunk.shape[0], 16)
+        if size < 4:  # too few models to decide on; vmap is the default until a larger call comes
+            return "vmap"
+        trial = chunk[:size]
+        if kind == "grad":
+            seconds = {s: _time(lambda s=s: self._values_and_grads(trial, batch, s)) for s in ("vmap", "loop")}
+        else:
+            with torch.no_grad():
+                seconds = {s: _time(lambda s=s: self._losses(trial, batch, s)) for s in ("vmap", "loop")}
+        choice = "loop" if seconds["loop"] < seconds["vmap"] else "vmap"
+        self._choices[kind] = StrategyChoice(kind, choice, seconds["vmap"], seconds["loop"], size)
+        return choice
+
+    def _chunk_size(self, batch: Batch) -> int:
+        key = tuple(batch[0].shape)
+        if key not in self._per_model_bytes:
+            weights = 3 * self.num_params * _itemsize(self.dtype)  # the vector, its unflattened views, a gradient
+            self._per_model_bytes[key] = _activation_bytes(self.model, batch[0]) + weights
+        budget = self._budget or _default_budget(self.device)
+        return max(1, budget // max(1, self._per_model_bytes[key]))
+
+    def _chunked(self, thetas: Tensor, batch: Batch, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        size = self._chunk_size(batch)
+        return torch.cat([fn(thetas[i : i + size]) for i in range(0, thetas.shape[0], size)])
+
+    def _chunked_pairs(self, thetas: Tensor, batch: Batch) -> list[tuple[Tensor, Tensor]]:
+        size = max(1, self._chunk_size(batch) // 3)  # backward keeps activations and their gradients
+        chunks = [thetas[i : i + size] for i in range(0, thetas.shape[0], size)]
+        return [self._values_and_grads(c, batch, self._strategy("grad", c, batch)) for c in chunks]
+
+
+def _reject_buffers(model: nn.Module, task_name: str) -> None:
+    norms = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    buffers = [n for n, _ in model.named_buffers()]
+    if norms or buffers:
+        what = f"BatchNorm layers ({', '.join(norms)})" if norms else f"buffers ({', '.join(buffers)})"
+        raise ValueError(
+            f"task {task_name!r} has a model with {what}: DSS interpolates parameters, and running statistics are "
+            "not parameters, so the interpolated model would not be the interpolated function. Models with BatchNorm "
+            "are not supported yet; use a variant without it (e.g. GroupNorm-free or norm-free)."
+        )
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _activation_bytes(model: nn.Module, inputs: Tensor) -> int:
+    """Bytes of every leaf module's output for one forward pass on ``inputs`` (a proxy for peak activation memory)."""
+    total = 0
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, Tensor):
+            total += output.numel() * output.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            out = model(inputs)
+        total += out.numel() * out.element_size() if isinstance(out, Tensor) else 0
+    finally:
+        for handle in handles:
+            handle.remove()
+    return max(total, inputs.numel() * inputs.element_size())
+
+
+def _default_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * _CUDA_BUDGET_FRACTION)
+    return _CPU_BUDGET
+
+
+def _time(fn: Callable[[], object], repeats: int = 2) -> float:
+    fn()  # warm-up (first-call overheads, lazy initialisation)
+    best = math.inf
+    for _ in range(repeats):
+        _sync()
+        start = time.perf_counter()
+        fn()
+        _sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
