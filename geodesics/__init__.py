@@ -9,6 +9,7 @@ from geodesics.curve import CurveConfig, SegmentMax, interpolation_curve, segmen
 from geodesics.dss import DSSConfig, connect
 from geodesics.space import ParamSpace
 from geodesics.string import BeadString, RoundRecord, StringLoadError
+from geodesics.train import ThresholdNotReached, train_to_threshold
 
 __all__ = [
     "BeadString",
@@ -18,7 +19,9 @@ __all__ = [
     "RoundRecord",
     "SegmentMax",
     "StringLoadError",
+    "ThresholdNotReached",
     "connect",
     "interpolation_curve",
     "segment_maxima",
+    "train_to_threshold",
 ]

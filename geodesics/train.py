@@ -11,7 +11,7 @@ from geodesics.space import ParamSpace
 __all__ = ["ThresholdNotReached", "train_to_threshold"]
 
 
-class ThresholdNotReached(RuntimeError):
+class ThresholdNotReached(ValueError):
     """Training ran out of steps before the evaluation loss reached the threshold."""
 
 

@@ -1,0 +1,65 @@
+"""``geodesics connect`` end to end: trains or loads endpoints and writes every output of the run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from geodesics import BeadString
+from geodesics.cli import main
+from metaopt.cli import main as metaopt_main
+
+QUICK = ["device=cpu", "threshold=0.1", "dss.max_rounds=4"]
+
+
+def test_connect_writes_string_record_tensorboard_plot_and_report(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(["connect", "geodesics/connect/poly_cubic.yaml", f"out={out}", *QUICK]) == 0
+    string = BeadString.load(out / "string.pt")
+    record = json.loads((out / "records.jsonl").read_text().splitlines()[-1])
+    assert record["kind"] == "connect" and record["num_beads"] == string.num_beads
+    assert record["normalized_length"] == pytest.approx(string.normalized_length)
+    assert (out / "plots" / "path_loss.png").stat().st_size > 10_000
+    assert "normalized_length" in (out / "report.md").read_text()
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    assert {"geodesic/num_beads", "geodesic/worst_segment_max", "geodesic/normalized_length"} <= set(
+        acc.Tags()["scalars"]
+    )
+    assert string.task["name"] == "poly_cubic" and string.config["max_rounds"] == 4
+
+
+def test_connect_loads_endpoints_from_fit_checkpoints(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        assert metaopt_main(["fit", "tasks/poly_cubic.yaml", f"seed={seed}", f"out={tmp_path / f'fit{seed}'}",
+                             "device=cpu", "steps=1500"]) == 0  # fmt: skip
+    out = tmp_path / "run"
+    argv = [
+        f"a.checkpoint={tmp_path / 'fit0/checkpoints/final.pt'}",
+        f"b.checkpoint={tmp_path / 'fit1/checkpoints/final.pt'}",
+    ]
+    assert main(["connect", "geodesics/connect/poly_cubic.yaml", f"out={out}", *QUICK, *argv]) == 0
+    string = BeadString.load(out / "string.pt")
+    saved = torch.load(tmp_path / "fit0/checkpoints/final.pt", weights_only=True)["state_dict"]
+    assert torch.equal(string.beads[0], torch.cat([v.reshape(-1) for v in saved.values()]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["threshold=0.00001", "a.max_steps=50"], "above the threshold"),
+        (["a.checkpoint=/nonexistent.pt"], "does not exist"),
+        (["dss.method=fancy"], "method must be greedy or constrained"),
+    ],
+)
+def test_bad_input_is_one_message(overrides: list[str], message: str, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    assert (
+        main(["connect", "geodesics/connect/poly_cubic.yaml", f"out={tmp_path / 'r'}", "device=cpu", *overrides]) == 2
+    )
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
