@@ -6,7 +6,7 @@
 """
 
 from geodesics.curve import CurveConfig, SegmentMax, interpolation_curve, segment_maxima
-from geodesics.dss import DSSConfig, connect
+from geodesics.dss import DSSConfig, connect, connect_many
 from geodesics.space import ParamSpace
 from geodesics.string import BeadString, RoundRecord, StringLoadError
 from geodesics.train import ThresholdNotReached, train_to_threshold
@@ -21,6 +21,7 @@ __all__ = [
     "StringLoadError",
     "ThresholdNotReached",
     "connect",
+    "connect_many",
     "interpolation_curve",
     "segment_maxima",
     "train_to_threshold",

@@ -48,7 +48,7 @@ def string_penalty(a: Tensor, b: Tensor, spring: float, kappa: float):  # noqa: 
 
 
 def connect_constrained(
-    space: ParamSpace, a: Tensor, b: Tensor, threshold: float, config: DSSConfig, endpoint_losses: Tensor
+    space: ParamSpace, a: Tensor, b: Tensor, threshold: float, config: DSSConfig, endpoint_losses: Tensor, key: int = 0
 ) -> BeadString:
     """Constrained DSS; called by :func:`geodesics.connect` with ``method="constrained"``."""
     budget = _Budget(config.max_seconds)
@@ -57,7 +57,7 @@ def connect_constrained(
     initial = checks[0].upper
     history = [_record(0, beads, 0, checks, threshold, 0, budget, config)]
     lr = config.lr or space.task.recipe.lr
-    jitter = generator(config.seed, "bead-noise")
+    jitter = generator(config.seed, "bead-noise", key)
     start = max(initial, threshold)
     levels = [
         threshold * (start / threshold) ** ((config.stages - s) / config.stages) for s in range(1, config.stages + 1)

@@ -22,7 +22,7 @@ from geodesics.curve import CurveConfig, SegmentMax, segment_maxima
 from geodesics.space import ParamSpace
 from geodesics.string import BeadString, RoundRecord
 
-__all__ = ["DSSConfig", "connect"]
+__all__ = ["DSSConfig", "connect", "connect_many"]
 
 
 @dataclass
@@ -104,74 +104,162 @@ def connect(space: ParamSpace, a: Tensor, b: Tensor, threshold: float, config: D
     Raises:
         ValueError: vectors of the wrong size, or an endpoint whose loss is above the threshold.
     """
+    return connect_many(space, [(a, b)], threshold, config)[0]
+
+
+def connect_many(
+    space: ParamSpace,
+    pairs: list[tuple[Tensor, Tensor]],
+    threshold: float,
+    config: DSSConfig | None = None,
+    keys: list[int] | None = None,
+) -> list[BeadString]:
+    """Connect several independent pairs concurrently: each round's beads of all strings train as one batch.
+
+    Every string follows exactly the rules of :func:`connect` with its own budgets; only the work is shared. The
+    bead jitter of a string is drawn from its own stream (``keys[i]``, default its position; :func:`connect` uses 0)
+    and the training batches of round r are the same for every string, so a string's result does not depend on which
+    other strings run beside it (up to the rounding of batched kernels).
+    """
     config = config or DSSConfig()
-    a, b = space.check(a), space.check(b)
-    endpoint_losses = space.batched_eval_loss(torch.stack([a, b])).to(torch.float64)
-    for name, loss in zip("ab", endpoint_losses.tolist()):
-        if loss > threshold:
-            raise ValueError(
-                f"endpoint {name} has evaluation loss {loss:.6g} above the threshold L0 = {threshold:.6g}: DSS "
-                "connects points inside the level set. Train it below L0 first (geodesics.train_to_threshold) or "
-                "raise L0."
-            )
+    keys = list(range(len(pairs))) if keys is None else list(keys)
+    if len(keys) != len(pairs):
+        raise ValueError(f"got {len(keys)} keys for {len(pairs)} pairs")
+    pairs = [(space.check(a), space.check(b)) for a, b in pairs]
+    if not pairs:
+        return []
+    endpoints = torch.stack([p for pair in pairs for p in pair])
+    losses = space.batched_eval_loss(endpoints).to(torch.float64).reshape(-1, 2)
+    for index, pair_losses in enumerate(losses.tolist()):
+        for name, loss in zip("ab", pair_losses):
+            if loss > threshold:
+                which = f"endpoint {name}" + (f" of pair {index}" if len(pairs) > 1 else "")
+                raise ValueError(
+                    f"{which} has evaluation loss {loss:.6g} above the threshold L0 = {threshold:.6g}: DSS "
+                    "connects points inside the level set. Train it below L0 first (geodesics.train_to_threshold) "
+                    "or raise L0."
+                )
     if config.method == "constrained":
         from geodesics.constrained import connect_constrained
 
-        return connect_constrained(space, a, b, threshold, config, endpoint_losses)
-    return _connect_greedy(space, a, b, threshold, config, endpoint_losses)
+        return [
+            connect_constrained(space, a, b, threshold, config, pl, k) for (a, b), pl, k in zip(pairs, losses, keys)
+        ]
+    return _connect_greedy(space, pairs, threshold, config, losses, keys)
+
+
+class _GreedyString:
+    """The state of one string during greedy DSS."""
+
+    def __init__(self, key: int, a: Tensor, b: Tensor, losses: list[float], config: DSSConfig):
+        self.beads = [a, b]
+        self.losses = losses
+        self.checks: list[SegmentMax] = []
+        self.history: list[RoundRecord] = []
+        self.reason = ""
+        self.done = False
+        self.failing: list[int] = []
+        self.jitter = generator(config.seed, "bead-noise", key)
+
+    def plan(self, threshold: float, config: DSSConfig, round_: int, budget: _Budget) -> list[Tensor]:
+        """New beads for this round (empty when the string is done, with its reason set when it failed)."""
+        self.failing = [i for i, c in enumerate(self.checks) if c.upper > threshold]
+        if not self.failing:
+            self.done = True
+        elif budget.expired:
+            self.reason = f"time: the {config.max_seconds:g} s budget ran out after {round_ - 1} rounds"
+        elif len(self.beads) + len(self.failing) > config.max_beads:
+            self.reason = (
+                f"beads: {len(self.failing)} more beads would exceed max_beads={config.max_beads} "
+                f"({len(self.beads)} on the string)"
+            )
+        if self.reason:
+            self.done = True
+        if self.done:
+            return []
+        beads, checks = self.beads, self.checks
+        return [_new_bead(beads[i], beads[i + 1], checks[i], config, self.jitter) for i in self.failing]
+
+    def insert(self, beads: Tensor, losses: Tensor, reached: Tensor, config: DSSConfig, threshold: float) -> None:
+        """Insert the trained beads after their segments' left ends; note the first that missed its target."""
+        for row, i in sorted(enumerate(self.failing), key=lambda pair: -pair[1]):  # from the right: indices hold
+            self.beads.insert(i + 1, beads[row])
+            self.losses.insert(i + 1, float(losses[row]))
+        if not bool(reached.all()):
+            row = int((~reached).nonzero()[0])
+            position = self.failing[row] + 1 + row  # where the bead landed once the earlier ones were inserted
+            self.reason = (
+                f"bead {position} could not reach its target alpha*L0 = {config.alpha * threshold:.6g} within "
+                f"max_steps={config.max_steps} (its loss: {float(losses[row]):.6g})"
+            )
+            self.done = True
+
+    def fresh_segments(self) -> list[int]:
+        """Segments of the new string that need a check: both halves of every split segment."""
+        return [i + rank + half for rank, i in enumerate(self.failing) for half in (0, 1)]
+
+    def update_checks(self, results: list[SegmentMax]) -> None:
+        """Merge the checks of the fresh segments with the kept ones."""
+        split = set(self.failing)
+        merged: list[SegmentMax | None] = []
+        for i, check in enumerate(self.checks):
+            merged += [None, None] if i in split else [check]
+        for j, result in zip(self.fresh_segments(), results):
+            merged[j] = result
+        self.checks = [c for c in merged if c is not None]
 
 
 def _connect_greedy(
-    space: ParamSpace, a: Tensor, b: Tensor, threshold: float, config: DSSConfig, endpoint_losses: Tensor
-) -> BeadString:
+    space: ParamSpace,
+    pairs: list[tuple[Tensor, Tensor]],
+    threshold: float,
+    config: DSSConfig,
+    losses: Tensor,
+    keys: list[int],
+) -> list[BeadString]:
     budget = _Budget(config.max_seconds)
-    beads = [a, b]
-    losses = endpoint_losses.tolist()
-    checks: list[SegmentMax] = segment_maxima(space, a.unsqueeze(0), b.unsqueeze(0), config.curve)
-    initial = checks[0].upper
-    history = [_record(0, beads, 0, checks, threshold, 0, budget, config)]
+    strings = [
+        _GreedyString(key, a, b, pair_losses.tolist(), config) for key, (a, b), pair_losses in zip(keys, pairs, losses)
+    ]
+    starts = torch.stack([a for a, _ in pairs])
+    ends = torch.stack([b for _, b in pairs])
+    for string, check in zip(strings, segment_maxima(space, starts, ends, config.curve)):
+        string.checks = [check]
+        string.history.append(_record(0, string.beads, 0, string.checks, threshold, 0, budget, config))
+    initial = [s.checks[0].upper for s in strings]
     lr = config.lr or space.task.recipe.lr
-    jitter = generator(config.seed, "bead-noise")
-    reason = ""
     for round_ in range(1, config.max_rounds + 1):
-        failing = [i for i, c in enumerate(checks) if c.upper > threshold]
-        if not failing:
+        plans = [(s, s.plan(threshold, config, round_, budget)) for s in strings if not s.done]
+        plans = [(s, inits) for s, inits in plans if inits]
+        if not plans:
             break
-        if budget.expired:
-            reason = f"time: the {config.max_seconds:g} s budget ran out after {round_ - 1} rounds"
-            break
-        if len(beads) + len(failing) > config.max_beads:
-            reason = (
-                f"beads: {len(failing)} more beads would exceed max_beads={config.max_beads} "
-                f"({len(beads)} on the string)"
-            )
-            break
-        inits = torch.stack([_new_bead(beads[i], beads[i + 1], checks[i], config, jitter) for i in failing])
-        targets = torch.full((len(failing),), config.alpha * threshold, dtype=torch.float64)
+        inits = torch.stack([bead for _, beads in plans for bead in beads])
+        targets = torch.full((len(inits),), config.alpha * threshold, dtype=torch.float64)
         trained = train_beads(space, inits, targets, max_steps=config.max_steps, lr=lr, optimizer=config.optimizer,
                               check_every=config.check_every, seed=config.seed * 1000 + round_)  # fmt: skip
-        # insert from the right so earlier indices stay valid; remember where each new bead lands
-        for row, i in sorted(enumerate(failing), key=lambda pair: -pair[1]):
-            beads.insert(i + 1, trained.beads[row])
-            losses.insert(i + 1, float(trained.losses[row]))
-        positions = [i + 1 + rank for rank, i in enumerate(failing)]
-        if not bool(trained.reached.all()):
-            row = int((~trained.reached).nonzero()[0])
-            reason = (
-                f"bead {positions[row]} could not reach its target alpha*L0 = {config.alpha * threshold:.6g} within "
-                f"max_steps={config.max_steps} (its loss: {float(trained.losses[row]):.6g})"
+        rows, offset = [], 0
+        for string, beads in plans:
+            rows.append(slice(offset, offset + len(beads)))
+            offset += len(beads)
+            sl = rows[-1]
+            string.insert(trained.beads[sl], trained.losses[sl], trained.reached[sl], config, threshold)
+        segments = [(s, j) for s, _ in plans for j in s.fresh_segments()]
+        results = segment_maxima(space, torch.stack([s.beads[j] for s, j in segments]),
+                                 torch.stack([s.beads[j + 1] for s, j in segments]), config.curve)  # fmt: skip
+        for (string, beads), sl in zip(plans, rows):
+            string.update_checks(results[2 * sl.start : 2 * sl.stop])
+            steps = int(trained.steps[sl].max())
+            string.history.append(
+                _record(round_, string.beads, len(beads), string.checks, threshold, steps, budget, config)
             )
-        checks = _recheck(space, beads, checks, failing, config.curve)
-        history.append(
-            _record(round_, beads, len(failing), checks, threshold, int(trained.steps.max()), budget, config)
-        )
-        if reason:
-            break
-    else:
-        if any(c.upper > threshold for c in checks):
-            remaining = sum(c.upper > threshold for c in checks)
-            reason = f"rounds: max_rounds={config.max_rounds} used and {remaining} segments are still above L0"
-    return _finish(space, beads, losses, checks, threshold, reason, "greedy", history, config, initial)
+    out = []
+    for string, peak in zip(strings, initial):
+        remaining = sum(c.upper > threshold for c in string.checks)
+        if remaining and not string.reason:
+            string.reason = f"rounds: max_rounds={config.max_rounds} used and {remaining} segments are still above L0"
+        out.append(_finish(space, string.beads, string.losses, string.checks, threshold, string.reason, "greedy",
+                           string.history, config, peak))  # fmt: skip
+    return out
 
 
 def _new_bead(left: Tensor, right: Tensor, check: SegmentMax, config: DSSConfig, jitter: torch.Generator) -> Tensor:
@@ -182,23 +270,6 @@ def _new_bead(left: Tensor, right: Tensor, check: SegmentMax, config: DSSConfig,
         noise = torch.randn(bead.shape, generator=jitter, dtype=torch.float64).to(bead.device, bead.dtype)
         bead = bead + scale * noise
     return bead
-
-
-def _recheck(
-    space: ParamSpace, beads: list[Tensor], old: list[SegmentMax], failing: list[int], curve: CurveConfig
-) -> list[SegmentMax]:
-    """Checks of the new string's segments: both halves of every split segment are new, the others are kept."""
-    split = set(failing)
-    checks: list[SegmentMax | None] = []
-    for i, check in enumerate(old):
-        checks += [None, None] if i in split else [check]
-    todo = [j for j, c in enumerate(checks) if c is None]  # segment j joins beads[j] and beads[j + 1]
-    results = segment_maxima(
-        space, torch.stack([beads[j] for j in todo]), torch.stack([beads[j + 1] for j in todo]), curve
-    )
-    for j, result in zip(todo, results):
-        checks[j] = result
-    return [c for c in checks if c is not None]
 
 
 def _record(

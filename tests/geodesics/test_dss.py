@@ -144,3 +144,14 @@ def test_train_to_threshold_reaches_it_or_says_what_to_change() -> None:
 def test_public_names() -> None:
     assert geodesics.connect is connect and geodesics.ParamSpace is ParamSpace
     assert math.isfinite(DSSConfig().alpha)
+
+
+def test_concurrent_pairs_give_what_each_pair_gives_alone(poly_cubic) -> None:  # noqa: ANN001
+    space, a, b = poly_cubic
+    c = train_to_threshold(space.task, 2, 0.05)
+    together = geodesics.connect_many(space, [(a, b), (a, c)], 0.05, keys=[0, 7])
+    alone = [connect(space, a, b, 0.05), geodesics.connect_many(space, [(a, c)], 0.05, keys=[7])[0]]
+    for x, y in zip(together, alone):
+        assert x.connected == y.connected and x.num_beads == y.num_beads
+        assert x.normalized_length == pytest.approx(y.normalized_length, rel=1e-3)
+        torch.testing.assert_close(x.beads, y.beads, rtol=1e-3, atol=1e-3)
