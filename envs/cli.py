@@ -30,6 +30,8 @@ class Command:
     summary: str
     default_config: str | None = None
     """Config used when none is given on the command line (a packaged path), or None to use the schema defaults."""
+    positional: str | None = None
+    """If set, the first argument is this key's value instead of a config file (``geodesics plot RUN``)."""
 
 
 def _parser(prog: str, description: str, commands: Sequence[Command]) -> argparse.ArgumentParser:
@@ -51,7 +53,10 @@ def _parser(prog: str, description: str, commands: Sequence[Command]) -> argpars
             epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("config", nargs="?", help=f"YAML config file{default}; packaged configs are found by name")
+        if command.positional:
+            p.add_argument("config", nargs="?", metavar=command.positional.upper(), help=f"sets {command.positional}")
+        else:
+            p.add_argument("config", nargs="?", help=f"YAML config file{default}; packaged configs are found by name")
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. task.options.width=40 seed=3")
     return parser
 
@@ -68,6 +73,8 @@ def main_for(prog: str, description: str, commands: Sequence[Command], argv: Seq
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config:  # no file given, only overrides
         config, overrides = None, [config, *overrides]
+    elif config is not None and command.positional:
+        config, overrides = None, [f"{command.positional}={config}", *overrides]
     try:
         cfg = load_config(command.schema, config or command.default_config, overrides)
         command.run(cfg)

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 from envs.cli import Command, main_for
 from geodesics.connect_run import ConnectConfig, run_connect
+from geodesics.disconnection import DisconnectionConfig, run_disconnection
+from geodesics.plot_run import PlotConfig, run_plot
+from geodesics.sweep import SweepConfig, run_sweep
 
 __all__ = ["COMMANDS", "main"]
 
@@ -17,7 +20,22 @@ COMMANDS = [
         run_connect,
         "connect two trained models with Dynamic String Sampling",
         default_config="geodesics/connect/poly_cubic.yaml",
-    ),  # fmt: skip
+    ),
+    Command(
+        "sweep",
+        SweepConfig,
+        run_sweep,
+        "normalized length and beads against the threshold (paper Figure 1); resumable",
+        default_config="geodesics/sweep/poly_cubic.yaml",
+    ),
+    Command("plot", PlotConfig, run_plot, "PCA views and snapshots of a string (Appendix D)", positional="run"),
+    Command(
+        "disconnection",
+        DisconnectionConfig,
+        run_disconnection,
+        "the Appendix E check: a permuted pair that must not connect, and a control that does",
+        default_config="geodesics/disconnection.yaml",
+    ),
 ]
 
 

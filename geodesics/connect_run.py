@@ -14,7 +14,7 @@ from geodesics.plots import plot_path_loss
 from geodesics.space import ParamSpace
 from geodesics.string import BeadString
 
-__all__ = ["ConnectConfig", "log_string", "run_connect"]
+__all__ = ["ConnectConfig", "connect_endpoints", "log_string", "run_connect"]
 
 
 @dataclass
@@ -56,23 +56,30 @@ def log_string(run: Run, string: BeadString, prefix: str = "geodesic") -> None:
         )
 
 
-def run_connect(cfg: ConnectConfig) -> dict[str, Any]:
-    """Connect two endpoints of ``cfg.task``; returns the string's metrics."""
+def connect_endpoints(cfg: ConnectConfig) -> tuple[ParamSpace, BeadString]:
+    """Build the task, make both endpoints and connect them (no files written)."""
     task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options)
     space = ParamSpace.from_task(task)
-    run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out)
+    a = make_endpoint(space, task, cfg.a, cfg.threshold)
+    b = make_endpoint(space, task, cfg.b, cfg.threshold)
+    return space, connect(space, a, b, cfg.threshold, cfg.dss)
+
+
+def run_connect(cfg: ConnectConfig) -> dict[str, Any]:
+    """Connect two endpoints of ``cfg.task``; returns the string's metrics."""
+    make_task(cfg.task.name, **cfg.task.options)  # fail on a bad task before a run directory is made
+    run = Run.create(f"{cfg.name}-{cfg.task.name}", cfg, cfg.out)
     print(f"run directory: {run.path}")
     with run:
-        a = make_endpoint(space, task, cfg.a, cfg.threshold)
-        b = make_endpoint(space, task, cfg.b, cfg.threshold)
-        string = connect(space, a, b, cfg.threshold, cfg.dss)
+        space, string = connect_endpoints(cfg)
+        task = space.task
         string.save(run.path / "string.pt")
         log_string(run, string)
         metrics = string.metrics()
         run.log_scalars("geodesic", {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, 0)
         run.append_record({"kind": "connect", "task": task.name, **metrics})
         plot = plot_path_loss(space, string, run.subdir("plots") / "path_loss.png")
-        run.write_text("report.md", _report(task.name, string))
+        run.write_text("report.md", string_report(task.name, string))
     state = "connected" if string.connected else f"NOT connected: {string.reason}"
     print(f"{state}; {string.num_beads} beads, normalized length {string.normalized_length:.4f}, "
           f"max loss {string.max_loss:.5g} (L0 = {cfg.threshold:g})")  # fmt: skip
@@ -80,7 +87,8 @@ def run_connect(cfg: ConnectConfig) -> dict[str, Any]:
     return metrics
 
 
-def _report(task_name: str, string: BeadString) -> str:
+def string_report(task_name: str, string: BeadString, plot: str = "plots/path_loss.png") -> str:
+    """Markdown: the string's metrics and its per-round table."""
     rows = "\n".join(
         f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in string.metrics().items()
     )
@@ -92,5 +100,5 @@ def _report(task_name: str, string: BeadString) -> str:
     return (
         f"# geodesics connect: {task_name}\n\n| metric | value |\n|---|---|\n{rows}\n\n"
         "## Rounds\n\n| round | beads | new | failing segments | worst segment max | train steps | seconds |\n"
-        f"|---|---|---|---|---|---|---|\n{rounds}\n\n![loss along the path](plots/path_loss.png)\n"
+        f"|---|---|---|---|---|---|---|\n{rounds}\n\n![loss along the path]({plot})\n"
     )

@@ -84,6 +84,15 @@ class BeadString:
     # -- metrics ------------------------------------------------------------------------------------------------------
 
     @property
+    def failure(self) -> str:
+        """Short form of ``reason``: ``rounds``, ``beads``, ``time``, ``bead N untrainable``, or empty."""
+        if not self.reason:
+            return ""
+        if self.reason.startswith("bead "):
+            return " ".join(self.reason.split()[:2]) + " untrainable"
+        return self.reason.split(":")[0]
+
+    @property
     def num_beads(self) -> int:
         """Number of beads, both endpoints included (the paper's count)."""
         return int(self.beads.shape[0])

@@ -11,6 +11,8 @@ import envs
 from envs.cli import Command, main_for
 from envs.fit_run import FitConfig, run_fit
 from geodesics.connect_run import ConnectConfig
+from geodesics.disconnection import DisconnectionConfig
+from geodesics.sweep import SweepConfig
 
 __all__ = ["main"]
 
@@ -45,19 +47,22 @@ COMMANDS = [
 ]
 
 
-CONFIG_SCHEMAS: dict[str, type] = {"tasks": FitConfig, "geodesics/connect": ConnectConfig}
-"""Which schema the YAML files under each ``configs/`` folder load into."""
+CONFIG_SCHEMAS: dict[str, type] = {
+    "tasks": FitConfig,
+    "geodesics/connect": ConnectConfig,
+    "geodesics/sweep": SweepConfig,
+    "geodesics/disconnection.yaml": DisconnectionConfig,
+}
+"""Which schema the YAML files under each ``configs/`` folder (or a single file) load into."""
 
 
 def schema_for_config(relative: str | Path) -> type:
     """The schema of a shipped config, from its path relative to ``configs/`` (its folder names the group)."""
     path = Path(relative)
-    for depth in range(len(path.parts) - 1, 0, -1):
-        group = "/".join(path.parts[:depth])
-        if group in CONFIG_SCHEMAS:
-            return CONFIG_SCHEMAS[group]
-    if path.name in CONFIG_SCHEMAS:
-        return CONFIG_SCHEMAS[path.name]
+    for depth in range(len(path.parts), 0, -1):  # the file itself, then its folders from the innermost
+        key = "/".join(path.parts[:depth])
+        if key in CONFIG_SCHEMAS:
+            return CONFIG_SCHEMAS[key]
     raise KeyError(f"no schema is declared for configs/{path}; add its folder to CONFIG_SCHEMAS")
 
 

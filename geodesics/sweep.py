@@ -1,0 +1,239 @@
+"""Threshold sweeps (DSS paper, §4 and Figure 1): normalized geodesic length and beads against the level L0.
+
+For each threshold, N independent pairs of models are trained until their evaluation loss is below L0 (fresh seeds
+for every pair, training stops at the first check below L0) and connected with DSS. Pairs are processed in groups:
+the endpoints of a group train as one batch and its pairs connect concurrently (``connect_many``). A group is the
+unit of resumption: its pairs' records are written together, a killed sweep recomputes only unfinished groups, and
+since group composition is fixed by the config, a resumed sweep gives exactly what an uninterrupted one gives.
+
+The aggregation is pure (:func:`aggregate`): per threshold, the share of pairs connected and, over connected pairs,
+the mean and standard error of the normalized length and of the number of beads.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from envs.config import TaskConfig
+from envs.registry import make_task
+from envs.runs import Run
+from envs.task import Task
+from geodesics.beads import train_beads
+from geodesics.dss import DSSConfig, connect_many
+from geodesics.space import ParamSpace
+
+__all__ = ["SweepConfig", "aggregate", "pair_seeds", "run_sweep", "train_endpoints"]
+
+
+@dataclass
+class SweepConfig:
+    """Configuration of ``geodesics sweep``."""
+
+    task: TaskConfig = field(default_factory=lambda: TaskConfig(name="poly_cubic"))
+    """The task whose level sets are measured."""
+    thresholds: list[float] = field(default_factory=lambda: [0.2, 0.1, 0.05])
+    """The levels L0 (evaluation loss), in any order."""
+    pairs: int = 10
+    """Independent pairs of models per threshold."""
+    concurrent: int = 10
+    """Pairs trained and connected together in one batch (a group, the unit of resumption)."""
+    seed: int = 0
+    """Base seed; pair p at threshold index k trains models from seeds seed + 2 (k * pairs + p) and that + 1."""
+    train_steps: int = 0
+    """Step budget to train each endpoint below L0 (0: five times the task's recipe steps)."""
+    dss: DSSConfig = field(default_factory=DSSConfig)
+    """DSS settings."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda."""
+    dtype: str = "float32"
+    """float32 or float64."""
+    name: str = "sweep"
+    """Prefix of the run directory name."""
+    out: str | None = None
+    """Run directory; default ``runs/<name>-<task>-<time>``. Rerun with the same out= to continue a killed sweep."""
+
+    def __post_init__(self) -> None:
+        if not self.thresholds or min(self.thresholds) <= 0:
+            raise ValueError("thresholds must be a non-empty list of positive losses")
+        if self.pairs < 1 or self.concurrent < 1:
+            raise ValueError("pairs and concurrent must be positive")
+
+
+def pair_seeds(config: SweepConfig, threshold_index: int, pair: int) -> tuple[int, int]:
+    """The two training seeds of a pair: distinct for every pair of every threshold."""
+    first = config.seed + 2 * (threshold_index * config.pairs + pair)
+    return first, first + 1
+
+
+def train_endpoints(
+    space: ParamSpace, seeds: list[int], threshold: float, max_steps: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Train ``task.init_model(s)`` for every seed, as one batch, until each evaluation loss is <= ``threshold``.
+
+    Uses the task's recipe (optimizer and learning rate); each model stops at its first check below the threshold.
+    The models of a batch see the same training batches (stream ``seed``).
+
+    Returns:
+        ``(thetas (M, P), eval losses (M,), reached (M,))``.
+    """
+    task = space.task
+    inits = torch.stack([space.flatten(task.init_model(s)) for s in seeds])
+    targets = torch.full((len(seeds),), threshold, dtype=torch.float64)
+    optimizer = task.recipe.optimizer if task.recipe.optimizer in ("adam", "sgd") else "adam"
+    result = train_beads(space, inits, targets, max_steps=max_steps, lr=task.recipe.lr, optimizer=optimizer, seed=seed)
+    return result.beads, result.losses, result.reached
+
+
+def _groups(config: SweepConfig) -> list[tuple[int, list[int]]]:
+    """``(threshold index, pairs)`` for every group, in a fixed order."""
+    return [
+        (k, list(range(start, min(start + config.concurrent, config.pairs))))
+        for k in range(len(config.thresholds))
+        for start in range(0, config.pairs, config.concurrent)
+    ]
+
+
+def _run_group(
+    config: SweepConfig, task: Task, space: ParamSpace, run: Run, k: int, pairs: list[int]
+) -> list[dict[str, Any]]:
+    """Train and connect one group; save its strings; return one record per pair."""
+    threshold = config.thresholds[k]
+    started = time.perf_counter()
+    seeds = [s for p in pairs for s in pair_seeds(config, k, p)]
+    budget = config.train_steps or 5 * task.recipe.steps
+    thetas, losses, reached = train_endpoints(space, seeds, threshold, budget, seed=config.seed * 7919 + k)
+    trained = [p for i, p in enumerate(pairs) if bool(reached[2 * i]) and bool(reached[2 * i + 1])]
+    index = {p: i for i, p in enumerate(pairs)}
+    couples = [(thetas[2 * index[p]], thetas[2 * index[p] + 1]) for p in trained]
+    strings = dict(zip(trained, connect_many(space, couples, threshold, config.dss, keys=trained)))
+    seconds = time.perf_counter() - started
+    records = []
+    for p in pairs:
+        i = index[p]
+        record: dict[str, Any] = {
+            "kind": "pair", "threshold_index": k, "threshold": threshold, "pair": p,
+            "seeds": list(pair_seeds(config, k, p)),
+            "endpoint_losses": [float(losses[2 * i]), float(losses[2 * i + 1])], "trained": p in strings,
+            "group_seconds": seconds, "group_size": len(pairs),
+        }  # fmt: skip
+        if p in strings:
+            string = strings[p]
+            path = run.subdir("strings") / f"L{k:02d}-pair{p:03d}.pt"
+            string.save(path)
+            record.update(string.metrics(), string=str(path.relative_to(run.path)))
+        else:
+            record.update(connected=False, reason=f"endpoints: not trained below L0 within {budget} steps")
+        records.append(record)
+    return records
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var / len(values))
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per threshold, sorted by decreasing L0.
+
+    Each row: pairs, trained, connected, share connected, and the mean and standard error of the normalized length
+    and of the number of beads over connected pairs.
+    """
+    rows = []
+    for threshold in sorted({r["threshold"] for r in records}, reverse=True):
+        group = [r for r in records if r["threshold"] == threshold]
+        connected = [r for r in group if r.get("connected")]
+        length, length_se = _mean_se([r["normalized_length"] for r in connected])
+        beads, beads_se = _mean_se([float(r["num_beads"]) for r in connected])
+        trained = sum(bool(r["trained"]) for r in group)
+        rows.append({
+            "threshold": threshold, "pairs": len(group), "trained": trained, "connected": len(connected),
+            "share_connected": len(connected) / trained if trained else math.nan,
+            "normalized_length_mean": length, "normalized_length_se": length_se,
+            "num_beads_mean": beads, "num_beads_se": beads_se,
+            "max_loss_mean": _mean_se([r["max_loss"] for r in connected])[0],
+            "seconds": sum(r["group_seconds"] / r["group_size"] for r in group),
+        })  # fmt: skip
+    return rows
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _report(task_name: str, rows: list[dict[str, Any]], total_seconds: float) -> str:
+    lines = [
+        f"# geodesics sweep: {task_name}\n",
+        "Mean ± standard error over connected pairs; `connected` counts pairs whose endpoints both reached L0.\n",
+        "| L0 | pairs trained | connected | normalized length | beads | max loss on path | seconds |",
+        "|---:|---:|---:|---|---|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['threshold']:.4g} | {r['trained']}/{r['pairs']} | {r['connected']} | "
+            f"{r['normalized_length_mean']:.4f} ± {r['normalized_length_se']:.4f} | "
+            f"{r['num_beads_mean']:.2f} ± {r['num_beads_se']:.2f} | {r['max_loss_mean']:.4g} | {r['seconds']:.1f} |"
+        )
+    lines.append(f"\nTotal wall time of the groups: {total_seconds:.1f} s.\n\n![sweep](plots/sweep.png)\n")
+    return "\n".join(lines)
+
+
+def run_sweep(cfg: SweepConfig, on_group: Any = None) -> list[dict[str, Any]]:
+    """Run (or continue) a sweep; returns the aggregated rows.
+
+    Args:
+        cfg: the sweep configuration.
+        on_group: optional callback after each finished group (tests use it to simulate a kill).
+    """
+    from geodesics.plots import plot_sweep
+
+    task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options)
+    space = ParamSpace.from_task(task)
+    run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out)
+    print(f"run directory: {run.path}")
+    with run:
+        done = {(r["threshold_index"], r["pair"]) for r in run.records("pair")}
+        groups = _groups(cfg)
+        todo = [(k, pairs) for k, pairs in groups if any((k, p) not in done for p in pairs)]
+        with tqdm(total=len(groups), initial=len(groups) - len(todo), desc=f"sweep {task.name}", unit="group") as bar:
+            for k, pairs in todo:
+                for record in _run_group(cfg, task, space, run, k, pairs):
+                    if (k, record["pair"]) not in done:
+                        run.append_record(record)
+                bar.update(1)
+                if on_group is not None:
+                    on_group(k, pairs)
+        records = sorted(run.records("pair"), key=lambda r: (r["threshold_index"], r["pair"]))
+        rows = aggregate(records)
+        run.write_text("results.csv", _csv(rows))
+        run.write_text("pairs.csv", _csv([_flat(r) for r in records]))
+        total = sum(r["group_seconds"] / r["group_size"] for r in records)
+        run.write_text("report.md", _report(task.name, rows, total))
+        figure = plot_sweep(rows, run.subdir("plots") / "sweep.png", title=task.name)
+        for k, row in enumerate(rows):
+            run.log_scalars("geodesic/sweep", {key: float(v) for key, v in row.items()}, k)
+    print(run.path.joinpath("report.md").read_text())
+    print(f"plot: {figure}\ntensorboard --logdir {run.path / 'tb'}")
+    return rows
+
+
+def _flat(record: dict[str, Any]) -> dict[str, Any]:
+    keys = ["threshold", "pair", "seeds", "endpoint_losses", "trained", "connected", "reason", "num_beads",
+            "normalized_length", "max_loss", "string"]  # fmt: skip
+    return {k: record.get(k, "") for k in keys}
