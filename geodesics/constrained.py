@@ -21,7 +21,7 @@ from torch import Tensor
 from envs.seeding import generator
 from geodesics.beads import train_beads
 from geodesics.curve import SegmentMax, segment_maxima
-from geodesics.dss import DSSConfig, _Budget, _finish, _new_bead, _record
+from geodesics.dss import Budget, DSSConfig, finish_string, new_bead, round_record
 from geodesics.space import ParamSpace
 from geodesics.string import BeadString
 
@@ -51,11 +51,11 @@ def connect_constrained(
     space: ParamSpace, a: Tensor, b: Tensor, threshold: float, config: DSSConfig, endpoint_losses: Tensor, key: int = 0
 ) -> BeadString:
     """Constrained DSS; called by :func:`geodesics.connect` with ``method="constrained"``."""
-    budget = _Budget(config.max_seconds)
+    budget = Budget(config.max_seconds)
     beads = [a, b]
     checks: list[SegmentMax] = segment_maxima(space, a.unsqueeze(0), b.unsqueeze(0), config.curve)
     initial = checks[0].upper
-    history = [_record(0, beads, 0, checks, threshold, 0, budget, config)]
+    history = [round_record(0, beads, 0, checks, threshold, 0, budget, config)]
     lr = config.lr or space.task.recipe.lr
     jitter = generator(config.seed, "bead-noise", key)
     start = max(initial, threshold)
@@ -79,7 +79,7 @@ def connect_constrained(
                 reason = f"beads: {len(failing)} more beads would exceed max_beads={config.max_beads}"
                 break
             for i in sorted(failing, reverse=True):
-                beads.insert(i + 1, _new_bead(beads[i], beads[i + 1], checks[i], config, jitter))
+                beads.insert(i + 1, new_bead(beads[i], beads[i + 1], checks[i], config, jitter))
                 losses.insert(i + 1, float("inf"))
             interior = torch.stack(beads[1:-1])
             targets = torch.full((len(interior),), config.alpha * level, dtype=torch.float64)
@@ -92,7 +92,7 @@ def connect_constrained(
             starts, ends = torch.stack(beads[:-1]), torch.stack(beads[1:])
             checks = segment_maxima(space, starts, ends, config.curve)
             steps = int(trained.steps.max())
-            history.append(_record(round_, beads, len(failing), checks, threshold, steps, budget, config))
+            history.append(round_record(round_, beads, len(failing), checks, threshold, steps, budget, config))
             if not bool(trained.reached.all()):
                 row = int((~trained.reached).nonzero()[0])
                 reason = (
@@ -101,4 +101,4 @@ def connect_constrained(
                 )
         if reason:
             break
-    return _finish(space, beads, losses, checks, threshold, reason, "constrained", history, config, initial)
+    return finish_string(space, beads, losses, checks, threshold, reason, "constrained", history, config, initial)

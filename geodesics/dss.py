@@ -75,7 +75,7 @@ class DSSConfig:
             raise ValueError("max_rounds >= 0, max_beads >= 2, max_steps >= 1 and stages >= 1 are required")
 
 
-class _Budget:
+class Budget:
     """Wall-time bookkeeping shared by both methods."""
 
     def __init__(self, max_seconds: float):
@@ -84,10 +84,12 @@ class _Budget:
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the run started."""
         return time.perf_counter() - self.start
 
     @property
     def expired(self) -> bool:
+        """Whether the wall-time budget (if any) is spent."""
         return self.max_seconds > 0 and self.elapsed > self.max_seconds
 
 
@@ -161,7 +163,7 @@ class _GreedyString:
         self.failing: list[int] = []
         self.jitter = generator(config.seed, "bead-noise", key)
 
-    def plan(self, threshold: float, config: DSSConfig, round_: int, budget: _Budget) -> list[Tensor]:
+    def plan(self, threshold: float, config: DSSConfig, round_: int, budget: Budget) -> list[Tensor]:
         """New beads for this round (empty when the string is done, with its reason set when it failed)."""
         self.failing = [i for i, c in enumerate(self.checks) if c.upper > threshold]
         if not self.failing:
@@ -178,7 +180,7 @@ class _GreedyString:
         if self.done:
             return []
         beads, checks = self.beads, self.checks
-        return [_new_bead(beads[i], beads[i + 1], checks[i], config, self.jitter) for i in self.failing]
+        return [new_bead(beads[i], beads[i + 1], checks[i], config, self.jitter) for i in self.failing]
 
     def insert(self, beads: Tensor, losses: Tensor, reached: Tensor, config: DSSConfig, threshold: float) -> None:
         """Insert the trained beads after their segments' left ends; note the first that missed its target."""
@@ -217,7 +219,7 @@ def _connect_greedy(
     losses: Tensor,
     keys: list[int],
 ) -> list[BeadString]:
-    budget = _Budget(config.max_seconds)
+    budget = Budget(config.max_seconds)
     strings = [
         _GreedyString(key, a, b, pair_losses.tolist(), config) for key, (a, b), pair_losses in zip(keys, pairs, losses)
     ]
@@ -225,7 +227,7 @@ def _connect_greedy(
     ends = torch.stack([b for _, b in pairs])
     for string, check in zip(strings, segment_maxima(space, starts, ends, config.curve)):
         string.checks = [check]
-        string.history.append(_record(0, string.beads, 0, string.checks, threshold, 0, budget, config))
+        string.history.append(round_record(0, string.beads, 0, string.checks, threshold, 0, budget, config))
     initial = [s.checks[0].upper for s in strings]
     lr = config.lr or space.task.recipe.lr
     for round_ in range(1, config.max_rounds + 1):
@@ -250,19 +252,20 @@ def _connect_greedy(
             string.update_checks(results[2 * sl.start : 2 * sl.stop])
             steps = int(trained.steps[sl].max())
             string.history.append(
-                _record(round_, string.beads, len(beads), string.checks, threshold, steps, budget, config)
+                round_record(round_, string.beads, len(beads), string.checks, threshold, steps, budget, config)
             )
     out = []
     for string, peak in zip(strings, initial):
         remaining = sum(c.upper > threshold for c in string.checks)
         if remaining and not string.reason:
             string.reason = f"rounds: max_rounds={config.max_rounds} used and {remaining} segments are still above L0"
-        out.append(_finish(space, string.beads, string.losses, string.checks, threshold, string.reason, "greedy",
+        out.append(finish_string(space, string.beads, string.losses, string.checks, threshold, string.reason, "greedy",
                            string.history, config, peak))  # fmt: skip
     return out
 
 
-def _new_bead(left: Tensor, right: Tensor, check: SegmentMax, config: DSSConfig, jitter: torch.Generator) -> Tensor:
+def new_bead(left: Tensor, right: Tensor, check: SegmentMax, config: DSSConfig, jitter: torch.Generator) -> Tensor:
+    """The initial position of the bead of a failing segment: at t* (kept off the ends), plus the seeded jitter."""
     t = 0.5 if config.t_star == "midpoint" else min(max(check.t, 0.01), 0.99)
     bead = torch.lerp(left, right, t)
     if config.bead_noise > 0:
@@ -272,10 +275,11 @@ def _new_bead(left: Tensor, right: Tensor, check: SegmentMax, config: DSSConfig,
     return bead
 
 
-def _record(
+def round_record(
     round_: int, beads: list[Tensor], new: int, checks: list[SegmentMax], threshold: float, steps: int,
-    budget: _Budget, config: DSSConfig,
+    budget: Budget, config: DSSConfig,
 ) -> RoundRecord:  # fmt: skip
+    """The history entry of a round (with a CPU snapshot of the string when snapshots are kept)."""
     return RoundRecord(
         round=round_,
         num_beads=len(beads),
@@ -288,10 +292,11 @@ def _record(
     )
 
 
-def _finish(
+def finish_string(
     space: ParamSpace, beads: list[Tensor], losses: list[float], checks: list[SegmentMax], threshold: float,
     reason: str, method: str, history: list[RoundRecord], config: DSSConfig, initial: float,
 ) -> BeadString:  # fmt: skip
+    """Assemble the result; connected only when no budget gave out and every certified segment maximum is <= L0."""
     connected = not reason and all(c.upper <= threshold for c in checks)
     return BeadString(
         beads=torch.stack(beads),
