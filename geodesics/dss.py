@@ -11,6 +11,7 @@ run with ``connected=False`` and the reason.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -112,7 +113,7 @@ def connect(space: ParamSpace, a: Tensor, b: Tensor, threshold: float, config: D
 def connect_many(
     space: ParamSpace,
     pairs: list[tuple[Tensor, Tensor]],
-    threshold: float,
+    threshold: float | Sequence[float],
     config: DSSConfig | None = None,
     keys: list[int] | None = None,
 ) -> list[BeadString]:
@@ -121,18 +122,20 @@ def connect_many(
     Every string follows exactly the rules of :func:`connect` with its own budgets; only the work is shared. The
     bead jitter of a string is drawn from its own stream (``keys[i]``, default its position; :func:`connect` uses 0)
     and the training batches of round r are the same for every string, so a string's result does not depend on which
-    other strings run beside it (up to the rounding of batched kernels).
+    other strings run beside it (up to the rounding of batched kernels). ``threshold`` is one level for all pairs or
+    one per pair.
     """
     config = config or DSSConfig()
     keys = list(range(len(pairs))) if keys is None else list(keys)
-    if len(keys) != len(pairs):
-        raise ValueError(f"got {len(keys)} keys for {len(pairs)} pairs")
+    levels = [float(threshold)] * len(pairs) if isinstance(threshold, (int, float)) else [float(t) for t in threshold]
+    if len(keys) != len(pairs) or len(levels) != len(pairs):
+        raise ValueError(f"got {len(keys)} keys and {len(levels)} thresholds for {len(pairs)} pairs")
     pairs = [(space.check(a), space.check(b)) for a, b in pairs]
     if not pairs:
         return []
     endpoints = torch.stack([p for pair in pairs for p in pair])
     losses = space.batched_eval_loss(endpoints).to(torch.float64).reshape(-1, 2)
-    for index, pair_losses in enumerate(losses.tolist()):
+    for index, (pair_losses, threshold) in enumerate(zip(losses.tolist(), levels)):
         for name, loss in zip("ab", pair_losses):
             if loss > threshold:
                 which = f"endpoint {name}" + (f" of pair {index}" if len(pairs) > 1 else "")
@@ -145,15 +148,17 @@ def connect_many(
         from geodesics.constrained import connect_constrained
 
         return [
-            connect_constrained(space, a, b, threshold, config, pl, k) for (a, b), pl, k in zip(pairs, losses, keys)
+            connect_constrained(space, a, b, level, config, pl, k)
+            for (a, b), level, pl, k in zip(pairs, levels, losses, keys)
         ]
-    return _connect_greedy(space, pairs, threshold, config, losses, keys)
+    return _connect_greedy(space, pairs, levels, config, losses, keys)
 
 
 class _GreedyString:
     """The state of one string during greedy DSS."""
 
-    def __init__(self, key: int, a: Tensor, b: Tensor, losses: list[float], config: DSSConfig):
+    def __init__(self, key: int, a: Tensor, b: Tensor, losses: list[float], threshold: float, config: DSSConfig):
+        self.threshold = threshold
         self.beads = [a, b]
         self.losses = losses
         self.checks: list[SegmentMax] = []
@@ -163,9 +168,9 @@ class _GreedyString:
         self.failing: list[int] = []
         self.jitter = generator(config.seed, "bead-noise", key)
 
-    def plan(self, threshold: float, config: DSSConfig, round_: int, budget: Budget) -> list[Tensor]:
+    def plan(self, config: DSSConfig, round_: int, budget: Budget) -> list[Tensor]:
         """New beads for this round (empty when the string is done, with its reason set when it failed)."""
-        self.failing = [i for i, c in enumerate(self.checks) if c.upper > threshold]
+        self.failing = [i for i, c in enumerate(self.checks) if c.upper > self.threshold]
         if not self.failing:
             self.done = True
         elif budget.expired:
@@ -182,7 +187,7 @@ class _GreedyString:
         beads, checks = self.beads, self.checks
         return [new_bead(beads[i], beads[i + 1], checks[i], config, self.jitter) for i in self.failing]
 
-    def insert(self, beads: Tensor, losses: Tensor, reached: Tensor, config: DSSConfig, threshold: float) -> None:
+    def insert(self, beads: Tensor, losses: Tensor, reached: Tensor, config: DSSConfig) -> None:
         """Insert the trained beads after their segments' left ends; note the first that missed its target."""
         for row, i in sorted(enumerate(self.failing), key=lambda pair: -pair[1]):  # from the right: indices hold
             self.beads.insert(i + 1, beads[row])
@@ -191,7 +196,7 @@ class _GreedyString:
             row = int((~reached).nonzero()[0])
             position = self.failing[row] + 1 + row  # where the bead landed once the earlier ones were inserted
             self.reason = (
-                f"bead {position} could not reach its target alpha*L0 = {config.alpha * threshold:.6g} within "
+                f"bead {position} could not reach its target alpha*L0 = {config.alpha * self.threshold:.6g} within "
                 f"max_steps={config.max_steps} (its loss: {float(losses[row]):.6g})"
             )
             self.done = True
@@ -214,53 +219,52 @@ class _GreedyString:
 def _connect_greedy(
     space: ParamSpace,
     pairs: list[tuple[Tensor, Tensor]],
-    threshold: float,
+    levels: list[float],
     config: DSSConfig,
     losses: Tensor,
     keys: list[int],
 ) -> list[BeadString]:
     budget = Budget(config.max_seconds)
     strings = [
-        _GreedyString(key, a, b, pair_losses.tolist(), config) for key, (a, b), pair_losses in zip(keys, pairs, losses)
+        _GreedyString(key, a, b, pair_losses.tolist(), level, config)
+        for key, (a, b), pair_losses, level in zip(keys, pairs, losses, levels)
     ]
     starts = torch.stack([a for a, _ in pairs])
     ends = torch.stack([b for _, b in pairs])
-    for string, check in zip(strings, segment_maxima(space, starts, ends, config.curve)):
-        string.checks = [check]
-        string.history.append(round_record(0, string.beads, 0, string.checks, threshold, 0, budget, config))
+    for s, check in zip(strings, segment_maxima(space, starts, ends, config.curve)):
+        s.checks = [check]
+        s.history.append(round_record(0, s.beads, 0, s.checks, s.threshold, 0, budget, config))
     initial = [s.checks[0].upper for s in strings]
     lr = config.lr or space.task.recipe.lr
     for round_ in range(1, config.max_rounds + 1):
-        plans = [(s, s.plan(threshold, config, round_, budget)) for s in strings if not s.done]
+        plans = [(s, s.plan(config, round_, budget)) for s in strings if not s.done]
         plans = [(s, inits) for s, inits in plans if inits]
         if not plans:
             break
         inits = torch.stack([bead for _, beads in plans for bead in beads])
-        targets = torch.full((len(inits),), config.alpha * threshold, dtype=torch.float64)
+        targets = torch.tensor([config.alpha * s.threshold for s, beads in plans for _ in beads], dtype=torch.float64)
         trained = train_beads(space, inits, targets, max_steps=config.max_steps, lr=lr, optimizer=config.optimizer,
                               check_every=config.check_every, seed=config.seed * 1000 + round_)  # fmt: skip
         rows, offset = [], 0
-        for string, beads in plans:
+        for s, beads in plans:
             rows.append(slice(offset, offset + len(beads)))
             offset += len(beads)
             sl = rows[-1]
-            string.insert(trained.beads[sl], trained.losses[sl], trained.reached[sl], config, threshold)
+            s.insert(trained.beads[sl], trained.losses[sl], trained.reached[sl], config)
         segments = [(s, j) for s, _ in plans for j in s.fresh_segments()]
         results = segment_maxima(space, torch.stack([s.beads[j] for s, j in segments]),
                                  torch.stack([s.beads[j + 1] for s, j in segments]), config.curve)  # fmt: skip
-        for (string, beads), sl in zip(plans, rows):
-            string.update_checks(results[2 * sl.start : 2 * sl.stop])
+        for (s, beads), sl in zip(plans, rows):
+            s.update_checks(results[2 * sl.start : 2 * sl.stop])
             steps = int(trained.steps[sl].max())
-            string.history.append(
-                round_record(round_, string.beads, len(beads), string.checks, threshold, steps, budget, config)
-            )
+            s.history.append(round_record(round_, s.beads, len(beads), s.checks, s.threshold, steps, budget, config))
     out = []
-    for string, peak in zip(strings, initial):
-        remaining = sum(c.upper > threshold for c in string.checks)
-        if remaining and not string.reason:
-            string.reason = f"rounds: max_rounds={config.max_rounds} used and {remaining} segments are still above L0"
-        out.append(finish_string(space, string.beads, string.losses, string.checks, threshold, string.reason, "greedy",
-                           string.history, config, peak))  # fmt: skip
+    for s, peak in zip(strings, initial):
+        remaining = sum(c.upper > s.threshold for c in s.checks)
+        if remaining and not s.reason:
+            s.reason = f"rounds: max_rounds={config.max_rounds} used and {remaining} segments are still above L0"
+        out.append(finish_string(space, s.beads, s.losses, s.checks, s.threshold, s.reason, "greedy", s.history,
+                                 config, peak))  # fmt: skip
     return out
 
 

@@ -155,3 +155,11 @@ def test_concurrent_pairs_give_what_each_pair_gives_alone(poly_cubic) -> None:  
         assert x.connected == y.connected and x.num_beads == y.num_beads
         assert x.normalized_length == pytest.approx(y.normalized_length, rel=1e-3)
         torch.testing.assert_close(x.beads, y.beads, rtol=1e-3, atol=1e-3)
+
+
+def test_each_pair_can_have_its_own_level() -> None:
+    space = ParamSpace(AnalyticTask(annulus))
+    c = torch.tensor([0.0, 1.0])
+    loose, tight = geodesics.connect_many(space, [(A, c), (A, c)], [2.0, 0.01], EXACT)
+    assert loose.connected and loose.num_beads == 2 and loose.threshold == 2.0
+    assert tight.connected and tight.num_beads > 2 and bool((tight.segment_upper <= 0.01).all())
