@@ -10,6 +10,7 @@ from pathlib import Path
 import envs
 from envs.cli import Command, main_for
 from envs.fit_run import FitConfig, run_fit
+from metaopt.compare import CompareConfig, run_compare
 
 __all__ = ["main"]
 
@@ -41,10 +42,17 @@ COMMANDS = [
         "train one task with its recipe; writes a run directory",
         default_config="tasks/digits_mlp.yaml",
     ),  # fmt: skip
+    Command(
+        "compare",
+        CompareConfig,
+        run_compare,
+        "tune baselines on a learning-rate grid, compare them on paired seeds; writes report, CSVs, plots, TensorBoard",
+        default_config="compare/quadratic.yaml",
+    ),
 ]
 
 
-CONFIG_SCHEMAS: dict[str, type] = {"tasks": FitConfig}
+CONFIG_SCHEMAS: dict[str, type] = {"tasks": FitConfig, "compare": CompareConfig}
 """Which schema the YAML files under each ``configs/`` folder load into."""
 
 
