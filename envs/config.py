@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -152,8 +153,24 @@ def config_help(schema: type, prefix: str = "") -> list[str]:
             lines.append(f"{key}.*: {docs.get(f.name, '')}")
             lines.extend(config_help(type(value), key + "."))
             continue
-        shown = (
-            OmegaConf.to_yaml(OmegaConf.create({"v": value})).strip()[3:] if not isinstance(value, str) else repr(value)
-        )
+        shown = repr(value) if isinstance(value, str) else _flow_yaml(value)
         lines.append(f"{key} = {shown}: {docs.get(f.name, '')}")
+        entry = _mapping_value_schema(hints.get(f.name))
+        if entry is not None:  # e.g. tasks: dict[str, CompareTaskConfig]: document the fields of one entry
+            lines.extend(config_help(entry, key + ".<key>."))
     return lines
+
+
+def _flow_yaml(value: Any) -> str:
+    """``value`` as one line of YAML: ``[sgd, adam]``, ``{}``, ``0.1``, ``null``."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=2**31).strip()
+    return text.removesuffix("...").strip()  # a bare scalar is dumped as a document ending in "..."
+
+
+def _mapping_value_schema(annotation: Any) -> type | None:
+    """``X`` when ``annotation`` is ``dict[str, X]`` with ``X`` a dataclass, else None."""
+    if typing.get_origin(annotation) is not dict:
+        return None
+    args = typing.get_args(annotation)
+    value = args[1] if len(args) == 2 else None
+    return value if isinstance(value, type) and dataclasses.is_dataclass(value) else None

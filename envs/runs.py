@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,9 +148,21 @@ class Run:
 
     def append_record(self, record: Mapping[str, Any]) -> None:
         """Append one JSON object as a line, flushed to disk before returning."""
-        line = json.dumps(_jsonable(record), sort_keys=True)
-        with open(self.records_path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        self.append_records([record])
+
+    def append_records(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append JSON objects, one per line, with a single flush to disk (a batch of finished units).
+
+        A crash part-way leaves whole lines and at most one torn last line, which :meth:`records` skips; the next
+        append starts on a fresh line, so a torn line never swallows a new record.
+        """
+        if not records:
+            return
+        text = "".join(json.dumps(_jsonable(record), sort_keys=True) + "\n" for record in records)
+        with open(self.records_path, "ab") as f:
+            if f.tell() > 0 and not _ends_with_newline(self.records_path):
+                text = "\n" + text
+            f.write(text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
 
@@ -203,6 +215,12 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _check_same_config(existing: Path, text: str) -> None:

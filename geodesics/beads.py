@@ -2,9 +2,9 @@
 
 Line 8 of the DSS paper's Algorithm 1 trains each new bead until its loss is below alpha * L0. Here all the beads of a
 round are trained together: the losses and gradients of the whole stack come from one ``ParamSpace`` call per step,
-the optimizer update is elementwise over the stack (Adam's or SGD's arithmetic, row by row identical to
-``torch.optim``), and a bead stops moving as soon as a check finds its evaluation loss at or below its target. An
-optional penalty (the spring and hyperplane terms of constrained DSS) adds its value and gradient per row.
+the optimizer update is elementwise over the stack (Adam's or SGD's arithmetic from :mod:`envs.functional`, row by
+row that of ``torch.optim``), and a bead stops moving as soon as a check finds its evaluation loss at or below its
+target. An optional penalty (the spring and hyperplane terms of constrained DSS) adds its value and gradient per row.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from envs.functional import SGD, Adam, FunctionalOptimizer
 from envs.seeding import derive_seed
 from geodesics.space import ParamSpace
 
-__all__ = ["BeadTraining", "Penalty", "adam_update", "train_beads"]
+__all__ = ["BeadTraining", "Penalty", "train_beads"]
 
 Penalty = Callable[[Tensor], tuple[Tensor, Tensor]]
 """``thetas (M, P) -> (values (M,), grads (M, P))`` added to the task loss of each bead."""
@@ -37,20 +38,6 @@ class BeadTraining:
     """Which beads reached their target ``(M,)`` (bool)."""
     steps: Tensor
     """Optimizer steps each bead took ``(M,)``."""
-
-
-def adam_update(
-    theta: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: int, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-) -> None:  # fmt: skip
-    """One Adam step in place on stacked rows, with ``torch.optim.Adam``'s arithmetic (no weight decay, no amsgrad)."""
-    beta1, beta2 = betas
-    m.lerp_(grad, 1 - beta1)
-    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    bias1 = 1 - beta1**step
-    bias2_sqrt = math.sqrt(1 - beta2**step)
-    denom = (v.sqrt() / bias2_sqrt).add_(eps)
-    theta.addcdiv_(m, denom, value=-lr / bias1)
 
 
 def train_beads(
@@ -89,7 +76,9 @@ def train_beads(
     losses = torch.full((count,), math.inf, dtype=torch.float64, device=space.device)
     reached = frozen.clone()
     steps = torch.zeros(count, dtype=torch.long, device=space.device)
-    m, v = torch.zeros_like(beads), torch.zeros_like(beads)
+    rule: FunctionalOptimizer = Adam() if optimizer == "adam" else SGD()
+    state = rule.init({"theta": beads})
+    rates = torch.full((count,), float(lr), dtype=torch.float64, device=space.device)
     batches = space.task.batches(derive_seed(seed, "beads"))
 
     def check() -> None:
@@ -108,14 +97,11 @@ def train_beads(
         if penalty is not None:
             grads = grads + penalty(beads)[1][active]
         grads = torch.nan_to_num(grads, nan=0.0, posinf=0.0, neginf=0.0)
-        rows = beads[active]
-        if optimizer == "adam":
-            m_rows, v_rows = m[active], v[active]
-            adam_update(rows, grads, m_rows, v_rows, step, lr)
-            m[active], v[active] = m_rows, v_rows
-        else:
-            rows.add_(grads, alpha=-lr)
-        beads[active] = rows
+        rows = {key: {"theta": buffers["theta"][active]} for key, buffers in state.items()}
+        moved, rows = rule.update({"theta": beads[active]}, {"theta": grads}, rows, rates[active], step)
+        beads[active] = moved["theta"]
+        for key, buffers in rows.items():
+            state[key]["theta"][active] = buffers["theta"]
         steps[active] += 1
         if step % check_every == 0 or step == max_steps:
             check()

@@ -13,6 +13,7 @@ from envs.fit_run import FitConfig, run_fit
 from geodesics.connect_run import ConnectConfig
 from geodesics.disconnection import DisconnectionConfig
 from geodesics.sweep import SweepConfig
+from metaopt.compare import CompareConfig, run_compare
 
 __all__ = ["main"]
 
@@ -44,11 +45,19 @@ COMMANDS = [
         "train one task with its recipe; writes a run directory",
         default_config="tasks/digits_mlp.yaml",
     ),  # fmt: skip
+    Command(
+        "compare",
+        CompareConfig,
+        run_compare,
+        "tune baselines on a learning-rate grid, compare them on paired seeds; writes report, CSVs, plots, TensorBoard",
+        default_config="compare/quadratic.yaml",
+    ),
 ]
 
 
 CONFIG_SCHEMAS: dict[str, type] = {
     "tasks": FitConfig,
+    "compare": CompareConfig,
     "geodesics/connect": ConnectConfig,
     "geodesics/sweep": SweepConfig,
     "geodesics/disconnection.yaml": DisconnectionConfig,

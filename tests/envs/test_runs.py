@@ -24,6 +24,16 @@ def test_create_writes_config_and_records(tmp_path: Path) -> None:
     assert run.records("unit")[0]["value"] == "nan"
 
 
+def test_records_appended_after_a_torn_line_are_kept(tmp_path: Path) -> None:
+    run = Run.create("demo", FitConfig(), root=tmp_path)
+    run.append_records([{"kind": "unit", "key": 1}, {"kind": "unit", "key": 2}])
+    with open(run.records_path, "a") as f:
+        f.write('{"kind": "unit", "key": 3')  # killed in the middle of a line
+    run.append_records([{"kind": "unit", "key": 4}, {"kind": "unit", "key": 5}])
+    run.append_record({"kind": "unit", "key": 6})
+    assert [r["key"] for r in run.records("unit")] == [1, 2, 4, 5, 6]
+
+
 def test_reopen_same_config_continues_different_config_refuses(tmp_path: Path) -> None:
     out = tmp_path / "run"
     run = Run.create("demo", FitConfig(seed=1), out=str(out))

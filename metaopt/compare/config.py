@@ -1,0 +1,123 @@
+"""Configuration of ``metaopt compare`` (the files under ``configs/compare/``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from envs.config import TaskConfig
+
+__all__ = ["DEFAULT_LR_GRID", "DEFAULT_OPTIMIZERS", "CompareConfig", "CompareTaskConfig"]
+
+DEFAULT_LR_GRID = [round(10 ** (-4 + k / 2), 12) for k in range(9)]
+"""1e-4 to 1 in half decades: 1e-4, 3.16e-4, 1e-3, ..., 0.316, 1."""
+DEFAULT_OPTIMIZERS = ["sgd", "momentum", "nesterov", "rmsprop", "adam"]
+"""The baselines of the L2L and DSS papers, by their names in :mod:`envs.optim`."""
+
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class CompareTaskConfig(TaskConfig):
+    """One benchmark task of a comparison: a task with options, a horizon, and whether it is held out."""
+
+    steps: int = 100
+    """Training steps of every run (the horizon)."""
+    held_out: bool = False
+    """True for a variant kept out of meta-training (longer horizon, other width, depth, activation or data)."""
+    targets: list[float] = field(default_factory=list)
+    """Training losses for steps-to-reach and speed-up; empty: the reference optimizer's mean final loss."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be positive, got {self.steps}")
+        if any(not t > 0 for t in self.targets):
+            raise ValueError(f"targets must be positive losses, got {self.targets}")
+
+
+@dataclass
+class CompareConfig:
+    """Configuration of ``metaopt compare``: tuned baselines on paired seeds, reported per task."""
+
+    tasks: dict[str, CompareTaskConfig] = field(default_factory=dict)
+    """Tasks by label (the label names report rows, TensorBoard tags and plots): {label: {name, options, steps,
+    held_out, targets}}, e.g. {relu: {name: digits_mlp, options: {activation: relu}, held_out: true}}."""
+    optimizers: list[str] = field(default_factory=lambda: list(DEFAULT_OPTIMIZERS))
+    """Optimizer names from the registry of envs.optim (sgd, momentum, nesterov, rmsprop, adam, or registered ones)."""
+    optimizer_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Constructor options by optimizer name, replacing the registered ones, e.g. {learned: {checkpoint: best.pt}}."""
+    imports: list[str] = field(default_factory=list)
+    """Python modules imported first, so that the tasks or optimizers they register can be named here."""
+    reference: str = "adam"
+    """Optimizer that speed-ups and paired differences are measured against (one of optimizers)."""
+    lr_grid: list[float] = field(default_factory=lambda: list(DEFAULT_LR_GRID))
+    """Learning rates tried for every optimizer that has one (default 1e-4 to 1 in half decades)."""
+    tuning_seeds: int = 5
+    """Tuning runs per learning rate; seeds tuning_seed_offset, ..., tuning_seed_offset + tuning_seeds - 1."""
+    tuning_seed_offset: int = 0
+    """First tuning seed."""
+    eval_seeds: int = 20
+    """Evaluation runs at the chosen learning rate, paired across optimizers (same weights and batches per seed)."""
+    eval_seed_offset: int = 1000
+    """First evaluation seed; the evaluation seeds must not overlap the tuning seeds."""
+    final_window: int = 10
+    """Final loss of a run = mean training loss over its last final_window steps (tuning and report)."""
+    batched: bool = True
+    """Advance all runs of a chunk together with torch.func.vmap where the optimizer has a functional twin; false:
+    every run in a plain loop (the reference path)."""
+    max_stacked_runs: int = 1024
+    """Most runs advanced together; a bigger chunk is split in a fixed order, so results stay deterministic."""
+    timing: bool = True
+    """Time one plain-loop run per optimizer and task for the wall time per step; false leaves timings out, so
+    the report depends on nothing but the seeds."""
+    threads: int = 1
+    """CPU threads for torch while the command runs (0: torch's default). Small runs are fastest on one thread, and
+    several OpenMP threads spin-wait badly on a busy shared CPU (10x slower measured on 2 loaded cores)."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda."""
+    dtype: str = "float32"
+    """float32 or float64."""
+    name: str = "compare"
+    """Prefix of the run directory name."""
+    out: str | None = None
+    """Run directory; default runs/<name>-<time>. Rerunning with the same out= and config resumes."""
+
+    def __post_init__(self) -> None:
+        for label in self.tasks:
+            if not _LABEL.match(label):
+                raise ValueError(f"task label {label!r} must be letters, digits, '_', '.' or '-' (it names files)")
+        if not self.optimizers:
+            raise ValueError("optimizers is empty; name at least one, e.g. optimizers=[sgd,adam]")
+        if len(set(self.optimizers)) != len(self.optimizers):
+            raise ValueError(f"optimizers lists a name twice: {self.optimizers}")
+        if not self.lr_grid or any(not lr > 0 for lr in self.lr_grid):
+            raise ValueError(f"lr_grid must be a non-empty list of positive learning rates, got {self.lr_grid}")
+        if self.tuning_seeds < 1 or self.eval_seeds < 1:
+            raise ValueError("tuning_seeds and eval_seeds must be at least 1")
+        tuning = range(self.tuning_seed_offset, self.tuning_seed_offset + self.tuning_seeds)
+        evaluation = range(self.eval_seed_offset, self.eval_seed_offset + self.eval_seeds)
+        if set(tuning) & set(evaluation):
+            raise ValueError(
+                f"evaluation seeds {evaluation.start}..{evaluation.stop - 1} overlap tuning seeds "
+                f"{tuning.start}..{tuning.stop - 1}; move eval_seed_offset"
+            )
+        if self.final_window < 1:
+            raise ValueError(f"final_window must be at least 1, got {self.final_window}")
+        for label, task in self.tasks.items():
+            if self.final_window > task.steps:
+                raise ValueError(f"final_window={self.final_window} exceeds the {task.steps} steps of task {label!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be 0 (torch's default) or positive, got {self.threads}")
+        if self.max_stacked_runs < 1:
+            raise ValueError(f"max_stacked_runs must be at least 1, got {self.max_stacked_runs}")
+
+    @property
+    def tuning_seed_list(self) -> list[int]:
+        """The tuning seeds."""
+        return list(range(self.tuning_seed_offset, self.tuning_seed_offset + self.tuning_seeds))
+
+    @property
+    def eval_seed_list(self) -> list[int]:
+        """The evaluation seeds."""
+        return list(range(self.eval_seed_offset, self.eval_seed_offset + self.eval_seeds))

@@ -1,0 +1,233 @@
+"""The comparison harness (DESIGN.md section 7): tune, evaluate on paired seeds, record every run, resume after a kill.
+
+The work is a list of *units*, one run each: ``(phase, task, optimizer, lr, seed)`` with phase ``tune`` (every grid
+learning rate on every tuning seed) or ``eval`` (every evaluation seed at the chosen learning rate). A finished unit is
+one line of ``records.jsonl``.
+
+Units are computed in *chunks* whose composition depends on the config alone: all tuning units of one (task,
+optimizer), then all its evaluation units, each split in a fixed order into at most ``max_stacked_runs`` (a plain-loop
+optimizer has one unit per chunk). Vectorized kernels may round differently with the number of stacked runs, so a
+chunk with any unit missing is recomputed whole and only its missing records are written: a killed command, rerun
+with the same ``out=``, ends with exactly the records, and so the report, of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from envs.errors import ConfigError
+from envs.functional import FunctionalOptimizer, functional_from_spec
+from envs.optim import get_optimizer_spec
+from envs.registry import make_task
+from envs.runs import Run
+from envs.task import Task
+from metaopt.compare.config import CompareConfig
+from metaopt.compare.results import Records, UnitKey, tuning_of
+from metaopt.compare.runner import RunResult, RunSpec, run_batched, run_plain
+
+__all__ = ["Contender", "Plan", "Unit", "make_plan", "sweep"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One run of the comparison."""
+
+    phase: str
+    """``tune`` or ``eval``."""
+    task: str
+    """Task label."""
+    optimizer: str
+    """Optimizer name."""
+    lr: float | None
+    """Learning rate (None: the optimizer's own, for one that is not tuned)."""
+    seed: int
+    """Run seed."""
+
+    @property
+    def key(self) -> UnitKey:
+        """The key its record is found by."""
+        return (self.phase, self.task, self.optimizer, self.lr, self.seed)
+
+    def record(self, result: RunResult, steps: int, path: str) -> dict[str, Any]:
+        """The line of ``records.jsonl`` for this unit."""
+        return {
+            "kind": "unit",
+            "phase": self.phase,
+            "task": self.task,
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "seed": self.seed,
+            "steps": steps,
+            "path": path,
+            "losses": result.losses,
+            "diverged": result.diverged,
+            "eval_loss": result.eval_loss,
+        }
+
+
+@dataclass(frozen=True)
+class Contender:
+    """An optimizer in the comparison."""
+
+    name: str
+    """Registry name."""
+    options: dict[str, Any]
+    """Constructor options from the config (replacing the registered ones)."""
+    functional: FunctionalOptimizer | None
+    """Its functional twin, or None (then every run is a plain loop)."""
+    tunable: bool
+    """Whether its learning rate is tuned on the grid."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated comparison: the config, its tasks built, its optimizers resolved."""
+
+    cfg: CompareConfig
+    tasks: dict[str, Task]
+    contenders: list[Contender]
+
+    def path(self, contender: Contender) -> str:
+        """``batched`` or ``plain``: how this optimizer's runs are computed."""
+        return "batched" if self.cfg.batched and contender.functional is not None else "plain"
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """:meth:`path` by optimizer name."""
+        return {c.name: self.path(c) for c in self.contenders}
+
+    @property
+    def tunable(self) -> dict[str, bool]:
+        """Whether each optimizer's learning rate is tuned, by name."""
+        return {c.name: c.tunable for c in self.contenders}
+
+    @property
+    def total_units(self) -> int:
+        """Units of the whole comparison (evaluation counted even where tuning may find nothing stable)."""
+        cfg = self.cfg
+        tuning = len(cfg.lr_grid) * cfg.tuning_seeds * sum(c.tunable for c in self.contenders)
+        return len(self.tasks) * (tuning + cfg.eval_seeds * len(self.contenders))
+
+
+def make_plan(cfg: CompareConfig) -> Plan:
+    """Check everything a comparison needs before any work or any file: modules, tasks and their data, optimizers.
+
+    Raises:
+        ConfigError: no tasks, an import that fails, options for an optimizer not compared, a reference not compared.
+        TaskError: an unknown task or task option. ``ValueError``: an unknown optimizer.
+        DataNotFoundError: a task's data files are missing.
+    """
+    for module in cfg.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"imports: cannot import {module!r} ({exc}); is it installed or on PYTHONPATH?") from None
+    if not cfg.tasks:
+        raise ConfigError("the config names no tasks; add some under tasks: (see configs/compare/quadratic.yaml)")
+    stray = sorted(set(cfg.optimizer_options) - set(cfg.optimizers))
+    if stray:
+        raise ConfigError(f"optimizer_options names {', '.join(stray)}, not among optimizers {cfg.optimizers}")
+    contenders = []
+    for name in cfg.optimizers:
+        spec = get_optimizer_spec(name)
+        options = dict(cfg.optimizer_options.get(name, {}))
+        contenders.append(Contender(name, options, functional_from_spec(spec, options), spec.tunable_lr))
+    if cfg.reference not in cfg.optimizers:
+        raise ConfigError(f"reference={cfg.reference!r} is not among optimizers {cfg.optimizers}; add it or change it")
+    tasks: dict[str, Task] = {}
+    for label, task_cfg in cfg.tasks.items():
+        task = make_task(task_cfg.name, device=cfg.device, dtype=cfg.dtype, **task_cfg.options)
+        seed = cfg.tuning_seed_offset
+        next(task.instance(seed).batches(seed))  # loads the data now: missing files fail before anything is written
+        tasks[label] = task
+    return Plan(cfg, tasks, contenders)
+
+
+def sweep(plan: Plan, run: Run, *, progress: bool = True) -> Records:
+    """Compute every unit of ``plan`` that ``run`` has not finished yet, writing records chunk by chunk.
+
+    Returns:
+        All records of the run, indexed.
+    """
+    cfg = plan.cfg
+    records = Records(run.records())
+    with tqdm(total=plan.total_units, desc="compare", unit="run", disable=not progress, dynamic_ncols=True) as bar:
+        for label, task in plan.tasks.items():
+            steps = cfg.tasks[label].steps
+            for contender in plan.contenders:
+                lr: float | None = None
+                if contender.tunable:
+                    bar.set_postfix_str(f"{label} {contender.name} tune")
+                    units = [
+                        Unit("tune", label, contender.name, float(lr), seed)
+                        for lr in cfg.lr_grid
+                        for seed in cfg.tuning_seed_list
+                    ]
+                    _complete(plan, run, records, task, contender, units, steps, bar)
+                    lr = tuning_of(records, cfg, label, contender.name).chosen
+                    if lr is None:  # every learning rate diverged: nothing to evaluate, the report says so
+                        bar.update(cfg.eval_seeds)
+                        continue
+                bar.set_postfix_str(f"{label} {contender.name} eval")
+                units = [Unit("eval", label, contender.name, lr, seed) for seed in cfg.eval_seed_list]
+                _complete(plan, run, records, task, contender, units, steps, bar)
+                if cfg.timing and (label, contender.name) not in records.timings:
+                    record = _time_steps(task, contender, label, lr, cfg.eval_seed_list[0], steps)
+                    run.append_record(record)
+                    records.add(record)
+    return records
+
+
+def _complete(
+    plan: Plan, run: Run, records: Records, task: Task, contender: Contender, units: list[Unit], steps: int, bar: tqdm
+) -> None:
+    """Compute the chunks of ``units`` that have a missing unit; append the missing records."""
+    path = plan.path(contender)
+    size = plan.cfg.max_stacked_runs if path == "batched" else 1
+    for start in range(0, len(units), size):
+        chunk = units[start : start + size]
+        missing = {u.key for u in chunk if u.key not in records.units}
+        bar.update(len(chunk) - len(missing))
+        if not missing:
+            continue
+        started = time.perf_counter()
+        if path == "batched":
+            assert contender.functional is not None
+            results = run_batched(task, [RunSpec(u.seed, u.lr) for u in chunk], steps, contender.functional)
+        else:
+            results = [run_plain(task, RunSpec(u.seed, u.lr), steps, contender.name, contender.options) for u in chunk]
+        seconds = time.perf_counter() - started
+        new = [u.record(r, steps, path) for u, r in zip(chunk, results) if u.key in missing]
+        if path == "batched":
+            u = chunk[0]
+            new.append(
+                {"kind": "chunk", "phase": u.phase, "task": u.task, "optimizer": u.optimizer, "path": path}
+                | {"runs": len(chunk), "steps": steps, "seconds": seconds}
+            )
+        run.append_records(new)
+        for record in new:
+            records.add(record)
+        bar.update(len(missing))
+
+
+def _time_steps(
+    task: Task, contender: Contender, label: str, lr: float | None, seed: int, steps: int
+) -> dict[str, Any]:
+    """Wall time per step of the plain loop (the drop-in cost of the optimizer): the median over one run's steps."""
+    result = run_plain(task, RunSpec(seed, lr), steps, contender.name, contender.options)
+    seconds = statistics.median(result.step_seconds) if result.step_seconds else float("nan")
+    return {
+        "kind": "timing",
+        "task": label,
+        "optimizer": contender.name,
+        "lr": lr,
+        "seed": seed,
+        "steps_timed": len(result.step_seconds),
+        "seconds_per_step": seconds,
+    }

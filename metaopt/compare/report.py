@@ -1,0 +1,235 @@
+"""The written results of a comparison: ``report.md`` (a table per task, in-distribution and held-out apart) and CSVs.
+
+``results.csv`` has one row per (task, optimizer) with every number of the report at full precision; ``tuning.csv``
+the mean final loss of every grid point; ``curves.csv`` the mean training-loss curves with their 95% intervals.
+Nothing here computes statistics; it formats :class:`~metaopt.compare.results.TaskResult` objects.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from metaopt.compare.config import CompareConfig
+from metaopt.compare.results import OptimizerResult, TaskResult
+from metaopt.compare.stats import TargetResult
+
+__all__ = ["csv_text", "curve_rows", "render_report", "result_rows", "results_table", "tuning_rows"]
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}g}"
+
+
+def _lr_text(row: OptimizerResult) -> str:
+    if row.tuning is None:
+        return "own (not tuned)"
+    if row.tuning.chosen is None:
+        return "none stable"
+    return f"{row.tuning.chosen:.3g}" + (" (grid edge)" if row.tuning.at_edge else "")
+
+
+def _steps_text(target: TargetResult) -> str:
+    if target.seeds == 0:
+        return "–"
+    steps = "never" if target.steps is None else str(target.steps)
+    return f"{steps} ({target.reached}/{target.seeds})"
+
+
+def _diverged_text(row: OptimizerResult) -> str:
+    tune = f"{row.tuning.diverged_runs}/{len(row.tuning.lrs) * row.tuning.seeds}" if row.tuning else "–"
+    return f"{tune} · {row.diverged}/{row.seeds}" if row.seeds else f"{tune} · –"
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "default options"
+
+
+def _target_name(task: TaskResult, target: float, cfg: CompareConfig) -> str:
+    return f"{target:.4g} ({cfg.reference} final)" if task.targets_from_reference else f"{target:.4g}"
+
+
+def results_table(task: TaskResult, cfg: CompareConfig) -> str:
+    """The main Markdown table of one task: one row per optimizer."""
+    header = ["optimizer", "lr", "final train loss", "final eval loss", f"Δ final vs {cfg.reference}, paired (wins)"]
+    for target in task.targets:
+        name = _target_name(task, target, cfg)
+        header += [f"steps to ≤ {name} (seeds)", "speed-up"]
+    if cfg.timing:
+        header += ["ms/step (plain)", "µs/run-step (batched)"]
+    header.append("diverged (tune · eval)")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in task.optimizers:
+        paired = f"{row.paired.difference} ({row.paired.wins}/{row.paired.difference.n})" if row.paired else "–"
+        cells = [row.optimizer, _lr_text(row), str(row.final), str(row.eval_loss), paired]
+        for target in row.targets:
+            cells += [_steps_text(target), target.speedup_text]
+        if cfg.timing:
+            per_step = row.seconds_per_step
+            batched = row.batched_seconds_per_run_step
+            cells += [_num(per_step * 1e3 if per_step else None, 3), _num(batched * 1e6 if batched else None, 3)]
+        cells.append(_diverged_text(row))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _tuning_table(task: TaskResult, cfg: CompareConfig) -> str:
+    tuned = [row for row in task.optimizers if row.tuning is not None]
+    if not tuned:
+        return ""
+    lrs = tuned[0].tuning.lrs if tuned[0].tuning else ()
+    header = ["optimizer", *(f"{lr:.3g}" for lr in lrs)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in tuned:
+        assert row.tuning is not None
+        cells = [row.optimizer]
+        for lr, score, diverged in zip(row.tuning.lrs, row.tuning.scores, row.tuning.diverged):
+            text = f"div {diverged}/{row.tuning.seeds}" if diverged else _num(score, 3)
+            cells.append(f"**{text}**" if lr == row.tuning.chosen else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _conventions(cfg: CompareConfig) -> str:
+    tune, evaluation = cfg.tuning_seed_list, cfg.eval_seed_list
+    grid = ", ".join(f"{lr:.3g}" for lr in cfg.lr_grid)
+    timing = (
+        " Wall time: median step time of one plain-loop run (batch, forward, backward, optimizer step) on the first"
+        " evaluation seed at the chosen learning rate, the cost as a drop-in optimizer; batched: wall time of the"
+        " vectorized evaluation runs / (runs × steps)."
+        if cfg.timing
+        else ""
+    )
+    return (
+        f"Learning rates tuned on the grid {grid} with {len(tune)} tuning seeds ({tune[0]}–{tune[-1]}): the one with"
+        f" the lowest mean final training loss, where the *final loss* of a run is its mean training loss over the"
+        f" last {cfg.final_window} steps; a learning rate that diverged (NaN or infinite loss) on any tuning seed is"
+        f" never chosen. Evaluation on {len(evaluation)} other seeds ({evaluation[0]}–{evaluation[-1]}), paired: on a"
+        f" seed every optimizer starts from the same weights and sees the same batches. Losses are training losses of"
+        f" each step's batch before the update; the eval loss is the evaluation-set loss after the last step."
+        f" Intervals are 95% t-intervals over the evaluation seeds; diverged runs are left out of every mean and"
+        f" counted in the last column. Steps to reach a loss: first step where the *mean* curve is at or below it"
+        f" (in brackets, seeds whose own curve gets there). Speed-up = {cfg.reference}'s steps / the optimizer's"
+        f" steps (>x: {cfg.reference} never got there, so horizon / steps is a lower bound). Paired Δ: final loss"
+        f" minus {cfg.reference}'s on the same seed (negative is better; wins = seeds with a lower loss).{timing}"
+    )
+
+
+def render_report(cfg: CompareConfig, tasks: Sequence[TaskResult]) -> str:
+    """The Markdown text of ``report.md``."""
+    parts = [f"# Optimizer comparison: {', '.join(cfg.optimizers)}", "", _conventions(cfg)]
+    for title, held_out in (("In-distribution tasks", False), ("Held-out tasks", True)):
+        group = [task for task in tasks if task.config.held_out == held_out]
+        if not group:
+            continue
+        parts += ["", f"## {title}"]
+        for task in group:
+            parts += ["", f"### `{task.label}`: {task.config.name}, {_options_text(task.config.options)},"
+                      f" {task.config.steps} steps", "", results_table(task, cfg)]  # fmt: skip
+            tuning = _tuning_table(task, cfg)
+            if tuning:
+                parts += ["", "Tuning: mean final training loss per learning rate (**chosen**; div k/n: diverged on k"
+                          " of n tuning seeds).", "", tuning]  # fmt: skip
+    return "\n".join(parts) + "\n"
+
+
+def result_rows(cfg: CompareConfig, tasks: Sequence[TaskResult]) -> list[dict[str, Any]]:
+    """One row per (task, optimizer) with every reported number at full precision (``results.csv``)."""
+    rows = []
+    width = max((len(task.targets) for task in tasks), default=0)
+    for task in tasks:
+        for row in task.optimizers:
+            record: dict[str, Any] = {
+                "task": task.label,
+                "task_name": task.config.name,
+                "task_options": json.dumps(task.config.options, sort_keys=True),
+                "steps": task.config.steps,
+                "held_out": task.config.held_out,
+                "optimizer": row.optimizer,
+                "path": row.path,
+                "tuned": row.tuning is not None,
+                "lr": row.lr,
+                "lr_at_grid_edge": row.tuning.at_edge if row.tuning else None,
+                "tuning_runs": len(row.tuning.lrs) * row.tuning.seeds if row.tuning else 0,
+                "tuning_diverged": row.tuning.diverged_runs if row.tuning else 0,
+                "eval_seeds": row.seeds,
+                "eval_diverged": row.diverged,
+                "final_loss_mean": row.final.mean,
+                "final_loss_ci95": row.final.half,
+                "eval_loss_mean": row.eval_loss.mean,
+                "eval_loss_ci95": row.eval_loss.half,
+                "paired_diff_mean": row.paired.difference.mean if row.paired else None,
+                "paired_diff_ci95": row.paired.difference.half if row.paired else None,
+                "paired_wins": row.paired.wins if row.paired else None,
+                "paired_seeds": row.paired.difference.n if row.paired else None,
+            }
+            for i in range(width):
+                target = row.targets[i] if i < len(row.targets) else None
+                record[f"target_{i + 1}"] = target.target if target else None
+                record[f"steps_to_target_{i + 1}"] = target.steps if target else None
+                record[f"seeds_reached_{i + 1}"] = target.reached if target else None
+                record[f"speedup_{i + 1}"] = target.speedup if target else None
+                record[f"speedup_{i + 1}_lower_bound"] = target.lower_bound if target else None
+            record["seconds_per_step_plain"] = row.seconds_per_step
+            record["seconds_per_run_step_batched"] = row.batched_seconds_per_run_step
+            rows.append(record)
+    return rows
+
+
+def tuning_rows(tasks: Sequence[TaskResult]) -> list[dict[str, Any]]:
+    """One row per (task, optimizer, grid learning rate) (``tuning.csv``)."""
+    return [
+        {
+            "task": task.label,
+            "optimizer": row.optimizer,
+            "lr": lr,
+            "mean_final_loss": score,
+            "diverged_seeds": diverged,
+            "tuning_seeds": row.tuning.seeds,
+            "chosen": lr == row.tuning.chosen,
+        }
+        for task in tasks
+        for row in task.optimizers
+        if row.tuning is not None
+        for lr, score, diverged in zip(row.tuning.lrs, row.tuning.scores, row.tuning.diverged)
+    ]
+
+
+def curve_rows(tasks: Sequence[TaskResult]) -> list[dict[str, Any]]:
+    """One row per (task, optimizer, step): mean training loss and its 95% interval (``curves.csv``)."""
+    rows = []
+    for task in tasks:
+        for row in task.optimizers:
+            mean, half = row.curve_interval
+            n = row.curves.shape[0]
+            for step in range(len(mean) if n else 0):
+                rows.append(
+                    {
+                        "task": task.label,
+                        "optimizer": row.optimizer,
+                        "step": step,
+                        "loss_mean": float(mean[step]),
+                        "loss_ci95_low": float(mean[step] - half[step]),
+                        "loss_ci95_high": float(mean[step] + half[step]),
+                        "seeds": n,
+                    }
+                )
+    return rows
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """CSV with a header from the first row's keys; None is an empty cell, floats at full precision."""
+    if not rows:
+        return ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else repr(v) if isinstance(v, float) else v for k, v in row.items()})
+    return buffer.getvalue()
