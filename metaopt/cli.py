@@ -14,6 +14,7 @@ from geodesics.connect_run import ConnectConfig
 from geodesics.disconnection import DisconnectionConfig
 from geodesics.sweep import SweepConfig
 from metaopt.compare import CompareConfig, run_compare
+from metaopt.train import TrainConfig, run_train
 
 __all__ = ["main"]
 
@@ -46,6 +47,13 @@ COMMANDS = [
         default_config="tasks/digits_mlp.yaml",
     ),  # fmt: skip
     Command(
+        "train",
+        TrainConfig,
+        run_train,
+        "meta-train the coordinatewise LSTM optimizer on a task family; writes checkpoints/best.pt and last.pt",
+        default_config="metaopt/quadratic.yaml",
+    ),
+    Command(
         "compare",
         CompareConfig,
         run_compare,
@@ -61,6 +69,7 @@ CONFIG_SCHEMAS: dict[str, type] = {
     "geodesics/connect": ConnectConfig,
     "geodesics/sweep": SweepConfig,
     "geodesics/disconnection.yaml": DisconnectionConfig,
+    "metaopt": TrainConfig,
 }
 """Which schema the YAML files under each ``configs/`` folder (or a single file) load into."""
 

@@ -1,0 +1,351 @@
+"""``metaopt train``: meta-train the coordinatewise LSTM on a task family (Andrychowicz et al. 2016, section 3).
+
+Each episode draws ``meta_batch`` fresh optimizees (task, run seed), unrolls the learned optimizer K = ``steps`` steps
+in truncations of T = ``truncation``, and after each truncation takes one meta-optimizer (Adam) step on the mean of
+the optimizees' meta-losses; parameters and recurrent state are carried, detached, into the next truncation. A
+meta-gradient with NaN or infinite entries is skipped and counted (and the episode's optimizees are dropped); after
+``max_skips`` skips in a row training stops with a message saying what to change. Every ``val_every`` episodes the
+optimizer is validated on held-out seeds against Adam tuned on a log grid over tuning seeds.
+
+Seeds: episode e, slot i trains on run seed ``TRAIN_SEED_BASE + e * meta_batch + i``; validation uses
+``VAL_SEED_BASE + k`` and tuning ``TUNE_SEED_BASE + k``; seeds below ``VAL_SEED_BASE`` are never touched, so they are
+free for final evaluation. The run directory's ``checkpoints/last.pt`` is written after every episode with everything
+needed to continue (network, meta-optimizer, counters, best score, baseline); a killed run continues with
+``resume=RUN`` and ends with the same weights, bit for bit on CPU, as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from envs.config import TaskConfig, load_config
+from envs.devices import resolve_device, resolve_dtype
+from envs.registry import make_task
+from envs.runs import Run
+from envs.seeding import seeded
+from envs.task import Task
+from metaopt.baselines import LR_GRID, mean_final_loss, tune_lr
+from metaopt.checkpoint import load_checkpoint, save_checkpoint
+from metaopt.lstm import CoordinateLSTM, LSTMConfig
+from metaopt.objectives import ObjectiveConfig, make_objective
+from metaopt.optimizer import LearnedOptimizer
+from metaopt.unroll import start_episode, unroll
+
+__all__ = ["TRAIN_SEED_BASE", "TUNE_SEED_BASE", "VAL_SEED_BASE", "MetaTrainingError", "TrainConfig", "run_train"]
+
+VAL_SEED_BASE = 100_000
+"""First validation seed."""
+TUNE_SEED_BASE = 200_000
+"""First seed used to tune the baselines' learning rates."""
+TRAIN_SEED_BASE = 1_000_000
+"""First meta-training seed."""
+
+
+class MetaTrainingError(ValueError):
+    """Meta-training cannot go on (repeated non-finite meta-gradients); the message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """Configuration of ``metaopt train`` (the files under ``configs/metaopt/``)."""
+
+    tasks: list[TaskConfig] = field(default_factory=lambda: [TaskConfig()])
+    """The task family: tasks with options, used in turn across the slots of each meta-batch."""
+    net: LSTMConfig = field(default_factory=LSTMConfig)
+    """Architecture of the coordinatewise LSTM."""
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    """Meta-objective of each truncation."""
+    steps: int = 100
+    """K: optimizer steps per episode."""
+    truncation: int = 20
+    """T: steps per truncation (one meta-step each); must divide steps."""
+    episodes: int = 200
+    """Episodes to train; each has steps / truncation meta-steps."""
+    meta_batch: int = 4
+    """Optimizees per meta-step (their meta-losses are averaged)."""
+    meta_lr: float = 1e-3
+    """Learning rate of the meta-optimizer (Adam)."""
+    clip_grad_norm: float = 1.0
+    """Clip the meta-gradient to this global norm (0 disables clipping)."""
+    second_order: bool = False
+    """Backpropagate through the optimizee's gradients too (the paper drops these terms: false)."""
+    max_skips: int = 10
+    """Stop after this many consecutive meta-steps with a NaN or infinite meta-gradient."""
+    val_every: int = 10
+    """Validate every this many episodes (and after the last one)."""
+    val_seeds: int = 10
+    """Number of held-out validation seeds per task."""
+    tune_seeds: int = 5
+    """Number of seeds on which Adam's learning rate is tuned for validation."""
+    lr_grid: list[float] = field(default_factory=lambda: list(LR_GRID))
+    """Adam learning rates tried for validation."""
+    seed: int = 0
+    """Seed of the network's initial weights."""
+    device: str = "cpu"
+    """auto (CUDA when available), cpu or cuda."""
+    dtype: str = "float32"
+    """float32 or float64, for the optimizees and the network."""
+    name: str = "train"
+    """Prefix of the run directory name."""
+    out: str | None = None
+    """Run directory; default runs/<name>-<task>-<time>. An existing one with the same config is continued."""
+    resume: str | None = None
+    """Run directory of a killed run to continue with its saved config (the other options are then ignored)."""
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("tasks is empty; name at least one task")
+        if self.truncation < 1 or self.steps % self.truncation:
+            raise ValueError(f"truncation ({self.truncation}) must be positive and divide steps ({self.steps})")
+        for key in ("episodes", "meta_batch", "val_every", "val_seeds", "tune_seeds", "max_skips"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.val_seeds > TUNE_SEED_BASE - VAL_SEED_BASE or self.tune_seeds > TRAIN_SEED_BASE - TUNE_SEED_BASE:
+            raise ValueError("val_seeds and tune_seeds must keep the seed ranges disjoint (at most 100000 each)")
+
+
+def _train_seed(episode: int, slot: int, meta_batch: int) -> int:
+    return TRAIN_SEED_BASE + episode * meta_batch + slot
+
+
+@dataclass
+class _Progress:
+    """Everything besides the network and the meta-optimizer that a resumed run needs (saved in last.pt)."""
+
+    episode: int = 0
+    meta_step: int = 0
+    skipped: int = 0
+    consecutive_skips: int = 0
+    best_val: float = math.inf
+    best_episode: int = -1
+    last_val: float = math.inf
+    baseline: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class _MetaTrainer:
+    """The stateful shell: owns the network, the meta-optimizer, the run directory; the maths live elsewhere."""
+
+    def __init__(self, cfg: TrainConfig, run: Run, callback: Callable[[int], None] | None):
+        self.cfg, self.run, self.callback = cfg, run, callback
+        self.device, self.dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
+        self.tasks = [make_task(t.name, device=self.device, dtype=self.dtype, **t.options) for t in cfg.tasks]
+        with seeded(cfg.seed, "net"):
+            self.net = CoordinateLSTM(cfg.net)
+        self.net.to(device=self.device, dtype=self.dtype)
+        self.meta_opt = torch.optim.Adam(self.net.parameters(), lr=cfg.meta_lr)
+        self.objective = make_objective(cfg.objective)
+        self.progress = _Progress()
+        self.checkpoints = run.subdir("checkpoints")
+
+    # -- state --------------------------------------------------------------------------------------------------------
+
+    def restore(self) -> bool:
+        """Continue from ``checkpoints/last.pt`` if the run has one; returns whether it did."""
+        path = self.checkpoints / "last.pt"
+        if not path.is_file():
+            return False
+        payload = load_checkpoint(path)
+        trainer = payload["trainer"]
+        self.net.load_state_dict(payload["state_dict"])
+        self.meta_opt.load_state_dict(trainer["meta_optimizer"])
+        self.progress = _Progress(**trainer["progress"])
+        torch.set_rng_state(trainer["rng"])
+        return True
+
+    def save_last(self) -> None:
+        trainer = {
+            "meta_optimizer": self.meta_opt.state_dict(),
+            "progress": dataclasses.asdict(self.progress),
+            "rng": torch.get_rng_state(),
+        }
+        save_checkpoint(self.checkpoints / "last.pt", self.net, self.info(), trainer=trainer)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "tasks": [dataclasses.asdict(t) for t in self.cfg.tasks],
+            "steps": self.cfg.steps,
+            "episode": self.progress.episode,
+            "meta_step": self.progress.meta_step,
+            "val_loss": self.progress.last_val,
+        }
+
+    # -- training -----------------------------------------------------------------------------------------------------
+
+    def episode(self) -> None:
+        """One episode: ``steps / truncation`` meta-steps on ``meta_batch`` fresh optimizees."""
+        cfg, progress = self.cfg, self.progress
+        inners = [
+            start_episode(self.tasks[slot % len(self.tasks)], _train_seed(progress.episode, slot, cfg.meta_batch), self.net)
+            for slot in range(cfg.meta_batch)
+        ]
+        for _ in range(cfg.steps // cfg.truncation):
+            self.meta_opt.zero_grad(set_to_none=True)
+            meta_losses, final_losses = [], []
+            for inner in inners:
+                trajectory = unroll(inner, cfg.truncation, first_order=not cfg.second_order)
+                meta_loss = self.objective(trajectory) / cfg.meta_batch
+                meta_loss.backward()
+                meta_losses.append(float(meta_loss) * cfg.meta_batch)
+                final_losses.append(float(trajectory.losses[-1]))
+            max_norm = cfg.clip_grad_norm if cfg.clip_grad_norm > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.net.parameters(), max_norm))
+            progress.meta_step += 1
+            if not math.isfinite(grad_norm):
+                self.skip(grad_norm)
+                return  # the optimizees of this episode are beyond use
+            self.meta_opt.step()
+            progress.consecutive_skips = 0
+            self.run.log_scalars(
+                "meta",
+                {
+                    "loss": sum(meta_losses) / len(meta_losses),
+                    "final_loss": sum(final_losses) / len(final_losses),
+                    "grad_norm": grad_norm,
+                    "skipped_steps": progress.skipped,
+                },
+                progress.meta_step,
+            )
+        updates = trajectory.iterates[1:] - trajectory.iterates[:-1]
+        self.run.writer.add_histogram("meta/updates", updates.detach().cpu().float(), progress.meta_step)
+
+    def skip(self, grad_norm: float) -> None:
+        cfg, progress = self.cfg, self.progress
+        progress.skipped += 1
+        progress.consecutive_skips += 1
+        self.meta_opt.zero_grad(set_to_none=True)
+        self.run.log_scalars("meta", {"skipped_steps": progress.skipped}, progress.meta_step)
+        self.run.append_record({"kind": "skip", "meta_step": progress.meta_step, "grad_norm": grad_norm})
+        if progress.consecutive_skips >= cfg.max_skips:
+            raise MetaTrainingError(
+                f"{progress.consecutive_skips} meta-steps in a row had a NaN or infinite meta-gradient (last at "
+                f"meta-step {progress.meta_step}); lower meta_lr (now {cfg.meta_lr:g}), lower net.output_scale (now "
+                f"{cfg.net.output_scale:g}) or set clip_grad_norm (now {cfg.clip_grad_norm:g}), then start a new run. "
+                f"The last good state is {self.checkpoints / 'last.pt'}"
+            )
+
+    # -- validation ---------------------------------------------------------------------------------------------------
+
+    def validate(self) -> dict[str, float]:
+        """Mean final loss of the learned optimizer and of tuned Adam on the validation seeds (mean over tasks)."""
+        cfg, progress = self.cfg, self.progress
+        val_seeds = [VAL_SEED_BASE + k for k in range(cfg.val_seeds)]
+        learned, adam = [], []
+        for key, task in self._keyed_tasks():
+            if key not in progress.baseline:
+                progress.baseline[key] = self.tune_baseline(task, val_seeds)
+            adam.append(progress.baseline[key]["val"])
+            learned.append(mean_final_loss(task, val_seeds, self._learned, cfg.steps))
+        metrics = {"learned_final_loss": sum(learned) / len(learned), "adam_final_loss": sum(adam) / len(adam)}
+        metrics["learned_over_adam"] = metrics["learned_final_loss"] / metrics["adam_final_loss"]
+        return metrics
+
+    def tune_baseline(self, task: Task, val_seeds: list[int]) -> dict[str, float]:
+        """Adam's learning rate tuned on the tuning seeds, and its mean final loss on the validation seeds."""
+        tune_seeds = [TUNE_SEED_BASE + k for k in range(self.cfg.tune_seeds)]
+        lr, _ = tune_lr(task, "adam", tune_seeds, self.cfg.steps, self.cfg.lr_grid)
+        val = mean_final_loss(task, val_seeds, lambda params: torch.optim.Adam(params, lr=lr), self.cfg.steps)
+        return {"lr": lr, "val": val}
+
+    def _learned(self, params: Any) -> torch.optim.Optimizer:
+        return LearnedOptimizer(params, net=self.net)
+
+    def _keyed_tasks(self) -> list[tuple[str, Task]]:
+        return [(f"{t.name}:{sorted(t.options.items())}", task) for t, task in zip(self.cfg.tasks, self.tasks)]
+
+    def after_episode(self) -> None:
+        cfg, progress = self.cfg, self.progress
+        progress.episode += 1
+        record: dict[str, Any] = {"kind": "episode", "episode": progress.episode, "meta_step": progress.meta_step}
+        if progress.episode % cfg.val_every == 0 or progress.episode == cfg.episodes:
+            metrics = self.validate()
+            progress.last_val = metrics["learned_final_loss"]
+            self.run.log_scalars("val", metrics, progress.meta_step)
+            record.update(metrics)
+            if progress.last_val < progress.best_val:
+                progress.best_val, progress.best_episode = progress.last_val, progress.episode
+                save_checkpoint(self.checkpoints / "best.pt", self.net, self.info())
+        self.save_last()
+        self.run.append_record(record)
+        if self.callback is not None:
+            self.callback(progress.episode)
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        started = time.perf_counter()
+        done = self.progress.episode
+        with tqdm(total=cfg.episodes, initial=done, desc="meta-train", unit="episode", leave=False) as bar:
+            while self.progress.episode < cfg.episodes:
+                self.episode()
+                self.after_episode()
+                bar.update(1)
+                bar.set_postfix(val=f"{self.progress.last_val:.4g}", skipped=self.progress.skipped)
+        progress = self.progress
+        adam = sum(b["val"] for b in progress.baseline.values()) / max(len(progress.baseline), 1)
+        return {
+            "episodes": progress.episode,
+            "meta_steps": progress.meta_step,
+            "skipped_steps": progress.skipped,
+            "best_val_loss": progress.best_val,
+            "best_episode": progress.best_episode,
+            "last_val_loss": progress.last_val,
+            "adam_val_loss": adam,
+            "adam_lr": {key: b["lr"] for key, b in progress.baseline.items()},
+            "seconds_this_session": time.perf_counter() - started,
+            "run_dir": str(self.run.path),
+        }
+
+
+def run_train(cfg: TrainConfig, callback: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Meta-train as ``cfg`` says; write checkpoints, records, TensorBoard and a report; return the final metrics.
+
+    Args:
+        cfg: the configuration; with ``resume=RUN`` the run's saved config is used instead.
+        callback: called with the episode count after each episode's checkpoint is written (tests use it to
+            interrupt a run).
+    """
+    if cfg.resume:
+        run = Run.open(cfg.resume)
+        saved = load_config(TrainConfig, run.config_path)
+        ignored = sorted(k.name for k in dataclasses.fields(TrainConfig)
+                         if k.name != "resume" and getattr(saved, k.name) != getattr(cfg, k.name))  # fmt: skip
+        if ignored:
+            print(f"resuming {run.path} with its saved config; ignoring: {', '.join(ignored)}")
+        cfg = saved
+    else:
+        task_names = "+".join(dict.fromkeys(t.name for t in cfg.tasks))
+        run = Run.create(f"{cfg.name}-{task_names}", cfg, cfg.out)
+    print(f"run directory: {run.path}")
+    with run:
+        trainer = _MetaTrainer(cfg, run, callback)
+        if trainer.restore():
+            print(f"continuing from episode {trainer.progress.episode} of {cfg.episodes}")
+        metrics = trainer.fit()
+        run.write_text("report.md", _report(cfg, run, metrics))
+    print(
+        f"best validation final loss {metrics['best_val_loss']:.4g} (episode {metrics['best_episode']}) vs tuned "
+        f"Adam {metrics['adam_val_loss']:.4g}; skipped meta-steps: {metrics['skipped_steps']}"
+    )
+    print(f"checkpoints: {run.path / 'checkpoints'}\ntensorboard --logdir {run.path / 'tb'}")
+    return metrics
+
+
+def _report(cfg: TrainConfig, run: Run, metrics: dict[str, Any]) -> str:
+    rows = [
+        f"| {r['episode']} | {r['meta_step']} | {r['learned_final_loss']:.4g} | {r['adam_final_loss']:.4g} |"
+        for r in run.records("episode")
+        if "learned_final_loss" in r
+    ]
+    summary = "\n".join(f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    return (
+        f"# metaopt train: {', '.join(t.name for t in cfg.tasks)}\n\n| metric | value |\n|---|---|\n{summary}\n\n"
+        "## Validation (mean final loss on held-out seeds)\n\n| episode | meta-step | learned | tuned Adam |\n"
+        "|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n"
+    )
