@@ -5,9 +5,10 @@ its own hidden state, and the network maps the preprocessed gradient of that coo
 interact, so the update of a coordinate does not depend on how parameters are grouped into tensors, and the whole
 model is updated with a single batched call per step (:func:`lstm_step`), whatever its number of tensors.
 
-Shapes: ``N`` coordinates, ``F`` features per coordinate, ``L`` layers of ``H`` units; the recurrent state of all
-coordinates is one tensor ``(N, L, 2, H)`` holding ``(h, c)`` for each layer, so it can be concatenated over
-parameters and split back along its first dimension.
+Shapes: ``N`` coordinates, ``F`` features per coordinate, ``L`` layers of ``H`` units. The recurrent state is an
+:data:`LSTMState`, the tuple ``(h_1, c_1, ..., h_L, c_L)`` of ``(N, H)`` tensors: kept apart, autograd never has to
+slice or restack one big tensor at every step. Where one tensor per parameter is wanted (``Optimizer.state_dict``)
+:func:`pack_state` stacks it into ``(N, L, 2, H)``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,20 @@ from torch import Tensor, nn
 
 from metaopt.features import FEATURE_MODES, num_features, preprocess
 
-__all__ = ["CoordinateLSTM", "LSTMConfig", "initial_state", "lstm_step"]
+__all__ = [
+    "CoordinateLSTM",
+    "LSTMConfig",
+    "LSTMState",
+    "cat_states",
+    "initial_state",
+    "lstm_step",
+    "pack_state",
+    "split_state",
+    "unpack_state",
+]
+
+LSTMState = tuple[Tensor, ...]
+"""``(h_1, c_1, ..., h_L, c_L)``, each ``(N, H)``: the recurrent state of N coordinates."""
 
 
 @dataclass
@@ -61,40 +75,60 @@ class CoordinateLSTM(nn.Module):
         self.cells = nn.ModuleList(nn.LSTMCell(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.readout = nn.Linear(self.config.hidden_size, 1)
 
-    def forward(self, features: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, features: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         """One step for every row.
 
         Args:
             features: ``(N, F)`` preprocessed gradients.
-            state: ``(N, L, 2, H)`` recurrent state.
+            state: the rows' recurrent state.
 
         Returns:
-            ``(update (N,), new_state (N, L, 2, H))``.
+            ``(update (N,), new_state)``.
         """
         x = features
-        layers = []
+        new_state: list[Tensor] = []
         for index, cell in enumerate(self.cells):
-            h, c = cell(x, (state[:, index, 0], state[:, index, 1]))
-            layers.append(torch.stack((h, c), dim=1))
+            h, c = cell(x, (state[2 * index], state[2 * index + 1]))
+            new_state += [h, c]
             x = h
         update = self.readout(x).squeeze(-1) * self.config.output_scale
-        return update, torch.stack(layers, dim=1)
+        return update, tuple(new_state)
 
 
-def initial_state(net: CoordinateLSTM, rows: int, *, device: torch.device | None = None) -> Tensor:
-    """The zero recurrent state of ``rows`` coordinates: ``(rows, L, 2, H)`` in the network's dtype."""
+def initial_state(net: CoordinateLSTM, rows: int, *, device: torch.device | None = None) -> LSTMState:
+    """The zero recurrent state of ``rows`` coordinates, in the network's dtype."""
     weight = net.readout.weight
-    shape = (rows, net.config.num_layers, 2, net.config.hidden_size)
-    return torch.zeros(shape, dtype=weight.dtype, device=device or weight.device)
+    zeros = torch.zeros(rows, net.config.hidden_size, dtype=weight.dtype, device=device or weight.device)
+    return (zeros,) * (2 * net.config.num_layers)
 
 
-def lstm_step(net: CoordinateLSTM, grads: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+def pack_state(state: LSTMState) -> Tensor:
+    """One ``(N, L, 2, H)`` tensor holding ``state``."""
+    return torch.stack(state, dim=1).unflatten(1, (-1, 2))
+
+
+def unpack_state(packed: Tensor) -> LSTMState:
+    """Inverse of :func:`pack_state` (views, no copy)."""
+    return tuple(packed.flatten(1, 2).unbind(dim=1))
+
+
+def cat_states(states: list[LSTMState]) -> LSTMState:
+    """The states of several groups of rows as one state (rows concatenated in order)."""
+    return tuple(torch.cat(parts) for parts in zip(*states))
+
+
+def split_state(state: LSTMState, sizes: list[int]) -> list[LSTMState]:
+    """Inverse of :func:`cat_states`: one state per group of ``sizes`` rows."""
+    return list(zip(*(part.split(sizes) for part in state)))
+
+
+def lstm_step(net: CoordinateLSTM, grads: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
     """The functional core of both optimizer shells: gradients in, updates out, one network call for all rows.
 
     Args:
         net: the shared network (its dtype and device are those of ``grads`` and ``state``).
         grads: ``(N,)`` gradient coordinates (every parameter, flattened and concatenated).
-        state: ``(N, L, 2, H)`` their recurrent state.
+        state: their recurrent state.
 
     Returns:
         ``(update (N,), new_state)``; the caller adds ``update`` to the parameters.

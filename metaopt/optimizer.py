@@ -24,7 +24,16 @@ from torch import Tensor
 from typing_extensions import override
 
 from metaopt.checkpoint import load_net
-from metaopt.lstm import CoordinateLSTM, initial_state, lstm_step
+from metaopt.lstm import (
+    CoordinateLSTM,
+    LSTMState,
+    cat_states,
+    initial_state,
+    lstm_step,
+    pack_state,
+    split_state,
+    unpack_state,
+)
 
 __all__ = ["DifferentiableLearnedOptimizer", "LearnedOptimizer"]
 
@@ -82,19 +91,19 @@ class LearnedOptimizer(torch.optim.Optimizer):
             raise RuntimeError("LearnedOptimizer does not support sparse gradients")
         dtype = _network_dtype(self.net)
         grads = torch.cat([p.grad.reshape(-1) for p in params]).to(dtype)
-        state = torch.cat([self._hidden(p, dtype) for p in params])
+        state = cat_states([self._hidden(p, dtype) for p in params])
         update, new_state = lstm_step(self.net, grads, state)
         sizes = [p.numel() for p in params]
-        for p, delta, hidden in zip(params, update.split(sizes), new_state.split(sizes)):
+        for p, delta, hidden in zip(params, update.split(sizes), split_state(new_state, sizes)):
             p.add_(delta.view_as(p).to(p.dtype))
-            self.state[p]["hidden"] = hidden
+            self.state[p]["hidden"] = pack_state(hidden)  # (numel, L, 2, H): one tensor per parameter
         return loss
 
-    def _hidden(self, p: Tensor, dtype: torch.dtype) -> Tensor:
+    def _hidden(self, p: Tensor, dtype: torch.dtype) -> LSTMState:
         hidden = self.state[p].get("hidden")
         if hidden is None:
             return initial_state(self.net, p.numel(), device=p.device)
-        return hidden.to(dtype)
+        return unpack_state(hidden.to(dtype))
 
 
 class DifferentiableLearnedOptimizer(DifferentiableOptimizer):
@@ -139,20 +148,22 @@ class DifferentiableLearnedOptimizer(DifferentiableOptimizer):
         grads = torch.cat([g.reshape(-1) for *_, g in slots]).to(dtype)
         if self.first_order:
             grads = grads.detach()
-        state = torch.cat([self._hidden(group_idx, p_idx, p, dtype) for group_idx, p_idx, p, _ in slots])
+        state = cat_states([self._hidden(group_idx, p_idx, p, dtype) for group_idx, p_idx, p, _ in slots])
         update, new_state = lstm_step(self.net, grads, state)
         if not self._track_higher_grads:
-            new_state = new_state.detach()
+            new_state = tuple(part.detach() for part in new_state)
         sizes = [p.numel() for _, _, p, _ in slots]
-        for (group_idx, p_idx, p, _), delta, hidden in zip(slots, update.split(sizes), new_state.split(sizes)):
+        for (group_idx, p_idx, p, _), delta, hidden in zip(slots, update.split(sizes), split_state(new_state, sizes)):
             self.param_groups[group_idx]["params"][p_idx] = p + delta.view_as(p).to(p.dtype)
-            self.state[group_idx][p_idx]["hidden"] = hidden
+            self.state[group_idx][p_idx]["hidden"] = hidden  # kept unpacked while on the graph
 
-    def _hidden(self, group_idx: int, p_idx: int, p: Tensor, dtype: torch.dtype) -> Tensor:
+    def _hidden(self, group_idx: int, p_idx: int, p: Tensor, dtype: torch.dtype) -> LSTMState:
         hidden = self.state[group_idx][p_idx].get("hidden")
         if hidden is None:
             return initial_state(self.net, p.numel(), device=p.device)
-        return hidden.to(dtype)
+        if isinstance(hidden, Tensor):  # packed, as copied from a LearnedOptimizer
+            return unpack_state(hidden.to(dtype))
+        return hidden
 
     def carry_into(self, optimizer: LearnedOptimizer) -> None:
         """Store this unroll's recurrent state, detached, in ``optimizer`` (the one it was built from).
@@ -163,7 +174,8 @@ class DifferentiableLearnedOptimizer(DifferentiableOptimizer):
             for p_idx, p in enumerate(group["params"]):
                 hidden = self.state[group_idx][p_idx].get("hidden")
                 if hidden is not None:
-                    optimizer.state[p]["hidden"] = hidden.detach()
+                    packed = hidden if isinstance(hidden, Tensor) else pack_state(hidden)
+                    optimizer.state[p]["hidden"] = packed.detach()
 
 
 higher.register_optim(LearnedOptimizer, DifferentiableLearnedOptimizer)

@@ -183,7 +183,9 @@ class _MetaTrainer:
         """One episode: ``steps / truncation`` meta-steps on ``meta_batch`` fresh optimizees."""
         cfg, progress = self.cfg, self.progress
         inners = [
-            start_episode(self.tasks[slot % len(self.tasks)], _train_seed(progress.episode, slot, cfg.meta_batch), self.net)
+            start_episode(
+                self.tasks[slot % len(self.tasks)], _train_seed(progress.episode, slot, cfg.meta_batch), self.net
+            )
             for slot in range(cfg.meta_batch)
         ]
         for _ in range(cfg.steps // cfg.truncation):
@@ -193,8 +195,8 @@ class _MetaTrainer:
                 trajectory = unroll(inner, cfg.truncation, first_order=not cfg.second_order)
                 meta_loss = self.objective(trajectory) / cfg.meta_batch
                 meta_loss.backward()
-                meta_losses.append(float(meta_loss) * cfg.meta_batch)
-                final_losses.append(float(trajectory.losses[-1]))
+                meta_losses.append(float(meta_loss.detach()) * cfg.meta_batch)
+                final_losses.append(float(trajectory.losses[-1].detach()))
             max_norm = cfg.clip_grad_norm if cfg.clip_grad_norm > 0 else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.net.parameters(), max_norm))
             progress.meta_step += 1

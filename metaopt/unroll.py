@@ -13,7 +13,8 @@ loaded with a stored theta_t) and any optimizer state (for instance one warmed u
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import higher
 import torch
@@ -42,6 +43,8 @@ class InnerState:
     """Inner steps taken so far (t)."""
     next_batch: Batch | None = None
     """The batch of the next step when it was already drawn (the previous truncation scored theta_t on it)."""
+    context: dict[str, Any] = field(default_factory=dict)
+    """Whatever an objective needs besides losses and iterates (e.g. target points); handed to each trajectory."""
 
     def take_batch(self) -> Batch:
         """The batch of the next step."""
@@ -58,11 +61,13 @@ class Trajectory:
     """One truncation of T steps, differentiable with respect to the network's weights."""
 
     losses: Tensor
-    """``(T + 1,)``: f(theta_s) on the batch of step s for s = t..t+T; ``losses[0]`` is constant (theta_t is detached)."""
+    """``(T + 1,)``: f(theta_s) on the batch of step s, s = t..t+T; ``losses[0]`` is constant (theta_t is detached)."""
     iterates: Tensor
     """``(T + 1, P)``: theta_t .. theta_{t+T} flattened in ``model.parameters()`` order."""
     start_step: int
     """t, the inner step at which the window starts."""
+    context: dict[str, Any] = field(default_factory=dict)
+    """The ``InnerState.context`` of the window."""
 
 
 def start_episode(task: Task, seed: int, net: CoordinateLSTM) -> InnerState:
@@ -86,9 +91,7 @@ def unroll(inner: InnerState, steps: int, *, first_order: bool = False) -> Traje
     """
     model, task = inner.model, inner.task
     fmodel = higher.monkeypatch(model, copy_initial_weights=True)
-    diffopt = higher.optim.get_diff_optim(
-        inner.optimizer, model.parameters(), fmodel=fmodel, first_order=first_order
-    )
+    diffopt = higher.optim.get_diff_optim(inner.optimizer, model.parameters(), fmodel=fmodel, first_order=first_order)
     assert isinstance(diffopt, DifferentiableLearnedOptimizer)
     losses = []
     iterates = [_flat(fmodel.fast_params)]
@@ -103,7 +106,7 @@ def unroll(inner: InnerState, steps: int, *, first_order: bool = False) -> Traje
         for p, fast in zip(model.parameters(), fmodel.fast_params):
             p.copy_(fast)
     diffopt.carry_into(inner.optimizer)
-    trajectory = Trajectory(torch.stack(losses), torch.stack(iterates), inner.step)
+    trajectory = Trajectory(torch.stack(losses), torch.stack(iterates), inner.step, inner.context)
     inner.step += steps
     return trajectory
 

@@ -23,7 +23,9 @@ def small_model(seed: int = 0) -> nn.Module:
 
 def batches(seed: int = 0, n: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(n, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)) for _ in range(6)]
+    return [
+        (torch.randn(n, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)) for _ in range(6)
+    ]
 
 
 def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -52,7 +54,9 @@ def sgd_net(lr: float) -> CoordinateLSTM:
     """Gates saturated open (input, output) or shut (forget), tiny inputs: each layer passes its input on linearly,
     and the read-out turns the result into -lr * g."""
     scale = 1e-4
-    net = CoordinateLSTM(LSTMConfig(features="scaled", input_scale=scale, hidden_size=3, num_layers=2, output_scale=1.0))
+    net = CoordinateLSTM(
+        LSTMConfig(features="scaled", input_scale=scale, hidden_size=3, num_layers=2, output_scale=1.0)
+    )
     net.double()
     with torch.no_grad():
         for cell in net.cells:

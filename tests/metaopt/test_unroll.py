@@ -61,4 +61,5 @@ def test_truncations_carry_parameters_and_hidden_state() -> None:
     assert torch.allclose(full.iterates, torch.cat([first.iterates, second.iterates[1:]]), rtol=0, atol=1e-12)
     assert torch.allclose(full.losses, torch.cat([first.losses, second.losses[1:]]), rtol=0, atol=1e-12)
     start_grads = torch.autograd.grad(second.iterates[0].sum(), list(net.parameters()), allow_unused=True)
-    assert all(g is None or not g.any() for g in start_grads)  # the window's start is cut from the previous truncation's graph
+    # the window's start is cut from the previous truncation's graph
+    assert all(g is None or not g.any() for g in start_grads)

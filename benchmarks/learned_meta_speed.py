@@ -1,0 +1,115 @@
+"""Meta-training throughput of the learned optimizer: one batched LSTM call per step versus one call per tensor.
+
+Times full meta-training episodes on ``digits_mlp`` (K inner steps in truncations of T, the meta-loss backpropagated
+after each truncation, as ``metaopt train`` does) with the library's optimizer and with a reference twin that calls
+the LSTM once per parameter tensor, and measures the memory an unroll keeps for its backward pass (the tensors saved
+by autograd, counted once per storage) for truncations of T and for the untruncated K. Prints one JSON object.
+
+    OMP_NUM_THREADS=1 python benchmarks/learned_meta_speed.py [--task digits_mlp] [--episodes 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from typing import Any
+
+import higher
+import torch
+from torch import Tensor
+from typing_extensions import override
+
+import envs
+from metaopt import CoordinateLSTM, DifferentiableLearnedOptimizer, LearnedOptimizer, lstm_step, optimizee_loss
+from metaopt.unroll import InnerState, unroll
+
+
+class PerTensorLearnedOptimizer(LearnedOptimizer):
+    """The straightforward way: same network, one LSTM call per parameter tensor (reference only)."""
+
+
+class DifferentiablePerTensorLearnedOptimizer(DifferentiableLearnedOptimizer):
+    """Twin of :class:`PerTensorLearnedOptimizer`."""
+
+    @override
+    def _update(self, grouped_grads: list[list[Tensor]], **kwargs: Any) -> None:
+        for group_idx, (group, grads) in enumerate(zip(self.param_groups, grouped_grads)):
+            for p_idx, (p, g) in enumerate(zip(group["params"], grads)):
+                if g is None:
+                    continue
+                hidden = self._hidden(group_idx, p_idx, p, g.dtype)
+                g = g.detach() if self.first_order else g
+                update, self.state[group_idx][p_idx]["hidden"] = lstm_step(self.net, g.reshape(-1), hidden)
+                group["params"][p_idx] = p + update.view_as(p)
+
+
+higher.register_optim(PerTensorLearnedOptimizer, DifferentiablePerTensorLearnedOptimizer)
+
+
+def episode(task: envs.Task, seed: int, net: CoordinateLSTM, cls: type, steps: int, truncation: int) -> None:
+    problem = task.instance(seed)
+    model = problem.init_model(seed)
+    inner = InnerState(problem, model, cls(model.parameters(), net=net), problem.batches(seed))
+    for _ in range(steps // truncation):
+        net.zero_grad()
+        optimizee_loss(unroll(inner, truncation, first_order=True)).backward()
+
+
+def steps_per_second(task: envs.Task, cls: type, episodes: int, steps: int, truncation: int) -> float:
+    net = CoordinateLSTM()
+    episode(task, 0, net, cls, steps, truncation)  # warm-up
+    started = time.perf_counter()
+    for seed in range(1, episodes + 1):
+        episode(task, seed, net, cls, steps, truncation)
+    return episodes * steps / (time.perf_counter() - started)
+
+
+def saved_bytes(task: envs.Task, truncation: int) -> int:
+    """Bytes autograd keeps for the backward pass of one truncation (distinct storages)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    net = CoordinateLSTM()
+    problem = task.instance(0)
+    model = problem.init_model(0)
+    inner = InnerState(problem, model, LearnedOptimizer(model.parameters(), net=net), problem.batches(0))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = optimizee_loss(unroll(inner, truncation, first_order=True))
+    loss.backward()
+    return sum(seen.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="digits_mlp")
+    parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--truncation", type=int, default=20)
+    args = parser.parse_args()
+    task = envs.make_task(args.task)
+    batched = steps_per_second(task, LearnedOptimizer, args.episodes, args.steps, args.truncation)
+    per_tensor = steps_per_second(task, PerTensorLearnedOptimizer, args.episodes, args.steps, args.truncation)
+    result = {
+        "benchmark": "learned_meta_speed",
+        "task": args.task,
+        "params": task.num_params,
+        "tensors": len(list(task.init_model(0).parameters())),
+        "threads": torch.get_num_threads(),
+        "inner_steps_per_s_batched": round(batched, 1),
+        "inner_steps_per_s_per_tensor": round(per_tensor, 1),
+        "speedup": round(batched / per_tensor, 2),
+        f"saved_for_backward_mb_T{args.truncation}": round(saved_bytes(task, args.truncation) / 2**20, 2),
+        f"saved_for_backward_mb_T{args.steps}": round(saved_bytes(task, args.steps) / 2**20, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Learned optimizer versus tuned Adam and RMSProp, paired over unseen seeds (the numbers in docs/results.md).
+
+For each case (a task, its options and a horizon) every baseline's learning rate is tuned on a log grid (1e-4 .. 1
+in half decades) by mean final loss over tuning seeds; then the learned optimizer and the tuned baselines train the
+same evaluation seeds (same problem instance, initial weights and batches for every optimizer) and are scored by the
+evaluation-set loss after the last step. Evaluation seeds are 0..N-1, which meta-training never uses (its seeds start
+at 100000). Prints one JSON object per case and a Markdown table; ``--plot`` writes the mean training-loss curves.
+
+    OMP_NUM_THREADS=1 python benchmarks/learned_results.py --checkpoint runs/x/checkpoints/best.pt \
+        --case "quadratic" --case "digits_mlp steps=200 width=40" [--eval-seeds 100] [--plot curves.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import envs
+from metaopt import LearnedOptimizer
+from metaopt.baselines import train_plain, tune_lr
+from metaopt.train import TUNE_SEED_BASE, VAL_SEED_BASE
+
+
+def parse_case(text: str) -> tuple[str, int, dict[str, Any]]:
+    name, *pairs = text.split()
+    options: dict[str, Any] = {}
+    steps = 100
+    for pair in pairs:
+        key, value = pair.split("=", 1)
+        parsed: Any = int(value) if value.lstrip("-").isdigit() else value
+        if key == "steps":
+            steps = int(value)
+        else:
+            options[key] = parsed
+    return name, steps, options
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    sem = statistics.stdev(finite) / math.sqrt(len(finite)) if len(finite) > 1 else float("nan")
+    mean = statistics.fmean(values) if len(finite) == len(values) else math.inf
+    return {"mean": mean, "sem": sem, "median": statistics.median(values), "diverged": len(values) - len(finite)}
+
+
+def evaluate(checkpoint: str, text: str, eval_seeds: int, tune_seeds: int, baselines: list[str]) -> dict[str, Any]:
+    name, steps, options = parse_case(text)
+    task = envs.make_task(name, **options)
+    seeds = list(range(eval_seeds))
+    assert max(seeds) < VAL_SEED_BASE
+    tuning = [TUNE_SEED_BASE + k for k in range(tune_seeds)]
+    runs = {
+        "learned": [train_plain(task, s, lambda p: LearnedOptimizer(p, checkpoint=checkpoint), steps) for s in seeds]
+    }
+    result: dict[str, Any] = {"case": text, "task": name, "options": options, "steps": steps, "eval_seeds": eval_seeds}
+    for baseline in baselines:
+        lr, _ = tune_lr(task, baseline, tuning, steps)
+        runs[baseline] = [train_plain(task, s, lambda p, b=baseline, lr=lr: envs.make_optimizer(b, p, lr=lr), steps)
+                          for s in seeds]  # fmt: skip
+        result[f"{baseline}_lr"] = lr
+    for key, rs in runs.items():
+        result[key] = summary([r.final_loss for r in rs])
+    for baseline in baselines:
+        wins = sum(a.final_loss < b.final_loss for a, b in zip(runs["learned"], runs[baseline]))
+        result[f"learned_beats_{baseline}"] = f"{wins}/{eval_seeds}"
+    result["curves"] = {key: [statistics.fmean(r.losses[t] for r in rs) for t in range(steps)]
+                        for key, rs in runs.items() if all(len(r.losses) == steps for r in rs)}  # fmt: skip
+    return result
+
+
+def table(results: list[dict[str, Any]], baselines: list[str]) -> str:
+    head = "| case | steps | learned | " + " | ".join(f"tuned {b} (lr)" for b in baselines)
+    head += " | " + " | ".join(f"learned < {b}" for b in baselines) + " |"
+    lines = [head, "|" + "---|" * (3 + 2 * len(baselines))]
+    for r in results:
+        cells = [f"{r['learned']['mean']:.4g} ± {r['learned']['sem']:.2g}"]
+        cells += [f"{r[b]['mean']:.4g} ± {r[b]['sem']:.2g} ({r[f'{b}_lr']:.3g})" for b in baselines]
+        cells += [r[f"learned_beats_{b}"] for b in baselines]
+        lines.append(f"| {r['case']} | {r['steps']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        for key, curve in r["curves"].items():
+            ax.plot(range(1, len(curve) + 1), curve, label=key)
+        ax.set_yscale("log")
+        ax.set_title(r["case"], fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("mean training loss")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--case", action="append", required=True, help='"TASK [steps=N] [option=value ...]"')
+    parser.add_argument("--eval-seeds", type=int, default=100)
+    parser.add_argument("--tune-seeds", type=int, default=10)
+    parser.add_argument("--baselines", nargs="+", default=["adam", "rmsprop"])
+    parser.add_argument("--plot", type=Path)
+    parser.add_argument("--json", type=Path, help="also write the results (with curves) to this file")
+    args = parser.parse_args()
+    results = []
+    for case in args.case:
+        result = evaluate(args.checkpoint, case, args.eval_seeds, args.tune_seeds, args.baselines)
+        print(json.dumps({k: v for k, v in result.items() if k != "curves"}), flush=True)
+        results.append(result)
+    print(table(results, args.baselines))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.plot:
+        plot(results, args.plot)
+
+
+if __name__ == "__main__":
+    main()
