@@ -3,7 +3,8 @@
 For each case (a task, its options and a horizon) every baseline's learning rate is tuned on a log grid (1e-4 .. 1
 in half decades) by mean final loss over tuning seeds; then the learned optimizer and the tuned baselines train the
 same evaluation seeds (same problem instance, initial weights and batches for every optimizer) and are scored by the
-evaluation-set loss after the last step. Evaluation seeds are 0..N-1, which meta-training never uses (its seeds start
+training loss after the last step (on the next batch; exact for full-batch tasks), as in the L2L paper; the
+evaluation-set loss is reported beside it. Evaluation seeds are 0..N-1, which meta-training never uses (its seeds start
 at 100000). Prints one JSON object per case and a Markdown table; ``--plot`` writes the mean training-loss curves.
 
     OMP_NUM_THREADS=1 python benchmarks/learned_results.py --checkpoint runs/x/checkpoints/best.pt \
@@ -21,7 +22,7 @@ from typing import Any
 
 import envs
 from metaopt import LearnedOptimizer
-from metaopt.baselines import train_plain, tune_lr
+from metaopt.baselines import LR_GRID, train_plain, tune_lr
 from metaopt.train import TUNE_SEED_BASE, VAL_SEED_BASE
 
 
@@ -46,7 +47,9 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"mean": mean, "sem": sem, "median": statistics.median(values), "diverged": len(values) - len(finite)}
 
 
-def evaluate(checkpoint: str, text: str, eval_seeds: int, tune_seeds: int, baselines: list[str]) -> dict[str, Any]:
+def evaluate(
+    checkpoint: str, text: str, eval_seeds: int, tune_seeds: int, baselines: list[str], grid: list[float]
+) -> dict[str, Any]:
     name, steps, options = parse_case(text)
     task = envs.make_task(name, **options)
     seeds = list(range(eval_seeds))
@@ -57,12 +60,14 @@ def evaluate(checkpoint: str, text: str, eval_seeds: int, tune_seeds: int, basel
     }
     result: dict[str, Any] = {"case": text, "task": name, "options": options, "steps": steps, "eval_seeds": eval_seeds}
     for baseline in baselines:
-        lr, _ = tune_lr(task, baseline, tuning, steps)
+        lr, _ = tune_lr(task, baseline, tuning, steps, grid)
+        result[f"{baseline}_lr_at_grid_edge"] = lr in (min(grid), max(grid))
         runs[baseline] = [train_plain(task, s, lambda p, b=baseline, lr=lr: envs.make_optimizer(b, p, lr=lr), steps)
                           for s in seeds]  # fmt: skip
         result[f"{baseline}_lr"] = lr
     for key, rs in runs.items():
         result[key] = summary([r.final_loss for r in rs])
+        result[f"{key}_eval"] = summary([r.eval_loss for r in rs])
     for baseline in baselines:
         wins = sum(a.final_loss < b.final_loss for a, b in zip(runs["learned"], runs[baseline]))
         result[f"learned_beats_{baseline}"] = f"{wins}/{eval_seeds}"
@@ -72,13 +77,15 @@ def evaluate(checkpoint: str, text: str, eval_seeds: int, tune_seeds: int, basel
 
 
 def table(results: list[dict[str, Any]], baselines: list[str]) -> str:
-    head = "| case | steps | learned | " + " | ".join(f"tuned {b} (lr)" for b in baselines)
-    head += " | " + " | ".join(f"learned < {b}" for b in baselines) + " |"
-    lines = [head, "|" + "---|" * (3 + 2 * len(baselines))]
+    names = ["learned", *baselines]
+    head = "| case | steps | " + " | ".join(f"{n} train" for n in names) + " | "
+    head += " | ".join(f"learned < {b}" for b in baselines) + " | " + " | ".join(f"{n} eval" for n in names) + " |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(names) + len(baselines))]
     for r in results:
-        cells = [f"{r['learned']['mean']:.4g} ± {r['learned']['sem']:.2g}"]
-        cells += [f"{r[b]['mean']:.4g} ± {r[b]['sem']:.2g} ({r[f'{b}_lr']:.3g})" for b in baselines]
+        cells = [f"**{r['learned']['mean']:.4g}** ± {r['learned']['sem']:.2g}"]
+        cells += [f"{r[b]['mean']:.4g} ± {r[b]['sem']:.2g} (lr {r[f'{b}_lr']:.3g})" for b in baselines]
         cells += [r[f"learned_beats_{b}"] for b in baselines]
+        cells += [f"{r[f'{n}_eval']['mean']:.4g}" for n in names]
         lines.append(f"| {r['case']} | {r['steps']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -110,12 +117,13 @@ def main() -> None:
     parser.add_argument("--eval-seeds", type=int, default=100)
     parser.add_argument("--tune-seeds", type=int, default=10)
     parser.add_argument("--baselines", nargs="+", default=["adam", "rmsprop"])
+    parser.add_argument("--lr-grid", type=float, nargs="+", default=list(LR_GRID), help="default 1e-4..1, half decades")
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--json", type=Path, help="also write the results (with curves) to this file")
     args = parser.parse_args()
     results = []
     for case in args.case:
-        result = evaluate(args.checkpoint, case, args.eval_seeds, args.tune_seeds, args.baselines)
+        result = evaluate(args.checkpoint, case, args.eval_seeds, args.tune_seeds, args.baselines, args.lr_grid)
         print(json.dumps({k: v for k, v in result.items() if k != "curves"}), flush=True)
         results.append(result)
     print(table(results, args.baselines))

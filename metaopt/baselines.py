@@ -2,9 +2,12 @@
 
 Every optimizer, learned or not, is scored by the same loop (:func:`train_plain`): for a run seed, the problem
 ``task.instance(seed)``, the initial weights ``init_model(seed)`` and the batches ``batches(seed)`` are the same for
-every optimizer (paired comparison), and the score is the evaluation-set loss after ``steps`` steps. A run whose
-loss becomes NaN or infinite scores ``inf``. The meta-trainer validates against :func:`tune_lr`'s tuned Adam; the
-comparison harness of issue 3 is meant to take this role later, through this one function.
+every optimizer (paired comparison). The score is the training objective after ``steps`` steps, f(theta_K) on the
+next batch of the stream (the exact loss for full-batch tasks such as ``quadratic``), as the L2L paper compares
+optimizers on the optimizee's training loss; the evaluation-set loss is kept beside it, since an optimizer that
+trains faster can also overfit sooner. A run whose loss becomes NaN or infinite scores ``inf``. The meta-trainer
+validates against :func:`tune_lr`'s tuned Adam; the comparison harness of issue 3 is meant to take this role later,
+through this one function.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class PlainRun:
     losses: list[float]
     """Training loss at each step, on that step's batch, before the update."""
     final_loss: float
+    """Training loss after the last step, on the next batch of the stream (``inf`` if the run diverged)."""
+    eval_loss: float
     """Evaluation-set loss after the last step (``inf`` if the run diverged)."""
 
 
@@ -49,12 +54,16 @@ def train_plain(task: Task, seed: int, factory: OptimizerFactory, steps: int) ->
         loss = problem.loss(model, next(batches))
         losses.append(float(loss.detach()))
         if not math.isfinite(losses[-1]):
-            return PlainRun(losses, math.inf)
+            return PlainRun(losses, math.inf, math.inf)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    final = problem.eval_loss(model)
-    return PlainRun(losses, final if math.isfinite(final) else math.inf)
+    with torch.no_grad():
+        final = float(problem.loss(model, next(batches)))
+    evaluated = problem.eval_loss(model)
+    return PlainRun(
+        losses, final if math.isfinite(final) else math.inf, evaluated if math.isfinite(evaluated) else math.inf
+    )
 
 
 def mean_final_loss(task: Task, seeds: Sequence[int], factory: OptimizerFactory, steps: int) -> float:

@@ -5,7 +5,8 @@ in truncations of T = ``truncation``, and after each truncation takes one meta-o
 the optimizees' meta-losses; parameters and recurrent state are carried, detached, into the next truncation. A
 meta-gradient with NaN or infinite entries is skipped and counted (and the episode's optimizees are dropped); after
 ``max_skips`` skips in a row training stops with a message saying what to change. Every ``val_every`` episodes the
-optimizer is validated on held-out seeds against Adam tuned on a log grid over tuning seeds.
+optimizer is validated on held-out seeds against Adam tuned on a log grid over tuning seeds, by the mean training loss
+after K steps (the quantity meta-training minimises; the evaluation-set loss is logged beside it).
 
 Seeds: episode e, slot i trains on run seed ``TRAIN_SEED_BASE + e * meta_batch + i``; validation uses
 ``VAL_SEED_BASE + k`` and tuning ``TUNE_SEED_BASE + k``; seeds below ``VAL_SEED_BASE`` are never touched, so they are
@@ -32,7 +33,7 @@ from envs.registry import make_task
 from envs.runs import Run
 from envs.seeding import seeded
 from envs.task import Task
-from metaopt.baselines import LR_GRID, mean_final_loss, tune_lr
+from metaopt.baselines import LR_GRID, train_plain, tune_lr
 from metaopt.checkpoint import load_checkpoint, save_checkpoint
 from metaopt.lstm import CoordinateLSTM, LSTMConfig
 from metaopt.objectives import ObjectiveConfig, make_objective
@@ -236,31 +237,45 @@ class _MetaTrainer:
     # -- validation ---------------------------------------------------------------------------------------------------
 
     def validate(self) -> dict[str, float]:
-        """Mean final loss of the learned optimizer and of tuned Adam on the validation seeds (mean over tasks)."""
+        """Final training and evaluation losses of the learned optimizer and of tuned Adam on the validation seeds.
+
+        Means over seeds, then over the tasks of the family; checkpoints are selected by the training loss.
+        """
         cfg, progress = self.cfg, self.progress
         val_seeds = [VAL_SEED_BASE + k for k in range(cfg.val_seeds)]
-        learned, adam = [], []
+        totals = dict.fromkeys(("learned_final_loss", "learned_eval_loss", "adam_final_loss", "adam_eval_loss"), 0.0)
         for key, task in self._keyed_tasks():
             if key not in progress.baseline:
                 progress.baseline[key] = self.tune_baseline(task, val_seeds)
-            adam.append(progress.baseline[key]["val"])
-            learned.append(mean_final_loss(task, val_seeds, self._learned, cfg.steps))
-        metrics = {"learned_final_loss": sum(learned) / len(learned), "adam_final_loss": sum(adam) / len(adam)}
+            runs = [train_plain(task, seed, self._learned, cfg.steps) for seed in val_seeds]
+            totals["learned_final_loss"] += sum(r.final_loss for r in runs) / len(runs)
+            totals["learned_eval_loss"] += sum(r.eval_loss for r in runs) / len(runs)
+            totals["adam_final_loss"] += progress.baseline[key]["val"]
+            totals["adam_eval_loss"] += progress.baseline[key]["val_eval"]
+        metrics = {key: value / len(self.tasks) for key, value in totals.items()}
         metrics["learned_over_adam"] = metrics["learned_final_loss"] / metrics["adam_final_loss"]
         return metrics
 
     def tune_baseline(self, task: Task, val_seeds: list[int]) -> dict[str, float]:
-        """Adam's learning rate tuned on the tuning seeds, and its mean final loss on the validation seeds."""
+        """Adam's learning rate tuned on the tuning seeds, and its mean final losses on the validation seeds."""
         tune_seeds = [TUNE_SEED_BASE + k for k in range(self.cfg.tune_seeds)]
         lr, _ = tune_lr(task, "adam", tune_seeds, self.cfg.steps, self.cfg.lr_grid)
-        val = mean_final_loss(task, val_seeds, lambda params: torch.optim.Adam(params, lr=lr), self.cfg.steps)
-        return {"lr": lr, "val": val}
+        runs = [
+            train_plain(task, seed, lambda params: torch.optim.Adam(params, lr=lr), self.cfg.steps)
+            for seed in val_seeds
+        ]
+        return {
+            "lr": lr,
+            "val": sum(r.final_loss for r in runs) / len(runs),
+            "val_eval": sum(r.eval_loss for r in runs) / len(runs),
+        }
 
     def _learned(self, params: Any) -> torch.optim.Optimizer:
         return LearnedOptimizer(params, net=self.net)
 
     def _keyed_tasks(self) -> list[tuple[str, Task]]:
-        return [(f"{t.name}:{sorted(t.options.items())}", task) for t, task in zip(self.cfg.tasks, self.tasks)]
+        keys = [f"{t.name}({', '.join(f'{k}={v}' for k, v in sorted(t.options.items()))})" for t in self.cfg.tasks]
+        return list(zip(keys, self.tasks))
 
     def after_episode(self) -> None:
         cfg, progress = self.cfg, self.progress
