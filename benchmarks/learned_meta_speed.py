@@ -5,7 +5,7 @@ after each truncation, as ``metaopt train`` does) with the library's optimizer a
 the LSTM once per parameter tensor, and measures the memory an unroll keeps for its backward pass (the tensors saved
 by autograd, counted once per storage) for truncations of T and for the untruncated K. Prints one JSON object.
 
-    OMP_NUM_THREADS=1 python benchmarks/learned_meta_speed.py [--task digits_mlp] [--episodes 3]
+    OMP_NUM_THREADS=1 python benchmarks/learned_meta_speed.py [--task digits_mlp] [--option depth=4] [--episodes 3]
 """
 
 from __future__ import annotations
@@ -88,16 +88,19 @@ def saved_bytes(task: envs.Task, truncation: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="digits_mlp")
+    parser.add_argument("--option", action="append", default=[], help="task option KEY=VALUE (repeatable)")
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--truncation", type=int, default=20)
     args = parser.parse_args()
-    task = envs.make_task(args.task)
+    options = dict(item.split("=", 1) for item in args.option)
+    task = envs.make_task(args.task, **options)
     batched = steps_per_second(task, LearnedOptimizer, args.episodes, args.steps, args.truncation)
     per_tensor = steps_per_second(task, PerTensorLearnedOptimizer, args.episodes, args.steps, args.truncation)
     result = {
         "benchmark": "learned_meta_speed",
         "task": args.task,
+        "options": options,
         "params": task.num_params,
         "tensors": len(list(task.init_model(0).parameters())),
         "threads": torch.get_num_threads(),

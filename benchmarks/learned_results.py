@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import envs
+from envs.runs import Run
 from metaopt import LearnedOptimizer
 from metaopt.baselines import LR_GRID, train_plain, tune_lr
 from metaopt.train import TUNE_SEED_BASE, VAL_SEED_BASE
@@ -90,20 +91,32 @@ def table(results: list[dict[str, Any]], baselines: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
+def plot(results: list[dict[str, Any]], path: Path, training_run: Path | None = None) -> None:
+    """Mean training-loss curves of every case; with ``training_run``, also that run's validation history."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
+    panels = len(results) + (training_run is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), squeeze=False)
     for ax, r in zip(axes[0], results):
         for key, curve in r["curves"].items():
             ax.plot(range(1, len(curve) + 1), curve, label=key)
         ax.set_yscale("log")
-        ax.set_title(r["case"], fontsize=9)
+        ax.set_title(f"{r['case']} ({r['eval_seeds']} unseen seeds)", fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("mean training loss")
+        ax.legend(fontsize=8)
+    if training_run is not None:
+        records = [r for r in Run(training_run).records("episode") if "learned_final_loss" in r]
+        ax = axes[0][-1]
+        ax.plot([r["meta_step"] for r in records], [r["learned_final_loss"] for r in records], "o-", label="learned")
+        ax.plot([r["meta_step"] for r in records], [r["adam_final_loss"] for r in records], "--", label="tuned Adam")
+        ax.set_yscale("log")
+        ax.set_title(f"validation during meta-training: {training_run.name}", fontsize=9)
+        ax.set_xlabel("meta-step")
+        ax.set_ylabel("mean final training loss")
         ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +131,8 @@ def main() -> None:
     parser.add_argument("--tune-seeds", type=int, default=10)
     parser.add_argument("--baselines", nargs="+", default=["adam", "rmsprop"])
     parser.add_argument("--lr-grid", type=float, nargs="+", default=list(LR_GRID), help="default 1e-4..1, half decades")
-    parser.add_argument("--plot", type=Path)
+    parser.add_argument("--plot", type=Path, help="write the loss curves to this PNG")
+    parser.add_argument("--training-run", type=Path, help="add this meta-training run's validation history to the plot")
     parser.add_argument("--json", type=Path, help="also write the results (with curves) to this file")
     args = parser.parse_args()
     results = []
@@ -131,7 +145,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
     if args.plot:
-        plot(results, args.plot)
+        plot(results, args.plot, args.training_run)
 
 
 if __name__ == "__main__":

@@ -90,8 +90,8 @@ class TrainConfig:
     """Adam learning rates tried for validation."""
     seed: int = 0
     """Seed of the network's initial weights."""
-    device: str = "cpu"
-    """auto (CUDA when available), cpu or cuda."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda; resume is bit-exact on CPU."""
     dtype: str = "float32"
     """float32 or float64, for the optimizees and the network."""
     name: str = "train"

@@ -24,6 +24,7 @@ TINY = [
     "tune_seeds=1",
     "lr_grid=[0.01,0.1]",
     "tasks=[{name: quadratic, options: {dim: 4}}]",
+    "device=cpu",
 ]
 
 
