@@ -331,10 +331,13 @@ def run_train(cfg: TrainConfig, callback: Callable[[int], None] | None = None) -
     if cfg.resume:
         run = Run.open(cfg.resume)
         saved = load_config(TrainConfig, run.config_path)
-        ignored = sorted(k.name for k in dataclasses.fields(TrainConfig)
-                         if k.name != "resume" and getattr(saved, k.name) != getattr(cfg, k.name))  # fmt: skip
+        ignored = [
+            f.name
+            for f in dataclasses.fields(TrainConfig)
+            if f.name not in ("resume", "out") and getattr(saved, f.name) != getattr(cfg, f.name)
+        ]
         if ignored:
-            print(f"resuming {run.path} with its saved config; ignoring: {', '.join(ignored)}")
+            print(f"resuming {run.path} with its saved config (the given one differs in: {', '.join(ignored)})")
         cfg = saved
     else:
         task_names = "+".join(dict.fromkeys(t.name for t in cfg.tasks))
