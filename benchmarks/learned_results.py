@@ -83,8 +83,13 @@ def table(results: list[dict[str, Any]], baselines: list[str]) -> str:
     head += " | ".join(f"learned < {b}" for b in baselines) + " | " + " | ".join(f"{n} eval" for n in names) + " |"
     lines = [head, "|" + "---|" * (2 + 2 * len(names) + len(baselines))]
     for r in results:
-        cells = [f"**{r['learned']['mean']:.4g}** ± {r['learned']['sem']:.2g}"]
-        cells += [f"{r[b]['mean']:.4g} ± {r[b]['sem']:.2g} (lr {r[f'{b}_lr']:.3g})" for b in baselines]
+        best = min(r[n]["mean"] for n in names)
+        cells = [
+            f"{mark}{r[n]['mean']:.4g}{mark} ± {r[n]['sem']:.2g}"
+            + (f" (lr {r[f'{n}_lr']:.3g})" if n != "learned" else "")
+            for n in names
+            for mark in ["**" if r[n]["mean"] == best else ""]
+        ]
         cells += [r[f"learned_beats_{b}"] for b in baselines]
         cells += [f"{r[f'{n}_eval']['mean']:.4g}" for n in names]
         lines.append(f"| {r['case']} | {r['steps']} | " + " | ".join(cells) + " |")

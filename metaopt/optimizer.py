@@ -91,19 +91,19 @@ class LearnedOptimizer(torch.optim.Optimizer):
             raise RuntimeError("LearnedOptimizer does not support sparse gradients")
         dtype = _network_dtype(self.net)
         grads = torch.cat([p.grad.reshape(-1) for p in params]).to(dtype)
-        state = cat_states([self._hidden(p, dtype) for p in params])
-        update, new_state = lstm_step(self.net, grads, state)
+        packed = torch.cat([self._packed(p, dtype) for p in params])  # (N, L, 2, H)
+        update, new_state = lstm_step(self.net, grads, unpack_state(packed))
         sizes = [p.numel() for p in params]
-        for p, delta, hidden in zip(params, update.split(sizes), split_state(new_state, sizes)):
+        for p, delta, hidden in zip(params, update.split(sizes), pack_state(new_state).split(sizes)):
             p.add_(delta.view_as(p).to(p.dtype))
-            self.state[p]["hidden"] = pack_state(hidden)  # (numel, L, 2, H): one tensor per parameter
+            self.state[p]["hidden"] = hidden  # (numel, L, 2, H): one tensor per parameter, for state_dict()
         return loss
 
-    def _hidden(self, p: Tensor, dtype: torch.dtype) -> LSTMState:
+    def _packed(self, p: Tensor, dtype: torch.dtype) -> Tensor:
         hidden = self.state[p].get("hidden")
         if hidden is None:
-            return initial_state(self.net, p.numel(), device=p.device)
-        return unpack_state(hidden.to(dtype))
+            return pack_state(initial_state(self.net, p.numel(), device=p.device))
+        return hidden.to(dtype)
 
 
 class DifferentiableLearnedOptimizer(DifferentiableOptimizer):
@@ -133,6 +133,10 @@ class DifferentiableLearnedOptimizer(DifferentiableOptimizer):
         self.net = other.net
         self.first_order = first_order
         super().__init__(other, reference_params, **kwargs)
+        # Between steps the state of all updated coordinates stays one concatenated LSTMState, so the graph has no
+        # per-step cat/split of it; ``self.state`` receives per-parameter pieces only when the set of updated
+        # parameters changes, and in ``carry_into``.
+        self._flat: tuple[list[tuple[int, int]], list[int], LSTMState] | None = None
 
     @override
     def _update(self, grouped_grads: list[list[Tensor]], **kwargs: Any) -> None:
@@ -145,17 +149,22 @@ class DifferentiableLearnedOptimizer(DifferentiableOptimizer):
         if not slots:
             return
         dtype = _network_dtype(self.net)
+        keys = [(group_idx, p_idx) for group_idx, p_idx, _, _ in slots]
+        sizes = [p.numel() for _, _, p, _ in slots]
         grads = torch.cat([g.reshape(-1) for *_, g in slots]).to(dtype)
         if self.first_order:
             grads = grads.detach()
-        state = cat_states([self._hidden(group_idx, p_idx, p, dtype) for group_idx, p_idx, p, _ in slots])
+        if self._flat is not None and self._flat[0] == keys:
+            state = self._flat[2]
+        else:
+            self._scatter_state()
+            state = cat_states([self._hidden(group_idx, p_idx, p, dtype) for group_idx, p_idx, p, _ in slots])
         update, new_state = lstm_step(self.net, grads, state)
         if not self._track_higher_grads:
             new_state = tuple(part.detach() for part in new_state)
-        sizes = [p.numel() for _, _, p, _ in slots]
-        for (group_idx, p_idx, p, _), delta, hidden in zip(slots, update.split(sizes), split_state(new_state, sizes)):
+        self._flat = (keys, sizes, new_state)
+        for (group_idx, p_idx, p, _), delta in zip(slots, update.split(sizes)):
             self.param_groups[group_idx]["params"][p_idx] = p + delta.view_as(p).to(p.dtype)
-            self.state[group_idx][p_idx]["hidden"] = hidden  # kept unpacked while on the graph
 
     def _hidden(self, group_idx: int, p_idx: int, p: Tensor, dtype: torch.dtype) -> LSTMState:
         hidden = self.state[group_idx][p_idx].get("hidden")
@@ -165,11 +174,20 @@ class DifferentiableLearnedOptimizer(DifferentiableOptimizer):
             return unpack_state(hidden.to(dtype))
         return hidden
 
+    def _scatter_state(self) -> None:
+        """Move the concatenated state into ``self.state``, one piece per parameter."""
+        if self._flat is not None:
+            keys, sizes, state = self._flat
+            for (group_idx, p_idx), hidden in zip(keys, split_state(state, sizes)):
+                self.state[group_idx][p_idx]["hidden"] = hidden
+            self._flat = None
+
     def carry_into(self, optimizer: LearnedOptimizer) -> None:
         """Store this unroll's recurrent state, detached, in ``optimizer`` (the one it was built from).
 
         Truncated meta-training carries the state to the next truncation this way, cutting the graph between them.
         """
+        self._scatter_state()
         for group_idx, group in enumerate(optimizer.param_groups):
             for p_idx, p in enumerate(group["params"]):
                 hidden = self.state[group_idx][p_idx].get("hidden")
