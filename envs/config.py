@@ -162,9 +162,20 @@ def config_help(schema: type, prefix: str = "") -> list[str]:
 
 
 def _flow_yaml(value: Any) -> str:
-    """``value`` as one line of YAML: ``[sgd, adam]``, ``{}``, ``0.1``, ``null``."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=2**31).strip()
+    """``value`` as one line of YAML: ``[sgd, adam]``, ``{}``, ``0.1``, ``null``, ``[{name: quadratic}]``."""
+    text = yaml.safe_dump(_plain(value), default_flow_style=True, width=2**31).strip()
     return text.removesuffix("...").strip()  # a bare scalar is dumped as a document ending in "..."
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with dataclass instances (e.g. the entries of a ``list[TaskConfig]`` default) turned into dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _mapping_value_schema(annotation: Any) -> type | None:
