@@ -44,7 +44,7 @@ class FitConfig:
 
 def run_fit(cfg: FitConfig) -> dict[str, Any]:
     """Train, log ``inner/`` scalars to TensorBoard, save the model and a report; return the final metrics."""
-    task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options)
+    task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options).load()
     recipe = task.recipe
     steps = cfg.steps if cfg.steps is not None else recipe.steps
     run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out)

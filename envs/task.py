@@ -137,6 +137,12 @@ class Task(ABC):
         """Per-batch metrics besides the loss (means over the batch); none by default."""
         return {}
 
+    def load(self) -> Task:
+        """Read the task's data now rather than on first use, so a missing file fails before any work is written."""
+        self.eval_batches()
+        next(iter(self.batches(0)))
+        return self
+
     def instance(self, seed: int) -> Task:
         """The problem a run with ``seed`` trains on: ``self`` for fixed datasets, a new draw for problem families."""
         return self

@@ -67,7 +67,7 @@ def connect_endpoints(cfg: ConnectConfig) -> tuple[ParamSpace, BeadString]:
 
 def run_connect(cfg: ConnectConfig) -> dict[str, Any]:
     """Connect two endpoints of ``cfg.task``; returns the string's metrics."""
-    make_task(cfg.task.name, **cfg.task.options)  # fail on a bad task before a run directory is made
+    make_task(cfg.task.name, **cfg.task.options).load()  # fail on a bad task or missing data before writing anything
     run = Run.create(f"{cfg.name}-{cfg.task.name}", cfg, cfg.out)
     print(f"run directory: {run.path}")
     with run:

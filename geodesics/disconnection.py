@@ -69,7 +69,7 @@ def permuted_pair(
 
 def run_disconnection(cfg: DisconnectionConfig) -> dict[str, Any]:
     """Connect the permuted pair and the control; returns both strings' metrics."""
-    task = make_task(cfg.task.name, device=cfg.device, **cfg.task.options)
+    task = make_task(cfg.task.name, device=cfg.device, **cfg.task.options).load()
     space = ParamSpace.from_task(task)
     run = Run.create(cfg.name, cfg, cfg.out)
     print(f"run directory: {run.path}")

@@ -203,7 +203,7 @@ def run_sweep(cfg: SweepConfig, on_group: Any = None) -> list[dict[str, Any]]:
     """
     from geodesics.plots import plot_sweep
 
-    task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options)
+    task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options).load()
     space = ParamSpace.from_task(task)
     run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out)
     print(f"run directory: {run.path}")

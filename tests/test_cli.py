@@ -38,7 +38,11 @@ def test_fit_writes_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixtur
         (["fit", "tasks/mnist_mlp.yaml", "task.options.data_dir=/nonexistent"], "MNIST files not found"),
     ],
 )
-def test_bad_input_exits_2_with_one_message(argv: list[str], match: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_exits_2_with_one_message(
+    argv: list[str], match: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing written for bad input
