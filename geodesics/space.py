@@ -9,6 +9,7 @@ made once per space and kind of evaluation by timing both on the first large eno
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from envs.task import Batch, Task
 
 __all__ = ["ParamSpace", "StrategyChoice"]
 
-_CPU_BUDGET = 1 << 30  # bytes of activations per chunk on CPU
+_CPU_BUDGET = 64 << 20  # bytes of activations per chunk on CPU: larger chunks fall out of cache and run slower
 _CUDA_BUDGET_FRACTION = 0.25  # of the free memory
 
 
@@ -48,8 +49,9 @@ class ParamSpace:
 
     Args:
         task: the task whose model and loss are used.
-        model: a model of the task to take the architecture from (default ``task.init_model(0)``).
-        memory_budget: bytes of activations a chunk may use (default: 1 GiB on CPU, a quarter of free CUDA memory).
+        model: a model of the task to take the architecture from (copied; default ``task.init_model(0)``).
+        memory_budget: bytes of activations a chunk may use (default: 64 MiB on CPU, where bigger chunks fall out of
+            cache and get slower per model, measured; a quarter of the free memory on CUDA).
         strategy: ``"auto"`` (measure once), ``"vmap"`` or ``"loop"``.
 
     Raises:
@@ -63,10 +65,12 @@ class ParamSpace:
         if strategy not in ("auto", "vmap", "loop"):
             raise ValueError(f"strategy must be auto, vmap or loop, got {strategy!r}")
         self.task = task
-        self.model = model if model is not None else task.init_model(0)
+        # a private copy: the loop strategy loads vectors into it, and a caller's model must stay untouched
+        self.model = copy.deepcopy(model) if model is not None else task.init_model(0)
         _reject_buffers(self.model, task.name)
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
+        self._name_set = set(self.names)
         self.shapes = [p.shape for _, p in named]
         self.numels = [p.numel() for _, p in named]
         self.num_params = sum(self.numels)
@@ -173,24 +177,34 @@ class ParamSpace:
     def _losses(self, chunk: Tensor, batch: Batch, strategy: str) -> Tensor:
         if strategy == "vmap":
             return vmap(lambda theta: self.loss(theta, batch))(chunk)
-        return torch.stack([self.loss(theta, batch) for theta in chunk])
+        # the loop: copy each vector into the space's own model and run it, the cheapest one-at-a-time evaluation
+        inputs, targets = batch
+        out = []
+        for theta in chunk:
+            self.load_into(self.model, theta)
+            out.append(self.task.criterion(self.model(inputs), targets))
+        return torch.stack(out)
 
     def _values_and_grads(self, chunk: Tensor, batch: Batch, strategy: str) -> tuple[Tensor, Tensor]:
-        fn = grad_and_value(lambda theta: self.loss(theta, batch))
         if strategy == "vmap":
-            grads, values = vmap(fn)(chunk)
-        else:
-            pairs = [fn(theta) for theta in chunk]
-            grads, values = torch.stack([g for g, _ in pairs]), torch.stack([v for _, v in pairs])
-        return values.detach(), grads.detach()
+            grads, values = vmap(grad_and_value(lambda theta: self.loss(theta, batch)))(chunk)
+            return values.detach(), grads.detach()
+        params = [p for n, p in self.model.named_parameters() if n in self._name_set]
+        values, grads = [], []
+        for theta in chunk:
+            self.load_into(self.model, theta)
+            loss = self.task.loss(self.model, batch)
+            grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]))
+            values.append(loss.detach())
+        return torch.stack(values), torch.stack(grads)
 
     def _strategy(self, kind: str, chunk: Tensor, batch: Batch) -> str:
-        """Vectorise or loop for this kind of call: as requested, or decided once by timing both (<= 16 models)."""
+        """Vectorise or loop for this kind of call: as requested, or decided once by timing both (<= 32 models)."""
         if self._requested != "auto":
             return self._requested
         if kind in self._choices:
             return self._choices[kind].strategy
-        size = min(chunk.shape[0], 16)
+        size = min(chunk.shape[0], 32)
         if size < 4:  # too few models to decide on; vmap is the default until a larger call comes
             return "vmap"
         trial = chunk[:size]
@@ -264,7 +278,7 @@ def _default_budget(device: torch.device) -> int:
     return _CPU_BUDGET
 
 
-def _time(fn: Callable[[], object], repeats: int = 2) -> float:
+def _time(fn: Callable[[], object], repeats: int = 3) -> float:
     fn()  # warm-up (first-call overheads, lazy initialisation)
     best = math.inf
     for _ in range(repeats):
