@@ -2,7 +2,9 @@
 
 It does the engine's work the way the public reference code does it: depth-first recursion (Algorithm 1 as printed),
 one bead trained at a time with its own ``torch.optim`` optimizer on a model, and every point of every interpolation
-curve evaluated one by one by copying the vector into a model and running the forward pass. The decisions are the
+curve evaluated one by one. With ``fresh_models=True`` (the reference style: the public code builds a new graph for
+every interpolation point) each point gets a newly built model; with ``False`` (an optimized sequential loop) the vector
+is copied into one reused model. The decisions are the
 engine's (same grid, same refinement, same alpha, same stopping checks, same batch streams), so both reach the same
 outcome on the same endpoints; only the execution differs.
 """
@@ -25,7 +27,7 @@ class SequentialDSS:
 
     def __init__(
         self, task: envs.Task, threshold: float, alpha: float = 0.95, max_steps: int = 2000, check_every: int = 10,
-        max_depth: int = 10, seed: int = 0, curve: CurveConfig | None = None,
+        max_depth: int = 10, seed: int = 0, curve: CurveConfig | None = None, fresh_models: bool = True,
     ):  # fmt: skip
         self.task, self.threshold, self.alpha = task, threshold, alpha
         self.max_steps, self.check_every, self.max_depth, self.seed = max_steps, check_every, max_depth, seed
@@ -33,12 +35,14 @@ class SequentialDSS:
         self.model = task.init_model(0)
         self.inputs, self.targets = task.eval_data()
         self.failed = False
+        self.fresh_models = fresh_models
 
     def loss_at(self, theta: Tensor) -> float:
-        """Evaluation loss of one vector, copied into the model."""
+        """Evaluation loss of one vector, in a newly built model (reference style) or copied into the reused one."""
+        model = self.task.init_model(0) if self.fresh_models else self.model
         with torch.no_grad():
-            vector_to_parameters(theta, self.model.parameters())
-            return float(self.task.criterion(self.model(self.inputs), self.targets))
+            vector_to_parameters(theta, model.parameters())
+            return float(self.task.criterion(model(self.inputs), self.targets))
 
     def segment_max(self, a: Tensor, b: Tensor) -> tuple[float, float]:
         """(t*, certified upper bound), point by point, with the engine's grid-and-zoom refinement."""

@@ -2,9 +2,9 @@
 
 DSS works on points theta in R^P. ``ParamSpace`` maps a model to its flat vector and back, and evaluates the loss of
 B vectors in one pass with ``torch.func.vmap`` over ``torch.func.functional_call``, in chunks that fit a memory budget.
-Where a plain Python loop over the models is faster (small batches on some devices), it loops instead: the choice is
-made once per space and kind of evaluation by timing both on the first large enough call, and recorded in
-``ParamSpace.strategy``.
+Where a plain Python loop over the models is faster (small batches, small models on a CPU), it loops instead,
+loading each vector into one model: the choice is made once per space, kind of evaluation and power-of-two class of
+batch size by timing both on the first such call, and recorded in ``ParamSpace.strategy``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class StrategyChoice:
     """How a kind of batched evaluation is run on this space's device, and the timings that decided it."""
 
     kind: str
-    """``"loss"`` (forward only) or ``"grad"`` (loss and gradient)."""
+    """``"loss/<sizes>"`` (forward only) or ``"grad/<sizes>"`` (loss and gradient), for calls of that many models."""
     strategy: str
     """``"vmap"`` or ``"loop"``."""
     vmap_seconds: float
@@ -169,7 +169,7 @@ class ParamSpace:
 
     @property
     def strategy(self) -> dict[str, StrategyChoice]:
-        """The recorded vmap-or-loop decisions, by kind (empty until a batched call needed one)."""
+        """The recorded vmap-or-loop decisions by kind and size class, e.g. ``"loss/32+"`` (empty until needed)."""
         return dict(self._choices)
 
     # -- internals ----------------------------------------------------------------------------------------------------
@@ -199,14 +199,19 @@ class ParamSpace:
         return torch.stack(values), torch.stack(grads)
 
     def _strategy(self, kind: str, chunk: Tensor, batch: Batch) -> str:
-        """Vectorise or loop for this kind of call: as requested, or decided once by timing both (<= 32 models)."""
+        """Vectorise or loop for this kind and size of call.
+
+        As requested, or decided once per size class by timing both; one model always loops (vmap's overhead cannot
+        pay for itself there).
+        """
         if self._requested != "auto":
             return self._requested
-        if kind in self._choices:
-            return self._choices[kind].strategy
         size = min(chunk.shape[0], 32)
-        if size < 4:  # too few models to decide on; vmap is the default until a larger call comes
-            return "vmap"
+        if size == 1:
+            return "loop"
+        key = f"{kind}/{_size_class(size)}"
+        if key in self._choices:
+            return self._choices[key].strategy
         trial = chunk[:size]
         if kind == "grad":
             seconds = {s: _time(lambda s=s: self._values_and_grads(trial, batch, s)) for s in ("vmap", "loop")}
@@ -214,7 +219,7 @@ class ParamSpace:
             with torch.no_grad():
                 seconds = {s: _time(lambda s=s: self._losses(trial, batch, s)) for s in ("vmap", "loop")}
         choice = "loop" if seconds["loop"] < seconds["vmap"] else "vmap"
-        self._choices[kind] = StrategyChoice(kind, choice, seconds["vmap"], seconds["loop"], size)
+        self._choices[key] = StrategyChoice(key, choice, seconds["vmap"], seconds["loop"], size)
         return choice
 
     def _chunk_size(self, batch: Batch) -> int:
@@ -233,6 +238,14 @@ class ParamSpace:
         size = max(1, self._chunk_size(batch) // 3)  # backward keeps activations and their gradients
         chunks = [thetas[i : i + size] for i in range(0, thetas.shape[0], size)]
         return [self._values_and_grads(c, batch, self._strategy("grad", c, batch)) for c in chunks]
+
+
+def _size_class(size: int) -> str:
+    """The power-of-two class of a number of models: ``2-3``, ``4-7``, ..., ``32+``."""
+    if size >= 32:
+        return "32+"
+    low = 1 << (size.bit_length() - 1)
+    return f"{low}-{2 * low - 1}"
 
 
 def _reject_buffers(model: nn.Module, task_name: str) -> None:
@@ -278,7 +291,7 @@ def _default_budget(device: torch.device) -> int:
     return _CPU_BUDGET
 
 
-def _time(fn: Callable[[], object], repeats: int = 3) -> float:
+def _time(fn: Callable[[], object], repeats: int = 2) -> float:
     fn()  # warm-up (first-call overheads, lazy initialisation)
     best = math.inf
     for _ in range(repeats):

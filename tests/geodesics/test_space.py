@@ -54,10 +54,12 @@ def test_strategy_choice_is_measured_once_and_recorded() -> None:
     space = ParamSpace(task)
     thetas = torch.stack([space.flatten(task.init_model(s)) for s in range(8)])
     space.batched_eval_loss(thetas)
-    choice = space.strategy["loss"]
+    choice = space.strategy["loss/8-15"]
     assert choice.strategy in ("vmap", "loop") and choice.vmap_seconds > 0 and choice.loop_seconds > 0
     space.batched_eval_loss(thetas)
-    assert space.strategy["loss"] is choice
+    assert space.strategy["loss/8-15"] is choice
+    space.batched_eval_loss(thetas[:1])
+    assert set(space.strategy) == {"loss/8-15"}  # one model always loops, nothing to measure
 
 
 def test_flatten_unflatten_round_trip_is_exact() -> None:
