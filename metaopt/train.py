@@ -5,8 +5,10 @@ in truncations of T = ``truncation``, and after each truncation takes one meta-o
 the optimizees' meta-losses; parameters and recurrent state are carried, detached, into the next truncation. A
 meta-gradient with NaN or infinite entries is skipped and counted (and the episode's optimizees are dropped); after
 ``max_skips`` skips in a row training stops with a message saying what to change. Every ``val_every`` episodes the
-optimizer is validated on held-out seeds against Adam tuned on a log grid over tuning seeds, by the mean training loss
-after K steps (the quantity meta-training minimises; the evaluation-set loss is logged beside it).
+optimizer is validated on held-out seeds against Adam tuned by the comparison harness's rules
+(:func:`metaopt.compare.tuned_baseline`: a log grid over tuning seeds), by the harness's final loss, the mean
+training loss over the last ``final_window`` of the K steps (what meta-training minimises; the evaluation-set loss is
+logged beside it).
 
 Seeds: episode e, slot i trains on run seed ``TRAIN_SEED_BASE + e * meta_batch + i``; validation uses
 ``VAL_SEED_BASE + k`` and tuning ``TUNE_SEED_BASE + k``; seeds below ``VAL_SEED_BASE`` are never touched, so they are
@@ -33,11 +35,11 @@ from envs.registry import make_task
 from envs.runs import Run
 from envs.seeding import seeded
 from envs.task import Task
-from metaopt.baselines import LR_GRID, train_plain, tune_lr
 from metaopt.checkpoint import load_checkpoint, save_checkpoint
+from metaopt.compare.baseline import evaluate_runs, run_final_loss, tuned_baseline
+from metaopt.compare.config import DEFAULT_LR_GRID
 from metaopt.lstm import CoordinateLSTM, LSTMConfig
 from metaopt.objectives import ObjectiveConfig, make_objective
-from metaopt.optimizer import LearnedOptimizer
 from metaopt.unroll import start_episode, unroll
 
 __all__ = ["TRAIN_SEED_BASE", "TUNE_SEED_BASE", "VAL_SEED_BASE", "MetaTrainingError", "TrainConfig", "run_train"]
@@ -86,8 +88,10 @@ class TrainConfig:
     """Number of held-out validation seeds per task."""
     tune_seeds: int = 5
     """Number of seeds on which Adam's learning rate is tuned for validation."""
-    lr_grid: list[float] = field(default_factory=lambda: list(LR_GRID))
+    lr_grid: list[float] = field(default_factory=lambda: list(DEFAULT_LR_GRID))
     """Adam learning rates tried for validation."""
+    final_window: int = 10
+    """Validation scores a run by its mean training loss over its last final_window steps (the harness's rule)."""
     seed: int = 0
     """Seed of the network's initial weights."""
     device: str = "auto"
@@ -106,7 +110,7 @@ class TrainConfig:
             raise ValueError("tasks is empty; name at least one task")
         if self.truncation < 1 or self.steps % self.truncation:
             raise ValueError(f"truncation ({self.truncation}) must be positive and divide steps ({self.steps})")
-        for key in ("episodes", "meta_batch", "val_every", "val_seeds", "tune_seeds", "max_skips"):
+        for key in ("episodes", "meta_batch", "val_every", "val_seeds", "tune_seeds", "max_skips", "final_window"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
         if self.val_seeds > TUNE_SEED_BASE - VAL_SEED_BASE or self.tune_seeds > TRAIN_SEED_BASE - TUNE_SEED_BASE:
@@ -247,8 +251,8 @@ class _MetaTrainer:
         for key, task in self._keyed_tasks():
             if key not in progress.baseline:
                 progress.baseline[key] = self.tune_baseline(task, val_seeds)
-            runs = [train_plain(task, seed, self._learned, cfg.steps) for seed in val_seeds]
-            totals["learned_final_loss"] += sum(r.final_loss for r in runs) / len(runs)
+            runs = evaluate_runs(task, "learned", val_seeds, cfg.steps, None, {"net": self.net})
+            totals["learned_final_loss"] += sum(run_final_loss(r, cfg.final_window) for r in runs) / len(runs)
             totals["learned_eval_loss"] += sum(r.eval_loss for r in runs) / len(runs)
             totals["adam_final_loss"] += progress.baseline[key]["val"]
             totals["adam_eval_loss"] += progress.baseline[key]["val_eval"]
@@ -257,21 +261,11 @@ class _MetaTrainer:
         return metrics
 
     def tune_baseline(self, task: Task, val_seeds: list[int]) -> dict[str, float]:
-        """Adam's learning rate tuned on the tuning seeds, and its mean final losses on the validation seeds."""
-        tune_seeds = [TUNE_SEED_BASE + k for k in range(self.cfg.tune_seeds)]
-        lr, _ = tune_lr(task, "adam", tune_seeds, self.cfg.steps, self.cfg.lr_grid)
-        runs = [
-            train_plain(task, seed, lambda params: torch.optim.Adam(params, lr=lr), self.cfg.steps)
-            for seed in val_seeds
-        ]
-        return {
-            "lr": lr,
-            "val": sum(r.final_loss for r in runs) / len(runs),
-            "val_eval": sum(r.eval_loss for r in runs) / len(runs),
-        }
-
-    def _learned(self, params: Any) -> torch.optim.Optimizer:
-        return LearnedOptimizer(params, net=self.net)
+        """Adam tuned by the harness's rules on the tuning seeds, and its mean losses on the validation seeds."""
+        cfg = self.cfg
+        tune_seeds = [TUNE_SEED_BASE + k for k in range(cfg.tune_seeds)]
+        adam = tuned_baseline(task, "adam", tune_seeds, val_seeds, cfg.steps, cfg.lr_grid, cfg.final_window)
+        return {"lr": adam.lr or math.nan, "val": adam.mean_final_loss, "val_eval": adam.mean_eval_loss}
 
     def _keyed_tasks(self) -> list[tuple[str, Task]]:
         keys = [f"{t.name}({', '.join(f'{k}={v}' for k, v in sorted(t.options.items()))})" for t in self.cfg.tasks]

@@ -8,9 +8,9 @@ import torch
 
 import envs
 from envs.runs import Run
-from metaopt import CoordinateLSTM, LearnedOptimizer, save_checkpoint
-from metaopt.baselines import train_plain
+from metaopt import CoordinateLSTM, save_checkpoint
 from metaopt.compare import CompareConfig, CompareTaskConfig, run_compare
+from metaopt.compare.runner import RunSpec, run_plain
 
 
 def test_compare_runs_the_learned_checkpoint_beside_tuned_adam(tmp_path: Path) -> None:
@@ -37,7 +37,7 @@ def test_compare_runs_the_learned_checkpoint_beside_tuned_adam(tmp_path: Path) -
     try:
         for record in Run(tmp_path / "run").records("unit"):
             if record["optimizer"] == "learned" and record["phase"] == "eval":
-                own = train_plain(task, record["seed"], lambda p: LearnedOptimizer(p, checkpoint=checkpoint), 10)
+                own = run_plain(task, RunSpec(record["seed"], None), 10, "learned", {"checkpoint": str(checkpoint)})
                 assert [float(v) for v in record["losses"]] == own.losses  # the harness's run is the plain loop's
     finally:
         torch.set_num_threads(threads)
