@@ -16,7 +16,16 @@ from geodesics.curve import evaluate_segments
 from geodesics.space import ParamSpace
 from geodesics.string import BeadString
 
-__all__ = ["path_loss", "pca_axes", "plot_path_loss", "plot_snapshots", "plot_string_pca", "plot_sweep"]
+__all__ = [
+    "path_loss",
+    "pca_axes",
+    "plot_path_loss",
+    "plot_snapshots",
+    "plot_string_pca",
+    "plot_sweep",
+    "pyplot",
+    "save_figure",
+]
 
 
 def path_loss(space: ParamSpace, string: BeadString, points_per_segment: int = 32) -> tuple[Tensor, Tensor, Tensor]:
@@ -38,7 +47,7 @@ def path_loss(space: ParamSpace, string: BeadString, points_per_segment: int = 3
 
 def plot_path_loss(space: ParamSpace, string: BeadString, path: str | Path, points_per_segment: int = 32) -> Path:
     """Save a PNG of the loss along the string against arc length, with L0 and the beads marked."""
-    plt = _pyplot()
+    plt = pyplot()
     s, losses, bead_s = path_loss(space, string, points_per_segment)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(s.numpy(), losses.numpy(), color="tab:blue", lw=1.5, label="loss along the string")
@@ -53,12 +62,12 @@ def plot_path_loss(space: ParamSpace, string: BeadString, path: str | Path, poin
     ax.set_xlabel("arc length along the string (fraction)")
     ax.set_ylabel("evaluation loss")
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sweep(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """The paper's Figure 1 for one task: normalized length and beads against L0 (log x), mean ± standard error."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = sorted(rows, key=lambda r: r["threshold"])
     x = [r["threshold"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -76,7 +85,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: str | Path, title: str = "") ->
             axes[0].annotate(f"{r['connected']}/{r['trained']}", (r["threshold"], r["normalized_length_mean"]),
                              fontsize=7, color="tab:red", textcoords="offset points", xytext=(0, 6))  # fmt: skip
     fig.suptitle(f"{title}: level-set geometry against the loss level (mean ± s.e. over connected pairs)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pca_axes(beads: Tensor, k: int = 3) -> tuple[Tensor, Tensor]:
@@ -122,7 +131,7 @@ def plot_string_pca(space: ParamSpace, string: BeadString, folder: str | Path, p
     """Appendix D: the string on its top principal components, 2-D and 3-D, coloured by loss on a log scale."""
     from matplotlib.colors import LogNorm
 
-    plt = _pyplot()
+    plt = pyplot()
     centre, axes = pca_axes(string.beads)
     coords, losses, bead_xy = _projected_path(space, string.beads, centre, axes, points)
     norm = LogNorm(vmin=max(float(losses.min()), 1e-12), vmax=max(float(losses.max()), float(losses.min()) * 1.01))
@@ -135,7 +144,7 @@ def plot_string_pca(space: ParamSpace, string: BeadString, folder: str | Path, p
     ax.set_ylabel("PC 2")
     ax.set_title(title, fontsize=9)
     fig.colorbar(line, ax=ax, label="evaluation loss (log scale)")
-    out = [_save(fig, Path(folder) / "pca2d.png")]
+    out = [save_figure(fig, Path(folder) / "pca2d.png")]
     fig = plt.figure(figsize=(6.5, 5.5))
     ax3 = fig.add_subplot(projection="3d")
     line = _coloured_line(ax3, coords, losses, norm, three_d=True)
@@ -149,7 +158,7 @@ def plot_string_pca(space: ParamSpace, string: BeadString, folder: str | Path, p
     ax3.set_zlabel("PC 3", labelpad=8)
     ax3.set_title(title, fontsize=9)
     fig.colorbar(line, ax=ax3, label="evaluation loss (log scale)", shrink=0.7)
-    out.append(_save(fig, Path(folder) / "pca3d.png"))
+    out.append(save_figure(fig, Path(folder) / "pca3d.png"))
     return out
 
 
@@ -160,7 +169,7 @@ def plot_snapshots(space: ParamSpace, string: BeadString, path: str | Path, pane
     snapshots = [r for r in string.history if r.beads is not None]
     if not snapshots:
         raise ValueError("this string kept no snapshots (run DSS with dss.keep_snapshots=true)")
-    plt = _pyplot()
+    plt = pyplot()
     count = min(panels, len(snapshots))
     picks = sorted({int(i * (len(snapshots) - 1) / max(1, count - 1) + 0.5) for i in range(count)})
     chosen = [snapshots[i] for i in picks]
@@ -181,7 +190,7 @@ def plot_snapshots(space: ParamSpace, string: BeadString, path: str | Path, pane
     axs[0][0].set_ylabel("PC 2")
     fig.colorbar(line, ax=list(axs[0]), label="evaluation loss (log scale)")
     fig.suptitle(_title(string), fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _title(string: BeadString) -> str:
@@ -192,7 +201,8 @@ def _title(string: BeadString) -> str:
     )
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,9 +211,10 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save ``fig`` as a PNG at ``path`` (folders made as needed), close it, return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path

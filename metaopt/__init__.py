@@ -9,9 +9,11 @@ the optimizer registry of :mod:`envs` as ``learned`` (``envs.make_optimizer("lea
 
 from envs.optim import register_optimizer
 from metaopt.checkpoint import CheckpointError, load_net, save_checkpoint
+from metaopt.geodesic import imitation_loss, start_window, warm_state
 from metaopt.lstm import CoordinateLSTM, LSTMConfig, lstm_step
 from metaopt.objectives import ObjectiveConfig, make_objective, optimizee_loss, register_objective
 from metaopt.optimizer import DifferentiableLearnedOptimizer, LearnedOptimizer
+from metaopt.targets import TargetDataset, TargetWindow
 from metaopt.train import TrainConfig, run_train
 from metaopt.unroll import InnerState, Trajectory, start_episode, unroll
 
@@ -26,7 +28,10 @@ __all__ = [
     "LearnedOptimizer",
     "ObjectiveConfig",
     "TrainConfig",
+    "TargetDataset",
+    "TargetWindow",
     "Trajectory",
+    "imitation_loss",
     "load_net",
     "lstm_step",
     "make_objective",
@@ -35,5 +40,7 @@ __all__ = [
     "run_train",
     "save_checkpoint",
     "start_episode",
+    "start_window",
     "unroll",
+    "warm_state",
 ]

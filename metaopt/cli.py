@@ -14,6 +14,7 @@ from geodesics.connect_run import ConnectConfig
 from geodesics.disconnection import DisconnectionConfig
 from geodesics.sweep import SweepConfig
 from metaopt.compare import CompareConfig, run_compare
+from metaopt.targets_run import TargetsConfig, run_targets
 from metaopt.train import TrainConfig, run_train
 
 __all__ = ["main"]
@@ -60,6 +61,13 @@ COMMANDS = [
         "tune baselines on a learning-rate grid, compare them on paired seeds; writes report, CSVs, plots, TensorBoard",
         default_config="compare/quadratic.yaml",
     ),
+    Command(
+        "targets",
+        TargetsConfig,
+        run_targets,
+        "record base-optimizer trajectories and connect their windows with DSS: a geodesic-target dataset",
+        default_config="metaopt/targets/digits_mlp.yaml",
+    ),
 ]
 
 
@@ -70,6 +78,7 @@ CONFIG_SCHEMAS: dict[str, type] = {
     "geodesics/sweep": SweepConfig,
     "geodesics/disconnection.yaml": DisconnectionConfig,
     "metaopt": TrainConfig,
+    "metaopt/targets": TargetsConfig,
 }
 """Which schema the YAML files under each ``configs/`` folder (or a single file) load into."""
 

@@ -27,9 +27,12 @@ class ObjectiveConfig:
     """Which meta-objective, with its options."""
 
     name: str = "loss"
-    """Objective name: loss (L2L, the weighted sum of optimizee losses) or one added with register_objective."""
+    """Objective name: loss (L2L, the weighted sum of optimizee losses), geodesic (imitation of geodesic targets
+    plus loss_weight times the L2L term; needs targets=) or one added with register_objective."""
     loss_weights: list[float] | None = None
     """Weights w_1..w_T of the optimizee losses in a truncation (None: all 1, as in the paper)."""
+    loss_weight: float = 0.0
+    """geodesic only: lambda, the weight of the L2L loss term added to the imitation loss (0: geodesic only)."""
 
 
 def optimizee_loss(trajectory: Trajectory, weights: list[float] | None = None) -> Tensor:

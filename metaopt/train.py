@@ -31,16 +31,19 @@ from tqdm.auto import tqdm
 
 from envs.config import TaskConfig, load_config
 from envs.devices import resolve_device, resolve_dtype
-from envs.registry import make_task
+from envs.registry import make_task, task_from_spec
 from envs.runs import Run
-from envs.seeding import seeded
+from envs.seeding import generator, seeded
 from envs.task import Task
+from geodesics import ParamSpace, connect
 from metaopt.checkpoint import load_checkpoint, save_checkpoint
 from metaopt.compare.baseline import evaluate_runs, run_final_loss, tuned_baseline
 from metaopt.compare.config import DEFAULT_LR_GRID
+from metaopt.geodesic import start_window
 from metaopt.lstm import CoordinateLSTM, LSTMConfig
 from metaopt.objectives import ObjectiveConfig, make_objective
-from metaopt.unroll import start_episode, unroll
+from metaopt.targets import TargetDataset, TargetWindow
+from metaopt.unroll import InnerState, start_episode, unroll
 
 __all__ = ["TRAIN_SEED_BASE", "TUNE_SEED_BASE", "VAL_SEED_BASE", "MetaTrainingError", "TrainConfig", "run_train"]
 
@@ -104,6 +107,14 @@ class TrainConfig:
     """Run directory; default runs/<name>-<task>-<time>. An existing one with the same config is continued."""
     resume: str | None = None
     """Run directory of a killed run to continue with its saved config (the other options are then ignored)."""
+    targets: str | None = None
+    """Run directory of ``metaopt targets``: train on its windows (one meta-step of T = truncation steps from a dataset
+    state theta_t per window and episode) instead of on fresh episodes; the objective is then usually geodesic."""
+    warm_start: bool = False
+    """With targets: warm the recurrent state up on the base optimizer's gradients before theta_t (else zero)."""
+    on_policy_every: int = 0
+    """With targets: every this many episodes, recompute the sampled windows' targets from the learned optimizer's own
+    iterates (DSS from theta_t to where it got in T steps, inside the window's level set); 0 never."""
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -113,6 +124,10 @@ class TrainConfig:
         for key in ("episodes", "meta_batch", "val_every", "val_seeds", "tune_seeds", "max_skips", "final_window"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.on_policy_every < 0:
+            raise ValueError(f"on_policy_every must be 0 (never) or positive, got {self.on_policy_every}")
+        if (self.warm_start or self.on_policy_every) and not self.targets:
+            raise ValueError("warm_start and on_policy_every need targets=<run directory of metaopt targets>")
         if self.val_seeds > TUNE_SEED_BASE - VAL_SEED_BASE or self.tune_seeds > TRAIN_SEED_BASE - TUNE_SEED_BASE:
             raise ValueError("val_seeds and tune_seeds must keep the seed ranges disjoint (at most 100000 each)")
 
@@ -133,6 +148,8 @@ class _Progress:
     best_episode: int = -1
     last_val: float = math.inf
     baseline: dict[str, dict[str, float]] = field(default_factory=dict)
+    on_policy: dict[int, Any] = field(default_factory=dict)
+    """Window index -> its on-policy targets ``(T + 1, P)``, replacing the dataset's (kept for an exact resume)."""
 
 
 class _MetaTrainer:
@@ -149,6 +166,13 @@ class _MetaTrainer:
         self.objective = make_objective(cfg.objective)
         self.progress = _Progress()
         self.checkpoints = run.subdir("checkpoints")
+        self.dataset = TargetDataset(cfg.targets) if cfg.targets else None
+        if self.dataset is not None and self.dataset.window != cfg.truncation:
+            raise ValueError(
+                f"the targets in {cfg.targets} have windows of T = {self.dataset.window} steps but truncation is "
+                f"{cfg.truncation}; set truncation={self.dataset.window}"
+            )
+        self._window_tasks: dict[str, Task] = {}
 
     # -- state --------------------------------------------------------------------------------------------------------
 
@@ -185,15 +209,24 @@ class _MetaTrainer:
     # -- training -----------------------------------------------------------------------------------------------------
 
     def episode(self) -> None:
-        """One episode: ``steps / truncation`` meta-steps on ``meta_batch`` fresh optimizees."""
+        """One episode of meta-training.
+
+        ``steps / truncation`` meta-steps on ``meta_batch`` fresh optimizees or, with targets, one meta-step on
+        ``meta_batch`` dataset windows.
+        """
         cfg, progress = self.cfg, self.progress
-        inners = [
-            start_episode(
-                self.tasks[slot % len(self.tasks)], _train_seed(progress.episode, slot, cfg.meta_batch), self.net
-            )
-            for slot in range(cfg.meta_batch)
-        ]
-        for _ in range(cfg.steps // cfg.truncation):
+        if self.dataset is not None:
+            inners = self.window_inners()
+            truncations = 1
+        else:
+            inners = [
+                start_episode(
+                    self.tasks[slot % len(self.tasks)], _train_seed(progress.episode, slot, cfg.meta_batch), self.net
+                )
+                for slot in range(cfg.meta_batch)
+            ]
+            truncations = cfg.steps // cfg.truncation
+        for _ in range(truncations):
             self.meta_opt.zero_grad(set_to_none=True)
             meta_losses, final_losses = [], []
             for inner in inners:
@@ -222,6 +255,64 @@ class _MetaTrainer:
             )
         updates = trajectory.iterates[1:] - trajectory.iterates[:-1]
         self.run.writer.add_histogram("meta/updates", updates.detach().cpu().float(), progress.meta_step)
+
+    def window_inners(self) -> list[InnerState]:
+        """The optimizees of a window episode: ``meta_batch`` windows drawn for this episode (seeded by its number)."""
+        cfg, progress, dataset = self.cfg, self.progress, self.dataset
+        assert dataset is not None
+        g = generator(cfg.seed, "windows", progress.episode)
+        picks = torch.randint(len(dataset), (cfg.meta_batch,), generator=g).tolist()
+        if cfg.on_policy_every and (progress.episode + 1) % cfg.on_policy_every == 0:
+            self.refresh_on_policy(sorted(set(picks)))
+        inners = []
+        for index in picks:
+            window = dataset[index]
+            if index in progress.on_policy:
+                window = dataclasses.replace(window, targets=progress.on_policy[index])
+            task = self._window_task(window)
+            iterates = dataset.iterates_of(window) if cfg.warm_start else None
+            inners.append(start_window(task, window, self.net, iterates, warm=cfg.warm_start))
+        return inners
+
+    def _window_task(self, window: TargetWindow) -> Task:
+        key = repr(window.task)
+        if key not in self._window_tasks:
+            self._window_tasks[key] = task_from_spec(window.task, device=self.device, dtype=self.dtype)
+        return self._window_tasks[key]
+
+    def refresh_on_policy(self, indices: list[int]) -> None:
+        """Replace the targets of windows by a geodesic to where the learned optimizer itself gets in T steps.
+
+        The new end must lie in the window's level set; otherwise the window keeps its targets (and it is counted).
+        """
+        assert self.dataset is not None
+        refreshed = kept = 0
+        for index in indices:
+            window = self.dataset[index]
+            task = self._window_task(window)
+            inner = start_window(task, window, self.net, self.dataset.iterates_of(window), warm=self.cfg.warm_start)
+            with torch.no_grad():
+                for _ in range(window.window):
+                    with torch.enable_grad():
+                        loss = inner.task.loss(inner.model, inner.take_batch())
+                        grads = torch.autograd.grad(loss, list(inner.model.parameters()))
+                    for p, g in zip(inner.model.parameters(), grads):
+                        p.grad = g
+                    inner.optimizer.step()
+            space = ParamSpace.from_task(inner.task)
+            end = space.flatten(inner.model)
+            if space.eval_loss(end) > window.level:
+                kept += 1
+                continue
+            string = connect(space, window.start.to(end), end, window.level, self.dataset.dss_config())
+            if string.connected:
+                self.progress.on_policy[index] = string.resample(window.window + 1).cpu()
+                refreshed += 1
+            else:
+                kept += 1
+        self.run.log_scalars(
+            "meta", {"on_policy_refreshed": refreshed, "on_policy_kept": kept}, self.progress.meta_step
+        )
 
     def skip(self, grad_norm: float) -> None:
         cfg, progress = self.cfg, self.progress

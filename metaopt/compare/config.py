@@ -47,6 +47,9 @@ class CompareConfig:
     """Optimizer names from the registry of envs.optim (sgd, momentum, nesterov, rmsprop, adam, or registered ones)."""
     optimizer_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Constructor options by optimizer name, replacing the registered ones, e.g. {learned: {checkpoint: best.pt}}."""
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Other names for registered optimizers, so one can appear several times with different optimizer_options,
+    e.g. {learned_loss: learned, learned_geodesic: learned}."""
     imports: list[str] = field(default_factory=list)
     """Python modules imported first, so that the tasks or optimizers they register can be named here."""
     reference: str = "adam"

@@ -76,13 +76,15 @@ class Contender:
     """An optimizer in the comparison."""
 
     name: str
-    """Registry name."""
+    """Name in the comparison (a registry name, or an alias of one)."""
     options: dict[str, Any]
     """Constructor options from the config (replacing the registered ones)."""
     functional: FunctionalOptimizer | None
     """Its functional twin, or None (then every run is a plain loop)."""
     tunable: bool
     """Whether its learning rate is tuned on the grid."""
+    registry: str = ""
+    """The registry name it is built from (``name`` unless the config gives an alias)."""
 
 
 @dataclass(frozen=True)
@@ -133,11 +135,15 @@ def make_plan(cfg: CompareConfig) -> Plan:
     stray = sorted(set(cfg.optimizer_options) - set(cfg.optimizers))
     if stray:
         raise ConfigError(f"optimizer_options names {', '.join(stray)}, not among optimizers {cfg.optimizers}")
+    stray = sorted(set(cfg.aliases) - set(cfg.optimizers))
+    if stray:
+        raise ConfigError(f"aliases names {', '.join(stray)}, not among optimizers {cfg.optimizers}")
     contenders = []
     for name in cfg.optimizers:
-        spec = get_optimizer_spec(name)
+        registered = cfg.aliases.get(name, name)
+        spec = get_optimizer_spec(registered)
         options = dict(cfg.optimizer_options.get(name, {}))
-        contenders.append(Contender(name, options, functional_from_spec(spec, options), spec.tunable_lr))
+        contenders.append(Contender(name, options, functional_from_spec(spec, options), spec.tunable_lr, registered))
     if cfg.reference not in cfg.optimizers:
         raise ConfigError(f"reference={cfg.reference!r} is not among optimizers {cfg.optimizers}; add it or change it")
     tasks: dict[str, Task] = {}
@@ -201,7 +207,9 @@ def _complete(
             assert contender.functional is not None
             results = run_batched(task, [RunSpec(u.seed, u.lr) for u in chunk], steps, contender.functional)
         else:
-            results = [run_plain(task, RunSpec(u.seed, u.lr), steps, contender.name, contender.options) for u in chunk]
+            results = [
+                run_plain(task, RunSpec(u.seed, u.lr), steps, contender.registry, contender.options) for u in chunk
+            ]
         seconds = time.perf_counter() - started
         new = [u.record(r, steps, path) for u, r in zip(chunk, results) if u.key in missing]
         if path == "batched":
@@ -220,7 +228,7 @@ def _time_steps(
     task: Task, contender: Contender, label: str, lr: float | None, seed: int, steps: int
 ) -> dict[str, Any]:
     """Wall time per step of the plain loop (the drop-in cost of the optimizer): the median over one run's steps."""
-    result = run_plain(task, RunSpec(seed, lr), steps, contender.name, contender.options)
+    result = run_plain(task, RunSpec(seed, lr), steps, contender.registry, contender.options)
     seconds = statistics.median(result.step_seconds) if result.step_seconds else float("nan")
     return {
         "kind": "timing",
