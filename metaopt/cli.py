@@ -14,6 +14,7 @@ from geodesics.connect_run import ConnectConfig
 from geodesics.disconnection import DisconnectionConfig
 from geodesics.sweep import SweepConfig
 from metaopt.compare import CompareConfig, run_compare
+from metaopt.quickstart import QuickstartConfig, run_quickstart
 from metaopt.targets_run import TargetsConfig, run_targets
 from metaopt.train import TrainConfig, run_train
 
@@ -68,6 +69,13 @@ COMMANDS = [
         "record base-optimizer trajectories and connect their windows with DSS: a geodesic-target dataset",
         default_config="metaopt/targets/digits_mlp.yaml",
     ),
+    Command(
+        "quickstart",
+        QuickstartConfig,
+        run_quickstart,
+        "the whole pipeline on bundled data: targets, meta-training, comparison; one run directory with a report",
+        default_config="quickstart.yaml",
+    ),
 ]
 
 
@@ -79,6 +87,7 @@ CONFIG_SCHEMAS: dict[str, type] = {
     "geodesics/disconnection.yaml": DisconnectionConfig,
     "metaopt": TrainConfig,
     "metaopt/targets": TargetsConfig,
+    "quickstart.yaml": QuickstartConfig,
 }
 """Which schema the YAML files under each ``configs/`` folder (or a single file) load into."""
 
