@@ -185,10 +185,21 @@ def _report(task_name: str, rows: list[dict[str, Any]], total_seconds: float) ->
         "|---:|---:|---:|---|---|---:|---:|",
     ]
     for r in rows:
+        if r["connected"]:
+            geometry = (
+                f"{r['normalized_length_mean']:.4f} ± {r['normalized_length_se']:.4f} | "
+                f"{r['num_beads_mean']:.2f} ± {r['num_beads_se']:.2f} | {r['max_loss_mean']:.4g}"
+            )
+        else:
+            geometry = "– | – | –"  # no connected pair: nothing to average
         lines.append(
-            f"| {r['threshold']:.4g} | {r['trained']}/{r['pairs']} | {r['connected']} | "
-            f"{r['normalized_length_mean']:.4f} ± {r['normalized_length_se']:.4f} | "
-            f"{r['num_beads_mean']:.2f} ± {r['num_beads_se']:.2f} | {r['max_loss_mean']:.4g} | {r['seconds']:.1f} |"
+            f"| {r['threshold']:.4g} | {r['trained']}/{r['pairs']} | {r['connected']} | {geometry} | "
+            f"{r['seconds']:.1f} |"
+        )
+    if any(r["trained"] < r["pairs"] for r in rows):
+        lines.append(
+            "\nPairs not trained: a model did not get below L0 within the step budget (`train_steps`); raise it or"
+            " drop that level."
         )
     lines.append(f"\nTotal wall time of the groups: {total_seconds:.1f} s.\n\n![sweep](plots/sweep.png)\n")
     return "\n".join(lines)

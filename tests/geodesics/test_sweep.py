@@ -11,7 +11,7 @@ import torch
 import envs
 from geodesics import BeadString, ParamSpace
 from geodesics.cli import main
-from geodesics.sweep import SweepConfig, aggregate, run_sweep
+from geodesics.sweep import SweepConfig, _report, aggregate, run_sweep
 
 SMALL = ["device=cpu", "pairs=2", "concurrent=2", "thresholds=[0.2,0.1]", "dss.max_rounds=4"]
 
@@ -87,6 +87,14 @@ def test_aggregate_statistics() -> None:
     assert row["share_connected"] == pytest.approx(2 / 3)
     assert row["normalized_length_mean"] == pytest.approx(1.5) and row["normalized_length_se"] == pytest.approx(0.5)
     assert row["num_beads_mean"] == pytest.approx(3.0) and row["num_beads_se"] == pytest.approx(1.0)
+
+
+def test_a_level_no_pair_reached_is_reported_without_made_up_statistics() -> None:
+    records = [{"threshold": 0.05, "trained": False, "connected": False, "group_seconds": 1.0, "group_size": 2}] * 2
+    report = _report("digits_mlp", aggregate(records), 2.0)
+    row = next(line for line in report.splitlines() if line.startswith("| 0.05 |"))
+    assert row == "| 0.05 | 0/2 | 0 | – | – | – | 1.0 |" and "nan" not in report
+    assert "Pairs not trained" in report
 
 
 def test_plot_writes_pca_and_snapshot_figures(sweep_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
