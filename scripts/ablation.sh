@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The meta-objective ablation of docs/results.md: geodesic-target datasets, three learned optimizers per task
-# (L2L loss only, geodesic imitation only, mixed with lambda = 0.05), then the two comparisons.
+# (L2L loss only, geodesic imitation only, mixed with lambda = 0.05; on digits_mlp also the loss objective on the
+# dataset windows, the control), then the two comparisons.
 # Every stage resumes: rerun after a kill and finished work is reused. Outputs under runs/.
 #   bash scripts/ablation.sh            (about an hour on one CPU core)
 set -euo pipefail
@@ -23,5 +24,9 @@ for task in digits_mlp poly_cubic; do
     "$(resume_or_out "runs/ablation/$task-geodesic")"
   metaopt train "configs/metaopt/geodesic/$task.yaml" objective.loss_weight=0.05 device="$device" \
     "$(resume_or_out "runs/ablation/$task-mixed")"
+  if [ "$task" = digits_mlp ]; then  # the control: the loss objective on the dataset windows, no imitation
+    metaopt train "configs/metaopt/geodesic/$task.yaml" objective.name=loss device="$device" \
+      "$(resume_or_out "runs/ablation/$task-loss-windows")"
+  fi
   metaopt compare "configs/compare/ablation_$task.yaml" out="runs/ablation-$task" device="$device"
 done

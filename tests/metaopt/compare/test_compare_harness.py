@@ -285,7 +285,8 @@ def test_shipped_configs_name_valid_tasks_and_optimizers(path: Path) -> None:
     cfg = load_config(CompareConfig, path)
     plan = make_plan(cfg)
     assert set(plan.tasks) == set(cfg.tasks) and cfg.reference in cfg.optimizers
-    assert all(c.functional is not None for c in plan.contenders)  # every baseline runs batched
+    # every tuned baseline runs batched; learned optimizers (the ablation configs) run in plain loops
+    assert all(c.functional is not None for c in plan.contenders if c.registry != "learned")
     assert len(cfg.lr_grid) >= 9 and cfg.lr_grid[0] == 1e-4
 
 
