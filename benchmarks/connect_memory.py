@@ -35,7 +35,7 @@ after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else after - before
 print(json.dumps({"threshold": threshold, "num_beads": string.num_beads, "connected": string.connected,
                   "peak_bytes": peak, "peak_mib": peak / 2**20, "seconds": seconds, "params": space.num_params,
-                  "strategy": {k: v.strategy for k, v in space.strategy.items()}}))
+                  "strategy": space.strategy}))
 """
 
 

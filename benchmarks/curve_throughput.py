@@ -60,7 +60,7 @@ def measure(name: str, device: torch.device, peak: float, segments: int, num_poi
     return {
         "benchmark": "curve_throughput", "task": name, "device": str(device), "models": models,
         "eval_examples": int(task.eval_data()[1].shape[0]),
-        "strategy": {k: v.strategy for k, v in space.strategy.items()},
+        "strategy": space.strategy,
         "batched_models_per_s": models / batched, "one_at_a_time_models_per_s": models / single,
         "ratio": single / batched, "batched_gflops": flops / batched / 1e9, "matmul_peak_gflops": peak,
         "fraction_of_peak": flops / batched / 1e9 / peak, "max_abs_difference": float(difference.abs().max()),

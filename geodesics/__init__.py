@@ -7,7 +7,7 @@
 
 from geodesics.curve import CurveConfig, SegmentMax, interpolation_curve, segment_maxima
 from geodesics.dss import DSSConfig, connect, connect_many
-from geodesics.space import ParamSpace
+from geodesics.space import ParamSpace, default_strategy
 from geodesics.string import BeadString, RoundRecord, StringLoadError
 from geodesics.train import ThresholdNotReached, train_to_threshold
 
@@ -22,6 +22,7 @@ __all__ = [
     "ThresholdNotReached",
     "connect",
     "connect_many",
+    "default_strategy",
     "interpolation_curve",
     "segment_maxima",
     "train_to_threshold",

@@ -122,7 +122,8 @@ def connect_many(
     Every string follows exactly the rules of :func:`connect` with its own budgets; only the work is shared. The
     bead jitter of a string is drawn from its own stream (``keys[i]``, default its position; :func:`connect` uses 0)
     and the training batches of round r are the same for every string, so a string's result does not depend on which
-    other strings run beside it (up to the rounding of batched kernels). ``threshold`` is one level for all pairs or
+    other strings run beside it: bit for bit with the exact (loop) evaluation strategy, the CPU default, and up to
+    the rounding of batched kernels with ``vmap``. ``threshold`` is one level for all pairs or
     one per pair.
     """
     config = config or DSSConfig()
@@ -316,4 +317,5 @@ def finish_string(
         task=space.task.spec,
         config=asdict(config),
         initial_segment_max=initial,
+        strategy=space.strategy,
     )

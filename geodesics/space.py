@@ -2,18 +2,23 @@
 
 DSS works on points theta in R^P. ``ParamSpace`` maps a model to its flat vector and back, and evaluates the loss of
 B vectors in one pass with ``torch.func.vmap`` over ``torch.func.functional_call``, in chunks that fit a memory budget.
-Where a plain Python loop over the models is faster (small batches, small models on a CPU), it loops instead,
-loading each vector into one model: the choice is made once per space, kind of evaluation and power-of-two class of
-batch size by timing both on the first such call, and recorded in ``ParamSpace.strategy``.
+or loops over the models, loading each vector into one model.
+
+The strategy is fixed when the space is made, never by a timing measurement, because it decides the numerics:
+
+* ``loop`` (the default on CPU) is **exact**: a vector's loss and gradient are bit for bit those of the vector
+  evaluated alone, whatever else shares the batch. So a string's result does not depend on which other strings run
+  beside it, and a resumed run (which batches its remaining work differently) gives the numbers of an uninterrupted
+  one.
+* ``vmap`` (the default on CUDA, where one kernel launch per model is the cost that batching removes) agrees with the
+  loop to rounding (a few 1e-7 relative on CPU, measured), but a batched matmul may round a row differently
+  depending on the batch it is in. Runs are reproducible with the same batches, not across batch compositions.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,26 +27,18 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from envs.task import Batch, Task
 
-__all__ = ["ParamSpace", "StrategyChoice"]
+__all__ = ["STRATEGIES", "ParamSpace", "default_strategy"]
 
 _CPU_BUDGET = 64 << 20  # bytes of activations per chunk on CPU: larger chunks fall out of cache and run slower
 _CUDA_BUDGET_FRACTION = 0.25  # of the free memory
 
 
-@dataclass(frozen=True)
-class StrategyChoice:
-    """How a kind of batched evaluation is run on this space's device, and the timings that decided it."""
+STRATEGIES = ("auto", "loop", "vmap")
 
-    kind: str
-    """``"loss/<sizes>"`` (forward only) or ``"grad/<sizes>"`` (loss and gradient), for calls of that many models."""
-    strategy: str
-    """``"vmap"`` or ``"loop"``."""
-    vmap_seconds: float
-    """Time of the vmapped trial."""
-    loop_seconds: float
-    """Time of the looped trial on the same models."""
-    trial_size: int
-    """Number of models in the trial."""
+
+def default_strategy(device: torch.device) -> str:
+    """``loop`` on CPU (exact, and as fast for the batch sizes DSS makes there, measured), ``vmap`` on CUDA."""
+    return "vmap" if torch.device(device).type == "cuda" else "loop"
 
 
 class ParamSpace:
@@ -52,7 +49,9 @@ class ParamSpace:
         model: a model of the task to take the architecture from (copied; default ``task.init_model(0)``).
         memory_budget: bytes of activations a chunk may use (default: 64 MiB on CPU, where bigger chunks fall out of
             cache and get slower per model, measured; a quarter of the free memory on CUDA).
-        strategy: ``"auto"`` (measure once), ``"vmap"`` or ``"loop"``.
+        strategy: ``"loop"`` (exact: every row as if evaluated alone), ``"vmap"`` (batched kernels, rows agree with
+            the loop to rounding), or ``"auto"`` (:func:`default_strategy` of the task's device). Recorded in
+            :attr:`strategy`.
 
     Raises:
         ValueError: for models with BatchNorm (or any other buffers): their running statistics are not parameters, so
@@ -62,8 +61,8 @@ class ParamSpace:
     def __init__(
         self, task: Task, model: nn.Module | None = None, memory_budget: int | None = None, strategy: str = "auto"
     ):
-        if strategy not in ("auto", "vmap", "loop"):
-            raise ValueError(f"strategy must be auto, vmap or loop, got {strategy!r}")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         self.task = task
         # a private copy: the loop strategy loads vectors into it, and a caller's model must stay untouched
         self.model = copy.deepcopy(model) if model is not None else task.init_model(0)
@@ -76,8 +75,7 @@ class ParamSpace:
         self.num_params = sum(self.numels)
         self.device = task.device
         self.dtype = task.dtype
-        self._requested = strategy
-        self._choices: dict[str, StrategyChoice] = {}
+        self._strategy = default_strategy(self.device) if strategy == "auto" else strategy
         self._budget = memory_budget
         self._per_model_bytes: dict[tuple[int, ...], int] = {}
 
@@ -144,7 +142,7 @@ class ParamSpace:
         """``(B,)`` losses of ``thetas (B, P)`` on one batch (no gradient)."""
         thetas = self.check(thetas, batched=True)
         with torch.no_grad():
-            return self._chunked(thetas, batch, lambda c: self._losses(c, batch, self._strategy("loss", c, batch)))
+            return self._chunked(thetas, batch, lambda c: self._losses(c, batch, self._strategy))
 
     def batched_value_and_grad(self, thetas: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
         """``(losses (B,), grads (B, P))`` of ``thetas (B, P)`` on one batch."""
@@ -168,9 +166,14 @@ class ParamSpace:
         return float(self.batched_eval_loss(self.check(theta).unsqueeze(0))[0])
 
     @property
-    def strategy(self) -> dict[str, StrategyChoice]:
-        """The recorded vmap-or-loop decisions by kind and size class, e.g. ``"loss/32+"`` (empty until needed)."""
-        return dict(self._choices)
+    def strategy(self) -> str:
+        """``"loop"`` or ``"vmap"``: how batches are evaluated (fixed at construction)."""
+        return self._strategy
+
+    @property
+    def exact(self) -> bool:
+        """Whether a row's result is independent of the batch it is evaluated in (the loop strategy)."""
+        return self._strategy == "loop"
 
     # -- internals ----------------------------------------------------------------------------------------------------
 
@@ -198,30 +201,6 @@ class ParamSpace:
             values.append(loss.detach())
         return torch.stack(values), torch.stack(grads)
 
-    def _strategy(self, kind: str, chunk: Tensor, batch: Batch) -> str:
-        """Vectorise or loop for this kind and size of call.
-
-        As requested, or decided once per size class by timing both; one model always loops (vmap's overhead cannot
-        pay for itself there).
-        """
-        if self._requested != "auto":
-            return self._requested
-        size = min(chunk.shape[0], 32)
-        if size == 1:
-            return "loop"
-        key = f"{kind}/{_size_class(size)}"
-        if key in self._choices:
-            return self._choices[key].strategy
-        trial = chunk[:size]
-        if kind == "grad":
-            seconds = {s: _time(lambda s=s: self._values_and_grads(trial, batch, s)) for s in ("vmap", "loop")}
-        else:
-            with torch.no_grad():
-                seconds = {s: _time(lambda s=s: self._losses(trial, batch, s)) for s in ("vmap", "loop")}
-        choice = "loop" if seconds["loop"] < seconds["vmap"] else "vmap"
-        self._choices[key] = StrategyChoice(key, choice, seconds["vmap"], seconds["loop"], size)
-        return choice
-
     def _chunk_size(self, batch: Batch) -> int:
         key = tuple(batch[0].shape)
         if key not in self._per_model_bytes:
@@ -237,15 +216,7 @@ class ParamSpace:
     def _chunked_pairs(self, thetas: Tensor, batch: Batch) -> list[tuple[Tensor, Tensor]]:
         size = max(1, self._chunk_size(batch) // 3)  # backward keeps activations and their gradients
         chunks = [thetas[i : i + size] for i in range(0, thetas.shape[0], size)]
-        return [self._values_and_grads(c, batch, self._strategy("grad", c, batch)) for c in chunks]
-
-
-def _size_class(size: int) -> str:
-    """The power-of-two class of a number of models: ``2-3``, ``4-7``, ..., ``32+``."""
-    if size >= 32:
-        return "32+"
-    low = 1 << (size.bit_length() - 1)
-    return f"{low}-{2 * low - 1}"
+        return [self._values_and_grads(c, batch, self._strategy) for c in chunks]
 
 
 def _reject_buffers(model: nn.Module, task_name: str) -> None:
@@ -289,20 +260,3 @@ def _default_budget(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * _CUDA_BUDGET_FRACTION)
     return _CPU_BUDGET
-
-
-def _time(fn: Callable[[], object], repeats: int = 2) -> float:
-    fn()  # warm-up (first-call overheads, lazy initialisation)
-    best = math.inf
-    for _ in range(repeats):
-        _sync()
-        start = time.perf_counter()
-        fn()
-        _sync()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()

@@ -80,6 +80,8 @@ class BeadString:
     """The DSS settings used."""
     initial_segment_max: float = math.nan
     """Certified maximum of the straight segment A -> B before any bead (the linear-path barrier's peak)."""
+    strategy: str = ""
+    """How the space evaluated batches (``ParamSpace.strategy``: ``loop`` is exact, ``vmap`` rounds by batch)."""
 
     # -- metrics ------------------------------------------------------------------------------------------------------
 
@@ -152,6 +154,7 @@ class BeadString:
             "threshold": self.threshold,
             "rounds": max((r.round for r in self.history), default=0),
             "seconds": self.history[-1].seconds if self.history else 0.0,
+            "strategy": self.strategy,
         }
 
     # -- positions along the path -------------------------------------------------------------------------------------

@@ -182,6 +182,7 @@ def make_shard(
         "stride": stride,
         "slack": slack,
         "dss": asdict(dss),
+        "strategy": space.strategy,
         "iterates": iterates.cpu(),
         "train_losses": losses,
         "eval_losses": levels_all.cpu(),

@@ -1,0 +1,61 @@
+"""What the exact evaluation costs: whole ``connect`` runs with the loop strategy against vmap.
+
+``strategy=loop`` (exact, the CPU default) and ``strategy=vmap`` connect the same endpoints, timed alternately in
+one process.
+
+Prints one JSON line per task: the best time of each strategy over ``--repeats`` alternating runs, the ratio
+vmap/loop (above 1: the loop is faster), the outcomes of both (they agree to rounding, not bit for bit), the thread
+count and the machine's load average.
+
+    python benchmarks/strategy_speed.py [--device cpu|cuda] [--tasks poly_cubic digits_mlp] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from common import emit, machine, sync
+
+import envs
+from envs.devices import resolve_device
+from geodesics import DSSConfig, ParamSpace, connect
+from geodesics.train import train_to_threshold
+
+SETTINGS = {"poly_cubic": 0.05, "digits_mlp": 0.15, "digits_cnn": 0.2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tasks", nargs="+", default=["poly_cubic", "digits_mlp"])
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    for name in args.tasks:
+        threshold = SETTINGS[name]
+        task = envs.make_task(name, device=device)
+        a, b = train_to_threshold(task, 0, threshold), train_to_threshold(task, 1, threshold)
+        config = DSSConfig(keep_snapshots=False)
+        best = {"loop": float("inf"), "vmap": float("inf")}
+        outcome = {}
+        for _ in range(args.repeats):
+            for strategy in ("loop", "vmap"):
+                space = ParamSpace(task, strategy=strategy)
+                sync(device)
+                start = time.perf_counter()
+                string = connect(space, a, b, threshold, config)
+                sync(device)
+                best[strategy] = min(best[strategy], time.perf_counter() - start)
+                outcome[strategy] = (string.connected, string.num_beads, round(string.normalized_length, 6))
+        emit({
+            "benchmark": "strategy_speed", "task": name, "threshold": threshold, "device": str(device),
+            "loop_seconds": best["loop"], "vmap_seconds": best["vmap"], "vmap_over_loop": best["vmap"] / best["loop"],
+            "loop_outcome": outcome["loop"], "vmap_outcome": outcome["vmap"], "load_average": os.getloadavg(),
+            **machine(),
+        })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
