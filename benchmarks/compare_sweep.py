@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.config import load_config
-from envs.runs import Run
+from envs.tooling.config import load_config
+from envs.tooling.runs import Run
 from metaopt.compare import CompareConfig, RunResult, RunSpec, make_plan, run_batched, run_plain, sweep
 from metaopt.compare.harness import Contender, Plan
 from metaopt.compare.stats import choose_lr, final_loss

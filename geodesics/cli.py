@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from envs.cli import Command, main_for
+from envs.tooling.cli import Command, main_for
 from geodesics.connect_run import ConnectConfig, run_connect
 from geodesics.disconnection import DisconnectionConfig, run_disconnection
 from geodesics.plot_run import PlotConfig, run_plot

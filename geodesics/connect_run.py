@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from envs.config import TaskConfig
 from envs.registry import make_task
-from envs.runs import Run
+from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.runs import Run
 from geodesics.dss import DSSConfig, connect
 from geodesics.endpoints import EndpointConfig, make_endpoint
 from geodesics.plots import plot_path_loss
@@ -18,11 +18,13 @@ __all__ = ["ConnectConfig", "connect_endpoints", "log_string", "run_connect"]
 
 
 @dataclass
-class ConnectConfig:
+class ConnectConfig(RunOptions):
     """Configuration of ``geodesics connect``."""
 
     task: TaskConfig = field(default_factory=lambda: TaskConfig(name="poly_cubic"))
     """The task whose level set is explored."""
+    name: str = "connect"
+    """Prefix of the run directory name."""
     threshold: float = 0.05
     """L0: the endpoints are trained below it and the path must stay under it (evaluation loss)."""
     a: EndpointConfig = field(default_factory=lambda: EndpointConfig(seed=0))
@@ -31,14 +33,6 @@ class ConnectConfig:
     """Second endpoint."""
     dss: DSSConfig = field(default_factory=DSSConfig)
     """DSS settings."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda."""
-    dtype: str = "float32"
-    """float32 or float64."""
-    name: str = "connect"
-    """Prefix of the run directory name."""
-    out: str | None = None
-    """Run directory; default ``runs/<name>-<task>-<time>``."""
 
 
 def log_string(run: Run, string: BeadString, prefix: str = "geodesic") -> None:

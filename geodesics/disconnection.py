@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from envs.config import TaskConfig
 from envs.registry import make_task
-from envs.runs import Run
 from envs.tasks.permutation import swap_hidden_units
+from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.runs import Run
 from geodesics.connect_run import ConnectConfig, connect_endpoints, log_string, string_report
 from geodesics.dss import DSSConfig, connect
 from geodesics.endpoints import EndpointConfig, make_endpoint
@@ -33,11 +33,15 @@ def _control() -> ConnectConfig:
 
 
 @dataclass
-class DisconnectionConfig:
+class DisconnectionConfig(RunOptions):
     """Configuration of ``geodesics disconnection``."""
 
     task: TaskConfig = field(default_factory=lambda: TaskConfig(name="permutation"))
     """The task of the permuted pair (a model whose hidden units can be swapped: ``permutation``)."""
+    device: str = "cpu"
+    """auto (CUDA when available), cpu or cuda."""
+    name: str = "disconnection"
+    """Prefix of the run directory name."""
     threshold: float = 0.01
     """L0 for the permuted pair."""
     model: EndpointConfig = field(default_factory=lambda: EndpointConfig(seed=1))
@@ -48,12 +52,6 @@ class DisconnectionConfig:
     """DSS settings of the permuted pair."""
     control: ConnectConfig = field(default_factory=_control)
     """The control: two independently trained models of a task that connects."""
-    device: str = "cpu"
-    """auto, cpu or cuda (the permuted pair; the control has its own)."""
-    name: str = "disconnection"
-    """Prefix of the run directory name."""
-    out: str | None = None
-    """Run directory; default ``runs/<name>-<time>``."""
 
 
 def permuted_pair(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envs.registry import task_from_spec
+from envs.tooling.config import RunOptions
 from geodesics.plots import plot_path_loss, plot_snapshots, plot_string_pca
 from geodesics.space import ParamSpace
 from geodesics.string import BeadString
@@ -14,11 +15,13 @@ __all__ = ["PlotConfig", "find_string", "run_plot"]
 
 
 @dataclass
-class PlotConfig:
+class PlotConfig(RunOptions):
     """Configuration of ``geodesics plot``."""
 
     run: str = ""
     """A run directory of ``geodesics connect``/``sweep``/``disconnection``, or a ``string.pt`` file."""
+    device: str = "cpu"
+    """auto (CUDA when available), cpu or cuda."""
     string: str | None = None
     """For runs holding several strings: which one (a path inside the run); default the longest string at the run's
     lowest threshold."""
@@ -26,10 +29,6 @@ class PlotConfig:
     """Snapshots in the grid over rounds."""
     points: int = 24
     """Interpolated points per segment in the figures."""
-    device: str = "cpu"
-    """Where the losses are evaluated: auto, cpu or cuda."""
-    out: str | None = None
-    """Folder for the PNGs; default ``<run>/plots``."""
 
 
 def find_string(run: Path, choice: str | None) -> Path:

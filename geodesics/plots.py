@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from envs.tooling.plots import save_figure, subplots
 from geodesics.curve import evaluate_segments
 from geodesics.space import ParamSpace
 from geodesics.string import BeadString
@@ -23,8 +24,6 @@ __all__ = [
     "plot_snapshots",
     "plot_string_pca",
     "plot_sweep",
-    "pyplot",
-    "save_figure",
 ]
 
 
@@ -47,9 +46,8 @@ def path_loss(space: ParamSpace, string: BeadString, points_per_segment: int = 3
 
 def plot_path_loss(space: ParamSpace, string: BeadString, path: str | Path, points_per_segment: int = 32) -> Path:
     """Save a PNG of the loss along the string against arc length, with L0 and the beads marked."""
-    plt = pyplot()
     s, losses, bead_s = path_loss(space, string, points_per_segment)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     ax.plot(s.numpy(), losses.numpy(), color="tab:blue", lw=1.5, label="loss along the string")
     ax.plot(bead_s.numpy(), string.bead_losses.cpu().numpy(), "o", color="tab:blue", ms=4, label="beads")
     ax.axhline(string.threshold, color="tab:red", ls="--", lw=1, label=f"threshold L0 = {string.threshold:.4g}")
@@ -67,10 +65,9 @@ def plot_path_loss(space: ParamSpace, string: BeadString, path: str | Path, poin
 
 def plot_sweep(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """The paper's Figure 1 for one task: normalized length and beads against L0 (log x), mean ± standard error."""
-    plt = pyplot()
     rows = sorted(rows, key=lambda r: r["threshold"])
     x = [r["threshold"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = subplots(1, 2, figsize=(10, 3.8))
     panels = [("normalized_length", "normalized geodesic length"), ("num_beads", "number of beads")]
     for ax, (key, label) in zip(axes, panels):
         mean = [r[f"{key}_mean"] for r in rows]
@@ -131,12 +128,11 @@ def plot_string_pca(space: ParamSpace, string: BeadString, folder: str | Path, p
     """Appendix D: the string on its top principal components, 2-D and 3-D, coloured by loss on a log scale."""
     from matplotlib.colors import LogNorm
 
-    plt = pyplot()
     centre, axes = pca_axes(string.beads)
     coords, losses, bead_xy = _projected_path(space, string.beads, centre, axes, points)
     norm = LogNorm(vmin=max(float(losses.min()), 1e-12), vmax=max(float(losses.max()), float(losses.min()) * 1.01))
     title = _title(string)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = subplots(figsize=(6, 5))
     line = _coloured_line(ax, coords[:, :2], losses, norm)
     ax.plot(bead_xy[:, 0].numpy(), bead_xy[:, 1].numpy(), "k.", ms=5)
     ax.autoscale()
@@ -145,8 +141,7 @@ def plot_string_pca(space: ParamSpace, string: BeadString, folder: str | Path, p
     ax.set_title(title, fontsize=9)
     fig.colorbar(line, ax=ax, label="evaluation loss (log scale)")
     out = [save_figure(fig, Path(folder) / "pca2d.png")]
-    fig = plt.figure(figsize=(6.5, 5.5))
-    ax3 = fig.add_subplot(projection="3d")
+    fig, ax3 = subplots(figsize=(6.5, 5.5), projection="3d")
     line = _coloured_line(ax3, coords, losses, norm, three_d=True)
     ax3.scatter(*bead_xy.T.numpy(), color="k", s=8)
     for dim, lim in enumerate((ax3.set_xlim, ax3.set_ylim, ax3.set_zlim)):
@@ -169,7 +164,6 @@ def plot_snapshots(space: ParamSpace, string: BeadString, path: str | Path, pane
     snapshots = [r for r in string.history if r.beads is not None]
     if not snapshots:
         raise ValueError("this string kept no snapshots (run DSS with dss.keep_snapshots=true)")
-    plt = pyplot()
     count = min(panels, len(snapshots))
     picks = sorted({int(i * (len(snapshots) - 1) / max(1, count - 1) + 0.5) for i in range(count)})
     chosen = [snapshots[i] for i in picks]
@@ -178,7 +172,7 @@ def plot_snapshots(space: ParamSpace, string: BeadString, path: str | Path, pane
     low = min(float(p[1].min()) for p in paths)
     high = max(float(p[1].max()) for p in paths)
     norm = LogNorm(vmin=max(low, 1e-12), vmax=max(high, low * 1.01))
-    fig, axs = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 3.8), squeeze=False, sharex=True, sharey=True)
+    fig, axs = subplots(1, len(chosen), figsize=(4 * len(chosen), 3.8), squeeze=False, sharex=True, sharey=True)
     for ax, record, (coords, losses, bead_xy) in zip(axs[0], chosen, paths):
         line = _coloured_line(ax, coords[:, :2], losses, norm)
         ax.plot(bead_xy[:, 0].numpy(), bead_xy[:, 1].numpy(), "k.", ms=4)
@@ -199,22 +193,3 @@ def _title(string: BeadString) -> str:
         f"{string.task.get('name', '')}, L0 = {string.threshold:.4g}: {status}, {string.num_beads} beads, "
         f"normalized length {string.normalized_length:.3f}"
     )
-
-
-def pyplot() -> Any:
-    """``matplotlib.pyplot`` on the Agg backend (files only, no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save ``fig`` as a PNG at ``path`` (folders made as needed), close it, return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    pyplot().close(fig)
-    return path

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from envs.runs import atomic_torch_save
+from envs.tooling.runs import atomic_torch_save
 
 __all__ = ["BeadString", "RoundRecord", "StringLoadError"]
 

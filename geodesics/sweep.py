@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from envs.config import TaskConfig
 from envs.registry import make_task
-from envs.runs import Run
 from envs.task import Task
+from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.runs import Run
 from geodesics.beads import train_beads
 from geodesics.dss import DSSConfig, connect_many
 from geodesics.space import ParamSpace
@@ -34,11 +34,13 @@ __all__ = ["SweepConfig", "aggregate", "pair_seeds", "run_sweep", "train_endpoin
 
 
 @dataclass
-class SweepConfig:
+class SweepConfig(RunOptions):
     """Configuration of ``geodesics sweep``."""
 
     task: TaskConfig = field(default_factory=lambda: TaskConfig(name="poly_cubic"))
     """The task whose level sets are measured."""
+    name: str = "sweep"
+    """Prefix of the run directory name."""
     thresholds: list[float] = field(default_factory=lambda: [0.2, 0.1, 0.05])
     """The levels L0 (evaluation loss), in any order."""
     pairs: int = 10
@@ -51,14 +53,6 @@ class SweepConfig:
     """Step budget to train each endpoint below L0 (0: five times the task's recipe steps)."""
     dss: DSSConfig = field(default_factory=DSSConfig)
     """DSS settings."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda."""
-    dtype: str = "float32"
-    """float32 or float64."""
-    name: str = "sweep"
-    """Prefix of the run directory name."""
-    out: str | None = None
-    """Run directory; default ``runs/<name>-<task>-<time>``. Rerun with the same out= to continue a killed sweep."""
 
     def __post_init__(self) -> None:
         if not self.thresholds or min(self.thresholds) <= 0:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from envs.runs import atomic_torch_save
+from envs.tooling.runs import atomic_torch_save
 from metaopt.lstm import CoordinateLSTM, LSTMConfig
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "load_checkpoint", "load_net", "save_checkpoint"]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import envs
-from envs.cli import Command, main_for
-from envs.fit_run import FitConfig, run_fit
+from envs.fit_command import FitConfig, run_fit
+from envs.tooling.cli import Command, main_for
 from geodesics.connect_run import ConnectConfig
 from geodesics.disconnection import DisconnectionConfig
 from geodesics.sweep import SweepConfig

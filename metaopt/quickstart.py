@@ -23,9 +23,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from envs.config import TaskConfig
 from envs.errors import ConfigError
-from envs.runs import Run
+from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.runs import Run
 from metaopt.compare.command import run_compare
 from metaopt.compare.config import CompareConfig, CompareTaskConfig
 from metaopt.objectives import ObjectiveConfig
@@ -48,11 +48,13 @@ def _compare() -> CompareConfig:
 
 
 @dataclass
-class QuickstartConfig:
+class QuickstartConfig(RunOptions):
     """Configuration of ``metaopt quickstart`` (``configs/quickstart.yaml``)."""
 
     scale: str = "small"
     """small (minutes on a 2-core CPU) or full (the ``full`` overrides below: the real settings)."""
+    name: str = "quickstart"
+    """Prefix of the run directory name."""
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     """Stage 1, ``metaopt targets`` (its out= is set by the quickstart)."""
     train: TrainConfig = field(default_factory=_train)
@@ -61,12 +63,6 @@ class QuickstartConfig:
     """Stage 3, ``metaopt compare`` (the learned optimizer's checkpoint and out= are set by the quickstart)."""
     full: dict[str, Any] = field(default_factory=dict)
     """Overrides of targets/train/compare applied when scale=full, as nested keys."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda, for every stage."""
-    name: str = "quickstart"
-    """Prefix of the run directory name."""
-    out: str | None = None
-    """Run directory; default runs/<name>-<time>. Rerun with the same out= to continue a killed quickstart."""
 
     def __post_init__(self) -> None:
         if self.scale not in ("small", "full"):

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from envs.optim import make_optimizer
-from envs.runs import atomic_torch_save
 from envs.task import Batch, Task
+from envs.tooling.runs import atomic_torch_save
 from geodesics.curve import CurveConfig
 from geodesics.dss import DSSConfig, connect_many
 from geodesics.space import ParamSpace

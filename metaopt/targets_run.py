@@ -16,9 +16,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from envs.config import TaskConfig
 from envs.registry import make_task
-from envs.runs import Run
+from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.plots import save_figure, subplots
+from envs.tooling.runs import Run
 from geodesics.dss import DSSConfig
 from metaopt.targets import make_shard, save_shard, window_starts
 
@@ -30,11 +31,13 @@ def _dss() -> DSSConfig:
 
 
 @dataclass
-class TargetsConfig:
+class TargetsConfig(RunOptions):
     """Configuration of ``metaopt targets`` (the files under ``configs/metaopt/targets/``)."""
 
     tasks: list[TaskConfig] = field(default_factory=lambda: [TaskConfig(name="digits_mlp")])
     """The task family whose base trajectories are recorded."""
+    name: str = "targets"
+    """Prefix of the run directory name."""
     seeds: int = 4
     """Base runs per task; run seeds seed_offset .. seed_offset + seeds - 1."""
     seed_offset: int = 0
@@ -53,14 +56,6 @@ class TargetsConfig:
     """The level of a window is L0 = F(theta_t) (1 + slack), F the evaluation loss."""
     dss: DSSConfig = field(default_factory=_dss)
     """DSS settings for the windows."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda."""
-    dtype: str = "float32"
-    """float32 or float64."""
-    name: str = "targets"
-    """Prefix of the run directory name."""
-    out: str | None = None
-    """Run directory; default runs/<name>-<time>. Rerun with the same out= to continue a killed command."""
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -146,10 +141,7 @@ def _summarize(run: Run, cfg: TargetsConfig) -> dict[str, Any]:
 
 
 def _plot(run: Run, records: list[dict[str, Any]]) -> None:
-    from geodesics.plots import pyplot, save_figure
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = subplots(figsize=(6.5, 4))
     for record in records:
         points = [(w["t"], w["normalized_length"]) for w in record["per_window"] if w["connected"]]
         if points:

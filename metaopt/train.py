@@ -29,12 +29,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from envs.config import TaskConfig, load_config
 from envs.devices import resolve_device, resolve_dtype
 from envs.registry import make_task, task_from_spec
-from envs.runs import Run
 from envs.seeding import generator, seeded
 from envs.task import Task
+from envs.tooling.config import RunOptions, TaskConfig, load_config
+from envs.tooling.runs import Run
 from geodesics import ParamSpace, connect
 from metaopt.checkpoint import load_checkpoint, save_checkpoint
 from metaopt.compare.baseline import evaluate_runs, run_final_loss, tuned_baseline
@@ -60,11 +60,13 @@ class MetaTrainingError(ValueError):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunOptions):
     """Configuration of ``metaopt train`` (the files under ``configs/metaopt/``)."""
 
     tasks: list[TaskConfig] = field(default_factory=lambda: [TaskConfig()])
     """The task family: tasks with options, used in turn across the slots of each meta-batch."""
+    name: str = "train"
+    """Prefix of the run directory name."""
     net: LSTMConfig = field(default_factory=LSTMConfig)
     """Architecture of the coordinatewise LSTM."""
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -97,14 +99,6 @@ class TrainConfig:
     """Validation scores a run by its mean training loss over its last final_window steps (the harness's rule)."""
     seed: int = 0
     """Seed of the network's initial weights."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda; resume is bit-exact on CPU."""
-    dtype: str = "float32"
-    """float32 or float64, for the optimizees and the network."""
-    name: str = "train"
-    """Prefix of the run directory name."""
-    out: str | None = None
-    """Run directory; default runs/<name>-<task>-<time>. An existing one with the same config is continued."""
     resume: str | None = None
     """Run directory of a killed run to continue with its saved config (the other options are then ignored)."""
     targets: str | None = None

@@ -1,6 +1,6 @@
 """The comparison harness (DESIGN.md section 7): tuned baselines on paired seeds, batched runs, resumable records.
 
->>> from envs.config import load_config
+>>> from envs.tooling.config import load_config
 >>> from metaopt.compare import CompareConfig, run_compare
 >>> metrics = run_compare(load_config(CompareConfig, "compare/quadratic.yaml", ["eval_seeds=10"]))
 

@@ -6,13 +6,13 @@ every output from the records alone.
 
 from __future__ import annotations
 
-from io import BytesIO
 from typing import Any
 
 import torch
 
-from envs.config import to_yaml
-from envs.runs import Run, atomic_write_bytes
+from envs.tooling.config import to_yaml
+from envs.tooling.plots import save_figure
+from envs.tooling.runs import Run
 from metaopt.compare.config import CompareConfig
 from metaopt.compare.figures import plot_task, write_tensorboard
 from metaopt.compare.harness import make_plan, sweep
@@ -61,8 +61,6 @@ def write_outputs(run: Run, cfg: CompareConfig, tasks: list[TaskResult]) -> None
     run.write_text("curves.csv", csv_text(curve_rows(tasks)))
     plots = run.subdir("plots")
     for task in tasks:
-        buffer = BytesIO()
-        plot_task(task, cfg.reference).savefig(buffer, format="png", dpi=110)
-        atomic_write_bytes(plots / f"{task.label}.png", buffer.getvalue())
+        save_figure(plot_task(task, cfg.reference), plots / f"{task.label}.png")
     write_tensorboard(run.path / "tb", tasks, to_yaml(cfg), report)
     run.write_text("report.md", report)

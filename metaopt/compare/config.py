@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from envs.config import TaskConfig
+from envs.tooling.config import RunOptions, TaskConfig
 
 __all__ = ["DEFAULT_LR_GRID", "DEFAULT_OPTIMIZERS", "CompareConfig", "CompareTaskConfig"]
 
@@ -37,12 +37,14 @@ class CompareTaskConfig(TaskConfig):
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(RunOptions):
     """Configuration of ``metaopt compare``: tuned baselines on paired seeds, reported per task."""
 
     tasks: dict[str, CompareTaskConfig] = field(default_factory=dict)
     """Tasks by label (the label names report rows, TensorBoard tags and plots): {label: {name, options, steps,
     held_out, targets}}, e.g. {relu: {name: digits_mlp, options: {activation: relu}, held_out: true}}."""
+    name: str = "compare"
+    """Prefix of the run directory name."""
     optimizers: list[str] = field(default_factory=lambda: list(DEFAULT_OPTIMIZERS))
     """Optimizer names from the registry of envs.optim (sgd, momentum, nesterov, rmsprop, adam, or registered ones)."""
     optimizer_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -77,14 +79,6 @@ class CompareConfig:
     threads: int = 1
     """CPU threads for torch while the command runs (0: torch's default). Small runs are fastest on one thread, and
     several OpenMP threads spin-wait badly on a busy shared CPU (10x slower measured on 2 loaded cores)."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda."""
-    dtype: str = "float32"
-    """float32 or float64."""
-    name: str = "compare"
-    """Prefix of the run directory name."""
-    out: str | None = None
-    """Run directory; default runs/<name>-<time>. Rerunning with the same out= and config resumes."""
 
     def __post_init__(self) -> None:
         for label in self.tasks:

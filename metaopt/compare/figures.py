@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from envs.tooling.plots import subplots
 from metaopt.compare.results import TaskResult
 
 if TYPE_CHECKING:
@@ -28,10 +29,8 @@ __all__ = ["plot_task", "write_tensorboard"]
 
 def plot_task(task: TaskResult, reference: str) -> Figure:
     """Mean curves with 95% bands (log scale) and tuning curves of one task."""
-    from matplotlib.figure import Figure  # imported here: the command line starts faster without it
-
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
-    curves_ax, tuning_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    fig, (curves_ax, tuning_ax) = subplots(1, 2, figsize=(12, 4.5), layout="constrained",
+                                           gridspec_kw={"width_ratios": [3, 2]})  # fmt: skip
     positive: list[float] = []
     for i, row in enumerate(task.optimizers):
         if not row.curves.shape[0]:

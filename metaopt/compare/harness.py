@@ -25,8 +25,8 @@ from envs.errors import ConfigError
 from envs.functional import FunctionalOptimizer, functional_from_spec
 from envs.optim import get_optimizer_spec
 from envs.registry import make_task
-from envs.runs import Run
 from envs.task import Task
+from envs.tooling.runs import Run
 from metaopt.compare.config import CompareConfig
 from metaopt.compare.results import Records, UnitKey, tuning_of
 from metaopt.compare.runner import RunResult, RunSpec, run_batched, run_plain

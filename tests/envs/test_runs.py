@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from envs.errors import ConfigError
-from envs.fit_run import FitConfig
-from envs.runs import Run, atomic_write_text
+from envs.fit_command import FitConfig
+from envs.tooling.runs import Run, atomic_write_text
 
 
 def test_create_writes_config_and_records(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def test_resumed_sweep_equals_uninterrupted(sweep_dir: Path, tmp_path: Path) -> 
     def kill(*_: object) -> None:
         raise Killed
 
-    from envs.config import load_config
+    from envs.tooling.config import load_config
 
     cfg = load_config(SweepConfig, "geodesics/sweep/poly_cubic.yaml", [f"out={out}", *SMALL])
     with pytest.raises(Killed):

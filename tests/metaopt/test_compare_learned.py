@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 import envs
-from envs.runs import Run
+from envs.tooling.runs import Run
 from metaopt import CoordinateLSTM, save_checkpoint
 from metaopt.compare import CompareConfig, CompareTaskConfig, run_compare
 from metaopt.compare.runner import RunSpec, run_plain

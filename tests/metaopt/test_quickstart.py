@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from envs.config import load_config
 from envs.errors import ConfigError
+from envs.tooling.config import load_config
 from metaopt.quickstart import QuickstartConfig, _stage_configs, run_quickstart
 
 TINY = [

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import envs
-from envs.config import load_config
+from envs.tooling.config import load_config
 from geodesics import DSSConfig, ParamSpace
 from metaopt import CoordinateLSTM, TargetDataset, TrainConfig, imitation_loss, start_window, unroll, warm_state
 from metaopt.lstm import initial_state, lstm_step

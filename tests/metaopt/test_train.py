@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import envs
-from envs.config import load_config
 from envs.seeding import seeded
+from envs.tooling.config import load_config
 from metaopt import CoordinateLSTM, TrainConfig, load_net, optimizee_loss, register_objective, start_episode, unroll
 from metaopt.cli import main
 from metaopt.train import MetaTrainingError, run_train

@@ -13,8 +13,8 @@ import torch
 
 import envs
 import envs.optim
-from envs.config import load_config
-from envs.runs import Run
+from envs.tooling.config import load_config
+from envs.tooling.runs import Run
 from metaopt.cli import main
 from metaopt.compare import CompareConfig, CompareTaskConfig, compute_results, make_plan, run_compare
 

@@ -1,8 +1,8 @@
 """The command-line shell shared by ``metaopt`` and ``geodesics``: ``PROG COMMAND [CONFIG] [key=value ...]``.
 
 Each command is a typed config schema plus a function ``run(cfg) -> metrics``. This module parses the arguments,
-loads the config (:func:`envs.config.load_config`), prints every option with its help for ``--help``, turns bad input
-into one clear message (exit status 2) and leaves all the work to the command's function.
+loads the config (:func:`envs.tooling.config.load_config`), prints every option with its help for ``--help``, turns
+bad input into one clear message (exit status 2) and leaves all the work to the command's function.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from envs.config import config_help, load_config
 from envs.errors import ConfigError, DataNotFoundError, TaskError
+from envs.tooling.config import config_help, load_config
 
 __all__ = ["Command", "main_for"]
 

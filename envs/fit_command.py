@@ -8,20 +8,22 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from envs.config import TaskConfig
 from envs.fit import fit
 from envs.registry import make_task
-from envs.runs import Run, atomic_torch_save
+from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.runs import Run, atomic_torch_save
 
 __all__ = ["FitConfig", "run_fit"]
 
 
 @dataclass
-class FitConfig:
+class FitConfig(RunOptions):
     """Configuration of ``metaopt fit`` (the files under ``configs/tasks/``)."""
 
     task: TaskConfig = field(default_factory=TaskConfig)
     """The task and its options."""
+    name: str = "fit"
+    """Prefix of the run directory name."""
     optimizer: str | None = None
     """Optimizer name (``envs.list_optimizers()``); default: the task's recipe."""
     lr: float | None = None
@@ -32,14 +34,6 @@ class FitConfig:
     """Run seed: initial weights and batch order."""
     eval_every: int = 50
     """Evaluate on the evaluation set every this many steps."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda."""
-    dtype: str = "float32"
-    """float32 or float64."""
-    name: str = "fit"
-    """Prefix of the run directory name."""
-    out: str | None = None
-    """Run directory; default ``runs/<name>-<time>``."""
 
 
 def run_fit(cfg: FitConfig) -> dict[str, Any]:

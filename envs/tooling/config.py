@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from envs.errors import ConfigError
 
-__all__ = ["TaskConfig", "config_help", "field_docs", "find_config", "load_config", "to_yaml"]
+__all__ = ["RunOptions", "TaskConfig", "config_help", "field_docs", "find_config", "load_config", "to_yaml"]
 
 T = TypeVar("T")
 
@@ -40,6 +40,23 @@ class TaskConfig:
     """Task name; one of ``envs.list_tasks()``."""
     options: dict[str, Any] = field(default_factory=dict)
     """Task options (see the task's ``Options`` dataclass), e.g. ``{width: 40}``."""
+
+
+@dataclass
+class RunOptions:
+    """The tail every command's schema inherits: where it runs and where it writes.
+
+    A command overrides a default by redeclaring the field (``name: str = "sweep"``); the field keeps its place.
+    """
+
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda."""
+    dtype: str = "float32"
+    """float32 or float64."""
+    name: str = "run"
+    """Prefix of the run directory name."""
+    out: str | None = None
+    """Run directory; default ``runs/<name>-<time>``. Rerun with the same ``out=`` to resume."""
 
 
 def find_config(path: str | Path) -> Path:
