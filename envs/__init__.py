@@ -6,24 +6,25 @@
 >>> loss = task.loss(model, next(task.batches(seed=0)))
 
 Importing the package registers every reference task (``envs.list_tasks()``) and every Gymnasium environment
-(``metaopt/<Name>-v0``).
+(``metaopt/<Name>-v0`` and ``metaopt/<Name>-LR-v0``).
 """
 
 from envs import tasks as _tasks  # noqa: F401  (registers the reference tasks)
 from envs.errors import ConfigError, DataNotFoundError, TaskError
 from envs.fit import FitResult, fit
+from envs.gym import ENV_IDS, LR_ENV_IDS, LRControlEnv, OptimizeeEnv, OptimizerPolicy  # after tasks: registers them
 from envs.optim import list_optimizers, make_optimizer, register_optimizer
 from envs.registry import get_task_class, list_tasks, make_task, register_task, task_from_spec
 from envs.task import Batch, Recipe, Task
 
-from envs.gym import ENV_IDS, OptimizeeEnv, OptimizerPolicy  # isort: skip  (needs the registry filled)
-
 __all__ = [
     "ENV_IDS",
+    "LR_ENV_IDS",
     "Batch",
     "ConfigError",
     "DataNotFoundError",
     "FitResult",
+    "LRControlEnv",
     "OptimizeeEnv",
     "OptimizerPolicy",
     "Recipe",

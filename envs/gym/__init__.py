@@ -1,39 +1,94 @@
-"""Every task as a Gymnasium environment, registered as ``metaopt/<Name>-v0`` (e.g. ``metaopt/DigitsMLP-v0``)."""
+"""Every task as two Gymnasium environments.
+
+* ``metaopt/<Name>-v0`` (e.g. ``metaopt/DigitsMLP-v0``): :class:`OptimizeeEnv`, the agent is the optimizer (its
+  action is the parameter update; spaces sized by the task's parameter count);
+* ``metaopt/<Name>-LR-v0``: :class:`LRControlEnv`, the agent sets the learning rate of a base optimizer from
+  summary statistics (fixed, bounded spaces: one agent across tasks, ``gymnasium.make_vec``).
+
+Importing ``envs`` registers both for every task, and a task registered later (``envs.register_task``) gets its
+ids on first use of :data:`ENV_IDS` / :data:`LR_ENV_IDS` or :func:`register_env`. Gymnasium 1.x has no plugin
+entry points, so in an interpreter that has not imported ``envs`` use the module prefix, which imports it:
+``gymnasium.make("envs:metaopt/Quadratic-v0")``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 import gymnasium as gym
 
+from envs.gym.lr_env import LRControlEnv
 from envs.gym.optimizee_env import OptimizeeEnv
 from envs.gym.policy import OptimizerPolicy, rollout
 from envs.registry import get_task_class, list_tasks
 
-__all__ = ["ENV_IDS", "OptimizeeEnv", "OptimizerPolicy", "env_id", "register_env", "rollout"]
+__all__ = [
+    "ENV_IDS",
+    "LR_ENV_IDS",
+    "LRControlEnv",
+    "OptimizeeEnv",
+    "OptimizerPolicy",
+    "env_id",
+    "register_env",
+    "register_lr_env",
+    "rollout",
+]
 
 NAMESPACE = "metaopt"
 MAX_EPISODE_STEPS = 100
+LR_MAX_EPISODE_STEPS = 50
 _ACRONYMS = {"mlp": "MLP", "cnn": "CNN", "lstm": "LSTM"}
 
 
-def env_id(task_name: str) -> str:
-    """The Gymnasium id of a task: ``digits_mlp`` -> ``metaopt/DigitsMLP-v0``."""
+def env_id(task_name: str, family: str = "") -> str:
+    """The Gymnasium id of a task: ``digits_mlp`` -> ``metaopt/DigitsMLP-v0`` (``family="LR"``: ``-LR-v0``)."""
     cls = get_task_class(task_name)
     name = cls.env_name or "".join(_ACRONYMS.get(part, part.capitalize()) for part in task_name.split("_"))
-    return f"{NAMESPACE}/{name}-v0"
+    return f"{NAMESPACE}/{name}{'-' + family if family else ''}-v0"
 
 
 def register_env(task_name: str, max_episode_steps: int = MAX_EPISODE_STEPS) -> str:
-    """Register the environment of a task (done for every reference task on import); returns its id."""
-    ident = env_id(task_name)
+    """Register the :class:`OptimizeeEnv` of a task (done for every task on import); returns its id."""
+    return _register(env_id(task_name), "envs.gym.optimizee_env:OptimizeeEnv", task_name, max_episode_steps)
+
+
+def register_lr_env(task_name: str, max_episode_steps: int = LR_MAX_EPISODE_STEPS) -> str:
+    """Register the :class:`LRControlEnv` of a task (done for every task on import); returns its id."""
+    return _register(env_id(task_name, "LR"), "envs.gym.lr_env:LRControlEnv", task_name, max_episode_steps)
+
+
+def _register(ident: str, entry_point: str, task_name: str, max_episode_steps: int) -> str:
     if ident not in gym.registry:
-        gym.register(
-            id=ident,
-            entry_point="envs.gym.optimizee_env:OptimizeeEnv",
-            kwargs={"task": task_name},
-            max_episode_steps=max_episode_steps,
-        )
+        gym.register(id=ident, entry_point=entry_point, kwargs={"task": task_name}, max_episode_steps=max_episode_steps)
     return ident
 
 
-ENV_IDS: dict[str, str] = {name: register_env(name) for name in list_tasks()}
-"""Task name -> Gymnasium id, for every task registered when ``envs`` was imported."""
+class _LiveIds(Mapping[str, str]):
+    """Task name -> Gymnasium id for every task registered now, registering the environment on first access."""
+
+    def __init__(self, register: Callable[[str], str]):
+        self._register = register
+
+    def __getitem__(self, task_name: str) -> str:
+        if task_name not in list_tasks():
+            raise KeyError(task_name)
+        return self._register(task_name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list_tasks())
+
+    def __len__(self) -> int:
+        return len(list_tasks())
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+ENV_IDS: Mapping[str, str] = _LiveIds(register_env)
+"""Task name -> ``metaopt/<Name>-v0``, for every registered task (later registrations included)."""
+LR_ENV_IDS: Mapping[str, str] = _LiveIds(register_lr_env)
+"""Task name -> ``metaopt/<Name>-LR-v0``, for every registered task."""
+
+for _name in list_tasks():
+    register_env(_name)
+    register_lr_env(_name)

@@ -29,19 +29,24 @@ class OptimizeeEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     ## Action Space
 
-    ``Box(-inf, inf, (P,), float64)``: the update added to the flattened parameter vector (P is
-    ``task.num_params``). Float64 so that an update computed from float32 parameters is represented exactly. An
-    action of another shape, or with NaN or infinite entries, raises ``ValueError``.
+    ``Box(-1, 1, (P,), float64)``: the update added to the flattened parameter vector is
+    ``action_scale * action`` (P is ``task.num_params``; ``action_scale`` is 1 by default, a power of two keeps the
+    scaling exact). Float64 so that an update computed from float32 parameters is represented exactly. An action of
+    another shape, outside the box, or with NaN or infinite entries raises ``ValueError`` and changes nothing.
 
     ## Observation Space
 
-    ``Dict`` with ``"params"`` ``Box(-inf, inf, (P,), float64)``, the flattened parameters (in ``model.parameters()``
+    ``Dict`` with ``"params"`` ``Box(-M, M, (P,), dtype)``, the flattened parameters (in ``model.parameters()``
     order); ``"grad"`` of the same shape, the gradient of the training loss at those parameters on the current
-    batch; ``"loss"`` ``Box(-inf, inf, (1,), float64)``, that loss.
+    batch; ``"loss"`` ``Box(-M, M, (1,), dtype)``, that loss. ``dtype`` is the task's (float32 by default) and M its
+    largest finite value, so every observation is inside the space (a diverged run's last observation has its
+    non-finite entries replaced by -M or M). Its size is the task's parameter count:
+    for one observation shape across tasks use the ``metaopt/<Name>-LR-v0`` family (``envs.gym.LRControlEnv``).
 
     ## Rewards
 
-    The negative training loss after the step (on the batch the next gradient is taken on).
+    The negative training loss after the step (on the batch the next gradient is taken on); when the loss is NaN or
+    infinite the episode terminates with reward ``-M``.
 
     ## Starting State
 
@@ -56,24 +61,42 @@ class OptimizeeEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     ## Arguments
 
-    ``task``: a task name or a ``Task``; ``device``, ``dtype``: as for ``envs.make_task``; any other keyword is a
-    task option, e.g. ``gymnasium.make("metaopt/DigitsMLP-v0", width=40)``.
+    ``task``: a task name or a ``Task``; ``action_scale``: the largest update per coordinate; ``device``, ``dtype``:
+    as for ``envs.make_task``; any other keyword is a task option, e.g.
+    ``gymnasium.make("metaopt/DigitsMLP-v0", width=40)``.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(
-        self, task: str | Task = "quadratic", *, device: str = "cpu", dtype: str = "float32", **task_options: Any
+        self,
+        task: str | Task = "quadratic",
+        *,
+        action_scale: float = 1.0,
+        device: str = "cpu",
+        dtype: str = "float32",
+        **task_options: Any,
     ):
+        if not (math.isfinite(action_scale) and action_scale > 0):
+            raise ValueError(f"action_scale must be a finite number > 0, got {action_scale}")
         self.task = task if isinstance(task, Task) else make_task(task, device=device, dtype=dtype, **task_options)
+        self.action_scale = float(action_scale)
         size = self.task.num_params
+        self._np_dtype = np.float64 if self.task.dtype == torch.float64 else np.float32
+        self.bound = float(np.finfo(self._np_dtype).max)
         self.observation_space = spaces.Dict({"params": self._box(size), "grad": self._box(size), "loss": self._box(1)})
-        self.action_space = self._box(size)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(size,), dtype=np.float64)
         self._model: torch.nn.Module | None = None
 
-    @staticmethod
-    def _box(size: int) -> spaces.Box:
-        return spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float64)
+    def _bounded(self, values: np.ndarray) -> np.ndarray:
+        """In the observation dtype; non-finite entries (a diverged run's last observation) become -M or M."""
+        values = values.astype(self._np_dtype, copy=False)
+        if np.isfinite(values).all():
+            return values
+        return np.nan_to_num(values, nan=self.bound, posinf=self.bound, neginf=-self.bound)
+
+    def _box(self, size: int) -> spaces.Box:
+        return spaces.Box(-self.bound, self.bound, shape=(size,), dtype=self._np_dtype)
 
     @override
     def reset(
@@ -101,7 +124,8 @@ class OptimizeeEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 offset += p.numel()
         observation, loss = self._observe()
         diverged = not math.isfinite(loss)
-        return observation, -loss, diverged, False, {"loss": loss, "diverged": diverged}
+        reward = -self.bound if diverged else -loss
+        return observation, reward, diverged, False, {"loss": loss, "diverged": diverged}
 
     def _check_action(self, action: np.ndarray) -> np.ndarray:
         update = np.asarray(action, dtype=np.float64)
@@ -114,7 +138,13 @@ class OptimizeeEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if not np.all(np.isfinite(update)):
             bad = int(np.size(update) - np.isfinite(update).sum())
             raise ValueError(f"action has {bad} NaN or infinite entries; an update must be finite")
-        return update
+        outside = int((np.abs(update) > 1).sum())
+        if outside:
+            raise ValueError(
+                f"action has {outside} entries outside [-1, 1]: the update is action_scale * action "
+                f"(action_scale = {self.action_scale:g}); make the env with a larger action_scale"
+            )
+        return update * self.action_scale
 
     def _observe(self) -> tuple[dict[str, np.ndarray], float]:
         assert self._model is not None
@@ -126,8 +156,8 @@ class OptimizeeEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         params = torch.cat([p.detach().reshape(-1) for p in self._params])
         value = float(loss.detach())
         observation = {
-            "params": params.double().cpu().numpy(),
-            "grad": grad.double().cpu().numpy(),
-            "loss": np.array([value], dtype=np.float64),
+            "params": self._bounded(params.detach().cpu().numpy()),
+            "grad": self._bounded(grad.cpu().numpy()),
+            "loss": self._bounded(np.array([value])),
         }
         return observation, value

@@ -69,12 +69,16 @@ class OptimizerPolicy:
 
 
 def rollout(env: gym.Env, policy: OptimizerPolicy, seed: int, steps: int) -> list[float]:
-    """Run one episode of at most ``steps`` steps; returns the training loss at every step (the reset's included)."""
+    """Run one episode of at most ``steps`` steps; returns the training loss at every step (the reset's included).
+
+    The policy's update is divided by the environment's ``action_scale`` (exact for a power of two).
+    """
     policy.reset()
+    scale = float(getattr(env.unwrapped, "action_scale", 1.0))  # the env adds action_scale * action
     observation, info = env.reset(seed=seed)
     losses = [float(info["loss"])]
     for _ in range(steps):
-        observation, _, terminated, truncated, info = env.step(policy(observation))
+        observation, _, terminated, truncated, info = env.step(policy(observation) / scale)
         losses.append(float(info["loss"]))
         if terminated or truncated:
             break
