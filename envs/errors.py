@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataNotFoundError", "TaskError"]
+__all__ = ["ConfigError", "DataNotFoundError", "RunLockedError", "StorageError", "TaskError"]
 
 
 class TaskError(ValueError):
@@ -15,3 +15,11 @@ class ConfigError(ValueError):
 
 class DataNotFoundError(FileNotFoundError):
     """A dataset that is read from local files is not where the task looks for it."""
+
+
+class RunLockedError(ConfigError):
+    """A run directory another process is writing to (one process at a time per run directory)."""
+
+
+class StorageError(OSError):
+    """A write that failed for want of space (or another storage fault); finished work is kept, rerun to continue."""

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from envs.errors import ConfigError, DataNotFoundError, TaskError
+from envs.errors import ConfigError, DataNotFoundError, StorageError, TaskError
 from envs.tooling.config import config_help, load_config
 
 __all__ = ["Command", "main_for"]
@@ -81,6 +81,9 @@ def main_for(prog: str, description: str, commands: Sequence[Command], argv: Seq
     except (ConfigError, TaskError, DataNotFoundError, ValueError) as exc:
         print(f"{prog} {command.name}: error: {exc}", file=sys.stderr)
         return 2
+    except StorageError as exc:
+        print(f"{prog} {command.name}: error: {exc.strerror}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog} {command.name}: interrupted; finished work is kept, rerun the same command to continue",
               file=sys.stderr)  # fmt: skip

@@ -4,10 +4,16 @@
 ``meta/``, ``inner/``, ``geodesic/``, ``compare/``), ``records.jsonl`` (one JSON object per finished unit of work,
 enough to resume), ``checkpoints/``, ``plots/`` and ``report.md``. Anything a crash could cut in half is written to a
 temporary file and renamed into place; ``records.jsonl`` is appended line by line and a torn last line is ignored.
+
+One process at a time writes to a run directory: :meth:`Run.create` takes an exclusive lock on ``<run>/.lock``
+(released when the run is closed or the process dies, ``kill -9`` included) and a second process gets a
+:class:`~envs.errors.RunLockedError`. A write that fails for want of space raises
+:class:`~envs.errors.StorageError` with the fix, and leaves the previous version of the file in place.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
@@ -21,20 +27,32 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import OmegaConf
 
-from envs.errors import ConfigError
+from envs.errors import ConfigError, RunLockedError, StorageError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no run-directory locks
+    fcntl = None  # type: ignore[assignment]
 from envs.tooling.config import to_yaml
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
-__all__ = ["Run", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["RESULT_NEUTRAL_KEYS", "Run", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text"]
+
+RESULT_NEUTRAL_KEYS = frozenset({"out", "name"})
+"""Config keys (at any depth) that do not change a run's results: a run directory moved, copied or renamed resumes."""
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a torn mix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _storage_error(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -42,9 +60,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the user's normal permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _storage_error(exc, path) from None
         raise
+
+
+def _storage_error(exc: OSError, path: Path) -> OSError:
+    """A full disk as one clear :class:`StorageError`; other OS errors unchanged."""
+    if exc.errno not in _NO_SPACE:
+        return exc
+    return StorageError(
+        exc.errno,
+        f"no space left on the device while writing {path}; its previous version (if any) is intact and the finished "
+        "work of the run is kept: free some space and rerun the same command (same out=) to continue",
+    )
 
 
 def _umask() -> int:
@@ -87,6 +118,7 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._writer: SummaryWriter | None = None
+        self._locked = False
 
     @classmethod
     def create(cls, name: str, config: Any, out: str | None = None, root: str | Path = "runs") -> Run:
@@ -95,18 +127,21 @@ class Run:
         Args:
             name: short name of the command or experiment; the directory is ``<root>/<name>-<YYYYmmdd-HHMMSS>``.
             config: the resolved config dataclass, saved as ``config.yaml``.
-            out: an explicit directory instead. If it already holds a run with the same config, that run is reopened
-                (so a killed command continues); a different config there is an error, and nothing is overwritten.
+            out: an explicit directory instead. If it already holds a run with the same config (keys in
+                :data:`RESULT_NEUTRAL_KEYS`, such as ``out`` itself, aside), that run is reopened so a killed command
+                continues; a different config is an error and nothing is overwritten, unless the run there did no
+                work yet (no records, no checkpoints): then the new config replaces it.
             root: parent of timestamped directories.
+
+        Raises:
+            RunLockedError: another process is writing to that directory.
+            ConfigError: ``out`` holds something else, or a run with a different config.
         """
         text = to_yaml(config)
         if out:
             path = Path(out)
             existing = path / "config.yaml"
-            if existing.is_file():
-                _check_same_config(existing, text)
-                return cls(path)
-            if path.exists() and any(path.iterdir()):
+            if not existing.is_file() and path.exists() and any(p.name != ".lock" for p in path.iterdir()):
                 raise ConfigError(f"out={out} exists and is not a run directory (no config.yaml); choose another out=")
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -115,9 +150,21 @@ class Run:
             while path.exists():
                 suffix += 1
                 path = Path(root) / f"{name}-{stamp}-{suffix}"
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path / "config.yaml", text)
-        return cls(path)
+            existing = path / "config.yaml"
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _storage_error(exc, path) from None
+        run = cls(path)
+        run._lock()
+        try:
+            if existing.is_file() and _same_config(existing, text, _holds_work(path)):
+                return run
+            atomic_write_text(existing, text)
+        except BaseException:
+            run.close()
+            raise
+        return run
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
@@ -166,12 +213,15 @@ class Run:
         if not records:
             return
         text = "".join(json.dumps(_jsonable(record), sort_keys=True) + "\n" for record in records)
-        with open(self.records_path, "ab") as f:
-            if f.tell() > 0 and not _ends_with_newline(self.records_path):
-                text = "\n" + text
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.records_path, "ab") as f:
+                if f.tell() > 0 and not _ends_with_newline(self.records_path):
+                    text = "\n" + text
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a torn last line is skipped by records(); the next append starts a fresh line
+            raise _storage_error(exc, self.records_path) from None
 
     def records(self, kind: str | None = None) -> list[dict[str, Any]]:
         """All complete records (a torn last line from a crash is skipped), optionally only those of ``kind``."""
@@ -209,10 +259,22 @@ class Run:
                 self.writer.add_scalar(f"{group}/{key}", value, step)
 
     def close(self) -> None:
-        """Flush and close the TensorBoard writer."""
+        """Flush and close the TensorBoard writer; release the directory's lock."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._locked:
+            self._locked = False
+            _release(self.path)
+
+    def _lock(self) -> None:
+        _acquire(self.path)
+        self._locked = True
+
+    def __del__(self) -> None:
+        if getattr(self, "_locked", False):
+            self._locked = False
+            _release(self.path)
 
     def __enter__(self) -> Run:
         return self
@@ -230,14 +292,78 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
-def _check_same_config(existing: Path, text: str) -> None:
-    old = OmegaConf.to_container(OmegaConf.load(existing))
-    new = OmegaConf.to_container(OmegaConf.create(text))
-    if old != new:
-        assert isinstance(old, dict) and isinstance(new, dict)
-        differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise ConfigError(
-            f"{existing.parent} already holds a run made with a different config (differs in: "
-            f"{', '.join(differing)}); nothing was changed. Rerun with the same config to continue it, "
-            "or pick a new out="
-        )
+def _same_config(existing: Path, text: str, has_work: bool) -> bool:
+    """Whether the run at ``existing`` may be continued with ``text``: False means "write the new config".
+
+    Raises:
+        ConfigError: the configs differ in keys that change results and the run there already did work.
+    """
+    old = _without_neutral(OmegaConf.to_container(OmegaConf.load(existing)))
+    new = _without_neutral(OmegaConf.to_container(OmegaConf.create(text)))
+    if old == new:
+        return True
+    if not has_work:
+        return False
+    assert isinstance(old, dict) and isinstance(new, dict)
+    differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    raise ConfigError(
+        f"{existing.parent} already holds a run made with a different config (differs in: "
+        f"{', '.join(differing)}); nothing was changed. Rerun with the same config to continue it, "
+        "or pick a new out="
+    )
+
+
+def _without_neutral(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_neutral(v) for k, v in value.items() if k not in RESULT_NEUTRAL_KEYS}
+    if isinstance(value, list):
+        return [_without_neutral(v) for v in value]
+    return value
+
+
+def _holds_work(path: Path) -> bool:
+    """Whether a run directory holds finished work: records, checkpoints or saved tensors."""
+    records = path / "records.jsonl"
+    if records.is_file() and records.stat().st_size > 0:
+        return True
+    checkpoints = path / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        return True
+    return any(path.glob("*.pt")) or any(p.is_dir() and (p / "config.yaml").is_file() for p in path.iterdir())
+
+
+_HELD: dict[str, list[int]] = {}
+"""Run directories this process holds the lock of: resolved path -> [file descriptor, number of open Runs]."""
+
+
+def _acquire(path: Path) -> None:
+    key = str(path.resolve())
+    if key in _HELD:  # the same process may open its run twice (a stage of the quickstart, a test)
+        _HELD[key][1] += 1
+        return
+    if fcntl is None:
+        return
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunLockedError(
+            f"{path} is in use by another process (pid {holder}): one command at a time per run directory. Wait "
+            "for it to finish (then rerun to continue), or choose another out="
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _HELD[key] = [fd, 1]
+
+
+def _release(path: Path) -> None:
+    key = str(path.resolve())
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] == 0:
+        del _HELD[key]
+        os.close(held[0])  # closing the descriptor releases the flock

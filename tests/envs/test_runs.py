@@ -67,3 +67,78 @@ def test_tensorboard_scalars_are_grouped(tmp_path: Path) -> None:
     acc.Reload()
     assert acc.Tags()["scalars"] == ["inner/loss"]
     assert acc.Scalars("inner/loss")[0].value == 1.5
+
+
+def test_resume_ignores_where_the_run_lives(tmp_path: Path) -> None:
+    first = tmp_path / "a"
+    run = Run.create("demo", FitConfig(seed=1, out=str(first)), out=str(first))
+    run.append_record({"kind": "unit", "key": 1})
+    run.close()
+    moved = tmp_path / "b"
+    first.rename(moved)
+    again = Run.create("other-name", FitConfig(seed=1, out=str(moved), name="x"), out=str(moved))
+    assert again.records() == [{"kind": "unit", "key": 1}]
+
+
+def test_a_run_that_did_no_work_takes_the_new_config(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    Run.create("demo", FitConfig(seed=1), out=str(out)).close()  # failed before any record
+    Run.create("demo", FitConfig(seed=2), out=str(out)).close()
+    assert "seed: 2" in (out / "config.yaml").read_text()
+
+
+def test_a_second_process_is_locked_out_and_the_lock_dies_with_the_first(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "run"
+    holder = textwrap.dedent(f"""
+        import sys, time
+        from envs.fit_command import FitConfig
+        from envs.tooling.runs import Run
+        run = Run.create("demo", FitConfig(), out={str(out)!r})
+        print("locked", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        from envs.errors import RunLockedError
+
+        with pytest.raises(RunLockedError, match=rf"in use by another process \(pid {proc.pid}\)"):
+            Run.create("demo", FitConfig(), out=str(out))
+    finally:
+        proc.kill()  # kill -9: the kernel drops the lock
+        proc.wait()
+    Run.create("demo", FitConfig(), out=str(out)).close()
+
+
+def test_a_full_disk_is_one_clear_error_and_keeps_the_old_file(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import errno
+    import os
+
+    from envs.errors import StorageError
+
+    target = tmp_path / "report.md"
+    atomic_write_text(target, "old")
+
+    def full(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StorageError, match="no space left on the device while writing .*report.md.*rerun"):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_written_files_get_the_users_normal_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
