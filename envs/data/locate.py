@@ -48,7 +48,9 @@ def find_files(
         searched = ", ".join(str(f) for f in folders)
         raise DataNotFoundError(
             f"{dataset} files not found: {', '.join(missing)} (searched {searched}). "
-            f"Put them in {folders[0]} (or pass data_dir=/path/to/folder, or set ${ENV_VAR}). {how_to_get} "
+            f"Put them in {folders[0]}, or point the task at their folder: the task option data_dir "
+            "(envs.make_task(..., data_dir=PATH) in Python, task.options.data_dir=PATH on the command line, "
+            f"data_dir=PATH in gymnasium.make), or set ${ENV_VAR}. {how_to_get} "
             "Nothing is downloaded at run time."
         )
     return found
