@@ -1,0 +1,141 @@
+"""A mutation pass: realistic single edits to the code, the related tests run against each, the score printed.
+
+Each mutant is one edit a developer could make by mistake (a sign, an index, a forgotten argument). The pass runs
+in a throw-away ``git worktree`` of a commit (``HEAD`` by default), so the working tree is never touched: for each
+mutant it applies the edit, runs the mutant's tests, records whether they failed (the mutant is *killed*) or passed
+(it *survived*), and restores the file. A mutant whose text is not found is reported as stale, not counted.
+
+    python scripts/mutation_pass.py [--commit HEAD] [--only SUBSTRING] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One edit: replace ``old`` (which must occur exactly once) by ``new`` in ``path``, then run ``tests``."""
+
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+GYM = ("tests/envs/test_gym.py",)
+SPACE = ("tests/geodesics/test_space.py", "tests/geodesics/test_dss.py")
+CURVE = ("tests/geodesics/test_curve.py", "tests/geodesics/test_dss.py")
+
+MUTANTS: list[Mutant] = [
+    # -- envs/gym ------------------------------------------------------------------------------------------------
+    Mutant("reward with the wrong sign", "envs/gym/optimizee_env.py", "else -loss", "else loss", GYM),
+    Mutant(
+        "action scale ignored", "envs/gym/optimizee_env.py", "return update * self.action_scale", "return update", GYM
+    ),  # fmt: skip
+    Mutant(
+        "observations in float64",
+        "envs/gym/optimizee_env.py",
+        "self._np_dtype = np.float64 if self.task.dtype == torch.float64 else np.float32",
+        "self._np_dtype = np.float64",
+        GYM,
+    ),  # fmt: skip
+    Mutant(
+        "out-of-box actions accepted",
+        "envs/gym/optimizee_env.py",
+        "outside = int((np.abs(update) > 1).sum())",
+        "outside = 0",
+        GYM,
+    ),  # fmt: skip
+    Mutant(
+        "lr mapping off by a factor",
+        "envs/gym/lr_env.py",
+        "return 10.0 ** (lo + (a + 1.0) / 2.0 * (hi - lo))",
+        "return 10.0 ** (lo + (a + 1.0) * (hi - lo))",
+        GYM,
+    ),  # fmt: skip
+    Mutant("lr env ignores the action", "envs/gym/lr_env.py", 'group["lr"] = lr', "pass", GYM),
+    Mutant(
+        "lr env reward sign",
+        "envs/gym/lr_env.py",
+        "reward = -LOSS_CAP if diverged else -mean",
+        "reward = -LOSS_CAP if diverged else mean",
+        GYM,
+    ),  # fmt: skip
+    Mutant(
+        "run seed not drawn from the env's generator",
+        "envs/gym/optimizee_env.py",
+        "run_seed = int(self.np_random.integers(0, 2**31 - 1))",
+        "run_seed = 0",
+        GYM,
+    ),  # fmt: skip
+    # -- geodesics: evaluation -------------------------------------------------------------------------------------
+    Mutant(
+        "loop evaluates every row with the first vector",
+        "geodesics/space.py",
+        "        for theta in chunk:\n            self.load_into(self.model, theta)\n            out.append(",
+        "        for theta in chunk:\n            self.load_into(self.model, chunk[0])\n            out.append(",
+        SPACE,
+    ),  # fmt: skip
+]
+
+
+def run_pass(commit: str, only: str | None) -> list[dict[str, object]]:
+    """Apply each chosen mutant in a worktree of ``commit``, run its tests, and return the outcomes."""
+    chosen = [m for m in MUTANTS if only is None or only in m.name or only in m.path]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True,
+                       capture_output=True)  # fmt: skip
+        try:
+            env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+            for mutant in chosen:
+                target = tree / mutant.path
+                original = target.read_text()
+                if original.count(mutant.old) != 1:
+                    results.append({"mutant": mutant.name, "path": mutant.path, "outcome": "stale"})
+                    continue
+                target.write_text(original.replace(mutant.old, mutant.new))
+                start = time.perf_counter()
+                proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                                       *mutant.tests], cwd=tree, env=env, capture_output=True, text=True)  # fmt: skip
+                target.write_text(original)
+                outcome = "killed" if proc.returncode != 0 else "survived"
+                results.append({"mutant": mutant.name, "path": mutant.path, "outcome": outcome,
+                                "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
+                print(f"{outcome:8} {mutant.path}: {mutant.name}", flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+    return results
+
+
+def main() -> None:
+    """Run the pass and print the score."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--commit", default="HEAD")
+    parser.add_argument("--only", default=None, help="run the mutants whose name or path contains this")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    results = run_pass(args.commit, args.only)
+    counted = [r for r in results if r["outcome"] != "stale"]
+    killed = sum(r["outcome"] == "killed" for r in counted)
+    stale = len(results) - len(counted)
+    print(f"mutation score: {killed}/{len(counted)} killed" + (f" ({stale} stale mutants skipped)" if stale else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
