@@ -18,8 +18,7 @@ CHILD = r"""
 import json, resource, sys, time, torch
 import envs
 from envs.devices import resolve_device
-from geodesics import DSSConfig, ParamSpace, connect
-from geodesics.train import train_to_threshold
+from geodesics import DSSConfig, ParamSpace, connect, train_to_threshold
 device, threshold = resolve_device(sys.argv[1]), float(sys.argv[2])
 task = envs.make_task("digits_cnn", device=device)
 a, b = train_to_threshold(task, 0, threshold), train_to_threshold(task, 1, threshold)

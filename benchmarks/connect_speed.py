@@ -22,8 +22,7 @@ from reference_dss import SequentialDSS
 
 import envs
 from envs.devices import resolve_device
-from geodesics import DSSConfig, ParamSpace, connect
-from geodesics.train import train_to_threshold
+from geodesics import DSSConfig, ParamSpace, connect, train_to_threshold
 
 SETTINGS = {"poly_cubic": 0.05, "digits_mlp": 0.15}
 

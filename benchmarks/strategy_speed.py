@@ -20,8 +20,7 @@ from common import emit, machine, sync
 
 import envs
 from envs.devices import resolve_device
-from geodesics import DSSConfig, ParamSpace, connect
-from geodesics.train import train_to_threshold
+from geodesics import DSSConfig, ParamSpace, connect, train_to_threshold
 
 SETTINGS = {"poly_cubic": 0.05, "digits_mlp": 0.15, "digits_cnn": 0.2}
 

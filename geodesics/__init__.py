@@ -3,13 +3,19 @@
 >>> space = geodesics.ParamSpace.from_task(task)
 >>> string = geodesics.connect(space, a, b, threshold=0.05)
 >>> string.connected, string.normalized_length, string.num_beads
+
+The engine, one module per concept: ``space`` (a model as a flat vector, batched losses), ``curve`` (certified
+segment maxima), ``beads`` (batched bead training), ``path`` (``BeadString``, the result), ``endpoints`` (models
+trained into the level set), ``finders`` (the ``PathFinder`` registry: greedy and constrained DSS) and ``plots``.
+The command line lives apart in ``commands`` (``geodesics connect|sweep|disconnection|plot``), which the engine
+never imports.
 """
 
 from geodesics.curve import CurveConfig, SegmentMax, interpolation_curve, segment_maxima
-from geodesics.dss import DSSConfig, connect, connect_many
+from geodesics.endpoints import ThresholdNotReached, train_to_threshold
+from geodesics.finders import DSSConfig, connect, connect_many
+from geodesics.path import BeadString, RoundRecord, StringLoadError
 from geodesics.space import ParamSpace, default_strategy
-from geodesics.string import BeadString, RoundRecord, StringLoadError
-from geodesics.train import ThresholdNotReached, train_to_threshold
 
 __all__ = [
     "BeadString",

@@ -2,9 +2,10 @@
 
 Line 8 of the DSS paper's Algorithm 1 trains each new bead until its loss is below alpha * L0. Here all the beads of a
 round are trained together: the losses and gradients of the whole stack come from one ``ParamSpace`` call per step,
-the optimizer update is elementwise over the stack (Adam's or SGD's arithmetic from :mod:`envs.functional`, row by
-row that of ``torch.optim``), and a bead stops moving as soon as a check finds its evaluation loss at or below its
-target. An optional penalty (the spring and hyperplane terms of constrained DSS) adds its value and gradient per row.
+the optimizer update is elementwise over the stack (the functional twin, in :mod:`envs.functional`, of a registered
+``torch.optim`` optimizer: row by row its arithmetic), and a bead stops moving as soon as a check finds its evaluation
+loss at or below its target. An optional penalty (the spring and hyperplane terms of constrained DSS) adds its value
+and gradient per row. The endpoint trainer (:mod:`geodesics.endpoints`) trains batches of fresh models the same way.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from envs.functional import SGD, Adam, FunctionalOptimizer
+from envs.functional import FunctionalOptimizer, functional_from_spec
+from envs.optim import get_optimizer_spec, list_optimizers
 from envs.seeding import derive_seed
 from geodesics.space import ParamSpace
 
-__all__ = ["BeadTraining", "Penalty", "train_beads"]
+__all__ = ["BeadTraining", "Penalty", "batched_optimizer", "batched_optimizers", "train_beads"]
 
 Penalty = Callable[[Tensor], tuple[Tensor, Tensor]]
 """``thetas (M, P) -> (values (M,), grads (M, P))`` added to the task loss of each bead."""
@@ -38,6 +40,18 @@ class BeadTraining:
     """Which beads reached their target ``(M,)`` (bool)."""
     steps: Tensor
     """Optimizer steps each bead took ``(M,)``."""
+    best_losses: Tensor
+    """Lowest evaluation loss of each bead over its checks ``(M,)`` (inf for frozen rows)."""
+
+
+def batched_optimizer(name: str) -> FunctionalOptimizer | None:
+    """The functional twin of the optimizer registered as ``name`` (:mod:`envs.optim`), or None when it has none."""
+    return functional_from_spec(get_optimizer_spec(name))
+
+
+def batched_optimizers() -> list[str]:
+    """Names of the registered optimizers that can train a stack of beads (those with a functional twin)."""
+    return [name for name in list_optimizers() if batched_optimizer(name) is not None]
 
 
 def train_beads(
@@ -61,22 +75,26 @@ def train_beads(
         targets: per-bead target losses ``(M,)``.
         max_steps: optimizer steps at most per bead.
         lr: learning rate.
-        optimizer: ``adam`` or ``sgd``.
+        optimizer: a registered optimizer with a functional twin (:func:`batched_optimizers`).
         check_every: evaluate the active beads every this many steps (and before the first step).
         seed: seed of the training batch stream.
         penalty: optional extra term per bead (value and gradient), evaluated at every step.
         frozen: rows that must not move ``(M,)`` (bool); they are never trained and count as reached.
     """
-    if optimizer not in ("adam", "sgd"):
-        raise ValueError(f"bead optimizer must be adam or sgd, got {optimizer!r}")
+    rule = batched_optimizer(optimizer)
+    if rule is None:
+        raise ValueError(
+            f"optimizer {optimizer!r} has no batched twin to train beads with; choose one of "
+            f"{', '.join(batched_optimizers())}"
+        )
     beads = space.check(inits, batched=True).clone()
     count = beads.shape[0]
     targets = targets.to(space.device, torch.float64)
     frozen = torch.zeros(count, dtype=torch.bool, device=space.device) if frozen is None else frozen.to(space.device)
     losses = torch.full((count,), math.inf, dtype=torch.float64, device=space.device)
+    best = losses.clone()
     reached = frozen.clone()
     steps = torch.zeros(count, dtype=torch.long, device=space.device)
-    rule: FunctionalOptimizer = Adam() if optimizer == "adam" else SGD()
     state = rule.init({"theta": beads})
     rates = torch.full((count,), float(lr), dtype=torch.float64, device=space.device)
     batches = space.task.batches(derive_seed(seed, "beads"))
@@ -86,6 +104,7 @@ def train_beads(
         if len(todo):
             losses[todo] = space.batched_eval_loss(beads[todo]).to(torch.float64)
             reached[todo] = losses[todo] <= targets[todo]
+            best[todo] = torch.minimum(best[todo], losses[todo])
 
     check()
     for step in range(1, max_steps + 1):
@@ -105,4 +124,4 @@ def train_beads(
         steps[active] += 1
         if step % check_every == 0 or step == max_steps:
             check()
-    return BeadTraining(beads, losses, reached, steps)
+    return BeadTraining(beads, losses, reached, steps, best)

@@ -1,4 +1,7 @@
-"""The ``geodesics`` command line: ``geodesics COMMAND [CONFIG] [key=value ...]`` (``geodesics COMMAND --help``)."""
+"""The ``geodesics`` command line: ``geodesics COMMAND [CONFIG] [key=value ...]`` (``geodesics COMMAND --help``).
+
+Also ``python -m geodesics COMMAND ...`` (``geodesics/__main__.py``), the form ``torchrun`` launches.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,16 @@ import sys
 from collections.abc import Sequence
 
 from envs.tooling.cli import Command, main_for
-from geodesics.connect_run import ConnectConfig, run_connect
-from geodesics.disconnection import DisconnectionConfig, run_disconnection
-from geodesics.plot_run import PlotConfig, run_plot
-from geodesics.sweep import SweepConfig, run_sweep
+from geodesics.commands import (
+    ConnectConfig,
+    DisconnectionConfig,
+    PlotConfig,
+    SweepConfig,
+    run_connect,
+    run_disconnection,
+    run_plot,
+    run_sweep,
+)
 
 __all__ = ["COMMANDS", "main"]
 

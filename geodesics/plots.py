@@ -1,7 +1,8 @@
 """Figures of strings and sweeps, computed with the engine, one PNG (Agg backend) per function.
 
 The loss along a string; its principal-component views (Appendix D); snapshots over rounds (Figures 3 and 4); the
-threshold sweep (Figure 1).
+threshold sweep (Figure 1). Figures come from ``envs.tooling.plots`` (one style, atomic PNG writes); matplotlib is
+imported on first use, as there, so the command line starts without it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from torch import Tensor
 
 from envs.tooling.plots import save_figure, subplots
 from geodesics.curve import evaluate_segments
+from geodesics.path import BeadString
 from geodesics.space import ParamSpace
-from geodesics.string import BeadString
 
 __all__ = [
     "path_loss",

@@ -1,7 +1,7 @@
-"""Flat parameter space of a task's model, and the batched loss over many flat vectors at once (DESIGN.md §6).
+"""Flat parameter space of a task's model, and the batched loss over many flat vectors at once (under every finder).
 
 DSS works on points theta in R^P. ``ParamSpace`` maps a model to its flat vector and back, and evaluates the loss of
-B vectors in one pass with ``torch.func.vmap`` over ``torch.func.functional_call``, in chunks that fit a memory budget.
+B vectors in one pass with ``torch.func.vmap`` over ``torch.func.functional_call``, in chunks that fit a memory budget,
 or loops over the models, loading each vector into one model.
 
 The strategy is fixed when the space is made, never by a timing measurement, because it decides the numerics:

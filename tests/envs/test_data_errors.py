@@ -25,7 +25,7 @@ def test_missing_mnist_names_the_task_option_every_entry_point_takes(tmp_path: P
 def test_fit_command_reports_missing_data_with_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from metaopt.cli import main
 
-    code = main(["fit", "task.name=mnist_mlp", f"task.options.data_dir={tmp_path}", f"out={tmp_path / 'run'}"])
+    code = main(["fit", "configs/tasks/mnist_mlp.yaml", f"task.options.data_dir={tmp_path}", f"out={tmp_path / 'run'}"])
     err = capsys.readouterr().err
     assert code == 2 and "MNIST" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()  # nothing written

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from geodesics import BeadString
+import envs
+from envs.fit_command import FitConfig, run_fit
+from envs.tooling.config import load_config
+from geodesics import BeadString, DSSConfig, ParamSpace, connect, train_to_threshold
 from geodesics.cli import main
-from metaopt.cli import main as metaopt_main
 
 QUICK = ["device=cpu", "threshold=0.1", "dss.max_rounds=4"]
 
@@ -34,10 +36,29 @@ def test_connect_writes_string_record_tensorboard_plot_and_report(tmp_path: Path
     assert string.task["name"] == "poly_cubic" and string.config["max_rounds"] == 4
 
 
+def test_the_command_gives_what_the_library_gives(tmp_path: Path) -> None:
+    """``geodesics connect`` is the library call on the endpoints it trains: the same string to the last bit."""
+    out = tmp_path / "run"
+    assert main(["connect", "geodesics/connect/poly_cubic.yaml", f"out={out}", *QUICK]) == 0
+    string = BeadString.load(out / "string.pt")
+    record = json.loads((out / "records.jsonl").read_text().splitlines()[-1])
+    task = envs.make_task("poly_cubic")
+    a, b = train_to_threshold(task, 0, 0.1), train_to_threshold(task, 1, 0.1)
+    config = DSSConfig(alpha=0.95, t_star="argmax", max_rounds=4, max_steps=2000)  # the YAML with the overrides
+    library = connect(ParamSpace(task), a, b, 0.1, config)
+    assert string.config == library.config and string.num_beads > 2
+    for name in ("beads", "bead_losses", "segment_max", "segment_upper", "segment_t"):
+        assert torch.equal(getattr(string, name), getattr(library, name)), name
+    untimed = {k: v for k, v in library.metrics().items() if k != "seconds"}
+    assert {k: record[k] for k in untimed} == untimed
+    for ours, theirs in zip(string.history, library.history, strict=True):
+        assert torch.equal(ours.beads, theirs.beads) and ours.train_steps == theirs.train_steps
+
+
 def test_connect_loads_endpoints_from_fit_checkpoints(tmp_path: Path) -> None:
-    for seed in (0, 1):
-        assert metaopt_main(["fit", "tasks/poly_cubic.yaml", f"seed={seed}", f"out={tmp_path / f'fit{seed}'}",
-                             "device=cpu", "steps=1500"]) == 0  # fmt: skip
+    for seed in (0, 1):  # what `metaopt fit tasks/poly_cubic.yaml seed=... out=...` runs
+        run_fit(load_config(FitConfig, "tasks/poly_cubic.yaml", [f"seed={seed}", f"out={tmp_path / f'fit{seed}'}",
+                                                                  "device=cpu", "steps=1500"]))  # fmt: skip
     out = tmp_path / "run"
     argv = [
         f"a.checkpoint={tmp_path / 'fit0/checkpoints/final.pt'}",
@@ -54,7 +75,7 @@ def test_connect_loads_endpoints_from_fit_checkpoints(tmp_path: Path) -> None:
     [
         (["threshold=0.00001", "a.max_steps=50"], "above the threshold"),
         (["a.checkpoint=/nonexistent.pt"], "does not exist"),
-        (["dss.method=fancy"], "method must be greedy or constrained"),
+        (["dss.method=fancy"], "method must be one of the registered path finders (constrained, greedy"),
     ],
 )
 def test_bad_input_is_one_message(overrides: list[str], message: str, tmp_path: Path, capsys) -> None:  # noqa: ANN001

@@ -11,7 +11,7 @@ import torch
 import envs
 from geodesics import BeadString, ParamSpace
 from geodesics.cli import main
-from geodesics.sweep import SweepConfig, _report, aggregate, run_sweep
+from geodesics.commands.sweep import SweepConfig, _report, aggregate, run_sweep
 
 SMALL = ["device=cpu", "pairs=2", "concurrent=2", "thresholds=[0.2,0.1]", "dss.max_rounds=4"]
 

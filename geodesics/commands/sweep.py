@@ -2,9 +2,10 @@
 
 For each threshold, N independent pairs of models are trained until their evaluation loss is below L0 (fresh seeds
 for every pair, training stops at the first check below L0) and connected with DSS. Pairs are processed in groups:
-the endpoints of a group train as one batch and its pairs connect concurrently (``connect_many``). A group is the
-unit of resumption: its pairs' records are written together, a killed sweep recomputes only unfinished groups, and
-since group composition is fixed by the config, a resumed sweep gives exactly what an uninterrupted one gives.
+the endpoints of a group train as one batch with the task's recipe (``geodesics.endpoints.train_endpoints`` on one
+shared batch stream) and its pairs connect concurrently (``connect_many``). A group is the unit of resumption: its
+pairs' records are written together, a killed sweep recomputes only unfinished groups, and since group composition
+is fixed by the config, a resumed sweep gives exactly what an uninterrupted one gives.
 
 The aggregation is pure (:func:`aggregate`): per threshold, the share of pairs connected and, over connected pairs,
 the mean and standard error of the normalized length and of the number of beads.
@@ -19,18 +20,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from envs.registry import make_task
 from envs.task import Task
 from envs.tooling.config import RunOptions, TaskConfig
 from envs.tooling.runs import Run
-from geodesics.beads import train_beads
-from geodesics.dss import DSSConfig, connect_many
+from geodesics.endpoints import train_endpoints
+from geodesics.finders import DSSConfig, connect_many
+from geodesics.plots import plot_sweep
 from geodesics.space import ParamSpace
 
-__all__ = ["SweepConfig", "aggregate", "pair_seeds", "run_sweep", "train_endpoints"]
+__all__ = ["SweepConfig", "aggregate", "pair_seeds", "run_sweep"]
 
 
 @dataclass
@@ -52,7 +53,7 @@ class SweepConfig(RunOptions):
     train_steps: int = 0
     """Step budget to train each endpoint below L0 (0: five times the task's recipe steps)."""
     dss: DSSConfig = field(default_factory=DSSConfig)
-    """DSS settings."""
+    """Path finder (``dss.method``) and its settings."""
 
     def __post_init__(self) -> None:
         if not self.thresholds or min(self.thresholds) <= 0:
@@ -65,25 +66,6 @@ def pair_seeds(config: SweepConfig, threshold_index: int, pair: int) -> tuple[in
     """The two training seeds of a pair: distinct for every pair of every threshold."""
     first = config.seed + 2 * (threshold_index * config.pairs + pair)
     return first, first + 1
-
-
-def train_endpoints(
-    space: ParamSpace, seeds: list[int], threshold: float, max_steps: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Train ``task.init_model(s)`` for every seed, as one batch, until each evaluation loss is <= ``threshold``.
-
-    Uses the task's recipe (optimizer and learning rate); each model stops at its first check below the threshold.
-    The models of a batch see the same training batches (stream ``seed``).
-
-    Returns:
-        ``(thetas (M, P), eval losses (M,), reached (M,))``.
-    """
-    task = space.task
-    inits = torch.stack([space.flatten(task.init_model(s)) for s in seeds])
-    targets = torch.full((len(seeds),), threshold, dtype=torch.float64)
-    optimizer = task.recipe.optimizer if task.recipe.optimizer in ("adam", "sgd") else "adam"
-    result = train_beads(space, inits, targets, max_steps=max_steps, lr=task.recipe.lr, optimizer=optimizer, seed=seed)
-    return result.beads, result.losses, result.reached
 
 
 def _groups(config: SweepConfig) -> list[tuple[int, list[int]]]:
@@ -103,7 +85,8 @@ def _run_group(
     started = time.perf_counter()
     seeds = [s for p in pairs for s in pair_seeds(config, k, p)]
     budget = config.train_steps or 5 * task.recipe.steps
-    thetas, losses, reached = train_endpoints(space, seeds, threshold, budget, seed=config.seed * 7919 + k)
+    endpoints = train_endpoints(space, seeds, threshold, max_steps=budget, shared_batches=config.seed * 7919 + k)
+    thetas, losses, reached = endpoints.thetas, endpoints.losses, endpoints.reached
     trained = [p for i, p in enumerate(pairs) if bool(reached[2 * i]) and bool(reached[2 * i + 1])]
     index = {p: i for i, p in enumerate(pairs)}
     couples = [(thetas[2 * index[p]], thetas[2 * index[p] + 1]) for p in trained]
@@ -206,8 +189,6 @@ def run_sweep(cfg: SweepConfig, on_group: Any = None) -> list[dict[str, Any]]:
         cfg: the sweep configuration.
         on_group: optional callback after each finished group (tests use it to simulate a kill).
     """
-    from geodesics.plots import plot_sweep
-
     task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options).load()
     space = ParamSpace.from_task(task)
     run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out)

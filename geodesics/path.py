@@ -3,8 +3,9 @@
 The string holds its beads ``(K, P)`` including both endpoints, the loss of every bead, the certified maximum of every
 segment, whether DSS connected the endpoints below the threshold (and if not, why), and the per-round history. Its
 metrics are the paper's: the normalized geodesic length ``sum ||b_{i+1} - b_i|| / ||B - A||`` (1 for a straight
-path), the number of beads (the paper counts both endpoints) and the maximum loss along the path. ``point(t)`` and
-``resample(n)`` give positions along the path by arc length.
+path), the number of beads (the paper counts both endpoints) and the maximum loss along the path. ``resample(n)`` and
+``resample_at(fractions)`` give positions along the path by arc length. Every path finder of ``geodesics.finders``
+returns its result as a ``BeadString``; ``save``/``load`` keep it on disk with the task spec and the settings used.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class BeadString:
     reason: str = ""
     """Why DSS stopped without connecting (empty when connected)."""
     method: str = "greedy"
-    """``greedy`` (Algorithm 1, breadth-first) or ``constrained`` (Appendix A)."""
+    """The path finder that made it (``geodesics.finders``): ``greedy`` (Algorithm 1), ``constrained`` (Appendix A)."""
     history: list[RoundRecord] = field(default_factory=list)
     """Per-round records."""
     task: dict[str, Any] = field(default_factory=dict)
@@ -158,10 +159,6 @@ class BeadString:
         }
 
     # -- positions along the path -------------------------------------------------------------------------------------
-
-    def point(self, s: float) -> Tensor:
-        """The point at arc-length fraction ``s`` in [0, 1] (0 is A, 1 is B), exactly a bead at bead positions."""
-        return self.resample_at(torch.tensor([s], dtype=torch.float64))[0]
 
     def resample(self, num: int) -> Tensor:
         """``(num, P)`` points equally spaced in arc length, the first exactly A and the last exactly B."""

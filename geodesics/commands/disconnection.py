@@ -18,12 +18,13 @@ from envs.registry import make_task
 from envs.tasks.permutation import swap_hidden_units
 from envs.tooling.config import RunOptions, TaskConfig
 from envs.tooling.runs import Run
-from geodesics.connect_run import ConnectConfig, connect_endpoints, log_string, string_report
-from geodesics.dss import DSSConfig, connect
+from geodesics.commands.connect import ConnectConfig, connect_endpoints
+from geodesics.commands.report import record_string, string_report
 from geodesics.endpoints import EndpointConfig, make_endpoint
-from geodesics.plots import plot_path_loss, plot_snapshots
+from geodesics.finders import DSSConfig, connect
+from geodesics.path import BeadString
+from geodesics.plots import plot_snapshots
 from geodesics.space import ParamSpace
-from geodesics.string import BeadString
 
 __all__ = ["DisconnectionConfig", "permuted_pair", "run_disconnection"]
 
@@ -39,7 +40,8 @@ class DisconnectionConfig(RunOptions):
     task: TaskConfig = field(default_factory=lambda: TaskConfig(name="permutation"))
     """The task of the permuted pair (a model whose hidden units can be swapped: ``permutation``)."""
     device: str = "cpu"
-    """auto (CUDA when available), cpu or cuda."""
+    """Where the permuted pair is trained and connected: auto (CUDA when available), cpu or cuda (the control has its
+    own ``control.device`` and ``control.dtype``)."""
     name: str = "disconnection"
     """Prefix of the run directory name."""
     threshold: float = 0.01
@@ -60,14 +62,14 @@ def permuted_pair(
     """A trained model's flat vector and the vector of its copy with two hidden units swapped."""
     if len(swap) != 2 or swap[0] == swap[1]:
         raise ValueError(f"swap must name two different hidden units, got {swap}")
-    a = make_endpoint(space, space.task, model, threshold)
+    a = make_endpoint(space, model, threshold)
     b = space.flatten(swap_hidden_units(space.to_model(a), *swap))
     return a, b
 
 
 def run_disconnection(cfg: DisconnectionConfig) -> dict[str, Any]:
-    """Connect the permuted pair and the control; returns both strings' metrics."""
-    task = make_task(cfg.task.name, device=cfg.device, **cfg.task.options).load()
+    """Connect the permuted pair (on ``cfg.device``, in ``cfg.dtype``) and the control; returns their metrics."""
+    task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options).load()
     space = ParamSpace.from_task(task)
     run = Run.create(cfg.name, cfg, cfg.out)
     print(f"run directory: {run.path}")
@@ -78,11 +80,9 @@ def run_disconnection(cfg: DisconnectionConfig) -> dict[str, Any]:
         control_space, control = connect_endpoints(cfg.control)
         results = {}
         for label, string, where in (("permuted", permuted, space), ("control", control, control_space)):
-            string.save(run.subdir("strings") / f"{label}.pt")
-            log_string(run, string, f"geodesic/{label}")
-            plot_path_loss(where, string, run.subdir("plots") / f"{label}_path_loss.png")
-            results[label] = string.metrics()
-            run.append_record({"kind": label, "task": string.task["name"], **results[label]})
+            results[label] = record_string(run, where, string, kind=label, path=run.subdir("strings") / f"{label}.pt",
+                                           plot=run.subdir("plots") / f"{label}_path_loss.png",
+                                           prefix=f"geodesic/{label}")  # fmt: skip
         plot_snapshots(space, permuted, run.subdir("plots") / "permuted_snapshots.png", panels=3)
         results["swap_loss_difference"] = abs(float(losses[0] - losses[1]))
         run.write_text("report.md", _report(cfg, permuted, control, results["swap_loss_difference"]))

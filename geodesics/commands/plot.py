@@ -7,9 +7,9 @@ from pathlib import Path
 
 from envs.registry import task_from_spec
 from envs.tooling.config import RunOptions
+from geodesics.path import BeadString
 from geodesics.plots import plot_path_loss, plot_snapshots, plot_string_pca
 from geodesics.space import ParamSpace
-from geodesics.string import BeadString
 
 __all__ = ["PlotConfig", "find_string", "run_plot"]
 
@@ -21,7 +21,13 @@ class PlotConfig(RunOptions):
     run: str = ""
     """A run directory of ``geodesics connect``/``sweep``/``disconnection``, or a ``string.pt`` file."""
     device: str = "cpu"
-    """auto (CUDA when available), cpu or cuda."""
+    """Where the string's losses are re-evaluated for the figures: auto (CUDA when available), cpu or cuda."""
+    dtype: str = "float32"
+    """float32 or float64: the dtype the string's task is rebuilt in (its beads are cast to it) for the figures."""
+    name: str = "plot"
+    """Unused: plot writes no run directory of its own, only figures into the run's ``plots/`` folder (or ``out``)."""
+    out: str | None = None
+    """Folder of the figures; default the ``plots/`` folder of the run (or of the ``string.pt`` file's folder)."""
     string: str | None = None
     """For runs holding several strings: which one (a path inside the run); default the longest string at the run's
     lowest threshold."""
@@ -57,7 +63,7 @@ def run_plot(cfg: PlotConfig) -> list[Path]:
         raise ValueError(f"{run} does not exist; pass a run directory a geodesics command printed")
     path = find_string(run, cfg.string)
     string = BeadString.load(path)
-    space = ParamSpace.from_task(task_from_spec(string.task, device=cfg.device))
+    space = ParamSpace.from_task(task_from_spec(string.task, device=cfg.device, dtype=cfg.dtype))
     folder = Path(cfg.out) if cfg.out else (run if run.is_dir() else run.parent) / "plots"
     stem = "" if path.name == "string.pt" else path.stem + "-"
     written = plot_string_pca(space, string, folder, cfg.points)

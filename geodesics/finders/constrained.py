@@ -15,21 +15,23 @@ connected when the last level, L0, is done, or with the reason a budget gave out
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-from envs.seeding import generator
-from geodesics.beads import train_beads
+from geodesics.beads import Penalty, train_beads
 from geodesics.curve import SegmentMax, segment_maxima
-from geodesics.dss import Budget, DSSConfig, finish_string, new_bead, round_record
+from geodesics.finders.base import DSSConfig, Pair
+from geodesics.finders.common import Budget, bead_jitter, finish_string, new_bead, round_record
+from geodesics.path import BeadString
 from geodesics.space import ParamSpace
-from geodesics.string import BeadString
 
 __all__ = ["connect_constrained", "string_penalty"]
 
 
-def string_penalty(a: Tensor, b: Tensor, spring: float, kappa: float):  # noqa: ANN201  (returns a Penalty)
-    """The Appendix A penalty of the interior beads of the string ``[a, *interior, b]``, as a ``Penalty``."""
+def string_penalty(a: Tensor, b: Tensor, spring: float, kappa: float) -> Penalty:
+    """The Appendix A penalty of the interior beads of the string ``[a, *interior, b]``."""
 
     def penalty(interior: Tensor) -> tuple[Tensor, Tensor]:
         full = torch.cat([a.unsqueeze(0), interior, b.unsqueeze(0)])
@@ -48,16 +50,30 @@ def string_penalty(a: Tensor, b: Tensor, spring: float, kappa: float):  # noqa: 
 
 
 def connect_constrained(
-    space: ParamSpace, a: Tensor, b: Tensor, threshold: float, config: DSSConfig, endpoint_losses: Tensor, key: int = 0
+    space: ParamSpace,
+    pairs: Sequence[Pair],
+    thresholds: Sequence[float],
+    endpoint_losses: Tensor,
+    keys: Sequence[int],
+    config: DSSConfig,
+) -> list[BeadString]:
+    """Constrained DSS of every pair, one after the other (a ``PathFinder``, registered as ``constrained``)."""
+    return [
+        _connect_pair(space, a, b, threshold, losses, key, config)
+        for (a, b), threshold, losses, key in zip(pairs, thresholds, endpoint_losses, keys)
+    ]
+
+
+def _connect_pair(
+    space: ParamSpace, a: Tensor, b: Tensor, threshold: float, endpoint_losses: Tensor, key: int, config: DSSConfig
 ) -> BeadString:
-    """Constrained DSS; called by :func:`geodesics.connect` with ``method="constrained"``."""
     budget = Budget(config.max_seconds)
     beads = [a, b]
     checks: list[SegmentMax] = segment_maxima(space, a.unsqueeze(0), b.unsqueeze(0), config.curve)
     initial = checks[0].upper
     history = [round_record(0, beads, 0, checks, threshold, 0, budget, config)]
     lr = config.lr or space.task.recipe.lr
-    jitter = generator(config.seed, "bead-noise", key)
+    jitter = bead_jitter(config, key)
     start = max(initial, threshold)
     levels = [
         threshold * (start / threshold) ** ((config.stages - s) / config.stages) for s in range(1, config.stages + 1)
@@ -101,4 +117,5 @@ def connect_constrained(
                 )
         if reason:
             break
-    return finish_string(space, beads, losses, checks, threshold, reason, "constrained", history, config, initial)
+    return finish_string(space, beads, losses, checks, threshold, reason=reason, method="constrained", history=history,
+                         config=config, initial_segment_max=initial)  # fmt: skip

@@ -1,0 +1,62 @@
+"""``geodesics connect``: train or load two endpoints, connect them with a path finder, write the run directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from envs.registry import make_task
+from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.runs import Run
+from geodesics.commands.report import record_string, string_report
+from geodesics.endpoints import EndpointConfig, make_endpoint
+from geodesics.finders import DSSConfig, connect
+from geodesics.path import BeadString
+from geodesics.space import ParamSpace
+
+__all__ = ["ConnectConfig", "connect_endpoints", "run_connect"]
+
+
+@dataclass
+class ConnectConfig(RunOptions):
+    """Configuration of ``geodesics connect``."""
+
+    task: TaskConfig = field(default_factory=lambda: TaskConfig(name="poly_cubic"))
+    """The task whose level set is explored."""
+    name: str = "connect"
+    """Prefix of the run directory name."""
+    threshold: float = 0.05
+    """L0: the endpoints are trained below it and the path must stay under it (evaluation loss)."""
+    a: EndpointConfig = field(default_factory=lambda: EndpointConfig(seed=0))
+    """First endpoint."""
+    b: EndpointConfig = field(default_factory=lambda: EndpointConfig(seed=1))
+    """Second endpoint."""
+    dss: DSSConfig = field(default_factory=DSSConfig)
+    """Path finder (``dss.method``) and its settings."""
+
+
+def connect_endpoints(cfg: ConnectConfig) -> tuple[ParamSpace, BeadString]:
+    """Build the task on ``cfg.device`` in ``cfg.dtype``, make both endpoints and connect them (no files written)."""
+    task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options)
+    space = ParamSpace.from_task(task)
+    a = make_endpoint(space, cfg.a, cfg.threshold)
+    b = make_endpoint(space, cfg.b, cfg.threshold)
+    return space, connect(space, a, b, cfg.threshold, cfg.dss)
+
+
+def run_connect(cfg: ConnectConfig) -> dict[str, Any]:
+    """Connect two endpoints of ``cfg.task``; returns the string's metrics."""
+    make_task(cfg.task.name, **cfg.task.options).load()  # fail on a bad task or missing data before writing anything
+    run = Run.create(f"{cfg.name}-{cfg.task.name}", cfg, cfg.out)
+    print(f"run directory: {run.path}")
+    with run:
+        space, string = connect_endpoints(cfg)
+        plot = run.subdir("plots") / "path_loss.png"
+        metrics = record_string(run, space, string, kind="connect", path=run.path / "string.pt", plot=plot)
+        run.log_scalars("geodesic", {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, 0)
+        run.write_text("report.md", string_report(space.task.name, string))
+    state = "connected" if string.connected else f"NOT connected: {string.reason}"
+    print(f"{state}; {string.num_beads} beads, normalized length {string.normalized_length:.4f}, "
+          f"max loss {string.max_loss:.5g} (L0 = {cfg.threshold:g})")  # fmt: skip
+    print(f"string: {run.path / 'string.pt'}\nplot: {plot}\ntensorboard --logdir {run.path / 'tb'}")
+    return metrics

@@ -1,0 +1,134 @@
+"""The path-finder seam: the settings every finder receives (``DSSConfig``), its interface and the registry.
+
+A path finder connects pairs of endpoints inside the level set {theta : F(theta) <= L0} of each pair's threshold and
+returns one :class:`~geodesics.path.BeadString` per pair. ``DSSConfig.method`` names the finder ``connect`` runs; the
+name must be registered (:func:`register_finder`). The built-in finders are registered by the package
+(``geodesics.finders``): ``greedy`` (DSS paper, Algorithm 1) and ``constrained`` (Appendix A). A new finder is one
+module holding a function with the :class:`PathFinder` signature, and one line ``register_finder("name", function)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from torch import Tensor
+
+from geodesics.curve import CurveConfig
+from geodesics.path import BeadString
+from geodesics.space import ParamSpace
+
+__all__ = ["DSSConfig", "Pair", "PathFinder", "get_finder", "list_finders", "register_finder"]
+
+Pair = tuple[Tensor, Tensor]
+"""Two endpoints ``(a (P,), b (P,))``."""
+
+
+class PathFinder(Protocol):
+    """Connects every pair inside its level set; what ``connect_many`` calls for ``DSSConfig.method``."""
+
+    def __call__(
+        self,
+        space: ParamSpace,
+        pairs: Sequence[Pair],
+        thresholds: Sequence[float],
+        endpoint_losses: Tensor,
+        keys: Sequence[int],
+        config: DSSConfig,
+    ) -> list[BeadString]:
+        """One string per pair, in order, from ``a`` to ``b``.
+
+        Args:
+            space: the parameter space of the task.
+            pairs: the endpoints, checked: on the space's device and dtype, each endpoint's evaluation loss at most
+                its pair's threshold. A string must hold them bit-identical as ``beads[0]`` and ``beads[-1]``.
+            thresholds: the level L0 of each pair.
+            endpoint_losses: evaluation losses of the endpoints ``(N, 2)`` in float64.
+            keys: the random stream of each pair (``envs.seeding.generator(config.seed, ..., key)``), so a pair's
+                result does not depend on the pairs beside it.
+            config: the settings (budgets, bead training, segment checks, finder options).
+        """
+        ...
+
+
+_FINDERS: dict[str, PathFinder] = {}
+
+
+def register_finder(name: str, finder: PathFinder) -> None:
+    """Make ``finder`` available as ``DSSConfig(method=name)``.
+
+    Raises:
+        ValueError: ``name`` is already taken by another finder.
+    """
+    if _FINDERS.get(name, finder) is not finder:
+        raise ValueError(f"a path finder is already registered as {name!r}; pick another name")
+    _FINDERS[name] = finder
+
+
+def list_finders() -> list[str]:
+    """Names of the registered path finders."""
+    return sorted(_FINDERS)
+
+
+def get_finder(name: str) -> PathFinder:
+    """The finder registered as ``name``; a clear error naming the valid choices otherwise."""
+    try:
+        return _FINDERS[name]
+    except KeyError:
+        raise ValueError(_unknown(name)) from None
+
+
+def _unknown(name: str) -> str:
+    return f"method must be one of the registered path finders ({', '.join(list_finders())}), got {name!r}"
+
+
+@dataclass
+class DSSConfig:
+    """Settings of ``connect``: which path finder, its budgets, bead training and segment checks."""
+
+    method: str = "greedy"
+    """Path finder by registered name: ``greedy`` (Algorithm 1, breadth-first), ``constrained`` (Appendix A), or any
+    name given to ``geodesics.finders.register_finder``."""
+    alpha: float = 0.95
+    """New beads are trained until their loss is at most alpha * L0."""
+    t_star: str = "argmax"
+    """Where a failing segment gets its bead: ``argmax`` of its curve or ``midpoint``."""
+    max_rounds: int = 10
+    """Rounds of bead insertion at most."""
+    max_beads: int = 256
+    """Beads on the string at most, endpoints included."""
+    max_steps: int = 2000
+    """Training steps per bead at most (constrained: per stage)."""
+    max_seconds: float = 0.0
+    """Wall-time budget in seconds (0: none)."""
+    optimizer: str = "adam"
+    """Bead optimizer: a registered optimizer with a batched twin (``adam``, ``sgd``, ``momentum``, ...)."""
+    lr: float = 0.0
+    """Bead learning rate (0: the task's recipe learning rate)."""
+    check_every: int = 10
+    """Evaluate training beads every this many steps."""
+    bead_noise: float = 1e-3
+    """Gaussian jitter of new beads, relative to their segment's length (breaks exact symmetries; 0 to disable)."""
+    seed: int = 0
+    """Seed of the jitter and of the bead training batches."""
+    keep_snapshots: bool = True
+    """Keep a copy of the string after every round (for the Appendix D snapshot plots)."""
+    curve: CurveConfig = field(default_factory=CurveConfig)
+    """Grid and refinement of the segment checks."""
+    spring: float = 0.0
+    """Constrained only: C, weight of the spring term sum of distances to the neighbours."""
+    kappa: float = 1.0
+    """Constrained only: weight of the distance to the bisecting hyperplane of the neighbours."""
+    stages: int = 4
+    """Constrained only: number of target levels from the initial peak down to L0."""
+
+    def __post_init__(self) -> None:
+        if self.method not in _FINDERS:
+            raise ValueError(_unknown(self.method))
+        if self.t_star not in ("argmax", "midpoint"):
+            raise ValueError(f"t_star must be argmax or midpoint, got {self.t_star!r}")
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        if self.max_rounds < 0 or self.max_beads < 2 or self.max_steps < 1 or self.stages < 1:
+            raise ValueError("max_rounds >= 0, max_beads >= 2, max_steps >= 1 and stages >= 1 are required")

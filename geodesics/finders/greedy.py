@@ -1,0 +1,141 @@
+"""Greedy Dynamic String Sampling (DSS paper, Algorithm 1), run breadth-first over many pairs at once.
+
+The string starts as [A, B]. Each round, every segment whose certified maximum exceeds L0 gets a bead at t* (the
+refined argmax of its curve, or 0.5), all new beads are trained together to alpha * L0 (``geodesics.beads``), and only
+the new segments are checked again (``geodesics.curve``). Unlike the public reference code (which recurses
+depth-first, trains one bead at a time, builds a graph per interpolation point and never checks t = 1), this always
+terminates: a round, bead, step or wall-time budget that runs out, or a bead that cannot reach its target, ends the
+run with ``connected=False`` and the reason. The beads of every string of a round train as one batch; each string
+keeps its own budgets and jitter stream, so a string's result does not depend on the strings beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from geodesics.beads import train_beads
+from geodesics.curve import SegmentMax, segment_maxima
+from geodesics.finders.base import DSSConfig, Pair
+from geodesics.finders.common import Budget, bead_jitter, finish_string, new_bead, round_record
+from geodesics.path import BeadString, RoundRecord
+from geodesics.space import ParamSpace
+
+__all__ = ["connect_greedy"]
+
+
+class _GreedyString:
+    """The state of one string during greedy DSS."""
+
+    def __init__(self, key: int, a: Tensor, b: Tensor, losses: list[float], threshold: float, config: DSSConfig):
+        self.threshold = threshold
+        self.beads = [a, b]
+        self.losses = losses
+        self.checks: list[SegmentMax] = []
+        self.history: list[RoundRecord] = []
+        self.reason = ""
+        self.done = False
+        self.failing: list[int] = []
+        self.jitter = bead_jitter(config, key)
+
+    def plan(self, config: DSSConfig, round_: int, budget: Budget) -> list[Tensor]:
+        """New beads for this round (empty when the string is done, with its reason set when it failed)."""
+        self.failing = [i for i, c in enumerate(self.checks) if c.upper > self.threshold]
+        if not self.failing:
+            self.done = True
+        elif budget.expired:
+            self.reason = f"time: the {config.max_seconds:g} s budget ran out after {round_ - 1} rounds"
+        elif len(self.beads) + len(self.failing) > config.max_beads:
+            self.reason = (
+                f"beads: {len(self.failing)} more beads would exceed max_beads={config.max_beads} "
+                f"({len(self.beads)} on the string)"
+            )
+        if self.reason:
+            self.done = True
+        if self.done:
+            return []
+        beads, checks = self.beads, self.checks
+        return [new_bead(beads[i], beads[i + 1], checks[i], config, self.jitter) for i in self.failing]
+
+    def insert(self, beads: Tensor, losses: Tensor, reached: Tensor, config: DSSConfig) -> None:
+        """Insert the trained beads after their segments' left ends; note the first that missed its target."""
+        for row, i in sorted(enumerate(self.failing), key=lambda pair: -pair[1]):  # from the right: indices hold
+            self.beads.insert(i + 1, beads[row])
+            self.losses.insert(i + 1, float(losses[row]))
+        if not bool(reached.all()):
+            row = int((~reached).nonzero()[0])
+            position = self.failing[row] + 1 + row  # where the bead landed once the earlier ones were inserted
+            self.reason = (
+                f"bead {position} could not reach its target alpha*L0 = {config.alpha * self.threshold:.6g} within "
+                f"max_steps={config.max_steps} (its loss: {float(losses[row]):.6g})"
+            )
+            self.done = True
+
+    def fresh_segments(self) -> list[int]:
+        """Segments of the new string that need a check: both halves of every split segment."""
+        return [i + rank + half for rank, i in enumerate(self.failing) for half in (0, 1)]
+
+    def update_checks(self, results: list[SegmentMax]) -> None:
+        """Merge the checks of the fresh segments with the kept ones."""
+        split = set(self.failing)
+        merged: list[SegmentMax | None] = []
+        for i, check in enumerate(self.checks):
+            merged += [None, None] if i in split else [check]
+        for j, result in zip(self.fresh_segments(), results):
+            merged[j] = result
+        self.checks = [c for c in merged if c is not None]
+
+
+def connect_greedy(
+    space: ParamSpace,
+    pairs: Sequence[Pair],
+    thresholds: Sequence[float],
+    endpoint_losses: Tensor,
+    keys: Sequence[int],
+    config: DSSConfig,
+) -> list[BeadString]:
+    """Greedy DSS of every pair (a :class:`~geodesics.finders.base.PathFinder`, registered as ``greedy``)."""
+    budget = Budget(config.max_seconds)
+    strings = [
+        _GreedyString(key, a, b, pair_losses.tolist(), level, config)
+        for key, (a, b), pair_losses, level in zip(keys, pairs, endpoint_losses, thresholds)
+    ]
+    starts = torch.stack([a for a, _ in pairs])
+    ends = torch.stack([b for _, b in pairs])
+    for s, check in zip(strings, segment_maxima(space, starts, ends, config.curve)):
+        s.checks = [check]
+        s.history.append(round_record(0, s.beads, 0, s.checks, s.threshold, 0, budget, config))
+    initial = [s.checks[0].upper for s in strings]
+    lr = config.lr or space.task.recipe.lr
+    for round_ in range(1, config.max_rounds + 1):
+        plans = [(s, s.plan(config, round_, budget)) for s in strings if not s.done]
+        plans = [(s, inits) for s, inits in plans if inits]
+        if not plans:
+            break
+        inits = torch.stack([bead for _, beads in plans for bead in beads])
+        targets = torch.tensor([config.alpha * s.threshold for s, beads in plans for _ in beads], dtype=torch.float64)
+        trained = train_beads(space, inits, targets, max_steps=config.max_steps, lr=lr, optimizer=config.optimizer,
+                              check_every=config.check_every, seed=config.seed * 1000 + round_)  # fmt: skip
+        rows, offset = [], 0
+        for s, beads in plans:
+            rows.append(slice(offset, offset + len(beads)))
+            offset += len(beads)
+            sl = rows[-1]
+            s.insert(trained.beads[sl], trained.losses[sl], trained.reached[sl], config)
+        segments = [(s, j) for s, _ in plans for j in s.fresh_segments()]
+        results = segment_maxima(space, torch.stack([s.beads[j] for s, j in segments]),
+                                 torch.stack([s.beads[j + 1] for s, j in segments]), config.curve)  # fmt: skip
+        for (s, beads), sl in zip(plans, rows):
+            s.update_checks(results[2 * sl.start : 2 * sl.stop])
+            steps = int(trained.steps[sl].max())
+            s.history.append(round_record(round_, s.beads, len(beads), s.checks, s.threshold, steps, budget, config))
+    out = []
+    for s, peak in zip(strings, initial):
+        remaining = sum(c.upper > s.threshold for c in s.checks)
+        if remaining and not s.reason:
+            s.reason = f"rounds: max_rounds={config.max_rounds} used and {remaining} segments are still above L0"
+        out.append(finish_string(space, s.beads, s.losses, s.checks, s.threshold, reason=s.reason, method="greedy",
+                                 history=s.history, config=config, initial_segment_max=peak))  # fmt: skip
+    return out
