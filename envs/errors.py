@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataNotFoundError", "RunLockedError", "StorageError", "TaskError"]
+__all__ = ["ConfigError", "DataNotFoundError", "InvalidValue", "RunLockedError", "StorageError", "TaskError"]
 
 
 class TaskError(ValueError):
@@ -23,3 +23,14 @@ class RunLockedError(ConfigError):
 
 class StorageError(OSError):
     """A write that failed for want of space (or another storage fault); finished work is kept, rerun to continue."""
+
+
+class InvalidValue(ConfigError):
+    """A value outside its valid range, raised by a schema's checks; ``load_config`` adds the dotted key."""
+
+    def __init__(self, owner: type, key: str, value: object, message: str):
+        super().__init__(f"{key} {message}")
+        self.owner = owner
+        self.key = key
+        self.value = value
+        self.message = message

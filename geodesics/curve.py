@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from envs.tooling.config import check_range
 from geodesics.space import ParamSpace
 
 __all__ = ["CurveConfig", "SegmentMax", "evaluate_segments", "interpolate", "interpolation_curve", "segment_maxima"]
@@ -42,10 +43,10 @@ class CurveConfig:
     """Points evaluated across the bracket per round (its two ends included)."""
 
     def __post_init__(self) -> None:
-        if self.num_points < 2:
-            raise ValueError(f"num_points must be at least 2 (both ends), got {self.num_points}")
-        if self.refine_points < 3 or self.refine_rounds < 0 or self.refine_peaks < 1:
-            raise ValueError("refine_points must be >= 3, refine_rounds >= 0 and refine_peaks >= 1")
+        check_range(self, "num_points", low=2, integer=True)  # both ends
+        check_range(self, "refine_points", low=3, integer=True)
+        check_range(self, "refine_rounds", low=0, integer=True)
+        check_range(self, "refine_peaks", low=1, integer=True)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from envs.fit import fit
 from envs.task import Task
+from envs.tooling.config import check_range
 from geodesics.beads import batched_optimizer, train_beads
 from geodesics.space import ParamSpace
 
@@ -167,6 +168,10 @@ class EndpointConfig:
     """Load instead: a ``metaopt fit`` checkpoint (``checkpoints/final.pt``) or a saved flat vector (``(P,)``)."""
     max_steps: int = 0
     """Training step budget (0: five times the task's recipe steps)."""
+
+    def __post_init__(self) -> None:
+        check_range(self, "seed", low=0, integer=True)
+        check_range(self, "max_steps", low=0, integer=True)
 
 
 def load_endpoint(space: ParamSpace, path: str | Path) -> Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import textwrap
 import typing
 from collections.abc import Sequence
@@ -25,9 +26,18 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from envs.errors import ConfigError
+from envs.errors import ConfigError, InvalidValue
 
-__all__ = ["RunOptions", "TaskConfig", "config_help", "field_docs", "find_config", "load_config", "to_yaml"]
+__all__ = [
+    "RunOptions",
+    "TaskConfig",
+    "check_range",
+    "config_help",
+    "field_docs",
+    "find_config",
+    "load_config",
+    "to_yaml",
+]
 
 T = TypeVar("T")
 
@@ -40,6 +50,52 @@ class TaskConfig:
     """Task name; one of ``envs.list_tasks()``."""
     options: dict[str, Any] = field(default_factory=dict)
     """Task options (see the task's ``Options`` dataclass), e.g. ``{width: 40}``."""
+
+
+def check_range(
+    owner: Any,
+    key: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+    optional: bool = False,
+) -> None:
+    """Check that ``owner.key`` (a number, or each number of a list) is finite and in the range; else raise.
+
+    Call from a schema's ``__post_init__``: the error names the key (``load_config`` makes it a dotted path such as
+    ``dss.alpha``) and the valid range, e.g. ``threshold must be a finite number in (0, inf), got nan``.
+
+    Raises:
+        InvalidValue: a non-finite value, or one outside ``[low, high]`` (``(`` / ``)`` where open).
+    """
+    value = getattr(owner, key)
+    if value is None and optional:
+        return
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    kind = "an integer" if integer else "a finite number"
+    left = "(" if low_open or low is None else "["
+    right = ")" if high_open or high is None else "]"
+    span = f"{left}{'-inf' if low is None else _short(low)}, {'inf' if high is None else _short(high)}{right}"
+    if isinstance(value, (list, tuple)):
+        kind = f"a non-empty list of {'integers' if integer else 'finite numbers'}"
+    for item in values:
+        ok = isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)
+        ok = ok and (not integer or float(item).is_integer())
+        if ok and low is not None:
+            ok = item > low if low_open else item >= low
+        if ok and high is not None:
+            ok = item < high if high_open else item <= high
+        if not ok:
+            raise InvalidValue(type(owner), key, value, f"must be {kind} in {span}, got {value!r}")
+    if not values:
+        raise InvalidValue(type(owner), key, value, f"must be {kind} in {span}, got {value!r}")
+
+
+def _short(value: float) -> str:
+    return f"{value:g}"
 
 
 @dataclass
@@ -104,6 +160,9 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         return typing.cast(T, OmegaConf.to_object(merged))
     except OmegaConfBaseException as exc:
         raise ConfigError(_explain(schema, exc)) from None
+    except InvalidValue as exc:  # a range check in a schema's __post_init__: name the full key
+        key = _dotted_key(schema, merged, exc)
+        raise ConfigError(f"bad value for {key}: {key} {exc.message}") from None
     except (TypeError, ValueError) as exc:  # raised by a schema's __post_init__
         raise ConfigError(f"invalid {schema.__name__}: {exc}") from None
 
@@ -126,6 +185,33 @@ def _schema_at(schema: type, path: list[str]) -> type | None:
         hints = typing.get_type_hints(current)
         current = hints.get(part) if isinstance(hints.get(part), type) else None
     return current if current is not None and dataclasses.is_dataclass(current) else None
+
+
+def _dotted_key(schema: type, merged: DictConfig, exc: InvalidValue) -> str:
+    """The dotted key of the value a nested schema refused: among the fields of its type, the one holding it."""
+    candidates = [".".join([*path, exc.key]) for path in _paths_of(schema, exc.owner)]
+    for key in candidates:
+        if "<key>" not in key and repr(OmegaConf.select(merged, key)) == repr(exc.value):
+            return key
+    return candidates[0] if candidates else exc.key
+
+
+def _paths_of(schema: type, owner: type, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """Dotted paths of every field of ``schema`` (nested) whose type is ``owner``; ``[[]]`` for the schema itself."""
+    if schema is owner:
+        return [list(prefix)]
+    if not dataclasses.is_dataclass(schema) or len(prefix) > 6:
+        return []
+    hints = typing.get_type_hints(schema)
+    found: list[list[str]] = []
+    for f in dataclasses.fields(schema):
+        hint = hints.get(f.name)
+        inner = _mapping_value_schema(hint)
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            found += _paths_of(hint, owner, (*prefix, f.name))
+        elif inner is not None:
+            found += _paths_of(inner, owner, (*prefix, f.name, "<key>"))
+    return found
 
 
 def to_yaml(cfg: Any) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envs.registry import make_task
-from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
 from geodesics.commands.report import record_string, string_report
 from geodesics.endpoints import EndpointConfig, make_endpoint
@@ -33,6 +33,9 @@ class ConnectConfig(RunOptions):
     """Second endpoint."""
     dss: DSSConfig = field(default_factory=DSSConfig)
     """Path finder (``dss.method``) and its settings."""
+
+    def __post_init__(self) -> None:
+        check_range(self, "threshold", low=0, low_open=True)
 
 
 def connect_endpoints(cfg: ConnectConfig) -> tuple[ParamSpace, BeadString]:

@@ -16,7 +16,7 @@ import torch
 
 from envs.registry import make_task
 from envs.tasks.permutation import swap_hidden_units
-from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
 from geodesics.commands.connect import ConnectConfig, connect_endpoints
 from geodesics.commands.report import record_string, string_report
@@ -54,6 +54,9 @@ class DisconnectionConfig(RunOptions):
     """DSS settings of the permuted pair."""
     control: ConnectConfig = field(default_factory=_control)
     """The control: two independently trained models of a task that connects."""
+
+    def __post_init__(self) -> None:
+        check_range(self, "threshold", low=0, low_open=True)
 
 
 def permuted_pair(

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from envs.registry import make_task
 from envs.task import Task
-from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
 from geodesics.endpoints import train_endpoints
 from geodesics.finders import DSSConfig, connect_many
@@ -56,10 +56,11 @@ class SweepConfig(RunOptions):
     """Path finder (``dss.method``) and its settings."""
 
     def __post_init__(self) -> None:
-        if not self.thresholds or min(self.thresholds) <= 0:
-            raise ValueError("thresholds must be a non-empty list of positive losses")
-        if self.pairs < 1 or self.concurrent < 1:
-            raise ValueError("pairs and concurrent must be positive")
+        check_range(self, "thresholds", low=0, low_open=True)
+        check_range(self, "pairs", low=1, integer=True)
+        check_range(self, "concurrent", low=1, integer=True)
+        check_range(self, "seed", low=0, integer=True)
+        check_range(self, "train_steps", low=0, integer=True)
 
 
 def pair_seeds(config: SweepConfig, threshold_index: int, pair: int) -> tuple[int, int]:

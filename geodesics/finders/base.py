@@ -15,6 +15,7 @@ from typing import Protocol
 
 from torch import Tensor
 
+from envs.tooling.config import check_range
 from geodesics.curve import CurveConfig
 from geodesics.path import BeadString
 from geodesics.space import ParamSpace
@@ -128,7 +129,15 @@ class DSSConfig:
             raise ValueError(_unknown(self.method))
         if self.t_star not in ("argmax", "midpoint"):
             raise ValueError(f"t_star must be argmax or midpoint, got {self.t_star!r}")
-        if not 0 < self.alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
-        if self.max_rounds < 0 or self.max_beads < 2 or self.max_steps < 1 or self.stages < 1:
-            raise ValueError("max_rounds >= 0, max_beads >= 2, max_steps >= 1 and stages >= 1 are required")
+        check_range(self, "alpha", low=0, high=1, low_open=True)
+        check_range(self, "max_rounds", low=0, integer=True)
+        check_range(self, "max_beads", low=2, integer=True)
+        check_range(self, "max_steps", low=1, integer=True)
+        check_range(self, "stages", low=1, integer=True)
+        check_range(self, "check_every", low=1, integer=True)
+        check_range(self, "seed", low=0, integer=True)
+        check_range(self, "max_seconds", low=0)
+        check_range(self, "lr", low=0)
+        check_range(self, "bead_noise", low=0)
+        check_range(self, "spring", low=0)
+        check_range(self, "kappa", low=0)

@@ -8,6 +8,7 @@ when no budget gave out and every certified segment maximum is at most L0.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -46,8 +47,13 @@ def check_pairs(space: ParamSpace, pairs: Sequence[Pair], thresholds: Sequence[f
     """The pairs moved to the space's device and dtype, and their evaluation losses ``(N, 2)`` in float64.
 
     Raises:
-        ValueError: vectors of the wrong size, or an endpoint whose loss is above its pair's threshold.
+        ValueError: a threshold that is not a finite positive loss, vectors of the wrong size, or an endpoint whose
+            loss is above its pair's threshold.
     """
+    for index, threshold in enumerate(thresholds):
+        if not (math.isfinite(threshold) and threshold > 0):
+            which = f" of pair {index}" if len(thresholds) > 1 else ""
+            raise ValueError(f"the threshold L0{which} must be a finite loss > 0, got {threshold}")
     checked = [(space.check(a), space.check(b)) for a, b in pairs]
     if not checked:
         return [], torch.empty(0, 2, dtype=torch.float64)
