@@ -37,34 +37,37 @@ class Mutant:
 GYM = ("tests/envs/test_gym.py",)
 SPACE = ("tests/geodesics/test_space.py", "tests/geodesics/test_dss.py")
 CURVE = ("tests/geodesics/test_curve.py", "tests/geodesics/test_dss.py")
+DSS = ("tests/geodesics/test_dss.py", "tests/geodesics/test_finders.py")
+INVARIANTS = ("tests/geodesics/test_invariants.py",)
+M = Mutant
 
 MUTANTS: list[Mutant] = [
     # -- envs/gym ------------------------------------------------------------------------------------------------
     Mutant("reward with the wrong sign", "envs/gym/optimizee_env.py", "else -loss", "else loss", GYM),
     Mutant(
         "action scale ignored", "envs/gym/optimizee_env.py", "return update * self.action_scale", "return update", GYM
-    ),  # fmt: skip
+    ),
     Mutant(
         "observations in float64",
         "envs/gym/optimizee_env.py",
         "self._np_dtype = np.float64 if self.task.dtype == torch.float64 else np.float32",
         "self._np_dtype = np.float64",
         GYM,
-    ),  # fmt: skip
+    ),
     Mutant(
         "out-of-box actions accepted",
         "envs/gym/optimizee_env.py",
         "outside = int((np.abs(update) > 1).sum())",
         "outside = 0",
         GYM,
-    ),  # fmt: skip
+    ),
     Mutant(
         "lr mapping off by a factor",
         "envs/gym/lr_env.py",
         "return 10.0 ** (lo + (a + 1.0) / 2.0 * (hi - lo))",
         "return 10.0 ** (lo + (a + 1.0) * (hi - lo))",
         GYM,
-    ),  # fmt: skip
+    ),
     Mutant("lr env ignores the action", "envs/gym/lr_env.py", 'group["lr"] = lr', "pass", GYM),
     Mutant(
         "lr env reward sign",
@@ -72,14 +75,14 @@ MUTANTS: list[Mutant] = [
         "reward = -LOSS_CAP if diverged else -mean",
         "reward = -LOSS_CAP if diverged else mean",
         GYM,
-    ),  # fmt: skip
+    ),
     Mutant(
         "run seed not drawn from the env's generator",
         "envs/gym/optimizee_env.py",
         "run_seed = int(self.np_random.integers(0, 2**31 - 1))",
         "run_seed = 0",
         GYM,
-    ),  # fmt: skip
+    ),
     # -- geodesics: evaluation -------------------------------------------------------------------------------------
     Mutant(
         "loop evaluates every row with the first vector",
@@ -87,7 +90,85 @@ MUTANTS: list[Mutant] = [
         "        for theta in chunk:\n            self.load_into(self.model, theta)\n            out.append(",
         "        for theta in chunk:\n            self.load_into(self.model, chunk[0])\n            out.append(",
         SPACE,
-    ),  # fmt: skip
+    ),
+    M(
+        "vmap by default on CPU",
+        "geodesics/space.py",
+        'return "vmap" if torch.device(device).type == "cuda" else "loop"',
+        'return "vmap"',
+        SPACE,
+    ),
+    M(
+        "evaluation chunks not weighted by size",
+        "geodesics/space.py",
+        "total += self.batched_loss(thetas, batch).to(torch.float64) * weight",
+        "total += self.batched_loss(thetas, batch).to(torch.float64) * count",
+        SPACE,
+    ),
+    # -- geodesics: segment checks and DSS ---------------------------------------------------------------------------
+    M(
+        "grid never evaluates t = 1",
+        "geodesics/curve.py",
+        "grid = torch.linspace(0.0, 1.0, config.num_points, device=space.device, dtype=torch.float64)",
+        "grid = torch.linspace(0.0, 1.0, config.num_points + 1, device=space.device, dtype=torch.float64)[:-1]",
+        CURVE + INVARIANTS,
+    ),
+    M(
+        "segment ends never count as peaks",
+        "geodesics/curve.py",
+        "padded = torch.nn.functional.pad(values, (1, 1), value=-torch.inf)",
+        "padded = torch.nn.functional.pad(values, (1, 1), value=torch.inf)",
+        CURVE + INVARIANTS,
+    ),
+    M(
+        "certified bound without its tolerance",
+        "geodesics/curve.py",
+        "return self.value + self.tolerance",
+        "return self.value",
+        CURVE + INVARIANTS,
+    ),
+    M(
+        "beads trained to L0 instead of alpha * L0",
+        "geodesics/finders/greedy.py",
+        "targets = torch.tensor([config.alpha * s.threshold",
+        "targets = torch.tensor([s.threshold",
+        DSS + INVARIANTS,
+    ),
+    M(
+        "t* always the midpoint",
+        "geodesics/finders/common.py",
+        't = 0.5 if config.t_star == "midpoint" else min(max(check.t, 0.01), 0.99)',
+        "t = 0.5",
+        DSS + INVARIANTS,
+    ),
+    M(
+        "connected ignores the reason",
+        "geodesics/finders/common.py",
+        "connected = not reason and all(c.upper <= threshold for c in checks)",
+        "connected = all(c.upper <= threshold for c in checks)",
+        DSS + INVARIANTS,
+    ),
+    M(
+        "endpoint above L0 accepted",
+        "geodesics/finders/common.py",
+        "if loss > threshold:",
+        "if loss > 2 * threshold:",
+        DSS,
+    ),
+    M(
+        "normalized length divided by the squared chord",
+        "geodesics/path.py",
+        "return self.length / float((self.beads[-1].double() - self.beads[0].double()).norm())",
+        "return self.length / float((self.beads[-1].double() - self.beads[0].double()).norm()) ** 2",
+        DSS,
+    ),
+    M(
+        "sweep standard error without the sqrt(n)",
+        "geodesics/commands/sweep.py",
+        "return mean, math.sqrt(var / len(values))",
+        "return mean, math.sqrt(var)",
+        ("tests/geodesics/test_sweep.py",),
+    ),
 ]
 
 
