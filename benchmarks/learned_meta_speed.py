@@ -22,8 +22,8 @@ from torch import Tensor
 from typing_extensions import override
 
 import envs
-from metaopt import CoordinateLSTM, DifferentiableLearnedOptimizer, LearnedOptimizer, lstm_step, optimizee_loss
-from metaopt.unroll import InnerState, unroll
+from metaopt import CoordinateLSTM, DifferentiableLearnedOptimizer, LearnedOptimizer, optimizee_loss
+from metaopt.inner import InnerState, unroll
 
 
 class PerTensorLearnedOptimizer(LearnedOptimizer):
@@ -35,13 +35,15 @@ class DifferentiablePerTensorLearnedOptimizer(DifferentiableLearnedOptimizer):
 
     @override
     def _update(self, grouped_grads: list[list[Tensor]], **kwargs: Any) -> None:
+        rule = self.rule
         for group_idx, (group, grads) in enumerate(zip(self.param_groups, grouped_grads)):
             for p_idx, (p, g) in enumerate(zip(group["params"], grads)):
                 if g is None:
                     continue
-                hidden = self._hidden(group_idx, p_idx, p, g.dtype)
+                pieces = self.state[group_idx][p_idx]
+                state = pieces.get("per_tensor") or rule.join([pieces or rule.init_state(p)])
                 g = g.detach() if self.first_order else g
-                update, self.state[group_idx][p_idx]["hidden"] = lstm_step(self.net, g.reshape(-1), hidden)
+                update, pieces["per_tensor"] = rule.step(g.reshape(-1), state, [p])
                 group["params"][p_idx] = p + update.view_as(p)
 
 

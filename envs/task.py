@@ -1,4 +1,4 @@
-"""The Task interface (DESIGN.md section 5): a seeded model builder, a loss, a batch stream and a fixed evaluation set.
+"""The Task interface: a seeded model builder, a loss, a batch stream and a fixed evaluation set.
 
 One task object serves every consumer of the framework: the DSS engine evaluates its loss on flat parameter vectors
 (``criterion`` applied to ``torch.func.functional_call`` outputs), the meta-trainer unrolls it with ``higher``, the
@@ -56,8 +56,6 @@ class Task(ABC):
     """Dataclass of the task's options (``envs.make_task(name, **options)`` validates against it)."""
     recipe: ClassVar[Recipe]
     """Default training recipe."""
-    problem_family: ClassVar[bool] = False
-    """True when each run seed draws a new problem instance (see :meth:`instance`)."""
     env_name: ClassVar[str | None] = None
     """Name in the Gymnasium id ``metaopt/<env_name>-v0``; derived from ``name`` when None."""
 

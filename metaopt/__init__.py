@@ -1,21 +1,28 @@
-"""Meta-learned optimizers: the coordinatewise LSTM of "Learning to learn by gradient descent by gradient descent".
+"""Meta-learned optimizers: learned rules meta-trained through ``higher`` unrolls on plain or geodesic objectives.
+
+The first rule is the coordinatewise LSTM of "Learning to learn by gradient descent by gradient descent".
 
 >>> import metaopt
 >>> opt = metaopt.LearnedOptimizer(model.parameters(), checkpoint="runs/x/checkpoints/best.pt")
 
-Importing the package registers the learned optimizer with ``higher`` (so ``higher.innerloop_ctx`` unrolls it) and in
-the optimizer registry of :mod:`envs` as ``learned`` (``envs.make_optimizer("learned", params, checkpoint=path)``).
+Sub-packages: ``rules`` (the :class:`LearnedRule` interface and registry), ``shells`` (the optimizer and its
+``higher`` twin), ``inner`` (optimizees and unrolls), ``objectives``, ``outer`` (the :class:`Estimator` interface and
+registry), ``training`` (the meta-training loop), ``targets`` (geodesic-target datasets), ``compare`` (the
+comparison harness) and ``commands`` (``metaopt train|targets|compare|quickstart``). Importing the package registers
+the learned optimizer with ``higher`` (so ``higher.innerloop_ctx`` unrolls it) and in the optimizer registry of
+:mod:`envs` as ``learned`` (``envs.make_optimizer("learned", params, checkpoint=path)``).
 """
 
 from envs.optim import register_optimizer
 from metaopt.checkpoint import CheckpointError, load_net, save_checkpoint
-from metaopt.geodesic import imitation_loss, start_window, warm_state
-from metaopt.lstm import CoordinateLSTM, LSTMConfig, lstm_step
-from metaopt.objectives import ObjectiveConfig, make_objective, optimizee_loss, register_objective
-from metaopt.optimizer import DifferentiableLearnedOptimizer, LearnedOptimizer
+from metaopt.commands import run_train
+from metaopt.inner import InnerState, Trajectory, start_episode, start_window, unroll, warm_state
+from metaopt.objectives import ObjectiveConfig, imitation_loss, make_objective, optimizee_loss, register_objective
+from metaopt.outer import Estimator, EstimatorSetup, MetaGradient, list_estimators, register_estimator
+from metaopt.rules import CoordinateLSTM, LearnedRule, LSTMConfig, list_rules, lstm_step, register_rule
+from metaopt.shells import DifferentiableLearnedOptimizer, LearnedOptimizer
 from metaopt.targets import TargetDataset, TargetWindow
-from metaopt.train import TrainConfig, run_train
-from metaopt.unroll import InnerState, Trajectory, start_episode, unroll
+from metaopt.training import TrainConfig
 
 register_optimizer("learned", LearnedOptimizer, tunable_lr=False, checkpoint=None)
 
@@ -23,20 +30,28 @@ __all__ = [
     "CheckpointError",
     "CoordinateLSTM",
     "DifferentiableLearnedOptimizer",
+    "Estimator",
+    "EstimatorSetup",
     "InnerState",
     "LSTMConfig",
     "LearnedOptimizer",
+    "LearnedRule",
+    "MetaGradient",
     "ObjectiveConfig",
     "TrainConfig",
     "TargetDataset",
     "TargetWindow",
     "Trajectory",
     "imitation_loss",
+    "list_estimators",
+    "list_rules",
     "load_net",
     "lstm_step",
     "make_objective",
     "optimizee_loss",
+    "register_estimator",
     "register_objective",
+    "register_rule",
     "run_train",
     "save_checkpoint",
     "start_episode",

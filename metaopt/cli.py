@@ -1,4 +1,8 @@
-"""The ``metaopt`` command line: ``metaopt COMMAND [CONFIG] [key=value ...]`` (``metaopt COMMAND --help``)."""
+"""The ``metaopt`` command line: ``metaopt COMMAND [CONFIG] [key=value ...]`` (``metaopt COMMAND --help``).
+
+Also ``python -m metaopt COMMAND ...`` (``metaopt/__main__.py``), the form ``torchrun`` launches. The commands live in
+:mod:`metaopt.commands`; the engine never imports them.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,19 @@ from pathlib import Path
 import envs
 from envs.fit_command import FitConfig, run_fit
 from envs.tooling.cli import Command, main_for
-from geodesics.connect_run import ConnectConfig
-from geodesics.disconnection import DisconnectionConfig
-from geodesics.sweep import SweepConfig
-from metaopt.compare import CompareConfig, run_compare
-from metaopt.quickstart import QuickstartConfig, run_quickstart
-from metaopt.targets_run import TargetsConfig, run_targets
-from metaopt.train import TrainConfig, run_train
+from geodesics.commands import ConnectConfig, DisconnectionConfig, SweepConfig
+from metaopt.commands import (
+    QuickstartConfig,
+    TargetsConfig,
+    run_compare,
+    run_quickstart,
+    run_targets,
+    run_train,
+)
+from metaopt.compare import CompareConfig
+from metaopt.training import TrainConfig
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "CONFIG_SCHEMAS", "main", "schema_for_config"]
 
 
 @dataclass
@@ -52,7 +60,7 @@ COMMANDS = [
         "train",
         TrainConfig,
         run_train,
-        "meta-train the coordinatewise LSTM optimizer on a task family; writes checkpoints/best.pt and last.pt",
+        "meta-train a learned optimizer (default the coordinatewise LSTM) on a task family; writes checkpoints",
         default_config="metaopt/quadratic.yaml",
     ),
     Command(

@@ -58,7 +58,6 @@ class QuadraticTask(Task):
     name = "quadratic"
     Options = QuadraticOptions
     recipe = Recipe(optimizer="adam", lr=0.1, steps=100)
-    problem_family = True
 
     @override
     def build_model(self) -> nn.Module:

@@ -1,4 +1,4 @@
-"""The comparison harness (DESIGN.md section 7): tune, evaluate on paired seeds, record every run, resume after a kill.
+"""The comparison harness: tune, evaluate on paired seeds, record every run, resume after a kill.
 
 The work is a list of *units*, one run each: ``(phase, task, optimizer, lr, seed)`` with phase ``tune`` (every grid
 learning rate on every tuning seed) or ``eval`` (every evaluation seed at the chosen learning rate). A finished unit is
@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from envs.errors import ConfigError
@@ -28,10 +29,10 @@ from envs.registry import make_task
 from envs.task import Task
 from envs.tooling.runs import Run
 from metaopt.compare.config import CompareConfig
-from metaopt.compare.results import Records, UnitKey, tuning_of
+from metaopt.compare.results import Records, TaskResult, UnitKey, task_results, tuning_of
 from metaopt.compare.runner import RunResult, RunSpec, run_batched, run_plain
 
-__all__ = ["Contender", "Plan", "Unit", "make_plan", "sweep"]
+__all__ = ["Contender", "Plan", "Unit", "compute_results", "make_plan", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,22 @@ def sweep(plan: Plan, run: Run, *, progress: bool = True) -> Records:
                     run.append_record(record)
                     records.add(record)
     return records
+
+
+def compute_results(cfg: CompareConfig, *, progress: bool = True) -> tuple[Run, list[TaskResult]]:
+    """Validate, open (or reopen) the run directory, compute the missing units, and read the results back."""
+    plan = make_plan(cfg)  # every check before the run directory exists
+    run = Run.create(cfg.name, cfg, cfg.out)
+    print(f"run directory: {run.path}")
+    threads = torch.get_num_threads()
+    try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        sweep(plan, run, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+    records = Records(run.records())  # the results depend on the file alone, as they do after a resume
+    return run, [task_results(cfg, label, records, plan.paths, plan.tunable) for label in cfg.tasks]
 
 
 def _complete(

@@ -121,16 +121,26 @@ def _conventions(cfg: CompareConfig) -> str:
     )
 
 
-def render_report(cfg: CompareConfig, tasks: Sequence[TaskResult]) -> str:
-    """The Markdown text of ``report.md``."""
-    parts = [f"# Optimizer comparison: {', '.join(cfg.optimizers)}", "", _conventions(cfg)]
-    for title, held_out in (("In-distribution tasks", False), ("Held-out tasks", True)):
+def render_report(cfg: CompareConfig, tasks: Sequence[TaskResult], *, level: int = 1, title: bool = True) -> str:
+    """The Markdown text of ``report.md``.
+
+    Args:
+        cfg: the comparison's config.
+        tasks: its results.
+        level: heading level of the title; sections and tasks are one and two levels below (another report embeds
+            the comparison as a section with ``level=2, title=False``).
+        title: start with the title line.
+    """
+    section, entry = "#" * (level + 1), "#" * (level + 2)
+    parts = [f"{'#' * level} Optimizer comparison: {', '.join(cfg.optimizers)}"] if title else []
+    parts += ["", _conventions(cfg)]
+    for heading, held_out in (("In-distribution tasks", False), ("Held-out tasks", True)):
         group = [task for task in tasks if task.config.held_out == held_out]
         if not group:
             continue
-        parts += ["", f"## {title}"]
+        parts += ["", f"{section} {heading}"]
         for task in group:
-            parts += ["", f"### `{task.label}`: {task.config.name}, {_options_text(task.config.options)},"
+            parts += ["", f"{entry} `{task.label}`: {task.config.name}, {_options_text(task.config.options)},"
                       f" {task.config.steps} steps", "", results_table(task, cfg)]  # fmt: skip
             tuning = _tuning_table(task, cfg)
             if tuning:

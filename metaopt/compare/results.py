@@ -65,10 +65,6 @@ class Records:
         elif kind == "chunk":
             self.chunks.setdefault((record["phase"], record["task"], record["optimizer"]), []).append(record)
 
-    def unit(self, key: UnitKey) -> Mapping[str, Any]:
-        """The record of a finished unit (KeyError if it is not finished)."""
-        return self.units[key]
-
     def run_curve(self, key: UnitKey) -> tuple[list[float], bool, float]:
         """``(training losses, diverged, final eval loss)`` of a finished unit."""
         record = self.units[key]

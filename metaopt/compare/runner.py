@@ -2,21 +2,22 @@
 
 A run is ``(seed, lr)`` on a task: it trains ``task.instance(seed)`` from ``init_model(seed)`` on ``batches(seed)``,
 so two runs with the same seed start from the same weights and see the same batches whatever the optimizer (the
-pairing of DESIGN.md section 7). Both paths record the same thing, the convention of :func:`envs.fit`: the training
-loss of each step on that step's batch *before* the update, stopping at the first non-finite loss (kept in the
-curve), then the evaluation-set loss of the final weights.
+pairing of the harness). Both paths record the same thing, the convention of :func:`envs.fit`: the training loss of
+each step on that step's batch *before* the update, stopping at the first non-finite loss (kept in the curve), then
+the evaluation-set loss of the final weights.
 
-:func:`run_batched` stacks every run's parameters along a leading dimension and advances all of them with one
-``torch.func.vmap(torch.func.grad_and_value(...))`` call per step over ``functional_call``; a run that diverges is
-frozen where it stopped, exactly as the plain loop stops. :func:`run_plain` is the straightforward loop with a
-``torch.optim`` optimizer from the registry; it is the reference, the path of optimizers without a functional twin,
-and the one whose step time the report quotes.
+:func:`run_plain` is :func:`envs.fit`, the framework's one plain training loop, with a ``torch.optim`` optimizer from
+the registry; it is the reference, the path of optimizers without a functional twin, and the one whose step time the
+report quotes. :func:`run_batched` is the one *batched* loop: it stacks every run's parameters along a leading
+dimension and advances all of them with one ``torch.func.vmap(torch.func.grad_and_value(...))`` call per step over
+``functional_call``, with the pure optimizers of :mod:`envs.functional`; a run that diverges is frozen where it
+stopped, exactly as the plain loop stops. It cannot be ``fit`` without losing what it is for (hundreds of runs in one
+kernel call per step), so it stays the batched counterpart that ``fit`` is checked against.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad_and_value, vmap
 
+from envs.fit import fit
 from envs.functional import FunctionalOptimizer, Params
 from envs.optim import make_optimizer
 from envs.task import Batch, Task
@@ -57,11 +59,11 @@ class RunResult:
 
 
 def run_plain(task: Task, run: RunSpec, steps: int, optimizer: str, options: dict[str, Any] | None = None) -> RunResult:
-    """Train one run in a plain PyTorch loop with the registered optimizer ``optimizer``.
+    """Train one run with :func:`envs.fit` and the registered optimizer ``optimizer``.
 
     Args:
         task: the task (a problem family is resolved with ``task.instance(run.seed)``).
-        run: seed and learning rate.
+        run: seed and learning rate (None: the optimizer's own default, nothing is passed).
         steps: number of steps.
         optimizer: registry name (:mod:`envs.optim`).
         options: constructor options replacing the registered ones.
@@ -69,23 +71,8 @@ def run_plain(task: Task, run: RunSpec, steps: int, optimizer: str, options: dic
     problem = task.instance(run.seed)
     model = problem.init_model(run.seed)
     opt = make_optimizer(optimizer, model.parameters(), lr=run.lr, **(options or {}))
-    batches = problem.batches(run.seed)
-    losses: list[float] = []
-    seconds: list[float] = []
-    diverged = False
-    for _ in range(steps):
-        started = time.perf_counter()
-        loss = problem.loss(model, next(batches))
-        value = float(loss.detach())
-        losses.append(value)
-        if not math.isfinite(value):
-            diverged = True
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        seconds.append(time.perf_counter() - started)
-    return RunResult(losses, problem.eval_loss(model), diverged, tuple(seconds))
+    result = fit(problem, run.seed, model=model, optimizer=opt, steps=steps)
+    return RunResult(result.losses, result.eval_metrics["loss"], result.diverged, tuple(result.step_seconds))
 
 
 class _StackedBatches:

@@ -1,6 +1,6 @@
 """The statistics of the comparison: learning-rate choice, intervals, steps to reach a target, paired differences.
 
-Pure functions over arrays (DESIGN.md section 7). Conventions, also stated in every report:
+Pure functions over arrays. Conventions, also stated in every report:
 
 - *final loss* of a run: the mean training loss over its last ``window`` steps (each measured on that step's batch
   before the update). Averaging a few steps keeps the minibatch noise of one batch out of the learning-rate choice.

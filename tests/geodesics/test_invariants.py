@@ -3,6 +3,7 @@ string with a reason is never connected. Each test fails on a realistic mutant (
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from geodesics import CurveConfig, DSSConfig, ParamSpace, SegmentMax, connect, segment_maxima
@@ -64,3 +65,11 @@ def test_a_string_with_a_reason_is_not_connected_even_if_its_segments_pass() -> 
     assert not gave_up.connected and gave_up.reason.startswith("time")
     failing = [SegmentMax(t=0.5, value=0.02, tolerance=0.0, evaluations=1)]
     assert not finish_string(space, [a, b], [0.0, 0.0], failing, 0.01, reason="", **kwargs).connected
+
+
+def test_an_endpoint_just_above_the_threshold_is_refused() -> None:
+    space = ParamSpace(AnalyticTask(annulus))
+    a, b = torch.tensor([1.05, 0.0]), torch.tensor([-1.0, 0.0])  # F(a) = 0.0025
+    with pytest.raises(ValueError, match=r"endpoint a has evaluation loss 0.0025 above the threshold L0 = 0.002"):
+        connect(space, a, b, 0.002)
+    assert connect(space, a, b, 0.0026, DSSConfig(max_rounds=0)).threshold == 0.0026

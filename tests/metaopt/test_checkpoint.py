@@ -1,12 +1,14 @@
-"""Checkpoints: a round trip rebuilds the network; every kind of bad file is one clear message."""
+"""Checkpoints: a round trip rebuilds the rule; old files load and step the same; bad files are one clear message."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import higher
 import pytest
 import torch
 
+import envs
 from metaopt import CheckpointError, CoordinateLSTM, LearnedOptimizer, LSTMConfig, load_net, save_checkpoint
 from metaopt.checkpoint import load_checkpoint
 
@@ -45,7 +47,7 @@ def corrupt(path: Path, kind: str) -> None:
         ("truncated", "is truncated, corrupt or not a torch checkpoint .*copy it again"),
         ("garbage", "is truncated, corrupt or not a torch checkpoint"),
         ("foreign", r"is not a learned-optimizer checkpoint \(it holds: spec, state_dict\)"),
-        ("version", "format version 99, this code reads version 1"),
+        ("version", "format version 99, this code reads version 2"),
         ("mismatch", "weights do not match the architecture it records .*hidden_size=8.*mismatched entries"),
     ],
 )
@@ -54,3 +56,45 @@ def test_bad_checkpoints_get_one_clear_error(tmp_path: Path, kind: str, match: s
     corrupt(path, kind)
     with pytest.raises(CheckpointError, match=match):
         LearnedOptimizer([torch.zeros(3, requires_grad=True)], checkpoint=path)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def test_a_checkpoint_written_before_rules_were_pluggable_gives_the_same_updates() -> None:
+    path = DATA / "lstm-v1.pt"  # see data/README.md: written by the code before the restructuring
+    payload = load_checkpoint(path)
+    assert (payload["format"], payload["version"], payload["rule"]) == ("metaopt.coordinate_lstm", 1, "lstm")
+    expected = torch.load(DATA / "lstm-v1-updates.pt", weights_only=True)
+    problem = envs.make_task("quadratic", dim=4).instance(0)
+    model = problem.init_model(0)
+    opt = LearnedOptimizer(model.parameters(), checkpoint=path)
+    assert isinstance(opt.rule, CoordinateLSTM) and opt.rule.config.hidden_size == 4
+    batches = problem.batches(0)
+    for row in expected["plain"]:
+        opt.zero_grad()
+        problem.loss(model, next(batches)).backward()
+        opt.step()
+        assert torch.equal(flat(model), row)
+    model, batches = problem.init_model(0), problem.batches(0)
+    with higher.innerloop_ctx(model, LearnedOptimizer(model.parameters(), checkpoint=path)) as (fmodel, diffopt):
+        for row in expected["twin"]:
+            diffopt.step(problem.loss(fmodel, next(batches)))
+            assert torch.equal(torch.cat([p.detach().reshape(-1) for p in fmodel.fast_params]), row)
+
+
+def test_new_checkpoints_record_the_rule_by_name(tmp_path: Path) -> None:
+    net = load_net(DATA / "lstm-v1.pt")
+    save_checkpoint(tmp_path / "b.pt", net)
+    payload = load_checkpoint(tmp_path / "b.pt")
+    assert (payload["format"], payload["version"], payload["rule"]) == ("metaopt.learned_rule", 2, "lstm")
+    again = load_net(tmp_path / "b.pt")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    payload["rule"] = "nope"
+    torch.save(payload, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="unknown rule 'nope'; valid rules: .*lstm"):
+        load_net(tmp_path / "c.pt")

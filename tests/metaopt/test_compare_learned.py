@@ -9,7 +9,8 @@ import torch
 import envs
 from envs.tooling.runs import Run
 from metaopt import CoordinateLSTM, save_checkpoint
-from metaopt.compare import CompareConfig, CompareTaskConfig, run_compare
+from metaopt.commands import run_compare
+from metaopt.compare import CompareConfig, CompareTaskConfig
 from metaopt.compare.runner import RunSpec, run_plain
 
 

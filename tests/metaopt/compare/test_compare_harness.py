@@ -16,7 +16,8 @@ import envs.optim
 from envs.tooling.config import load_config
 from envs.tooling.runs import Run
 from metaopt.cli import main
-from metaopt.compare import CompareConfig, CompareTaskConfig, compute_results, make_plan, run_compare
+from metaopt.commands import run_compare
+from metaopt.compare import CompareConfig, CompareTaskConfig, compute_results, make_plan
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "compare"
 

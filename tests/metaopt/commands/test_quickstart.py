@@ -9,7 +9,7 @@ import pytest
 
 from envs.errors import ConfigError
 from envs.tooling.config import load_config
-from metaopt.quickstart import QuickstartConfig, _stage_configs, run_quickstart
+from metaopt.commands.quickstart import QuickstartConfig, _stage_configs, run_quickstart
 
 TINY = [
     "device=cpu", "targets.seeds=2", "targets.steps=20", "targets.window=10", "targets.stride=10",
@@ -62,3 +62,8 @@ def test_an_unknown_override_is_refused_and_nothing_is_written(tmp_path: Path) -
     with pytest.raises(ConfigError, match="full.train"):
         _stage_configs(cfg, tmp_path / "qs")
     assert not (tmp_path / "qs").exists()
+
+
+def test_device_and_dtype_reach_every_stage(tmp_path: Path) -> None:
+    cfg = load_config(QuickstartConfig, "quickstart.yaml", ["device=cpu", "dtype=float64", f"out={tmp_path / 'qs'}"])
+    assert all((stage.device, stage.dtype) == ("cpu", "float64") for stage in _stage_configs(cfg, tmp_path / "qs"))

@@ -7,6 +7,7 @@ import torch
 
 import envs
 from metaopt import CoordinateLSTM, LSTMConfig, optimizee_loss, start_episode, unroll
+from metaopt.inner import advance
 
 
 def tiny_net(seed: int = 0) -> CoordinateLSTM:
@@ -16,7 +17,7 @@ def tiny_net(seed: int = 0) -> CoordinateLSTM:
 
 def meta_loss(net: CoordinateLSTM, *, first_order: bool, steps: int = 6) -> torch.Tensor:
     task = envs.make_task("quadratic", dim=3, init_std=0.5, dtype="float64")
-    inner = start_episode(task, seed=7, net=net)
+    inner = start_episode(task, seed=7, rule=net)
     return optimizee_loss(unroll(inner, steps, first_order=first_order))
 
 
@@ -53,8 +54,8 @@ def test_first_order_drops_only_the_second_derivative_terms() -> None:
 def test_truncations_carry_parameters_and_hidden_state() -> None:
     net = tiny_net()
     task = envs.make_task("quadratic", dim=3, dtype="float64")
-    whole = start_episode(task, seed=1, net=net)
-    pieces = start_episode(task, seed=1, net=net)
+    whole = start_episode(task, seed=1, rule=net)
+    pieces = start_episode(task, seed=1, rule=net)
     full = unroll(whole, 10)
     first, second = unroll(pieces, 4), unroll(pieces, 6)
     assert second.start_step == 4 and pieces.step == 10
@@ -63,3 +64,16 @@ def test_truncations_carry_parameters_and_hidden_state() -> None:
     start_grads = torch.autograd.grad(second.iterates[0].sum(), list(net.parameters()), allow_unused=True)
     # the window's start is cut from the previous truncation's graph
     assert all(g is None or not g.any() for g in start_grads)
+
+
+def test_advance_takes_the_steps_of_unroll_without_a_meta_graph() -> None:
+    net = tiny_net()
+    task = envs.make_task("quadratic", dim=3, dtype="float64")
+    differentiable, plain = start_episode(task, seed=2, rule=net), start_episode(task, seed=2, rule=net)
+    for steps in (4, 3):  # the second window checks what both carry: parameters, rule state, the scored batch
+        trajectory = unroll(differentiable, steps)
+        losses = advance(plain, steps)
+        torch.testing.assert_close(losses, trajectory.losses.detach(), rtol=0, atol=1e-12)
+        for a, b in zip(differentiable.model.parameters(), plain.model.parameters()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        assert plain.step == differentiable.step and not losses.requires_grad

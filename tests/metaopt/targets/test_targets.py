@@ -13,10 +13,11 @@ import envs
 from envs.tooling.config import load_config
 from geodesics import DSSConfig, ParamSpace
 from metaopt import CoordinateLSTM, TargetDataset, TrainConfig, imitation_loss, start_window, unroll, warm_state
-from metaopt.lstm import initial_state, lstm_step
-from metaopt.targets import base_trajectory, batches_from, make_shard
-from metaopt.targets_run import TargetsConfig, run_targets
-from metaopt.train import run_train
+from metaopt.commands.targets import TargetsConfig, run_targets
+from metaopt.commands.train import run_train
+from metaopt.inner import batches_from
+from metaopt.rules.lstm import initial_state, lstm_step
+from metaopt.targets import base_trajectory, make_shard
 
 SMALL = ["seeds=2", "steps=30", "window=10", "stride=10", "device=cpu", "dss.max_rounds=4", "dss.max_steps=300"]
 
@@ -62,7 +63,7 @@ def test_a_window_whose_end_is_above_its_level_is_kept_and_flagged() -> None:
 
 
 def test_targets_command_resumes_shard_by_shard(dataset_dir: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
-    import metaopt.targets_run as module
+    import metaopt.commands.targets as module
 
     out = tmp_path / "run"
     calls = []
@@ -148,3 +149,24 @@ def test_window_length_must_match_the_truncation(dataset_dir: Path, tmp_path: Pa
                  "tasks=[{name: poly_cubic}]", f"out={tmp_path / 'run'}"]  # fmt: skip
     with pytest.raises(ValueError, match="windows of T = 10 steps but truncation is 5; set truncation=10"):
         run_train(load_config(TrainConfig, "metaopt/quadratic.yaml", overrides))
+
+
+OLD_DATASET = Path(__file__).parents[1] / "data" / "targets-v1"  # see data/README.md
+
+
+def test_a_dataset_written_before_the_restructuring_loads_and_its_base_run_is_reproduced() -> None:
+    dataset = TargetDataset(OLD_DATASET)
+    assert len(dataset) == 2 and dataset.window == 5
+    (shard,) = dataset.shards
+    task = envs.make_task("poly_cubic")
+    iterates, losses = base_trajectory(task, 0, shard["optimizer"], shard["lr"], shard["steps"])
+    assert torch.equal(iterates, shard["iterates"]) and torch.equal(losses, shard["train_losses"])
+    window = dataset[1]
+    inner = start_window(task, window, CoordinateLSTM(), dataset.iterates_of(window), warm=True)
+    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in inner.model.parameters()]), window.start)
+    assert inner.step == window.t == 5
+
+
+def test_a_diverging_base_run_is_refused_with_the_step() -> None:
+    with pytest.raises(ValueError, match=r"the base optimizer sgd \(lr=1e\+06\) diverged at step \d+ on seed 0"):
+        base_trajectory(envs.make_task("quadratic", dim=4), 0, "sgd", 1e6, 50)

@@ -13,23 +13,13 @@ from envs.seeding import seeded
 from envs.tooling.config import load_config
 from metaopt import CoordinateLSTM, TrainConfig, load_net, optimizee_loss, register_objective, start_episode, unroll
 from metaopt.cli import main
-from metaopt.train import MetaTrainingError, run_train
-
-TINY = [
-    "steps=10",
-    "truncation=5",
-    "meta_batch=2",
-    "val_every=2",
-    "val_seeds=2",
-    "tune_seeds=1",
-    "lr_grid=[0.01,0.1]",
-    "tasks=[{name: quadratic, options: {dim: 4}}]",
-    "device=cpu",
-]
+from metaopt.commands.train import run_train
+from metaopt.training import MetaTrainingError
+from tests.metaopt.sizes import TINY_TRAIN
 
 
 def config(tmp_path: Path, *overrides: str) -> TrainConfig:
-    return load_config(TrainConfig, "metaopt/quadratic.yaml", [*TINY, f"out={tmp_path / 'run'}", *overrides])
+    return load_config(TrainConfig, "metaopt/quadratic.yaml", [*TINY_TRAIN, f"out={tmp_path / 'run'}", *overrides])
 
 
 def mean_meta_loss(net: CoordinateLSTM, seeds: range) -> float:

@@ -1,25 +1,29 @@
-"""The coordinatewise LSTM optimizer network (Andrychowicz et al. 2016, section 2.1 and Figure 3).
+"""The coordinatewise LSTM rule (Andrychowicz et al. 2016, section 2.1 and Figure 3), registered as ``lstm``.
 
 One small two-layer LSTM is shared by every coordinate of every parameter: each coordinate is a row of one batch, with
 its own hidden state, and the network maps the preprocessed gradient of that coordinate to its update. Rows never
 interact, so the update of a coordinate does not depend on how parameters are grouped into tensors, and the whole
-model is updated with a single batched call per step (:func:`lstm_step`), whatever its number of tensors.
+model is updated with a single batched call per step (:meth:`CoordinateLSTM.step`), whatever its number of tensors.
 
 Shapes: ``N`` coordinates, ``F`` features per coordinate, ``L`` layers of ``H`` units. The recurrent state is an
 :data:`LSTMState`, the tuple ``(h_1, c_1, ..., h_L, c_L)`` of ``(N, H)`` tensors: kept apart, autograd never has to
 slice or restack one big tensor at every step. Where one tensor per parameter is wanted (``Optimizer.state_dict``)
-:func:`pack_state` stacks it into ``(N, L, 2, H)``.
+:func:`pack_state` stacks it into ``(N, L, 2, H)``: a parameter's :data:`~metaopt.rules.base.ParamState` is
+``{"hidden": (n, L, 2, H)}``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
-from metaopt.features import FEATURE_MODES, num_features, preprocess
+from metaopt.rules.base import LearnedRule, ParamState
+from metaopt.rules.features import FEATURE_MODES, num_features, preprocess
 
 __all__ = [
     "CoordinateLSTM",
@@ -61,16 +65,18 @@ class LSTMConfig:
             raise ValueError(f"hidden_size and num_layers must be positive, got {self.hidden_size}, {self.num_layers}")
 
 
-class CoordinateLSTM(nn.Module):
+class CoordinateLSTM(LearnedRule):
     """Stacked ``nn.LSTMCell`` layers and a linear read-out, applied to every coordinate as a row of one batch.
 
     Args:
         config: the architecture; default the paper's (log_sign features, 2 x 20 units, output scale 0.1).
     """
 
+    Config = LSTMConfig
+    config: LSTMConfig
+
     def __init__(self, config: LSTMConfig | None = None):
-        super().__init__()
-        self.config = dataclasses.replace(config) if config is not None else LSTMConfig()
+        super().__init__(dataclasses.replace(config) if config is not None else LSTMConfig())
         sizes = [num_features(self.config.features)] + [self.config.hidden_size] * self.config.num_layers
         self.cells = nn.ModuleList(nn.LSTMCell(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.readout = nn.Linear(self.config.hidden_size, 1)
@@ -93,6 +99,24 @@ class CoordinateLSTM(nn.Module):
             x = h
         update = self.readout(x).squeeze(-1) * self.config.output_scale
         return update, tuple(new_state)
+
+    @override
+    def init_state(self, param: Tensor) -> ParamState:
+        return {"hidden": pack_state(initial_state(self, param.numel(), device=param.device))}
+
+    @override
+    def join(self, pieces: Sequence[ParamState]) -> LSTMState:
+        dtype = self.dtype
+        return cat_states([unpack_state(piece["hidden"].to(dtype)) for piece in pieces])
+
+    @override
+    def split(self, state: LSTMState, params: Sequence[Tensor]) -> list[ParamState]:
+        return [{"hidden": hidden} for hidden in pack_state(state).split([p.numel() for p in params])]
+
+    @override
+    def step(self, grads: Tensor, state: LSTMState, params: Sequence[Tensor] = ()) -> tuple[Tensor, LSTMState]:
+        cfg = self.config
+        return self(preprocess(grads, cfg.features, p=cfg.p, scale=cfg.input_scale), state)
 
 
 def initial_state(net: CoordinateLSTM, rows: int, *, device: torch.device | None = None) -> LSTMState:
@@ -123,7 +147,7 @@ def split_state(state: LSTMState, sizes: list[int]) -> list[LSTMState]:
 
 
 def lstm_step(net: CoordinateLSTM, grads: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
-    """The functional core of both optimizer shells: gradients in, updates out, one network call for all rows.
+    """``net.step(grads, state)``: gradients in, updates out, one network call for all rows.
 
     Args:
         net: the shared network (its dtype and device are those of ``grads`` and ``state``).
@@ -133,6 +157,4 @@ def lstm_step(net: CoordinateLSTM, grads: Tensor, state: LSTMState) -> tuple[Ten
     Returns:
         ``(update (N,), new_state)``; the caller adds ``update`` to the parameters.
     """
-    cfg = net.config
-    features = preprocess(grads, cfg.features, p=cfg.p, scale=cfg.input_scale)
-    return net(features, state)
+    return net.step(grads, state)

@@ -1,8 +1,6 @@
-"""LearnedOptimizer: one LSTM call per step, SGD when its weights say so, its higher twin, state and registry."""
+"""The optimizer shells: one rule call per step, SGD when the LSTM's weights say so, the higher twin, state."""
 
 from __future__ import annotations
-
-import math
 
 import gymnasium as gym
 import higher
@@ -12,8 +10,7 @@ from torch import nn
 
 import envs
 from metaopt import CoordinateLSTM, LearnedOptimizer, LSTMConfig, lstm_step, save_checkpoint
-from metaopt.features import log_sign
-from metaopt.lstm import initial_state
+from metaopt.rules.lstm import initial_state
 
 
 def small_model(seed: int = 0) -> nn.Module:
@@ -35,19 +32,6 @@ def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch
 def random_net(seed: int = 1, **config: object) -> CoordinateLSTM:
     torch.manual_seed(seed)
     return CoordinateLSTM(LSTMConfig(**config)).double()  # type: ignore[arg-type]
-
-
-def test_log_sign_features_follow_the_paper() -> None:
-    g = torch.tensor([2.0, -1e-3, 1e-6, -1e-5, 0.0], dtype=torch.float64)
-    features = log_sign(g, p=10.0)
-    big = g.abs() >= math.exp(-10)
-    assert torch.allclose(features[big, 0], g[big].abs().log() / 10)
-    assert torch.equal(features[big, 1], g[big].sign())
-    assert torch.equal(features[~big, 0], torch.full_like(g[~big], -1.0))
-    assert torch.allclose(features[~big, 1], g[~big] * math.exp(10))
-    g.requires_grad_(True)
-    log_sign(g).sum().backward()
-    assert torch.isfinite(g.grad).all()  # the zero gradient coordinate does not poison the backward pass
 
 
 def sgd_net(lr: float) -> CoordinateLSTM:

@@ -1,17 +1,22 @@
 """Truncated unrolls of the learned optimizer with ``higher`` (Andrychowicz et al. 2016, section 2 and 3).
 
 An optimizee in the middle of training is an :class:`InnerState`: a problem instance, its model at theta_t, a plain
-:class:`~metaopt.optimizer.LearnedOptimizer` holding the recurrent state at step t, and the batch stream. :func:`unroll`
+:class:`~metaopt.shells.LearnedOptimizer` holding the rule's state at step t, and the batch stream. :func:`unroll`
 runs T differentiable steps from there and returns a :class:`Trajectory` (the losses and the iterates as flat
-vectors, all on the graph of the meta-parameters); it then writes theta_{t+T} and the recurrent state back into the
+vectors, all on the graph of the meta-parameters); it then writes theta_{t+T} and the rule's state back into the
 ``InnerState``, detached, so the next truncation starts where this one stopped without backpropagating into it.
 
+:func:`advance` moves an optimizee on by T plain steps of the same optimizer in :func:`envs.fit`, without a
+meta-graph: for estimators that only need the losses (evolution strategies over the rule's weights).
+
 A window does not have to start at a fresh initialisation: build an ``InnerState`` around any model (for instance one
-loaded with a stored theta_t) and any optimizer state (for instance one warmed up on earlier gradients).
+loaded with a stored theta_t, :func:`metaopt.inner.windows.start_window`) and any optimizer state (for instance one
+warmed up on earlier gradients).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +25,12 @@ import higher
 import torch
 from torch import Tensor, nn
 
+from envs.fit import fit
 from envs.task import Batch, Task
-from metaopt.lstm import CoordinateLSTM
-from metaopt.optimizer import DifferentiableLearnedOptimizer, LearnedOptimizer
+from metaopt.rules import LearnedRule
+from metaopt.shells import DifferentiableLearnedOptimizer, LearnedOptimizer
 
-__all__ = ["InnerState", "Trajectory", "start_episode", "unroll"]
+__all__ = ["InnerState", "Trajectory", "advance", "start_episode", "unroll"]
 
 
 @dataclass
@@ -36,7 +42,7 @@ class InnerState:
     model: nn.Module
     """The optimizee at its current parameters theta_t."""
     optimizer: LearnedOptimizer
-    """The learned optimizer over ``model``'s parameters; its ``state`` holds the recurrent state at step t."""
+    """The learned optimizer over ``model``'s parameters; its ``state`` holds the rule's state at step t."""
     batches: Iterator[Batch]
     """The remaining training batches."""
     step: int = 0
@@ -51,14 +57,10 @@ class InnerState:
         batch, self.next_batch = self.next_batch, None
         return batch if batch is not None else next(self.batches)
 
-    def flat_params(self) -> Tensor:
-        """theta_t as a flat ``(P,)`` vector (``model.parameters()`` order)."""
-        return torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
-
 
 @dataclass
 class Trajectory:
-    """One truncation of T steps, differentiable with respect to the network's weights."""
+    """One truncation of T steps, differentiable with respect to the rule's weights."""
 
     losses: Tensor
     """``(T + 1,)``: f(theta_s) on the batch of step s, s = t..t+T; ``losses[0]`` is constant (theta_t is detached)."""
@@ -70,11 +72,11 @@ class Trajectory:
     """The ``InnerState.context`` of the window."""
 
 
-def start_episode(task: Task, seed: int, net: CoordinateLSTM) -> InnerState:
+def start_episode(task: Task, seed: int, rule: LearnedRule) -> InnerState:
     """A fresh optimizee for run ``seed``: ``task.instance(seed)``, its ``init_model(seed)`` and ``batches(seed)``."""
     problem = task.instance(seed)
     model = problem.init_model(seed)
-    optimizer = LearnedOptimizer(model.parameters(), net=net)
+    optimizer = LearnedOptimizer(model.parameters(), rule=rule)
     return InnerState(problem, model, optimizer, problem.batches(seed))
 
 
@@ -82,12 +84,12 @@ def unroll(inner: InnerState, steps: int, *, first_order: bool = False) -> Traje
     """Run ``steps`` differentiable optimizer steps from ``inner`` and carry the result back into it.
 
     Args:
-        inner: the window's start (modified: on return it holds theta_{t+steps} and the new recurrent state).
+        inner: the window's start (modified: on return it holds theta_{t+steps} and the rule's new state).
         steps: T, the truncation length.
-        first_order: drop the second-derivative terms (gradients enter the LSTM detached), as in the L2L paper.
+        first_order: drop the second-derivative terms (gradients enter the rule detached), as in the L2L paper.
 
     Returns:
-        The trajectory; backpropagating a function of it reaches ``inner.optimizer.net``'s weights.
+        The trajectory; backpropagating a function of it reaches ``inner.optimizer.rule``'s weights.
     """
     model, task = inner.model, inner.task
     fmodel = higher.monkeypatch(model, copy_initial_weights=True)
@@ -109,6 +111,31 @@ def unroll(inner: InnerState, steps: int, *, first_order: bool = False) -> Traje
     trajectory = Trajectory(torch.stack(losses), torch.stack(iterates), inner.step, inner.context)
     inner.step += steps
     return trajectory
+
+
+def advance(inner: InnerState, steps: int) -> Tensor:
+    """Run ``steps`` plain optimizer steps from ``inner`` (no meta-graph) and carry the result into it.
+
+    The same steps as :func:`unroll` (the same batches, the same rule, updates in place), in :func:`envs.fit`.
+
+    Args:
+        inner: the optimizee (modified: it ends ``steps`` further, or where its loss became non-finite).
+        steps: T.
+
+    Returns:
+        ``(T + 1,)`` float64 losses as in ``Trajectory.losses``: f(theta_s) on the batch of step s, then
+        f(theta_{t+T}) on the next batch; shorter, ending with the non-finite loss, if the optimizee diverged.
+    """
+    pending = [inner.take_batch()] if inner.next_batch is not None else []
+    result = fit(inner.task, model=inner.model, optimizer=inner.optimizer, steps=steps, evaluate=False,
+                 batches=itertools.chain(pending, inner.batches))  # fmt: skip
+    inner.step += result.steps
+    losses = list(result.losses)
+    if not result.diverged:
+        inner.next_batch = next(inner.batches)
+        with torch.no_grad():
+            losses.append(float(inner.task.loss(inner.model, inner.next_batch)))
+    return torch.tensor(losses, dtype=torch.float64)
 
 
 def _flat(params: list[Tensor]) -> Tensor:

@@ -20,7 +20,7 @@ from envs.registry import make_task
 from envs.tooling.config import RunOptions, TaskConfig
 from envs.tooling.plots import save_figure, subplots
 from envs.tooling.runs import Run
-from geodesics.dss import DSSConfig
+from geodesics import DSSConfig
 from metaopt.targets import make_shard, save_shard, window_starts
 
 __all__ = ["TargetsConfig", "run_targets"]

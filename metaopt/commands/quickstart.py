@@ -1,22 +1,24 @@
 """``metaopt quickstart``: the whole pipeline in one run directory, on data that ships with the package.
 
 1. ``targets/``: Adam trains ``digits_mlp`` from a few seeds; DSS connects windows of its trajectory inside the level
-   set of the evaluation loss, and the strings become geodesic target points (:mod:`metaopt.targets_run`).
+   set of the evaluation loss, and the strings become geodesic target points (:mod:`metaopt.commands.targets`).
 2. ``train/``: the coordinatewise LSTM is meta-trained to follow those targets plus lambda times the L2L loss
-   (:mod:`metaopt.train` with ``objective.name=geodesic``), validated against tuned Adam.
+   (:mod:`metaopt.commands.train` with ``objective.name=geodesic``), validated against tuned Adam.
 3. ``compare/``: the learned optimizer's best checkpoint beside tuned Adam and RMSProp on unseen seeds, in distribution
-   and on a held-out variant (:mod:`metaopt.compare`).
+   and on a held-out variant (:mod:`metaopt.commands.compare`).
 
-The top-level ``report.md`` gathers the three, ``plots/`` holds their figures, and ``tensorboard --logdir <run>`` shows
-every stage. The embedded defaults (``configs/quickstart.yaml``) are sized to finish within minutes on a 2-core CPU;
-``scale=full`` applies the file's ``full`` overrides (more seeds, more meta-training, more evaluation seeds). Every
-stage is resumable: rerun with the same ``out=`` and finished stages are reused.
+Each stage is called as a function and the top-level ``report.md`` is built from the results they return; ``plots/``
+holds their figures, and ``tensorboard --logdir <run>`` shows every stage. The embedded defaults
+(``configs/quickstart.yaml``) are sized to finish within minutes on a 2-core CPU; ``scale=full`` applies the file's
+``full`` overrides (more seeds, more meta-training, more evaluation seeds). Every stage is resumable: rerun with the
+same ``out=`` and finished stages are reused.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,13 @@ from omegaconf import OmegaConf
 from envs.errors import ConfigError
 from envs.tooling.config import RunOptions, TaskConfig
 from envs.tooling.runs import Run
-from metaopt.compare.command import run_compare
-from metaopt.compare.config import CompareConfig, CompareTaskConfig
+from metaopt.commands.compare import run_compare
+from metaopt.commands.targets import TargetsConfig, run_targets
+from metaopt.commands.train import run_train
+from metaopt.compare import CompareConfig, CompareTaskConfig
+from metaopt.compare.report import render_report
 from metaopt.objectives import ObjectiveConfig
-from metaopt.targets_run import TargetsConfig, run_targets
-from metaopt.train import TrainConfig, run_train
+from metaopt.training import TrainConfig
 
 __all__ = ["QuickstartConfig", "run_quickstart"]
 
@@ -86,14 +90,11 @@ def _stage_configs(cfg: QuickstartConfig, root: Path) -> tuple[TargetsConfig, Tr
         merged[key] = OmegaConf.to_object(node)
     targets, train, compare = merged["targets"], merged["train"], merged["compare"]
     assert isinstance(targets, TargetsConfig) and isinstance(train, TrainConfig) and isinstance(compare, CompareConfig)
-    targets.out, targets.device = str(root / "targets"), cfg.device
-    train.targets, train.out, train.device, train.truncation = (
-        str(root / "targets"),
-        str(root / "train"),
-        cfg.device,
-        targets.window,
-    )
-    compare.out, compare.device = str(root / "compare"), cfg.device
+    for stage in (targets, train, compare):
+        stage.device, stage.dtype = cfg.device, cfg.dtype
+    targets.out = str(root / "targets")
+    train.targets, train.out, train.truncation = str(root / "targets"), str(root / "train"), targets.window
+    compare.out = str(root / "compare")
     learned = [name for name in compare.optimizers if compare.aliases.get(name, name) == "learned"]
     for name in learned:
         compare.optimizer_options[name] = {**compare.optimizer_options.get(name, {}),
@@ -109,17 +110,18 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     print(f"run directory: {root}")
     started = time.perf_counter()
     times: dict[str, float] = {}
+
+    def stage(name: str, function: Callable[[Any], dict[str, Any]], stage_cfg: Any) -> dict[str, Any]:
+        print(f"\n== {name} ==")
+        tick = time.perf_counter()
+        result = function(stage_cfg)
+        times[name] = time.perf_counter() - tick
+        return result
+
     with run:
-        for stage in ("targets", "train", "compare"):
-            print(f"\n== {stage} ==")
-            tick = time.perf_counter()
-            if stage == "targets":
-                dataset = run_targets(targets_cfg)
-            elif stage == "train":
-                training = run_train(train_cfg)
-            else:
-                comparison = run_compare(compare_cfg)
-            times[stage] = time.perf_counter() - tick
+        dataset = stage("targets", run_targets, targets_cfg)
+        training = stage("train", run_train, train_cfg)
+        comparison = stage("compare", run_compare, compare_cfg)
         plots = run.subdir("plots")
         figures = [root / "targets" / "plots" / "length_vs_step.png",
                    *sorted((root / "compare" / "plots").glob("*.png"))]  # fmt: skip
@@ -127,18 +129,16 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
             shutil.copyfile(figure, plots / f"{figure.parent.parent.name}-{figure.name}")
         total = time.perf_counter() - started
         run.append_record({"kind": "quickstart", "seconds": times, "scale": cfg.scale})
-        run.write_text("report.md", _report(cfg, root, dataset, training, times, total))
+        run.write_text("report.md", _report(cfg, compare_cfg, dataset, training, comparison, times, total))
     print(f"\nreport: {root / 'report.md'}\nplots: {root / 'plots'}\ntensorboard --logdir {root}")
     return {"targets": dataset, "train": training, "compare": comparison, "seconds": times}
 
 
 def _report(
-    cfg: QuickstartConfig, root: Path, dataset: dict[str, Any], training: dict[str, Any], times: dict[str, float],
-    total: float,
+    cfg: QuickstartConfig, compare_cfg: CompareConfig, dataset: dict[str, Any], training: dict[str, Any],
+    comparison: dict[str, Any], times: dict[str, float], total: float,
 ) -> str:  # fmt: skip
-    compare_report = (root / "compare" / "report.md").read_text()
-    body = compare_report.split("\n", 1)[1] if compare_report.startswith("#") else compare_report
-    body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())  # one level down
+    """The pipeline's report, from the results the three stages returned (the comparison as a section)."""
     lengths = ", ".join(f"t={t}: {v:.3f}" for t, v in dataset["mean_normalized_length"].items())
     return (
         f"# metaopt quickstart ({cfg.scale})\n\n"
@@ -152,5 +152,6 @@ def _report(
         f"Best validation final loss {training['best_val_loss']:.4g} (episode {training['best_episode']}) against "
         f"tuned Adam {training['adam_val_loss']:.4g}; {training['meta_steps']} meta-steps, "
         f"{training['skipped_steps']} skipped.\n\n"
-        "## 3. Comparison on unseen seeds (`compare/`)\n" + body.replace("](plots/", "](compare/plots/")
+        "## 3. Comparison on unseen seeds (`compare/`)\n"
+        + render_report(compare_cfg, comparison["tasks"], level=2, title=False)
     )

@@ -1,0 +1,31 @@
+"""``metaopt compare``: tuned baselines on paired seeds, written as a report, CSVs, plots and TensorBoard runs.
+
+The thin shell over the harness: validate, open (or reopen) the run directory, compute what is missing
+(:func:`metaopt.compare.compute_results`), then write every output from the records alone
+(:func:`metaopt.compare.write_outputs`) and print the tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from metaopt.compare import CompareConfig, compute_results, write_outputs
+from metaopt.compare.report import result_rows, results_table
+
+__all__ = ["run_compare"]
+
+
+def run_compare(cfg: CompareConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a comparison and write its outputs; the ``metaopt compare`` command.
+
+    Returns:
+        ``{"run_dir": path, "results": rows, "tasks": results}``: the rows of ``results.csv`` and the
+        :class:`~metaopt.compare.TaskResult` of every task (what the report is rendered from).
+    """
+    run, tasks = compute_results(cfg, progress=progress)
+    write_outputs(run, cfg, tasks)
+    for task in tasks:
+        print(f"\n{task.label} ({'held out' if task.config.held_out else 'in distribution'}):")
+        print(results_table(task, cfg))
+    print(f"\nreport: {run.path / 'report.md'}\ntensorboard --logdir {run.path / 'tb'}")
+    return {"run_dir": str(run.path), "results": result_rows(cfg, tasks), "tasks": tasks}

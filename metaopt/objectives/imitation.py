@@ -1,0 +1,52 @@
+"""The geodesic-following objective (the proposal), registered as ``geodesic``.
+
+Imitation of geodesic targets plus lambda times the L2L loss. A window of the learned optimizer is scored by its
+distance to the target points of a geodesic inside the level set. A window starts at a dataset state theta_t
+(:class:`~metaopt.targets.TargetWindow`, :func:`~metaopt.inner.windows.start_window`): the optimizer runs T steps from
+there and its iterates x_1 .. x_T are compared with the targets y_1 .. y_T,
+
+    imitation = (1/T) sum_s ||x_s - y_s||^2 / ||y_T - y_0||^2,
+
+normalised by the squared length of the window so that windows early and late in training weigh alike. The meta-loss
+is ``imitation + loss_weight * sum_s f(x_s)`` (``loss_weight`` is the lambda of the meta-objective; 0 gives the
+geodesic-only optimizer).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from metaopt.inner.unroll import Trajectory
+from metaopt.objectives.loss import optimizee_loss
+from metaopt.objectives.registry import Objective, ObjectiveConfig
+
+__all__ = ["geodesic_objective", "imitation_loss"]
+
+
+def imitation_loss(iterates: Tensor, targets: Tensor) -> Tensor:
+    """Mean squared distance of ``iterates[1:]`` to ``targets[1:]`` over the squared length of the window.
+
+    Args:
+        iterates: ``(T + 1, P)`` the optimizer's iterates from theta_t.
+        targets: ``(T + 1, P)`` the target points (``targets[0]`` = theta_t, ``targets[-1]`` = theta_{t+T}).
+    """
+    if iterates.shape != targets.shape:
+        raise ValueError(f"iterates {tuple(iterates.shape)} and targets {tuple(targets.shape)} must match")
+    scale = (targets[-1] - targets[0]).pow(2).sum().clamp(min=torch.finfo(targets.dtype).tiny)
+    return (iterates[1:] - targets[1:]).pow(2).sum(dim=1).mean() / scale
+
+
+def geodesic_objective(config: ObjectiveConfig) -> Objective:
+    """The factory of ``geodesic``: imitation of ``trajectory.context["targets"]`` plus ``loss_weight`` x L2L."""
+
+    def objective(trajectory: Trajectory) -> Tensor:
+        targets = trajectory.context.get("targets")
+        if targets is None:
+            raise ValueError("the geodesic objective needs target points: train with targets=<metaopt targets run>")
+        value = imitation_loss(trajectory.iterates, targets.to(trajectory.iterates))
+        if config.loss_weight:
+            value = value + config.loss_weight * optimizee_loss(trajectory, config.loss_weights)
+        return value
+
+    return objective

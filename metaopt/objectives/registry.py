@@ -1,0 +1,55 @@
+"""Meta-objectives by name: a factory ``ObjectiveConfig -> Objective`` per name, chosen by ``objective.name``.
+
+An :data:`Objective` is a scalar function of a :class:`~metaopt.inner.unroll.Trajectory` that meta-training
+minimises, differentiable with respect to the rule's weights. A new objective is one module with its factory and one
+``register_objective`` line (the package's own register in :mod:`metaopt.objectives`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from metaopt.inner.unroll import Trajectory
+
+__all__ = ["Objective", "ObjectiveConfig", "list_objectives", "make_objective", "register_objective"]
+
+Objective = Callable[[Trajectory], Tensor]
+"""A scalar meta-loss of one trajectory, differentiable with respect to the rule's weights."""
+
+
+@dataclass
+class ObjectiveConfig:
+    """Which meta-objective, with its options."""
+
+    name: str = "loss"
+    """Objective name: loss (L2L, the weighted sum of optimizee losses), geodesic (imitation of geodesic targets
+    plus loss_weight times the L2L term; needs targets=) or one added with register_objective."""
+    loss_weights: list[float] | None = None
+    """Weights w_1..w_T of the optimizee losses in a truncation (None: all 1, as in the paper)."""
+    loss_weight: float = 0.0
+    """geodesic only: lambda, the weight of the L2L loss term added to the imitation loss (0: geodesic only)."""
+
+
+_OBJECTIVES: dict[str, Callable[[ObjectiveConfig], Objective]] = {}
+
+
+def register_objective(name: str, factory: Callable[[ObjectiveConfig], Objective]) -> None:
+    """Make ``ObjectiveConfig(name=name, ...)`` build ``factory(config)``."""
+    _OBJECTIVES[name] = factory
+
+
+def list_objectives() -> list[str]:
+    """Names of the registered objectives."""
+    return sorted(_OBJECTIVES)
+
+
+def make_objective(config: ObjectiveConfig) -> Objective:
+    """The objective a config names; a clear error listing the valid names otherwise."""
+    try:
+        factory = _OBJECTIVES[config.name]
+    except KeyError:
+        raise ValueError(f"unknown objective {config.name!r}; valid: {', '.join(list_objectives())}") from None
+    return factory(config)

@@ -1,0 +1,28 @@
+"""Learned update rules behind one interface (:class:`LearnedRule`), found by name in a registry.
+
+Members: ``lstm``, the coordinatewise LSTM of Andrychowicz et al. 2016 (:mod:`metaopt.rules.lstm`) over the gradient
+features of :mod:`metaopt.rules.features`. A new rule is one module and one ``register_rule`` line below.
+"""
+
+from metaopt.rules.base import LearnedRule, ParamState, RuleState, detach_state
+from metaopt.rules.lstm import CoordinateLSTM, LSTMConfig, LSTMState, lstm_step
+from metaopt.rules.registry import get_rule_class, list_rules, make_rule, register_rule, rule_config, rule_name
+
+register_rule("lstm", CoordinateLSTM)
+
+__all__ = [
+    "CoordinateLSTM",
+    "LSTMConfig",
+    "LSTMState",
+    "LearnedRule",
+    "ParamState",
+    "RuleState",
+    "detach_state",
+    "get_rule_class",
+    "list_rules",
+    "lstm_step",
+    "make_rule",
+    "register_rule",
+    "rule_config",
+    "rule_name",
+]

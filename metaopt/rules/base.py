@@ -1,0 +1,94 @@
+"""The learned-rule interface: a network that maps the flat gradients of all coordinates (and its state) to updates.
+
+A :class:`LearnedRule` is the whole maths of a learned optimizer; the optimizer shells of :mod:`metaopt.shells` only
+gather gradients, call it once per step and write the update back. Its state has two forms:
+
+- a :data:`ParamState` per parameter tensor (a dict of tensors), what ``torch.optim.Optimizer.state[p]`` holds, so
+  ``state_dict()`` carries it and a parameter that joins later starts from :meth:`LearnedRule.init_state`;
+- a :data:`RuleState` for all coordinates of one step, whatever the rule finds fastest to carry between steps (the
+  LSTM keeps a tuple of ``(N, H)`` tensors), made by :meth:`LearnedRule.join` and taken apart by
+  :meth:`LearnedRule.split`. The shells never look inside either.
+
+Shapes: ``N`` coordinates in all, the gradients of the parameters ``params`` flattened and concatenated in order.
+One :meth:`LearnedRule.step` call covers every coordinate of every parameter: never a Python loop over tensors.
+A rule is an ``nn.Module`` whose parameters are the meta-parameters; ``config`` (a dataclass) rebuilds it, and is
+what a checkpoint records beside the rule's registered name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LearnedRule", "ParamState", "RuleState", "detach_state"]
+
+ParamState = dict[str, Tensor]
+"""The rule's state of one parameter tensor, as stored in ``Optimizer.state[p]`` (e.g. ``{"hidden": (n, L, 2, H)}``)."""
+RuleState = Any
+"""The rule's state of all coordinates of one step (a tuple or dict of tensors; the rule's own layout)."""
+
+
+def detach_state(state: RuleState) -> RuleState:
+    """``state`` with every tensor detached (cuts the meta-graph between truncations); tuples, lists, dicts kept."""
+    if isinstance(state, Tensor):
+        return state.detach()
+    if isinstance(state, dict):
+        return {key: detach_state(value) for key, value in state.items()}
+    if isinstance(state, (tuple, list)):
+        return type(state)(detach_state(value) for value in state)
+    return state
+
+
+class LearnedRule(nn.Module, ABC):
+    """A learned update rule over flat gradients. Subclasses set ``Config`` and implement the four methods.
+
+    Args:
+        config: the rule's options; default ``Config()``.
+    """
+
+    Config: ClassVar[type]
+    """Dataclass of the rule's options (recorded in checkpoints; ``rule_options`` of ``metaopt train``)."""
+
+    def __init__(self, config: Any = None):
+        super().__init__()
+        self.config = config if config is not None else self.Config()
+
+    @abstractmethod
+    def init_state(self, param: Tensor) -> ParamState:
+        """The state of ``param`` before its first step (in the rule's dtype, on ``param``'s device)."""
+
+    @abstractmethod
+    def join(self, pieces: Sequence[ParamState]) -> RuleState:
+        """The states of several parameters as one state for all their coordinates, in order, in the rule's dtype."""
+
+    @abstractmethod
+    def split(self, state: RuleState, params: Sequence[Tensor]) -> list[ParamState]:
+        """Inverse of :meth:`join`: one piece per parameter of ``params`` (their shapes give the sizes)."""
+
+    @abstractmethod
+    def step(self, grads: Tensor, state: RuleState, params: Sequence[Tensor]) -> tuple[Tensor, RuleState]:
+        """One step for every coordinate: the functional core both optimizer shells call.
+
+        Args:
+            grads: ``(N,)`` gradients of ``params``, flattened and concatenated, in the rule's dtype.
+            state: the coordinates' state (from :meth:`join` or the previous step).
+            params: the parameter tensors the gradients belong to (their values and shapes, for rules that read
+                them; on the meta-graph inside an unroll).
+
+        Returns:
+            ``(update (N,), new_state)``; the caller adds ``update`` to the parameters.
+        """
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the rule's weights (gradients are cast to it)."""
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the rule's weights."""
+        return next(self.parameters()).device

@@ -1,0 +1,178 @@
+"""The learned optimizer as a ``torch.optim.Optimizer``, and its differentiable twin for ``higher``; any rule.
+
+Two thin shells over one functional core, :meth:`metaopt.rules.LearnedRule.step`: both gather the gradients of every
+parameter into one flat vector, call the rule once, and add the update back per parameter. ``LearnedOptimizer``
+updates parameters in place (any training loop, CPU or CUDA) and keeps each parameter's piece of the rule's state in
+``self.state[p]``, so ``state_dict()``/``load_state_dict()`` carry it. ``DifferentiableLearnedOptimizer`` (registered
+with ``higher.register_optim``) builds new parameter tensors instead, so ``higher.innerloop_ctx(model,
+LearnedOptimizer(...))`` unrolls it and meta-gradients reach the rule's weights.
+
+The rule is referenced by the optimizer object, never stored in ``param_groups``: higher deep-copies the groups,
+and a copied rule would cut the twin off from the live meta-parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import higher
+import torch
+from higher.optim import DifferentiableOptimizer
+from torch import Tensor
+from typing_extensions import override
+
+from metaopt.checkpoint import load_net
+from metaopt.rules import LearnedRule, RuleState, detach_state
+
+__all__ = ["DifferentiableLearnedOptimizer", "LearnedOptimizer"]
+
+
+class LearnedOptimizer(torch.optim.Optimizer):
+    """A meta-trained learned rule (by default the coordinatewise LSTM of Andrychowicz et al. 2016) as an optimizer.
+
+    >>> opt = LearnedOptimizer(model.parameters(), checkpoint="runs/x/checkpoints/best.pt")
+    >>> loss.backward(); opt.step(); opt.zero_grad()
+
+    Args:
+        params: parameters or parameter groups (groups carry no options: the rule is the whole update).
+        checkpoint: a checkpoint written by ``metaopt train``; its rule is moved to the parameters' device.
+        rule: a rule to use as is (shared, not copied: meta-training passes its live rule here).
+        net: the same as ``rule`` (its name from before rules were pluggable).
+        lr: ignored; accepted so generic code that always passes a learning rate keeps working.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        checkpoint: str | Path | None = None,
+        *,
+        rule: LearnedRule | None = None,
+        net: LearnedRule | None = None,
+        lr: float | None = None,
+    ):
+        if rule is not None and net is not None:
+            raise ValueError("pass the learned rule as rule= (net= is its other name), not both")
+        rule = rule if rule is not None else net
+        if (checkpoint is None) == (rule is None):
+            raise ValueError("LearnedOptimizer needs exactly one of checkpoint=PATH (from `metaopt train`) or net=")
+        super().__init__(params, defaults={})
+        device = self.param_groups[0]["params"][0].device if self.param_groups[0]["params"] else None
+        if rule is None:
+            rule = load_net(checkpoint).requires_grad_(False)  # type: ignore[arg-type]
+            if device is not None:
+                rule = rule.to(device)
+        elif device is not None and rule.device != device:
+            raise ValueError(f"the rule is on {rule.device} but the parameters are on {device}; move one of them")
+        self.rule = rule
+
+    @property
+    def net(self) -> LearnedRule:
+        """The rule (its name from before rules were pluggable)."""
+        return self.rule
+
+    @override
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return loss
+        if any(p.grad.is_sparse for p in params):
+            raise RuntimeError("LearnedOptimizer does not support sparse gradients")
+        rule = self.rule
+        grads = torch.cat([p.grad.reshape(-1) for p in params]).to(rule.dtype)
+        state = rule.join([self.state[p] if self.state[p] else rule.init_state(p) for p in params])
+        update, new_state = rule.step(grads, state, params)
+        for p, delta, piece in zip(params, update.split([p.numel() for p in params]), rule.split(new_state, params)):
+            p.add_(delta.view_as(p).to(p.dtype))
+            self.state[p].update(piece)  # one entry per parameter, for state_dict()
+        return loss
+
+
+class DifferentiableLearnedOptimizer(DifferentiableOptimizer):
+    """The differentiable twin of :class:`LearnedOptimizer` (same core, new tensors instead of in-place updates).
+
+    Built by higher from a ``LearnedOptimizer`` (``higher.innerloop_ctx`` or ``higher.optim.get_diff_optim``); the
+    rule state of the source optimizer is copied in, so an unroll can start from a warmed-up state.
+
+    Args:
+        other: the ``LearnedOptimizer`` to mirror; its rule is shared.
+        reference_params: the model's parameters, as higher passes them.
+        first_order: feed the rule detached gradients, dropping the second-derivative terms of the meta-gradient
+            (the simplification used in the L2L paper); the path through the updates is kept.
+        **kwargs: higher's options (``fmodel``, ``device``, ``track_higher_grads``, ...).
+    """
+
+    def __init__(
+        self,
+        other: torch.optim.Optimizer,
+        reference_params: Iterable[Tensor],
+        *,
+        first_order: bool = False,
+        **kwargs: Any,
+    ):
+        if not isinstance(other, LearnedOptimizer):
+            raise TypeError(f"DifferentiableLearnedOptimizer mirrors a LearnedOptimizer, got {type(other).__name__}")
+        self.rule = other.rule
+        self.first_order = first_order
+        super().__init__(other, reference_params, **kwargs)
+        # Between steps the state of all updated coordinates stays one joined RuleState, so the graph has no
+        # per-step join/split of it; ``self.state`` receives per-parameter pieces only when the set of updated
+        # parameters changes, and in ``carry_into``.
+        self._joined: tuple[list[tuple[int, int]], list[Tensor], RuleState] | None = None
+
+    @override
+    def _update(self, grouped_grads: list[list[Tensor]], **kwargs: Any) -> None:
+        slots = [
+            (group_idx, p_idx, p, g)
+            for group_idx, (group, grads) in enumerate(zip(self.param_groups, grouped_grads))
+            for p_idx, (p, g) in enumerate(zip(group["params"], grads))
+            if g is not None
+        ]
+        if not slots:
+            return
+        rule = self.rule
+        keys = [(group_idx, p_idx) for group_idx, p_idx, _, _ in slots]
+        params = [p for _, _, p, _ in slots]
+        grads = torch.cat([g.reshape(-1) for *_, g in slots]).to(rule.dtype)
+        if self.first_order:
+            grads = grads.detach()
+        if self._joined is not None and self._joined[0] == keys:
+            state = self._joined[2]
+        else:
+            self._scatter_state()
+            state = rule.join([self.state[group_idx][p_idx] or rule.init_state(p) for group_idx, p_idx, p, _ in slots])
+        update, new_state = rule.step(grads, state, params)
+        if not self._track_higher_grads:
+            new_state = detach_state(new_state)
+        self._joined = (keys, params, new_state)
+        for (group_idx, p_idx, p, _), delta in zip(slots, update.split([p.numel() for p in params])):
+            self.param_groups[group_idx]["params"][p_idx] = p + delta.view_as(p).to(p.dtype)
+
+    def _scatter_state(self) -> None:
+        """Move the joined state into ``self.state``, one piece per parameter."""
+        if self._joined is not None:
+            keys, params, state = self._joined
+            for (group_idx, p_idx), piece in zip(keys, self.rule.split(state, params)):
+                self.state[group_idx][p_idx].update(piece)
+            self._joined = None
+
+    def carry_into(self, optimizer: LearnedOptimizer) -> None:
+        """Store this unroll's rule state, detached, in ``optimizer`` (the one it was built from).
+
+        Truncated meta-training carries the state to the next truncation this way, cutting the graph between them.
+        """
+        self._scatter_state()
+        for group_idx, group in enumerate(optimizer.param_groups):
+            for p_idx, p in enumerate(group["params"]):
+                piece = self.state[group_idx][p_idx]
+                if piece:
+                    optimizer.state[p].update(detach_state(piece))
+
+
+higher.register_optim(LearnedOptimizer, DifferentiableLearnedOptimizer)

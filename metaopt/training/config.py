@@ -1,0 +1,117 @@
+"""Configuration of meta-training (``metaopt train``, the files under ``configs/metaopt/``), and its seed ranges.
+
+Seeds: episode e, slot i trains on run seed ``TRAIN_SEED_BASE + e * meta_batch + i``; validation uses
+``VAL_SEED_BASE + k`` and tuning ``TUNE_SEED_BASE + k``; seeds below ``VAL_SEED_BASE`` are never touched, so they are
+free for final evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from envs.tooling.config import RunOptions, TaskConfig
+from metaopt.compare.config import DEFAULT_LR_GRID
+from metaopt.objectives import ObjectiveConfig
+from metaopt.outer import estimator_config
+from metaopt.rules import LSTMConfig, rule_config
+
+__all__ = ["TRAIN_SEED_BASE", "TUNE_SEED_BASE", "VAL_SEED_BASE", "TrainConfig", "train_seed"]
+
+VAL_SEED_BASE = 100_000
+"""First validation seed."""
+TUNE_SEED_BASE = 200_000
+"""First seed used to tune the baselines' learning rates."""
+TRAIN_SEED_BASE = 1_000_000
+"""First meta-training seed."""
+
+
+def train_seed(episode: int, slot: int, meta_batch: int) -> int:
+    """The run seed of optimizee ``slot`` in ``episode``."""
+    return TRAIN_SEED_BASE + episode * meta_batch + slot
+
+
+@dataclass
+class TrainConfig(RunOptions):
+    """Configuration of ``metaopt train`` (the files under ``configs/metaopt/``)."""
+
+    tasks: list[TaskConfig] = field(default_factory=lambda: [TaskConfig()])
+    """The task family: tasks with options, used in turn across the slots of each meta-batch."""
+    name: str = "train"
+    """Prefix of the run directory name."""
+    rule: str = "lstm"
+    """The learned rule: lstm (the coordinatewise LSTM, options under net) or one added with register_rule."""
+    net: LSTMConfig = field(default_factory=LSTMConfig)
+    """Architecture of the coordinatewise LSTM (rule=lstm)."""
+    rule_options: dict[str, Any] = field(default_factory=dict)
+    """Options of a rule other than lstm (the fields of its Config dataclass)."""
+    estimator: str = "truncated_backprop"
+    """How meta-gradients are estimated: truncated_backprop (through the higher unroll) or one added with
+    register_estimator."""
+    estimator_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the estimator (the fields of its Config dataclass)."""
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    """Meta-objective of each truncation."""
+    steps: int = 100
+    """K: optimizer steps per episode."""
+    truncation: int = 20
+    """T: steps per truncation (one meta-step each); must divide steps."""
+    episodes: int = 200
+    """Episodes to train; each has steps / truncation meta-steps."""
+    meta_batch: int = 4
+    """Optimizees per meta-step (their meta-losses are averaged)."""
+    meta_lr: float = 1e-3
+    """Learning rate of the meta-optimizer (Adam)."""
+    clip_grad_norm: float = 1.0
+    """Clip the meta-gradient to this global norm (0 disables clipping)."""
+    second_order: bool = False
+    """Backpropagate through the optimizee's gradients too (the paper drops these terms: false)."""
+    max_skips: int = 10
+    """Stop after this many consecutive meta-steps with a NaN or infinite meta-gradient."""
+    val_every: int = 10
+    """Validate every this many episodes (and after the last one)."""
+    val_seeds: int = 10
+    """Number of held-out validation seeds per task."""
+    tune_seeds: int = 5
+    """Number of seeds on which Adam's learning rate is tuned for validation."""
+    lr_grid: list[float] = field(default_factory=lambda: list(DEFAULT_LR_GRID))
+    """Adam learning rates tried for validation."""
+    final_window: int = 10
+    """Validation scores a run by its mean training loss over its last final_window steps (the harness's rule)."""
+    seed: int = 0
+    """Seed of the network's initial weights."""
+    resume: str | None = None
+    """Run directory of a killed run to continue with its saved config (the other options are then ignored)."""
+    targets: str | None = None
+    """Run directory of ``metaopt targets``: train on its windows (one meta-step of T = truncation steps from a dataset
+    state theta_t per window and episode) instead of on fresh episodes; the objective is then usually geodesic."""
+    warm_start: bool = False
+    """With targets: warm the rule's state up on the base optimizer's gradients before theta_t (else zero)."""
+    on_policy_every: int = 0
+    """With targets: every this many episodes, recompute the sampled windows' targets from the learned optimizer's own
+    iterates (DSS from theta_t to where it got in T steps, inside the window's level set); 0 never."""
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("tasks is empty; name at least one task")
+        if self.truncation < 1 or self.steps % self.truncation:
+            raise ValueError(f"truncation ({self.truncation}) must be positive and divide steps ({self.steps})")
+        for key in ("episodes", "meta_batch", "val_every", "val_seeds", "tune_seeds", "max_skips", "final_window"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.on_policy_every < 0:
+            raise ValueError(f"on_policy_every must be 0 (never) or positive, got {self.on_policy_every}")
+        if (self.warm_start or self.on_policy_every) and not self.targets:
+            raise ValueError("warm_start and on_policy_every need targets=<run directory of metaopt targets>")
+        if self.val_seeds > TUNE_SEED_BASE - VAL_SEED_BASE or self.tune_seeds > TRAIN_SEED_BASE - TUNE_SEED_BASE:
+            raise ValueError("val_seeds and tune_seeds must keep the seed ranges disjoint (at most 100000 each)")
+        if self.rule == "lstm" and self.rule_options:
+            raise ValueError("rule=lstm takes its options under net (net.hidden_size=...), not rule_options")
+        if self.rule != "lstm" and self.net != LSTMConfig():
+            raise ValueError(f"net configures rule=lstm; give the options of rule={self.rule} as rule_options")
+        self.rule_config()  # validates the rule's name and options
+        estimator_config(self.estimator, self.estimator_options)  # validates the estimator's name and options
+
+    def rule_config(self) -> Any:
+        """The config of the chosen rule (``net`` for the LSTM, else ``rule_options`` in the rule's Config)."""
+        return rule_config(self.rule, self.net if self.rule == "lstm" else self.rule_options)

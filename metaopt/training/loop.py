@@ -1,0 +1,225 @@
+"""The meta-training loop (Andrychowicz et al. 2016, section 3): estimate, apply, validate, checkpoint, resume.
+
+Each episode takes its optimizees from the schedule (:mod:`metaopt.training.schedule`: fresh ones unrolled K =
+``steps`` steps in truncations of T = ``truncation``, or dataset windows of T steps). For every truncation the
+estimator (:mod:`metaopt.outer`) advances them and returns a meta-gradient and its metrics; the loop alone applies
+it: clipping to ``clip_grad_norm``, one meta-optimizer (Adam) step, the metrics written under ``meta/``. A
+meta-gradient with NaN or infinite entries is skipped and counted (and the episode's optimizees are dropped); after
+``max_skips`` skips in a row training stops with a message saying what to change. Every ``val_every`` episodes the
+rule is validated against tuned Adam (:mod:`metaopt.training.validation`) and the best one is kept in
+``checkpoints/best.pt``.
+
+The run directory's ``checkpoints/last.pt`` is written after every episode with everything needed to continue (rule,
+meta-optimizer, counters, best score, baseline, on-policy targets, RNG state); a run continued from it ends with
+the same weights, bit for bit on CPU, as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from envs.devices import resolve_device, resolve_dtype
+from envs.registry import make_task
+from envs.seeding import seeded
+from envs.tooling.runs import Run
+from metaopt.checkpoint import load_checkpoint, save_checkpoint
+from metaopt.objectives import make_objective
+from metaopt.outer import EstimatorSetup, MetaGradient, make_estimator
+from metaopt.rules import make_rule
+from metaopt.training.config import TrainConfig
+from metaopt.training.schedule import DatasetWindows, FreshEpisodes
+from metaopt.training.validation import validate
+
+__all__ = ["MetaTrainer", "MetaTrainingError"]
+
+
+class MetaTrainingError(ValueError):
+    """Meta-training cannot go on (repeated non-finite meta-gradients); the message says what to change."""
+
+
+@dataclass
+class _Progress:
+    """Everything besides the rule and the meta-optimizer that a resumed run needs (saved in last.pt)."""
+
+    episode: int = 0
+    meta_step: int = 0
+    skipped: int = 0
+    consecutive_skips: int = 0
+    best_val: float = math.inf
+    best_episode: int = -1
+    last_val: float = math.inf
+    baseline: dict[str, dict[str, float]] = field(default_factory=dict)
+    on_policy: dict[int, Any] = field(default_factory=dict)
+    """Window index -> its on-policy targets ``(T + 1, P)``, replacing the dataset's (kept for an exact resume)."""
+
+
+class MetaTrainer:
+    """The stateful shell: owns the rule, the estimator, the meta-optimizer and the run directory's files.
+
+    Args:
+        cfg: the configuration.
+        run: the open run directory (TensorBoard, records, checkpoints).
+        callback: called with the episode count after each episode's checkpoint is written.
+    """
+
+    def __init__(self, cfg: TrainConfig, run: Run, callback: Callable[[int], None] | None = None):
+        self.cfg, self.run, self.callback = cfg, run, callback
+        self.device, self.dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
+        self.tasks = [make_task(t.name, device=self.device, dtype=self.dtype, **t.options) for t in cfg.tasks]
+        with seeded(cfg.seed, "net"):
+            self.rule = make_rule(cfg.rule, cfg.rule_config())
+        self.rule.to(device=self.device, dtype=self.dtype)
+        self.meta_opt = torch.optim.Adam(self.rule.parameters(), lr=cfg.meta_lr)
+        setup = EstimatorSetup(cfg.truncation, make_objective(cfg.objective), cfg.second_order, cfg.seed)
+        self.estimator = make_estimator(cfg.estimator, cfg.estimator_options, setup)
+        self.progress = _Progress()
+        self.checkpoints = run.subdir("checkpoints")
+        self.windows = DatasetWindows(cfg, self.device, self.dtype) if cfg.targets else None
+        self.fresh = FreshEpisodes(cfg, self.tasks)
+
+    # -- state --------------------------------------------------------------------------------------------------------
+
+    def restore(self) -> bool:
+        """Continue from ``checkpoints/last.pt`` if the run has one; returns whether it did."""
+        path = self.checkpoints / "last.pt"
+        if not path.is_file():
+            return False
+        payload = load_checkpoint(path)
+        trainer = payload["trainer"]
+        self.rule.load_state_dict(payload["state_dict"])
+        self.meta_opt.load_state_dict(trainer["meta_optimizer"])
+        self.progress = _Progress(**trainer["progress"])
+        torch.set_rng_state(trainer["rng"])
+        return True
+
+    def save_last(self) -> None:
+        """Write ``checkpoints/last.pt``: the rule and everything the loop needs to continue."""
+        trainer = {
+            "meta_optimizer": self.meta_opt.state_dict(),
+            "progress": dataclasses.asdict(self.progress),
+            "rng": torch.get_rng_state(),
+        }
+        save_checkpoint(self.checkpoints / "last.pt", self.rule, self.info(), trainer=trainer)
+
+    def info(self) -> dict[str, Any]:
+        """Provenance stored in the checkpoints."""
+        return {
+            "tasks": [dataclasses.asdict(t) for t in self.cfg.tasks],
+            "steps": self.cfg.steps,
+            "episode": self.progress.episode,
+            "meta_step": self.progress.meta_step,
+            "val_loss": self.progress.last_val,
+        }
+
+    # -- training -----------------------------------------------------------------------------------------------------
+
+    def episode(self) -> None:
+        """One episode: the schedule's optimizees, one meta-step per truncation."""
+        progress = self.progress
+        if self.windows is not None:
+            picks = self.windows.picks(progress.episode)
+            if self.windows.refresh_due(progress.episode):
+                refreshed, kept = self.windows.refresh(sorted(set(picks)), self.rule)
+                progress.on_policy.update(refreshed)
+                self.run.log_scalars(
+                    "meta", {"on_policy_refreshed": len(refreshed), "on_policy_kept": kept}, progress.meta_step
+                )
+            inners = self.windows.inners(picks, self.rule, progress.on_policy)
+            truncations = self.windows.truncations
+        else:
+            inners = self.fresh.inners(progress.episode, self.rule)
+            truncations = self.fresh.truncations
+        for _ in range(truncations):
+            self.meta_opt.zero_grad(set_to_none=True)
+            estimate = self.estimator.estimate(self.rule, inners, meta_step=progress.meta_step)
+            if not self.apply(estimate):
+                return  # the optimizees of this episode are beyond use
+        for name, values in estimate.histograms.items():
+            self.run.writer.add_histogram(f"meta/{name}", values.cpu().float(), progress.meta_step)
+
+    def apply(self, estimate: MetaGradient) -> bool:
+        """Clip and apply a meta-gradient, or skip it if it is not finite; log the step. Returns whether applied."""
+        cfg, progress = self.cfg, self.progress
+        weights = list(self.rule.parameters())
+        for weight, grad in zip(weights, estimate.grads, strict=True):
+            weight.grad = grad
+        max_norm = cfg.clip_grad_norm if cfg.clip_grad_norm > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(weights, max_norm))
+        progress.meta_step += 1
+        if not math.isfinite(grad_norm):
+            self.skip(grad_norm)
+            return False
+        self.meta_opt.step()
+        progress.consecutive_skips = 0
+        metrics = {**estimate.metrics, "grad_norm": grad_norm, "skipped_steps": progress.skipped}
+        self.run.log_scalars("meta", metrics, progress.meta_step)
+        return True
+
+    def skip(self, grad_norm: float) -> None:
+        """Count a non-finite meta-gradient; stop training after ``max_skips`` in a row."""
+        cfg, progress = self.cfg, self.progress
+        progress.skipped += 1
+        progress.consecutive_skips += 1
+        self.meta_opt.zero_grad(set_to_none=True)
+        self.run.log_scalars("meta", {"skipped_steps": progress.skipped}, progress.meta_step)
+        self.run.append_record({"kind": "skip", "meta_step": progress.meta_step, "grad_norm": grad_norm})
+        if progress.consecutive_skips >= cfg.max_skips:
+            scale = f"net.output_scale (now {cfg.net.output_scale:g})" if cfg.rule == "lstm" else "the rule's step size"
+            raise MetaTrainingError(
+                f"{progress.consecutive_skips} meta-steps in a row had a NaN or infinite meta-gradient (last at "
+                f"meta-step {progress.meta_step}); lower meta_lr (now {cfg.meta_lr:g}), lower {scale} or set "
+                f"clip_grad_norm (now {cfg.clip_grad_norm:g}), then start a new run. "
+                f"The last good state is {self.checkpoints / 'last.pt'}"
+            )
+
+    def after_episode(self) -> None:
+        """Count the episode, validate when due (keeping the best rule), write ``last.pt`` and the episode's record."""
+        cfg, progress = self.cfg, self.progress
+        progress.episode += 1
+        record: dict[str, Any] = {"kind": "episode", "episode": progress.episode, "meta_step": progress.meta_step}
+        if progress.episode % cfg.val_every == 0 or progress.episode == cfg.episodes:
+            metrics = validate(cfg, self.tasks, self.rule, progress.baseline)
+            progress.last_val = metrics["learned_final_loss"]
+            self.run.log_scalars("val", metrics, progress.meta_step)
+            record.update(metrics)
+            if progress.last_val < progress.best_val:
+                progress.best_val, progress.best_episode = progress.last_val, progress.episode
+                save_checkpoint(self.checkpoints / "best.pt", self.rule, self.info())
+        self.save_last()
+        self.run.append_record(record)
+        if self.callback is not None:
+            self.callback(progress.episode)
+
+    def train(self) -> dict[str, Any]:
+        """Run the remaining episodes; return the run's metrics."""
+        cfg = self.cfg
+        started = time.perf_counter()
+        done = self.progress.episode
+        with tqdm(total=cfg.episodes, initial=done, desc="meta-train", unit="episode", leave=False) as bar:
+            while self.progress.episode < cfg.episodes:
+                self.episode()
+                self.after_episode()
+                bar.update(1)
+                bar.set_postfix(val=f"{self.progress.last_val:.4g}", skipped=self.progress.skipped)
+        progress = self.progress
+        adam = sum(b["val"] for b in progress.baseline.values()) / max(len(progress.baseline), 1)
+        return {
+            "episodes": progress.episode,
+            "meta_steps": progress.meta_step,
+            "skipped_steps": progress.skipped,
+            "best_val_loss": progress.best_val,
+            "best_episode": progress.best_episode,
+            "last_val_loss": progress.last_val,
+            "adam_val_loss": adam,
+            "adam_lr": {key: b["lr"] for key, b in progress.baseline.items()},
+            "seconds_this_session": time.perf_counter() - started,
+            "run_dir": str(self.run.path),
+        }

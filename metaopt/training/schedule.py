@@ -1,0 +1,134 @@
+"""What each meta-training episode trains on: fresh optimizees, or windows of a geodesic-target dataset.
+
+:class:`FreshEpisodes` draws ``meta_batch`` new optimizees per episode (the task family's tasks in turn across the
+slots, run seeds from :func:`~metaopt.training.config.train_seed`) and unrolls them K = ``steps`` steps in
+``steps / truncation`` meta-steps. :class:`DatasetWindows` draws ``meta_batch`` windows per episode (seeded by the
+episode number) and takes one meta-step of T steps from each window's theta_t; every ``on_policy_every`` episodes
+it first replaces the drawn windows' targets by a geodesic to where the learned optimizer itself gets in T steps
+(:func:`on_policy_targets`: the optimizer runs in :func:`envs.fit`, DSS connects inside the window's level set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from envs.fit import fit
+from envs.registry import task_from_spec
+from envs.seeding import generator
+from envs.task import Task
+from geodesics import DSSConfig, ParamSpace, connect
+from metaopt.inner import InnerState, start_episode, start_window
+from metaopt.rules import LearnedRule
+from metaopt.targets import TargetDataset, TargetWindow
+from metaopt.training.config import TrainConfig, train_seed
+
+__all__ = ["DatasetWindows", "FreshEpisodes", "on_policy_targets"]
+
+
+class FreshEpisodes:
+    """``meta_batch`` fresh optimizees per episode, ``steps / truncation`` truncations each."""
+
+    def __init__(self, cfg: TrainConfig, tasks: list[Task]):
+        self.cfg, self.tasks = cfg, tasks
+
+    @property
+    def truncations(self) -> int:
+        """Meta-steps per episode."""
+        return self.cfg.steps // self.cfg.truncation
+
+    def inners(self, episode: int, rule: LearnedRule) -> list[InnerState]:
+        """The optimizees of ``episode``."""
+        cfg = self.cfg
+        return [
+            start_episode(self.tasks[slot % len(self.tasks)], train_seed(episode, slot, cfg.meta_batch), rule)
+            for slot in range(cfg.meta_batch)
+        ]
+
+
+class DatasetWindows:
+    """``meta_batch`` dataset windows per episode, one truncation each; optionally refreshed on-policy.
+
+    Args:
+        cfg: the configuration (``targets``, ``truncation``, ``warm_start``, ``on_policy_every``, ``seed``).
+        device: where the windows' tasks are built.
+        dtype: their dtype.
+
+    Raises:
+        ValueError: the dataset's window length is not the truncation.
+    """
+
+    truncations = 1
+    """Meta-steps per episode."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
+        assert cfg.targets is not None
+        self.cfg, self.device, self.dtype = cfg, device, dtype
+        self.dataset = TargetDataset(cfg.targets)
+        if self.dataset.window != cfg.truncation:
+            raise ValueError(
+                f"the targets in {cfg.targets} have windows of T = {self.dataset.window} steps but truncation is "
+                f"{cfg.truncation}; set truncation={self.dataset.window}"
+            )
+        self._tasks: dict[str, Task] = {}
+
+    def picks(self, episode: int) -> list[int]:
+        """Indices of the windows of ``episode`` (seeded by the run's seed and the episode number)."""
+        g = generator(self.cfg.seed, "windows", episode)
+        return torch.randint(len(self.dataset), (self.cfg.meta_batch,), generator=g).tolist()
+
+    def refresh_due(self, episode: int) -> bool:
+        """Whether ``episode`` starts with an on-policy refresh of its windows."""
+        every = self.cfg.on_policy_every
+        return bool(every) and (episode + 1) % every == 0
+
+    def inners(self, picks: list[int], rule: LearnedRule, on_policy: dict[int, Any]) -> list[InnerState]:
+        """The optimizees at the picked windows (with their on-policy targets where ``on_policy`` has some)."""
+        inners = []
+        for index in picks:
+            window = self.dataset[index]
+            if index in on_policy:
+                window = dataclasses.replace(window, targets=on_policy[index])
+            iterates = self.dataset.iterates_of(window) if self.cfg.warm_start else None
+            inners.append(start_window(self.task_of(window), window, rule, iterates, warm=self.cfg.warm_start))
+        return inners
+
+    def refresh(self, indices: list[int], rule: LearnedRule) -> tuple[dict[int, Tensor], int]:
+        """On-policy targets of the windows ``indices``: ``({index: targets (T + 1, P)}, windows left unchanged)``."""
+        refreshed: dict[int, Tensor] = {}
+        for index in indices:
+            window = self.dataset[index]
+            iterates = self.dataset.iterates_of(window)
+            targets = on_policy_targets(self.task_of(window), window, rule, iterates, self.cfg.warm_start,
+                                        self.dataset.dss_config())  # fmt: skip
+            if targets is not None:
+                refreshed[index] = targets
+        return refreshed, len(indices) - len(refreshed)
+
+    def task_of(self, window: TargetWindow) -> Task:
+        """The task a window lives in, built once per spec."""
+        key = repr(window.task)
+        if key not in self._tasks:
+            self._tasks[key] = task_from_spec(window.task, device=self.device, dtype=self.dtype)
+        return self._tasks[key]
+
+
+def on_policy_targets(
+    task: Task, window: TargetWindow, rule: LearnedRule, iterates: Tensor, warm: bool, dss: DSSConfig
+) -> Tensor | None:
+    """A geodesic from theta_t to where the learned optimizer gets in T steps, re-spaced into ``(T + 1, P)`` points.
+
+    None when that end lies above the window's level set or DSS does not connect it (the window keeps its targets).
+    """
+    inner = start_window(task, window, rule, iterates, warm=warm)
+    fit(inner.task, model=inner.model, optimizer=inner.optimizer, batches=inner.batches, steps=window.window,
+        evaluate=False)  # fmt: skip
+    space = ParamSpace.from_task(inner.task)
+    end = space.flatten(inner.model)
+    if space.eval_loss(end) > window.level:
+        return None
+    string = connect(space, window.start.to(end), end, window.level, dss)
+    return string.resample(window.window + 1).cpu() if string.connected else None

@@ -1,0 +1,62 @@
+"""Validation of a learned rule during meta-training: its final losses against Adam tuned by the harness's rules.
+
+The rule runs as the ``learned`` optimizer on held-out seeds (``VAL_SEED_BASE + k``) of every task of the family;
+Adam's learning rate is tuned once per task on the tuning seeds (:func:`metaopt.compare.tuned_baseline`: a log grid,
+never a rate that diverged) and its scores are kept for the rest of the run (and in the resume file). A run's score
+is the harness's final loss, the mean training loss over the last ``final_window`` of the K steps (what
+meta-training minimises); the evaluation-set loss is reported beside it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from envs.task import Task
+from envs.tooling.config import TaskConfig
+from metaopt.compare.baseline import evaluate_runs, run_final_loss, tuned_baseline
+from metaopt.rules import LearnedRule
+from metaopt.training.config import TUNE_SEED_BASE, VAL_SEED_BASE, TrainConfig
+
+__all__ = ["task_key", "tune_adam", "validate"]
+
+
+def task_key(task: TaskConfig) -> str:
+    """The key of a task of the family in the baseline table: ``name(option=value, ...)``."""
+    return f"{task.name}({', '.join(f'{k}={v}' for k, v in sorted(task.options.items()))})"
+
+
+def tune_adam(cfg: TrainConfig, task: Task) -> dict[str, float]:
+    """Adam tuned by the harness's rules on the tuning seeds, and its mean losses on the validation seeds."""
+    val_seeds = [VAL_SEED_BASE + k for k in range(cfg.val_seeds)]
+    tune_seeds = [TUNE_SEED_BASE + k for k in range(cfg.tune_seeds)]
+    adam = tuned_baseline(task, "adam", tune_seeds, val_seeds, cfg.steps, cfg.lr_grid, cfg.final_window)
+    return {"lr": adam.lr or math.nan, "val": adam.mean_final_loss, "val_eval": adam.mean_eval_loss}
+
+
+def validate(
+    cfg: TrainConfig, tasks: list[Task], rule: LearnedRule, baseline: dict[str, dict[str, float]]
+) -> dict[str, float]:
+    """Final training and evaluation losses of the rule and of tuned Adam on the validation seeds.
+
+    Means over seeds, then over the tasks of the family; checkpoints are selected by the training loss.
+
+    Args:
+        cfg: the configuration.
+        tasks: the family's tasks, in ``cfg.tasks`` order.
+        rule: the live rule.
+        baseline: tuned Adam by :func:`task_key`; tasks missing from it are tuned now and added.
+    """
+    val_seeds = [VAL_SEED_BASE + k for k in range(cfg.val_seeds)]
+    totals = dict.fromkeys(("learned_final_loss", "learned_eval_loss", "adam_final_loss", "adam_eval_loss"), 0.0)
+    for task_cfg, task in zip(cfg.tasks, tasks):
+        key = task_key(task_cfg)
+        if key not in baseline:
+            baseline[key] = tune_adam(cfg, task)
+        runs = evaluate_runs(task, "learned", val_seeds, cfg.steps, None, {"rule": rule})
+        totals["learned_final_loss"] += sum(run_final_loss(r, cfg.final_window) for r in runs) / len(runs)
+        totals["learned_eval_loss"] += sum(r.eval_loss for r in runs) / len(runs)
+        totals["adam_final_loss"] += baseline[key]["val"]
+        totals["adam_eval_loss"] += baseline[key]["val_eval"]
+    metrics = {key: value / len(tasks) for key, value in totals.items()}
+    metrics["learned_over_adam"] = metrics["learned_final_loss"] / metrics["adam_final_loss"]
+    return metrics
