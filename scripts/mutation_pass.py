@@ -5,7 +5,7 @@ in a throw-away ``git worktree`` of a commit (``HEAD`` by default), so the worki
 mutant it applies the edit, runs the mutant's tests, records whether they failed (the mutant is *killed*) or passed
 (it *survived*), and restores the file. A mutant whose text is not found is reported as stale, not counted.
 
-    python scripts/mutation_pass.py [--commit HEAD] [--only SUBSTRING] [--json out.json]
+    python scripts/mutation_pass.py [--commit HEAD | --source working] [--only SUBSTRING] [--json out.json]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -172,14 +173,22 @@ MUTANTS: list[Mutant] = [
 ]
 
 
-def run_pass(commit: str, only: str | None) -> list[dict[str, object]]:
-    """Apply each chosen mutant in a worktree of ``commit``, run its tests, and return the outcomes."""
+def run_pass(commit: str, only: str | None, source: str = "commit") -> list[dict[str, object]]:
+    """Apply each chosen mutant in a copy of the code, run its tests, and return the outcomes.
+
+    ``source="commit"``: a ``git worktree`` of ``commit``; ``"working"``: a copy of the working tree as it is now
+    (uncommitted edits included; ``.git``, ``.venv``, ``runs`` and caches left out).
+    """
     chosen = [m for m in MUTANTS if only is None or only in m.name or only in m.path]
     results = []
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         tree = Path(tmp) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True,
-                       capture_output=True)  # fmt: skip
+        if source == "working":
+            ignore = shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", ".pytest_cache", ".ruff_cache")
+            shutil.copytree(ROOT, tree, ignore=ignore)
+        else:
+            subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True,
+                           capture_output=True)  # fmt: skip
         try:
             env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
             for mutant in chosen:
@@ -198,7 +207,8 @@ def run_pass(commit: str, only: str | None) -> list[dict[str, object]]:
                                 "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
                 print(f"{outcome:8} {mutant.path}: {mutant.name}", flush=True)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+            if source != "working":
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
     return results
 
 
@@ -206,10 +216,12 @@ def main() -> None:
     """Run the pass and print the score."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commit", default="HEAD")
+    parser.add_argument("--source", choices=["commit", "working"], default="commit",
+                        help="mutate a worktree of --commit, or a copy of the working tree as it is")  # fmt: skip
     parser.add_argument("--only", default=None, help="run the mutants whose name or path contains this")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
-    results = run_pass(args.commit, args.only)
+    results = run_pass(args.commit, args.only, args.source)
     counted = [r for r in results if r["outcome"] != "stale"]
     killed = sum(r["outcome"] == "killed" for r in counted)
     stale = len(results) - len(counted)
