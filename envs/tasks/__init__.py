@@ -1,4 +1,5 @@
-"""The reference tasks of DESIGN.md section 5; importing this package registers them all."""
+"""The reference tasks (quadratic, polynomial regressions, digits, MNIST, CIFAR-10, PTB, permutation, charlm); importing
+this package registers them all."""
 
 from envs.tasks import classification, language, permutation, polynomial, quadratic
 

@@ -1,4 +1,4 @@
-"""Run directories (DESIGN.md section 9), shared by every command.
+"""Run directories, shared by every command.
 
 ``runs/<name>-<time>/`` holds ``config.yaml`` (the resolved config), ``tb/`` (TensorBoard events, tags grouped as
 ``meta/``, ``inner/``, ``geodesic/``, ``compare/``), ``records.jsonl`` (one JSON object per finished unit of work,
