@@ -53,3 +53,15 @@ def test_the_library_refuses_a_threshold_that_is_not_a_positive_loss() -> None:
     with pytest.raises(ValueError, match="alpha must be a finite number in"):
         geodesics.DSSConfig(alpha=float("nan"))
     assert torch.equal(a, b)
+
+
+def test_a_run_that_failed_before_any_work_can_be_rerun_with_new_values(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # the endpoint cannot reach L0 = 0.01 in 20 steps: exit 2 with the advice to raise the threshold ...
+    assert main(["connect", "threshold=0.01", "a.max_steps=20", f"out={out}"]) == 2
+    assert not (out / "records.jsonl").exists()
+    # ... and following that advice with the same out= works (the directory did no work, so it takes the new config)
+    assert main(["connect", "threshold=0.2", f"out={out}"]) == 0
+    assert "threshold: 0.2" in (out / "config.yaml").read_text() and (out / "string.pt").is_file()
+    # once it holds work, a different config is refused, naming the key
+    assert main(["connect", "threshold=0.3", f"out={out}"]) == 2
