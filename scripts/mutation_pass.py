@@ -154,7 +154,7 @@ MUTANTS: list[Mutant] = [
         "geodesics/finders/common.py",
         "if loss > threshold:",
         "if loss > 2 * threshold:",
-        DSS,
+        DSS + INVARIANTS,
     ),
     M(
         "normalized length divided by the squared chord",
