@@ -1,28 +1,32 @@
-"""Cost of the learned optimizer in drop-in use: time per ``step()`` and per training step, relative to Adam.
+"""Cost of the learned optimizers in drop-in use: time per ``step()`` and per training step, relative to Adam.
 
-Trains a task's model in a plain loop with ``torch.optim.Adam`` and with ``LearnedOptimizer`` (an untrained network
-of the paper's size: the cost does not depend on the weights) and prints one JSON object per task.
+Trains a task's model in a plain loop with ``torch.optim.Adam`` and with ``LearnedOptimizer`` over each learned rule
+(untrained rules of the default sizes: the cost does not depend on the weights), alternating Adam and the rules in
+``--repeats`` rounds in one process and keeping each one's best round. Prints one JSON object per task and rule, with
+the ratios, the optimizer state per coordinate, the thread count and the load average.
 
-    OMP_NUM_THREADS=1 python benchmarks/learned_dropin_speed.py [--tasks digits_mlp charlm] [--steps 200]
+    OMP_NUM_THREADS=1 python benchmarks/learned_dropin_speed.py [--tasks digits_mlp charlm] [--rules lstm mlp]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 
 import torch
 
 import envs
-from metaopt import CoordinateLSTM, LearnedOptimizer
+from metaopt import LearnedOptimizer
+from metaopt.rules import make_rule
 
 
 def timed(
     task: envs.Task, make: Callable[[list[torch.Tensor]], torch.optim.Optimizer], steps: int
-) -> tuple[float, float]:
-    """Seconds per optimizer.step() and per whole training step (forward, backward, step)."""
+) -> tuple[float, float, float]:
+    """Seconds per optimizer.step() and per whole training step, and optimizer-state floats per coordinate."""
     model = task.init_model(0)
     optimizer = make(list(model.parameters()))
     batches = task.batches(0)
@@ -35,37 +39,43 @@ def timed(
         t0 = time.perf_counter()
         optimizer.step()
         step_time += time.perf_counter() - t0
-    return step_time / steps, (time.perf_counter() - started) / steps
+    floats = sum(v.numel() for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v))
+    return step_time / steps, (time.perf_counter() - started) / steps, floats / task.num_params
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["digits_mlp", "digits_cnn", "charlm"])
+    parser.add_argument("--rules", nargs="+", default=["lstm", "mlp"])
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    net = CoordinateLSTM()
+    rules = {name: make_rule(name, {}) for name in args.rules}
     for name in args.tasks:
         task = envs.make_task(name)
-        makers = {
-            "adam": lambda params: torch.optim.Adam(params, lr=1e-3),
-            "learned": lambda params: LearnedOptimizer(params, net=net),
+        makers: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]] = {
+            "adam": lambda params: torch.optim.Adam(params, lr=1e-3)
         }
+        for rule_name, rule in rules.items():
+            makers[rule_name] = lambda params, rule=rule: LearnedOptimizer(params, rule=rule)
         for make in makers.values():
             timed(task, make, 10)  # warm-up
-        adam_step, adam_total = timed(task, makers["adam"], args.steps)
-        learned_step, learned_total = timed(task, makers["learned"], args.steps)
-        print(json.dumps({
-            "benchmark": "learned_dropin_speed",
-            "task": name,
-            "params": task.num_params,
-            "threads": torch.get_num_threads(),
-            "adam_step_ms": round(adam_step * 1e3, 3),
-            "learned_step_ms": round(learned_step * 1e3, 3),
-            "step_ratio": round(learned_step / adam_step, 2),
-            "adam_train_step_ms": round(adam_total * 1e3, 3),
-            "learned_train_step_ms": round(learned_total * 1e3, 3),
-            "train_step_ratio": round(learned_total / adam_total, 2),
-        }))  # fmt: skip
+        best = {key: (float("inf"), float("inf"), 0.0) for key in makers}
+        for _ in range(args.repeats):  # alternate, so a change in the machine's load hits every optimizer alike
+            for key, make in makers.items():
+                step, total, floats = timed(task, make, args.steps)
+                best[key] = (min(best[key][0], step), min(best[key][1], total), floats)
+        adam_step, adam_total, adam_floats = best["adam"]
+        for rule_name in rules:
+            step, total, floats = best[rule_name]
+            print(json.dumps({
+                "benchmark": "learned_dropin_speed", "task": name, "rule": rule_name, "params": task.num_params,
+                "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+                "adam_step_ms": round(adam_step * 1e3, 3), "rule_step_ms": round(step * 1e3, 3),
+                "step_ratio": round(step / adam_step, 2), "adam_train_step_ms": round(adam_total * 1e3, 3),
+                "rule_train_step_ms": round(total * 1e3, 3), "train_step_ratio": round(total / adam_total, 2),
+                "state_floats_per_coordinate": round(floats, 3), "adam_state_floats_per_coordinate": adam_floats,
+            }))  # fmt: skip
 
 
 if __name__ == "__main__":
