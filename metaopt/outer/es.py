@@ -1,0 +1,199 @@
+"""Evolution strategies over the rule's weights: truncated ES and persistent ES (PES), antithetic.
+
+Registered as ``es`` and ``pes``. Both perturb the flat vector theta of the rule's weights with antithetic Gaussian
+pairs theta +- eps (eps ~ N(0, sigma^2 I)), run each perturbed rule for one truncation of T plain optimizer steps (no
+meta-graph: any meta-objective works, differentiable or not), and combine the meta-losses:
+
+* **truncated ES** (``es``): every pair starts from the optimizee's current state; the estimate
+  ``1/(2 K sigma^2) sum_i (L(theta + eps_i) - L(theta - eps_i)) eps_i`` is unbiased for the gradient of the
+  Gaussian-smoothed meta-loss of *this truncation* with the state held fixed, so, like truncated backprop, it
+  ignores how theta shaped the state it starts from (the truncation bias);
+* **PES** (Vicol, Metz & Sohl-Dickstein 2021): each particle keeps its own optimizee state across the truncations of
+  an episode and the sum ``xi_i`` of the perturbations it has seen; the estimate uses ``xi_i`` in place of ``eps_i``,
+  which makes it unbiased for the gradient of the whole episode's (smoothed) meta-loss.
+
+The optimizees the loop passes in advance with the unperturbed rule on the same batches as the particles, so the
+loop's metrics and the next truncation see the unperturbed run. The population runs one particle after another
+(a Python loop over ``2 K`` particles, each a plain :class:`~metaopt.shells.LearnedOptimizer` in ``envs.fit``); it is
+not vectorised across particles.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from typing_extensions import override
+
+from envs.fit import fit
+from envs.seeding import generator
+from envs.task import Batch
+from envs.tooling.config import check_range
+from metaopt.inner.unroll import InnerState, Trajectory
+from metaopt.outer.base import Estimator, EstimatorSetup, MetaGradient
+from metaopt.rules import LearnedRule
+from metaopt.shells import LearnedOptimizer
+
+__all__ = ["ESConfig", "PersistentES", "TruncatedES", "rollout"]
+
+
+@dataclass
+class ESConfig:
+    """Options of the evolution-strategy estimators."""
+
+    pairs: int = 8
+    """K: antithetic pairs per optimizee and truncation."""
+    sigma: float = 0.01
+    """Standard deviation of the perturbations of the rule's weights."""
+
+    def __post_init__(self) -> None:
+        check_range(self, "pairs", low=1, integer=True)
+        check_range(self, "sigma", low=0, low_open=True)
+
+
+def rollout(inner: InnerState, batches: list[Batch]) -> Trajectory:
+    """T plain steps of ``inner`` on ``batches`` (T + 1 of them: the last scores theta_{t+T}), without a meta-graph.
+
+    The optimizee's model and optimizer state are modified. The trajectory is what
+    :func:`~metaopt.inner.unroll.unroll` would return, detached.
+    """
+    iterates = [_flat(inner.model)]
+    result = fit(inner.task, model=inner.model, optimizer=inner.optimizer, steps=len(batches) - 1, evaluate=False,
+                 batches=iter(batches[:-1]), callback=lambda _s, _l, model: iterates.append(_flat(model)))  # fmt: skip
+    losses = list(result.losses)
+    if not result.diverged:
+        with torch.no_grad():
+            losses.append(float(inner.task.loss(inner.model, batches[-1])))
+    else:  # the run stopped at a non-finite loss: pad so every trajectory has T + 1 entries
+        losses += [float("inf")] * (len(batches) - len(losses))
+        iterates += [iterates[-1]] * (len(batches) - len(iterates))
+    start = inner.step
+    inner.step += len(batches) - 1
+    return Trajectory(torch.tensor(losses, dtype=torch.float64), torch.stack(iterates), start, inner.context)
+
+
+class _EvolutionStrategy(Estimator):
+    """What truncated ES and PES share: perturbations, the estimate and its metrics."""
+
+    Config = ESConfig
+    config: ESConfig
+    persistent = False
+
+    def __init__(self, config: ESConfig | None, setup: EstimatorSetup):
+        super().__init__(config, setup)
+        self._particles: dict[int, _Particles] = {}
+        self._working: LearnedRule | None = None
+
+    @override
+    def estimate(self, rule: LearnedRule, inners: Sequence[InnerState], *, meta_step: int) -> MetaGradient:
+        cfg, setup = self.config, self.setup
+        theta = parameters_to_vector(rule.parameters()).detach()
+        if self._working is None or not _same_shapes(self._working, rule):
+            self._working = copy.deepcopy(rule).requires_grad_(False)
+        working = self._working
+        total = torch.zeros(theta.numel(), dtype=torch.float64)
+        meta_losses, final_losses, spreads = [], [], []
+        for index, inner in enumerate(inners):
+            batches = [inner.take_batch()] + [next(inner.batches) for _ in range(setup.truncation)]
+            noise = generator(setup.seed, "es", meta_step, index)
+            eps = torch.randn(cfg.pairs, theta.numel(), generator=noise, dtype=torch.float64) * cfg.sigma
+            particles = self._particles_for(inner, working) if self.persistent else None
+            differences = torch.empty(cfg.pairs, dtype=torch.float64)
+            for pair in range(cfg.pairs):
+                signed = []
+                for side, sign in enumerate((1.0, -1.0)):
+                    start = particles.states[side][pair] if particles else _copy_inner(inner, working)
+                    vector_to_parameters((theta.double() + sign * eps[pair]).to(theta.dtype), working.parameters())
+                    signed.append(float(setup.objective(rollout(start, batches))))
+                differences[pair] = _finite_difference(signed[0], signed[1])
+            if particles is not None:
+                particles.xi += eps
+                particles.step = inner.step + setup.truncation
+            direction = particles.xi if particles is not None else eps
+            total += (differences[:, None] * direction).sum(0) / (2 * cfg.pairs * cfg.sigma**2)
+            spreads.append(float(differences.abs().mean()))
+            trajectory = rollout(inner, batches)  # the unperturbed optimizee, on the same batches
+            inner.next_batch = batches[-1]  # it scored theta_{t+T}; the next step trains on it
+            meta_losses.append(float(setup.objective(trajectory)))
+            final_losses.append(float(trajectory.losses[-1]))
+        grad = (total / len(inners)).to(theta.dtype)
+        grads, offset = [], 0
+        for weight in rule.parameters():
+            grads.append(grad[offset : offset + weight.numel()].view_as(weight).clone())
+            offset += weight.numel()
+        metrics = {
+            "loss": sum(meta_losses) / len(meta_losses),
+            "final_loss": sum(final_losses) / len(final_losses),
+            "es_mean_abs_difference": sum(spreads) / len(spreads),
+        }
+        return MetaGradient(tuple(grads), metrics)
+
+    def _particles_for(self, inner: InnerState, working: LearnedRule) -> _Particles:
+        """The inner's PES particles: kept while the same optimizee continues, fresh copies of it otherwise."""
+        self._particles = {k: v for k, v in self._particles.items() if v.owner() is not None}
+        held = self._particles.get(id(inner))
+        if held is not None and held.owner() is inner and held.step == inner.step:
+            return held
+        pairs = self.config.pairs
+        states = (
+            [_copy_inner(inner, working) for _ in range(pairs)],
+            [_copy_inner(inner, working) for _ in range(pairs)],
+        )
+        dim = sum(w.numel() for w in working.parameters())
+        particles = _Particles(weakref.ref(inner), inner.step, states, torch.zeros(pairs, dim, dtype=torch.float64))
+        self._particles[id(inner)] = particles
+        return particles
+
+
+@dataclass
+class _Particles:
+    """The persistent population of one optimizee."""
+
+    owner: weakref.ref
+    """The optimizee the particles shadow."""
+    step: int
+    """The inner step at which they continue."""
+    states: tuple[list[InnerState], ...]
+    """The + and - particle of each antithetic pair."""
+    xi: Tensor
+    """``(K, D)``: the sum of each pair's perturbations so far."""
+
+
+class TruncatedES(_EvolutionStrategy):
+    """Antithetic ES over the rule's weights, each truncation from the optimizee's current state (``es``)."""
+
+    persistent = False
+
+
+class PersistentES(_EvolutionStrategy):
+    """Antithetic persistent ES: particles keep their own state and accumulated perturbations (``pes``)."""
+
+    persistent = True
+
+
+def _same_shapes(a: LearnedRule, b: LearnedRule) -> bool:
+    return [w.shape for w in a.parameters()] == [w.shape for w in b.parameters()] and type(a) is type(b)
+
+
+def _copy_inner(inner: InnerState, rule: LearnedRule) -> InnerState:
+    """An independent copy of the optimizee (model, optimizer state) driven by ``rule``; no batch stream of its own."""
+    model = copy.deepcopy(inner.model)
+    optimizer = LearnedOptimizer(model.parameters(), rule=rule)
+    optimizer.load_state_dict(copy.deepcopy(inner.optimizer.state_dict()))
+    return InnerState(inner.task, model, optimizer, itertools.repeat(None), inner.step, None, inner.context)  # type: ignore[arg-type]
+
+
+def _finite_difference(plus: float, minus: float) -> float:
+    """``plus - minus``, with a diverged side (inf or NaN) counted as no information rather than poisoning the sum."""
+    difference = plus - minus
+    return difference if difference == difference and abs(difference) != float("inf") else 0.0
+
+
+def _flat(model: torch.nn.Module) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
