@@ -1,5 +1,7 @@
-"""The reference tasks (quadratic, polynomial regressions, digits, MNIST, CIFAR-10, PTB, permutation, charlm); importing
-this package registers them all."""
+"""The reference tasks; importing this package registers them all.
+
+Quadratics, the polynomial regressions, digits (MLP and CNN), MNIST, CIFAR-10, PTB, the permutation pair, charlm.
+"""
 
 from envs.tasks import classification, language, permutation, polynomial, quadratic
 

@@ -8,16 +8,33 @@ bad input into one clear message (exit status 2) and leaves all the work to the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from envs.errors import ConfigError, DataNotFoundError, StorageError, TaskError
-from envs.tooling.config import config_help, load_config
+from envs.tooling.config import check_range, config_help, load_config
 
-__all__ = ["Command", "main_for"]
+__all__ = ["Command", "intra_op_threads", "main_for"]
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` intra-op threads (0: one, the measured default; None: leave torch's), then restore."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)
@@ -77,7 +94,10 @@ def main_for(prog: str, description: str, commands: Sequence[Command], argv: Seq
         config, overrides = None, [f"{command.positional}={config}", *overrides]
     try:
         cfg = load_config(command.schema, config or command.default_config, overrides)
-        command.run(cfg)
+        if getattr(cfg, "threads", None) is not None:
+            check_range(cfg, "threads", low=0, integer=True)
+        with intra_op_threads(getattr(cfg, "threads", None)):
+            command.run(cfg)
     except (ConfigError, TaskError, DataNotFoundError, ValueError) as exc:
         print(f"{prog} {command.name}: error: {exc}", file=sys.stderr)
         return 2

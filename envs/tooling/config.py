@@ -100,7 +100,7 @@ def _short(value: float) -> str:
 
 @dataclass
 class RunOptions:
-    """The tail every command's schema inherits: where it runs and where it writes.
+    """The tail every command's schema inherits: where it runs, on how many threads, and where it writes.
 
     A command overrides a default by redeclaring the field (``name: str = "sweep"``); the field keeps its place.
     """
@@ -113,6 +113,9 @@ class RunOptions:
     """Prefix of the run directory name."""
     out: str | None = None
     """Run directory; default ``runs/<name>-<time>``. Rerun with the same ``out=`` to resume."""
+    threads: int = 0
+    """Intra-op CPU threads while the command runs. 0: one, measured fastest for every bundled task (2 threads were
+    2.5-20x slower on a shared 2-core machine: benchmarks/threads.py); N: N threads, for big models on idle cores."""
 
 
 def find_config(path: str | Path) -> Path:
