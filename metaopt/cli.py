@@ -26,7 +26,7 @@ from metaopt.commands import (
 from metaopt.compare import CompareConfig
 from metaopt.training import TrainConfig
 
-__all__ = ["COMMANDS", "CONFIG_SCHEMAS", "main", "schema_for_config"]
+__all__ = ["COMMANDS", "CONFIG_SCHEMAS", "EXAMPLES", "main", "schema_for_config"]
 
 
 @dataclass
@@ -47,21 +47,41 @@ def list_tasks_command(cfg: TasksConfig) -> None:
         print(f"{name:16} {size:>8}  {recipe:28} {envs.ENV_IDS[name]}")
 
 
+EXAMPLES: dict[str, str] = {
+    "tasks": "",
+    "fit": "task.options.width=40 seed=3",
+    "train": "episodes=50 meta_lr=0.01 net.hidden_size=10",
+    "compare": "eval_seeds=50 optimizers=[sgd,adam] tasks.quadratic.steps=200",
+    "targets": "seeds=8 window=10 stride=10 dss.max_steps=300",
+    "quickstart": "scale=full out=runs/quickstart",
+}
+"""The ``key=value`` overrides each command's ``--help`` shows as its example (keys of that command's schema, loaded
+on top of its default config by a test)."""
+
+
 COMMANDS = [
-    Command("tasks", TasksConfig, list_tasks_command, "list the tasks, their sizes, recipes and environment ids"),
+    Command(
+        "tasks",
+        TasksConfig,
+        list_tasks_command,
+        "list the tasks, their sizes, recipes and environment ids",
+        example=EXAMPLES["tasks"],
+    ),
     Command(
         "fit",
         FitConfig,
         run_fit,
         "train one task with its recipe; writes a run directory",
         default_config="tasks/digits_mlp.yaml",
-    ),  # fmt: skip
+        example=EXAMPLES["fit"],
+    ),
     Command(
         "train",
         TrainConfig,
         run_train,
         "meta-train a learned optimizer (default the coordinatewise LSTM) on a task family; writes checkpoints",
         default_config="metaopt/quadratic.yaml",
+        example=EXAMPLES["train"],
     ),
     Command(
         "compare",
@@ -69,6 +89,7 @@ COMMANDS = [
         run_compare,
         "tune baselines on a learning-rate grid, compare them on paired seeds; writes report, CSVs, plots, TensorBoard",
         default_config="compare/quadratic.yaml",
+        example=EXAMPLES["compare"],
     ),
     Command(
         "targets",
@@ -76,6 +97,7 @@ COMMANDS = [
         run_targets,
         "record base-optimizer trajectories and connect their windows with DSS: a geodesic-target dataset",
         default_config="metaopt/targets/digits_mlp.yaml",
+        example=EXAMPLES["targets"],
     ),
     Command(
         "quickstart",
@@ -83,6 +105,7 @@ COMMANDS = [
         run_quickstart,
         "the whole pipeline on bundled data: targets, meta-training, comparison; one run directory with a report",
         default_config="quickstart.yaml",
+        example=EXAMPLES["quickstart"],
     ),
 ]
 
@@ -112,7 +135,21 @@ def schema_for_config(relative: str | Path) -> type:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metaopt`` console script."""
-    return main_for("metaopt", "Meta-learned optimizers built on loss-landscape geometry.", COMMANDS, argv)
+    args = _resume_base(list(sys.argv[1:] if argv is None else argv))
+    return main_for("metaopt", "Meta-learned optimizers built on loss-landscape geometry.", COMMANDS, args)
+
+
+def _resume_base(argv: list[str]) -> list[str]:
+    """``metaopt train resume=RUN key=value ...`` without a config file: the run's saved config is the base.
+
+    So the overrides given beside ``resume=`` are the only changes ``run_train`` sees (and accepts or refuses by
+    name), instead of every key in which the default config file differs from the run's.
+    """
+    if len(argv) < 2 or argv[0] != "train" or "=" not in argv[1]:
+        return argv  # another command, --help, or a config file given: it is compared with the saved config as is
+    runs = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("resume=")]
+    saved = Path(runs[-1]) / "config.yaml" if runs and runs[-1] not in ("", "null") else None
+    return [argv[0], str(saved), *argv[1:]] if saved is not None and saved.is_file() else argv
 
 
 if __name__ == "__main__":

@@ -73,6 +73,31 @@ class LearnedOptimizer(torch.optim.Optimizer):
         return self.rule
 
     @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """``torch.optim.Optimizer.load_state_dict``, refusing a state saved for parameters of other shapes.
+
+        Raises:
+            ValueError: the saved rule state of a parameter does not have the shapes the rule gives that parameter
+                (the state_dict was saved for another model); nothing is loaded.
+        """
+        params = [p for group in self.param_groups for p in group["params"]]
+        saved = [index for group in state_dict.get("param_groups", []) for index in group["params"]]
+        for position, index in enumerate(saved[: len(params)]):
+            piece = state_dict.get("state", {}).get(index)
+            if not piece:
+                continue
+            param = params[position]
+            expected = {key: tuple(value.shape) for key, value in self.rule.init_state(param).items()}
+            found = {key: tuple(value.shape) for key, value in piece.items() if isinstance(value, Tensor)}
+            if found != expected:
+                raise ValueError(
+                    f"optimizer state_dict does not fit parameter {position} (shape {tuple(param.shape)}): its saved "
+                    f"rule state has shapes {found}, the rule needs {expected} for this parameter; the state_dict was "
+                    "saved for another model"
+                )
+        super().load_state_dict(state_dict)
+
+    @override
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         loss = None

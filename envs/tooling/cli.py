@@ -49,6 +49,8 @@ class Command:
     """Config used when none is given on the command line (a packaged path), or None to use the schema defaults."""
     positional: str | None = None
     """If set, the first argument is this key's value instead of a config file (``geodesics plot RUN``)."""
+    example: str = ""
+    """``key=value`` overrides shown in ``--help`` as the example (keys of ``schema``); empty: none shown."""
 
 
 def _parser(prog: str, description: str, commands: Sequence[Command]) -> argparse.ArgumentParser:
@@ -74,7 +76,8 @@ def _parser(prog: str, description: str, commands: Sequence[Command]) -> argpars
             p.add_argument("config", nargs="?", metavar=command.positional.upper(), help=f"sets {command.positional}")
         else:
             p.add_argument("config", nargs="?", help=f"YAML config file{default}; packaged configs are found by name")
-        p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. task.options.width=40 seed=3")
+        example = f", e.g. {command.example}" if command.example else " (the options are listed below)"
+        p.add_argument("overrides", nargs="*", help=f"key=value overrides{example}")
     return parser
 
 

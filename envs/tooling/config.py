@@ -193,10 +193,20 @@ def _schema_at(schema: type, path: list[str]) -> type | None:
 def _dotted_key(schema: type, merged: DictConfig, exc: InvalidValue) -> str:
     """The dotted key of the value a nested schema refused: among the fields of its type, the one holding it."""
     candidates = [".".join([*path, exc.key]) for path in _paths_of(schema, exc.owner)]
-    for key in candidates:
-        if "<key>" not in key and repr(OmegaConf.select(merged, key)) == repr(exc.value):
+    for key in (entry for candidate in candidates for entry in _entries(merged, candidate)):
+        if repr(OmegaConf.select(merged, key)) == repr(exc.value):
             return key
     return candidates[0] if candidates else exc.key
+
+
+def _entries(merged: DictConfig, key: str) -> list[str]:
+    """``key`` with each ``<key>`` replaced by the keys of the mapping at that place in ``merged`` (all of them)."""
+    if "<key>" not in key:
+        return [key]
+    head, tail = key.split("<key>", 1)
+    mapping = OmegaConf.select(merged, head.rstrip(".")) if head else merged
+    names = list(mapping.keys()) if isinstance(mapping, DictConfig) else []
+    return [entry for name in names for entry in _entries(merged, f"{head}{name}{tail}")]
 
 
 def _paths_of(schema: type, owner: type, prefix: tuple[str, ...] = ()) -> list[list[str]]:

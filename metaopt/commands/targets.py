@@ -17,11 +17,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from envs.registry import make_task
-from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.plots import save_figure, subplots
 from envs.tooling.runs import Run
 from geodesics import DSSConfig
-from metaopt.targets import make_shard, save_shard, window_starts
+from metaopt.targets import make_shard, save_shard
 
 __all__ = ["TargetsConfig", "run_targets"]
 
@@ -60,9 +60,13 @@ class TargetsConfig(RunOptions):
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ValueError("tasks is empty; name at least one task")
-        if self.seeds < 1 or self.slack < 0:
-            raise ValueError("seeds must be positive and slack non-negative")
-        window_starts(self.steps, self.window, self.stride)  # validates steps, window and stride
+        check_range(self, "seeds", low=1, integer=True)
+        check_range(self, "seed_offset", low=0, integer=True)
+        check_range(self, "lr", low=0)
+        check_range(self, "steps", low=1, integer=True)
+        check_range(self, "window", low=1, high=self.steps, integer=True)
+        check_range(self, "stride", low=1, integer=True)
+        check_range(self, "slack", low=0)
 
 
 def _label(task: TaskConfig, index: int) -> str:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.config import RunOptions, TaskConfig, check_range
 
 __all__ = ["DEFAULT_LR_GRID", "DEFAULT_OPTIMIZERS", "CompareConfig", "CompareTaskConfig"]
 
@@ -30,10 +30,9 @@ class CompareTaskConfig(TaskConfig):
     """Training losses for steps-to-reach and speed-up; empty: the reference optimizer's mean final loss."""
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be positive, got {self.steps}")
-        if any(not t > 0 for t in self.targets):
-            raise ValueError(f"targets must be positive losses, got {self.targets}")
+        check_range(self, "steps", low=1, integer=True)
+        if self.targets:  # empty: the reference optimizer's mean final loss
+            check_range(self, "targets", low=0, low_open=True)
 
 
 @dataclass
@@ -88,10 +87,11 @@ class CompareConfig(RunOptions):
             raise ValueError("optimizers is empty; name at least one, e.g. optimizers=[sgd,adam]")
         if len(set(self.optimizers)) != len(self.optimizers):
             raise ValueError(f"optimizers lists a name twice: {self.optimizers}")
-        if not self.lr_grid or any(not lr > 0 for lr in self.lr_grid):
-            raise ValueError(f"lr_grid must be a non-empty list of positive learning rates, got {self.lr_grid}")
-        if self.tuning_seeds < 1 or self.eval_seeds < 1:
-            raise ValueError("tuning_seeds and eval_seeds must be at least 1")
+        check_range(self, "lr_grid", low=0, low_open=True)
+        for key in ("tuning_seeds", "eval_seeds", "final_window", "max_stacked_runs"):
+            check_range(self, key, low=1, integer=True)
+        for key in ("tuning_seed_offset", "eval_seed_offset", "threads"):
+            check_range(self, key, low=0, integer=True)
         tuning = range(self.tuning_seed_offset, self.tuning_seed_offset + self.tuning_seeds)
         evaluation = range(self.eval_seed_offset, self.eval_seed_offset + self.eval_seeds)
         if set(tuning) & set(evaluation):
@@ -99,15 +99,9 @@ class CompareConfig(RunOptions):
                 f"evaluation seeds {evaluation.start}..{evaluation.stop - 1} overlap tuning seeds "
                 f"{tuning.start}..{tuning.stop - 1}; move eval_seed_offset"
             )
-        if self.final_window < 1:
-            raise ValueError(f"final_window must be at least 1, got {self.final_window}")
         for label, task in self.tasks.items():
             if self.final_window > task.steps:
                 raise ValueError(f"final_window={self.final_window} exceeds the {task.steps} steps of task {label!r}")
-        if self.threads < 0:
-            raise ValueError(f"threads must be 0 (torch's default) or positive, got {self.threads}")
-        if self.max_stacked_runs < 1:
-            raise ValueError(f"max_stacked_runs must be at least 1, got {self.max_stacked_runs}")
 
     @property
     def tuning_seed_list(self) -> list[int]:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from envs.errors import ConfigError
 from envs.functional import FunctionalOptimizer, functional_from_spec
-from envs.optim import get_optimizer_spec
+from envs.optim import get_optimizer_spec, make_optimizer
 from envs.registry import make_task
 from envs.task import Task
 from envs.tooling.runs import Run
@@ -121,8 +121,12 @@ class Plan:
 def make_plan(cfg: CompareConfig) -> Plan:
     """Check everything a comparison needs before any work or any file: modules, tasks and their data, optimizers.
 
+    Every optimizer is built once, on a throw-away parameter, with its options: a learned optimizer's checkpoint
+    that is missing or broken, or an option the optimizer does not take, stops the comparison here.
+
     Raises:
-        ConfigError: no tasks, an import that fails, options for an optimizer not compared, a reference not compared.
+        ConfigError: no tasks, an import that fails, options for an optimizer not compared, a reference not compared,
+            an optimizer that cannot be built with its options (a broken checkpoint, an unknown option).
         TaskError: an unknown task or task option. ``ValueError``: an unknown optimizer.
         DataNotFoundError: a task's data files are missing.
     """
@@ -144,6 +148,7 @@ def make_plan(cfg: CompareConfig) -> Plan:
         registered = cfg.aliases.get(name, name)
         spec = get_optimizer_spec(registered)
         options = dict(cfg.optimizer_options.get(name, {}))
+        _check_builds(name, registered, options, cfg.lr_grid[0] if spec.tunable_lr else None)
         contenders.append(Contender(name, options, functional_from_spec(spec, options), spec.tunable_lr, registered))
     if cfg.reference not in cfg.optimizers:
         raise ConfigError(f"reference={cfg.reference!r} is not among optimizers {cfg.optimizers}; add it or change it")
@@ -154,6 +159,15 @@ def make_plan(cfg: CompareConfig) -> Plan:
         next(task.instance(seed).batches(seed))  # loads the data now: missing files fail before anything is written
         tasks[label] = task
     return Plan(cfg, tasks, contenders)
+
+
+def _check_builds(name: str, registered: str, options: dict[str, Any], lr: float | None) -> None:
+    """Build optimizer ``name`` once on a throw-away parameter; a clear :class:`ConfigError` if it cannot be built."""
+    probe = [torch.zeros(1, requires_grad=True)]
+    try:
+        make_optimizer(registered, probe, lr=lr, **options)
+    except (TypeError, ValueError) as exc:  # CheckpointError is a ValueError
+        raise ConfigError(f"optimizer {name!r} cannot be built with its optimizer_options: {exc}") from None
 
 
 def sweep(plan: Plan, run: Run, *, progress: bool = True) -> Records:

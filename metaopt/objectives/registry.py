@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from envs.tooling.config import check_range
 from metaopt.inner.unroll import Trajectory
 
 __all__ = ["Objective", "ObjectiveConfig", "list_objectives", "make_objective", "register_objective"]
@@ -31,6 +32,10 @@ class ObjectiveConfig:
     """Weights w_1..w_T of the optimizee losses in a truncation (None: all 1, as in the paper)."""
     loss_weight: float = 0.0
     """geodesic only: lambda, the weight of the L2L loss term added to the imitation loss (0: geodesic only)."""
+
+    def __post_init__(self) -> None:
+        check_range(self, "loss_weights", low=0, optional=True)
+        check_range(self, "loss_weight", low=0)
 
 
 _OBJECTIVES: dict[str, Callable[[ObjectiveConfig], Objective]] = {}

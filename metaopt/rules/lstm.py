@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
+from envs.tooling.config import check_range
 from metaopt.rules.base import LearnedRule, ParamState
 from metaopt.rules.features import FEATURE_MODES, num_features, preprocess
 
@@ -61,8 +62,11 @@ class LSTMConfig:
     def __post_init__(self) -> None:
         if self.features not in FEATURE_MODES:
             raise ValueError(f"unknown features {self.features!r}; valid: {', '.join(FEATURE_MODES)}")
-        if self.hidden_size < 1 or self.num_layers < 1:
-            raise ValueError(f"hidden_size and num_layers must be positive, got {self.hidden_size}, {self.num_layers}")
+        check_range(self, "p", low=0, low_open=True)
+        check_range(self, "input_scale", low=0, low_open=True)
+        check_range(self, "hidden_size", low=1, integer=True)
+        check_range(self, "num_layers", low=1, integer=True)
+        check_range(self, "output_scale", low=0, low_open=True)
 
 
 class CoordinateLSTM(LearnedRule):

@@ -7,16 +7,19 @@ free for final evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from envs.tooling.config import RunOptions, TaskConfig
+from envs.errors import InvalidValue
+from envs.tooling.config import RunOptions, TaskConfig, check_range
 from metaopt.compare.config import DEFAULT_LR_GRID
 from metaopt.objectives import ObjectiveConfig
 from metaopt.outer import estimator_config
 from metaopt.rules import LSTMConfig, rule_config
 
-__all__ = ["TRAIN_SEED_BASE", "TUNE_SEED_BASE", "VAL_SEED_BASE", "TrainConfig", "train_seed"]
+__all__ = ["RESUMABLE_KEYS", "TRAIN_SEED_BASE", "TUNE_SEED_BASE", "VAL_SEED_BASE", "TrainConfig", "train_seed"]
 
 VAL_SEED_BASE = 100_000
 """First validation seed."""
@@ -24,6 +27,20 @@ TUNE_SEED_BASE = 200_000
 """First seed used to tune the baselines' learning rates."""
 TRAIN_SEED_BASE = 1_000_000
 """First meta-training seed."""
+
+RESUMABLE_KEYS = frozenset({"episodes", "max_skips"})
+"""Keys ``resume=`` may change: more episodes continue the same training (a finished run is extended; its weights
+equal those of a run started with that many episodes, though it also validated at its old last episode, so its
+best.pt may be that one), and max_skips only says when to give up."""
+
+
+@contextmanager
+def _options_of(key: str) -> Iterator[None]:
+    """Name a bad value in the options of a rule or estimator by its full key (``estimator_options.sigma``)."""
+    try:
+        yield
+    except InvalidValue as exc:
+        raise InvalidValue(TrainConfig, f"{key}.{exc.key}", exc.value, exc.message) from None
 
 
 def train_seed(episode: int, slot: int, meta_batch: int) -> int:
@@ -42,7 +59,7 @@ class TrainConfig(RunOptions):
     rule: str = "lstm"
     """The learned rule: lstm (the coordinatewise LSTM, options under net) or one added with register_rule."""
     net: LSTMConfig = field(default_factory=LSTMConfig)
-    """Architecture of the coordinatewise LSTM (rule=lstm)."""
+    """Architecture of the coordinatewise LSTM (used when rule is lstm)."""
     rule_options: dict[str, Any] = field(default_factory=dict)
     """Options of a rule other than lstm (the fields of its Config dataclass)."""
     estimator: str = "truncated_backprop"
@@ -81,7 +98,8 @@ class TrainConfig(RunOptions):
     seed: int = 0
     """Seed of the network's initial weights."""
     resume: str | None = None
-    """Run directory of a killed run to continue with its saved config (the other options are then ignored)."""
+    """Run directory of a killed or finished run to continue with its saved config. Given with other keys, only
+    episodes (to extend the run) and max_skips may change; any other difference is refused, naming the keys."""
     targets: str | None = None
     """Run directory of ``metaopt targets``: train on its windows (one meta-step of T = truncation steps from a dataset
     state theta_t per window and episode) instead of on fresh episodes; the objective is then usually geodesic."""
@@ -94,23 +112,28 @@ class TrainConfig(RunOptions):
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ValueError("tasks is empty; name at least one task")
-        if self.truncation < 1 or self.steps % self.truncation:
-            raise ValueError(f"truncation ({self.truncation}) must be positive and divide steps ({self.steps})")
-        for key in ("episodes", "meta_batch", "val_every", "val_seeds", "tune_seeds", "max_skips", "final_window"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        if self.on_policy_every < 0:
-            raise ValueError(f"on_policy_every must be 0 (never) or positive, got {self.on_policy_every}")
+        for key in ("steps", "truncation", "episodes", "meta_batch", "max_skips", "val_every"):
+            check_range(self, key, low=1, integer=True)
+        if self.steps % self.truncation:
+            raise ValueError(f"truncation ({self.truncation}) must divide steps ({self.steps})")
+        check_range(self, "meta_lr", low=0, low_open=True)
+        check_range(self, "clip_grad_norm", low=0)
+        check_range(self, "val_seeds", low=1, high=TUNE_SEED_BASE - VAL_SEED_BASE, integer=True)
+        check_range(self, "tune_seeds", low=1, high=TRAIN_SEED_BASE - TUNE_SEED_BASE, integer=True)
+        check_range(self, "lr_grid", low=0, low_open=True)
+        check_range(self, "final_window", low=1, high=self.steps, integer=True)
+        check_range(self, "seed", low=0, integer=True)
+        check_range(self, "on_policy_every", low=0, integer=True)
         if (self.warm_start or self.on_policy_every) and not self.targets:
             raise ValueError("warm_start and on_policy_every need targets=<run directory of metaopt targets>")
-        if self.val_seeds > TUNE_SEED_BASE - VAL_SEED_BASE or self.tune_seeds > TRAIN_SEED_BASE - TUNE_SEED_BASE:
-            raise ValueError("val_seeds and tune_seeds must keep the seed ranges disjoint (at most 100000 each)")
         if self.rule == "lstm" and self.rule_options:
             raise ValueError("rule=lstm takes its options under net (net.hidden_size=...), not rule_options")
         if self.rule != "lstm" and self.net != LSTMConfig():
             raise ValueError(f"net configures rule=lstm; give the options of rule={self.rule} as rule_options")
-        self.rule_config()  # validates the rule's name and options
-        estimator_config(self.estimator, self.estimator_options)  # validates the estimator's name and options
+        with _options_of("rule_options"):  # (rule=lstm: net was checked as it was built)
+            self.rule_config()  # validates the rule's name and options
+        with _options_of("estimator_options"):
+            estimator_config(self.estimator, self.estimator_options)  # validates the estimator's name and options
 
     def rule_config(self) -> Any:
         """The config of the chosen rule (``net`` for the LSTM, else ``rule_options`` in the rule's Config)."""

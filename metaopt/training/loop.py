@@ -7,7 +7,8 @@ it: clipping to ``clip_grad_norm``, one meta-optimizer (Adam) step, the metrics 
 meta-gradient with NaN or infinite entries is skipped and counted (and the episode's optimizees are dropped); after
 ``max_skips`` skips in a row training stops with a message saying what to change. Every ``val_every`` episodes the
 rule is validated against tuned Adam (:mod:`metaopt.training.validation`) and the best one is kept in
-``checkpoints/best.pt``.
+``checkpoints/best.pt`` (there is always one after the first validation, even a diverged one: the final metrics say
+with ``far_worse_than_adam`` whether it is worth using).
 
 The run directory's ``checkpoints/last.pt`` is written after every episode with everything needed to continue (rule,
 meta-optimizer, counters, best score, baseline, on-policy targets, RNG state); a run continued from it ends with
@@ -30,13 +31,13 @@ from envs.devices import resolve_device, resolve_dtype
 from envs.registry import make_task
 from envs.seeding import seeded
 from envs.tooling.runs import Run
-from metaopt.checkpoint import load_checkpoint, save_checkpoint
+from metaopt.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from metaopt.objectives import make_objective
 from metaopt.outer import EstimatorSetup, MetaGradient, make_estimator
 from metaopt.rules import make_rule
 from metaopt.training.config import TrainConfig
 from metaopt.training.schedule import DatasetWindows, FreshEpisodes
-from metaopt.training.validation import validate
+from metaopt.training.validation import far_worse_than_adam, validate
 
 __all__ = ["MetaTrainer", "MetaTrainingError"]
 
@@ -94,7 +95,7 @@ class MetaTrainer:
             return False
         payload = load_checkpoint(path)
         trainer = payload["trainer"]
-        self.rule.load_state_dict(payload["state_dict"])
+        load_weights(self.rule, payload["state_dict"], path)
         self.meta_opt.load_state_dict(trainer["meta_optimizer"])
         self.progress = _Progress(**trainer["progress"])
         torch.set_rng_state(trainer["rng"])
@@ -190,8 +191,9 @@ class MetaTrainer:
             progress.last_val = metrics["learned_final_loss"]
             self.run.log_scalars("val", metrics, progress.meta_step)
             record.update(metrics)
-            if progress.last_val < progress.best_val:
-                progress.best_val, progress.best_episode = progress.last_val, progress.episode
+            score = progress.last_val if not math.isnan(progress.last_val) else math.inf
+            if score < progress.best_val or progress.best_episode < 0:  # the first validation is kept whatever it is
+                progress.best_val, progress.best_episode = score, progress.episode
                 save_checkpoint(self.checkpoints / "best.pt", self.rule, self.info())
         self.save_last()
         self.run.append_record(record)
@@ -210,7 +212,8 @@ class MetaTrainer:
                 bar.update(1)
                 bar.set_postfix(val=f"{self.progress.last_val:.4g}", skipped=self.progress.skipped)
         progress = self.progress
-        adam = sum(b["val"] for b in progress.baseline.values()) / max(len(progress.baseline), 1)
+        baseline = [b["val"] for b in progress.baseline.values()]
+        adam = sum(baseline) / len(baseline) if baseline else math.nan
         return {
             "episodes": progress.episode,
             "meta_steps": progress.meta_step,
@@ -219,6 +222,8 @@ class MetaTrainer:
             "best_episode": progress.best_episode,
             "last_val_loss": progress.last_val,
             "adam_val_loss": adam,
+            "best_over_adam": progress.best_val / adam if adam else math.nan,
+            "far_worse_than_adam": far_worse_than_adam(progress.best_val, adam),
             "adam_lr": {key: b["lr"] for key, b in progress.baseline.items()},
             "seconds_this_session": time.perf_counter() - started,
             "run_dir": str(self.run.path),

@@ -5,6 +5,11 @@ Adam's learning rate is tuned once per task on the tuning seeds (:func:`metaopt.
 never a rate that diverged) and its scores are kept for the rest of the run (and in the resume file). A run's score
 is the harness's final loss, the mean training loss over the last ``final_window`` of the K steps (what
 meta-training minimises); the evaluation-set loss is reported beside it.
+
+Meta-training *went wrong* when the best validation final loss it reached is more than :data:`FAR_WORSE_RATIO` (2)
+times tuned Adam's, or is not finite (:func:`far_worse_than_adam`): a learned optimizer that cannot get within a
+factor 2 of a tuned baseline on the tasks it was trained on has diverged or not learned, whatever ``best.pt`` holds.
+The command then says so (a ``WARNING:`` line and the report) and the metrics carry ``far_worse_than_adam``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,22 @@ from metaopt.compare.baseline import evaluate_runs, run_final_loss, tuned_baseli
 from metaopt.rules import LearnedRule
 from metaopt.training.config import TUNE_SEED_BASE, VAL_SEED_BASE, TrainConfig
 
-__all__ = ["task_key", "tune_adam", "validate"]
+__all__ = ["FAR_WORSE_RATIO", "far_worse_than_adam", "task_key", "tune_adam", "validate"]
+
+FAR_WORSE_RATIO = 2.0
+"""Meta-training went wrong when its best validation final loss exceeds tuned Adam's by more than this factor."""
+
+
+def far_worse_than_adam(learned: float, adam: float) -> bool:
+    """Whether a learned final loss is far worse than tuned Adam's: not finite, or above ``FAR_WORSE_RATIO`` x Adam's.
+
+    Written as ``learned - adam > (FAR_WORSE_RATIO - 1) |adam|``, which is ``learned > 2 adam`` for the usual
+    positive losses and stays meaningful for a negative one. False when Adam's own loss is not finite (nothing to
+    compare with).
+    """
+    if not math.isfinite(adam):
+        return False
+    return not math.isfinite(learned) or learned - adam > (FAR_WORSE_RATIO - 1) * abs(adam)
 
 
 def task_key(task: TaskConfig) -> str:

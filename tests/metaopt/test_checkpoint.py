@@ -10,7 +10,7 @@ import torch
 
 import envs
 from metaopt import CheckpointError, CoordinateLSTM, LearnedOptimizer, LSTMConfig, load_net, save_checkpoint
-from metaopt.checkpoint import load_checkpoint
+from metaopt.checkpoint import load_checkpoint, load_weights
 
 
 def test_round_trip_rebuilds_architecture_and_weights(tmp_path: Path) -> None:
@@ -27,7 +27,11 @@ def corrupt(path: Path, kind: str) -> None:
     if kind == "truncated":
         path.write_bytes(path.read_bytes()[:200])
     elif kind == "garbage":
-        path.write_bytes(b"not a checkpoint at all")
+        path.write_bytes(bytes(range(256)))
+    elif kind == "text":  # the case: torch.load raised KeyError 101 on it
+        path.write_text("epoch 3: loss 0.25\nepoch 4: loss 0.21\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
     elif kind == "foreign":
         torch.save({"spec": {"name": "quadratic"}, "state_dict": {}}, path)
     elif kind == "version":
@@ -45,10 +49,12 @@ def corrupt(path: Path, kind: str) -> None:
     [
         ("missing", "no checkpoint at .*; pass a checkpoint written by `metaopt train`"),
         ("truncated", "is truncated, corrupt or not a torch checkpoint .*copy it again"),
-        ("garbage", "is truncated, corrupt or not a torch checkpoint"),
-        ("foreign", r"is not a learned-optimizer checkpoint \(it holds: spec, state_dict\)"),
+        ("garbage", r"is not a metaopt checkpoint \(not a file torch.save writes\)"),
+        ("text", r"is not a metaopt checkpoint \(a text file\); pass a checkpoint written by `metaopt train`"),
+        ("empty", r"is not a metaopt checkpoint \(an empty file\)"),
+        ("foreign", r"is not a metaopt checkpoint \(it holds: spec, state_dict\)"),
         ("version", "format version 99, this code reads version 2"),
-        ("mismatch", "weights do not match the architecture it records .*hidden_size=8.*mismatched entries"),
+        ("mismatch", r"architecture .*hidden_size=8.*the weights do not match the rule \(weights of another shape: "),
     ],
 )
 def test_bad_checkpoints_get_one_clear_error(tmp_path: Path, kind: str, match: str) -> None:
@@ -56,6 +62,41 @@ def test_bad_checkpoints_get_one_clear_error(tmp_path: Path, kind: str, match: s
     corrupt(path, kind)
     with pytest.raises(CheckpointError, match=match):
         LearnedOptimizer([torch.zeros(3, requires_grad=True)], checkpoint=path)
+
+
+def test_weights_load_strictly_an_extra_and_a_missing_key_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "net.pt"
+    save_checkpoint(path, CoordinateLSTM())
+    payload = torch.load(path, weights_only=True)
+    weights = dict(payload["state_dict"])
+    weights["readout.scale"] = weights.pop("readout.bias")  # one weight renamed: one missing, one unexpected
+    torch.save({**payload, "state_dict": weights}, path)
+    with pytest.raises(CheckpointError, match=r"missing weights: readout.bias; unexpected weights: readout.scale"):
+        load_net(path)
+    net = CoordinateLSTM()
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(CheckpointError, match="missing weights: readout.bias; unexpected weights: readout.scale"):
+        load_weights(net, weights, path)  # what the trainer's resume uses on last.pt
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # nothing was loaded
+    only_extra = {**payload["state_dict"], "readout.scale": torch.ones(1)}
+    with pytest.raises(CheckpointError, match=r"\(unexpected weights: readout.scale\)"):
+        load_weights(net, only_extra, path)
+
+
+def test_optimizer_state_of_another_model_is_refused_naming_the_shapes() -> None:
+    rule = CoordinateLSTM()
+    small, big = torch.zeros(3, requires_grad=True), torch.zeros(5, requires_grad=True)
+    opt = LearnedOptimizer([small], rule=rule)
+    small.grad = torch.ones(3)
+    opt.step()
+    other = LearnedOptimizer([big], rule=rule)
+    with pytest.raises(ValueError, match=r"parameter 0 \(shape \(5,\)\).*\(3, 2, 2, 20\).*\(5, 2, 2, 20\)"):
+        other.load_state_dict(opt.state_dict())
+    assert not other.state  # nothing was loaded: the next step starts from the rule's initial state
+    big.grad = torch.ones(5)
+    other.step()
+    same = LearnedOptimizer([torch.zeros(3, requires_grad=True)], rule=rule)
+    same.load_state_dict(opt.state_dict())  # the right shapes still load
 
 
 DATA = Path(__file__).parent / "data"

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 import envs
 from envs.tooling.runs import Run
 from metaopt import CoordinateLSTM, save_checkpoint
+from metaopt.cli import main
 from metaopt.commands import run_compare
-from metaopt.compare import CompareConfig, CompareTaskConfig
+from metaopt.compare import CompareConfig, CompareTaskConfig, harness
 from metaopt.compare.runner import RunSpec, run_plain
 
 
@@ -42,3 +44,30 @@ def test_compare_runs_the_learned_checkpoint_beside_tuned_adam(tmp_path: Path) -
                 assert [float(v) for v in record["losses"]] == own.losses  # the harness's run is the plain loop's
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("kind", ["text", "missing", "other_rule"])
+def test_a_broken_learned_checkpoint_stops_compare_before_any_baseline_runs(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = tmp_path / "best.pt"
+    if kind == "text":
+        checkpoint.write_text("not a checkpoint\n")
+    elif kind == "other_rule":
+        save_checkpoint(checkpoint, CoordinateLSTM())
+        payload = torch.load(checkpoint, weights_only=True)
+        torch.save({**payload, "state_dict": {**payload["state_dict"], "extra": torch.ones(1)}}, checkpoint)
+
+    def no_runs(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a baseline ran before the learned checkpoint was checked")
+
+    monkeypatch.setattr(harness, "run_batched", no_runs)
+    monkeypatch.setattr(harness, "run_plain", no_runs)
+    out = tmp_path / "run"
+    argv = ["compare", "compare/quadratic.yaml", "optimizers=[sgd,adam,learned]", f"out={out}",
+            f"optimizer_options={{learned: {{checkpoint: {checkpoint}}}}}"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("metaopt compare: error: optimizer 'learned' cannot be built") and err.count("\n") == 1
+    assert str(checkpoint) in err
+    assert not out.exists()  # no run directory, so no records

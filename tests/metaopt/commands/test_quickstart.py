@@ -67,3 +67,49 @@ def test_an_unknown_override_is_refused_and_nothing_is_written(tmp_path: Path) -
 def test_device_and_dtype_reach_every_stage(tmp_path: Path) -> None:
     cfg = load_config(QuickstartConfig, "quickstart.yaml", ["device=cpu", "dtype=float64", f"out={tmp_path / 'qs'}"])
     assert all((stage.device, stage.dtype) == ("cpu", "float64") for stage in _stage_configs(cfg, tmp_path / "qs"))
+
+
+def test_the_quickstart_reports_from_the_start_and_resumes_from_its_own_moved_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metaopt.commands import quickstart
+
+    monkeypatch.chdir(tmp_path)  # the first run names its own directory under ./runs
+    seen: dict[str, str] = {}
+    real_train, real_compare = quickstart.run_train, quickstart.run_compare
+
+    def train_after_reading_the_report(cfg: object) -> dict:
+        [root] = (tmp_path / "runs").iterdir()
+        seen["stdout"] = capsys.readouterr().out
+        seen["report"] = (root / "report.md").read_text()
+        return real_train(cfg)  # type: ignore[arg-type]
+
+    def killed(cfg: object) -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quickstart, "run_train", train_after_reading_the_report)
+    monkeypatch.setattr(quickstart, "run_compare", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_quickstart(load_config(QuickstartConfig, "quickstart.yaml", TINY))
+    [first] = (tmp_path / "runs").iterdir()
+    # before the second stage: where to look, printed first, and a report naming what is still to come
+    lines = seen["stdout"].splitlines()
+    assert lines[0] == f"run directory: {first.resolve()}" and lines[1] == f"tensorboard --logdir {first.resolve()}"
+    assert "Stages finished: 1 of 3; still to come: 2. Meta-training" in seen["report"]
+    assert "3. Comparison on unseen seeds" in seen["report"] and "windows" in seen["report"]
+    report = (first / "report.md").read_text()
+    assert "Stages finished: 2 of 3; still to come: 3. Comparison" in report and "Best validation" in report
+
+    moved = tmp_path / "elsewhere" / "qs"
+    moved.parent.mkdir()
+    first.rename(moved)
+    records = {name: (moved / name / "records.jsonl").read_bytes() for name in ("targets", "train")}
+    monkeypatch.setattr(quickstart, "run_train", real_train)
+    monkeypatch.setattr(quickstart, "run_compare", real_compare)
+    result = run_quickstart(load_config(QuickstartConfig, "quickstart.yaml", [*TINY, f"out={moved}"]))
+    assert result["train"]["episodes"] == 2 and result["compare"]["run_dir"] == str(moved / "compare")
+    for name, before in records.items():  # the finished stages were reused, not redone
+        assert (moved / name / "records.jsonl").read_bytes() == before, name
+    report = (moved / "report.md").read_text()
+    assert "still to come" not in report and "Wall time" in report and "| learned |" in report
+    assert f"tensorboard --logdir {moved}" in report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +10,13 @@ import pytest
 import torch
 
 import envs
+from envs.errors import ConfigError
 from envs.seeding import seeded
 from envs.tooling.config import load_config
 from metaopt import CoordinateLSTM, TrainConfig, load_net, optimizee_loss, register_objective, start_episode, unroll
 from metaopt.cli import main
-from metaopt.commands.train import run_train
-from metaopt.training import MetaTrainingError
+from metaopt.commands.train import resume_config, run_train
+from metaopt.training import FAR_WORSE_RATIO, MetaTrainingError, far_worse_than_adam
 from tests.metaopt.sizes import TINY_TRAIN
 
 
@@ -55,7 +57,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path: Path
     with pytest.raises(KeyboardInterrupt):
         run_train(interrupted, callback=kill_after_two)
     assert final_state(tmp_path / "b" / "run")["trainer"]["progress"]["episode"] == 2
-    run_train(load_config(TrainConfig, None, [f"resume={tmp_path / 'b' / 'run'}"]))
+    run_train(resume_config(tmp_path / "b" / "run"))
 
     a, b = final_state(tmp_path / "a" / "run"), final_state(tmp_path / "b" / "run")
     assert a["state_dict"].keys() == b["state_dict"].keys()
@@ -95,4 +97,102 @@ def test_cli_train_help_and_bad_config(capsys: pytest.CaptureFixture[str]) -> No
     for key in ("tasks", "net.hidden_size", "truncation", "meta_batch", "second_order", "resume"):
         assert f"{key} = " in out
     assert main(["train", "metaopt/quadratic.yaml", "truncation=7"]) == 2
-    assert "truncation (7) must be positive and divide steps (100)" in capsys.readouterr().err
+    assert "truncation (7) must divide steps (100)" in capsys.readouterr().err
+
+
+# -- resume= with other keys ----------------------------------------------------------------------------------------
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    x, y = final_state(a), final_state(b)
+    return x["state_dict"].keys() == y["state_dict"].keys() and all(
+        torch.equal(x["state_dict"][k], y["state_dict"][k]) for k in x["state_dict"]
+    )
+
+
+def test_resume_extends_a_finished_run_to_the_weights_of_a_longer_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    straight = tmp_path / "straight" / "run"
+    run_train(config(tmp_path / "straight", "episodes=4"))
+    extended = tmp_path / "extended" / "run"
+    run_train(config(tmp_path / "extended", "episodes=2"))  # finished: 2 of 2 episodes
+    capsys.readouterr()
+    assert main(["train", f"resume={extended}", "episodes=4"]) == 0  # the CLI form of the issue
+    out = capsys.readouterr().out
+    assert "continuing from episode 2 of 4" in out and "resuming with episodes=4" in out
+    assert final_state(extended)["trainer"]["progress"]["episode"] == 4
+    assert same_weights(straight, extended)
+    assert final_state(straight)["trainer"]["progress"] == final_state(extended)["trainer"]["progress"]
+    assert load_config(TrainConfig, extended / "config.yaml").episodes == 4  # a later resume continues from here
+    assert run_train(resume_config(extended))["episodes"] == 4  # nothing left to do: nothing refused either
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (["meta_lr=0.5", "episodes=70"], "cannot change meta_lr"),  # the issue's command: meta_lr was dropped
+        (["steps=20", "truncation=10", "seed=3"], "cannot change steps, truncation, seed"),
+        (["net.hidden_size=3"], "cannot change net"),
+        (["episodes=1"], "episodes=1 is fewer than the 2 episodes"),
+    ],
+)
+def test_resume_refuses_changes_it_cannot_apply_naming_the_keys(
+    overrides: list[str], refused: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    run_train(config(tmp_path, "episodes=2"))
+    before = {p.name: p.read_bytes() for p in (*run.glob("*.*"), *(run / "checkpoints").iterdir())}
+    capsys.readouterr()
+    assert main(["train", f"resume={run}", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert refused in err and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in (*run.glob("*.*"), *(run / "checkpoints").iterdir())} == before
+
+
+def test_resume_with_a_config_file_that_differs_names_the_keys(tmp_path: Path) -> None:
+    run_train(config(tmp_path, "episodes=2"))
+    with pytest.raises(ConfigError, match="cannot change device, tasks, steps, truncation, meta_batch, val_every"):
+        run_train(load_config(TrainConfig, "metaopt/quadratic.yaml", [f"resume={tmp_path / 'run'}"]))
+
+
+# -- a run that went wrong says so ----------------------------------------------------------------------------------
+
+
+def test_a_diverging_run_warns_in_its_output_report_and_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path, "episodes=2", "meta_lr=1e6", "clip_grad_norm=0")  # the issue's settings
+    metrics = run_train(cfg)
+    assert metrics["best_val_loss"] > FAR_WORSE_RATIO * metrics["adam_val_loss"]
+    assert metrics["far_worse_than_adam"] is True and metrics["best_over_adam"] > FAR_WORSE_RATIO
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING:")]
+    assert len(warnings) == 1 and "more than 2x tuned Adam's" in warnings[0] and "meta_lr (now 1e+06)" in warnings[0]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert warnings[0] in report and "| far_worse_than_adam | True |" in report
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+
+
+def test_a_healthy_run_has_no_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    metrics = run_train(config(tmp_path, "episodes=2", "meta_lr=0.003"))
+    assert metrics["far_worse_than_adam"] is False
+    assert "WARNING" not in capsys.readouterr().out and "WARNING" not in (tmp_path / "run" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("learned", "adam", "far"),
+    [(2.01, 1.0, True), (2.0, 1.0, False), (1.5, 1.0, False), (math.inf, 1.0, True), (math.nan, 1.0, True),
+     (0.5, -1.0, True), (-0.5, -1.0, False), (5.0, math.nan, False)],
+)  # fmt: skip
+def test_far_worse_means_more_than_twice_adam(learned: float, adam: float, far: bool) -> None:
+    assert far_worse_than_adam(learned, adam) is far
+
+
+def test_resume_loads_the_rule_strictly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_train(config(tmp_path, "episodes=2"))
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    torch.save({**payload, "state_dict": {**payload["state_dict"], "cells.2.weight_ih": torch.ones(1)}}, last)
+    capsys.readouterr()
+    assert main(["train", f"resume={tmp_path / 'run'}", "episodes=3"]) == 2
+    assert "unexpected weights: cells.2.weight_ih" in capsys.readouterr().err
