@@ -6,30 +6,38 @@
 
 The engine, one module per concept: ``space`` (a model as a flat vector, batched losses), ``curve`` (certified
 segment maxima), ``beads`` (batched bead training), ``path`` (``BeadString``, the result), ``endpoints`` (models
-trained into the level set), ``finders`` (the ``PathFinder`` registry: greedy and constrained DSS) and ``plots``.
-The command line lives apart in ``commands`` (``geodesics connect|sweep|disconnection|plot``), which the engine
-never imports.
+trained into the level set), ``finders`` (the ``PathFinder`` registry: greedy and constrained DSS, NEB, Bezier and
+polychain curves), ``alignment`` (weight matching of hidden units before a finder) and ``plots``. The command line
+lives apart in ``commands`` (``geodesics connect|sweep|compare-paths|disconnection|plot``), which the engine never
+imports.
 """
 
+from geodesics.alignment import ALIGNMENTS, align
 from geodesics.curve import CurveConfig, SegmentMax, interpolation_curve, segment_maxima
 from geodesics.endpoints import ThresholdNotReached, train_to_threshold
 from geodesics.finders import DSSConfig, connect, connect_many
 from geodesics.path import BeadString, RoundRecord, StringLoadError
+from geodesics.projection import Projection, ProjectionConfig, project_to_level
 from geodesics.space import ParamSpace, default_strategy
 
 __all__ = [
+    "ALIGNMENTS",
     "BeadString",
     "CurveConfig",
     "DSSConfig",
     "ParamSpace",
+    "Projection",
+    "ProjectionConfig",
     "RoundRecord",
     "SegmentMax",
     "StringLoadError",
     "ThresholdNotReached",
+    "align",
     "connect",
     "connect_many",
     "default_strategy",
     "interpolation_curve",
+    "project_to_level",
     "segment_maxima",
     "train_to_threshold",
 ]

@@ -22,7 +22,14 @@ from envs.optim import get_optimizer_spec, list_optimizers
 from envs.seeding import derive_seed
 from geodesics.space import ParamSpace
 
-__all__ = ["BeadTraining", "Penalty", "batched_optimizer", "batched_optimizers", "train_beads"]
+__all__ = [
+    "BeadTraining",
+    "Penalty",
+    "batched_optimizer",
+    "batched_optimizers",
+    "require_batched_optimizer",
+    "train_beads",
+]
 
 Penalty = Callable[[Tensor], tuple[Tensor, Tensor]]
 """``thetas (M, P) -> (values (M,), grads (M, P))`` added to the task loss of each bead."""
@@ -54,6 +61,21 @@ def batched_optimizers() -> list[str]:
     return [name for name in list_optimizers() if batched_optimizer(name) is not None]
 
 
+def require_batched_optimizer(name: str) -> FunctionalOptimizer:
+    """The functional twin of ``name``; a clear error naming the valid choices when it has none.
+
+    Raises:
+        ValueError: ``name`` has no batched twin.
+    """
+    rule = batched_optimizer(name)
+    if rule is None:
+        raise ValueError(
+            f"optimizer {name!r} has no batched twin to train beads with; choose one of "
+            f"{', '.join(batched_optimizers())}"
+        )
+    return rule
+
+
 def train_beads(
     space: ParamSpace,
     inits: Tensor,
@@ -81,12 +103,7 @@ def train_beads(
         penalty: optional extra term per bead (value and gradient), evaluated at every step.
         frozen: rows that must not move ``(M,)`` (bool); they are never trained and count as reached.
     """
-    rule = batched_optimizer(optimizer)
-    if rule is None:
-        raise ValueError(
-            f"optimizer {optimizer!r} has no batched twin to train beads with; choose one of "
-            f"{', '.join(batched_optimizers())}"
-        )
+    rule = require_batched_optimizer(optimizer)
     beads = space.check(inits, batched=True).clone()
     count = beads.shape[0]
     targets = targets.to(space.device, torch.float64)

@@ -10,10 +10,12 @@ from collections.abc import Sequence
 
 from envs.tooling.cli import Command, main_for
 from geodesics.commands import (
+    ComparePathsConfig,
     ConnectConfig,
     DisconnectionConfig,
     PlotConfig,
     SweepConfig,
+    run_compare_paths,
     run_connect,
     run_disconnection,
     run_plot,
@@ -36,6 +38,13 @@ COMMANDS = [
         run_sweep,
         "normalized length and beads against the threshold (paper Figure 1); resumable",
         default_config="geodesics/sweep/poly_cubic.yaml",
+    ),
+    Command(
+        "compare-paths",
+        ComparePathsConfig,
+        run_compare_paths,
+        "every path finder (DSS, NEB, Bezier, polychain) on the same endpoints and budgets; resumable",
+        default_config="geodesics/compare_paths/poly_cubic.yaml",
     ),
     Command("plot", PlotConfig, run_plot, "PCA views and snapshots of a string (Appendix D)", positional="run"),
     Command(

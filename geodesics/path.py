@@ -72,7 +72,8 @@ class BeadString:
     reason: str = ""
     """Why DSS stopped without connecting (empty when connected)."""
     method: str = "greedy"
-    """The path finder that made it (``geodesics.finders``): ``greedy`` (Algorithm 1), ``constrained`` (Appendix A)."""
+    """The path finder that made it (``geodesics.finders``): ``greedy`` (Algorithm 1), ``constrained`` (Appendix A),
+    ``neb``, ``bezier`` or ``polychain`` (whose beads are the images, or the vertices of the curve's polyline)."""
     history: list[RoundRecord] = field(default_factory=list)
     """Per-round records."""
     task: dict[str, Any] = field(default_factory=dict)
@@ -112,8 +113,15 @@ class BeadString:
 
     @property
     def normalized_length(self) -> float:
-        """Path length over the straight distance ||B - A|| (1 for a straight path)."""
-        return self.length / float((self.beads[-1].double() - self.beads[0].double()).norm())
+        """Path length over the straight distance ||B - A|| (1 for a straight path).
+
+        A pair of identical endpoints (a copy of A aligned back onto A) has no straight distance: its path of length
+        0 counts as straight (1), any longer path as infinitely long.
+        """
+        distance = float((self.beads[-1].double() - self.beads[0].double()).norm())
+        if distance == 0:
+            return 1.0 if self.length == 0 else float("inf")
+        return self.length / distance
 
     @property
     def max_loss(self) -> float:

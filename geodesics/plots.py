@@ -1,12 +1,14 @@
 """Figures of strings and sweeps, computed with the engine, one PNG (Agg backend) per function.
 
-The loss along a string; its principal-component views (Appendix D); snapshots over rounds (Figures 3 and 4); the
-threshold sweep (Figure 1). Figures come from ``envs.tooling.plots`` (one style, atomic PNG writes); matplotlib is
-imported on first use, as there, so the command line starts without it.
+The loss along a string (or along several paths between the same endpoints); its principal-component views
+(Appendix D); snapshots over rounds (Figures 3 and 4); the threshold sweep (Figure 1). Figures come from
+``envs.tooling.plots`` (one style, atomic PNG writes); matplotlib is imported on first use, as there, so the command
+line starts without it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "path_loss",
     "pca_axes",
     "plot_path_loss",
+    "plot_paths_loss",
     "plot_snapshots",
     "plot_string_pca",
     "plot_sweep",
@@ -61,6 +64,23 @@ def plot_path_loss(space: ParamSpace, string: BeadString, path: str | Path, poin
     ax.set_xlabel("arc length along the string (fraction)")
     ax.set_ylabel("evaluation loss")
     ax.legend(loc="best", fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_paths_loss(space: ParamSpace, strings: Mapping[str, BeadString], path: str | Path, title: str = "") -> Path:
+    """Save a PNG of the loss along several paths between the same endpoints (one line per label), with L0."""
+    fig, ax = subplots(figsize=(7.5, 4.2))
+    for label, string in strings.items():
+        s, losses, _ = path_loss(space, string)
+        state = "" if string.connected else f", not connected ({string.failure})"
+        ax.plot(s.numpy(), losses.numpy(), lw=1.4, label=f"{label}: length {string.normalized_length:.3f}{state}")
+    if strings:
+        threshold = next(iter(strings.values())).threshold
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold L0 = {threshold:.4g}")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("arc length along the path (fraction)")
+    ax.set_ylabel("evaluation loss")
+    ax.legend(loc="best", fontsize=7)
     return save_figure(fig, path)
 
 

@@ -78,6 +78,11 @@ class ParamSpace:
         self._strategy = default_strategy(self.device) if strategy == "auto" else strategy
         self._budget = memory_budget
         self._per_model_bytes: dict[tuple[int, ...], int] = {}
+        self.evaluations = 0
+        """Losses computed so far, one per model: on one batch or on the whole evaluation set, with or without a
+        gradient (what the finders' ``max_evaluations`` budget counts)."""
+        self.gradients = 0
+        """Of those, the ones computed with their gradient (``batched_value_and_grad`` rows)."""
 
     @classmethod
     def from_task(cls, task: Task, **kwargs: Any) -> ParamSpace:
@@ -141,23 +146,26 @@ class ParamSpace:
     def batched_loss(self, thetas: Tensor, batch: Batch) -> Tensor:
         """``(B,)`` losses of ``thetas (B, P)`` on one batch (no gradient)."""
         thetas = self.check(thetas, batched=True)
-        with torch.no_grad():
-            return self._chunked(thetas, batch, lambda c: self._losses(c, batch, self._strategy))
+        self.evaluations += thetas.shape[0]
+        return self._batch_losses(thetas, batch)
 
     def batched_value_and_grad(self, thetas: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
         """``(losses (B,), grads (B, P))`` of ``thetas (B, P)`` on one batch."""
         thetas = self.check(thetas, batched=True)
+        self.evaluations += thetas.shape[0]
+        self.gradients += thetas.shape[0]
         parts = self._chunked_pairs(thetas, batch)
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def batched_eval_loss(self, thetas: Tensor) -> Tensor:
         """``(B,)`` losses on the task's fixed evaluation set: the example-weighted mean over its chunks."""
         thetas = self.check(thetas, batched=True)
+        self.evaluations += thetas.shape[0]  # one evaluation per model, however many chunks the set has
         total = torch.zeros(thetas.shape[0], device=self.device, dtype=torch.float64)
         count = 0
         for batch in self.task.eval_batches():
             weight = int(batch[1].shape[0])
-            total += self.batched_loss(thetas, batch).to(torch.float64) * weight
+            total += self._batch_losses(thetas, batch).to(torch.float64) * weight
             count += weight
         return (total / count).to(self.dtype)
 
@@ -176,6 +184,10 @@ class ParamSpace:
         return self._strategy == "loop"
 
     # -- internals ----------------------------------------------------------------------------------------------------
+
+    def _batch_losses(self, thetas: Tensor, batch: Batch) -> Tensor:
+        with torch.no_grad():
+            return self._chunked(thetas, batch, lambda c: self._losses(c, batch, self._strategy))
 
     def _losses(self, chunk: Tensor, batch: Batch, strategy: str) -> Tensor:
         if strategy == "vmap":

@@ -14,7 +14,7 @@ from pathlib import Path
 import envs
 from envs.fit_command import FitConfig, run_fit
 from envs.tooling.cli import Command, main_for
-from geodesics.commands import ConnectConfig, DisconnectionConfig, SweepConfig
+from geodesics.commands import ComparePathsConfig, ConnectConfig, DisconnectionConfig, SweepConfig
 from metaopt.commands import (
     QuickstartConfig,
     TargetsConfig,
@@ -115,6 +115,7 @@ CONFIG_SCHEMAS: dict[str, type] = {
     "compare": CompareConfig,
     "geodesics/connect": ConnectConfig,
     "geodesics/sweep": SweepConfig,
+    "geodesics/compare_paths": ComparePathsConfig,
     "geodesics/disconnection.yaml": DisconnectionConfig,
     "metaopt": TrainConfig,
     "metaopt/targets": TargetsConfig,

@@ -8,6 +8,7 @@ from typing import Any
 from envs.registry import make_task
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
+from geodesics.alignment import align, check_alignment
 from geodesics.commands.report import record_string, string_report
 from geodesics.endpoints import EndpointConfig, make_endpoint
 from geodesics.finders import DSSConfig, connect
@@ -33,17 +34,21 @@ class ConnectConfig(RunOptions):
     """Second endpoint."""
     dss: DSSConfig = field(default_factory=DSSConfig)
     """Path finder (``dss.method``) and its settings."""
+    align: str = "none"
+    """Before the path finder: ``none``, or ``weight_matching`` (B's hidden units permuted to match A's, the same
+    function; the path then ends at the aligned B)."""
 
     def __post_init__(self) -> None:
         check_range(self, "threshold", low=0, low_open=True)
+        check_alignment(self)
 
 
 def connect_endpoints(cfg: ConnectConfig) -> tuple[ParamSpace, BeadString]:
-    """Build the task on ``cfg.device`` in ``cfg.dtype``, make both endpoints and connect them (no files written)."""
+    """Build the task on ``cfg.device`` in ``cfg.dtype``, make the endpoints, align B, connect (no files written)."""
     task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options)
     space = ParamSpace.from_task(task)
     a = make_endpoint(space, cfg.a, cfg.threshold)
-    b = make_endpoint(space, cfg.b, cfg.threshold)
+    b = align(space, a, make_endpoint(space, cfg.b, cfg.threshold), cfg.align)
     return space, connect(space, a, b, cfg.threshold, cfg.dss)
 
 

@@ -18,6 +18,7 @@ from envs.registry import make_task
 from envs.tasks.permutation import swap_hidden_units
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
+from geodesics.alignment import align, check_alignment
 from geodesics.commands.connect import ConnectConfig, connect_endpoints
 from geodesics.commands.report import record_string, string_report
 from geodesics.endpoints import EndpointConfig, make_endpoint
@@ -54,9 +55,13 @@ class DisconnectionConfig(RunOptions):
     """DSS settings of the permuted pair."""
     control: ConnectConfig = field(default_factory=_control)
     """The control: two independently trained models of a task that connects."""
+    align: str = "none"
+    """Before connecting the permuted pair: ``none``, or ``weight_matching`` (the copy's hidden units permuted back
+    to match the model: the symmetry the check is about, removed)."""
 
     def __post_init__(self) -> None:
         check_range(self, "threshold", low=0, low_open=True)
+        check_alignment(self)
 
 
 def permuted_pair(
@@ -79,6 +84,7 @@ def run_disconnection(cfg: DisconnectionConfig) -> dict[str, Any]:
     with run:
         a, b = permuted_pair(space, cfg.model, cfg.threshold, cfg.swap)
         losses = space.batched_eval_loss(torch.stack([a, b]))
+        b = align(space, a, b, cfg.align)
         permuted = connect(space, a, b, cfg.threshold, cfg.dss)
         control_space, control = connect_endpoints(cfg.control)
         results = {}
@@ -89,7 +95,10 @@ def run_disconnection(cfg: DisconnectionConfig) -> dict[str, Any]:
         plot_snapshots(space, permuted, run.subdir("plots") / "permuted_snapshots.png", panels=3)
         results["swap_loss_difference"] = abs(float(losses[0] - losses[1]))
         run.write_text("report.md", _report(cfg, permuted, control, results["swap_loss_difference"]))
-    verdict = "disconnected, as the paper predicts" if not permuted.connected else "CONNECTED (unexpected)"
+    if cfg.align != "none":
+        verdict = f"{'connected' if permuted.connected else 'NOT connected'} after {cfg.align}"
+    else:
+        verdict = "disconnected, as the paper predicts" if not permuted.connected else "CONNECTED (unexpected)"
     print(f"permuted pair: {verdict}; reason: {permuted.reason or '-'}")
     print(f"control ({control.task['name']}): {'connected' if control.connected else 'not connected'}, "
           f"normalized length {control.normalized_length:.3f}")  # fmt: skip
@@ -101,7 +110,9 @@ def _report(cfg: DisconnectionConfig, permuted: BeadString, control: BeadString,
     return (
         "# Disconnection check (DSS paper, Appendix E)\n\n"
         f"A `{cfg.task.name}` model trained below L0 = {cfg.threshold:g} and its copy with hidden units {cfg.swap} "
-        f"swapped (same function: their losses differ by {difference:.3g}). DSS on this pair: "
+        f"swapped (same function: their losses differ by {difference:.3g})"
+        + (f", the copy then aligned to the model by `{cfg.align}`" if cfg.align != "none" else "")
+        + f". Path finder `{permuted.method}` on this pair: "
         f"**{'connected' if permuted.connected else 'not connected'}**"
         + (f" ({permuted.reason})" if permuted.reason else "")
         + f". Control: two independently trained `{control.task['name']}` models at L0 = {control.threshold:g}: "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,16 @@ from geodesics.path import BeadString
 from geodesics.plots import plot_path_loss
 from geodesics.space import ParamSpace
 
-__all__ = ["log_string", "record_string", "string_report"]
+__all__ = ["csv_text", "log_string", "record_string", "string_report"]
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """CSV of ``rows`` (dicts with the same keys, in order), a header line first."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def log_string(run: Run, string: BeadString, prefix: str = "geodesic") -> None:

@@ -13,8 +13,6 @@ the mean and standard error of the normalized length and of the number of beads.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,6 +24,8 @@ from envs.registry import make_task
 from envs.task import Task
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
+from geodesics.alignment import align, check_alignment
+from geodesics.commands.report import csv_text
 from geodesics.endpoints import train_endpoints
 from geodesics.finders import DSSConfig, connect_many
 from geodesics.plots import plot_sweep
@@ -54,8 +54,11 @@ class SweepConfig(RunOptions):
     """Step budget to train each endpoint below L0 (0: five times the task's recipe steps)."""
     dss: DSSConfig = field(default_factory=DSSConfig)
     """Path finder (``dss.method``) and its settings."""
+    align: str = "none"
+    """Before connecting each pair: ``none``, or ``weight_matching`` (B's hidden units permuted to match A's)."""
 
     def __post_init__(self) -> None:
+        check_alignment(self)
         check_range(self, "thresholds", low=0, low_open=True)
         check_range(self, "pairs", low=1, integer=True)
         check_range(self, "concurrent", low=1, integer=True)
@@ -91,6 +94,7 @@ def _run_group(
     trained = [p for i, p in enumerate(pairs) if bool(reached[2 * i]) and bool(reached[2 * i + 1])]
     index = {p: i for i, p in enumerate(pairs)}
     couples = [(thetas[2 * index[p]], thetas[2 * index[p] + 1]) for p in trained]
+    couples = [(a, align(space, a, b, config.align)) for a, b in couples]
     strings = dict(zip(trained, connect_many(space, couples, threshold, config.dss, keys=trained)))
     seconds = time.perf_counter() - started
     records = []
@@ -147,14 +151,6 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _report(task_name: str, rows: list[dict[str, Any]], total_seconds: float) -> str:
     lines = [
         f"# geodesics sweep: {task_name}\n",
@@ -208,8 +204,8 @@ def run_sweep(cfg: SweepConfig, on_group: Any = None) -> list[dict[str, Any]]:
                     on_group(k, pairs)
         records = sorted(run.records("pair"), key=lambda r: (r["threshold_index"], r["pair"]))
         rows = aggregate(records)
-        run.write_text("results.csv", _csv(rows))
-        run.write_text("pairs.csv", _csv([_flat(r) for r in records]))
+        run.write_text("results.csv", csv_text(rows))
+        run.write_text("pairs.csv", csv_text([_flat(r) for r in records]))
         total = sum(r["group_seconds"] / r["group_size"] for r in records)
         run.write_text("report.md", _report(task.name, rows, total))
         figure = plot_sweep(rows, run.subdir("plots") / "sweep.png", title=task.name)

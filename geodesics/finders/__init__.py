@@ -9,8 +9,10 @@ its line below (or call :func:`register_finder` from your own code before buildi
 
 from geodesics.finders.base import DSSConfig, Pair, PathFinder, get_finder, list_finders, register_finder
 from geodesics.finders.constrained import connect_constrained
+from geodesics.finders.curves import connect_bezier, connect_polychain
 from geodesics.finders.dispatch import connect, connect_many
 from geodesics.finders.greedy import connect_greedy
+from geodesics.finders.neb import connect_neb
 
 __all__ = [
     "DSSConfig",
@@ -25,3 +27,6 @@ __all__ = [
 
 register_finder("greedy", connect_greedy)
 register_finder("constrained", connect_constrained)
+register_finder("neb", connect_neb)
+register_finder("bezier", connect_bezier)
+register_finder("polychain", connect_polychain)

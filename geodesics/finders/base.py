@@ -3,7 +3,8 @@
 A path finder connects pairs of endpoints inside the level set {theta : F(theta) <= L0} of each pair's threshold and
 returns one :class:`~geodesics.path.BeadString` per pair. ``DSSConfig.method`` names the finder ``connect`` runs; the
 name must be registered (:func:`register_finder`). The built-in finders are registered by the package
-(``geodesics.finders``): ``greedy`` (DSS paper, Algorithm 1) and ``constrained`` (Appendix A). A new finder is one
+(``geodesics.finders``): ``greedy`` (DSS paper, Algorithm 1), ``constrained`` (Appendix A), ``neb`` (AutoNEB) and
+``bezier`` / ``polychain`` (Garipov et al.). A new finder is one
 module holding a function with the :class:`PathFinder` signature, and one line ``register_finder("name", function)``.
 """
 
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from envs.tooling.config import check_range
 from geodesics.curve import CurveConfig
+from geodesics.finders.settings import NEBConfig, TrainedCurveConfig
 from geodesics.path import BeadString
 from geodesics.space import ParamSpace
 
@@ -89,8 +91,9 @@ class DSSConfig:
     """Settings of ``connect``: which path finder, its budgets, bead training and segment checks."""
 
     method: str = "greedy"
-    """Path finder by registered name: ``greedy`` (Algorithm 1, breadth-first), ``constrained`` (Appendix A), or any
-    name given to ``geodesics.finders.register_finder``."""
+    """Path finder by registered name: ``greedy`` (Algorithm 1, breadth-first), ``constrained`` (Appendix A),
+    ``neb`` (nudged elastic band, AutoNEB), ``bezier`` or ``polychain`` (curves trained by sampling t, Garipov et
+    al.), or any name given to ``geodesics.finders.register_finder``."""
     alpha: float = 0.95
     """New beads are trained until their loss is at most alpha * L0."""
     t_star: str = "argmax"
@@ -103,6 +106,11 @@ class DSSConfig:
     """Training steps per bead at most (constrained: per stage)."""
     max_seconds: float = 0.0
     """Wall-time budget in seconds (0: none)."""
+    max_evaluations: int = 0
+    """Budget of loss evaluations, one per model on a batch or on the evaluation set, gradients included
+    (``ParamSpace.evaluations``; 0: none). Checked where the time budget is: between rounds in DSS (greedy DSS has
+    one budget for all the pairs of a ``connect_many`` call, which train as one batch; the other finders one per
+    pair), before every step in NEB and the trained curves."""
     optimizer: str = "adam"
     """Bead optimizer: a registered optimizer with a batched twin (``adam``, ``sgd``, ``momentum``, ...)."""
     lr: float = 0.0
@@ -123,8 +131,21 @@ class DSSConfig:
     """Constrained only: weight of the distance to the bisecting hyperplane of the neighbours."""
     stages: int = 4
     """Constrained only: number of target levels from the initial peak down to L0."""
+    neb: NEBConfig = field(default_factory=NEBConfig)
+    """NEB only: images, climbing image, spacing (``max_rounds`` counts its cycles, ``max_steps`` the iterations of
+    one, ``max_beads`` its images with the endpoints)."""
+    trained_curve: TrainedCurveConfig = field(default_factory=TrainedCurveConfig)
+    """Bezier and polychain only: control points, t samples per step, polyline resolution (``max_rounds`` counts
+    rounds of ``max_steps`` training steps, each ended by the certification)."""
 
     def __post_init__(self) -> None:
+        # a config rebuilt from a saved dict (``BeadString.config``) holds its nested settings as dicts
+        if isinstance(self.curve, dict):
+            self.curve = CurveConfig(**self.curve)
+        if isinstance(self.neb, dict):
+            self.neb = NEBConfig(**self.neb)
+        if isinstance(self.trained_curve, dict):
+            self.trained_curve = TrainedCurveConfig(**self.trained_curve)
         if self.method not in _FINDERS:
             raise ValueError(_unknown(self.method))
         if self.t_star not in ("argmax", "midpoint"):
@@ -137,6 +158,7 @@ class DSSConfig:
         check_range(self, "check_every", low=1, integer=True)
         check_range(self, "seed", low=0, integer=True)
         check_range(self, "max_seconds", low=0)
+        check_range(self, "max_evaluations", low=0, integer=True)
         check_range(self, "lr", low=0)
         check_range(self, "bead_noise", low=0)
         check_range(self, "spring", low=0)

@@ -10,27 +10,60 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 import torch
 from torch import Tensor
 
 from envs.seeding import generator
+from geodesics.beads import require_batched_optimizer
 from geodesics.curve import SegmentMax
 from geodesics.finders.base import DSSConfig, Pair
 from geodesics.path import BeadString, RoundRecord
 from geodesics.space import ParamSpace
 
-__all__ = ["Budget", "bead_jitter", "check_pairs", "finish_string", "new_bead", "round_record"]
+__all__ = [
+    "Budget",
+    "PairFinder",
+    "StackOptimizer",
+    "bead_jitter",
+    "check_pairs",
+    "finish_string",
+    "new_bead",
+    "pair_by_pair",
+    "round_record",
+]
+
+PairFinder = Callable[[ParamSpace, Tensor, Tensor, float, Tensor, int, DSSConfig], BeadString]
+"""``(space, a, b, threshold, endpoint_losses (2,), key, config) -> string``: a finder of one pair."""
 
 
 class Budget:
-    """Wall-time bookkeeping of one ``connect`` call."""
+    """Wall-time and loss-evaluation bookkeeping of one ``connect`` call.
 
-    def __init__(self, max_seconds: float):
+    Args:
+        max_seconds: wall-time budget (0: none).
+        max_evaluations: budget of loss evaluations counted by ``space`` (0: none).
+        space: the space whose :attr:`~geodesics.space.ParamSpace.evaluations` are counted from now on.
+    """
+
+    def __init__(self, max_seconds: float, max_evaluations: int = 0, space: ParamSpace | None = None):
         self.start = time.perf_counter()
         self.max_seconds = max_seconds
+        self.max_evaluations = max_evaluations
+        self._space = space
+        self._first = space.evaluations if space is not None else 0
+
+    @classmethod
+    def of(cls, config: DSSConfig, space: ParamSpace) -> Budget:
+        """The budgets of ``config`` (``max_seconds``, ``max_evaluations``), counting ``space``'s evaluations."""
+        return cls(config.max_seconds, config.max_evaluations, space)
+
+    @property
+    def evaluations(self) -> int:
+        """Loss evaluations since the run started (0 when no space is counted)."""
+        return self._space.evaluations - self._first if self._space is not None else 0
 
     @property
     def elapsed(self) -> float:
@@ -39,8 +72,48 @@ class Budget:
 
     @property
     def expired(self) -> bool:
-        """Whether the wall-time budget (if any) is spent."""
-        return self.max_seconds > 0 and self.elapsed > self.max_seconds
+        """Whether the wall-time or the evaluation budget (if any) is spent."""
+        return bool(self.exhausted(""))
+
+    def exhausted(self, when: str) -> str:
+        """The failure reason of a spent budget, ending with ``when`` (``"after 3 rounds"``); empty while both last."""
+        if self.max_seconds > 0 and self.elapsed > self.max_seconds:
+            return f"time: the {self.max_seconds:g} s budget ran out {when}".rstrip()
+        if self.max_evaluations > 0 and self.evaluations >= self.max_evaluations:
+            return (
+                f"evaluations: the budget of {self.max_evaluations} loss evaluations ran out {when} "
+                f"({self.evaluations} used)"
+            )
+        return ""
+
+
+class StackOptimizer:
+    """The bead optimizer of ``config`` (its functional twin) stepping a stack of points ``(M, P)`` as one batch.
+
+    NEB moves its images and the trained curves their control points with it; every row has the learning rate
+    ``lr`` (or ``config.lr``, or the task's recipe rate), and non-finite gradient entries are zeroed as in bead
+    training.
+
+    Args:
+        config: the finder's settings (``optimizer``, ``lr``).
+        space: the parameter space (its task gives the recipe learning rate).
+        points: the stack the optimizer state is shaped after.
+        lr: a finder's own learning rate (0: ``config.lr``).
+    """
+
+    def __init__(self, config: DSSConfig, space: ParamSpace, points: Tensor, lr: float = 0.0):
+        self.rule = require_batched_optimizer(config.optimizer)
+        self.state = self.rule.init({"theta": points})
+        lr = lr or config.lr or space.task.recipe.lr
+        self.rates = torch.full((points.shape[0],), float(lr), dtype=torch.float64, device=points.device)
+        self.steps = 0
+
+    def step(self, points: Tensor, grads: Tensor) -> Tensor:
+        """The stack after one update along ``grads`` ``(M, P)``."""
+        self.steps += 1
+        grads = torch.nan_to_num(grads, nan=0.0, posinf=0.0, neginf=0.0)
+        moved, self.state = self.rule.update({"theta": points}, {"theta": grads}, self.state, self.rates, self.steps)
+        return moved["theta"]
 
 
 def check_pairs(space: ParamSpace, pairs: Sequence[Pair], thresholds: Sequence[float]) -> tuple[list[Pair], Tensor]:
@@ -69,6 +142,17 @@ def check_pairs(space: ParamSpace, pairs: Sequence[Pair], thresholds: Sequence[f
                     "or raise L0."
                 )
     return checked, losses
+
+
+def pair_by_pair(
+    space: ParamSpace, pairs: Sequence[Pair], thresholds: Sequence[float], endpoint_losses: Tensor,
+    keys: Sequence[int], config: DSSConfig, connect_pair: PairFinder,
+) -> list[BeadString]:  # fmt: skip
+    """Run ``connect_pair`` on every pair in turn, each with its own budgets (finders that do not batch pairs)."""
+    return [
+        connect_pair(space, a, b, threshold, losses, key, config)
+        for (a, b), threshold, losses, key in zip(pairs, thresholds, endpoint_losses, keys)
+    ]
 
 
 def bead_jitter(config: DSSConfig, key: int) -> torch.Generator:

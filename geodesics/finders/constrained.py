@@ -23,7 +23,7 @@ from torch import Tensor
 from geodesics.beads import Penalty, train_beads
 from geodesics.curve import SegmentMax, segment_maxima
 from geodesics.finders.base import DSSConfig, Pair
-from geodesics.finders.common import Budget, bead_jitter, finish_string, new_bead, round_record
+from geodesics.finders.common import Budget, bead_jitter, finish_string, new_bead, pair_by_pair, round_record
 from geodesics.path import BeadString
 from geodesics.space import ParamSpace
 
@@ -58,16 +58,13 @@ def connect_constrained(
     config: DSSConfig,
 ) -> list[BeadString]:
     """Constrained DSS of every pair, one after the other (a ``PathFinder``, registered as ``constrained``)."""
-    return [
-        _connect_pair(space, a, b, threshold, losses, key, config)
-        for (a, b), threshold, losses, key in zip(pairs, thresholds, endpoint_losses, keys)
-    ]
+    return pair_by_pair(space, pairs, thresholds, endpoint_losses, keys, config, _connect_pair)
 
 
 def _connect_pair(
     space: ParamSpace, a: Tensor, b: Tensor, threshold: float, endpoint_losses: Tensor, key: int, config: DSSConfig
 ) -> BeadString:
-    budget = Budget(config.max_seconds)
+    budget = Budget.of(config, space)
     beads = [a, b]
     checks: list[SegmentMax] = segment_maxima(space, a.unsqueeze(0), b.unsqueeze(0), config.curve)
     initial = checks[0].upper
@@ -87,7 +84,7 @@ def _connect_pair(
                 reason = f"rounds: max_rounds={config.max_rounds} used before the string passed level {level:.6g}"
                 break
             if budget.expired:
-                reason = f"time: the {config.max_seconds:g} s budget ran out after {round_} rounds"
+                reason = budget.exhausted(f"after {round_} rounds")
                 break
             round_ += 1
             failing = [i for i, c in enumerate(checks) if c.upper > level]

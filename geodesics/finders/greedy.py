@@ -46,7 +46,7 @@ class _GreedyString:
         if not self.failing:
             self.done = True
         elif budget.expired:
-            self.reason = f"time: the {config.max_seconds:g} s budget ran out after {round_ - 1} rounds"
+            self.reason = budget.exhausted(f"after {round_ - 1} rounds")
         elif len(self.beads) + len(self.failing) > config.max_beads:
             self.reason = (
                 f"beads: {len(self.failing)} more beads would exceed max_beads={config.max_beads} "
@@ -97,7 +97,7 @@ def connect_greedy(
     config: DSSConfig,
 ) -> list[BeadString]:
     """Greedy DSS of every pair (a :class:`~geodesics.finders.base.PathFinder`, registered as ``greedy``)."""
-    budget = Budget(config.max_seconds)
+    budget = Budget.of(config, space)
     strings = [
         _GreedyString(key, a, b, pair_losses.tolist(), level, config)
         for key, (a, b), pair_losses, level in zip(keys, pairs, endpoint_losses, thresholds)

@@ -14,14 +14,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from envs.registry import make_task
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.plots import save_figure, subplots
 from envs.tooling.runs import Run
-from geodesics import DSSConfig
+from geodesics import DSSConfig, ProjectionConfig
 from metaopt.targets import make_shard, save_shard
+from metaopt.targets.build import LEVEL_RULES
 
 __all__ = ["TargetsConfig", "run_targets"]
 
@@ -53,7 +55,15 @@ class TargetsConfig(RunOptions):
     stride: int = 10
     """S: a window starts every S steps."""
     slack: float = 0.05
-    """The level of a window is L0 = F(theta_t) (1 + slack), F the evaluation loss."""
+    """Margin of the level: start multiplies it by (1 + slack); between adds slack times the window's loss drop."""
+    level: str = "start"
+    """Level rule of each window: start (L0 = F(theta_t)(1 + slack), measured to give straight chords) or between
+    (L0 = F(theta_{t+T}) + (q + slack)(F(theta_t) - F(theta_{t+T})): the path first descends from theta_t to the
+    nearest point of that level set, then follows the DSS geodesic inside it)."""
+    q: float = 0.0
+    """between only: where the level sits between the two ends' losses, 0 <= q with q + slack < 1."""
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    """between only: the projection of theta_t onto the level set."""
     dss: DSSConfig = field(default_factory=_dss)
     """DSS settings for the windows."""
 
@@ -67,6 +77,11 @@ class TargetsConfig(RunOptions):
         check_range(self, "window", low=1, high=self.steps, integer=True)
         check_range(self, "stride", low=1, integer=True)
         check_range(self, "slack", low=0)
+        check_range(self, "q", low=0, high=1, high_open=True)
+        if self.level == "between" and self.q + self.slack >= 1:
+            raise ValueError(f"between needs q + slack < 1, got q = {self.q}, slack = {self.slack}")
+        if self.level not in LEVEL_RULES:
+            raise ValueError(f"level must be one of {', '.join(LEVEL_RULES)}, got {self.level!r}")
 
 
 def _label(task: TaskConfig, index: int) -> str:
@@ -92,7 +107,8 @@ def run_targets(cfg: TargetsConfig) -> dict[str, Any]:
                 problem = task.instance(seed)
                 lr = cfg.lr or problem.recipe.lr
                 shard = make_shard(problem, seed, optimizer=cfg.optimizer, lr=lr, steps=cfg.steps, window=cfg.window,
-                                   stride=cfg.stride, slack=cfg.slack, dss=cfg.dss)  # fmt: skip
+                                   stride=cfg.stride, slack=cfg.slack, dss=cfg.dss, level=cfg.level, q=cfg.q,
+                                   projection=cfg.projection)  # fmt: skip
                 path = folder / f"{label}-seed{seed}.pt"
                 save_shard(shard, path)
                 windows = shard["windows"]
@@ -102,7 +118,9 @@ def run_targets(cfg: TargetsConfig) -> dict[str, Any]:
                     "seconds": time.perf_counter() - started, "windows": len(windows),
                     "connected": sum(w["connected"] for w in windows),
                     "per_window": [{k: w[k] for k in ("t", "level", "connected", "reason", "normalized_length",
-                                                      "num_beads")} for w in windows],
+                                                      "descent_length", "inside_length", "inside_normalized_length",
+                                                      "num_beads") if k in w}
+                                   for w in windows],
                 })  # fmt: skip
                 bar.update(1)
         summary = _summarize(run, cfg)
@@ -132,16 +150,38 @@ def _summarize(run: Run, cfg: TargetsConfig) -> dict[str, Any]:
                                              "max_normalized_length": max(lengths)}, t)  # fmt: skip
     _plot(run, records)
     rows = "\n".join(f"| {t} | {len(v)} | {sum(v) / len(v):.4f} | {max(v):.4f} |" for t, v in sorted(by_step.items()))
+    keys = ("normalized_length", "descent_length", "inside_length", "inside_normalized_length")
+    parts = {key: [float(w[key]) for r in records for w in r["per_window"] if w["connected"] and key in w]
+             for key in keys}  # fmt: skip
+    spread = "\n".join(f"| {key} | {_percentiles(values)} |" for key, values in parts.items() if values)
+    summary["percentiles"] = {key: _quantiles(values) for key, values in parts.items() if values}
+    rule = (f"F(theta_t)(1 + {cfg.slack:g})" if cfg.level == "start" else
+            f"F(theta_t+T) + {cfg.q + cfg.slack:g} (F(theta_t) - F(theta_t+T)), reached from theta_t by "
+            "projection")  # fmt: skip
     run.write_text(
         "report.md",
         f"# metaopt targets\n\nBase optimizer `{cfg.optimizer}`, N = {cfg.steps} steps, windows of T = {cfg.window} "
-        f"every S = {cfg.stride} steps, level F(theta_t)(1 + {cfg.slack:g}).\n\n"
+        f"every S = {cfg.stride} steps, level rule `{cfg.level}`: {rule}.\n\n"
         f"{len(records)} shards, {total} windows, {connected} connected ({connected / max(total, 1):.0%}); "
         f"{seconds:.1f} s of work, {summary['pairs_per_minute']:.1f} pairs per minute.\n\n"
+        "Lengths over ||theta_t+T - theta_t|| of the connected windows (descent: the projection leg; inside: the DSS "
+        "path inside the level set; their sum is the normalized length; inside_normalized_length: the DSS path over "
+        "its own chord, 1 when the level set does not bend it):\n\n"
+        "| length | min / 10% / 50% / 90% / max |\n|---|---|\n"
+        f"{spread}\n\n"
         "| t (base step) | connected windows | mean normalized length | max |\n|---:|---:|---:|---:|\n"
         f"{rows}\n\n![normalized length against the base optimizer's step](plots/length_vs_step.png)\n",
     )
     return summary
+
+
+def _quantiles(values: list[float]) -> list[float]:
+    ordered = torch.tensor(sorted(values), dtype=torch.float64)
+    return torch.quantile(ordered, torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)).tolist()
+
+
+def _percentiles(values: list[float]) -> str:
+    return " / ".join(f"{v:.4f}" for v in _quantiles(values))
 
 
 def _plot(run: Run, records: list[dict[str, Any]]) -> None:

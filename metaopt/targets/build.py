@@ -19,10 +19,10 @@ from torch import Tensor, nn
 
 from envs.fit import fit
 from envs.task import Task
-from geodesics import DSSConfig, ParamSpace, connect_many
+from geodesics import DSSConfig, ParamSpace, Projection, ProjectionConfig, connect_many, project_to_level
 from metaopt.targets.dataset import FORMAT_VERSION
 
-__all__ = ["base_trajectory", "make_shard", "window_starts"]
+__all__ = ["LEVEL_RULES", "base_trajectory", "make_shard", "resample_polyline", "window_levels", "window_starts"]
 
 
 def window_starts(steps: int, window: int, stride: int) -> list[int]:
@@ -55,6 +55,33 @@ def _flat(model: nn.Module) -> Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
+LEVEL_RULES = ("start", "between")
+"""Level rules of the windows: ``start`` (L = F(theta_t)(1 + slack)) and ``between`` (see :func:`window_levels`)."""
+
+
+def window_levels(
+    eval_losses: Tensor, starts: list[int], window: int, rule: str, q: float, slack: float
+) -> list[float]:
+    """The level of each window, from the evaluation losses F of its two ends.
+
+    ``start``: L = F(theta_t) (1 + slack), the level set of the window's start (measured to give straight chords).
+    ``between``: L = F(theta_{t+T}) + (q + slack) (F(theta_t) - F(theta_{t+T})) with q + slack < 1: a level between
+    the two ends (slack keeps the far end strictly inside), so theta_t lies above it and the path must first descend
+    into it. A window whose loss did not fall falls back to ``start``'s level of the higher end.
+    """
+    if rule not in LEVEL_RULES:
+        raise ValueError(f"level must be one of {', '.join(LEVEL_RULES)}, got {rule!r}")
+    if rule == "start":
+        return [float(eval_losses[t]) * (1 + slack) for t in starts]
+    if not (0 <= q and q + slack < 1):
+        raise ValueError(f"between needs 0 <= q and q + slack < 1, got q = {q}, slack = {slack}")
+    levels = []
+    for t in starts:
+        start, end = float(eval_losses[t]), float(eval_losses[t + window])
+        levels.append(end + (q + slack) * (start - end) if start > end else max(start, end) * (1 + slack))
+    return levels
+
+
 def make_shard(
     problem: Task,
     seed: int,
@@ -66,8 +93,16 @@ def make_shard(
     stride: int,
     slack: float,
     dss: DSSConfig,
+    level: str = "start",
+    q: float = 0.0,
+    projection: ProjectionConfig | None = None,
 ) -> dict[str, Any]:
     """Run the base optimizer and build every window's targets, all windows connected concurrently.
+
+    With ``level="between"`` each window's path is the projection leg from theta_t to the nearest point p of its
+    level set (:func:`geodesics.project_to_level`) followed by the DSS string from p to theta_{t+T} inside the level;
+    the window records the two parts' lengths apart (``descent_length``: ||p - theta_t|| and ``inside_length``: the
+    string's length, both over ||theta_{t+T} - theta_t||; ``normalized_length`` is their sum).
 
     Returns:
         The shard as a dictionary (what :func:`~metaopt.targets.dataset.save_shard` writes).
@@ -76,30 +111,50 @@ def make_shard(
     iterates, losses = base_trajectory(problem, seed, optimizer, lr, steps)
     levels_all = space.batched_eval_loss(iterates).to(torch.float64)
     starts = window_starts(steps, window, stride)
-    levels = [float(levels_all[t]) * (1 + slack) for t in starts]
-    inside = [float(levels_all[t + window]) <= level for t, level in zip(starts, levels)]
-    todo = [i for i, ok in enumerate(inside) if ok]
+    levels = window_levels(levels_all, starts, window, level, q, slack)
+    heads: dict[int, Projection] = {}
+    reasons: dict[int, str] = {}
+    for i, t in enumerate(starts):
+        if float(levels_all[t + window]) > levels[i]:
+            reasons[i] = (
+                f"endpoint: F(theta_{t + window}) = {float(levels_all[t + window]):.6g} is above L0 = {levels[i]:.6g}"
+            )
+        elif level == "between" and float(levels_all[t]) > levels[i]:
+            head = project_to_level(space, iterates[t], levels[i], projection)
+            heads[i] = head
+            if not head.reached:
+                reasons[i] = (
+                    f"projection: theta_{t} reached F = {head.loss:.6g} above L0 = {levels[i]:.6g} in {head.steps} "
+                    "steps; raise projection.max_steps"
+                )
+    todo = [i for i in range(len(starts)) if i not in reasons]
+    firsts = {i: heads[i].point if i in heads else iterates[starts[i]] for i in todo}
     strings = connect_many(
-        space, [(iterates[starts[i]], iterates[starts[i] + window]) for i in todo], [levels[i] for i in todo], dss,
+        space, [(firsts[i], iterates[starts[i] + window]) for i in todo], [levels[i] for i in todo], dss,
         keys=[starts[i] for i in todo],
     )  # fmt: skip
     by_index = dict(zip(todo, strings))
     windows = []
     for i, t in enumerate(starts):
         a, b = iterates[t], iterates[t + window]
+        chord = float((b.double() - a.double()).norm()) or 1.0
         if i in by_index:
             string = by_index[i]
-            targets = string.resample(window + 1).cpu()
-            fields = {"connected": string.connected, "reason": string.reason,
-                      "normalized_length": string.normalized_length, "num_beads": string.num_beads}  # fmt: skip
+            path = torch.cat([a.unsqueeze(0), string.beads.to(a.dtype)]) if i in heads else string.beads
+            targets = resample_polyline(path.cpu(), window + 1)
+            descent = heads[i].distance / chord if i in heads else 0.0
+            inside = string.length / chord
+            fields = {"connected": string.connected, "reason": string.reason, "normalized_length": descent + inside,
+                      "descent_length": descent, "inside_length": inside,
+                      "inside_normalized_length": string.normalized_length, "num_beads": string.num_beads,
+                      "projection_orthogonality": heads[i].orthogonality if i in heads else 0.0}  # fmt: skip
         else:
             targets = torch.lerp(a.unsqueeze(0), b.unsqueeze(0), torch.linspace(0, 1, window + 1).unsqueeze(1))
             targets[0], targets[-1] = a, b
-            reason = (
-                f"endpoint: F(theta_{t + window}) = {float(levels_all[t + window]):.6g} is above L0 = {levels[i]:.6g}"
-            )
-            fields = {"connected": False, "reason": reason, "normalized_length": math.nan, "num_beads": 2}
-        windows.append({"t": t, "level": levels[i], "targets": targets, **fields})
+            fields = {"connected": False, "reason": reasons[i], "normalized_length": math.nan, "num_beads": 2,
+                      "descent_length": math.nan, "inside_length": math.nan, "inside_normalized_length": math.nan,
+                      "projection_orthogonality": math.nan}  # fmt: skip
+        windows.append({"t": t, "level": levels[i], "rule": level, "q": q, "targets": targets, **fields})
     return {
         "format": "TargetShard",
         "version": FORMAT_VERSION,
@@ -111,6 +166,8 @@ def make_shard(
         "window": window,
         "stride": stride,
         "slack": slack,
+        "level": level,
+        "q": q,
         "dss": asdict(dss),
         "strategy": space.strategy,
         "iterates": iterates.cpu(),
@@ -118,3 +175,18 @@ def make_shard(
         "eval_losses": levels_all.cpu(),
         "windows": windows,
     }
+
+
+def resample_polyline(points: Tensor, num: int) -> Tensor:
+    """``(num, P)`` points equally spaced in arc length along ``points (K, P)``, from exactly the first to the last."""
+    lengths = (points[1:].double() - points[:-1].double()).norm(dim=1)
+    cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), lengths.cumsum(0)])
+    total = float(cumulative[-1])
+    if total == 0 or len(points) == 1:
+        return points[:1].expand(num, -1).clone()
+    targets = torch.linspace(0.0, 1.0, num, dtype=torch.float64) * total
+    index = (torch.searchsorted(cumulative, targets, right=True) - 1).clamp(0, len(lengths) - 1)
+    local = ((targets - cumulative[index]) / lengths[index].clamp(min=1e-300)).clamp(0.0, 1.0)
+    out = torch.lerp(points[index], points[index + 1], local.to(points.dtype).unsqueeze(1))
+    out[0], out[-1] = points[0], points[-1]
+    return out

@@ -26,7 +26,8 @@ def test_built_in_finders_are_registered_under_their_names() -> None:
 
 
 def test_an_unknown_method_names_the_valid_choices() -> None:
-    with pytest.raises(ValueError, match=r"registered path finders \(constrained, greedy, straight\), got 'fancy'"):
+    choices = r"\(bezier, constrained, greedy, neb, polychain, straight\)"
+    with pytest.raises(ValueError, match=rf"registered path finders {choices}, got 'fancy'"):
         DSSConfig(method="fancy")
     with pytest.raises(ValueError, match="got 'fancy'"):
         get_finder("fancy")

@@ -9,7 +9,16 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "metaopt"
 ENTRY_POINTS = {"__init__.py", "__main__.py", "cli.py"}
-GEODESICS_NAMES = {"CurveConfig", "DSSConfig", "ParamSpace", "connect", "connect_many"}
+GEODESICS_NAMES = {
+    "CurveConfig",
+    "DSSConfig",
+    "ParamSpace",
+    "Projection",
+    "ProjectionConfig",
+    "connect",
+    "connect_many",
+    "project_to_level",
+}
 
 
 def imports(path: Path) -> list[tuple[str, list[str]]]:
