@@ -102,8 +102,8 @@ MUTANTS: list[Mutant] = [
     M(
         "evaluation chunks not weighted by size",
         "geodesics/space.py",
-        "total += self.batched_loss(thetas, batch).to(torch.float64) * weight",
-        "total += self.batched_loss(thetas, batch).to(torch.float64) * count",
+        "total += self._batch_losses(thetas, batch).to(torch.float64) * weight",
+        "total += self._batch_losses(thetas, batch).to(torch.float64) * count",
         SPACE,
     ),
     # -- geodesics: segment checks and DSS ---------------------------------------------------------------------------
@@ -159,8 +159,8 @@ MUTANTS: list[Mutant] = [
     M(
         "normalized length divided by the squared chord",
         "geodesics/path.py",
-        "return self.length / float((self.beads[-1].double() - self.beads[0].double()).norm())",
-        "return self.length / float((self.beads[-1].double() - self.beads[0].double()).norm()) ** 2",
+        "        return self.length / distance\n",
+        "        return self.length / distance**2\n",
         DSS,
     ),
     M(
@@ -319,6 +319,43 @@ MUTANTS: list[Mutant] = [
         "        _follow_move(root / name, root)\n",
         "        pass\n",
         ("tests/metaopt/commands/test_quickstart.py",),
+    ),
+    # -- geodesics: the other finders, alignment, projection ----------------------------------------------------------
+    M(
+        "NEB climbing image does not invert its tangent force",
+        "geodesics/finders/neb.py",
+        "out[climber] = grads[climber] - 2 * along[climber] * tau[climber]",
+        "out[climber] = grads[climber] - along[climber] * tau[climber]",
+        ("tests/geodesics/test_path_finders.py",),
+    ),
+    M(
+        "alignment permutes the inputs of a layer with the wrong permutation",
+        "geodesics/alignment.py",
+        "\n    return weight[:, perm]\n",
+        "\n    return weight[:, perm.flip(0)]\n",
+        ("tests/geodesics/test_alignment.py",),
+    ),
+    M(
+        "projection linearises towards the current point instead of theta",
+        "geodesics/projection.py",
+        "y = theta.double() - ((value + float(g @ offset) - target) / norm2) * g",
+        "y = x.double() - ((value - target) / norm2) * g",
+        ("tests/metaopt/targets/test_level_rules.py",),
+    ),
+    # -- metaopt: evolution strategies ------------------------------------------------------------------------------
+    M(
+        "PES uses the current perturbation instead of the accumulated one",
+        "metaopt/outer/es.py",
+        "direction = particles.xi if particles is not None else eps",
+        "direction = eps",
+        ("tests/metaopt/test_es.py",),
+    ),
+    M(
+        "ES forgets the antithetic half",
+        "metaopt/outer/es.py",
+        "differences[pair] = _finite_difference(signed[0], signed[1])",
+        "differences[pair] = _finite_difference(signed[0], 0.0)",
+        ("tests/metaopt/test_es.py",),
     ),
 ]
 
