@@ -16,7 +16,7 @@ from geodesics.alignment import ALIGNMENTS, align
 from geodesics.curve import CurveConfig, SegmentMax, interpolation_curve, segment_maxima
 from geodesics.endpoints import ThresholdNotReached, train_to_threshold
 from geodesics.finders import DSSConfig, connect, connect_many
-from geodesics.path import BeadString, RoundRecord, StringLoadError
+from geodesics.path import BeadString, RoundRecord, StringLoadError, polyline_at
 from geodesics.projection import Projection, ProjectionConfig, project_to_level
 from geodesics.space import ParamSpace, default_strategy
 
@@ -37,6 +37,7 @@ __all__ = [
     "connect_many",
     "default_strategy",
     "interpolation_curve",
+    "polyline_at",
     "project_to_level",
     "segment_maxima",
     "train_to_threshold",

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from envs.tooling.runs import atomic_torch_save
 
-__all__ = ["BeadString", "RoundRecord", "StringLoadError"]
+__all__ = ["BeadString", "RoundRecord", "StringLoadError", "polyline_at"]
 
 FORMAT_VERSION = 1
 
@@ -176,21 +176,7 @@ class BeadString:
 
     def resample_at(self, fractions: Tensor) -> Tensor:
         """Points at arc-length fractions ``(n,)`` in [0, 1]."""
-        if fractions.min() < 0 or fractions.max() > 1:
-            raise ValueError("arc-length fractions must lie in [0, 1]")
-        lengths = self.segment_lengths.cpu()
-        cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), lengths.cumsum(0)])
-        total = float(cumulative[-1])
-        if total == 0:
-            return self.beads[:1].expand(len(fractions), -1).clone()
-        targets = fractions.to(torch.float64) * total
-        index = (torch.searchsorted(cumulative, targets, right=True) - 1).clamp(0, len(lengths) - 1)
-        local = ((targets - cumulative[index]) / lengths[index].clamp(min=1e-300)).clamp(0.0, 1.0)
-        start, end = self.beads[index.to(self.beads.device)], self.beads[(index + 1).to(self.beads.device)]
-        out = torch.lerp(start, end, local.to(self.beads.dtype).to(self.beads.device).unsqueeze(1))
-        out[fractions == 1] = self.beads[-1]  # exact endpoints whatever the rounding of the cumulative sum
-        out[fractions == 0] = self.beads[0]
-        return out
+        return polyline_at(self.beads, fractions)
 
     # -- persistence --------------------------------------------------------------------------------------------------
 
@@ -229,3 +215,25 @@ class BeadString:
         state.pop("format")
         state.pop("version")
         return cls(**state, history=history)
+
+
+def polyline_at(points: Tensor, fractions: Tensor) -> Tensor:
+    """Points at arc-length fractions ``(n,)`` in [0, 1] along the polyline ``points (K, P)``.
+
+    Fractions 0 and 1 give ``points[0]`` and ``points[-1]`` exactly, whatever the rounding of the cumulative sum.
+    """
+    if fractions.min() < 0 or fractions.max() > 1:
+        raise ValueError("arc-length fractions must lie in [0, 1]")
+    lengths = (points[1:].double() - points[:-1].double()).norm(dim=1).cpu()
+    cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), lengths.cumsum(0)])
+    total = float(cumulative[-1])
+    if total == 0:
+        return points[:1].expand(len(fractions), -1).clone()
+    targets = fractions.to(torch.float64).cpu() * total
+    index = (torch.searchsorted(cumulative, targets, right=True) - 1).clamp(0, len(lengths) - 1)
+    local = ((targets - cumulative[index]) / lengths[index].clamp(min=1e-300)).clamp(0.0, 1.0)
+    start, end = points[index.to(points.device)], points[(index + 1).to(points.device)]
+    out = torch.lerp(start, end, local.to(points.dtype).to(points.device).unsqueeze(1))
+    out[(fractions == 1).to(points.device)] = points[-1]
+    out[(fractions == 0).to(points.device)] = points[0]
+    return out

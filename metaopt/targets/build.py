@@ -19,10 +19,10 @@ from torch import Tensor, nn
 
 from envs.fit import fit
 from envs.task import Task
-from geodesics import DSSConfig, ParamSpace, Projection, ProjectionConfig, connect_many, project_to_level
+from geodesics import DSSConfig, ParamSpace, Projection, ProjectionConfig, connect_many, polyline_at, project_to_level
 from metaopt.targets.dataset import FORMAT_VERSION
 
-__all__ = ["LEVEL_RULES", "base_trajectory", "make_shard", "resample_polyline", "window_levels", "window_starts"]
+__all__ = ["LEVEL_RULES", "base_trajectory", "make_shard", "window_levels", "window_starts"]
 
 
 def window_starts(steps: int, window: int, stride: int) -> list[int]:
@@ -141,7 +141,7 @@ def make_shard(
         if i in by_index:
             string = by_index[i]
             path = torch.cat([a.unsqueeze(0), string.beads.to(a.dtype)]) if i in heads else string.beads
-            targets = resample_polyline(path.cpu(), window + 1)
+            targets = polyline_at(path.cpu(), torch.linspace(0.0, 1.0, window + 1, dtype=torch.float64))
             descent = heads[i].distance / chord if i in heads else 0.0
             inside = string.length / chord
             fields = {"connected": string.connected, "reason": string.reason, "normalized_length": descent + inside,
@@ -175,18 +175,3 @@ def make_shard(
         "eval_losses": levels_all.cpu(),
         "windows": windows,
     }
-
-
-def resample_polyline(points: Tensor, num: int) -> Tensor:
-    """``(num, P)`` points equally spaced in arc length along ``points (K, P)``, from exactly the first to the last."""
-    lengths = (points[1:].double() - points[:-1].double()).norm(dim=1)
-    cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), lengths.cumsum(0)])
-    total = float(cumulative[-1])
-    if total == 0 or len(points) == 1:
-        return points[:1].expand(num, -1).clone()
-    targets = torch.linspace(0.0, 1.0, num, dtype=torch.float64) * total
-    index = (torch.searchsorted(cumulative, targets, right=True) - 1).clamp(0, len(lengths) - 1)
-    local = ((targets - cumulative[index]) / lengths[index].clamp(min=1e-300)).clamp(0.0, 1.0)
-    out = torch.lerp(points[index], points[index + 1], local.to(points.dtype).unsqueeze(1))
-    out[0], out[-1] = points[0], points[-1]
-    return out

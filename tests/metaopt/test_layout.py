@@ -17,6 +17,7 @@ GEODESICS_NAMES = {
     "ProjectionConfig",
     "connect",
     "connect_many",
+    "polyline_at",
     "project_to_level",
 }
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import envs
-from geodesics import DSSConfig, ParamSpace, ProjectionConfig, project_to_level, segment_maxima
+from geodesics import DSSConfig, ParamSpace, ProjectionConfig, polyline_at, project_to_level, segment_maxima
 from metaopt.cli import main
 from metaopt.targets import load_shard, make_shard
-from metaopt.targets.build import resample_polyline, window_levels
+from metaopt.targets.build import window_levels
 from tests.geodesics.toys import AnalyticTask, annulus, bowl
 
 DSS = DSSConfig(max_rounds=6, max_steps=500, keep_snapshots=False)
@@ -93,7 +93,7 @@ def test_the_projection_is_the_nearest_point_of_the_level_set() -> None:
 
 def test_polyline_resampling_is_exact_at_the_ends() -> None:
     points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 2.0]], dtype=torch.float64)
-    out = resample_polyline(points, 4)
+    out = polyline_at(points, torch.linspace(0.0, 1.0, 4, dtype=torch.float64))
     torch.testing.assert_close(out, torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [1.0, 2.0]], dtype=torch.float64))
 
 
