@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from envs.errors import TaskError
 from envs.seeding import generator, seeded
 
 __all__ = ["Batch", "Recipe", "Task", "full_batches", "minibatches"]
@@ -81,6 +82,19 @@ class Task(ABC):
     @abstractmethod
     def eval_data(self) -> Batch:
         """The whole fixed evaluation set as one batch (on ``self.device``)."""
+
+    def valid_batches(self, seed: int) -> Iterator[Batch]:
+        """Endless stream of held-out batches for run ``seed``, disjoint from training and evaluation data.
+
+        What a meta-objective on held-out data (``objective.name=eval_loss``) scores.
+
+        Raises:
+            TaskError: the task has no held-out split (data tasks make one with ``options.valid_size``).
+        """
+        raise TaskError(
+            f"task {self.name} has no held-out split for an eval_loss meta-objective; the data tasks make one from "
+            "their training set with task options valid_size=N (for example tasks.0.options.valid_size=200)"
+        )
 
     # -- provided -----------------------------------------------------------------------------------------------------
 
@@ -166,17 +180,17 @@ def full_batches(batch: Batch) -> Iterator[Batch]:
         yield batch
 
 
-def minibatches(data: Batch, batch_size: int, seed: int) -> Iterator[Batch]:
+def minibatches(data: Batch, batch_size: int, seed: int, stream: str = "batches") -> Iterator[Batch]:
     """Endless stream of shuffled minibatches of exactly ``batch_size`` examples.
 
-    Each epoch is a fresh permutation drawn from the stream ``(seed, "batches")``; the last incomplete chunk of an
+    Each epoch is a fresh permutation drawn from the stream ``(seed, stream)``; the last incomplete chunk of an
     epoch is dropped so every batch has the same shape (batched runs stack them).
     """
     inputs, targets = data
     n = targets.shape[0]
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the training set ({n} examples); lower batch_size")
-    g = generator(seed, "batches")
+    g = generator(seed, stream)
     while True:
         order = torch.randperm(n, generator=g).to(targets.device)
         for start in range(0, n - batch_size + 1, batch_size):

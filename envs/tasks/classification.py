@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from envs.data import load_cifar10, load_digits_split, load_mnist
+from envs.errors import TaskError
 from envs.nn import ACTIVATIONS, mlp
 from envs.registry import register_task
 from envs.task import Batch, Recipe, Task, minibatches
@@ -43,6 +44,11 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{key} must be positive, got {value}")
 
 
+def _check_valid_size(valid_size: int) -> None:
+    if valid_size < 0:
+        raise ValueError(f"valid_size must be >= 0 (0: no held-out split), got {valid_size}")
+
+
 @dataclass
 class DigitsMLPOptions:
     """Options of ``digits_mlp``."""
@@ -57,10 +63,13 @@ class DigitsMLPOptions:
     """Training minibatch size."""
     test_size: int = 500
     """Images held out as the fixed evaluation set (the rest, 1,297 by default, train)."""
+    valid_size: int = 0
+    """Training images held out for a meta-objective on held-out batches (the last ones; 0: none)."""
 
     def __post_init__(self) -> None:
         _check_activation(self.activation)
         _check_positive(width=self.width, depth=self.depth, batch_size=self.batch_size)
+        _check_valid_size(self.valid_size)
 
 
 @dataclass
@@ -75,10 +84,13 @@ class DigitsCNNOptions:
     """Training minibatch size."""
     test_size: int = 500
     """Images held out as the fixed evaluation set."""
+    valid_size: int = 0
+    """Training images held out for a meta-objective on held-out batches (the last ones; 0: none)."""
 
     def __post_init__(self) -> None:
         _check_activation(self.activation)
         _check_positive(channels=self.channels, batch_size=self.batch_size)
+        _check_valid_size(self.valid_size)
 
 
 @dataclass
@@ -128,17 +140,26 @@ class ClassificationTask(Task):
     def load_split(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(x_train, y_train, x_test, y_test)`` on CPU; ``x`` floating, ``y`` int64."""
 
-    def _data(self) -> tuple[Batch, Batch]:
+    def _data(self) -> tuple[Batch, Batch, Batch | None]:
+        """``(train, evaluation, held-out or None)``; the held-out split is the last ``valid_size`` training images."""
         if not hasattr(self, "_split"):
             x_train, y_train, x_test, y_test = self.load_split()
             eval_size = getattr(self.options, "eval_size", len(y_test))
             x_test, y_test = x_test[:eval_size], y_test[:eval_size]
+            valid_size = getattr(self.options, "valid_size", 0)
+            if valid_size >= len(y_train):
+                raise TaskError(
+                    f"task {self.name}: valid_size={valid_size} leaves no training images (there are "
+                    f"{len(y_train)}); valid range 0 <= valid_size < {len(y_train)}"
+                )
 
             def place(x: Tensor, y: Tensor) -> Batch:
                 x = x.reshape(len(x), *self.image_shape)
                 return x.to(self.device, self.dtype), y.to(self.device)
 
-            self._split = (place(x_train, y_train), place(x_test, y_test))
+            keep = len(y_train) - valid_size
+            held_out = place(x_train[keep:], y_train[keep:]) if valid_size else None
+            self._split = (place(x_train[:keep], y_train[:keep]), place(x_test, y_test), held_out)
         return self._split
 
     def criterion(self, outputs: Tensor, targets: Tensor) -> Tensor:
@@ -146,6 +167,13 @@ class ClassificationTask(Task):
 
     def batches(self, seed: int) -> Iterator[Batch]:
         return minibatches(self._data()[0], self.options.batch_size, seed)
+
+    @override
+    def valid_batches(self, seed: int) -> Iterator[Batch]:
+        held_out = self._data()[2]
+        if held_out is None:
+            return super().valid_batches(seed)
+        return minibatches(held_out, min(self.options.batch_size, len(held_out[1])), seed, stream="valid")
 
     def eval_data(self) -> Batch:
         return self._data()[1]

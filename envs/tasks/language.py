@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from envs.data import load_ptb, python_docs_text
+from envs.errors import TaskError
 from envs.nn import CharLSTM
 from envs.registry import register_task
 from envs.seeding import generator
@@ -40,7 +41,17 @@ class LanguageModelTask(Task):
 
     def _streams(self) -> tuple[Tensor, Tensor, int]:
         if not hasattr(self, "_cached_streams"):
-            self._cached_streams = self.token_streams()
+            train, held_out, vocab = self.token_streams()
+            valid_size = getattr(self.options, "valid_size", 0)
+            low = self.options.seq_len + 2
+            if valid_size and not low <= valid_size <= len(train) - low:
+                raise TaskError(
+                    f"task {self.name}: valid_size={valid_size} tokens; valid range 0 or {low} <= valid_size <= "
+                    f"{len(train) - low} (the held-out part and the rest must each hold a window of seq_len + 1)"
+                )
+            keep = len(train) - valid_size
+            self._valid = train[keep:] if valid_size else None
+            self._cached_streams = train[:keep], held_out, vocab
         return self._cached_streams
 
     @property
@@ -52,15 +63,25 @@ class LanguageModelTask(Task):
         return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))
 
     def batches(self, seed: int) -> Iterator[Batch]:
-        train, _, _ = self._streams()
+        return self._windows(self._streams()[0], seed, "batches")
+
+    @override
+    def valid_batches(self, seed: int) -> Iterator[Batch]:
+        self._streams()
+        if self._valid is None:
+            return super().valid_batches(seed)
+        return self._windows(self._valid, seed, "valid")
+
+    def _windows(self, tokens: Tensor, seed: int, stream: str) -> Iterator[Batch]:
+        """Endless batches of ``batch_size`` random windows of ``tokens`` (offsets from the stream (seed, stream))."""
         length, size = self.options.seq_len, self.options.batch_size
-        if len(train) <= length + 1:
-            raise ValueError(f"training text has {len(train)} tokens, fewer than seq_len + 1 = {length + 1}")
-        g = generator(seed, "batches")
+        if len(tokens) <= length + 1:
+            raise ValueError(f"training text has {len(tokens)} tokens, fewer than seq_len + 1 = {length + 1}")
+        g = generator(seed, stream)
         offsets = torch.arange(length + 1)
         while True:
-            starts = torch.randint(0, len(train) - length, (size,), generator=g)
-            windows = train[starts.unsqueeze(1) + offsets]
+            starts = torch.randint(0, len(tokens) - length, (size,), generator=g)
+            windows = tokens[starts.unsqueeze(1) + offsets]
             yield windows[:, :-1].to(self.device), windows[:, 1:].to(self.device)
 
     def eval_data(self) -> Batch:
@@ -100,6 +121,8 @@ class CharLMOptions:
     """Stacked LSTM layers."""
     eval_size: int = 256
     """Held-out windows in the evaluation set."""
+    valid_size: int = 0
+    """Training characters held out (the last ones) for a meta-objective on held-out batches (0: none)."""
 
     def __post_init__(self) -> None:
         _check_positive(seq_len=self.seq_len, batch_size=self.batch_size, embed_size=self.embed_size,

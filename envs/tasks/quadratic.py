@@ -88,6 +88,11 @@ class QuadraticTask(Task):
         return w.unsqueeze(0), y.unsqueeze(0)
 
     @override
+    def valid_batches(self, seed: int) -> Iterator[Batch]:
+        """The problem itself: a deterministic objective has no data to hold out, its held-out loss is its loss."""
+        return full_batches(self.problem)
+
+    @override
     def instance(self, seed: int) -> QuadraticTask:
         return QuadraticTask(dataclasses.replace(self.options, data_seed=seed), device=self.device, dtype=self.dtype)
 

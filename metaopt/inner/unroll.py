@@ -51,6 +51,8 @@ class InnerState:
     """The batch of the next step when it was already drawn (the previous truncation scored theta_t on it)."""
     context: dict[str, Any] = field(default_factory=dict)
     """Whatever an objective needs besides losses and iterates (e.g. target points); handed to each trajectory."""
+    valid_batches: Iterator[Batch] | None = None
+    """Held-out batches (``task.valid_batches(seed)``) when the objective scores held-out losses; else None."""
 
     def take_batch(self) -> Batch:
         """The batch of the next step."""
@@ -70,14 +72,21 @@ class Trajectory:
     """t, the inner step at which the window starts."""
     context: dict[str, Any] = field(default_factory=dict)
     """The ``InnerState.context`` of the window."""
+    valid_losses: Tensor | None = None
+    """``(T,)``: f(theta_{t+s}) on a fresh held-out batch each, s = 1..T, when the optimizee has held-out batches."""
 
 
-def start_episode(task: Task, seed: int, rule: LearnedRule) -> InnerState:
-    """A fresh optimizee for run ``seed``: ``task.instance(seed)``, its ``init_model(seed)`` and ``batches(seed)``."""
+def start_episode(task: Task, seed: int, rule: LearnedRule, *, held_out: bool = False) -> InnerState:
+    """A fresh optimizee for run ``seed``: ``task.instance(seed)``, its ``init_model(seed)`` and ``batches(seed)``.
+
+    With ``held_out`` it also carries ``valid_batches(seed)`` (raises :class:`~envs.errors.TaskError` when the task
+    has no held-out split), and its unrolls record held-out losses.
+    """
     problem = task.instance(seed)
+    valid = problem.valid_batches(seed) if held_out else None
     model = problem.init_model(seed)
     optimizer = LearnedOptimizer(model.parameters(), rule=rule)
-    return InnerState(problem, model, optimizer, problem.batches(seed))
+    return InnerState(problem, model, optimizer, problem.batches(seed), valid_batches=valid)
 
 
 def unroll(inner: InnerState, steps: int, *, first_order: bool = False) -> Trajectory:
@@ -95,20 +104,23 @@ def unroll(inner: InnerState, steps: int, *, first_order: bool = False) -> Traje
     fmodel = higher.monkeypatch(model, copy_initial_weights=True)
     diffopt = higher.optim.get_diff_optim(inner.optimizer, model.parameters(), fmodel=fmodel, first_order=first_order)
     assert isinstance(diffopt, DifferentiableLearnedOptimizer)
-    losses = []
+    losses, valid_losses = [], []
     iterates = [_flat(fmodel.fast_params)]
     for _ in range(steps):
         loss = task.loss(fmodel, inner.take_batch())
         losses.append(loss)
         diffopt.step(loss)
         iterates.append(_flat(fmodel.fast_params))
+        if inner.valid_batches is not None:
+            valid_losses.append(task.loss(fmodel, next(inner.valid_batches)))
     inner.next_batch = next(inner.batches)
     losses.append(task.loss(fmodel, inner.next_batch))
     with torch.no_grad():
         for p, fast in zip(model.parameters(), fmodel.fast_params):
             p.copy_(fast)
     diffopt.carry_into(inner.optimizer)
-    trajectory = Trajectory(torch.stack(losses), torch.stack(iterates), inner.step, inner.context)
+    valid = torch.stack(valid_losses) if valid_losses else None
+    trajectory = Trajectory(torch.stack(losses), torch.stack(iterates), inner.step, inner.context, valid)
     inner.step += steps
     return trajectory
 

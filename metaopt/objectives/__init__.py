@@ -1,30 +1,36 @@
 """Meta-objectives: functions of a truncation's trajectory that meta-training minimises, found by name.
 
-Members: ``loss`` (L2L, :mod:`~metaopt.objectives.loss`) and ``geodesic`` (imitation of geodesic targets,
-:mod:`~metaopt.objectives.imitation`). A new objective is one module and one ``register_objective`` line below.
+Members: ``loss`` (L2L, :mod:`~metaopt.objectives.loss`), ``eval_loss`` (the same on held-out batches) and
+``geodesic`` (imitation of geodesic targets, :mod:`~metaopt.objectives.imitation`). A new objective is one module
+and one ``register_objective`` line below.
 """
 
 from metaopt.objectives.imitation import geodesic_objective, imitation_loss
-from metaopt.objectives.loss import loss_objective, optimizee_loss
+from metaopt.objectives.loss import eval_loss_objective, heldout_loss, loss_objective, optimizee_loss
 from metaopt.objectives.registry import (
     Objective,
     ObjectiveConfig,
     list_objectives,
     make_objective,
+    needs_held_out,
     register_objective,
 )
 
 register_objective("loss", loss_objective)
+register_objective("eval_loss", eval_loss_objective, held_out=True)
 register_objective("geodesic", geodesic_objective)
 
 __all__ = [
     "Objective",
     "ObjectiveConfig",
+    "eval_loss_objective",
     "geodesic_objective",
+    "heldout_loss",
     "imitation_loss",
     "list_objectives",
     "loss_objective",
     "make_objective",
+    "needs_held_out",
     "optimizee_loss",
     "register_objective",
 ]

@@ -15,7 +15,14 @@ from torch import Tensor
 from envs.tooling.config import check_range
 from metaopt.inner.unroll import Trajectory
 
-__all__ = ["Objective", "ObjectiveConfig", "list_objectives", "make_objective", "register_objective"]
+__all__ = [
+    "Objective",
+    "ObjectiveConfig",
+    "list_objectives",
+    "make_objective",
+    "needs_held_out",
+    "register_objective",
+]
 
 Objective = Callable[[Trajectory], Tensor]
 """A scalar meta-loss of one trajectory, differentiable with respect to the rule's weights."""
@@ -26,8 +33,9 @@ class ObjectiveConfig:
     """Which meta-objective, with its options."""
 
     name: str = "loss"
-    """Objective name: loss (L2L, the weighted sum of optimizee losses), geodesic (imitation of geodesic targets
-    plus loss_weight times the L2L term; needs targets=) or one added with register_objective."""
+    """Objective name: loss (L2L, the weighted sum of optimizee losses), eval_loss (the same sum on held-out
+    batches; the tasks need a held-out split, options.valid_size for the data tasks), geodesic (imitation of
+    geodesic targets plus loss_weight times the L2L term; needs targets=) or one added with register_objective."""
     loss_weights: list[float] | None = None
     """Weights w_1..w_T of the optimizee losses in a truncation (None: all 1, as in the paper)."""
     loss_weight: float = 0.0
@@ -39,11 +47,24 @@ class ObjectiveConfig:
 
 
 _OBJECTIVES: dict[str, Callable[[ObjectiveConfig], Objective]] = {}
+_HELD_OUT: set[str] = set()
 
 
-def register_objective(name: str, factory: Callable[[ObjectiveConfig], Objective]) -> None:
-    """Make ``ObjectiveConfig(name=name, ...)`` build ``factory(config)``."""
+def register_objective(name: str, factory: Callable[[ObjectiveConfig], Objective], *, held_out: bool = False) -> None:
+    """Make ``ObjectiveConfig(name=name, ...)`` build ``factory(config)``.
+
+    ``held_out``: the objective scores held-out losses, so optimizees are started with held-out batches.
+    """
     _OBJECTIVES[name] = factory
+    if held_out:
+        _HELD_OUT.add(name)
+    else:
+        _HELD_OUT.discard(name)
+
+
+def needs_held_out(config: ObjectiveConfig) -> bool:
+    """Whether the objective a config names scores held-out losses (``Trajectory.valid_losses``)."""
+    return config.name in _HELD_OUT
 
 
 def list_objectives() -> list[str]:

@@ -13,13 +13,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envs.errors import InvalidValue
+from envs.registry import get_task_class, validate_options
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from metaopt.compare.config import DEFAULT_LR_GRID
 from metaopt.objectives import ObjectiveConfig
 from metaopt.outer import estimator_config
 from metaopt.rules import LSTMConfig, rule_config
 
-__all__ = ["RESUMABLE_KEYS", "TRAIN_SEED_BASE", "TUNE_SEED_BASE", "VAL_SEED_BASE", "TrainConfig", "train_seed"]
+__all__ = [
+    "RESUMABLE_KEYS",
+    "TASK_SAMPLING",
+    "TRAIN_SEED_BASE",
+    "TUNE_SEED_BASE",
+    "VAL_SEED_BASE",
+    "FamilyTaskConfig",
+    "TrainConfig",
+    "train_seed",
+]
+
+TASK_SAMPLING = ("cycle", "random")
+"""How the slots of a meta-batch pick their task: in turn, or each one drawn uniformly (seeded by episode and slot)."""
 
 VAL_SEED_BASE = 100_000
 """First validation seed."""
@@ -49,11 +62,29 @@ def train_seed(episode: int, slot: int, meta_batch: int) -> int:
 
 
 @dataclass
+class FamilyTaskConfig(TaskConfig):
+    """A member of the meta-training family: a task, its fixed options, and options drawn per optimizee."""
+
+    choices: dict[str, list[Any]] = field(default_factory=dict)
+    """Options drawn for each optimizee, each key's value uniformly from its list, e.g. ``{width: [10, 20, 40],
+    depth: [1, 2, 3], activation: [sigmoid, tanh, relu]}`` (they override ``options``; validation uses
+    ``options`` alone)."""
+
+
+@dataclass
 class TrainConfig(RunOptions):
     """Configuration of ``metaopt train`` (the files under ``configs/metaopt/``)."""
 
-    tasks: list[TaskConfig] = field(default_factory=lambda: [TaskConfig()])
-    """The task family: tasks with options, used in turn across the slots of each meta-batch."""
+    tasks: list[FamilyTaskConfig] = field(default_factory=lambda: [FamilyTaskConfig()])
+    """The task family: tasks with options (and per-optimizee ``choices``), assigned to the slots of each
+    meta-batch by ``task_sampling``."""
+    task_sampling: str = "cycle"
+    """cycle: the tasks in turn across the slots (slot i trains tasks[i mod n]); random: each slot draws a task
+    uniformly, seeded by (seed, episode, slot)."""
+    start_offset: int = 0
+    """Each fresh optimizee first takes a number of plain steps of the current rule (no meta-gradient) drawn
+    uniformly from 0..start_offset, so the truncations of a meta-batch sit at different points of training (0:
+    all start at step 0)."""
     name: str = "train"
     """Prefix of the run directory name."""
     rule: str = "lstm"
@@ -112,6 +143,9 @@ class TrainConfig(RunOptions):
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ValueError("tasks is empty; name at least one task")
+        self.tasks = [
+            t if isinstance(t, FamilyTaskConfig) else FamilyTaskConfig(t.name, dict(t.options)) for t in self.tasks
+        ]
         for key in ("steps", "truncation", "episodes", "meta_batch", "max_skips", "val_every"):
             check_range(self, key, low=1, integer=True)
         if self.steps % self.truncation:
@@ -124,6 +158,23 @@ class TrainConfig(RunOptions):
         check_range(self, "final_window", low=1, high=self.steps, integer=True)
         check_range(self, "seed", low=0, integer=True)
         check_range(self, "on_policy_every", low=0, integer=True)
+        check_range(self, "start_offset", low=0, integer=True)
+        if self.task_sampling not in TASK_SAMPLING:
+            raise InvalidValue(
+                TrainConfig, "task_sampling", self.task_sampling,
+                f"must be one of {', '.join(TASK_SAMPLING)}, got {self.task_sampling!r}",
+            )  # fmt: skip
+        for index, task in enumerate(self.tasks):
+            for key, values in task.choices.items():
+                if not values:
+                    raise InvalidValue(TrainConfig, f"tasks.{index}.choices.{key}", values, "must be a non-empty list")
+                for value in values:  # each drawn value must make a valid task (checked now, before any work)
+                    try:
+                        validate_options(get_task_class(task.name), {**task.options, key: value})
+                    except ValueError as exc:
+                        raise InvalidValue(
+                            TrainConfig, f"tasks.{index}.choices.{key}", values, f"holds {value!r}: {exc}"
+                        ) from None
         if (self.warm_start or self.on_policy_every) and not self.targets:
             raise ValueError("warm_start and on_policy_every need targets=<run directory of metaopt targets>")
         if self.rule == "lstm" and self.rule_options:

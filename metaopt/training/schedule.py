@@ -17,11 +17,12 @@ import torch
 from torch import Tensor
 
 from envs.fit import fit
-from envs.registry import task_from_spec
+from envs.registry import make_task, task_from_spec
 from envs.seeding import generator
 from envs.task import Task
 from geodesics import DSSConfig, ParamSpace, connect
-from metaopt.inner import InnerState, start_episode, start_window
+from metaopt.inner import InnerState, advance, start_episode, start_window
+from metaopt.objectives import needs_held_out
 from metaopt.rules import LearnedRule
 from metaopt.targets import TargetDataset, TargetWindow
 from metaopt.training.config import TrainConfig, train_seed
@@ -30,23 +31,56 @@ __all__ = ["DatasetWindows", "FreshEpisodes", "on_policy_targets"]
 
 
 class FreshEpisodes:
-    """``meta_batch`` fresh optimizees per episode, ``steps / truncation`` truncations each."""
+    """``meta_batch`` fresh optimizees per episode, ``steps / truncation`` truncations each.
+
+    Slot i of episode e trains run seed :func:`~metaopt.training.config.train_seed` on the family member picked by
+    ``task_sampling`` (``cycle``: ``tasks[i mod n]``; ``random``: drawn from the stream ``(seed, "family", e, i)``),
+    with each of the member's ``choices`` drawn from the same stream; members with choices are built once per drawn
+    spec. With ``start_offset`` the optimizee first takes a drawn number of plain steps of the current rule. With a
+    held-out objective (``eval_loss``) every optimizee carries its task's held-out batches.
+    """
 
     def __init__(self, cfg: TrainConfig, tasks: list[Task]):
         self.cfg, self.tasks = cfg, tasks
+        self.held_out = needs_held_out(cfg.objective)
+        self._built: dict[str, Task] = {}
 
     @property
     def truncations(self) -> int:
         """Meta-steps per episode."""
         return self.cfg.steps // self.cfg.truncation
 
+    def task_of(self, episode: int, slot: int) -> tuple[Task, int]:
+        """The task of ``slot`` in ``episode`` and its plain-step offset."""
+        cfg = self.cfg
+        g = generator(cfg.seed, "family", episode, slot)
+        if cfg.task_sampling == "random":
+            member = int(torch.randint(len(cfg.tasks), (), generator=g))
+        else:
+            member = slot % len(cfg.tasks)
+        choices = cfg.tasks[member].choices
+        drawn = {key: values[int(torch.randint(len(values), (), generator=g))] for key, values in choices.items()}
+        offset = int(torch.randint(cfg.start_offset + 1, (), generator=g)) if cfg.start_offset else 0
+        if not drawn:
+            return self.tasks[member], offset
+        base = self.tasks[member]
+        options = {**cfg.tasks[member].options, **drawn}
+        key = repr((cfg.tasks[member].name, sorted(options.items())))
+        if key not in self._built:
+            self._built[key] = make_task(cfg.tasks[member].name, device=base.device, dtype=base.dtype, **options)
+        return self._built[key], offset
+
     def inners(self, episode: int, rule: LearnedRule) -> list[InnerState]:
         """The optimizees of ``episode``."""
         cfg = self.cfg
-        return [
-            start_episode(self.tasks[slot % len(self.tasks)], train_seed(episode, slot, cfg.meta_batch), rule)
-            for slot in range(cfg.meta_batch)
-        ]
+        inners = []
+        for slot in range(cfg.meta_batch):
+            task, offset = self.task_of(episode, slot)
+            inner = start_episode(task, train_seed(episode, slot, cfg.meta_batch), rule, held_out=self.held_out)
+            if offset:
+                advance(inner, offset)
+            inners.append(inner)
+        return inners
 
 
 class DatasetWindows:
