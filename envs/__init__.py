@@ -5,17 +5,35 @@
 >>> model = task.init_model(seed=0)
 >>> loss = task.loss(model, next(task.batches(seed=0)))
 
-Importing the package registers every reference task (``envs.list_tasks()``) and every Gymnasium environment
-(``metaopt/<Name>-v0`` and ``metaopt/<Name>-LR-v0``).
+Importing the package registers every Gymnasium environment (``metaopt/<Name>-v0`` and ``metaopt/<Name>-LR-v0``);
+the names below are imported on first use (:mod:`envs.lazy`), and the reference tasks the first time the registry
+is consulted (``envs.list_tasks()``), so that ``import envs`` does not import torch.
 """
 
-from envs import tasks as _tasks  # noqa: F401  (registers the reference tasks)
-from envs.errors import ConfigError, DataNotFoundError, TaskError
-from envs.fit import FitResult, fit
-from envs.gym import ENV_IDS, LR_ENV_IDS, LRControlEnv, OptimizeeEnv, OptimizerPolicy  # after tasks: registers them
-from envs.optim import list_optimizers, make_optimizer, register_optimizer
-from envs.registry import get_task_class, list_tasks, make_task, register_task, task_from_spec
-from envs.task import Batch, Recipe, Task
+from typing import TYPE_CHECKING
+
+from envs import gym as _gym  # noqa: F401  (registers the reference tasks' Gymnasium ids; entry points: no torch)
+from envs.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from envs.errors import ConfigError, DataNotFoundError, TaskError
+    from envs.fit import FitResult, fit
+    from envs.gym import ENV_IDS, LR_ENV_IDS, LRControlEnv, OptimizeeEnv, OptimizerPolicy
+    from envs.optim import list_optimizers, make_optimizer, register_optimizer
+    from envs.registry import get_task_class, list_tasks, make_task, register_task, task_from_spec
+    from envs.task import Batch, Recipe, Task
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "envs.errors": ["ConfigError", "DataNotFoundError", "TaskError"],
+        "envs.fit": ["FitResult", "fit"],
+        "envs.gym": ["ENV_IDS", "LR_ENV_IDS", "LRControlEnv", "OptimizeeEnv", "OptimizerPolicy"],
+        "envs.optim": ["list_optimizers", "make_optimizer", "register_optimizer"],
+        "envs.registry": ["get_task_class", "list_tasks", "make_task", "register_task", "task_from_spec"],
+        "envs.task": ["Batch", "Recipe", "Task"],
+    },
+)
 
 __all__ = [
     "ENV_IDS",

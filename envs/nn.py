@@ -13,7 +13,12 @@ from torch import Tensor, nn
 
 __all__ = ["ACTIVATIONS", "CharLSTM", "LSTMLayer", "mlp"]
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "identity": nn.Identity,  # a deep linear network (DSS paper, Section 2.2)
+}
 
 
 def mlp(

@@ -2,21 +2,26 @@
 
 Built in: ``sgd``, ``momentum`` (SGD, 0.9), ``nesterov`` (SGD, 0.9, Nesterov), ``rmsprop`` and ``adam``.
 Other optimizers join with :func:`register_optimizer` (the learned optimizer of :mod:`metaopt` registers itself as
-``learned``).
+``learned``). A factory may be given as a ``"module:attribute"`` string, imported on first use: the built-ins are
+``torch.optim`` classes named so, and importing this module (or ``envs``, or ``metaopt``) does not import torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+from envs.lazy import resolve
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 __all__ = ["OptimizerSpec", "get_optimizer_spec", "list_optimizers", "make_optimizer", "register_optimizer"]
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
+OptimizerFactory = Callable[..., "torch.optim.Optimizer"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,9 @@ class OptimizerSpec:
     """A named optimizer: a class (or factory taking ``params, lr=..., **options``) and its fixed options."""
 
     name: str
-    factory: OptimizerFactory
+    factory: OptimizerFactory | str
+    """The class or factory; a ``"module:attribute"`` string until first use (:func:`get_optimizer_spec` resolves
+    it)."""
     options: dict[str, Any] = field(default_factory=dict)
     tunable_lr: bool = True
     """Whether the comparison harness tunes its learning rate (a learned optimizer has none to tune)."""
@@ -33,8 +40,11 @@ class OptimizerSpec:
 _OPTIMIZERS: dict[str, OptimizerSpec] = {}
 
 
-def register_optimizer(name: str, factory: OptimizerFactory, *, tunable_lr: bool = True, **options: Any) -> None:
-    """Register ``factory`` as ``name``; ``options`` are passed to it on every construction (overridable)."""
+def register_optimizer(name: str, factory: OptimizerFactory | str, *, tunable_lr: bool = True, **options: Any) -> None:
+    """Register ``factory`` as ``name``; ``options`` are passed to it on every construction (overridable).
+
+    ``factory`` may be a ``"module:attribute"`` string, imported when the optimizer is first looked up.
+    """
     _OPTIMIZERS[name] = OptimizerSpec(name, factory, dict(options), tunable_lr)
 
 
@@ -44,11 +54,15 @@ def list_optimizers() -> list[str]:
 
 
 def get_optimizer_spec(name: str) -> OptimizerSpec:
-    """The spec registered as ``name``; a clear error listing the valid names otherwise."""
+    """The spec registered as ``name``, its factory imported; a clear error listing the valid names otherwise."""
     try:
-        return _OPTIMIZERS[name]
+        spec = _OPTIMIZERS[name]
     except KeyError:
         raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(list_optimizers())}") from None
+    if isinstance(spec.factory, str):
+        spec = dataclasses.replace(spec, factory=resolve(spec.factory))
+        _OPTIMIZERS[name] = spec
+    return spec
 
 
 def make_optimizer(
@@ -66,11 +80,11 @@ def make_optimizer(
     kwargs = {**spec.options, **overrides}
     if lr is not None:
         kwargs["lr"] = lr
-    return spec.factory(params, **kwargs)
+    return spec.factory(params, **kwargs)  # type: ignore[operator]  # resolved by get_optimizer_spec
 
 
-register_optimizer("sgd", torch.optim.SGD)
-register_optimizer("momentum", torch.optim.SGD, momentum=0.9)
-register_optimizer("nesterov", torch.optim.SGD, momentum=0.9, nesterov=True)
-register_optimizer("rmsprop", torch.optim.RMSprop)
-register_optimizer("adam", torch.optim.Adam)
+register_optimizer("sgd", "torch.optim:SGD")
+register_optimizer("momentum", "torch.optim:SGD", momentum=0.9)
+register_optimizer("nesterov", "torch.optim:SGD", momentum=0.9, nesterov=True)
+register_optimizer("rmsprop", "torch.optim:RMSprop")
+register_optimizer("adam", "torch.optim:Adam")

@@ -1,26 +1,41 @@
-"""Task registry: ``make_task(name, **options)`` and ``list_tasks()``; options checked against each task's schema."""
+"""Task registry: ``make_task(name, **options)`` and ``list_tasks()``; options checked against each task's schema.
+
+The reference tasks (:mod:`envs.tasks`) are imported the first time the registry is consulted or added to, not when
+this module is: ``import envs`` and the command lines' ``--help`` stay free of torch.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+import importlib
+import sys
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from envs.devices import resolve_device, resolve_dtype
 from envs.errors import TaskError
-from envs.task import Task
+
+if TYPE_CHECKING:
+    import torch
+
+    from envs.task import Task
 
 __all__ = ["get_task_class", "list_tasks", "make_task", "register_task", "task_from_spec"]
 
 _TASKS: dict[str, type[Task]] = {}
-T = TypeVar("T", bound=type[Task])
+T = TypeVar("T", bound="type[Task]")
+
+
+def _load_reference_tasks() -> None:
+    """Import :mod:`envs.tasks`, which registers the reference tasks (a no-op once imported or while importing)."""
+    if "envs.tasks" not in sys.modules:
+        importlib.import_module("envs.tasks")
 
 
 def register_task(cls: T) -> T:
     """Class decorator adding a Task subclass to the registry under ``cls.name``."""
+    _load_reference_tasks()  # so a clash with a reference task's name is found here, as it always was
     if cls.name in _TASKS and _TASKS[cls.name] is not cls:
         raise ValueError(f"a task named {cls.name!r} is already registered ({_TASKS[cls.name].__name__})")
     _TASKS[cls.name] = cls
@@ -29,11 +44,13 @@ def register_task(cls: T) -> T:
 
 def list_tasks() -> list[str]:
     """Names of every registered task, sorted."""
+    _load_reference_tasks()
     return sorted(_TASKS)
 
 
 def get_task_class(name: str) -> type[Task]:
     """The Task subclass registered as ``name``; a clear error naming the valid choices otherwise."""
+    _load_reference_tasks()
     try:
         return _TASKS[name]
     except KeyError:
@@ -81,6 +98,8 @@ def make_task(
         dtype: ``"float32"`` (default) or ``"float64"``, or a torch dtype.
         **options: task options; see each task's ``Options`` dataclass.
     """
+    from envs.devices import resolve_device, resolve_dtype  # imports torch
+
     cls = get_task_class(name)
     opts = validate_options(cls, options)
     return cls(opts, device=resolve_device(device or "cpu"), dtype=resolve_dtype(dtype or "float32"))

@@ -9,22 +9,45 @@ segment maxima), ``beads`` (batched bead training), ``path`` (``BeadString``, th
 trained into the level set), ``finders`` (the ``PathFinder`` registry: greedy and constrained DSS, NEB, Bezier and
 polychain curves), ``alignment`` (weight matching of hidden units before a finder) and ``plots``. The command line
 lives apart in ``commands`` (``geodesics connect|sweep|compare-paths|disconnection|plot``), which the engine never
-imports.
+imports. The names below are imported on first use (:mod:`envs.lazy`): ``import geodesics`` does not import torch.
 """
 
-from geodesics.alignment import ALIGNMENTS, align
-from geodesics.curve import CurveConfig, SegmentMax, interpolation_curve, segment_maxima
-from geodesics.endpoints import ThresholdNotReached, train_to_threshold
-from geodesics.finders import DSSConfig, connect, connect_many
-from geodesics.path import BeadString, RoundRecord, StringLoadError, polyline_at
-from geodesics.projection import Projection, ProjectionConfig, project_to_level
-from geodesics.space import ParamSpace, default_strategy
+from typing import TYPE_CHECKING
+
+from envs.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from geodesics.alignment import ALIGNMENTS, align
+    from geodesics.curve import CurveConfig, SegmentMax, interpolation_curve, segment_maxima
+    from geodesics.endpoints import ThresholdNotReached, train_to_threshold
+    from geodesics.finders import DSSConfig, connect, connect_many
+    from geodesics.levels import Constant, LevelProfile, Linear
+    from geodesics.path import BeadString, RoundRecord, StringLoadError, polyline_at
+    from geodesics.projection import Projection, ProjectionConfig, project_to_level
+    from geodesics.space import ParamSpace, default_strategy
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "geodesics.alignment": ["ALIGNMENTS", "align"],
+        "geodesics.curve": ["CurveConfig", "SegmentMax", "interpolation_curve", "segment_maxima"],
+        "geodesics.endpoints": ["ThresholdNotReached", "train_to_threshold"],
+        "geodesics.finders": ["DSSConfig", "connect", "connect_many"],
+        "geodesics.levels": ["Constant", "LevelProfile", "Linear"],
+        "geodesics.path": ["BeadString", "RoundRecord", "StringLoadError", "polyline_at"],
+        "geodesics.projection": ["Projection", "ProjectionConfig", "project_to_level"],
+        "geodesics.space": ["ParamSpace", "default_strategy"],
+    },
+)
 
 __all__ = [
     "ALIGNMENTS",
     "BeadString",
+    "Constant",
     "CurveConfig",
     "DSSConfig",
+    "LevelProfile",
+    "Linear",
     "ParamSpace",
     "Projection",
     "ProjectionConfig",

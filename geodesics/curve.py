@@ -16,6 +16,7 @@ stage, in chunks that bound the memory taken by the interpolated vectors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -95,7 +96,11 @@ def evaluate_segments(space: ParamSpace, starts: Tensor, ends: Tensor, ts: Tenso
 
 
 def segment_maxima(
-    space: ParamSpace, starts: Tensor, ends: Tensor, config: CurveConfig | None = None
+    space: ParamSpace,
+    starts: Tensor,
+    ends: Tensor,
+    config: CurveConfig | None = None,
+    offset: Callable[[Tensor], Tensor] | None = None,
 ) -> list[SegmentMax]:
     """The certified maximum of the evaluation loss along each segment ``starts[s] -> ends[s]``.
 
@@ -104,6 +109,9 @@ def segment_maxima(
         starts: ``(S, P)`` first ends of the segments.
         ends: ``(S, P)`` second ends.
         config: grid and refinement settings.
+        offset: ``ts (S, n) -> (S, n)`` subtracted from the losses at ``ts`` before the maxima are sought (a level
+            that varies along each segment, :mod:`geodesics.levels`): the result is then the certified maximum of
+            F - offset. Subtracting a function linear in t leaves the concavity the bound rests on unchanged.
     """
     config = config or CurveConfig()
     starts, ends = space.check(starts, batched=True), space.check(ends, batched=True)
@@ -112,6 +120,8 @@ def segment_maxima(
         return []
     grid = torch.linspace(0.0, 1.0, config.num_points, device=space.device, dtype=torch.float64)
     values = evaluate_segments(space, starts, ends, grid.expand(segments, -1))
+    if offset is not None:
+        values = values - offset(grid.expand(segments, -1))
     peaks = _top_peaks(values, config.refine_peaks)  # (S, R) grid indices
     spacing = 1.0 / (config.num_points - 1)
     centre = grid[peaks]  # (S, R)
@@ -130,6 +140,8 @@ def segment_maxima(
         hi = (centre + half).clamp(0.0, 1.0)
         ts = (lo + hi).unsqueeze(-1) / 2 + (hi - lo).unsqueeze(-1) / 2 * offsets  # (S, R, k)
         vals = evaluate_segments(space, peak_starts, peak_ends, ts.reshape(-1, k)).reshape(ts.shape)
+        if offset is not None:
+            vals = vals - offset(ts.reshape(segments, -1)).reshape(ts.shape)
         j = vals.argmax(dim=-1, keepdim=True)
         improved = vals.gather(-1, j).squeeze(-1) >= best
         new_centre = ts.gather(-1, j).squeeze(-1)

@@ -9,22 +9,50 @@ Sub-packages: ``rules`` (the :class:`LearnedRule` interface and registry), ``she
 ``higher`` twin), ``inner`` (optimizees and unrolls), ``objectives``, ``outer`` (the :class:`Estimator` interface and
 registry), ``training`` (the meta-training loop), ``targets`` (geodesic-target datasets), ``compare`` (the
 comparison harness) and ``commands`` (``metaopt train|targets|compare|quickstart``). Importing the package registers
-the learned optimizer with ``higher`` (so ``higher.innerloop_ctx`` unrolls it) and in the optimizer registry of
-:mod:`envs` as ``learned`` (``envs.make_optimizer("learned", params, checkpoint=path)``).
+the learned optimizer in the optimizer registry of :mod:`envs` as ``learned`` (``envs.make_optimizer("learned",
+params, checkpoint=path)``), by name, so that it imports nothing else: the names below are imported on first use
+(:mod:`envs.lazy`), and ``metaopt.shells``, imported with :class:`LearnedOptimizer`, registers it with ``higher`` (so
+``higher.innerloop_ctx`` unrolls it).
 """
 
-from envs.optim import register_optimizer
-from metaopt.checkpoint import CheckpointError, load_net, save_checkpoint
-from metaopt.commands import run_train
-from metaopt.inner import InnerState, Trajectory, start_episode, start_window, unroll, warm_state
-from metaopt.objectives import ObjectiveConfig, imitation_loss, make_objective, optimizee_loss, register_objective
-from metaopt.outer import Estimator, EstimatorSetup, MetaGradient, list_estimators, register_estimator
-from metaopt.rules import CoordinateLSTM, LearnedRule, LSTMConfig, list_rules, lstm_step, register_rule
-from metaopt.shells import DifferentiableLearnedOptimizer, LearnedOptimizer
-from metaopt.targets import TargetDataset, TargetWindow
-from metaopt.training import TrainConfig
+from typing import TYPE_CHECKING
 
-register_optimizer("learned", LearnedOptimizer, tunable_lr=False, checkpoint=None)
+from envs.lazy import lazy_exports
+from envs.optim import register_optimizer
+
+if TYPE_CHECKING:
+    from metaopt.checkpoint import CheckpointError, load_net, save_checkpoint
+    from metaopt.commands import run_train
+    from metaopt.inner import InnerState, Trajectory, start_episode, start_window, unroll, warm_state
+    from metaopt.objectives import ObjectiveConfig, imitation_loss, make_objective, optimizee_loss, register_objective
+    from metaopt.outer import Estimator, EstimatorSetup, MetaGradient, list_estimators, register_estimator
+    from metaopt.rules import CoordinateLSTM, LearnedRule, LSTMConfig, list_rules, lstm_step, register_rule
+    from metaopt.shells import DifferentiableLearnedOptimizer, LearnedOptimizer
+    from metaopt.targets import TargetDataset, TargetWindow
+    from metaopt.training import TrainConfig
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "metaopt.checkpoint": ["CheckpointError", "load_net", "save_checkpoint"],
+        "metaopt.commands": ["run_train"],
+        "metaopt.inner": ["InnerState", "Trajectory", "start_episode", "start_window", "unroll", "warm_state"],
+        "metaopt.objectives": [
+            "ObjectiveConfig",
+            "imitation_loss",
+            "make_objective",
+            "optimizee_loss",
+            "register_objective",
+        ],
+        "metaopt.outer": ["Estimator", "EstimatorSetup", "MetaGradient", "list_estimators", "register_estimator"],
+        "metaopt.rules": ["CoordinateLSTM", "LearnedRule", "LSTMConfig", "list_rules", "lstm_step", "register_rule"],
+        "metaopt.shells": ["DifferentiableLearnedOptimizer", "LearnedOptimizer"],
+        "metaopt.targets": ["TargetDataset", "TargetWindow"],
+        "metaopt.training": ["TrainConfig"],
+    },
+)
+
+register_optimizer("learned", "metaopt.shells:LearnedOptimizer", tunable_lr=False, checkpoint=None)
 
 __all__ = [
     "CheckpointError",

@@ -1,7 +1,8 @@
 """The ``metaopt`` command line: ``metaopt COMMAND [CONFIG] [key=value ...]`` (``metaopt COMMAND --help``).
 
 Also ``python -m metaopt COMMAND ...`` (``metaopt/__main__.py``), the form ``torchrun`` launches. The commands live in
-:mod:`metaopt.commands`; the engine never imports them.
+:mod:`metaopt.commands`; the engine never imports them. The table names each schema and function as a
+``"module:attribute"`` string, imported only for the chosen command: ``metaopt --help`` does not import torch.
 """
 
 from __future__ import annotations
@@ -12,19 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import envs
-from envs.fit_command import FitConfig, run_fit
+from envs.lazy import resolve
 from envs.tooling.cli import Command, main_for
-from geodesics.commands import ComparePathsConfig, ConnectConfig, DisconnectionConfig, SweepConfig
-from metaopt.commands import (
-    QuickstartConfig,
-    TargetsConfig,
-    run_compare,
-    run_quickstart,
-    run_targets,
-    run_train,
-)
-from metaopt.compare import CompareConfig
-from metaopt.training import TrainConfig
 
 __all__ = ["COMMANDS", "CONFIG_SCHEMAS", "EXAMPLES", "main", "schema_for_config"]
 
@@ -59,6 +49,7 @@ EXAMPLES: dict[str, str] = {
 on top of its default config by a test)."""
 
 
+# Each schema and function as "module:attribute": importing them here would make `metaopt --help` import torch.
 COMMANDS = [
     Command(
         "tasks",
@@ -69,40 +60,40 @@ COMMANDS = [
     ),
     Command(
         "fit",
-        FitConfig,
-        run_fit,
+        "envs.fit_command:FitConfig",
+        "envs.fit_command:run_fit",
         "train one task with its recipe; writes a run directory",
         default_config="tasks/digits_mlp.yaml",
         example=EXAMPLES["fit"],
     ),
     Command(
         "train",
-        TrainConfig,
-        run_train,
+        "metaopt.training:TrainConfig",
+        "metaopt.commands:run_train",
         "meta-train a learned optimizer (default the coordinatewise LSTM) on a task family; writes checkpoints",
         default_config="metaopt/quadratic.yaml",
         example=EXAMPLES["train"],
     ),
     Command(
         "compare",
-        CompareConfig,
-        run_compare,
+        "metaopt.compare:CompareConfig",
+        "metaopt.commands:run_compare",
         "tune baselines on a learning-rate grid, compare them on paired seeds; writes report, CSVs, plots, TensorBoard",
         default_config="compare/quadratic.yaml",
         example=EXAMPLES["compare"],
     ),
     Command(
         "targets",
-        TargetsConfig,
-        run_targets,
+        "metaopt.commands:TargetsConfig",
+        "metaopt.commands:run_targets",
         "record base-optimizer trajectories and connect their windows with DSS: a geodesic-target dataset",
         default_config="metaopt/targets/digits_mlp.yaml",
         example=EXAMPLES["targets"],
     ),
     Command(
         "quickstart",
-        QuickstartConfig,
-        run_quickstart,
+        "metaopt.commands:QuickstartConfig",
+        "metaopt.commands:run_quickstart",
         "the whole pipeline on bundled data: targets, meta-training, comparison; one run directory with a report",
         default_config="quickstart.yaml",
         example=EXAMPLES["quickstart"],
@@ -110,18 +101,20 @@ COMMANDS = [
 ]
 
 
-CONFIG_SCHEMAS: dict[str, type] = {
-    "tasks": FitConfig,
-    "compare": CompareConfig,
-    "geodesics/connect": ConnectConfig,
-    "geodesics/sweep": SweepConfig,
-    "geodesics/compare_paths": ComparePathsConfig,
-    "geodesics/disconnection.yaml": DisconnectionConfig,
-    "metaopt": TrainConfig,
-    "metaopt/targets": TargetsConfig,
-    "quickstart.yaml": QuickstartConfig,
+CONFIG_SCHEMAS: dict[str, str] = {
+    "tasks": "envs.fit_command:FitConfig",
+    "compare": "metaopt.compare:CompareConfig",
+    "geodesics/connect": "geodesics.commands:ConnectConfig",
+    "geodesics/sweep": "geodesics.commands:SweepConfig",
+    "geodesics/compare_paths": "geodesics.commands:ComparePathsConfig",
+    "geodesics/topology": "geodesics.commands:TopologyConfig",
+    "geodesics/disconnection.yaml": "geodesics.commands:DisconnectionConfig",
+    "metaopt": "metaopt.training:TrainConfig",
+    "metaopt/targets": "metaopt.commands:TargetsConfig",
+    "quickstart.yaml": "metaopt.commands:QuickstartConfig",
 }
-"""Which schema the YAML files under each ``configs/`` folder (or a single file) load into."""
+"""Which schema (``"module:attribute"``, see :func:`schema_for_config`) the YAML files under each ``configs/`` folder
+(or a single file) load into."""
 
 
 def schema_for_config(relative: str | Path) -> type:
@@ -130,7 +123,8 @@ def schema_for_config(relative: str | Path) -> type:
     for depth in range(len(path.parts), 0, -1):  # the file itself, then its folders from the innermost
         key = "/".join(path.parts[:depth])
         if key in CONFIG_SCHEMAS:
-            return CONFIG_SCHEMAS[key]
+            schema: type = resolve(CONFIG_SCHEMAS[key])
+            return schema
     raise KeyError(f"no schema is declared for configs/{path}; add its folder to CONFIG_SCHEMAS")
 
 

@@ -5,22 +5,29 @@
 * ``metaopt/<Name>-LR-v0``: :class:`LRControlEnv`, the agent sets the learning rate of a base optimizer from
   summary statistics (fixed, bounded spaces: one agent across tasks, ``gymnasium.make_vec``).
 
-Importing ``envs`` registers both for every task, and a task registered later (``envs.register_task``) gets its
-ids on first use of :data:`ENV_IDS` / :data:`LR_ENV_IDS` or :func:`register_env`. Gymnasium 1.x has no plugin
-entry points, so in an interpreter that has not imported ``envs`` use the module prefix, which imports it:
+Importing ``envs`` registers both for every reference task, and a task registered later (``envs.register_task``)
+gets its ids on first use of :data:`ENV_IDS` / :data:`LR_ENV_IDS` or :func:`register_env`. Gymnasium 1.x has no
+plugin entry points, so in an interpreter that has not imported ``envs`` use the module prefix, which imports it:
 ``gymnasium.make("envs:metaopt/Quadratic-v0")``.
+
+Registration is by entry-point string and the reference tasks' ids come from :data:`REFERENCE_ENV_NAMES`, so it
+imports neither the tasks nor torch; the environments (and the task) are imported by ``gymnasium.make``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 
-from envs.gym.lr_env import LRControlEnv
-from envs.gym.optimizee_env import OptimizeeEnv
-from envs.gym.policy import OptimizerPolicy, rollout
+from envs.lazy import lazy_exports
 from envs.registry import get_task_class, list_tasks
+
+if TYPE_CHECKING:
+    from envs.gym.lr_env import LRControlEnv
+    from envs.gym.optimizee_env import OptimizeeEnv
+    from envs.gym.policy import OptimizerPolicy, rollout
 
 __all__ = [
     "ENV_IDS",
@@ -38,6 +45,34 @@ NAMESPACE = "metaopt"
 MAX_EPISODE_STEPS = 100
 LR_MAX_EPISODE_STEPS = 50
 _ACRONYMS = {"mlp": "MLP", "cnn": "CNN", "lstm": "LSTM"}
+OPTIMIZEE_ENTRY_POINT = "envs.gym.optimizee_env:OptimizeeEnv"
+LR_ENTRY_POINT = "envs.gym.lr_env:LRControlEnv"
+
+REFERENCE_ENV_NAMES = {
+    "charlm": "CharLM",
+    "cifar10_cnn": "Cifar10CNN",
+    "digits_cnn": "DigitsCNN",
+    "digits_mlp": "DigitsMLP",
+    "mnist_cnn": "MnistCNN",
+    "mnist_mlp": "MnistMLP",
+    "permutation": "Permutation",
+    "poly_cubic": "PolyCubic",
+    "poly_quadratic": "PolyQuadratic",
+    "ptb_lstm": "PtbLSTM",
+    "quadratic": "Quadratic",
+    "teacher_student": "TeacherStudent",
+}
+"""The ``<Name>`` of each reference task's ids (what :func:`env_id` derives from the task class), registered on
+import without importing :mod:`envs.tasks`; tests/test_cli_startup.py checks it against the registry."""
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "envs.gym.lr_env": ["LRControlEnv"],
+        "envs.gym.optimizee_env": ["OptimizeeEnv"],
+        "envs.gym.policy": ["OptimizerPolicy", "rollout"],
+    },
+)
 
 
 def env_id(task_name: str, family: str = "") -> str:
@@ -49,12 +84,12 @@ def env_id(task_name: str, family: str = "") -> str:
 
 def register_env(task_name: str, max_episode_steps: int = MAX_EPISODE_STEPS) -> str:
     """Register the :class:`OptimizeeEnv` of a task (done for every task on import); returns its id."""
-    return _register(env_id(task_name), "envs.gym.optimizee_env:OptimizeeEnv", task_name, max_episode_steps)
+    return _register(env_id(task_name), OPTIMIZEE_ENTRY_POINT, task_name, max_episode_steps)
 
 
 def register_lr_env(task_name: str, max_episode_steps: int = LR_MAX_EPISODE_STEPS) -> str:
     """Register the :class:`LRControlEnv` of a task (done for every task on import); returns its id."""
-    return _register(env_id(task_name, "LR"), "envs.gym.lr_env:LRControlEnv", task_name, max_episode_steps)
+    return _register(env_id(task_name, "LR"), LR_ENTRY_POINT, task_name, max_episode_steps)
 
 
 def _register(ident: str, entry_point: str, task_name: str, max_episode_steps: int) -> str:
@@ -89,6 +124,6 @@ ENV_IDS: Mapping[str, str] = _LiveIds(register_env)
 LR_ENV_IDS: Mapping[str, str] = _LiveIds(register_lr_env)
 """Task name -> ``metaopt/<Name>-LR-v0``, for every registered task."""
 
-for _name in list_tasks():
-    register_env(_name)
-    register_lr_env(_name)
+for _task, _name in REFERENCE_ENV_NAMES.items():
+    _register(f"{NAMESPACE}/{_name}-v0", OPTIMIZEE_ENTRY_POINT, _task, MAX_EPISODE_STEPS)
+    _register(f"{NAMESPACE}/{_name}-LR-v0", LR_ENTRY_POINT, _task, LR_MAX_EPISODE_STEPS)

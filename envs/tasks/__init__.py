@@ -1,8 +1,9 @@
 """The reference tasks; importing this package registers them all.
 
-Quadratics, the polynomial regressions, digits (MLP and CNN), MNIST, CIFAR-10, PTB, the permutation pair, charlm.
+Quadratics, the polynomial regressions, digits (MLP and CNN), MNIST, CIFAR-10, PTB, the permutation pair, charlm,
+teacher-student regression.
 """
 
-from envs.tasks import classification, language, permutation, polynomial, quadratic
+from envs.tasks import classification, language, permutation, polynomial, quadratic, teacher_student
 
-__all__ = ["classification", "language", "permutation", "polynomial", "quadratic"]
+__all__ = ["classification", "language", "permutation", "polynomial", "quadratic", "teacher_student"]

@@ -3,6 +3,9 @@
 Each command is a typed config schema plus a function ``run(cfg) -> metrics``. This module parses the arguments,
 loads the config (:func:`envs.tooling.config.load_config`), prints every option with its help for ``--help``, turns
 bad input into one clear message (exit status 2) and leaves all the work to the command's function.
+
+A command's schema and function may be given as ``"module:attribute"`` strings (:func:`envs.lazy.resolve`): only the
+chosen command's are imported, so ``PROG --help`` lists the commands without importing torch or any command.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from envs.errors import ConfigError, DataNotFoundError, StorageError, TaskError
+from envs.lazy import resolve
 from envs.tooling.config import check_range, config_help, load_config
 
 __all__ = ["Command", "intra_op_threads", "main_for"]
@@ -39,11 +43,15 @@ def intra_op_threads(threads: int | None) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Command:
-    """One subcommand: its schema, the function that runs it, and a one-line summary."""
+    """One subcommand: its schema, the function that runs it, and a one-line summary.
+
+    ``schema_ref`` and ``run_ref`` are the objects or ``"module:attribute"`` strings naming them, imported when the
+    command is chosen; :attr:`schema` and :attr:`run` are the objects.
+    """
 
     name: str
-    schema: type
-    run: Callable[[Any], Any]
+    schema_ref: type | str
+    run_ref: Callable[[Any], Any] | str
     summary: str
     default_config: str | None = None
     """Config used when none is given on the command line (a packaged path), or None to use the schema defaults."""
@@ -52,11 +60,27 @@ class Command:
     example: str = ""
     """``key=value`` overrides shown in ``--help`` as the example (keys of ``schema``); empty: none shown."""
 
+    @property
+    def schema(self) -> type:
+        """The config dataclass (imported on first use)."""
+        schema: type = resolve(self.schema_ref)
+        return schema
 
-def _parser(prog: str, description: str, commands: Sequence[Command]) -> argparse.ArgumentParser:
+    @property
+    def run(self) -> Callable[[Any], Any]:
+        """The function ``run(cfg) -> metrics`` (imported on first use)."""
+        run: Callable[[Any], Any] = resolve(self.run_ref)
+        return run
+
+
+def _parser(prog: str, description: str, commands: Sequence[Command], chosen: str | None) -> argparse.ArgumentParser:
+    """The parser; only the ``chosen`` command's subparser is complete (its schema imported for its ``--help``)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in commands:
+        if command.name != chosen:  # listed in PROG --help; argparse never parses with it
+            sub.add_parser(command.name, help=command.summary)
+            continue
         options = "\n".join(
             textwrap.fill(line, 110, subsequent_indent="      ") for line in config_help(command.schema)
         )
@@ -83,24 +107,27 @@ def _parser(prog: str, description: str, commands: Sequence[Command]) -> argpars
 
 def main_for(prog: str, description: str, commands: Sequence[Command], argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the chosen command, and return the process exit status."""
-    parser = _parser(prog, description, commands)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)  # PROG [-h] COMMAND ...
+    parser = _parser(prog, description, commands, chosen)
     args = parser.parse_args(argv)
     by_name = {c.name: c for c in commands}
     if args.command is None:
         parser.print_help()
         return 0
     command = by_name[args.command]
+    schema, run = command.schema, command.run  # import errors are bugs, not bad input: outside the try below
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config:  # no file given, only overrides
         config, overrides = None, [config, *overrides]
     elif config is not None and command.positional:
         config, overrides = None, [f"{command.positional}={config}", *overrides]
     try:
-        cfg = load_config(command.schema, config or command.default_config, overrides)
+        cfg = load_config(schema, config or command.default_config, overrides)
         if getattr(cfg, "threads", None) is not None:
             check_range(cfg, "threads", low=0, integer=True)
         with intra_op_threads(getattr(cfg, "threads", None)):
-            command.run(cfg)
+            run(cfg)
     except (ConfigError, TaskError, DataNotFoundError, ValueError) as exc:
         print(f"{prog} {command.name}: error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,13 @@ One process at a time writes to a run directory: :meth:`Run.create` takes an exc
 (released when the run is closed or the process dies, ``kill -9`` included) and a second process gets a
 :class:`~envs.errors.RunLockedError`. A write that fails for want of space raises
 :class:`~envs.errors.StorageError` with the fix, and leaves the previous version of the file in place.
+
+Several ranks of one ``torchrun`` launch share a run (``Run.create(..., shared=True)``, the commands that split their
+units of work): rank 0 takes the lock, writes ``config.yaml``, the report and TensorBoard; rank k > 0 opens the
+directory rank 0 made and appends its records to ``records.rank<k>.jsonl``. :meth:`Run.records` reads every record
+file (a line already folded into ``records.jsonl`` counted once), and :meth:`Run.collect`, after every rank finished,
+folds the ranks' files into ``records.jsonl``: a finished run looks as a one-process run leaves it, and a killed one
+resumes with any number of ranks.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import torch
 from omegaconf import OmegaConf
 
 from envs.errors import ConfigError, RunLockedError, StorageError
+from envs.tooling import distributed
 
 try:
     import fcntl
@@ -119,9 +127,13 @@ class Run:
         self.path = Path(path)
         self._writer: SummaryWriter | None = None
         self._locked = False
+        self.rank = 0
+        """The rank of this process in a shared run (0 alone): rank k > 0 writes only its own records file."""
 
     @classmethod
-    def create(cls, name: str, config: Any, out: str | None = None, root: str | Path = "runs") -> Run:
+    def create(
+        cls, name: str, config: Any, out: str | None = None, root: str | Path = "runs", *, shared: bool = False
+    ) -> Run:
         """Make (or reopen) the run directory of a command.
 
         Args:
@@ -132,11 +144,33 @@ class Run:
                 continues; a different config is an error and nothing is overwritten, unless the run there did no
                 work yet (no records, no checkpoints): then the new config replaces it.
             root: parent of timestamped directories.
+            shared: the command splits its work over the ranks of a ``torchrun`` launch: join the process group
+                (:func:`envs.tooling.distributed.init`); rank 0 makes the directory as above and the other ranks open
+                it (an error on rank 0 is raised on every rank). Without torchrun this changes nothing.
 
         Raises:
             RunLockedError: another process is writing to that directory.
             ConfigError: ``out`` holds something else, or a run with a different config.
         """
+        if not shared or not distributed.init(getattr(config, "device", None)) or distributed.world_size() == 1:
+            return cls._create(name, config, out, root)
+        made: Run | BaseException | None = None
+        if distributed.is_main():
+            try:
+                made = cls._create(name, config, out, root)
+            except Exception as exc:  # every rank stops with rank 0's error
+                made = exc
+        path = distributed.broadcast_object(str(made.path) if isinstance(made, Run) else made)
+        if isinstance(path, BaseException):
+            raise path
+        if isinstance(made, Run):
+            return made
+        run = cls(path)
+        run.rank = distributed.rank()
+        return run
+
+    @classmethod
+    def _create(cls, name: str, config: Any, out: str | None, root: str | Path) -> Run:
         text = to_yaml(config)
         if out:
             path = Path(out)
@@ -197,8 +231,8 @@ class Run:
 
     @property
     def records_path(self) -> Path:
-        """``records.jsonl``."""
-        return self.path / "records.jsonl"
+        """The file this process appends to: ``records.jsonl``, or ``records.rank<k>.jsonl`` on rank k > 0."""
+        return self.path / ("records.jsonl" if self.rank == 0 else f"records.rank{self.rank}.jsonl")
 
     def append_record(self, record: Mapping[str, Any]) -> None:
         """Append one JSON object as a line, flushed to disk before returning."""
@@ -224,25 +258,72 @@ class Run:
             raise _storage_error(exc, self.records_path) from None
 
     def records(self, kind: str | None = None) -> list[dict[str, Any]]:
-        """All complete records (a torn last line from a crash is skipped), optionally only those of ``kind``."""
-        return list(self._iter_records(kind))
+        """All complete records (a torn last line from a crash is skipped), optionally only those of ``kind``.
 
-    def _iter_records(self, kind: str | None) -> Iterator[dict[str, Any]]:
-        if not self.records_path.is_file():
-            return
-        for line in self.records_path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+        Those of ``records.jsonl`` first, then those of every rank's file not folded into it yet.
+        """
+        return [record for _, record in self._iter_records(kind)]
+
+    def _rank_files(self) -> list[Path]:
+        """The ranks' record files, by rank."""
+        files = [p for p in self.path.glob("records.rank*.jsonl") if p.name[12:-6].isdigit()]
+        return sorted(files, key=lambda p: int(p.name[12:-6]))
+
+    def _iter_records(self, kind: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+        main = self.path / "records.jsonl"
+        seen: set[str] = set()
+        for source in [main, *self._rank_files()]:
+            if not source.is_file():
                 continue
-            if kind is None or record.get("kind") == kind:
-                yield record
+            for line in source.read_text(encoding="utf-8").splitlines():
+                if source != main and line in seen:  # folded already, then killed before the rank file was removed
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if source == main:
+                    seen.add(line)
+                if kind is None or record.get("kind") == kind:
+                    yield line, record
+
+    def collect(self) -> list[dict[str, Any]]:
+        """Wait for every rank, then (rank 0) fold the ranks' record files into ``records.jsonl``.
+
+        Call it once the work is done, before writing what is read from the records. Alone it folds what a killed
+        multi-rank run left. Every rank may read :meth:`records` afterwards.
+
+        Returns:
+            On rank 0, the records moved out of the ranks' files (computed by other ranks); elsewhere ``[]``.
+        """
+        distributed.barrier()
+        folded: list[dict[str, Any]] = []
+        files = self._rank_files() if self.rank == 0 else []
+        if files:
+            main = self.path / "records.jsonl"
+            own = {line for line, _ in _complete_lines(main)}
+            lines = [line for line, _ in _complete_lines(main)]
+            for source in files:
+                for line, record in _complete_lines(source):
+                    if line not in own:
+                        lines.append(line)
+                        folded.append(record)
+            atomic_write_text(main, "".join(line + "\n" for line in lines))
+            for source in files:
+                source.unlink()
+        distributed.barrier()
+        return folded
 
     # -- TensorBoard --------------------------------------------------------------------------------------------------
 
     @property
     def writer(self) -> SummaryWriter:
-        """The run's TensorBoard writer (``tb/``), created on first use with the resolved config logged as text."""
+        """The run's TensorBoard writer (``tb/``), created on first use with the resolved config logged as text.
+
+        On rank k > 0 of a shared run, a writer that drops everything: rank 0 alone writes TensorBoard.
+        """
+        if self.rank != 0:
+            return _NullWriter()  # type: ignore[return-value]
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -254,6 +335,8 @@ class Run:
 
     def log_scalars(self, group: str, metrics: Mapping[str, float], step: int) -> None:
         """Write ``metrics`` as scalars tagged ``<group>/<key>`` (finite values only)."""
+        if self.rank != 0:
+            return
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(f"{group}/{key}", value, step)
@@ -284,6 +367,26 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
+
+
+class _NullWriter:
+    """What a rank other than 0 logs to: nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def _complete_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The lines of a records file that hold a whole record, with the record (a torn line is left out)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append((line, json.loads(line)))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -323,8 +426,7 @@ def _without_neutral(value: Any) -> Any:
 
 def _holds_work(path: Path) -> bool:
     """Whether a run directory holds finished work: records, checkpoints or saved tensors."""
-    records = path / "records.jsonl"
-    if records.is_file() and records.stat().st_size > 0:
+    if any(records.stat().st_size > 0 for records in path.glob("records*.jsonl")):
         return True
     checkpoints = path / "checkpoints"
     if checkpoints.is_dir() and any(checkpoints.iterdir()):

@@ -11,6 +11,7 @@ from geodesics.commands.connect import ConnectConfig, run_connect
 from geodesics.commands.disconnection import DisconnectionConfig, run_disconnection
 from geodesics.commands.plot import PlotConfig, run_plot
 from geodesics.commands.sweep import SweepConfig, run_sweep
+from geodesics.commands.topology import TopologyConfig, run_topology
 
 __all__ = [
     "ComparePathsConfig",
@@ -18,9 +19,11 @@ __all__ = [
     "DisconnectionConfig",
     "PlotConfig",
     "SweepConfig",
+    "TopologyConfig",
     "run_compare_paths",
     "run_connect",
     "run_disconnection",
     "run_plot",
     "run_sweep",
+    "run_topology",
 ]

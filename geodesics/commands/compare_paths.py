@@ -15,7 +15,8 @@ finder's path is certified by the same segment checks, so the columns compare li
 The unit of work is one (pair, finder): each writes its string and one record, so a killed run rerun with the same
 ``out=`` skips the finished units (the endpoints of a pair are saved once and reloaded). The run writes
 ``paths.csv`` (one row per unit), ``results.csv`` (one row per finder, over the pairs), ``report.md`` and one plot of
-the loss along every finder's path per pair.
+the loss along every finder's path per pair. Under ``torchrun`` the pairs with a unit still to do are shared out
+round-robin (a pair's finders stay together, so its endpoints are trained once); rank 0 logs and writes the outputs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from envs.registry import make_task
+from envs.tooling import distributed
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run, atomic_torch_save
 from geodesics.alignment import align, check_alignment
@@ -224,21 +226,33 @@ def run_compare_paths(cfg: ComparePathsConfig, on_unit: Any = None) -> list[dict
     """
     task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options).load()
     space = ParamSpace.from_task(task)
-    run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out)
-    print(f"run directory: {run.path}")
+    run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out, shared=True)
+    main = distributed.is_main()
+    if main:
+        print(f"run directory: {run.path}")
     with run:
         done = {(r["pair"], r["finder"]) for r in run.records("path")}
         units = [(p, f) for p in range(cfg.pairs) for f in cfg.finders]
         todo = [u for u in units if u not in done]
-        with tqdm(total=len(units), initial=len(units) - len(todo), desc="compare-paths", unit="path") as bar:
+        pairs = distributed.shard(sorted({p for p, _ in todo}))
+        with tqdm(total=len(units), initial=len(units) - len(todo), desc="compare-paths", unit="path",
+                  disable=not main) as bar:  # fmt: skip
             for pair, finder in todo:
+                if pair not in pairs:
+                    continue
                 run.append_record(_unit(cfg, space, run, pair, finder))
                 bar.update(1)
                 if on_unit is not None:
                     on_unit(pair, finder)
+        for record in run.collect():  # computed by the other ranks: rank 0 alone writes TensorBoard
+            if "string" in record:
+                string = BeadString.load(run.path / record["string"])
+                log_string(run, string, prefix=f"geodesic/compare/pair{record['pair']:03d}/{record['finder']}")
         order = {f: i for i, f in enumerate(cfg.finders)}
         records = sorted(run.records("path"), key=lambda r: (r["pair"], order[r["finder"]]))
         rows = summarize(records, cfg.finders)
+        if not main:
+            return rows
         for pair in sorted({r["pair"] for r in records if "string" in r}):
             strings = {r["finder"]: BeadString.load(run.path / r["string"]) for r in records
                        if r["pair"] == pair and "string" in r}  # fmt: skip

@@ -12,6 +12,8 @@ from geodesics.alignment import align, check_alignment
 from geodesics.commands.report import record_string, string_report
 from geodesics.endpoints import EndpointConfig, make_endpoint
 from geodesics.finders import DSSConfig, connect
+from geodesics.finders.base import list_finders, takes_profiles
+from geodesics.levels import LevelProfile, Linear
 from geodesics.path import BeadString
 from geodesics.space import ParamSpace
 
@@ -28,6 +30,10 @@ class ConnectConfig(RunOptions):
     """Prefix of the run directory name."""
     threshold: float = 0.05
     """L0: the endpoints are trained below it and the path must stay under it (evaluation loss)."""
+    threshold_end: float = 0.0
+    """The level at B of a linear level profile from ``threshold`` at A (the path at arc-length fraction s stays
+    under threshold + s (threshold_end - threshold); B is trained below threshold_end; greedy and constrained DSS
+    only). 0: the constant level ``threshold``."""
     a: EndpointConfig = field(default_factory=lambda: EndpointConfig(seed=0))
     """First endpoint."""
     b: EndpointConfig = field(default_factory=lambda: EndpointConfig(seed=1))
@@ -40,7 +46,16 @@ class ConnectConfig(RunOptions):
 
     def __post_init__(self) -> None:
         check_range(self, "threshold", low=0, low_open=True)
+        check_range(self, "threshold_end", low=0)
+        if self.threshold_end > 0 and not takes_profiles(self.dss.method):
+            able = ", ".join(name for name in list_finders() if takes_profiles(name))
+            raise ValueError(f"threshold_end (a level profile) needs dss.method {able}, got {self.dss.method}")
         check_alignment(self)
+
+    @property
+    def level(self) -> float | LevelProfile:
+        """The level the path must stay under: ``threshold``, or the profile to ``threshold_end``."""
+        return Linear(self.threshold, self.threshold_end) if self.threshold_end > 0 else self.threshold
 
 
 def connect_endpoints(cfg: ConnectConfig) -> tuple[ParamSpace, BeadString]:
@@ -48,8 +63,8 @@ def connect_endpoints(cfg: ConnectConfig) -> tuple[ParamSpace, BeadString]:
     task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options)
     space = ParamSpace.from_task(task)
     a = make_endpoint(space, cfg.a, cfg.threshold)
-    b = align(space, a, make_endpoint(space, cfg.b, cfg.threshold), cfg.align)
-    return space, connect(space, a, b, cfg.threshold, cfg.dss)
+    b = align(space, a, make_endpoint(space, cfg.b, cfg.threshold_end or cfg.threshold), cfg.align)
+    return space, connect(space, a, b, cfg.level, cfg.dss)
 
 
 def run_connect(cfg: ConnectConfig) -> dict[str, Any]:
@@ -64,7 +79,10 @@ def run_connect(cfg: ConnectConfig) -> dict[str, Any]:
         run.log_scalars("geodesic", {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, 0)
         run.write_text("report.md", string_report(space.task.name, string))
     state = "connected" if string.connected else f"NOT connected: {string.reason}"
+    level = f"L0 = {cfg.threshold:g}"
+    if cfg.threshold_end:
+        level = f"L(s) from {cfg.threshold:g} to {cfg.threshold_end:g}"
     print(f"{state}; {string.num_beads} beads, normalized length {string.normalized_length:.4f}, "
-          f"max loss {string.max_loss:.5g} (L0 = {cfg.threshold:g})")  # fmt: skip
+          f"max loss {string.max_loss:.5g} ({level})")  # fmt: skip
     print(f"string: {run.path / 'string.pt'}\nplot: {plot}\ntensorboard --logdir {run.path / 'tb'}")
     return metrics

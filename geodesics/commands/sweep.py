@@ -5,7 +5,8 @@ for every pair, training stops at the first check below L0) and connected with D
 the endpoints of a group train as one batch with the task's recipe (``geodesics.endpoints.train_endpoints`` on one
 shared batch stream) and its pairs connect concurrently (``connect_many``). A group is the unit of resumption: its
 pairs' records are written together, a killed sweep recomputes only unfinished groups, and since group composition
-is fixed by the config, a resumed sweep gives exactly what an uninterrupted one gives.
+is fixed by the config, a resumed sweep gives exactly what an uninterrupted one gives. Under ``torchrun`` the groups
+still to do are shared out round-robin (:func:`envs.tooling.distributed.shard`); rank 0 writes the report.
 
 The aggregation is pure (:func:`aggregate`): per threshold, the share of pairs connected and, over connected pairs,
 the mean and standard error of the normalized length and of the number of beads.
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from envs.registry import make_task
 from envs.task import Task
+from envs.tooling import distributed
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
 from geodesics.alignment import align, check_alignment
@@ -188,22 +190,29 @@ def run_sweep(cfg: SweepConfig, on_group: Any = None) -> list[dict[str, Any]]:
     """
     task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options).load()
     space = ParamSpace.from_task(task)
-    run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out)
-    print(f"run directory: {run.path}")
+    run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out, shared=True)
+    main = distributed.is_main()
+    if main:
+        print(f"run directory: {run.path}")
     with run:
         done = {(r["threshold_index"], r["pair"]) for r in run.records("pair")}
         groups = _groups(cfg)
         todo = [(k, pairs) for k, pairs in groups if any((k, p) not in done for p in pairs)]
-        with tqdm(total=len(groups), initial=len(groups) - len(todo), desc=f"sweep {task.name}", unit="group") as bar:
-            for k, pairs in todo:
+        mine = distributed.shard(todo)
+        with tqdm(total=len(groups), initial=len(groups) - len(todo), desc=f"sweep {task.name}", unit="group",
+                  disable=not main) as bar:  # fmt: skip
+            for k, pairs in mine:
                 for record in _run_group(cfg, task, space, run, k, pairs):
                     if (k, record["pair"]) not in done:
                         run.append_record(record)
-                bar.update(1)
+                bar.update(min(distributed.world_size(), bar.total - bar.n))  # the others work alongside
                 if on_group is not None:
                     on_group(k, pairs)
+        run.collect()
         records = sorted(run.records("pair"), key=lambda r: (r["threshold_index"], r["pair"]))
         rows = aggregate(records)
+        if not main:
+            return rows
         run.write_text("results.csv", csv_text(rows))
         run.write_text("pairs.csv", csv_text([_flat(r) for r in records]))
         total = sum(r["group_seconds"] / r["group_size"] for r in records)

@@ -25,8 +25,8 @@ __all__ = [
     "register_finder",
 ]
 
-register_finder("greedy", connect_greedy)
-register_finder("constrained", connect_constrained)
+register_finder("greedy", connect_greedy, level_profiles=True)
+register_finder("constrained", connect_constrained, level_profiles=True)
 register_finder("neb", connect_neb)
 register_finder("bezier", connect_bezier)
 register_finder("polychain", connect_polychain)

@@ -6,6 +6,8 @@ name must be registered (:func:`register_finder`). The built-in finders are regi
 (``geodesics.finders``): ``greedy`` (DSS paper, Algorithm 1), ``constrained`` (Appendix A), ``neb`` (AutoNEB) and
 ``bezier`` / ``polychain`` (Garipov et al.). A new finder is one
 module holding a function with the :class:`PathFinder` signature, and one line ``register_finder("name", function)``.
+A finder registered with ``level_profiles=True`` (greedy and constrained DSS) also takes a level that varies along
+the path (:mod:`geodesics.levels`); the others get plain floats, and ``connect`` refuses a varying profile for them.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from torch import Tensor
 from envs.tooling.config import check_range
 from geodesics.curve import CurveConfig
 from geodesics.finders.settings import NEBConfig, TrainedCurveConfig
+from geodesics.levels import LevelProfile
 from geodesics.path import BeadString
 from geodesics.space import ParamSpace
 
-__all__ = ["DSSConfig", "Pair", "PathFinder", "get_finder", "list_finders", "register_finder"]
+__all__ = ["DSSConfig", "Pair", "PathFinder", "get_finder", "list_finders", "register_finder", "takes_profiles"]
 
 Pair = tuple[Tensor, Tensor]
 """Two endpoints ``(a (P,), b (P,))``."""
@@ -35,7 +38,7 @@ class PathFinder(Protocol):
         self,
         space: ParamSpace,
         pairs: Sequence[Pair],
-        thresholds: Sequence[float],
+        thresholds: Sequence[float | LevelProfile],
         endpoint_losses: Tensor,
         keys: Sequence[int],
         config: DSSConfig,
@@ -46,7 +49,8 @@ class PathFinder(Protocol):
             space: the parameter space of the task.
             pairs: the endpoints, checked: on the space's device and dtype, each endpoint's evaluation loss at most
                 its pair's threshold. A string must hold them bit-identical as ``beads[0]`` and ``beads[-1]``.
-            thresholds: the level L0 of each pair.
+            thresholds: the level L0 of each pair; for a finder registered with ``level_profiles=True``, a
+                :class:`~geodesics.levels.LevelProfile` where the pair's level varies along the path.
             endpoint_losses: evaluation losses of the endpoints ``(N, 2)`` in float64.
             keys: the random stream of each pair (``envs.seeding.generator(config.seed, ..., key)``), so a pair's
                 result does not depend on the pairs beside it.
@@ -56,10 +60,17 @@ class PathFinder(Protocol):
 
 
 _FINDERS: dict[str, PathFinder] = {}
+_PROFILES: set[str] = set()
 
 
-def register_finder(name: str, finder: PathFinder) -> None:
+def register_finder(name: str, finder: PathFinder, *, level_profiles: bool = False) -> None:
     """Make ``finder`` available as ``DSSConfig(method=name)``.
+
+    Args:
+        name: the method name.
+        finder: the function.
+        level_profiles: whether it takes level profiles that vary along the path (its ``thresholds`` may then hold
+            :class:`~geodesics.levels.LevelProfile` objects beside floats).
 
     Raises:
         ValueError: ``name`` is already taken by another finder.
@@ -67,6 +78,13 @@ def register_finder(name: str, finder: PathFinder) -> None:
     if _FINDERS.get(name, finder) is not finder:
         raise ValueError(f"a path finder is already registered as {name!r}; pick another name")
     _FINDERS[name] = finder
+    if level_profiles:
+        _PROFILES.add(name)
+
+
+def takes_profiles(name: str) -> bool:
+    """Whether the finder registered as ``name`` takes level profiles that vary along the path."""
+    return name in _PROFILES
 
 
 def list_finders() -> list[str]:

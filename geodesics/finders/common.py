@@ -3,7 +3,9 @@
 Every finder starts from pairs whose endpoints lie inside their level set (:func:`check_pairs`), places a new bead of
 a failing segment at t* with a seeded jitter (:func:`new_bead`, its stream from :func:`bead_jitter`), notes each round
 (:func:`round_record`) and assembles the :class:`~geodesics.path.BeadString` (:func:`finish_string`): connected only
-when no budget gave out and every certified segment maximum is at most L0.
+when no budget gave out and every certified segment maximum is at most L0. The finders that take a level profile
+(:mod:`geodesics.levels`) check their segments with :func:`profile_checks` and give beads their level with
+:func:`bead_levels`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from torch import Tensor
 
 from envs.seeding import generator
 from geodesics.beads import require_batched_optimizer
-from geodesics.curve import SegmentMax
+from geodesics.curve import CurveConfig, SegmentMax, segment_maxima
 from geodesics.finders.base import DSSConfig, Pair
+from geodesics.levels import LevelProfile, Stretch, arc_fractions, stretches_offset
 from geodesics.path import BeadString, RoundRecord
 from geodesics.space import ParamSpace
 
@@ -28,11 +31,14 @@ __all__ = [
     "PairFinder",
     "StackOptimizer",
     "bead_jitter",
+    "bead_levels",
     "check_pairs",
     "finish_string",
     "new_bead",
     "pair_by_pair",
+    "profile_checks",
     "round_record",
+    "string_stretches",
 ]
 
 PairFinder = Callable[[ParamSpace, Tensor, Tensor, float, Tensor, int, DSSConfig], BeadString]
@@ -116,14 +122,20 @@ class StackOptimizer:
         return moved["theta"]
 
 
-def check_pairs(space: ParamSpace, pairs: Sequence[Pair], thresholds: Sequence[float]) -> tuple[list[Pair], Tensor]:
+def check_pairs(
+    space: ParamSpace, pairs: Sequence[Pair], thresholds: Sequence[float | LevelProfile]
+) -> tuple[list[Pair], Tensor]:
     """The pairs moved to the space's device and dtype, and their evaluation losses ``(N, 2)`` in float64.
+
+    A pair under a level profile has ``a`` checked against the profile's level at s = 0 and ``b`` at s = 1.
 
     Raises:
         ValueError: a threshold that is not a finite positive loss, vectors of the wrong size, or an endpoint whose
             loss is above its pair's threshold.
     """
     for index, threshold in enumerate(thresholds):
+        if isinstance(threshold, LevelProfile):
+            continue  # a profile checks its own values when it is made
         if not (math.isfinite(threshold) and threshold > 0):
             which = f" of pair {index}" if len(thresholds) > 1 else ""
             raise ValueError(f"the threshold L0{which} must be a finite loss > 0, got {threshold}")
@@ -133,15 +145,47 @@ def check_pairs(space: ParamSpace, pairs: Sequence[Pair], thresholds: Sequence[f
     endpoints = torch.stack([p for pair in checked for p in pair])
     losses = space.batched_eval_loss(endpoints).to(torch.float64).reshape(-1, 2)
     for index, (pair_losses, threshold) in enumerate(zip(losses.tolist(), thresholds)):
-        for name, loss in zip("ab", pair_losses):
-            if loss > threshold:
-                which = f"endpoint {name}" + (f" of pair {index}" if len(checked) > 1 else "")
+        for name, loss, fraction in zip("ab", pair_losses, (0.0, 1.0)):
+            which = f"endpoint {name}" + (f" of pair {index}" if len(checked) > 1 else "")
+            if isinstance(threshold, LevelProfile):
+                level = threshold.at(fraction)
+                if loss > level:
+                    raise ValueError(
+                        f"{which} has evaluation loss {loss:.6g} above its level L({fraction:g}) = {level:.6g} of "
+                        f"the profile {threshold}: the path starts and ends under the profile. Train it below that "
+                        "level first (geodesics.train_to_threshold) or raise the profile."
+                    )
+            elif loss > threshold:
                 raise ValueError(
                     f"{which} has evaluation loss {loss:.6g} above the threshold L0 = {threshold:.6g}: DSS "
                     "connects points inside the level set. Train it below L0 first (geodesics.train_to_threshold) "
                     "or raise L0."
                 )
     return checked, losses
+
+
+def string_stretches(beads: Sequence[Tensor], profile: LevelProfile | None) -> list[Stretch | None]:
+    """Where each segment of the string lies along it (its arc-length fractions), or ``None`` for a constant level."""
+    if profile is None:
+        return [None] * (len(beads) - 1)
+    fractions = arc_fractions(beads).tolist()
+    return [Stretch(profile, fractions[i], fractions[i + 1]) for i in range(len(beads) - 1)]
+
+
+def profile_checks(
+    space: ParamSpace, starts: Tensor, ends: Tensor, config: CurveConfig, stretches: Sequence[Stretch | None]
+) -> list[SegmentMax]:
+    """Certified maxima of the segments, each against its own level (:mod:`geodesics.levels`).
+
+    A segment with a stretch gets the maximum of F - L(s) re-based onto its profile's reference level, so it passes
+    when ``upper <= reference``; a segment without one gets :func:`~geodesics.curve.segment_maxima` unchanged.
+    """
+    return segment_maxima(space, starts, ends, config, offset=stretches_offset(stretches))
+
+
+def bead_levels(beads: Sequence[Tensor], rows: Sequence[int], profile: LevelProfile) -> Tensor:
+    """The profile's level ``(len(rows),)`` at the arc-length fractions of ``beads[rows]`` along the string."""
+    return profile(arc_fractions(beads)[list(rows)])
 
 
 def pair_by_pair(

@@ -11,6 +11,11 @@ with m_i the midpoint of the neighbours and n_i the unit normal of their bisecti
 controls how "springy" the string is and the kappa term how far a bead may leave the hyperplane. Neighbours are taken
 at their current positions (all beads move at once). A level is done when all segments pass it; the run ends
 connected when the last level, L0, is done, or with the reason a budget gave out.
+
+Under a level profile L(s) (:mod:`geodesics.levels`) the stages are the profile scaled by the same factors (from the
+chord's certified excess down to 1), every check compares the loss with the stage's profile at the points'
+arc-length fractions along the current string, each interior bead is trained to alpha times the stage's level at
+its fraction, and the final string is certified against the profile itself.
 """
 
 from __future__ import annotations
@@ -21,9 +26,20 @@ import torch
 from torch import Tensor
 
 from geodesics.beads import Penalty, train_beads
-from geodesics.curve import SegmentMax, segment_maxima
+from geodesics.curve import SegmentMax
 from geodesics.finders.base import DSSConfig, Pair
-from geodesics.finders.common import Budget, bead_jitter, finish_string, new_bead, pair_by_pair, round_record
+from geodesics.finders.common import (
+    Budget,
+    bead_jitter,
+    bead_levels,
+    finish_string,
+    new_bead,
+    pair_by_pair,
+    profile_checks,
+    round_record,
+    string_stretches,
+)
+from geodesics.levels import LevelProfile
 from geodesics.path import BeadString
 from geodesics.space import ParamSpace
 
@@ -52,7 +68,7 @@ def string_penalty(a: Tensor, b: Tensor, spring: float, kappa: float) -> Penalty
 def connect_constrained(
     space: ParamSpace,
     pairs: Sequence[Pair],
-    thresholds: Sequence[float],
+    thresholds: Sequence[float | LevelProfile],
     endpoint_losses: Tensor,
     keys: Sequence[int],
     config: DSSConfig,
@@ -62,23 +78,35 @@ def connect_constrained(
 
 
 def _connect_pair(
-    space: ParamSpace, a: Tensor, b: Tensor, threshold: float, endpoint_losses: Tensor, key: int, config: DSSConfig
-) -> BeadString:
+    space: ParamSpace, a: Tensor, b: Tensor, level_of_pair: float | LevelProfile, endpoint_losses: Tensor, key: int,
+    config: DSSConfig,
+) -> BeadString:  # fmt: skip
+    profile = level_of_pair if isinstance(level_of_pair, LevelProfile) else None
+    threshold = level_of_pair.reference if isinstance(level_of_pair, LevelProfile) else level_of_pair
     budget = Budget.of(config, space)
     beads = [a, b]
-    checks: list[SegmentMax] = segment_maxima(space, a.unsqueeze(0), b.unsqueeze(0), config.curve)
+
+    def check(against: LevelProfile | None) -> list[SegmentMax]:
+        starts, ends = torch.stack(beads[:-1]), torch.stack(beads[1:])
+        return profile_checks(space, starts, ends, config.curve, string_stretches(beads, against))
+
+    checks = check(profile)
     initial = checks[0].upper
     history = [round_record(0, beads, 0, checks, threshold, 0, budget, config)]
     lr = config.lr or space.task.recipe.lr
     jitter = bead_jitter(config, key)
     start = max(initial, threshold)
-    levels = [
-        threshold * (start / threshold) ** ((config.stages - s) / config.stages) for s in range(1, config.stages + 1)
-    ]
+    factors = [(start / threshold) ** ((config.stages - s) / config.stages) for s in range(1, config.stages + 1)]
     losses = endpoint_losses.tolist()
     reason = ""
     round_ = 0
-    for level in levels:
+    stage = profile
+    for factor in factors:
+        level = threshold * factor
+        if profile is not None:  # the checks so far were against another stage's profile
+            stage = profile.scaled(factor)
+            level = stage.reference  # the level its checks are re-based onto
+            checks = check(stage)
         while any(c.upper > level for c in checks) and not reason:
             if round_ == config.max_rounds:
                 reason = f"rounds: max_rounds={config.max_rounds} used before the string passed level {level:.6g}"
@@ -95,24 +123,29 @@ def _connect_pair(
                 beads.insert(i + 1, new_bead(beads[i], beads[i + 1], checks[i], config, jitter))
                 losses.insert(i + 1, float("inf"))
             interior = torch.stack(beads[1:-1])
-            targets = torch.full((len(interior),), config.alpha * level, dtype=torch.float64)
+            if stage is None:
+                targets = torch.full((len(interior),), config.alpha * level, dtype=torch.float64)
+            else:  # alpha times the stage's level where each bead sits on the string
+                targets = config.alpha * bead_levels(beads, range(1, len(beads) - 1), stage)
             trained = train_beads(space, interior, targets, max_steps=config.max_steps, lr=lr,
                                   optimizer=config.optimizer, check_every=config.check_every,
                                   seed=config.seed * 1000 + round_,
                                   penalty=string_penalty(a, b, config.spring, config.kappa))  # fmt: skip
             beads = [a, *trained.beads.unbind(0), b]
             losses = [losses[0], *trained.losses.tolist(), losses[-1]]
-            starts, ends = torch.stack(beads[:-1]), torch.stack(beads[1:])
-            checks = segment_maxima(space, starts, ends, config.curve)
+            checks = check(stage)
             steps = int(trained.steps.max())
             history.append(round_record(round_, beads, len(failing), checks, threshold, steps, budget, config))
             if not bool(trained.reached.all()):
                 row = int((~trained.reached).nonzero()[0])
+                target = "alpha*level" if stage is None else "alpha*L(s)"
                 reason = (
-                    f"bead {row + 1} could not reach its target alpha*level = {config.alpha * level:.6g} within "
+                    f"bead {row + 1} could not reach its target {target} = {float(targets[row]):.6g} within "
                     f"max_steps={config.max_steps} (its loss: {float(trained.losses[row]):.6g})"
                 )
         if reason:
             break
+    if profile is not None and stage != profile:  # stopped at an earlier stage: certify against the profile itself
+        checks = check(profile)
     return finish_string(space, beads, losses, checks, threshold, reason=reason, method="constrained", history=history,
                          config=config, initial_segment_max=initial)  # fmt: skip

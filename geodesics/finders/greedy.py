@@ -7,6 +7,11 @@ depth-first, trains one bead at a time, builds a graph per interpolation point a
 terminates: a round, bead, step or wall-time budget that runs out, or a bead that cannot reach its target, ends the
 run with ``connected=False`` and the reason. The beads of every string of a round train as one batch; each string
 keeps its own budgets and jitter stream, so a string's result does not depend on the strings beside it.
+
+Under a level profile L(s) (:mod:`geodesics.levels`) a segment is certified against the profile at the arc-length
+fractions of its points along the current string, a new bead is trained to alpha L(s) at the fraction where it is
+inserted, and, since an insertion moves the fractions of every segment, the whole string is checked again after
+each round (not only the new segments): its final checks are those of its final fractions.
 """
 
 from __future__ import annotations
@@ -17,9 +22,19 @@ import torch
 from torch import Tensor
 
 from geodesics.beads import train_beads
-from geodesics.curve import SegmentMax, segment_maxima
+from geodesics.curve import SegmentMax
 from geodesics.finders.base import DSSConfig, Pair
-from geodesics.finders.common import Budget, bead_jitter, finish_string, new_bead, round_record
+from geodesics.finders.common import (
+    Budget,
+    bead_jitter,
+    bead_levels,
+    finish_string,
+    new_bead,
+    profile_checks,
+    round_record,
+    string_stretches,
+)
+from geodesics.levels import LevelProfile
 from geodesics.path import BeadString, RoundRecord
 from geodesics.space import ParamSpace
 
@@ -29,8 +44,11 @@ __all__ = ["connect_greedy"]
 class _GreedyString:
     """The state of one string during greedy DSS."""
 
-    def __init__(self, key: int, a: Tensor, b: Tensor, losses: list[float], threshold: float, config: DSSConfig):
-        self.threshold = threshold
+    def __init__(
+        self, key: int, a: Tensor, b: Tensor, losses: list[float], level: float | LevelProfile, config: DSSConfig
+    ):
+        self.profile = level if isinstance(level, LevelProfile) else None
+        self.threshold = level.reference if isinstance(level, LevelProfile) else level
         self.beads = [a, b]
         self.losses = losses
         self.checks: list[SegmentMax] = []
@@ -38,6 +56,7 @@ class _GreedyString:
         self.reason = ""
         self.done = False
         self.failing: list[int] = []
+        self.targets: list[float] = []
         self.jitter = bead_jitter(config, key)
 
     def plan(self, config: DSSConfig, round_: int, budget: Budget) -> list[Tensor]:
@@ -57,7 +76,16 @@ class _GreedyString:
         if self.done:
             return []
         beads, checks = self.beads, self.checks
-        return [new_bead(beads[i], beads[i + 1], checks[i], config, self.jitter) for i in self.failing]
+        inits = [new_bead(beads[i], beads[i + 1], checks[i], config, self.jitter) for i in self.failing]
+        if self.profile is None:
+            self.targets = [config.alpha * self.threshold] * len(inits)
+        else:  # alpha times the profile where each bead goes in, on the string with this round's beads inserted
+            placed, rows = list(beads), []
+            for rank, (i, bead) in enumerate(zip(self.failing, inits)):
+                placed.insert(i + 1 + rank, bead)
+                rows.append(i + 1 + rank)
+            self.targets = (config.alpha * bead_levels(placed, rows, self.profile)).tolist()
+        return inits
 
     def insert(self, beads: Tensor, losses: Tensor, reached: Tensor, config: DSSConfig) -> None:
         """Insert the trained beads after their segments' left ends; note the first that missed its target."""
@@ -67,18 +95,27 @@ class _GreedyString:
         if not bool(reached.all()):
             row = int((~reached).nonzero()[0])
             position = self.failing[row] + 1 + row  # where the bead landed once the earlier ones were inserted
+            target = "alpha*L0" if self.profile is None else "alpha*L(s)"
             self.reason = (
-                f"bead {position} could not reach its target alpha*L0 = {config.alpha * self.threshold:.6g} within "
+                f"bead {position} could not reach its target {target} = {self.targets[row]:.6g} within "
                 f"max_steps={config.max_steps} (its loss: {float(losses[row]):.6g})"
             )
             self.done = True
 
     def fresh_segments(self) -> list[int]:
-        """Segments of the new string that need a check: both halves of every split segment."""
+        """Segments of the new string that need a check: both halves of every split segment.
+
+        Under a varying profile, every segment: an insertion moves the arc-length fractions of them all.
+        """
+        if self.profile is not None:
+            return list(range(len(self.beads) - 1))
         return [i + rank + half for rank, i in enumerate(self.failing) for half in (0, 1)]
 
     def update_checks(self, results: list[SegmentMax]) -> None:
         """Merge the checks of the fresh segments with the kept ones."""
+        if self.profile is not None:
+            self.checks = list(results)
+            return
         split = set(self.failing)
         merged: list[SegmentMax | None] = []
         for i, check in enumerate(self.checks):
@@ -91,7 +128,7 @@ class _GreedyString:
 def connect_greedy(
     space: ParamSpace,
     pairs: Sequence[Pair],
-    thresholds: Sequence[float],
+    thresholds: Sequence[float | LevelProfile],
     endpoint_losses: Tensor,
     keys: Sequence[int],
     config: DSSConfig,
@@ -104,7 +141,8 @@ def connect_greedy(
     ]
     starts = torch.stack([a for a, _ in pairs])
     ends = torch.stack([b for _, b in pairs])
-    for s, check in zip(strings, segment_maxima(space, starts, ends, config.curve)):
+    chords = [string_stretches(s.beads, s.profile)[0] for s in strings]
+    for s, check in zip(strings, profile_checks(space, starts, ends, config.curve, chords)):
         s.checks = [check]
         s.history.append(round_record(0, s.beads, 0, s.checks, s.threshold, 0, budget, config))
     initial = [s.checks[0].upper for s in strings]
@@ -115,7 +153,7 @@ def connect_greedy(
         if not plans:
             break
         inits = torch.stack([bead for _, beads in plans for bead in beads])
-        targets = torch.tensor([config.alpha * s.threshold for s, beads in plans for _ in beads], dtype=torch.float64)
+        targets = torch.tensor([target for s, _ in plans for target in s.targets], dtype=torch.float64)
         trained = train_beads(space, inits, targets, max_steps=config.max_steps, lr=lr, optimizer=config.optimizer,
                               check_every=config.check_every, seed=config.seed * 1000 + round_)  # fmt: skip
         rows, offset = [], 0
@@ -124,18 +162,23 @@ def connect_greedy(
             offset += len(beads)
             sl = rows[-1]
             s.insert(trained.beads[sl], trained.losses[sl], trained.reached[sl], config)
-        segments = [(s, j) for s, _ in plans for j in s.fresh_segments()]
-        results = segment_maxima(space, torch.stack([s.beads[j] for s, j in segments]),
-                                 torch.stack([s.beads[j + 1] for s, j in segments]), config.curve)  # fmt: skip
-        for (s, beads), sl in zip(plans, rows):
-            s.update_checks(results[2 * sl.start : 2 * sl.stop])
+        fresh = [(s, s.fresh_segments(), string_stretches(s.beads, s.profile)) for s, _ in plans]
+        segments = [(s, j, stretches[j]) for s, js, stretches in fresh for j in js]
+        results = profile_checks(space, torch.stack([s.beads[j] for s, j, _ in segments]),
+                                 torch.stack([s.beads[j + 1] for s, j, _ in segments]), config.curve,
+                                 [stretch for _, _, stretch in segments])  # fmt: skip
+        first = 0
+        for (s, beads), sl, (_, js, _) in zip(plans, rows, fresh):
+            s.update_checks(results[first : first + len(js)])
+            first += len(js)
             steps = int(trained.steps[sl].max())
             s.history.append(round_record(round_, s.beads, len(beads), s.checks, s.threshold, steps, budget, config))
     out = []
     for s, peak in zip(strings, initial):
         remaining = sum(c.upper > s.threshold for c in s.checks)
         if remaining and not s.reason:
-            s.reason = f"rounds: max_rounds={config.max_rounds} used and {remaining} segments are still above L0"
+            level = "L0" if s.profile is None else "their level"
+            s.reason = f"rounds: max_rounds={config.max_rounds} used and {remaining} segments are still above {level}"
         out.append(finish_string(space, s.beads, s.losses, s.checks, s.threshold, reason=s.reason, method="greedy",
                                  history=s.history, config=config, initial_segment_max=peak))  # fmt: skip
     return out

@@ -2,13 +2,15 @@
 
 The thin shell over the harness: validate, open (or reopen) the run directory, compute what is missing
 (:func:`metaopt.compare.compute_results`), then write every output from the records alone
-(:func:`metaopt.compare.write_outputs`) and print the tables.
+(:func:`metaopt.compare.write_outputs`) and print the tables. Under ``torchrun`` the ranks share the units and rank 0
+writes the outputs.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from envs.tooling import distributed
 from metaopt.compare import CompareConfig, compute_results, write_outputs
 from metaopt.compare.report import result_rows, results_table
 
@@ -23,6 +25,8 @@ def run_compare(cfg: CompareConfig, *, progress: bool = True) -> dict[str, Any]:
         :class:`~metaopt.compare.TaskResult` of every task (what the report is rendered from).
     """
     run, tasks = compute_results(cfg, progress=progress)
+    if not distributed.is_main():
+        return {"run_dir": str(run.path), "results": result_rows(cfg, tasks), "tasks": tasks}
     write_outputs(run, cfg, tasks)
     for task in tasks:
         print(f"\n{task.label} ({'held out' if task.config.held_out else 'in distribution'}):")

@@ -1,7 +1,8 @@
 """``metaopt targets``: build a geodesic-target dataset from base-optimizer trajectories (see :mod:`metaopt.targets`).
 
 Each (task, seed) base run is one shard and one record: a killed command rerun with the same ``out=`` skips the shards
-already written. Outputs: ``targets/*.pt``, ``records.jsonl``, ``report.md`` (windows, share connected, normalized
+already written; under ``torchrun`` the base runs still to do are shared out round-robin and rank 0 writes the
+report. Outputs: ``targets/*.pt``, ``records.jsonl``, ``report.md`` (windows, share connected, normalized
 length against the base optimizer's step, throughput), ``plots/length_vs_step.png`` and TensorBoard scalars
 ``geodesic/targets/*`` by step.
 """
@@ -18,12 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 from envs.registry import make_task
+from envs.tooling import distributed
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.plots import save_figure, subplots
 from envs.tooling.runs import Run
 from geodesics import DSSConfig, ProjectionConfig
 from metaopt.targets import make_shard, save_shard
-from metaopt.targets.build import LEVEL_RULES
+from metaopt.targets.build import LEVEL_RULES, rule_description
 
 __all__ = ["TargetsConfig", "run_targets"]
 
@@ -55,11 +57,13 @@ class TargetsConfig(RunOptions):
     stride: int = 10
     """S: a window starts every S steps."""
     slack: float = 0.05
-    """Margin of the level: start multiplies it by (1 + slack); between adds slack times the window's loss drop."""
+    """Margin of the level: start multiplies it by (1 + slack); between and descent add slack times the window's loss
+    drop."""
     level: str = "start"
-    """Level rule of each window: start (L0 = F(theta_t)(1 + slack), measured to give straight chords) or between
+    """Level rule of each window: start (L0 = F(theta_t)(1 + slack), measured to give straight chords), between
     (L0 = F(theta_{t+T}) + (q + slack)(F(theta_t) - F(theta_{t+T})): the path first descends from theta_t to the
-    nearest point of that level set, then follows the DSS geodesic inside it)."""
+    nearest point of that level set, then follows the DSS geodesic inside it) or descent (the path falls steadily:
+    at arc-length fraction s it stays under F(theta_t) - (s - slack)(F(theta_t) - F(theta_{t+T})), certified)."""
     q: float = 0.0
     """between only: where the level sits between the two ends' losses, 0 <= q with q + slack < 1."""
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
@@ -91,18 +95,19 @@ def _label(task: TaskConfig, index: int) -> str:
 def run_targets(cfg: TargetsConfig) -> dict[str, Any]:
     """Build (or finish) the dataset; returns a summary (windows, connected, pairs per minute)."""
     tasks = [make_task(t.name, device=cfg.device, dtype=cfg.dtype, **t.options).load() for t in cfg.tasks]
-    run = Run.create(cfg.name, cfg, cfg.out)
-    print(f"run directory: {run.path}")
+    run = Run.create(cfg.name, cfg, cfg.out, shared=True)
+    main = distributed.is_main()
+    if main:
+        print(f"run directory: {run.path}")
     with run:
         done = {(r["label"], r["seed"]) for r in run.records("shard")}
         units = [(_label(t, i), task, seed) for i, (t, task) in enumerate(zip(cfg.tasks, tasks))
                  for seed in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds)]  # fmt: skip
         folder = run.subdir("targets")
+        mine = distributed.shard([u for u in units if (u[0], u[2]) not in done])
         with tqdm(total=len(units), initial=sum((u[0], u[2]) in done for u in units), desc="targets",
-                  unit="shard") as bar:  # fmt: skip
-            for label, task, seed in units:
-                if (label, seed) in done:
-                    continue
+                  unit="shard", disable=not main) as bar:  # fmt: skip
+            for label, task, seed in mine:
                 started = time.perf_counter()
                 problem = task.instance(seed)
                 lr = cfg.lr or problem.recipe.lr
@@ -117,12 +122,15 @@ def run_targets(cfg: TargetsConfig) -> dict[str, Any]:
                     "path": str(path.relative_to(run.path)),
                     "seconds": time.perf_counter() - started, "windows": len(windows),
                     "connected": sum(w["connected"] for w in windows),
-                    "per_window": [{k: w[k] for k in ("t", "level", "connected", "reason", "normalized_length",
-                                                      "descent_length", "inside_length", "inside_normalized_length",
-                                                      "num_beads") if k in w}
+                    "per_window": [{k: w[k] for k in ("t", "level", "level_end", "connected", "reason",
+                                                      "normalized_length", "descent_length", "inside_length",
+                                                      "inside_normalized_length", "num_beads") if k in w}
                                    for w in windows],
                 })  # fmt: skip
-                bar.update(1)
+                bar.update(min(distributed.world_size(), bar.total - bar.n))  # the others work alongside
+        run.collect()
+        if not main:
+            return {"shards": len(run.records("shard"))}
         summary = _summarize(run, cfg)
     print(run.path.joinpath("report.md").read_text())
     print(f"dataset: {run.path / 'targets'}\ntensorboard --logdir {run.path / 'tb'}")
@@ -130,7 +138,7 @@ def run_targets(cfg: TargetsConfig) -> dict[str, Any]:
 
 
 def _summarize(run: Run, cfg: TargetsConfig) -> dict[str, Any]:
-    records = run.records("shard")
+    records = sorted(run.records("shard"), key=lambda r: (r["label"], r["seed"]))  # whichever rank wrote them
     by_step: dict[int, list[float]] = defaultdict(list)
     total = connected = 0
     for record in records:
@@ -155,9 +163,7 @@ def _summarize(run: Run, cfg: TargetsConfig) -> dict[str, Any]:
              for key in keys}  # fmt: skip
     spread = "\n".join(f"| {key} | {_percentiles(values)} |" for key, values in parts.items() if values)
     summary["percentiles"] = {key: _quantiles(values) for key, values in parts.items() if values}
-    rule = (f"F(theta_t)(1 + {cfg.slack:g})" if cfg.level == "start" else
-            f"F(theta_t+T) + {cfg.q + cfg.slack:g} (F(theta_t) - F(theta_t+T)), reached from theta_t by "
-            "projection")  # fmt: skip
+    rule = rule_description(cfg.level, cfg.q, cfg.slack)
     run.write_text(
         "report.md",
         f"# metaopt targets\n\nBase optimizer `{cfg.optimizer}`, N = {cfg.steps} steps, windows of T = {cfg.window} "

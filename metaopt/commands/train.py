@@ -10,6 +10,9 @@ episodes=N`` applies the keys given beside it to that saved config (:func:`resum
 :data:`~metaopt.training.RESUMABLE_KEYS` may change (more episodes extend a finished run); any other difference is
 refused with the keys named, before anything is written. A run whose best validation is far worse than tuned Adam
 (:func:`~metaopt.training.far_worse_than_adam`) ends with a ``WARNING:`` line, in its report too.
+
+``torchrun --nproc_per_node=N -m metaopt train CONFIG ...`` trains data-parallel: each rank unrolls its share of the
+meta-batch, the meta-gradients are averaged, and rank 0 writes the run directory (see :mod:`metaopt.training.loop`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.errors import ConfigError
+from envs.tooling import distributed
 from envs.tooling.config import load_config, to_yaml
 from envs.tooling.runs import Run
 from metaopt.training import FAR_WORSE_RATIO, RESUMABLE_KEYS, MetaTrainer, TrainConfig
@@ -63,7 +67,7 @@ def _open_resumed(cfg: TrainConfig) -> tuple[Run, TrainConfig, list[str]]:
             f"make it another run); resume changes only {', '.join(sorted(RESUMABLE_KEYS))}. Drop those keys to "
             "continue the run as it was, or start a new run with out=<new folder>"
         )
-    run = Run.create(saved.name, saved, cfg.resume)  # the saved config as it is: reopens the run and takes its lock
+    run = Run.create(saved.name, saved, cfg.resume, shared=True)  # the saved config as it is: reopens it, locks it
     return run, dataclasses.replace(saved, **{key: getattr(cfg, key) for key in changed}), changed
 
 
@@ -84,8 +88,10 @@ def run_train(cfg: TrainConfig, callback: Callable[[int], None] | None = None) -
         run, cfg, changed = _open_resumed(cfg)
     else:
         task_names = "+".join(dict.fromkeys(t.name for t in cfg.tasks))
-        run = Run.create(f"{cfg.name}-{task_names}", cfg, cfg.out)
-    print(f"run directory: {run.path}")
+        run = Run.create(f"{cfg.name}-{task_names}", cfg, cfg.out, shared=True)
+    main = distributed.is_main()
+    if main:
+        print(f"run directory: {run.path}")
     with run:
         trainer = MetaTrainer(cfg, run, callback)
         if trainer.restore():
@@ -94,11 +100,15 @@ def run_train(cfg: TrainConfig, callback: Callable[[int], None] | None = None) -
                     f"episodes={cfg.episodes} is fewer than the {trainer.progress.episode} episodes {run.path} has "
                     "done; resume can extend a run, not shorten it"
                 )
-            print(f"continuing from episode {trainer.progress.episode} of {cfg.episodes}")
-        if changed:
+            if main:
+                print(f"continuing from episode {trainer.progress.episode} of {cfg.episodes}")
+        if changed and main:
             run.write_text("config.yaml", to_yaml(cfg))  # a later resume, or a rerun with out=, continues from here
             print(f"resuming with {', '.join(f'{key}={getattr(cfg, key)}' for key in changed)}")
+        distributed.barrier()  # every rank restored before rank 0 writes last.pt again
         metrics = trainer.train()
+        if not main:
+            return metrics
         warning = divergence_warning(cfg, metrics)
         run.write_text("report.md", _report(cfg, run, metrics, warning))
     print(

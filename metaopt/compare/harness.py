@@ -9,6 +9,11 @@ optimizer), then all its evaluation units, each split in a fixed order into at m
 optimizer has one unit per chunk). Vectorized kernels may round differently with the number of stacked runs, so a
 chunk with any unit missing is recomputed whole and only its missing records are written: a killed command, rerun
 with the same ``out=``, ends with exactly the records, and so the report, of an uninterrupted run.
+
+The work runs in two phases, each a list of chunks shared out round-robin over the ranks of a ``torchrun`` launch
+(:func:`envs.tooling.distributed.shard`; alone, one rank does all): every tuning chunk of every (task, optimizer),
+then, once every rank has finished and the learning rates are chosen from the records, every evaluation chunk and
+the step timings. Which rank computes a chunk changes none of its numbers.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from envs.functional import FunctionalOptimizer, functional_from_spec
 from envs.optim import get_optimizer_spec, make_optimizer
 from envs.registry import make_task
 from envs.task import Task
+from envs.tooling import distributed
 from envs.tooling.runs import Run
 from metaopt.compare.config import CompareConfig
 from metaopt.compare.results import Records, TaskResult, UnitKey, task_results, tuning_of
@@ -171,45 +177,96 @@ def _check_builds(name: str, registered: str, options: dict[str, Any], lr: float
 
 
 def sweep(plan: Plan, run: Run, *, progress: bool = True) -> Records:
-    """Compute every unit of ``plan`` that ``run`` has not finished yet, writing records chunk by chunk.
+    """Compute every unit of ``plan`` that ``run`` has not finished yet (this rank's share), writing records by chunk.
 
     Returns:
-        All records of the run, indexed.
+        All records of the run (every rank's), indexed.
     """
     cfg = plan.cfg
     records = Records(run.records())
-    with tqdm(total=plan.total_units, desc="compare", unit="run", disable=not progress, dynamic_ncols=True) as bar:
-        for label, task in plan.tasks.items():
-            steps = cfg.tasks[label].steps
+    disable = not progress or not distributed.is_main()
+    with tqdm(total=plan.total_units, desc="compare", unit="run", disable=disable, dynamic_ncols=True) as bar:
+        bar.update(len(records.units))
+        tuning = [
+            _Job(label, contender, chunk)
+            for label in plan.tasks
+            for contender in plan.contenders
+            if contender.tunable
+            for chunk in _chunks(plan, contender, [
+                Unit("tune", label, contender.name, float(lr), seed)
+                for lr in cfg.lr_grid
+                for seed in cfg.tuning_seed_list
+            ])
+        ]  # fmt: skip
+        _run_jobs(plan, run, records, [job for job in tuning if job.missing(records)], bar)
+        records = _exchange(run, records, bar)
+        evaluation: list[_Job] = []
+        for label in plan.tasks:
             for contender in plan.contenders:
                 lr: float | None = None
                 if contender.tunable:
-                    bar.set_postfix_str(f"{label} {contender.name} tune")
-                    units = [
-                        Unit("tune", label, contender.name, float(lr), seed)
-                        for lr in cfg.lr_grid
-                        for seed in cfg.tuning_seed_list
-                    ]
-                    _complete(plan, run, records, task, contender, units, steps, bar)
                     lr = tuning_of(records, cfg, label, contender.name).chosen
                     if lr is None:  # every learning rate diverged: nothing to evaluate, the report says so
-                        bar.update(cfg.eval_seeds)
                         continue
-                bar.set_postfix_str(f"{label} {contender.name} eval")
                 units = [Unit("eval", label, contender.name, lr, seed) for seed in cfg.eval_seed_list]
-                _complete(plan, run, records, task, contender, units, steps, bar)
-                if cfg.timing and (label, contender.name) not in records.timings:
-                    record = _time_steps(task, contender, label, lr, cfg.eval_seed_list[0], steps)
-                    run.append_record(record)
-                    records.add(record)
+                evaluation += [_Job(label, contender, chunk) for chunk in _chunks(plan, contender, units)]
+                if cfg.timing:
+                    evaluation.append(_Job(label, contender, [], lr))
+        _run_jobs(plan, run, records, [job for job in evaluation if job.missing(records)], bar)
+        records = _exchange(run, records, bar)
+    return records
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A chunk of units of one (task, optimizer), or (no units) the timing of its plain loop at ``lr``."""
+
+    task: str
+    contender: Contender
+    chunk: list[Unit]
+    lr: float | None = None
+
+    def missing(self, records: Records) -> bool:
+        if not self.chunk:
+            return (self.task, self.contender.name) not in records.timings
+        return any(u.key not in records.units for u in self.chunk)
+
+
+def _chunks(plan: Plan, contender: Contender, units: list[Unit]) -> list[list[Unit]]:
+    """``units`` split in order into the chunks computed together (fixed by the config)."""
+    size = plan.cfg.max_stacked_runs if plan.path(contender) == "batched" else 1
+    return [units[start : start + size] for start in range(0, len(units), size)]
+
+
+def _run_jobs(plan: Plan, run: Run, records: Records, jobs: list[_Job], bar: tqdm) -> None:
+    """This rank's share of ``jobs`` (each with something missing), records appended."""
+    for job in distributed.shard(jobs):
+        task, steps = plan.tasks[job.task], plan.cfg.tasks[job.task].steps
+        bar.set_postfix_str(f"{job.task} {job.contender.name} {job.chunk[0].phase if job.chunk else 'timing'}")
+        if not job.chunk:
+            record = _time_steps(task, job.contender, job.task, job.lr, plan.cfg.eval_seed_list[0], steps)
+            run.append_record(record)
+            records.add(record)
+            continue
+        _compute_chunk(plan, run, records, task, job.contender, job.chunk, steps, bar)
+
+
+def _exchange(run: Run, records: Records, bar: tqdm) -> Records:
+    """Wait for every rank and read back all their records (alone: ``records`` as they are)."""
+    if distributed.world_size() == 1:
+        return records
+    distributed.barrier()  # every rank's records are on disk
+    records = Records(run.records())
+    bar.update(max(0, min(len(records.units), bar.total) - bar.n))
     return records
 
 
 def compute_results(cfg: CompareConfig, *, progress: bool = True) -> tuple[Run, list[TaskResult]]:
     """Validate, open (or reopen) the run directory, compute the missing units, and read the results back."""
     plan = make_plan(cfg)  # every check before the run directory exists
-    run = Run.create(cfg.name, cfg, cfg.out)
-    print(f"run directory: {run.path}")
+    run = Run.create(cfg.name, cfg, cfg.out, shared=True)
+    if distributed.is_main():
+        print(f"run directory: {run.path}")
     threads = torch.get_num_threads()
     try:
         if cfg.threads:
@@ -217,42 +274,35 @@ def compute_results(cfg: CompareConfig, *, progress: bool = True) -> tuple[Run, 
         sweep(plan, run, progress=progress)
     finally:
         torch.set_num_threads(threads)
+    run.collect()  # the ranks' records folded into records.jsonl
     records = Records(run.records())  # the results depend on the file alone, as they do after a resume
     return run, [task_results(cfg, label, records, plan.paths, plan.tunable) for label in cfg.tasks]
 
 
-def _complete(
-    plan: Plan, run: Run, records: Records, task: Task, contender: Contender, units: list[Unit], steps: int, bar: tqdm
+def _compute_chunk(
+    plan: Plan, run: Run, records: Records, task: Task, contender: Contender, chunk: list[Unit], steps: int, bar: tqdm
 ) -> None:
-    """Compute the chunks of ``units`` that have a missing unit; append the missing records."""
+    """Compute one chunk whole (its composition fixes its numbers); append the records of its missing units."""
     path = plan.path(contender)
-    size = plan.cfg.max_stacked_runs if path == "batched" else 1
-    for start in range(0, len(units), size):
-        chunk = units[start : start + size]
-        missing = {u.key for u in chunk if u.key not in records.units}
-        bar.update(len(chunk) - len(missing))
-        if not missing:
-            continue
-        started = time.perf_counter()
-        if path == "batched":
-            assert contender.functional is not None
-            results = run_batched(task, [RunSpec(u.seed, u.lr) for u in chunk], steps, contender.functional)
-        else:
-            results = [
-                run_plain(task, RunSpec(u.seed, u.lr), steps, contender.registry, contender.options) for u in chunk
-            ]
-        seconds = time.perf_counter() - started
-        new = [u.record(r, steps, path) for u, r in zip(chunk, results) if u.key in missing]
-        if path == "batched":
-            u = chunk[0]
-            new.append(
-                {"kind": "chunk", "phase": u.phase, "task": u.task, "optimizer": u.optimizer, "path": path}
-                | {"runs": len(chunk), "steps": steps, "seconds": seconds}
-            )
-        run.append_records(new)
-        for record in new:
-            records.add(record)
-        bar.update(len(missing))
+    missing = {u.key for u in chunk if u.key not in records.units}
+    started = time.perf_counter()
+    if path == "batched":
+        assert contender.functional is not None
+        results = run_batched(task, [RunSpec(u.seed, u.lr) for u in chunk], steps, contender.functional)
+    else:
+        results = [run_plain(task, RunSpec(u.seed, u.lr), steps, contender.registry, contender.options) for u in chunk]
+    seconds = time.perf_counter() - started
+    new = [u.record(r, steps, path) for u, r in zip(chunk, results) if u.key in missing]
+    if path == "batched":
+        u = chunk[0]
+        new.append(
+            {"kind": "chunk", "phase": u.phase, "task": u.task, "optimizer": u.optimizer, "path": path}
+            | {"runs": len(chunk), "steps": steps, "seconds": seconds}
+        )
+    run.append_records(new)
+    for record in new:
+        records.add(record)
+    bar.update(len(missing))
 
 
 def _time_steps(

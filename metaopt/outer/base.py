@@ -66,6 +66,10 @@ class Estimator(ABC):
 
     Config: ClassVar[type] = NoOptions
     """Dataclass of the estimator's options."""
+    slot_offset: int = 0
+    """Place in the meta-batch of the first optimizee :meth:`estimate` gets: each rank of a data-parallel run passes a
+    contiguous share, and the training loop sets this so that whatever an estimator draws per optimizee (ES noise) is
+    keyed by ``slot_offset + i``, the same on any number of ranks."""
 
     def __init__(self, config: Any, setup: EstimatorSetup):
         self.config = config if config is not None else self.Config()
@@ -77,6 +81,8 @@ class Estimator(ABC):
 
         Args:
             rule: the live rule (its weights are the meta-parameters).
-            inners: the optimizees of this meta-step (modified: each ends T steps further).
+            inners: the optimizees of this meta-step (modified: each ends T steps further); under data parallelism,
+                this rank's share, from meta-batch slot :attr:`slot_offset` on. The estimate and every metric are
+                means over them: the loop averages the ranks' estimates weighted by their shares.
             meta_step: the number of meta-steps taken before this one.
         """

@@ -13,9 +13,10 @@ meta-graph: any meta-objective works, differentiable or not), and combine the me
   which makes it unbiased for the gradient of the whole episode's (smoothed) meta-loss.
 
 The optimizees the loop passes in advance with the unperturbed rule on the same batches as the particles, so the
-loop's metrics and the next truncation see the unperturbed run. The population runs one particle after another
-(a Python loop over ``2 K`` particles, each a plain :class:`~metaopt.shells.LearnedOptimizer` in ``envs.fit``); it is
-not vectorised across particles.
+loop's metrics and the next truncation see the unperturbed run. The population runs one particle after another (a
+Python loop over ``2 K`` particles, each a plain :class:`~metaopt.shells.LearnedOptimizer` in ``envs.fit``); it is
+not vectorised across particles. Under data-parallel meta-training each rank runs the populations of its share of
+the meta-batch; the noise of slot i is drawn from ``(seed, "es", meta_step, i)`` whichever rank holds it.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class _EvolutionStrategy(Estimator):
         meta_losses, final_losses, spreads = [], [], []
         for index, inner in enumerate(inners):
             batches = [inner.take_batch()] + [next(inner.batches) for _ in range(setup.truncation)]
-            noise = generator(setup.seed, "es", meta_step, index)
+            noise = generator(setup.seed, "es", meta_step, self.slot_offset + index)  # the slot, not the rank's index
             eps = torch.randn(cfg.pairs, theta.numel(), generator=noise, dtype=torch.float64) * cfg.sigma
             particles = self._particles_for(inner, working) if self.persistent else None
             differences = torch.empty(cfg.pairs, dtype=torch.float64)

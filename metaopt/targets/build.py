@@ -2,8 +2,9 @@
 
 A base optimizer (Adam by default) trains a task from ``init_model(seed)`` on ``batches(seed)`` and its iterates
 theta_0 .. theta_N are recorded. For windows (theta_t, theta_{t+T}), t = 0, S, 2S, ..., DSS connects the two ends inside
-the level set L0 = F(theta_t) (1 + slack) of the evaluation loss F, and the string is re-spaced by arc length into T + 1
-target points: the first is theta_t and the last theta_{t+T}, exactly. A window whose far end is above the level, or
+the level set L0 = F(theta_t) (1 + slack) of the evaluation loss F (the ``start`` rule; ``between`` and ``descent``:
+:func:`window_levels`), and the path is re-spaced by arc length into T + 1 target points: the first is theta_t and the
+last theta_{t+T}, exactly. A window whose far end is above the level, or
 whose string does not connect, is kept with ``connected=False`` and its reason; its target points are those of the
 unfinished string. :func:`make_shard` returns one base run as a shard (:mod:`metaopt.targets.dataset` stores it).
 """
@@ -19,10 +20,20 @@ from torch import Tensor, nn
 
 from envs.fit import fit
 from envs.task import Task
-from geodesics import DSSConfig, ParamSpace, Projection, ProjectionConfig, connect_many, polyline_at, project_to_level
+from geodesics import (
+    DSSConfig,
+    LevelProfile,
+    Linear,
+    ParamSpace,
+    Projection,
+    ProjectionConfig,
+    connect_many,
+    polyline_at,
+    project_to_level,
+)
 from metaopt.targets.dataset import FORMAT_VERSION
 
-__all__ = ["LEVEL_RULES", "base_trajectory", "make_shard", "window_levels", "window_starts"]
+__all__ = ["LEVEL_RULES", "base_trajectory", "make_shard", "rule_description", "window_levels", "window_starts"]
 
 
 def window_starts(steps: int, window: int, stride: int) -> list[int]:
@@ -55,31 +66,56 @@ def _flat(model: nn.Module) -> Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
-LEVEL_RULES = ("start", "between")
-"""Level rules of the windows: ``start`` (L = F(theta_t)(1 + slack)) and ``between`` (see :func:`window_levels`)."""
+LEVEL_RULES = ("start", "between", "descent")
+"""Level rules of the windows: ``start`` (L = F(theta_t)(1 + slack)), ``between`` and ``descent`` (see
+:func:`window_levels`)."""
 
 
 def window_levels(
     eval_losses: Tensor, starts: list[int], window: int, rule: str, q: float, slack: float
-) -> list[float]:
+) -> list[float | LevelProfile]:
     """The level of each window, from the evaluation losses F of its two ends.
 
     ``start``: L = F(theta_t) (1 + slack), the level set of the window's start (measured to give straight chords).
     ``between``: L = F(theta_{t+T}) + (q + slack) (F(theta_t) - F(theta_{t+T})) with q + slack < 1: a level between
     the two ends (slack keeps the far end strictly inside), so theta_t lies above it and the path must first descend
-    into it. A window whose loss did not fall falls back to ``start``'s level of the higher end.
+    into it. ``descent``: the profile L(s) = F(theta_t) - (s - slack) (F(theta_t) - F(theta_{t+T})) over the
+    arc-length fraction s (a :class:`geodesics.Linear` profile: the path must fall steadily, the point at fraction s
+    at least the share s of the window's drop below F(theta_t), with slack times the drop to spare). A window whose
+    loss did not fall falls back to ``start``'s level of the higher end (a plain level) under either of the two.
     """
     if rule not in LEVEL_RULES:
         raise ValueError(f"level must be one of {', '.join(LEVEL_RULES)}, got {rule!r}")
     if rule == "start":
         return [float(eval_losses[t]) * (1 + slack) for t in starts]
-    if not (0 <= q and q + slack < 1):
+    if rule == "between" and not (0 <= q and q + slack < 1):
         raise ValueError(f"between needs 0 <= q and q + slack < 1, got q = {q}, slack = {slack}")
-    levels = []
+    levels: list[float | LevelProfile] = []
     for t in starts:
         start, end = float(eval_losses[t]), float(eval_losses[t + window])
-        levels.append(end + (q + slack) * (start - end) if start > end else max(start, end) * (1 + slack))
+        drop = start - end
+        if not drop > 0:
+            levels.append(max(start, end) * (1 + slack))
+        elif rule == "between":
+            levels.append(end + (q + slack) * drop)
+        else:
+            levels.append(Linear(start + slack * drop, end + slack * drop))
     return levels
+
+
+def rule_description(rule: str, q: float, slack: float) -> str:
+    """The level rule in words, for reports."""
+    if rule == "start":
+        return f"F(theta_t)(1 + {slack:g})"
+    if rule == "between":
+        return (f"F(theta_t+T) + {q + slack:g} (F(theta_t) - F(theta_t+T)), reached from theta_t by "
+                "projection")  # fmt: skip
+    return (f"the descent profile F(theta_t) - (s - {slack:g}) (F(theta_t) - F(theta_t+T)) over the arc-length "
+            "fraction s, certified along the whole path")  # fmt: skip
+
+
+def _level_at(level: float | LevelProfile, fraction: float) -> float:
+    return level.at(fraction) if isinstance(level, LevelProfile) else level
 
 
 def make_shard(
@@ -102,7 +138,10 @@ def make_shard(
     With ``level="between"`` each window's path is the projection leg from theta_t to the nearest point p of its
     level set (:func:`geodesics.project_to_level`) followed by the DSS string from p to theta_{t+T} inside the level;
     the window records the two parts' lengths apart (``descent_length``: ||p - theta_t|| and ``inside_length``: the
-    string's length, both over ||theta_{t+T} - theta_t||; ``normalized_length`` is their sum).
+    string's length, both over ||theta_{t+T} - theta_t||; ``normalized_length`` is their sum). With
+    ``level="descent"`` the DSS string runs from theta_t to theta_{t+T} under the window's descent profile (no
+    projection leg: ``descent_length`` 0); ``level`` records the profile at theta_t and ``level_end`` at theta_{t+T}
+    (the same number under a plain level).
 
     Returns:
         The shard as a dictionary (what :func:`~metaopt.targets.dataset.save_shard` writes).
@@ -115,9 +154,10 @@ def make_shard(
     heads: dict[int, Projection] = {}
     reasons: dict[int, str] = {}
     for i, t in enumerate(starts):
-        if float(levels_all[t + window]) > levels[i]:
+        if float(levels_all[t + window]) > _level_at(levels[i], 1.0):
             reasons[i] = (
-                f"endpoint: F(theta_{t + window}) = {float(levels_all[t + window]):.6g} is above L0 = {levels[i]:.6g}"
+                f"endpoint: F(theta_{t + window}) = {float(levels_all[t + window]):.6g} is above L0 = "
+                f"{_level_at(levels[i], 1.0):.6g}"
             )
         elif level == "between" and float(levels_all[t]) > levels[i]:
             head = project_to_level(space, iterates[t], levels[i], projection)
@@ -154,7 +194,8 @@ def make_shard(
             fields = {"connected": False, "reason": reasons[i], "normalized_length": math.nan, "num_beads": 2,
                       "descent_length": math.nan, "inside_length": math.nan, "inside_normalized_length": math.nan,
                       "projection_orthogonality": math.nan}  # fmt: skip
-        windows.append({"t": t, "level": levels[i], "rule": level, "q": q, "targets": targets, **fields})
+        windows.append({"t": t, "level": _level_at(levels[i], 0.0), "level_end": _level_at(levels[i], 1.0),
+                        "rule": level, "q": q, "targets": targets, **fields})  # fmt: skip
     return {
         "format": "TargetShard",
         "version": FORMAT_VERSION,

@@ -16,7 +16,7 @@ from envs.errors import InvalidValue
 from envs.registry import get_task_class, validate_options
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from metaopt.compare.config import DEFAULT_LR_GRID
-from metaopt.objectives import ObjectiveConfig
+from metaopt.objectives import ObjectiveConfig, needs_held_out
 from metaopt.outer import estimator_config
 from metaopt.rules import LSTMConfig, rule_config
 
@@ -159,6 +159,12 @@ class TrainConfig(RunOptions):
         check_range(self, "seed", low=0, integer=True)
         check_range(self, "on_policy_every", low=0, integer=True)
         check_range(self, "start_offset", low=0, integer=True)
+        if needs_held_out(self.objective) and (self.targets or self.estimator in ("es", "pes")):
+            raise InvalidValue(
+                TrainConfig, "objective.name", self.objective.name,
+                "scores held-out batches, which only fresh episodes through truncated_backprop record; drop targets= "
+                f"(now {self.targets}) and use estimator=truncated_backprop (now {self.estimator})",
+            )  # fmt: skip
         if self.task_sampling not in TASK_SAMPLING:
             raise InvalidValue(
                 TrainConfig, "task_sampling", self.task_sampling,

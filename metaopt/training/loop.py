@@ -13,6 +13,12 @@ with ``far_worse_than_adam`` whether it is worth using).
 The run directory's ``checkpoints/last.pt`` is written after every episode with everything needed to continue (rule,
 meta-optimizer, counters, best score, baseline, on-policy targets, RNG state); a run continued from it ends with
 the same weights, bit for bit on CPU, as one that was never interrupted.
+
+Data parallel under ``torchrun``: rank r takes a contiguous share of each meta-batch
+(:func:`envs.tooling.distributed.block`), its estimate is summed over the ranks weighted by the share's size
+(:func:`average_over_ranks`), and every rank applies the same mean meta-gradient, so the rule stays the same on all of
+them and equals, to float rounding, the rule of one process with the whole meta-batch. Rank 0 alone validates,
+writes checkpoints, records and TensorBoard.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from tqdm.auto import tqdm
 from envs.devices import resolve_device, resolve_dtype
 from envs.registry import make_task
 from envs.seeding import seeded
+from envs.tooling import distributed
 from envs.tooling.runs import Run
 from metaopt.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from metaopt.objectives import make_objective
@@ -39,7 +46,7 @@ from metaopt.training.config import TrainConfig
 from metaopt.training.schedule import DatasetWindows, FreshEpisodes
 from metaopt.training.validation import far_worse_than_adam, validate
 
-__all__ = ["MetaTrainer", "MetaTrainingError"]
+__all__ = ["MetaTrainer", "MetaTrainingError", "average_over_ranks"]
 
 
 class MetaTrainingError(ValueError):
@@ -81,6 +88,10 @@ class MetaTrainer:
         self.meta_opt = torch.optim.Adam(self.rule.parameters(), lr=cfg.meta_lr)
         setup = EstimatorSetup(cfg.truncation, make_objective(cfg.objective), cfg.second_order, cfg.seed)
         self.estimator = make_estimator(cfg.estimator, cfg.estimator_options, setup)
+        self.share = distributed.block(cfg.meta_batch)
+        """The meta-batch slots this rank unrolls (all of them alone)."""
+        self.estimator.slot_offset = self.share.start
+        self.main = distributed.is_main()
         self.progress = _Progress()
         self.checkpoints = run.subdir("checkpoints")
         self.windows = DatasetWindows(cfg, self.device, self.dtype) if cfg.targets else None
@@ -133,18 +144,29 @@ class MetaTrainer:
                 self.run.log_scalars(
                     "meta", {"on_policy_refreshed": len(refreshed), "on_policy_kept": kept}, progress.meta_step
                 )
-            inners = self.windows.inners(picks, self.rule, progress.on_policy)
+            inners = self.windows.inners([picks[i] for i in self.share], self.rule, progress.on_policy)
             truncations = self.windows.truncations
         else:
             inners = self.fresh.inners(progress.episode, self.rule)
+            if len(self.share) < len(inners):
+                inners = inners[self.share.start : self.share.stop]
             truncations = self.fresh.truncations
         for _ in range(truncations):
             self.meta_opt.zero_grad(set_to_none=True)
-            estimate = self.estimator.estimate(self.rule, inners, meta_step=progress.meta_step)
+            estimate = self.estimate(inners)
             if not self.apply(estimate):
                 return  # the optimizees of this episode are beyond use
         for name, values in estimate.histograms.items():
             self.run.writer.add_histogram(f"meta/{name}", values.cpu().float(), progress.meta_step)
+
+    def estimate(self, inners: list[Any]) -> MetaGradient:
+        """The estimator's meta-gradient over ``inners`` (this rank's share), averaged over the ranks."""
+        meta_step = self.progress.meta_step
+        local = self.estimator.estimate(self.rule, inners, meta_step=meta_step) if inners else None
+        if distributed.world_size() == 1:
+            assert local is not None
+            return local
+        return average_over_ranks(list(self.rule.parameters()), local, len(inners), self.cfg.meta_batch)
 
     def apply(self, estimate: MetaGradient) -> bool:
         """Clip and apply a meta-gradient, or skip it if it is not finite; log the step. Returns whether applied."""
@@ -171,7 +193,8 @@ class MetaTrainer:
         progress.consecutive_skips += 1
         self.meta_opt.zero_grad(set_to_none=True)
         self.run.log_scalars("meta", {"skipped_steps": progress.skipped}, progress.meta_step)
-        self.run.append_record({"kind": "skip", "meta_step": progress.meta_step, "grad_norm": grad_norm})
+        if self.main:
+            self.run.append_record({"kind": "skip", "meta_step": progress.meta_step, "grad_norm": grad_norm})
         if progress.consecutive_skips >= cfg.max_skips:
             scale = f"net.output_scale (now {cfg.net.output_scale:g})" if cfg.rule == "lstm" else "the rule's step size"
             raise MetaTrainingError(
@@ -186,7 +209,8 @@ class MetaTrainer:
         cfg, progress = self.cfg, self.progress
         progress.episode += 1
         record: dict[str, Any] = {"kind": "episode", "episode": progress.episode, "meta_step": progress.meta_step}
-        if progress.episode % cfg.val_every == 0 or progress.episode == cfg.episodes:
+        due = progress.episode % cfg.val_every == 0 or progress.episode == cfg.episodes
+        if due and self.main:
             metrics = validate(cfg, self.tasks, self.rule, progress.baseline)
             progress.last_val = metrics["learned_final_loss"]
             self.run.log_scalars("val", metrics, progress.meta_step)
@@ -195,8 +219,14 @@ class MetaTrainer:
             if score < progress.best_val or progress.best_episode < 0:  # the first validation is kept whatever it is
                 progress.best_val, progress.best_episode = score, progress.episode
                 save_checkpoint(self.checkpoints / "best.pt", self.rule, self.info())
-        self.save_last()
-        self.run.append_record(record)
+        if due and distributed.world_size() > 1:
+            shared = (progress.last_val, progress.best_val, progress.best_episode, progress.baseline)
+            progress.last_val, progress.best_val, progress.best_episode, progress.baseline = (
+                distributed.broadcast_object(shared)  # rank 0 validated: every rank reports the same metrics
+            )
+        if self.main:
+            self.save_last()
+            self.run.append_record(record)
         if self.callback is not None:
             self.callback(progress.episode)
 
@@ -228,3 +258,43 @@ class MetaTrainer:
             "seconds_this_session": time.perf_counter() - started,
             "run_dir": str(self.run.path),
         }
+
+
+def average_over_ranks(weights: list[torch.Tensor], local: MetaGradient | None, count: int, total: int) -> MetaGradient:
+    """The meta-batch mean of the ranks' estimates: each weighted by ``count``, its share of the ``total`` slots.
+
+    Args:
+        weights: the rule's parameters (shapes, dtype and device of the gradients).
+        local: this rank's estimate over its ``count`` optimizees (a mean over them); None when it holds none.
+        count: this rank's share of the meta-batch.
+        total: the whole meta-batch (the sum of every rank's ``count``).
+
+    Returns:
+        The same on every rank: gradients summed in float64 and divided by ``total`` (None where no rank had one),
+        metrics weighted the same way, and the histograms of the last rank holding optimizees (the last slot's, as
+        one process shows them).
+    """
+    device = weights[0].device
+    parts, present = [], torch.zeros(len(weights), dtype=torch.float64, device=device)
+    for i, weight in enumerate(weights):
+        grad = local.grads[i] if local is not None else None
+        if grad is None:
+            parts.append(torch.zeros(weight.numel(), dtype=torch.float64, device=device))
+        else:
+            parts.append(grad.detach().to(torch.float64).reshape(-1) * count)
+            present[i] = 1.0
+    flat = distributed.all_reduce_sum(torch.cat([*parts, present]))
+    grads: list[torch.Tensor | None] = []
+    offset = 0
+    for i, weight in enumerate(weights):
+        piece = flat[offset : offset + weight.numel()]
+        offset += weight.numel()
+        grads.append(None if flat[-len(weights) + i] == 0 else (piece / total).view_as(weight).to(weight.dtype))
+    mine = (count, local.metrics, {k: v.detach().cpu() for k, v in local.histograms.items()}) if local else (0, {}, {})
+    shares = [share for share in distributed.all_gather_objects(mine) if share[0]]
+    keys = dict.fromkeys(key for _, metrics, _ in shares for key in metrics)
+    metrics = {
+        key: sum(n * m[key] for n, m, _ in shares if key in m) / sum(n for n, m, _ in shares if key in m)
+        for key in keys
+    }
+    return MetaGradient(tuple(grads), metrics, shares[-1][2] if shares else {})

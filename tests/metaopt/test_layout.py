@@ -12,6 +12,8 @@ ENTRY_POINTS = {"__init__.py", "__main__.py", "cli.py"}
 GEODESICS_NAMES = {
     "CurveConfig",
     "DSSConfig",
+    "LevelProfile",
+    "Linear",
     "ParamSpace",
     "Projection",
     "ProjectionConfig",

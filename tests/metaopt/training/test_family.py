@@ -148,11 +148,12 @@ def test_a_family_run_with_eval_loss_trains_and_resumes_bit_for_bit(tmp_path: Pa
         ("tasks=[{name: quadratic, choices: {dim: []}}]", "tasks.0.choices.dim"),
         ("tasks=[{name: quadratic, choices: {dim: [2, 0]}}]", "tasks.0.choices.dim"),
         ("tasks=[{name: quadratic, choices: {depth: [1, 2]}}]", "tasks.0.choices.depth"),
+        ("objective.name=eval_loss|estimator=es", "objective.name"),
     ],
 )
 def test_bad_family_values_name_the_key(tmp_path: Path, override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        config(tmp_path, override)
+        config(tmp_path, *override.split("|"))
 
 
 def test_charlm_holds_out_the_end_of_its_training_text() -> None:

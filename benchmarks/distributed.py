@@ -1,0 +1,80 @@
+"""Throughput against the number of ranks: a small sweep and a few meta-training episodes, alone and under torchrun.
+
+Each workload runs as a whole command (``python -m geodesics sweep ...``, and ``python -m torch.distributed.run
+--standalone --nproc_per_node=N -m geodesics sweep ...`` for N > 1), one intra-op thread per rank, into a fresh run
+directory; the rank counts alternate for ``--repeats`` rounds (so a change in the machine's load hits each alike) and
+the best round is kept. Wall time is end to end as a user sees it: interpreter start, process group, work, report.
+Prints one JSON line per workload: seconds and units per minute at each rank count, the ratio, threads per rank, CPU
+count and the load average before and after.
+
+    python benchmarks/distributed.py [--ranks 1 2] [--repeats 2] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import emit
+
+WORKLOADS = {
+    "sweep": (["geodesics", "sweep", "configs/geodesics/sweep/poly_cubic.yaml", "thresholds=[0.2,0.15]", "pairs=4",
+               "concurrent=1", "dss.max_steps=300"], 8, "groups"),
+    "train": (["metaopt", "train", "configs/metaopt/quadratic.yaml", "episodes=4", "steps=20", "truncation=10",
+               "meta_batch=8", "val_every=100", "val_seeds=2", "tune_seeds=2"], 4 * 2 * 8, "unrolls"),
+}  # fmt: skip
+"""name -> (command, units of work, what a unit is): 8 sweep groups; 4 episodes of 2 truncations of 8 optimizees."""
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def seconds(argv: list[str], ranks: int, device: str, out: Path) -> float:
+    """Wall time of the whole command with ``ranks`` processes."""
+    torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks > 1 else []
+    launch = [sys.executable, *torchrun, "-m", argv[0]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    done = subprocess.run([*launch, *argv[1:], f"device={device}", f"out={out}"], env=env, cwd=ROOT,
+                          capture_output=True, text=True)  # fmt: skip
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:2])} with {ranks} ranks failed:\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workloads", nargs="+", default=sorted(WORKLOADS), choices=sorted(WORKLOADS))
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
+    try:
+        for name in args.workloads:
+            argv, units, unit = WORKLOADS[name]
+            load_before = os.getloadavg()
+            best = {n: float("inf") for n in args.ranks}
+            for _ in range(args.repeats):
+                for n in args.ranks:
+                    best[n] = min(best[n], seconds(argv, n, args.device, scratch / f"{name}-{n}"))
+            low, high = min(args.ranks), max(args.ranks)
+            emit({"benchmark": "distributed", "workload": name, "device": args.device, "units": units, "unit": unit,
+                  **{f"seconds_{n}": round(best[n], 2) for n in args.ranks},
+                  **{f"{unit}_per_minute_{n}": round(60 * units / best[n], 1) for n in args.ranks},
+                  f"speedup_{high}_over_{low}": round(best[low] / best[high], 2), "threads_per_rank": 1,
+                  "cpus": os.cpu_count(), "load_average_before": load_before,
+                  "load_average_after": os.getloadavg()})  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
