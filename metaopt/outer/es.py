@@ -58,15 +58,24 @@ class ESConfig:
         check_range(self, "sigma", low=0, low_open=True)
 
 
-def rollout(inner: InnerState, batches: list[Batch]) -> Trajectory:
+def rollout(inner: InnerState, batches: list[Batch], valid: list[Batch] | None = None) -> Trajectory:
     """T plain steps of ``inner`` on ``batches`` (T + 1 of them: the last scores theta_{t+T}), without a meta-graph.
 
     The optimizee's model and optimizer state are modified. The trajectory is what
-    :func:`~metaopt.inner.unroll.unroll` would return, detached.
+    :func:`~metaopt.inner.unroll.unroll` would return, detached; with ``valid`` (T held-out batches) it also holds
+    ``valid_losses``, iterate s scored on ``valid[s - 1]`` (infinite after a divergence).
     """
     iterates = [_flat(inner.model)]
+    valid_losses: list[float] = []
+
+    def record(_step: int, _loss: float, model: torch.nn.Module) -> None:
+        iterates.append(_flat(model))
+        if valid is not None:
+            with torch.no_grad():
+                valid_losses.append(float(inner.task.loss(model, valid[len(valid_losses)])))
+
     result = fit(inner.task, model=inner.model, optimizer=inner.optimizer, steps=len(batches) - 1, evaluate=False,
-                 batches=iter(batches[:-1]), callback=lambda _s, _l, model: iterates.append(_flat(model)))  # fmt: skip
+                 batches=iter(batches[:-1]), callback=record)  # fmt: skip
     losses = list(result.losses)
     if not result.diverged:
         with torch.no_grad():
@@ -76,7 +85,10 @@ def rollout(inner: InnerState, batches: list[Batch]) -> Trajectory:
         iterates += [iterates[-1]] * (len(batches) - len(iterates))
     start = inner.step
     inner.step += len(batches) - 1
-    return Trajectory(torch.tensor(losses, dtype=torch.float64), torch.stack(iterates), start, inner.context)
+    held_out = None
+    if valid is not None:
+        held_out = torch.tensor(valid_losses + [float("inf")] * (len(valid) - len(valid_losses)), dtype=torch.float64)
+    return Trajectory(torch.tensor(losses, dtype=torch.float64), torch.stack(iterates), start, inner.context, held_out)
 
 
 class _EvolutionStrategy(Estimator):
@@ -102,6 +114,9 @@ class _EvolutionStrategy(Estimator):
         meta_losses, final_losses, spreads = [], [], []
         for index, inner in enumerate(inners):
             batches = [inner.take_batch()] + [next(inner.batches) for _ in range(setup.truncation)]
+            valid = None  # the held-out batches of this truncation, the same for every particle
+            if inner.valid_batches is not None:
+                valid = [next(inner.valid_batches) for _ in range(setup.truncation)]
             noise = generator(setup.seed, "es", meta_step, self.slot_offset + index)  # the slot, not the rank's index
             eps = torch.randn(cfg.pairs, theta.numel(), generator=noise, dtype=torch.float64) * cfg.sigma
             particles = self._particles_for(inner, working) if self.persistent else None
@@ -111,7 +126,7 @@ class _EvolutionStrategy(Estimator):
                 for side, sign in enumerate((1.0, -1.0)):
                     start = particles.states[side][pair] if particles else _copy_inner(inner, working)
                     vector_to_parameters((theta.double() + sign * eps[pair]).to(theta.dtype), working.parameters())
-                    signed.append(float(setup.objective(rollout(start, batches))))
+                    signed.append(float(setup.objective(rollout(start, batches, valid))))
                 differences[pair] = _finite_difference(signed[0], signed[1])
             if particles is not None:
                 particles.xi += eps
@@ -119,7 +134,7 @@ class _EvolutionStrategy(Estimator):
             direction = particles.xi if particles is not None else eps
             total += (differences[:, None] * direction).sum(0) / (2 * cfg.pairs * cfg.sigma**2)
             spreads.append(float(differences.abs().mean()))
-            trajectory = rollout(inner, batches)  # the unperturbed optimizee, on the same batches
+            trajectory = rollout(inner, batches, valid)  # the unperturbed optimizee, on the same batches
             inner.next_batch = batches[-1]  # it scored theta_{t+T}; the next step trains on it
             meta_losses.append(float(setup.objective(trajectory)))
             final_losses.append(float(trajectory.losses[-1]))

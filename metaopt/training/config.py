@@ -159,11 +159,10 @@ class TrainConfig(RunOptions):
         check_range(self, "seed", low=0, integer=True)
         check_range(self, "on_policy_every", low=0, integer=True)
         check_range(self, "start_offset", low=0, integer=True)
-        if needs_held_out(self.objective) and (self.targets or self.estimator in ("es", "pes")):
+        if needs_held_out(self.objective) and self.targets:
             raise InvalidValue(
                 TrainConfig, "objective.name", self.objective.name,
-                "scores held-out batches, which only fresh episodes through truncated_backprop record; drop targets= "
-                f"(now {self.targets}) and use estimator=truncated_backprop (now {self.estimator})",
+                f"scores held-out batches, which only fresh episodes carry; drop targets= (now {self.targets})",
             )  # fmt: skip
         if self.task_sampling not in TASK_SAMPLING:
             raise InvalidValue(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from metaopt import CoordinateLSTM, LSTMConfig, TrainConfig, make_objective, sta
 from metaopt.commands.train import resume_config, run_train
 from metaopt.inner import advance
 from metaopt.objectives import ObjectiveConfig, heldout_loss, optimizee_loss
+from metaopt.outer.es import rollout
 from metaopt.training.schedule import FreshEpisodes
 from tests.metaopt.sizes import TINY_TRAIN
 
@@ -148,7 +151,7 @@ def test_a_family_run_with_eval_loss_trains_and_resumes_bit_for_bit(tmp_path: Pa
         ("tasks=[{name: quadratic, choices: {dim: []}}]", "tasks.0.choices.dim"),
         ("tasks=[{name: quadratic, choices: {dim: [2, 0]}}]", "tasks.0.choices.dim"),
         ("tasks=[{name: quadratic, choices: {depth: [1, 2]}}]", "tasks.0.choices.depth"),
-        ("objective.name=eval_loss|estimator=es", "objective.name"),
+        ("objective.name=eval_loss|targets=runs/none", "objective.name"),
     ],
 )
 def test_bad_family_values_name_the_key(tmp_path: Path, override: str, key: str) -> None:
@@ -164,3 +167,26 @@ def test_charlm_holds_out_the_end_of_its_training_text() -> None:
     assert inputs.shape == (32, 32) and torch.equal(inputs[:, 1:], targets[:, :-1])
     with pytest.raises(TaskError, match="valid range"):
         envs.make_task("charlm", valid_size=10).batches(0)
+
+
+def test_es_rollouts_score_the_same_held_out_losses_as_the_unroll() -> None:
+    task = envs.make_task("digits_mlp", width=6, valid_size=256)
+    rule = CoordinateLSTM(LSTMConfig(hidden_size=4))
+    differentiable, plain = (start_episode(task, 5, rule, held_out=True) for _ in range(2))
+    expected = unroll(differentiable, 3).valid_losses
+    batches = [plain.take_batch()] + [next(plain.batches) for _ in range(3)]
+    valid = [next(plain.valid_batches) for _ in range(3)]
+    trajectory = rollout(plain, batches, valid)
+    assert expected is not None and trajectory.valid_losses is not None
+    assert torch.allclose(trajectory.valid_losses.float(), expected.detach(), atol=1e-5)
+
+
+@pytest.mark.parametrize("estimator", ["es", "pes"])
+def test_evolution_strategies_meta_train_on_the_held_out_objective(tmp_path: Path, estimator: str) -> None:
+    family = "tasks=[{name: digits_mlp, options: {width: 4, valid_size: 200}}]"
+    cfg = config(tmp_path, family, "objective.name=eval_loss", f"estimator={estimator}", "estimator_options.pairs=2",
+                 "episodes=1", "val_every=1", "val_seeds=1", "net.hidden_size=4")  # fmt: skip
+    metrics = run_train(cfg)
+    assert metrics["meta_steps"] == 2 and metrics["skipped_steps"] == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["learned_final_loss"]) for r in records if r.get("kind") == "episode")
