@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from metaopt.inner import InnerState, Trajectory, start_episode, start_window, unroll, warm_state
     from metaopt.objectives import ObjectiveConfig, imitation_loss, make_objective, optimizee_loss, register_objective
     from metaopt.outer import Estimator, EstimatorSetup, MetaGradient, list_estimators, register_estimator
+    from metaopt.pretrained import list_pretrained
     from metaopt.rules import CoordinateLSTM, LearnedRule, LSTMConfig, list_rules, lstm_step, register_rule
     from metaopt.shells import DifferentiableLearnedOptimizer, LearnedOptimizer
     from metaopt.targets import TargetDataset, TargetWindow
@@ -45,6 +46,7 @@ __getattr__, __dir__ = lazy_exports(
             "register_objective",
         ],
         "metaopt.outer": ["Estimator", "EstimatorSetup", "MetaGradient", "list_estimators", "register_estimator"],
+        "metaopt.pretrained": ["list_pretrained"],
         "metaopt.rules": ["CoordinateLSTM", "LearnedRule", "LSTMConfig", "list_rules", "lstm_step", "register_rule"],
         "metaopt.shells": ["DifferentiableLearnedOptimizer", "LearnedOptimizer"],
         "metaopt.targets": ["TargetDataset", "TargetWindow"],
@@ -72,6 +74,7 @@ __all__ = [
     "Trajectory",
     "imitation_loss",
     "list_estimators",
+    "list_pretrained",
     "list_rules",
     "load_net",
     "lstm_step",

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from envs.tooling.runs import atomic_torch_save
+from metaopt.pretrained import list_pretrained, pretrained_path
 from metaopt.rules import LearnedRule, get_rule_class, rule_config, rule_name
 
 __all__ = [
@@ -77,8 +78,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         CheckpointError: missing, truncated or corrupt file; not a learned-optimizer checkpoint; other version.
     """
     path = Path(path)
+    shipped = pretrained_path(str(path)) if not path.is_file() else None
+    if shipped is not None:
+        path = shipped
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; {_FIX}")
+        raise CheckpointError(f"no checkpoint at {path} (shipped rules: {', '.join(list_pretrained())}); {_FIX}")
     with open(path, "rb") as f:
         head = f.read(4)
     if not head.startswith(_TORCH_MAGIC):  # not a zip archive, not a pickle: torch.load fails in odd ways on it

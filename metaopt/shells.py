@@ -35,13 +35,24 @@ class LearnedOptimizer(torch.optim.Optimizer):
     >>> opt = LearnedOptimizer(model.parameters(), checkpoint="runs/x/checkpoints/best.pt")
     >>> loss.backward(); opt.step(); opt.zero_grad()
 
+    The ``torch.optim`` conventions hold: a group's ``lr`` multiplies the rule's update (default 1, so
+    ``torch.optim.lr_scheduler`` schedules act on it), ``weight_decay`` decays the weights decoupled from the rule
+    (p <- p - lr * weight_decay * p, as AdamW), other group keys are refused naming the valid ones, and
+    ``state_dict()`` round-trips the rule's state. A step whose update has a NaN or infinite entry is skipped (the
+    parameters and the rule's state stay as they were) and counted in :attr:`skipped_steps`.
+
     Args:
-        params: parameters or parameter groups (groups carry no options: the rule is the whole update).
-        checkpoint: a checkpoint written by ``metaopt train``; its rule is moved to the parameters' device.
+        params: parameters or parameter groups (keys ``params``, ``lr``, ``weight_decay``).
+        checkpoint: a checkpoint written by ``metaopt train``, or the name of a shipped rule
+            (:func:`metaopt.list_pretrained`); its rule is moved to the parameters' device.
         rule: a rule to use as is (shared, not copied: meta-training passes its live rule here).
         net: the same as ``rule`` (its name from before rules were pluggable).
-        lr: ignored; accepted so generic code that always passes a learning rate keeps working.
+        lr: multiplier of the update (default 1.0; None means 1.0).
+        weight_decay: decoupled weight decay (default 0).
     """
+
+    GROUP_KEYS = ("params", "lr", "weight_decay")
+    """The keys a parameter group may carry."""
 
     def __init__(
         self,
@@ -51,13 +62,20 @@ class LearnedOptimizer(torch.optim.Optimizer):
         rule: LearnedRule | None = None,
         net: LearnedRule | None = None,
         lr: float | None = None,
+        weight_decay: float = 0.0,
     ):
+        lr = 1.0 if lr is None else lr
+        for key, value in (("lr", lr), ("weight_decay", weight_decay)):
+            if not (value >= 0 and value != float("inf")):
+                raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
         if rule is not None and net is not None:
             raise ValueError("pass the learned rule as rule= (net= is its other name), not both")
         rule = rule if rule is not None else net
         if (checkpoint is None) == (rule is None):
             raise ValueError("LearnedOptimizer needs exactly one of checkpoint=PATH (from `metaopt train`) or net=")
-        super().__init__(params, defaults={})
+        super().__init__(params, defaults={"lr": lr, "weight_decay": weight_decay})
+        self.skipped_steps = 0
+        """Steps skipped because the rule's update was not finite."""
         device = self.param_groups[0]["params"][0].device if self.param_groups[0]["params"] else None
         if rule is None:
             rule = load_net(checkpoint).requires_grad_(False)  # type: ignore[arg-type]
@@ -66,6 +84,17 @@ class LearnedOptimizer(torch.optim.Optimizer):
         elif device is not None and rule.device != device:
             raise ValueError(f"the rule is on {rule.device} but the parameters are on {device}; move one of them")
         self.rule = rule
+
+    @override
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """``torch.optim.Optimizer.add_param_group``, refusing keys other than ``params``, ``lr``, ``weight_decay``."""
+        unknown = sorted(set(param_group) - set(self.GROUP_KEYS))
+        if unknown:
+            raise ValueError(
+                f"LearnedOptimizer parameter groups take {', '.join(self.GROUP_KEYS)}; unknown key(s): "
+                f"{', '.join(unknown)}"
+            )
+        super().add_param_group(param_group)
 
     @property
     def net(self) -> LearnedRule:
@@ -113,8 +142,15 @@ class LearnedOptimizer(torch.optim.Optimizer):
         grads = torch.cat([p.grad.reshape(-1) for p in params]).to(rule.dtype)
         state = rule.join([self.state[p] if self.state[p] else rule.init_state(p) for p in params])
         update, new_state = rule.step(grads, state, params)
+        if not bool(torch.isfinite(update).all()):
+            self.skipped_steps += 1  # the guard: a non-finite update changes nothing
+            return loss
+        options = {p: (group["lr"], group["weight_decay"]) for group in self.param_groups for p in group["params"]}
         for p, delta, piece in zip(params, update.split([p.numel() for p in params]), rule.split(new_state, params)):
-            p.add_(delta.view_as(p).to(p.dtype))
+            lr, weight_decay = options[p]
+            if weight_decay:
+                p.mul_(1 - lr * weight_decay)
+            p.add_(delta.view_as(p).to(p.dtype), alpha=lr)
             self.state[p].update(piece)  # one entry per parameter, for state_dict()
         return loss
 
@@ -177,7 +213,12 @@ class DifferentiableLearnedOptimizer(DifferentiableOptimizer):
             new_state = detach_state(new_state)
         self._joined = (keys, params, new_state)
         for (group_idx, p_idx, p, _), delta in zip(slots, update.split([p.numel() for p in params])):
-            self.param_groups[group_idx]["params"][p_idx] = p + delta.view_as(p).to(p.dtype)
+            group = self.param_groups[group_idx]
+            lr, weight_decay = group.get("lr", 1.0), group.get("weight_decay", 0.0)
+            if weight_decay:  # the conventions of LearnedOptimizer.step (no guard here: the meta-loop skips NaNs)
+                p = p * (1 - lr * weight_decay)
+            delta = delta.view_as(p).to(p.dtype)
+            group["params"][p_idx] = p + (delta if lr == 1 else lr * delta)
 
     def _scatter_state(self) -> None:
         """Move the joined state into ``self.state``, one piece per parameter."""

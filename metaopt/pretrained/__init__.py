@@ -1,0 +1,36 @@
+"""Learned rules that ship with the package, loaded by name: ``LearnedOptimizer(params, checkpoint="family-mlp-v0")``.
+
+A shipped rule is an ordinary ``metaopt train`` checkpoint stored as package data (a few KB; nothing is downloaded).
+:func:`list_pretrained` names them; any function that takes a checkpoint path (:class:`~metaopt.LearnedOptimizer`,
+``metaopt compare``'s ``optimizer_options.learned.checkpoint``, :func:`~metaopt.load_net`) also takes a name. A file
+that exists at the given path wins over a name.
+
+``family-mlp-v0``: the ``mlp`` rule (2 x 32 ReLU units) meta-trained with ``configs/metaopt/family.yaml`` (a family of
+digits MLPs and convnets and quadratics, ``eval_loss`` objective, meta_lr 0.01, 300 episodes = 1,500 meta-steps, seed 0,
+about 25 minutes on one CPU thread; the checkpoint with the best validation, episode 200). Measured against tuned Adam
+on 10 paired seeds (docs/results.md, "Task-family meta-training"): better final training loss on the 20-unit sigmoid
+digits MLP, the 8-channel convnet, ``charlm`` and at a 1,000-step horizon; worse on a 64 x 3 ReLU MLP, and its
+evaluation loss at 1,000 steps is above Adam's (it overfits). A first point, not a converged rule.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["PRETRAINED", "list_pretrained", "pretrained_path"]
+
+PRETRAINED: dict[str, str] = {
+    "family-mlp-v0": "family-mlp-v0.pt",
+}
+"""Shipped rule name -> its file in this package."""
+
+
+def list_pretrained() -> list[str]:
+    """Names of the learned rules that ship with the package."""
+    return sorted(PRETRAINED)
+
+
+def pretrained_path(name: str) -> Path | None:
+    """The file of the shipped rule ``name``, or None when no shipped rule has that name."""
+    file = PRETRAINED.get(name)
+    return Path(__file__).with_name(file) if file is not None else None
