@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
@@ -9,6 +10,31 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from envs.devices import resolve_device
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """The ``--device cpu|cuda|cuda:N|auto`` option every benchmark takes."""
+    parser.add_argument(
+        "--device",
+        default=default,
+        help=f"cpu, cuda, cuda:N or auto (CUDA when available); default {default}. "
+        "A CUDA device on a machine without CUDA exits with status 2.",
+    )
+
+
+def parse_device(parser: argparse.ArgumentParser, value: str) -> torch.device:
+    """``resolve_device``, with an unknown or unavailable device reported as a usage error (exit status 2)."""
+    try:
+        return resolve_device(value)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def peak_cuda_mb(device: torch.device) -> float | None:
+    """``torch.cuda.max_memory_allocated`` in MiB on a CUDA device, else None."""
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
 
 
 def sync(device: torch.device) -> None:

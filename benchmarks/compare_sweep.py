@@ -11,7 +11,10 @@ One-time costs (imports, the first vmap call, loading data) are paid by a warm-u
 memory is the process's maximum resident set size after each phase (plain runs first, so a rise after the batched
 phase is the batched path's own). Prints one JSON line.
 
-    python benchmarks/compare_sweep.py [--config compare/quadratic.yaml] [--threads 1] [key=value ...]
+    python benchmarks/compare_sweep.py [--config compare/quadratic.yaml] [--threads 1] [--device cpu|cuda|auto]
+        [key=value ...]
+
+On CUDA the peak memory is also reported as ``torch.cuda.max_memory_allocated`` per phase.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import add_device_argument, parse_device, peak_cuda_mb, sync
 
 from envs.tooling.config import load_config
 from envs.tooling.runs import Run
@@ -67,12 +71,14 @@ def compute_sweep(plan: Plan, batched: bool) -> dict[tuple[str, str], tuple[floa
     return outcome
 
 
-def harness_sweep(cfg: CompareConfig, batched: bool, root: Path) -> float:
+def harness_sweep(cfg: CompareConfig, batched: bool, root: Path, device: torch.device) -> float:
     cfg = dataclasses.replace(cfg, batched=batched, out=str(root / ("batched" if batched else "plain")))
     plan = make_plan(cfg)
     run = Run.create(cfg.name, cfg, cfg.out)
+    sync(device)
     started = time.perf_counter()
     sweep(plan, run, progress=False)
+    sync(device)
     return time.perf_counter() - started
 
 
@@ -80,11 +86,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="compare/quadratic.yaml")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    add_device_argument(parser, default="cpu")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    device = parse_device(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(CompareConfig, args.config, [*args.overrides, "timing=false", "device=cpu"])
+    cfg = load_config(CompareConfig, args.config, [*args.overrides, "timing=false", f"device={device}"])
     plan = make_plan(cfg)
     baseline = peak_rss_mb()
 
@@ -94,14 +102,19 @@ def main() -> None:
         run_batched(task, [RunSpec(cfg.tuning_seed_offset, cfg.lr_grid[0])] * 2, 2, contender.functional)
         run_plain(task, RunSpec(cfg.tuning_seed_offset, cfg.lr_grid[0]), 2, contender.name)
 
+    sync(device)
     started = time.perf_counter()
     plain = compute_sweep(plan, batched=False)
+    sync(device)
     plain_s = time.perf_counter() - started
-    rss_plain = peak_rss_mb()
+    rss_plain, cuda_plain = peak_rss_mb(), peak_cuda_mb(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     batched = compute_sweep(plan, batched=True)
+    sync(device)
     batched_s = time.perf_counter() - started
-    rss_batched = peak_rss_mb()
+    rss_batched, cuda_batched = peak_rss_mb(), peak_cuda_mb(device)
 
     same_choices = all(plain[k][0] == batched[k][0] for k in plain)
     differences = {
@@ -109,8 +122,8 @@ def main() -> None:
     }
     worst = max(differences, key=differences.__getitem__, default=None)
     with tempfile.TemporaryDirectory() as tmp:
-        harness_plain_s = harness_sweep(cfg, batched=False, root=Path(tmp))
-        harness_batched_s = harness_sweep(cfg, batched=True, root=Path(tmp))
+        harness_plain_s = harness_sweep(cfg, batched=False, root=Path(tmp), device=device)
+        harness_batched_s = harness_sweep(cfg, batched=True, root=Path(tmp), device=device)
 
     units = plan.total_units
     steps = sum(
@@ -125,6 +138,8 @@ def main() -> None:
                 "overrides": args.overrides,
                 "runs": units,
                 "run_steps": steps,
+                "device": str(device),
+                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                 "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
                 "compute_plain_s": round(plain_s, 3),
@@ -138,6 +153,8 @@ def main() -> None:
                 "rss_mb_before": round(baseline, 1),
                 "peak_rss_mb_after_plain": round(rss_plain, 1),
                 "peak_rss_mb_after_batched": round(rss_batched, 1),
+                "peak_cuda_mb_plain": cuda_plain,
+                "peak_cuda_mb_batched": cuda_batched,
                 "same_lr_choices": same_choices,
                 "max_rel_diff_mean_eval_curve": differences.get(worst, 0.0) if worst else 0.0,
                 "max_rel_diff_at": "/".join(worst) if worst else None,

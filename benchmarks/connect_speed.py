@@ -8,7 +8,7 @@ optimized sequential loop (one model reused). All three make the same decisions 
 batch streams; bead jitter off). Prints one JSON line per task: the times, the engine's speed-up over each, and the
 outcomes (connected, number of beads, normalized length).
 
-    python benchmarks/connect_speed.py [--device cpu|cuda]
+    python benchmarks/connect_speed.py [--device cpu|cuda|auto]
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import argparse
 import time
 
 import torch
-from common import emit, machine, sync
+from common import add_device_argument, emit, machine, parse_device, sync
 from reference_dss import SequentialDSS
 
 import envs
-from envs.devices import resolve_device
 from geodesics import DSSConfig, ParamSpace, connect, train_to_threshold
 
 SETTINGS = {"poly_cubic": 0.05, "digits_mlp": 0.15}
@@ -34,10 +33,10 @@ def normalized_length(beads: list[torch.Tensor]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto")
+    add_device_argument(parser)
     parser.add_argument("--tasks", nargs="+", default=list(SETTINGS))
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    device = parse_device(parser, args.device)
     for name in args.tasks:
         threshold = SETTINGS[name]
         task = envs.make_task(name, device=device)
@@ -58,6 +57,7 @@ def main() -> None:
             reference = SequentialDSS(task, threshold, alpha=config.alpha, max_steps=config.max_steps,
                                       check_every=config.check_every, max_depth=config.max_rounds,
                                       fresh_models=fresh)  # fmt: skip
+            sync(device)
             start = time.perf_counter()
             beads = reference.connect(a, b)
             sync(device)

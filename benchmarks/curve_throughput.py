@@ -5,7 +5,7 @@ the task's fixed evaluation set. One-at-a-time is the straightforward way: copy 
 and run its forward pass. Prints one JSON line per task with models per second for both, their ratio, and the
 engine's achieved GFLOP/s as a fraction of this device's measured matmul peak.
 
-    python benchmarks/curve_throughput.py [--device cpu|cuda] [--tasks digits_mlp digits_cnn]
+    python benchmarks/curve_throughput.py [--device cpu|cuda|auto] [--tasks digits_mlp digits_cnn]
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import best_time, emit, forward_flops, machine, matmul_peak_gflops
+from common import add_device_argument, best_time, emit, forward_flops, machine, matmul_peak_gflops, parse_device
 from torch.nn.utils import vector_to_parameters
 
 import envs
-from envs.devices import resolve_device
 from geodesics import ParamSpace
 from geodesics.curve import evaluate_segments
 
@@ -34,12 +33,12 @@ def one_at_a_time(task: envs.Task, model: torch.nn.Module, points: torch.Tensor)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto")
+    add_device_argument(parser)
     parser.add_argument("--tasks", nargs="+", default=["digits_mlp", "digits_cnn"])
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--points", type=int, default=64)
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    device = parse_device(parser, args.device)
     peak = matmul_peak_gflops(device)
     for name in args.tasks:
         emit(measure(name, device, peak, args.segments, args.points))

@@ -7,7 +7,7 @@ barrier means connecting at L0: every finder's path is certified by the same seg
 the same statement for all. Prints one JSON line per (task, finder) with the outcome, the evaluations
 (``ParamSpace.evaluations``) and seconds, their ratio to greedy DSS, the threads and the load average.
 
-    python benchmarks/finders.py [--device cpu|cuda] [--tasks poly_cubic permutation] [--align weight_matching]
+    python benchmarks/finders.py [--device cpu|cuda|auto] [--tasks poly_cubic permutation] [--align weight_matching]
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import argparse
 import os
 import time
 
-from common import emit, machine, sync
+from common import add_device_argument, emit, machine, parse_device, sync
 
 import envs
-from envs.devices import resolve_device
 from geodesics import DSSConfig, ParamSpace, connect, train_to_threshold
 from geodesics.alignment import align
 
@@ -30,14 +29,14 @@ SETTINGS = {"poly_cubic": (0.05, 0, 1), "permutation": (0.01, 1, 2), "digits_mlp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto")
+    add_device_argument(parser)
     parser.add_argument("--tasks", nargs="+", default=["poly_cubic", "permutation"])
     parser.add_argument("--finders", nargs="+", default=FINDERS)
     parser.add_argument("--align", default="none", choices=["none", "weight_matching"])
     parser.add_argument("--max-evaluations", type=int, default=100_000)
     parser.add_argument("--max-seconds", type=float, default=120.0)
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    device = parse_device(parser, args.device)
     for name in args.tasks:
         threshold, seed_a, seed_b = SETTINGS[name]
         task = envs.make_task(name, device=device)

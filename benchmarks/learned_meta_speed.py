@@ -3,9 +3,11 @@
 Times full meta-training episodes on ``digits_mlp`` (K inner steps in truncations of T, the meta-loss backpropagated
 after each truncation, as ``metaopt train`` does) with the library's optimizer and with a reference twin that calls
 the LSTM once per parameter tensor, and measures the memory an unroll keeps for its backward pass (the tensors saved
-by autograd, counted once per storage) for truncations of T and for the untruncated K. Prints one JSON object.
+by autograd, counted once per storage) for truncations of T and for the untruncated K. Prints one JSON object. On
+CUDA the device is synchronized around the timed episodes and the peak ``torch.cuda.max_memory_allocated`` is added.
 
     OMP_NUM_THREADS=1 python benchmarks/learned_meta_speed.py [--task digits_mlp] [--option depth=4] [--episodes 3]
+        [--device cpu|cuda|auto]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import higher
 import torch
+from common import add_device_argument, parse_device, peak_cuda_mb, sync
 from torch import Tensor
 from typing_extensions import override
 
@@ -59,16 +62,20 @@ def episode(task: envs.Task, seed: int, net: CoordinateLSTM, cls: type, steps: i
         optimizee_loss(unroll(inner, truncation, first_order=True)).backward()
 
 
-def steps_per_second(task: envs.Task, cls: type, episodes: int, steps: int, truncation: int) -> float:
-    net = CoordinateLSTM()
+def steps_per_second(
+    task: envs.Task, cls: type, episodes: int, steps: int, truncation: int, device: torch.device
+) -> float:
+    net = CoordinateLSTM().to(device)
     episode(task, 0, net, cls, steps, truncation)  # warm-up
+    sync(device)
     started = time.perf_counter()
     for seed in range(1, episodes + 1):
         episode(task, seed, net, cls, steps, truncation)
+    sync(device)
     return episodes * steps / (time.perf_counter() - started)
 
 
-def saved_bytes(task: envs.Task, truncation: int) -> int:
+def saved_bytes(task: envs.Task, truncation: int, device: torch.device) -> int:
     """Bytes autograd keeps for the backward pass of one truncation (distinct storages)."""
     seen: dict[int, int] = {}
 
@@ -77,7 +84,7 @@ def saved_bytes(task: envs.Task, truncation: int) -> int:
         seen[storage.data_ptr()] = storage.nbytes()
         return t
 
-    net = CoordinateLSTM()
+    net = CoordinateLSTM().to(device)
     problem = task.instance(0)
     model = problem.init_model(0)
     inner = InnerState(problem, model, LearnedOptimizer(model.parameters(), net=net), problem.batches(0))
@@ -94,24 +101,28 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--truncation", type=int, default=20)
+    add_device_argument(parser, default="cpu")
     args = parser.parse_args()
+    device = parse_device(parser, args.device)
     options = dict(item.split("=", 1) for item in args.option)
-    task = envs.make_task(args.task, **options)
-    batched = steps_per_second(task, LearnedOptimizer, args.episodes, args.steps, args.truncation)
-    per_tensor = steps_per_second(task, PerTensorLearnedOptimizer, args.episodes, args.steps, args.truncation)
+    task = envs.make_task(args.task, device=device, **options)
+    batched = steps_per_second(task, LearnedOptimizer, args.episodes, args.steps, args.truncation, device)
+    per_tensor = steps_per_second(task, PerTensorLearnedOptimizer, args.episodes, args.steps, args.truncation, device)
     result = {
         "benchmark": "learned_meta_speed",
         "task": args.task,
         "options": options,
         "params": task.num_params,
         "tensors": len(list(task.init_model(0).parameters())),
+        "device": str(device),
         "threads": torch.get_num_threads(),
         "inner_steps_per_s_batched": round(batched, 1),
         "inner_steps_per_s_per_tensor": round(per_tensor, 1),
         "speedup": round(batched / per_tensor, 2),
-        f"saved_for_backward_mb_T{args.truncation}": round(saved_bytes(task, args.truncation) / 2**20, 2),
-        f"saved_for_backward_mb_T{args.steps}": round(saved_bytes(task, args.steps) / 2**20, 2),
+        f"saved_for_backward_mb_T{args.truncation}": round(saved_bytes(task, args.truncation, device) / 2**20, 2),
+        f"saved_for_backward_mb_T{args.steps}": round(saved_bytes(task, args.steps, device) / 2**20, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_cuda_mb": peak_cuda_mb(device),
     }
     print(json.dumps(result))
 

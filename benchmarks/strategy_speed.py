@@ -7,7 +7,7 @@ Prints one JSON line per task: the best time of each strategy over ``--repeats``
 vmap/loop (above 1: the loop is faster), the outcomes of both (they agree to rounding, not bit for bit), the thread
 count and the machine's load average.
 
-    python benchmarks/strategy_speed.py [--device cpu|cuda] [--tasks poly_cubic digits_mlp] [--repeats 2]
+    python benchmarks/strategy_speed.py [--device cpu|cuda|auto] [--tasks poly_cubic digits_mlp] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import argparse
 import os
 import time
 
-from common import emit, machine, sync
+from common import add_device_argument, emit, machine, parse_device, sync
 
 import envs
-from envs.devices import resolve_device
 from geodesics import DSSConfig, ParamSpace, connect, train_to_threshold
 
 SETTINGS = {"poly_cubic": 0.05, "digits_mlp": 0.15, "digits_cnn": 0.2}
@@ -27,11 +26,11 @@ SETTINGS = {"poly_cubic": 0.05, "digits_mlp": 0.15, "digits_cnn": 0.2}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto")
+    add_device_argument(parser)
     parser.add_argument("--tasks", nargs="+", default=["poly_cubic", "digits_mlp"])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    device = parse_device(parser, args.device)
     for name in args.tasks:
         threshold = SETTINGS[name]
         task = envs.make_task(name, device=device)

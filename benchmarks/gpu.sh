@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Every GPU figure issue 14 asks for, in one run on a machine with an NVIDIA GPU:
+#
+#   bash benchmarks/gpu.sh                     # outputs under runs/gpu
+#   OUT=/some/dir PYTHON=.venv/bin/python bash benchmarks/gpu.sh
+#
+# Writes $OUT/environment.txt (nvidia-smi, torch and CUDA versions, commit) first, then appends one JSON line per
+# measurement to $OUT/gpu.jsonl (a failed or timed-out step appends {"step": ..., "exit_status": ...} and the script
+# goes on); each step's stderr goes to $OUT/<step>.log. Nothing is downloaded: the tasks' data ship with the repo.
+#
+# What it measures, all with --device cuda at small but meaningful sizes:
+#   curve_throughput  batched curve evaluation vs one model at a time (512 and 2048 models), share of matmul peak
+#   strategy_speed    whole connect runs, vmap vs the exact loop strategy
+#   connect_speed     connect vs the reference-style and the optimized sequential DSS loops
+#   connect_memory    torch.cuda.max_memory_allocated of connect on digits_cnn
+#   finders           the five path finders on one pair per task (capped at 10 s each)
+#   compare_sweep     the metaopt compare sweep, batched vs one run at a time (quadratic, 235 runs)
+#   learned_meta      meta-training throughput, one batched LSTM call vs one per tensor
+#   learned_dropin    learned optimizer step cost vs Adam
+#   threads           host threads 1 vs 2 with the model on the GPU
+#   distributed       whole commands: geodesics sweep, metaopt train, metaopt targets (1 rank; 2 ranks with >= 2 GPUs)
+#
+# Runtime estimate on one H200: about 5 minutes (budget 8). Estimated from this repo's CPU figures in docs/results.md
+# (the models are tiny, so a GPU step is bound by kernel launches, about 10-50 us each, not arithmetic): each Python
+# start with CUDA initialisation ~5-10 s (x ~15 processes, ~2 min); the timed work ~3 min, dominated by the
+# one-run-at-a-time halves of compare_sweep and connect_speed, which were cut to a quarter of their CPU sizes.
+# Every step has its own timeout (their sum, 13 min, bounds the worst case); the total is the last line of
+# gpu.jsonl.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+OUT="${OUT:-runs/gpu}"
+PYTHON="${PYTHON:-python}"
+LOG="$OUT/gpu.jsonl"
+mkdir -p "$OUT"
+export OMP_NUM_THREADS=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+{
+    echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+    nvidia-smi || echo "nvidia-smi failed (exit $?)"
+    "$PYTHON" -c 'import torch; print(torch.__version__, torch.version.cuda)'
+} > "$OUT/environment.txt" 2>&1
+cat "$OUT/environment.txt"
+
+if ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    echo "gpu.sh: torch sees no CUDA device; nothing measured (see $OUT/environment.txt)" >&2
+    exit 2
+fi
+
+started=$(date +%s)
+
+# step NAME SECONDS SCRIPT ARGS...: one benchmark under a timeout, its JSON lines appended to $LOG.
+step() {
+    local name=$1 limit=$2 script=$3
+    shift 3
+    local t0 rc=0
+    t0=$(date +%s)
+    echo "== $name (limit ${limit}s)" >&2
+    timeout --kill-after=10 "$limit" "$PYTHON" "benchmarks/$script" --device cuda "$@" \
+        > "$OUT/$name.jsonl" 2> "$OUT/$name.log" || rc=$?
+    cat "$OUT/$name.jsonl" >> "$LOG"
+    printf '{"step": "%s", "exit_status": %d, "step_seconds": %d}\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" >> "$LOG"
+    if [ "$rc" -ne 0 ]; then
+        echo "   $name exited $rc; last lines of $OUT/$name.log:" >&2
+        tail -n 5 "$OUT/$name.log" >&2 || true
+    fi
+}
+
+step curve_throughput 60 curve_throughput.py --tasks digits_mlp digits_cnn charlm
+step curve_throughput_2048 45 curve_throughput.py --tasks digits_mlp digits_cnn --segments 32 --points 64
+step strategy_speed 60 strategy_speed.py --tasks poly_cubic digits_mlp --repeats 2
+step connect_speed 120 connect_speed.py --tasks poly_cubic digits_mlp
+step connect_memory 60 connect_memory.py --thresholds 0.5 0.2
+step finders 120 finders.py --tasks poly_cubic digits_mlp --max-seconds 10
+step compare_sweep 75 compare_sweep.py --config compare/quadratic.yaml tuning_seeds=3 eval_seeds=20
+step learned_meta 45 learned_meta_speed.py --episodes 2 --steps 100 --truncation 20
+step learned_dropin 45 learned_dropin_speed.py --tasks digits_mlp charlm --steps 100 --repeats 2
+step threads 30 threads.py --tasks digits_mlp digits_cnn --threads 1 2 --steps 50 --repeats 2
+step distributed 120 distributed.py --ranks 1 2 --repeats 1 --workloads sweep train targets
+
+printf '{"step": "total", "seconds": %d}\n' "$(( $(date +%s) - started ))" >> "$LOG"
+echo "gpu.sh: done in $(( $(date +%s) - started )) s; JSON lines in $LOG" >&2

@@ -1,0 +1,67 @@
+"""The benchmark scripts' command lines: every one takes ``--device``, and ``benchmarks/gpu.sh`` parses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+NOT_SCRIPTS = {"common.py", "reference_dss.py"}  # helpers the scripts import
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name not in NOT_SCRIPTS)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+# One interpreter runs every script's ``--help`` (the imports are paid once): {script: [exit status, help text]}.
+HELP_DRIVER = r"""
+import contextlib, io, json, runpy, sys
+sys.path.insert(0, sys.argv[1])
+out = {}
+for name in sys.argv[2:]:
+    sys.argv[:] = [name, "--help"]
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            runpy.run_path(f"{sys.path[0]}/{name}", run_name="__main__")
+        code = 0
+    except SystemExit as stop:
+        code = stop.code or 0
+    out[name] = [code, buffer.getvalue()]
+print(json.dumps(out))
+"""
+
+
+def test_every_script_is_listed() -> None:
+    assert {"compare_sweep.py", "curve_throughput.py", "distributed.py", "learned_meta_speed.py"} <= set(SCRIPTS)
+
+
+def test_every_benchmark_takes_device() -> None:
+    done = subprocess.run([sys.executable, "-c", HELP_DRIVER, str(BENCHMARKS), *SCRIPTS], capture_output=True,
+                          text=True, env=ENV, cwd=ROOT, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in SCRIPTS:
+        code, text = results[name]
+        assert code == 0, f"{name} --help exited {code}"
+        assert "--device" in text, f"{name} --help does not mention --device"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+def test_gpu_script_parses() -> None:
+    done = subprocess.run(["bash", "-n", str(BENCHMARKS / "gpu.sh")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_exits_2() -> None:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "threads.py"), "--device", "cuda"], capture_output=True,
+                          text=True, env=ENV, cwd=ROOT, timeout=60)  # fmt: skip
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "CUDA is not available" in done.stderr
+    assert done.stdout == ""
