@@ -10,8 +10,12 @@ maximum is not an artefact of the grid. For each segment the result carries:
   neighbours of the best point (true near any smooth maximum once the bracket is small): for concave f with best value
   f_b and neighbours f_l, f_r at distance h, f <= f_b + max(f_b - f_l, f_b - f_r) on [x_b - h, x_b + h].
 
-DSS accepts a segment only when ``upper <= L0``. Every segment of every string is evaluated in one batched call per
-stage, in chunks that bound the memory taken by the interpolated vectors.
+DSS accepts a segment only when ``upper <= L0``. The paper preset (``configs/geodesics/sweep/paper/``) instead follows
+the public reference code: a grid of 100 points that never reaches t = 1, no refinement and no slack
+(``include_end=false``, ``refine_rounds=0``, ``bound=false``), with acceptance relaxed to 1.1 L0 by DSS.
+
+Every segment of every string is evaluated in one batched call per stage, in chunks that bound the memory taken by
+the interpolated vectors.
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ class CurveConfig:
     """Zoom rounds per peak; each shrinks the bracket by (refine_points + 1) / 2."""
     refine_points: int = 8
     """Points evaluated across the bracket per round (its two ends included)."""
+    include_end: bool = True
+    """The grid runs from t = 0 to t = 1 inclusive; false: t = i / num_points for i < num_points, the public
+    reference code's grid, which never checks t = 1 (the paper preset)."""
+    bound: bool = True
+    """Report the certified upper bound (largest evaluated loss plus the concavity slack); false: the largest
+    evaluated loss alone, as the reference code does (the paper preset)."""
 
     def __post_init__(self) -> None:
         check_range(self, "num_points", low=2, integer=True)  # both ends
@@ -118,12 +128,15 @@ def segment_maxima(
     segments = starts.shape[0]
     if segments == 0:
         return []
-    grid = torch.linspace(0.0, 1.0, config.num_points, device=space.device, dtype=torch.float64)
+    if config.include_end:
+        grid = torch.linspace(0.0, 1.0, config.num_points, device=space.device, dtype=torch.float64)
+    else:
+        grid = torch.arange(config.num_points, device=space.device, dtype=torch.float64) / config.num_points
     values = evaluate_segments(space, starts, ends, grid.expand(segments, -1))
     if offset is not None:
         values = values - offset(grid.expand(segments, -1))
     peaks = _top_peaks(values, config.refine_peaks)  # (S, R) grid indices
-    spacing = 1.0 / (config.num_points - 1)
+    spacing = 1.0 / (config.num_points - 1 if config.include_end else config.num_points)
     centre = grid[peaks]  # (S, R)
     best = values.gather(1, peaks)
     half = torch.full_like(centre, spacing)
@@ -160,7 +173,8 @@ def segment_maxima(
     out = []
     for s in range(segments):
         r = int(winner[s])
-        out.append(SegmentMax(float(centre[s, r]), float(best[s, r]), float(slack[s, r]), evaluations))
+        tolerance = float(slack[s, r]) if config.bound else 0.0
+        out.append(SegmentMax(float(centre[s, r]), float(best[s, r]), tolerance, evaluations))
     return out
 
 

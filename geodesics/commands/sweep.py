@@ -21,6 +21,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from envs.errors import InvalidValue
+from envs.optim import list_optimizers
 from envs.registry import make_task
 from envs.task import Task
 from envs.tooling import distributed
@@ -54,6 +56,10 @@ class SweepConfig(RunOptions):
     """Base seed; pair p at threshold index k trains models from seeds seed + 2 (k * pairs + p) and that + 1."""
     train_steps: int = 0
     """Step budget to train each endpoint below L0 (0: five times the task's recipe steps)."""
+    train_optimizer: str = ""
+    """Optimizer of the endpoints, a registered name (empty: the task's recipe optimizer)."""
+    train_lr: float = 0.0
+    """Learning rate of the endpoints (0: the task's recipe rate; the paper preset: Adam at 1e-3)."""
     dss: DSSConfig = field(default_factory=DSSConfig)
     """Path finder (``dss.method``) and its settings."""
     align: str = "none"
@@ -66,6 +72,11 @@ class SweepConfig(RunOptions):
         check_range(self, "concurrent", low=1, integer=True)
         check_range(self, "seed", low=0, integer=True)
         check_range(self, "train_steps", low=0, integer=True)
+        check_range(self, "train_lr", low=0)
+        if self.train_optimizer and self.train_optimizer not in list_optimizers():
+            names = ", ".join(list_optimizers())
+            message = f"must be empty or a registered optimizer ({names}), got {self.train_optimizer!r}"
+            raise InvalidValue(type(self), "train_optimizer", self.train_optimizer, message)
 
 
 def pair_seeds(config: SweepConfig, threshold_index: int, pair: int) -> tuple[int, int]:
@@ -91,7 +102,8 @@ def _run_group(
     started = time.perf_counter()
     seeds = [s for p in pairs for s in pair_seeds(config, k, p)]
     budget = config.train_steps or 5 * task.recipe.steps
-    endpoints = train_endpoints(space, seeds, threshold, max_steps=budget, shared_batches=config.seed * 7919 + k)
+    endpoints = train_endpoints(space, seeds, threshold, max_steps=budget, optimizer=config.train_optimizer or None,
+                                lr=config.train_lr or None, shared_batches=config.seed * 7919 + k)  # fmt: skip
     thetas, losses, reached = endpoints.thetas, endpoints.losses, endpoints.reached
     trained = [p for i, p in enumerate(pairs) if bool(reached[2 * i]) and bool(reached[2 * i + 1])]
     index = {p: i for i, p in enumerate(pairs)}

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from torch import Tensor
 
+from envs.errors import InvalidValue
 from envs.tooling.config import check_range
 from geodesics.curve import CurveConfig
 from geodesics.finders.settings import NEBConfig, TrainedCurveConfig
@@ -143,6 +144,12 @@ class DSSConfig:
     """Keep a copy of the string after every round (for the Appendix D snapshot plots)."""
     curve: CurveConfig = field(default_factory=CurveConfig)
     """Grid and refinement of the segment checks."""
+    accept_factor: float = 1.0
+    """Greedy only: a segment passes when its checked maximum is at most accept_factor * L0 (the public reference
+    code accepts at 1.1 L0; the bead target stays alpha * L0). Above 1 a connected string may exceed L0."""
+    split_chord: bool = False
+    """Greedy only: the first round puts a bead on the straight segment even when it passes (the reference code's
+    recursion trains its first midpoint before it checks anything, so its bead count always includes it)."""
     spring: float = 0.0
     """Constrained only: C, weight of the spring term sum of distances to the neighbours."""
     kappa: float = 1.0
@@ -181,3 +188,9 @@ class DSSConfig:
         check_range(self, "bead_noise", low=0)
         check_range(self, "spring", low=0)
         check_range(self, "kappa", low=0)
+        check_range(self, "accept_factor", low=1)
+        for key, default in (("accept_factor", 1.0), ("split_chord", False)):
+            if self.method != "greedy" and getattr(self, key) != default:
+                raise InvalidValue(
+                    type(self), key, getattr(self, key), f"is read by greedy DSS only; method is {self.method!r}"
+                )

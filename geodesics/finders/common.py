@@ -235,6 +235,7 @@ def round_record(
 def finish_string(
     space: ParamSpace, beads: list[Tensor], losses: list[float], checks: list[SegmentMax], threshold: float, *,
     reason: str, method: str, history: list[RoundRecord], config: DSSConfig, initial_segment_max: float,
+    accept: float | None = None,
 ) -> BeadString:  # fmt: skip
     """Assemble the result; connected only when no budget gave out and every certified segment maximum is <= L0.
 
@@ -249,8 +250,11 @@ def finish_string(
         history: the per-round records.
         config: the settings used (recorded).
         initial_segment_max: certified maximum of the straight segment before any bead.
+        accept: the level a segment maximum must not exceed (default ``threshold``; greedy DSS with
+            ``accept_factor`` gives ``accept_factor * threshold``).
     """
-    connected = not reason and all(c.upper <= threshold for c in checks)
+    accept = threshold if accept is None else accept
+    connected = not reason and all(c.upper <= accept for c in checks)
     return BeadString(
         beads=torch.stack(beads),
         bead_losses=torch.tensor(losses, dtype=torch.float64),

@@ -49,6 +49,7 @@ class _GreedyString:
     ):
         self.profile = level if isinstance(level, LevelProfile) else None
         self.threshold = level.reference if isinstance(level, LevelProfile) else level
+        self.accept = config.accept_factor * self.threshold
         self.beads = [a, b]
         self.losses = losses
         self.checks: list[SegmentMax] = []
@@ -61,7 +62,9 @@ class _GreedyString:
 
     def plan(self, config: DSSConfig, round_: int, budget: Budget) -> list[Tensor]:
         """New beads for this round (empty when the string is done, with its reason set when it failed)."""
-        self.failing = [i for i, c in enumerate(self.checks) if c.upper > self.threshold]
+        self.failing = [i for i, c in enumerate(self.checks) if c.upper > self.accept]
+        if round_ == 1 and config.split_chord:
+            self.failing = [0]
         if not self.failing:
             self.done = True
         elif budget.expired:
@@ -144,7 +147,7 @@ def connect_greedy(
     chords = [string_stretches(s.beads, s.profile)[0] for s in strings]
     for s, check in zip(strings, profile_checks(space, starts, ends, config.curve, chords)):
         s.checks = [check]
-        s.history.append(round_record(0, s.beads, 0, s.checks, s.threshold, 0, budget, config))
+        s.history.append(round_record(0, s.beads, 0, s.checks, s.accept, 0, budget, config))
     initial = [s.checks[0].upper for s in strings]
     lr = config.lr or space.task.recipe.lr
     for round_ in range(1, config.max_rounds + 1):
@@ -172,13 +175,15 @@ def connect_greedy(
             s.update_checks(results[first : first + len(js)])
             first += len(js)
             steps = int(trained.steps[sl].max())
-            s.history.append(round_record(round_, s.beads, len(beads), s.checks, s.threshold, steps, budget, config))
+            s.history.append(round_record(round_, s.beads, len(beads), s.checks, s.accept, steps, budget, config))
     out = []
     for s, peak in zip(strings, initial):
-        remaining = sum(c.upper > s.threshold for c in s.checks)
+        remaining = sum(c.upper > s.accept for c in s.checks)
         if remaining and not s.reason:
             level = "L0" if s.profile is None else "their level"
+            level = level if config.accept_factor == 1 else f"{config.accept_factor:g} times {level}"
             s.reason = f"rounds: max_rounds={config.max_rounds} used and {remaining} segments are still above {level}"
         out.append(finish_string(space, s.beads, s.losses, s.checks, s.threshold, reason=s.reason, method="greedy",
-                                 history=s.history, config=config, initial_segment_max=peak))  # fmt: skip
+                                 history=s.history, config=config, initial_segment_max=peak,
+                                 accept=s.accept))  # fmt: skip
     return out

@@ -3,8 +3,9 @@
 Each (task, seed) base run is one shard and one record: a killed command rerun with the same ``out=`` skips the shards
 already written; under ``torchrun`` the base runs still to do are shared out round-robin and rank 0 writes the
 report. Outputs: ``targets/*.pt``, ``records.jsonl``, ``report.md`` (windows, share connected, normalized
-length against the base optimizer's step, throughput), ``plots/length_vs_step.png`` and TensorBoard scalars
-``geodesic/targets/*`` by step.
+length against the base optimizer's step, throughput), ``plots/length_vs_step.png`` (the spread of the
+lengths per window and per third of training) and TensorBoard scalars ``geodesic/targets/*`` by step and
+histograms ``geodesic/targets/<rule>/*``.
 """
 
 from __future__ import annotations
@@ -137,16 +138,44 @@ def run_targets(cfg: TargetsConfig) -> dict[str, Any]:
     return summary
 
 
+PHASES = ("early", "middle", "late")
+"""Training phases: a window starting at step t is in third floor(3 t / N) of the base run's N steps."""
+PARTS = ("normalized_length", "descent_length", "inside_length", "inside_normalized_length")
+"""The lengths recorded per connected window (all over the chord but the last, which is over the DSS part's own)."""
+
+
+def phase_of(t: int, steps: int) -> str:
+    """The third of training (``early``, ``middle``, ``late``) that a window starting at base step ``t`` is in."""
+    return PHASES[min(len(PHASES) - 1, 3 * t // steps)]
+
+
+def spread_by_phase(windows: list[dict[str, Any]], steps: int) -> dict[str, dict[str, Any]]:
+    """Per training phase: windows, connected, and the min / 10% / 50% / 90% / max of each length in ``PARTS``."""
+    grouped: dict[str, list[dict[str, Any]]] = {phase: [] for phase in PHASES}
+    for w in windows:
+        grouped[phase_of(w["t"], steps)].append(w)
+    spread = {}
+    for phase, members in grouped.items():
+        if not members:
+            continue
+        linked = [w for w in members if w["connected"]]
+        entry: dict[str, Any] = {"windows": len(members), "connected": len(linked)}
+        for key in PARTS:
+            values = [float(w[key]) for w in linked if key in w]
+            if values:
+                entry[key] = _quantiles(values)
+        spread[phase] = entry
+    return spread
+
+
 def _summarize(run: Run, cfg: TargetsConfig) -> dict[str, Any]:
     records = sorted(run.records("shard"), key=lambda r: (r["label"], r["seed"]))  # whichever rank wrote them
+    windows = [w for record in records for w in record["per_window"]]
     by_step: dict[int, list[float]] = defaultdict(list)
-    total = connected = 0
-    for record in records:
-        for w in record["per_window"]:
-            total += 1
-            if w["connected"]:
-                connected += 1
-                by_step[w["t"]].append(float(w["normalized_length"]))
+    for w in windows:
+        if w["connected"]:
+            by_step[w["t"]].append(float(w["normalized_length"]))
+    total, connected = len(windows), sum(bool(w["connected"]) for w in windows)
     seconds = sum(r["seconds"] for r in records)
     summary = {
         "shards": len(records), "windows": total, "connected": connected,
@@ -156,13 +185,18 @@ def _summarize(run: Run, cfg: TargetsConfig) -> dict[str, Any]:
     for t, lengths in sorted(by_step.items()):
         run.log_scalars("geodesic/targets", {"normalized_length": sum(lengths) / len(lengths),
                                              "max_normalized_length": max(lengths)}, t)  # fmt: skip
-    _plot(run, records)
+    parts = {key: [float(w[key]) for w in windows if w["connected"] and key in w] for key in PARTS}
+    _histograms(run, cfg, parts)
+    _plot(run, cfg, records)
     rows = "\n".join(f"| {t} | {len(v)} | {sum(v) / len(v):.4f} | {max(v):.4f} |" for t, v in sorted(by_step.items()))
-    keys = ("normalized_length", "descent_length", "inside_length", "inside_normalized_length")
-    parts = {key: [float(w[key]) for r in records for w in r["per_window"] if w["connected"] and key in w]
-             for key in keys}  # fmt: skip
     spread = "\n".join(f"| {key} | {_percentiles(values)} |" for key, values in parts.items() if values)
     summary["percentiles"] = {key: _quantiles(values) for key, values in parts.items() if values}
+    summary["by_phase"] = spread_by_phase(windows, cfg.steps)
+    phases = "\n".join(
+        f"| {phase} | {entry['connected']}/{entry['windows']} | "
+        + " | ".join(_percentiles(entry[key]) if key in entry else "-" for key in PARTS) + " |"
+        for phase, entry in summary["by_phase"].items()
+    )  # fmt: skip
     rule = rule_description(cfg.level, cfg.q, cfg.slack)
     run.write_text(
         "report.md",
@@ -175,8 +209,12 @@ def _summarize(run: Run, cfg: TargetsConfig) -> dict[str, Any]:
         "its own chord, 1 when the level set does not bend it):\n\n"
         "| length | min / 10% / 50% / 90% / max |\n|---|---|\n"
         f"{spread}\n\n"
+        "By training phase (the third of the N base steps the window starts in), min / 10% / 50% / 90% / max:\n\n"
+        "| phase | connected | normalized length | descent leg | inside, over the chord | inside, over its own chord "
+        "|\n"
+        f"|---|---:|---|---|---|---|\n{phases}\n\n"
         "| t (base step) | connected windows | mean normalized length | max |\n|---:|---:|---:|---:|\n"
-        f"{rows}\n\n![normalized length against the base optimizer's step](plots/length_vs_step.png)\n",
+        f"{rows}\n\n![the spread of the lengths along training](plots/length_vs_step.png)\n",
     )
     return summary
 
@@ -190,18 +228,55 @@ def _percentiles(values: list[float]) -> str:
     return " / ".join(f"{v:.4f}" for v in _quantiles(values))
 
 
-def _plot(run: Run, records: list[dict[str, Any]]) -> None:
-    fig, ax = subplots(figsize=(6.5, 4))
-    for record in records:
-        points = [(w["t"], w["normalized_length"]) for w in record["per_window"] if w["connected"]]
+def _histograms(run: Run, cfg: TargetsConfig, parts: dict[str, list[float]]) -> None:
+    """TensorBoard histograms ``geodesic/targets/<rule>/<length>`` of the connected windows' lengths."""
+    rule = f"between_q{cfg.q:g}" if cfg.level == "between" else cfg.level
+    for key, values in parts.items():
+        if values:
+            run.writer.add_histogram(f"geodesic/targets/{rule}/{key}", torch.tensor(values, dtype=torch.float64), 0)
+
+
+FLOOR = 1e-5
+"""Excess lengths below this are drawn at it: a straight path (excess 0) has no place on a log axis."""
+
+
+def _plot(run: Run, cfg: TargetsConfig, records: list[dict[str, Any]]) -> None:
+    """The spread of the lengths along training: ``plots/length_vs_step.png``.
+
+    Three panels (normalized length, descent leg, inside part over its own chord), each the excess over a straight
+    path on a log axis against the window start: one jittered point per window, a box per training phase, the
+    windows not connected marked at the top of the first panel.
+    """
+    panels = (("normalized_length", 1.0, "normalized length - 1"), ("descent_length", 0.0, "descent leg / chord"),
+              ("inside_normalized_length", 1.0, "inside part / its chord - 1"))  # fmt: skip
+    windows = [w for record in records for w in record["per_window"]]
+    generator = torch.Generator().manual_seed(0)
+    fig, axes = subplots(1, len(panels), figsize=(12, 3.8), sharex=True)
+    width = max(cfg.steps / 3, 1)
+    for ax, (key, straight, label) in zip(axes, panels):
+        points = [(w["t"], max(float(w[key]) - straight, FLOOR)) for w in windows if w["connected"] and key in w]
         if points:
-            ax.plot(*zip(*points), "o-", ms=3, lw=0.8, alpha=0.6, label=f"{record['task']} seed {record['seed']}")
-        missed = [w["t"] for w in record["per_window"] if not w["connected"]]
-        if missed:
-            ax.plot(missed, [1.0] * len(missed), "x", color="tab:red", ms=6)
-    ax.set_xlabel("base optimizer step t (window start)")
-    ax.set_ylabel("normalized geodesic length")
-    ax.set_title("level-set curvature along training (x: window not connected)", fontsize=9)
-    if len(records) <= 8:
-        ax.legend(fontsize=7)
+            ts, ys = zip(*points)
+            jitter = (torch.rand(len(ts), generator=generator) - 0.5) * 0.4 * cfg.stride
+            ax.plot([t + float(j) for t, j in zip(ts, jitter)], ys, "o", ms=3, alpha=0.5, color="tab:blue")
+            groups = [[y for t, y in points if phase_of(t, cfg.steps) == phase] for phase in PHASES]
+            filled = [(i, g) for i, g in enumerate(groups) if g]
+            ax.boxplot([g for _, g in filled], positions=[(i + 0.5) * width for i, _ in filled], widths=0.6 * width,
+                       showfliers=False, manage_ticks=False,
+                       boxprops={"alpha": 0.6}, medianprops={"color": "tab:orange"})  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_ylim(FLOOR / 2, max(10.0, ax.get_ylim()[1]))
+        ax.set_xlabel("window start t (base step)")
+        ax.set_title(label, fontsize=9)
+    missed = [w["t"] for w in windows if not w["connected"]]
+    if missed:
+        top = axes[0].get_ylim()[1]
+        axes[0].plot(missed, [top] * len(missed), "x", color="tab:red", ms=6, clip_on=False, label="not connected")
+        axes[0].legend(fontsize=7, loc="lower right")
+    rule = f"between q={cfg.q:g}" if cfg.level == "between" else cfg.level
+    names = [f"{t.name} ({t.options['activation']})" if "activation" in t.options else t.name for t in cfg.tasks]
+    tasks = ", ".join(names)
+    fig.suptitle(f"{tasks}: {cfg.optimizer}, level rule {rule}, "
+                 f"T = {cfg.window}; boxes: thirds of training; excess under {FLOOR:g} drawn at {FLOOR:g}",
+                 fontsize=10)  # fmt: skip
     save_figure(fig, run.subdir("plots") / "length_vs_step.png")
