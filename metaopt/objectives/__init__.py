@@ -1,11 +1,12 @@
 """Meta-objectives: functions of a truncation's trajectory that meta-training minimises, found by name.
 
 Members: ``loss`` (L2L, :mod:`~metaopt.objectives.loss`), ``eval_loss`` (the same on held-out batches) and
-``geodesic`` (imitation of geodesic targets, :mod:`~metaopt.objectives.imitation`). A new objective is one module
+``geodesic`` (imitation of geodesic targets, :mod:`~metaopt.objectives.imitation`) and ``teacher`` (imitation of
+the base optimizer's own iterates of a dataset window). A new objective is one module
 and one ``register_objective`` line below.
 """
 
-from metaopt.objectives.imitation import geodesic_objective, imitation_loss
+from metaopt.objectives.imitation import geodesic_objective, imitation_loss, teacher_objective
 from metaopt.objectives.loss import eval_loss_objective, heldout_loss, loss_objective, optimizee_loss
 from metaopt.objectives.registry import (
     Objective,
@@ -19,6 +20,7 @@ from metaopt.objectives.registry import (
 register_objective("loss", loss_objective)
 register_objective("eval_loss", eval_loss_objective, held_out=True)
 register_objective("geodesic", geodesic_objective)
+register_objective("teacher", teacher_objective)
 
 __all__ = [
     "Objective",
@@ -33,4 +35,5 @@ __all__ = [
     "needs_held_out",
     "optimizee_loss",
     "register_objective",
+    "teacher_objective",
 ]

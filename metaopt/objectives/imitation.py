@@ -10,6 +10,11 @@ there and its iterates x_1 .. x_T are compared with the targets y_1 .. y_T,
 normalised by the squared length of the window so that windows early and late in training weigh alike. The meta-loss
 is ``imitation + loss_weight * sum_s f(x_s)`` (``loss_weight`` is the lambda of the meta-objective; 0 gives the
 geodesic-only optimizer).
+
+``teacher`` is the same imitation with the base optimizer's own iterates theta_t .. theta_{t+T} of the window as the
+targets (``trajectory.context["teacher"]``, put there for dataset windows by
+:class:`~metaopt.training.DatasetWindows`): the teacher-imitation baseline of the optimizer-amalgamation line of work,
+against which following a geodesic has to be measured.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from metaopt.inner.unroll import Trajectory
 from metaopt.objectives.loss import optimizee_loss
 from metaopt.objectives.registry import Objective, ObjectiveConfig
 
-__all__ = ["geodesic_objective", "imitation_loss"]
+__all__ = ["geodesic_objective", "imitation_loss", "teacher_objective"]
 
 
 def imitation_loss(iterates: Tensor, targets: Tensor) -> Tensor:
@@ -37,16 +42,28 @@ def imitation_loss(iterates: Tensor, targets: Tensor) -> Tensor:
     return (iterates[1:] - targets[1:]).pow(2).sum(dim=1).mean() / scale
 
 
-def geodesic_objective(config: ObjectiveConfig) -> Objective:
-    """The factory of ``geodesic``: imitation of ``trajectory.context["targets"]`` plus ``loss_weight`` x L2L."""
+def _imitation_objective(config: ObjectiveConfig, key: str) -> Objective:
+    """Imitation of the points ``trajectory.context[key]`` plus ``loss_weight`` x L2L."""
 
     def objective(trajectory: Trajectory) -> Tensor:
-        targets = trajectory.context.get("targets")
+        targets = trajectory.context.get(key)
         if targets is None:
-            raise ValueError("the geodesic objective needs target points: train with targets=<metaopt targets run>")
+            raise ValueError(
+                f"the {config.name} objective needs dataset windows: train with targets=<metaopt targets run>"
+            )
         value = imitation_loss(trajectory.iterates, targets.to(trajectory.iterates))
         if config.loss_weight:
             value = value + config.loss_weight * optimizee_loss(trajectory, config.loss_weights)
         return value
 
     return objective
+
+
+def geodesic_objective(config: ObjectiveConfig) -> Objective:
+    """The factory of ``geodesic``: imitation of the window's geodesic target points plus ``loss_weight`` x L2L."""
+    return _imitation_objective(config, "targets")
+
+
+def teacher_objective(config: ObjectiveConfig) -> Objective:
+    """The factory of ``teacher``: imitation of the base run's iterates of the window plus ``loss_weight`` x L2L."""
+    return _imitation_objective(config, "teacher")

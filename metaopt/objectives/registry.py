@@ -35,11 +35,12 @@ class ObjectiveConfig:
     name: str = "loss"
     """Objective name: loss (L2L, the weighted sum of optimizee losses), eval_loss (the same sum on held-out
     batches; the tasks need a held-out split, options.valid_size for the data tasks), geodesic (imitation of
-    geodesic targets plus loss_weight times the L2L term; needs targets=) or one added with register_objective."""
+    geodesic targets plus loss_weight times the L2L term; needs targets=), teacher (the same imitation of the base
+    optimizer's own iterates of each window; needs targets=) or one added with register_objective."""
     loss_weights: list[float] | None = None
     """Weights w_1..w_T of the optimizee losses in a truncation (None: all 1, as in the paper)."""
     loss_weight: float = 0.0
-    """geodesic only: lambda, the weight of the L2L loss term added to the imitation loss (0: geodesic only)."""
+    """geodesic and teacher: lambda, the weight of the L2L loss term added to the imitation loss (0: geodesic only)."""
 
     def __post_init__(self) -> None:
         check_range(self, "loss_weights", low=0, optional=True)

@@ -3,9 +3,11 @@
 :class:`FreshEpisodes` draws ``meta_batch`` new optimizees per episode (the task family's tasks in turn across the
 slots, run seeds from :func:`~metaopt.training.config.train_seed`) and unrolls them K = ``steps`` steps in
 ``steps / truncation`` meta-steps. :class:`DatasetWindows` draws ``meta_batch`` windows per episode (seeded by the
-episode number) and takes one meta-step of T steps from each window's theta_t; every ``on_policy_every`` episodes
-it first replaces the drawn windows' targets by a geodesic to where the learned optimizer itself gets in T steps
-(:func:`on_policy_targets`: the optimizer runs in :func:`envs.fit`, DSS connects inside the window's level set).
+episode number) and takes one meta-step of T steps from each window's theta_t (the context carries the window's
+target points, ``targets``, and the base run's iterates theta_t .. theta_{t+T}, ``teacher``); every
+``on_policy_every`` episodes it first replaces the drawn windows' targets by a geodesic to where the learned
+optimizer itself gets in T steps (:func:`on_policy_targets`: the optimizer runs in :func:`envs.fit`, DSS connects
+inside the window's level set).
 """
 
 from __future__ import annotations
@@ -126,8 +128,10 @@ class DatasetWindows:
             window = self.dataset[index]
             if index in on_policy:
                 window = dataclasses.replace(window, targets=on_policy[index])
-            iterates = self.dataset.iterates_of(window) if self.cfg.warm_start else None
-            inners.append(start_window(self.task_of(window), window, rule, iterates, warm=self.cfg.warm_start))
+            iterates = self.dataset.iterates_of(window)
+            inner = start_window(self.task_of(window), window, rule, iterates, warm=self.cfg.warm_start)
+            inner.context["teacher"] = iterates[window.t : window.t + window.window + 1]  # the teacher objective's
+            inners.append(inner)
         return inners
 
     def refresh(self, indices: list[int], rule: LearnedRule) -> tuple[dict[int, Tensor], int]:

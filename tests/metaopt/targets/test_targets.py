@@ -3,6 +3,7 @@ imitation is zero on the targets and grows with the distance; windows start wher
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from metaopt import CoordinateLSTM, TargetDataset, TrainConfig, imitation_loss, 
 from metaopt.commands.targets import TargetsConfig, run_targets
 from metaopt.commands.train import run_train
 from metaopt.inner import batches_from
+from metaopt.objectives import ObjectiveConfig, make_objective
 from metaopt.rules.lstm import initial_state, lstm_step
 from metaopt.targets import base_trajectory, make_shard
+from metaopt.training import DatasetWindows
 
 SMALL = ["seeds=2", "steps=30", "window=10", "stride=10", "device=cpu", "dss.max_rounds=4", "dss.max_steps=300"]
 
@@ -142,6 +145,32 @@ def test_geodesic_meta_training_runs_from_the_dataset(dataset_dir: Path, tmp_pat
     metrics = run_train(load_config(TrainConfig, "metaopt/quadratic.yaml", overrides))
     assert metrics["meta_steps"] == 3 and metrics["skipped_steps"] == 0
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+
+
+def test_teacher_targets_are_the_base_optimizers_iterates_exactly(dataset_dir: Path, tmp_path: Path) -> None:
+    overrides = [f"targets={dataset_dir}", "objective.name=teacher", "truncation=10", "steps=30", "device=cpu",
+                 "tasks=[{name: poly_cubic}]", "meta_batch=3", f"out={tmp_path / 'run'}"]  # fmt: skip
+    cfg = load_config(TrainConfig, "metaopt/quadratic.yaml", overrides)
+    windows = DatasetWindows(cfg, torch.device("cpu"), torch.float32)
+    shard = windows.dataset.shards[0]
+    rerun, _ = base_trajectory(envs.make_task("poly_cubic"), int(shard["seed"]), shard["optimizer"], shard["lr"],
+                               int(shard["steps"]))  # fmt: skip
+    net = CoordinateLSTM()
+    picks = list(range(len(windows.dataset)))
+    for index, inner in zip(picks, windows.inners(picks, net, {})):
+        window = windows.dataset[index]
+        teacher = inner.context["teacher"]
+        assert teacher.shape == window.targets.shape
+        assert torch.equal(teacher, windows.dataset.iterates_of(window)[window.t : window.t + window.window + 1])
+        if window.seed == int(shard["seed"]):  # the base optimizer rerun from theta_0 gives the same points
+            assert torch.equal(teacher, rerun[window.t : window.t + window.window + 1])
+        trajectory = unroll(inner, window.window)
+        objective = make_objective(ObjectiveConfig(name="teacher"))
+        assert float(objective(dataclasses.replace(trajectory, iterates=teacher.clone()))) == 0.0
+        assert float(objective(trajectory).detach()) > 0.0
+    metrics = run_train(load_config(TrainConfig, "metaopt/quadratic.yaml", [*overrides, "episodes=2", "val_every=2",
+                                    "val_seeds=1", "tune_seeds=1", "lr_grid=[0.1]"]))  # fmt: skip
+    assert metrics["meta_steps"] == 2 and metrics["skipped_steps"] == 0
 
 
 def test_window_length_must_match_the_truncation(dataset_dir: Path, tmp_path: Path) -> None:

@@ -1,0 +1,162 @@
+"""The arm table of the five-arm experiment (issue 17): several meta-training seeds per arm, read from one compare run.
+
+The compare run (``metaopt compare configs/compare/five_arms_digits_mlp.yaml``) evaluates every checkpoint as its own
+optimizer, named ``<arm>_s<seed>``. For each task and arm this prints, per meta-training seed, the mean over the paired
+evaluation seeds of (learned final loss - tuned reference final loss), and then over the seeds: their mean with a 95%
+t-interval (the spread between meta-training seeds, not between evaluation seeds), their range and the paired wins.
+A second table sets the arms against each other: the difference of the arms' seed means with a 95% interval from the
+meta-training seeds (pooled variance, n1 + n2 - 2 degrees of freedom), which answers "by more than the spread between
+meta-training seeds?". A third gives the evaluation-set loss after the last step.
+
+    python scripts/five_arms_table.py runs/five/compare [--arms loss teacher chord bent bent_loss] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy.special import stdtrit
+
+ARMS = ["loss", "teacher", "chord", "bent", "bent_loss"]
+CONTRASTS = [("bent", "teacher"), ("bent", "chord"), ("bent", "loss"), ("bent_loss", "loss"), ("chord", "teacher"),
+             ("teacher", "loss")]  # fmt: skip
+NAME = re.compile(r"^(?P<arm>.+)_s(?P<seed>\d+)$")
+
+
+def final(losses: list[float], window: int) -> float:
+    """Mean of the last ``window`` losses (NaN when one is not finite)."""
+    tail = losses[-window:]
+    return float(np.mean(tail)) if tail and all(math.isfinite(x) for x in tail) else math.nan
+
+
+def t_quantile(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (NaN without any)."""
+    return float(stdtrit(df, 0.975)) if df > 0 else math.nan
+
+
+def load(run: Path) -> tuple[dict, dict, list[str], str, int]:
+    """Final and evaluation losses by (task, optimizer) and evaluation seed, the tasks, the reference, the window."""
+    config = (run / "config.yaml").read_text()
+    window_match = re.search(r"^final_window:\s*(\d+)", config, re.M)
+    window = int(window_match.group(1)) if window_match else 10
+    reference_match = re.search(r"^reference:\s*(\S+)", config, re.M)
+    reference = reference_match.group(1) if reference_match else "adam"
+    finals: dict = defaultdict(dict)  # (task, optimizer) -> {eval seed: final loss}
+    evals: dict = defaultdict(dict)
+    tasks: list[str] = []
+    for path in sorted(run.glob("records*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("kind") != "unit" or record.get("phase") != "eval":
+                continue
+            key = (record["task"], record["optimizer"])
+            if record["task"] not in tasks:
+                tasks.append(record["task"])
+            finals[key][int(record["seed"])] = math.nan if record["diverged"] else final(record["losses"], window)
+            evals[key][int(record["seed"])] = float(record["eval_loss"]) if not record["diverged"] else math.nan
+    return finals, evals, tasks, reference, window
+
+
+def seed_means(finals: dict, task: str, arm: str, reference: str) -> tuple[list[float], int, int, int]:
+    """Per meta-training seed, the mean paired difference to the reference; total wins, evaluations, divergences."""
+    ref = finals[(task, reference)]
+    means, wins, count, diverged = [], 0, 0, 0
+    names = sorted(opt for (t, opt) in finals if t == task and (m := NAME.match(opt)) and m.group("arm") == arm)
+    for name in names:
+        diffs = [finals[(task, name)][s] - ref[s] for s in ref if s in finals[(task, name)]]
+        diverged += sum(1 for d in diffs if not math.isfinite(d))
+        finite = [d for d in diffs if math.isfinite(d)]
+        wins += sum(1 for d in finite if d < 0)
+        count += len(diffs)
+        means.append(float(np.mean(finite)) if finite else math.nan)
+    return means, wins, count, diverged
+
+
+def fmt(x: float) -> str:
+    """A signed difference in three digits."""
+    return "–" if not math.isfinite(x) else f"{x:+.3g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print (and with --out write) the three tables; 2 when the directory holds no compare records."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="the compare run directory")
+    parser.add_argument("--arms", nargs="+", default=ARMS)
+    parser.add_argument("--out", type=Path, help="also write the tables to this file")
+    args = parser.parse_args(argv)
+    if not list(args.run.glob("records*.jsonl")):
+        print(f"error: run: no compare records in {args.run}", file=sys.stderr)
+        return 2
+    finals, evals, tasks, reference, window = load(args.run)
+    lines = [f"Final training loss (mean of the last {window} steps) minus tuned {reference}'s on the same evaluation "
+             "seed; per arm: mean over the meta-training seeds ± 95% t-interval over those seeds [the seeds' own "
+             "means], paired wins over all evaluations, divergences.", ""]  # fmt: skip
+    lines.append("| task | " + reference + " final | " + " | ".join(args.arms) + " |")
+    lines.append("|---|---:|" + "---|" * len(args.arms))
+    per: dict = {}
+    for task in tasks:
+        ref = finals[(task, reference)]
+        cells = [task, f"{np.mean(list(ref.values())):.4g}"]
+        for arm in args.arms:
+            means, wins, count, diverged = seed_means(finals, task, arm, reference)
+            per[(task, arm)] = means
+            values = np.array([m for m in means if math.isfinite(m)])
+            if not len(values):
+                cells.append("–")
+                continue
+            n = len(values)
+            half = t_quantile(n - 1) * values.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+            seeds = ", ".join(fmt(m) for m in means)
+            cell = f"{fmt(values.mean())} ± {half:.2g} [{seeds}], {wins}/{count}"
+            cells.append(cell + (f", {diverged} diverged" if diverged else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Arm against arm: difference of the arms' seed means (negative: the first arm trains "
+        "further), 95% interval from the meta-training seeds (pooled variance); * where it excludes 0.",
+        "",
+    ]
+    contrasts = [(a, b) for a, b in CONTRASTS if a in args.arms and b in args.arms]
+    lines.append("| task | " + " | ".join(f"{a} − {b}" for a, b in contrasts) + " |")
+    lines.append("|---|" + "---:|" * len(contrasts))
+    for task in tasks:
+        cells = [task]
+        for a, b in contrasts:
+            x = np.array([m for m in per[(task, a)] if math.isfinite(m)])
+            y = np.array([m for m in per[(task, b)] if math.isfinite(m)])
+            if len(x) < 2 or len(y) < 2:
+                cells.append("–")
+                continue
+            df = len(x) + len(y) - 2
+            pooled = ((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / df
+            half = t_quantile(df) * math.sqrt(pooled * (1 / len(x) + 1 / len(y)))
+            diff = x.mean() - y.mean()
+            cells.append(f"{fmt(diff)} ± {half:.2g}" + ("*" if abs(diff) > half else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Evaluation-set loss after the last step, mean over evaluation seeds and meta-training seeds "
+              f"({reference}: tuned):", ""]  # fmt: skip
+    lines.append("| task | " + reference + " | " + " | ".join(args.arms) + " |")
+    lines.append("|---|---:|" + "---:|" * len(args.arms))
+    for task in tasks:
+        cells = [task, f"{np.nanmean(list(evals[(task, reference)].values())):.4g}"]
+        for arm in args.arms:
+            values = [v for (t, opt), seeds in evals.items() if t == task and (m := NAME.match(opt))
+                      and m.group("arm") == arm for v in seeds.values()]  # fmt: skip
+            cells.append(f"{np.nanmean(values):.4g}" if values and not all(map(math.isnan, values)) else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
