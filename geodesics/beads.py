@@ -6,6 +6,12 @@ the optimizer update is elementwise over the stack (the functional twin, in :mod
 ``torch.optim`` optimizer: row by row its arithmetic), and a bead stops moving as soon as a check finds its evaluation
 loss at or below its target. An optional penalty (the spring and hyperplane terms of constrained DSS) adds its value
 and gradient per row. The endpoint trainer (:mod:`geodesics.endpoints`) trains batches of fresh models the same way.
+
+Near the minimum a first-order optimizer at a fixed learning rate stalls: on the paper's 1-4-4-1 regressions Adam
+oscillates at a loss set by its step size, above targets such as 0.95 * 0.001. The opt-in finish ``lbfgs``
+(:data:`FINISHES`) hands every bead still above its target after ``max_steps`` to ``torch.optim.LBFGS`` with a
+strong-Wolfe line search, one bead at a time on one fixed training batch (the whole training set for full-batch
+tasks), checked like the first-order phase. Without it (``finish="none"``, the default) nothing changes.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from envs.seeding import derive_seed
 from geodesics.space import ParamSpace
 
 __all__ = [
+    "FINISHES",
     "BeadTraining",
     "Penalty",
     "batched_optimizer",
@@ -33,6 +40,10 @@ __all__ = [
 
 Penalty = Callable[[Tensor], tuple[Tensor, Tensor]]
 """``thetas (M, P) -> (values (M,), grads (M, P))`` added to the task loss of each bead."""
+
+FINISHES = ("none", "lbfgs")
+"""What :func:`train_beads` does with beads still above their target after ``max_steps``: ``none`` (leave them) or
+``lbfgs`` (a second-order finish, :func:`lbfgs_finish`)."""
 
 
 @dataclass
@@ -88,6 +99,8 @@ def train_beads(
     seed: int = 0,
     penalty: Penalty | None = None,
     frozen: Tensor | None = None,
+    finish: str = "none",
+    finish_steps: int = 0,
 ) -> BeadTraining:
     """Train each row of ``inits`` until its evaluation loss is at most ``targets[row]``, or ``max_steps`` run out.
 
@@ -102,7 +115,19 @@ def train_beads(
         seed: seed of the training batch stream.
         penalty: optional extra term per bead (value and gradient), evaluated at every step.
         frozen: rows that must not move ``(M,)`` (bool); they are never trained and count as reached.
+        finish: one of :data:`FINISHES`; ``lbfgs`` gives each bead still above its target after ``max_steps`` up to
+            ``finish_steps`` L-BFGS iterations (:func:`lbfgs_finish`; not with a penalty).
+        finish_steps: L-BFGS iterations at most per bead (read only with ``finish="lbfgs"``).
+
+    Raises:
+        ValueError: an unknown ``finish``, a negative ``finish_steps``, or ``finish="lbfgs"`` with a penalty.
     """
+    if finish not in FINISHES:
+        raise ValueError(f"finish must be one of {', '.join(FINISHES)}, got {finish!r}")
+    if finish_steps < 0:
+        raise ValueError(f"finish_steps must be a non-negative integer, got {finish_steps!r}")
+    if finish != "none" and penalty is not None:
+        raise ValueError("finish='lbfgs' trains one bead at a time and cannot take a penalty (constrained DSS)")
     rule = require_batched_optimizer(optimizer)
     beads = space.check(inits, batched=True).clone()
     count = beads.shape[0]
@@ -141,4 +166,89 @@ def train_beads(
         steps[active] += 1
         if step % check_every == 0 or step == max_steps:
             check()
+    if finish == "lbfgs" and finish_steps > 0 and not bool(reached.all()):
+        batch = next(batches)
+        for row in (~reached).nonzero().squeeze(1).tolist():
+            done = lbfgs_finish(space, beads[row], float(targets[row]), batch, max_steps=finish_steps,
+                                check_every=check_every)  # fmt: skip
+            beads[row] = done.theta
+            losses[row] = done.loss
+            best[row] = min(float(best[row]), done.best_loss)
+            reached[row] = done.reached
+            steps[row] += done.steps
     return BeadTraining(beads, losses, reached, steps, best)
+
+
+@dataclass
+class Finish:
+    """Result of :func:`lbfgs_finish` for one bead."""
+
+    theta: Tensor
+    """The bead ``(P,)``."""
+    loss: float
+    """Its evaluation loss at the last check."""
+    best_loss: float
+    """The lowest evaluation loss over the checks."""
+    reached: bool
+    """Whether a check found it at or below its target."""
+    steps: int
+    """L-BFGS iterations taken."""
+
+
+def lbfgs_finish(
+    space: ParamSpace,
+    theta: Tensor,
+    target: float,
+    batch: tuple[Tensor, Tensor],
+    *,
+    max_steps: int,
+    check_every: int = 10,
+    history_size: int = 20,
+) -> Finish:
+    """Minimise one bead's training loss with L-BFGS until its evaluation loss is at most ``target``.
+
+    L-BFGS with a strong-Wolfe line search on ``batch``; it stops early when ``max_steps`` iterations run out or a
+    chunk of ``check_every`` iterations leaves the training loss where it was (the line search found no descent).
+
+    The evaluation loss is checked before the first iteration and every ``check_every`` iterations, as in the
+    first-order phase of :func:`train_beads`. Each iteration may evaluate the loss more than once (the line search);
+    every evaluation counts in ``space.evaluations``. Deterministic for a given device.
+
+    Args:
+        space: the parameter space.
+        theta: the bead ``(P,)`` (not modified).
+        target: the evaluation loss to reach.
+        batch: the training batch whose loss is minimised.
+        max_steps: L-BFGS iterations at most.
+        check_every: iterations between evaluation checks.
+        history_size: curvature pairs L-BFGS keeps.
+    """
+    x = space.check(theta).detach().clone()
+    loss = float(space.batched_eval_loss(x[None])[0])
+    best = loss
+    if loss <= target:
+        return Finish(x, loss, best, True, 0)
+    x.requires_grad_(True)
+    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=check_every, history_size=history_size,
+                            line_search_fn="strong_wolfe")  # fmt: skip
+
+    def closure() -> Tensor:
+        values, grads = space.batched_value_and_grad(x.detach()[None], batch)
+        x.grad = torch.nan_to_num(grads[0], nan=0.0, posinf=0.0, neginf=0.0)
+        return values[0].detach()
+
+    taken, previous = 0, math.inf
+    while taken < max_steps:
+        opt.param_groups[0]["max_iter"] = min(check_every, max_steps - taken)
+        before = int(opt.state[x].get("n_iter", 0))
+        start = float(opt.step(closure))  # the training loss before this chunk of iterations
+        if not start < previous:  # the last chunk did not lower the training loss: L-BFGS has stalled
+            break
+        previous = start
+        moved = int(opt.state[x]["n_iter"]) - before
+        taken += moved
+        loss = float(space.batched_eval_loss(x.detach()[None])[0])
+        best = min(best, loss)
+        if loss <= target or moved == 0 or not math.isfinite(loss):
+            break
+    return Finish(x.detach(), loss, best, loss <= target, taken)

@@ -101,7 +101,9 @@ class _GreedyString:
             target = "alpha*L0" if self.profile is None else "alpha*L(s)"
             self.reason = (
                 f"bead {position} could not reach its target {target} = {self.targets[row]:.6g} within "
-                f"max_steps={config.max_steps} (its loss: {float(losses[row]):.6g})"
+                f"max_steps={config.max_steps}"
+                + (f" and finish_steps={config.finish_steps} ({config.finish})" if config.finish != "none" else "")
+                + f" (its loss: {float(losses[row]):.6g})"
             )
             self.done = True
 
@@ -158,7 +160,8 @@ def connect_greedy(
         inits = torch.stack([bead for _, beads in plans for bead in beads])
         targets = torch.tensor([target for s, _ in plans for target in s.targets], dtype=torch.float64)
         trained = train_beads(space, inits, targets, max_steps=config.max_steps, lr=lr, optimizer=config.optimizer,
-                              check_every=config.check_every, seed=config.seed * 1000 + round_)  # fmt: skip
+                              check_every=config.check_every, seed=config.seed * 1000 + round_,
+                              finish=config.finish, finish_steps=config.finish_steps)  # fmt: skip
         rows, offset = [], 0
         for s, beads in plans:
             rows.append(slice(offset, offset + len(beads)))

@@ -1,0 +1,152 @@
+"""The low levels (issue 15, item 5): the opt-in L-BFGS finish of the bead trainer (``dss.finish``).
+
+Near the minimum of the paper's regressions Adam at a fixed rate stalls above the bead target; the finish hands the
+beads it leaves there to L-BFGS. Off (the default) it changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+import envs
+from envs.errors import InvalidValue
+from envs.tooling.config import load_config
+from geodesics import ParamSpace, connect
+from geodesics.beads import train_beads
+from geodesics.cli import main
+from geodesics.commands import SweepConfig
+from geodesics.commands.sweep import pair_seeds
+from geodesics.endpoints import train_endpoints
+from geodesics.finders import DSSConfig, connect_many
+from geodesics.finders.constrained import string_penalty
+
+SMALL = {"num_points": 256, "eval_points": 256}
+"""A small sample of the paper's quadratic regression: the same 1-4-4-1 net and loss, fast to evaluate."""
+LEVEL = 0.004
+"""A level near this sample's minimum: Adam at the recipe's 0.05 stalls above 0.95 of it."""
+ADAM = {"max_steps": 300, "lr": 0.05}
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[ParamSpace, Tensor]:
+    """The small task's space and two fresh models ``(2, P)`` (seeds whose Adam runs leave the first plateau)."""
+    task = envs.make_task("poly_quadratic", **SMALL)
+    space = ParamSpace(task)
+    return space, torch.stack([space.flatten(task.init_model(seed)) for seed in (1, 3)])
+
+
+@pytest.fixture(scope="module")
+def pair(small: tuple[ParamSpace, Tensor]) -> tuple[Tensor, Tensor]:
+    """Two models of the small task trained just below ``LEVEL``."""
+    space, _ = small
+    trained = train_endpoints(space, [2, 3], LEVEL, max_steps=20000, shared_batches=0)
+    assert bool(trained.reached.all())
+    return trained.thetas[0], trained.thetas[1]
+
+
+def test_lbfgs_finish_reaches_a_target_where_adam_stalls(small: tuple[ParamSpace, Tensor]) -> None:
+    space, inits = small
+    targets = torch.full((2,), 0.95 * LEVEL, dtype=torch.float64)
+    adam = train_beads(space, inits, targets, **ADAM)
+    assert not bool(adam.reached.any())  # Adam's fixed rate leaves both beads above the target
+    finished = train_beads(space, inits, targets, **ADAM, finish="lbfgs", finish_steps=500)
+    assert bool(finished.reached.all())
+    assert bool((finished.losses <= targets).all())
+    assert torch.equal(finished.losses, space.batched_eval_loss(finished.beads).to(torch.float64))
+    assert bool((finished.steps > ADAM["max_steps"]).all()) and bool((finished.steps <= 800).all())
+    assert bool((finished.best_losses <= finished.losses).all())
+
+
+def test_the_finish_leaves_beads_adam_brought_to_their_target_bit_identical(small: tuple[ParamSpace, Tensor]) -> None:
+    space, inits = small
+    targets = torch.tensor([0.05, 0.95 * LEVEL], dtype=torch.float64)  # the first is easy for Adam
+    adam = train_beads(space, inits, targets, **ADAM)
+    finished = train_beads(space, inits, targets, **ADAM, finish="lbfgs", finish_steps=500)
+    assert bool(adam.reached[0]) and not bool(adam.reached[1]) and bool(finished.reached[1])
+    assert torch.equal(finished.beads[0], adam.beads[0]) and int(finished.steps[0]) == int(adam.steps[0])
+    off = train_beads(space, inits, targets, **ADAM, finish="none", finish_steps=500)
+    for name in ("beads", "losses", "reached", "steps", "best_losses"):
+        assert torch.equal(getattr(off, name), getattr(adam, name)), name
+
+
+def test_greedy_dss_connects_with_the_finish_where_the_default_stops(
+    small: tuple[ParamSpace, Tensor], pair: tuple[Tensor, Tensor]
+) -> None:
+    space, _ = small
+    a, b = pair
+    default = DSSConfig(max_steps=ADAM["max_steps"], max_rounds=14, keep_snapshots=False)
+    plain = connect(space, a, b, LEVEL, default)
+    assert not plain.connected and "could not reach its target" in plain.reason
+    finished = connect(space, a, b, LEVEL, replace(default, finish="lbfgs", finish_steps=500))
+    assert finished.connected, finished.reason
+    assert finished.max_loss <= LEVEL
+    assert torch.equal(finished.beads[0], a) and torch.equal(finished.beads[-1], b)
+    # off, whatever finish_steps says, the string is the default's, bit for bit
+    off = connect(space, a, b, LEVEL, replace(default, finish_steps=7))
+    assert torch.equal(off.beads, plain.beads) and off.reason == plain.reason
+
+
+def test_batched_strings_with_the_finish_give_what_each_gives_alone(
+    small: tuple[ParamSpace, Tensor], pair: tuple[Tensor, Tensor]
+) -> None:
+    space, _ = small
+    a, b = pair
+    config = DSSConfig(max_steps=ADAM["max_steps"], max_rounds=3, finish="lbfgs", finish_steps=300,
+                       keep_snapshots=False)  # fmt: skip
+    together = connect_many(space, [(a, b), (b, a)], LEVEL, config, keys=[0, 1])
+    alone = [connect_many(space, [(a, b)], LEVEL, config, keys=[0])[0],
+             connect_many(space, [(b, a)], LEVEL, config, keys=[1])[0]]  # fmt: skip
+    for one, other in zip(together, alone):
+        assert torch.equal(one.beads, other.beads) and one.reason == other.reason
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"finish": "newton"}, "finish must be one of none, lbfgs, got 'newton'"),
+        ({"finish": "lbfgs", "finish_steps": 0}, "finish_steps must be an integer in [1, inf), got 0"),
+        ({"finish_steps": 2.5}, "finish_steps must be an integer in [1, inf), got 2.5"),
+        ({"method": "constrained", "finish": "lbfgs"}, "finish is read by greedy DSS only; method is 'constrained'"),
+    ],
+)
+def test_bad_finish_settings_name_the_key_and_the_valid_values(options: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidValue) as caught:
+        DSSConfig(**options)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+def test_bad_finish_at_the_command_line_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    assert main(["connect", "dss.finish=bfgs", f"out={out}"]) == 2
+    assert "dss.finish must be one of none, lbfgs, got 'bfgs'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_train_beads_refuses_bad_finish_arguments(small: tuple[ParamSpace, Tensor]) -> None:
+    space, inits = small
+    targets = torch.full((2,), 0.01, dtype=torch.float64)
+    with pytest.raises(ValueError, match="finish must be one of none, lbfgs"):
+        train_beads(space, inits, targets, max_steps=1, lr=0.01, finish="bfgs")
+    with pytest.raises(ValueError, match="finish_steps must be a non-negative integer"):
+        train_beads(space, inits, targets, max_steps=1, lr=0.01, finish="lbfgs", finish_steps=-1)
+    penalty = string_penalty(inits[0], inits[1], 0.1, 1.0)
+    with pytest.raises(ValueError, match="cannot take a penalty"):
+        train_beads(space, inits, targets, max_steps=1, lr=0.01, penalty=penalty, finish="lbfgs")
+
+
+@pytest.mark.parametrize(("name", "first"), [("poly_quadratic", 7), ("poly_cubic", 13)])
+def test_low_sweeps_load_and_train_the_shipped_sweeps_endpoints(name: str, first: int) -> None:
+    low = load_config(SweepConfig, f"geodesics/sweep/low/{name}.yaml", [])
+    shipped = load_config(SweepConfig, f"geodesics/sweep/{name}.yaml", [])
+    assert low.dss.finish == "lbfgs" and low.task.name == name
+    for k, threshold in enumerate(low.thresholds):
+        assert shipped.thresholds[first + k] == threshold
+        for p in range(low.pairs):
+            assert pair_seeds(low, k, p) == pair_seeds(shipped, first + k, p)
