@@ -20,6 +20,7 @@ resumes with any number of ranks.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import json
@@ -192,7 +193,7 @@ class Run:
         run = cls(path)
         run._lock()
         try:
-            if existing.is_file() and _same_config(existing, text, _holds_work(path)):
+            if existing.is_file() and _same_config(existing, text, _holds_work(path), config):
                 return run
             atomic_write_text(existing, text)
         except BaseException:
@@ -395,14 +396,20 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
-def _same_config(existing: Path, text: str, has_work: bool) -> bool:
+def _same_config(existing: Path, text: str, has_work: bool, config: Any = None) -> bool:
     """Whether the run at ``existing`` may be continued with ``text``: False means "write the new config".
+
+    A key the saved config lacks (written before the option existed) counts as the option's default in ``config``'s
+    schema: options are added with defaults that keep the earlier behaviour, so such a run resumes while the new
+    config leaves the key at its default.
 
     Raises:
         ConfigError: the configs differ in keys that change results and the run there already did work.
     """
     old = _without_neutral(OmegaConf.to_container(OmegaConf.load(existing)))
     new = _without_neutral(OmegaConf.to_container(OmegaConf.create(text)))
+    if config is not None and isinstance(old, dict) and isinstance(new, dict):
+        _fill_defaults(old, new, config)
     if old == new:
         return True
     if not has_work:
@@ -414,6 +421,29 @@ def _same_config(existing: Path, text: str, has_work: bool) -> bool:
         f"{', '.join(differing)}); nothing was changed. Rerun with the same config to continue it, "
         "or pick a new out="
     )
+
+
+def _fill_defaults(old: dict, new: dict, config: Any) -> None:
+    """Give ``old`` the schema default of every key it lacks that ``new`` has (recursing into nested configs)."""
+    if not dataclasses.is_dataclass(config):
+        return
+    by_name = {f.name: f for f in dataclasses.fields(config)}
+    for key, value in new.items():
+        f = by_name.get(key)
+        if f is None:
+            continue
+        if key not in old:
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                continue
+            if dataclasses.is_dataclass(default) or isinstance(default, (list, dict)):
+                default = OmegaConf.to_container(OmegaConf.create(to_yaml(default)))
+            old[key] = _without_neutral(default)
+        elif isinstance(old[key], dict) and isinstance(value, dict):
+            _fill_defaults(old[key], value, getattr(config, key, None))
 
 
 def _without_neutral(value: Any) -> Any:

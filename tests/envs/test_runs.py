@@ -142,3 +142,17 @@ def test_written_files_get_the_users_normal_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+
+
+def test_a_run_saved_before_an_option_existed_resumes_while_the_option_keeps_its_default(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run = Run.create("demo", FitConfig(seed=1), out=str(out))
+    run.append_record({"kind": "unit", "key": 1})
+    saved = (out / "config.yaml").read_text()
+    assert "eval_every: 50" in saved and "options:" in saved  # a top-level option, and one of the nested task config
+    older = "\n".join(line for line in saved.splitlines() if not line.startswith(("eval_every:", "  options:")))
+    atomic_write_text(out / "config.yaml", older + "\n")  # as written by code without those two options
+    again = Run.create("demo", FitConfig(seed=1), out=str(out))
+    assert again.records() == run.records()
+    with pytest.raises(ConfigError, match="different config.*eval_every"):  # a value the old run did not run with
+        Run.create("demo", FitConfig(seed=1, eval_every=7), out=str(out))
