@@ -1,12 +1,23 @@
-"""Meta-training throughput of the learned optimizer: one batched LSTM call per step versus one call per tensor.
+"""Meta-training throughput of the learned optimizer: batched versus per-tensor LSTM calls; rules and estimators.
 
-Times full meta-training episodes on ``digits_mlp`` (K inner steps in truncations of T, the meta-loss backpropagated
-after each truncation, as ``metaopt train`` does) with the library's optimizer and with a reference twin that calls
-the LSTM once per parameter tensor, and measures the memory an unroll keeps for its backward pass (the tensors saved
-by autograd, counted once per storage) for truncations of T and for the untruncated K. Prints one JSON object. On
-CUDA the device is synchronized around the timed episodes and the peak ``torch.cuda.max_memory_allocated`` is added.
+Without ``--rules``/``--estimators``: times full meta-training episodes on ``digits_mlp`` (K inner steps in
+truncations of T, the meta-loss backpropagated after each truncation, as ``metaopt train`` does) with the library's
+optimizer and with a reference twin that calls the LSTM once per parameter tensor, and measures the memory an unroll
+keeps for its backward pass (the tensors saved by autograd, counted once per storage) for truncations of T and for
+the untruncated K. Prints one JSON object.
+
+With ``--rules lstm mlp`` and/or ``--estimators backprop es pes``: meta-trains each rule (untrained, default sizes)
+with each estimator of ``metaopt.outer`` for ``--steps / --truncation`` meta-steps on a meta-batch of
+``--meta-batch`` episodes (the same seeds for every pair; a meta-Adam step after each estimate, as the training loop
+does), alternating the pairs in ``--repeats`` rounds in one process and keeping each one's best round. Prints one
+JSON object per pair: the optimizee inner steps per second across the meta-batch, and for ES/PES also the population
+inner steps per second (each of the ``2 * pairs`` particles runs T steps per optimizee and truncation, plus the
+unperturbed run); then one per estimator with the ratio of every rule to the first. Each carries the thread count
+and the load average. On CUDA the device is synchronized around the timed episodes and the peak
+``torch.cuda.max_memory_allocated`` is added.
 
     OMP_NUM_THREADS=1 python benchmarks/learned_meta_speed.py [--task digits_mlp] [--option depth=4] [--episodes 3]
+        [--rules lstm mlp] [--estimators backprop es pes] [--meta-batch 2] [--pairs 4] [--repeats 2]
         [--device cpu|cuda|auto]
 """
 
@@ -14,19 +25,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 from typing import Any
 
 import higher
 import torch
-from common import add_device_argument, parse_device, peak_cuda_mb, sync
+from common import add_device_argument, machine, parse_device, peak_cuda_mb, sync
 from torch import Tensor
 from typing_extensions import override
 
 import envs
 from metaopt import CoordinateLSTM, DifferentiableLearnedOptimizer, LearnedOptimizer, optimizee_loss
-from metaopt.inner import InnerState, unroll
+from metaopt.inner import InnerState, start_episode, unroll
+from metaopt.objectives import ObjectiveConfig, make_objective
+from metaopt.outer import EstimatorSetup, make_estimator
+from metaopt.rules import LearnedRule, make_rule
+
+ESTIMATOR_NAMES = {
+    "backprop": "truncated_backprop",
+    "truncated_backprop": "truncated_backprop",
+    "es": "es",
+    "pes": "pes",
+}
+"""``--estimators`` names -> registered estimators."""
 
 
 class PerTensorLearnedOptimizer(LearnedOptimizer):
@@ -94,6 +117,69 @@ def saved_bytes(task: envs.Task, truncation: int, device: torch.device) -> int:
     return sum(seen.values())
 
 
+def meta_training_seconds(
+    task: envs.Task,
+    rule: LearnedRule,
+    estimator: str,
+    options: dict[str, Any],
+    args: argparse.Namespace,
+    device: torch.device,
+) -> float:
+    """Seconds of ``args.steps / args.truncation`` meta-steps (estimate + meta-Adam step) on the meta-batch."""
+    setup = EstimatorSetup(args.truncation, make_objective(ObjectiveConfig()), seed=0)
+    outer = make_estimator(estimator, options, setup)
+    meta_opt = torch.optim.Adam(rule.parameters(), lr=1e-3)
+    inners = [start_episode(task, seed, rule) for seed in range(args.meta_batch)]
+    sync(device)
+    started = time.perf_counter()
+    for meta_step in range(args.steps // args.truncation):
+        estimate = outer.estimate(rule, inners, meta_step=meta_step)
+        meta_opt.zero_grad()
+        for weight, grad in zip(rule.parameters(), estimate.grads):
+            weight.grad = grad
+        meta_opt.step()
+    sync(device)
+    return time.perf_counter() - started
+
+
+def compare_rules(task: envs.Task, args: argparse.Namespace, device: torch.device) -> None:
+    """Inner steps per second of every rule under every estimator, alternating; one JSON line per pair and ratio."""
+    estimators = [ESTIMATOR_NAMES[name] for name in args.estimators]
+    pairs = [(rule, estimator) for estimator in estimators for rule in args.rules]
+    options = {name: ({} if name == "truncated_backprop" else {"pairs": args.pairs}) for name in estimators}
+    rules = {}
+    for name in args.rules:
+        torch.manual_seed(0)
+        rules[name] = make_rule(name, {}).to(device)
+    initial = {name: {k: v.clone() for k, v in rule.state_dict().items()} for name, rule in rules.items()}
+    best = dict.fromkeys(pairs, float("inf"))
+    for round_index in range(args.repeats + 1):  # round 0 warms up
+        for rule_name, estimator in pairs:  # alternate, so a change in the machine's load hits every pair alike
+            rules[rule_name].load_state_dict(initial[rule_name])  # the same weights, so the same episodes
+            seconds = meta_training_seconds(task, rules[rule_name], estimator, options[estimator], args, device)
+            if round_index:
+                best[rule_name, estimator] = min(best[rule_name, estimator], seconds)
+    common = {"task": args.task, "params": task.num_params, "device": str(device), "threads": machine()["threads"],
+              "load_average": [round(x, 2) for x in os.getloadavg()], "meta_batch": args.meta_batch,
+              "truncation": args.truncation, "steps": args.steps}  # fmt: skip
+    optimizee_steps = args.meta_batch * (args.steps // args.truncation) * args.truncation
+    rates: dict[tuple[str, str], float] = {}
+    for (rule_name, estimator), seconds in best.items():
+        rates[rule_name, estimator] = optimizee_steps / seconds
+        result = {"benchmark": "learned_meta_speed/rules", "rule": rule_name, "estimator": estimator, **common,
+                  "seconds": round(seconds, 3), "inner_steps_per_s": round(optimizee_steps / seconds, 1)}  # fmt: skip
+        if estimator != "truncated_backprop":
+            population = optimizee_steps * (2 * args.pairs + 1)  # the particles and the unperturbed run
+            result |= {"pairs": args.pairs, "population_inner_steps_per_s": round(population / seconds, 1)}
+        result["peak_cuda_mb"] = peak_cuda_mb(device)
+        print(json.dumps(result))
+    reference = args.rules[0]
+    for estimator in estimators:
+        ratios = {f"{name}_over_{reference}": round(rates[name, estimator] / rates[reference, estimator], 2)
+                  for name in args.rules[1:]}  # fmt: skip
+        print(json.dumps({"benchmark": "learned_meta_speed/ratio", "estimator": estimator, **common, **ratios}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="digits_mlp")
@@ -101,11 +187,26 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--truncation", type=int, default=20)
+    parser.add_argument("--rules", nargs="+", help="compare these rules' meta-training throughput (e.g. lstm mlp)")
+    parser.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=sorted(ESTIMATOR_NAMES),
+        help="compare the rules under these estimators (e.g. backprop es pes)",
+    )
+    parser.add_argument("--meta-batch", type=int, default=2, help="episodes per meta-step (rule comparison)")
+    parser.add_argument("--pairs", type=int, default=4, help="ES/PES antithetic pairs (rule comparison)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed rounds of the rule comparison (best kept)")
     add_device_argument(parser, default="cpu")
     args = parser.parse_args()
     device = parse_device(parser, args.device)
     options = dict(item.split("=", 1) for item in args.option)
     task = envs.make_task(args.task, device=device, **options)
+    if args.rules or args.estimators:
+        args.rules = args.rules or ["lstm", "mlp"]
+        args.estimators = args.estimators or ["backprop"]
+        compare_rules(task, args, device)
+        return
     batched = steps_per_second(task, LearnedOptimizer, args.episodes, args.steps, args.truncation, device)
     per_tensor = steps_per_second(task, PerTensorLearnedOptimizer, args.episodes, args.steps, args.truncation, device)
     result = {

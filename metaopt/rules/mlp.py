@@ -14,14 +14,21 @@ Features of a coordinate with gradient g and value p at step t (state kept per c
 * ``adam``: Adam's bias-corrected direction ``m_hat / (sqrt(v_hat) + eps)`` for the momentum at index
   ``adam_momentum`` (so a rule can be set to reproduce Adam exactly, see :func:`adam_weights`);
 * ``factored``: the gradient over Adafactor's factored second moment (Shazeer & Stern 2018): for a parameter of
-  shape (r, c...) row and column accumulators of g^2 (one vector each per tensor, a few floats) estimate
-  ``v_ij = row_i col_j / mean(row)``; for a vector parameter it is ``g * rsqrt(v)``;
+  shape (r, c...) row and column accumulators (EMAs of decay b2 of the row and column means of g^2 + eps^2; one
+  vector each per tensor, a few floats) estimate ``v_ij = row_i col_j / (mean(row) (1 - b2^t))``; for a vector
+  parameter it is ``g * rsqrt(v)``;
 * training progress: ``tanh(t / s)`` for each time scale s of ``time_scales`` (learned_optimization's step features).
 
 With ``normalize`` (the default) every feature but the progress ones is divided by its root mean square over the
 coordinates of its tensor, so the MLP sees inputs of unit scale on any model (small_fc_lopt's second-moment
 normalisation). State per coordinate: ``len(momentum_decays) + 1`` floats (4 by default), plus the factored row and
 column vectors and one step counter per tensor.
+
+One step is a fixed number of tensor operations whatever the number of tensors (about 60, plus the three products of
+the MLP): the features are built feature-major, ``(F, N)``, from flat buffers of every coordinate; what is per tensor
+(bias corrections, progress, the factored scale, the normalisation's means) is computed on ``(., T)`` and spread to
+the coordinates by index; the factored accumulators of all matrices are one buffer updated by one ``index_add``. The
+same code serves the in-place optimizer (under ``no_grad``) and the differentiable unroll.
 """
 
 from __future__ import annotations
@@ -107,7 +114,7 @@ class PerParameterMLP(LearnedRule):
         with torch.no_grad():  # start near "no update": meta-training grows what helps
             self.readout.weight.mul_(1e-3)
             self.readout.bias.zero_()
-        self._layouts: dict[tuple, _Layout] = {}  # per parameter layout: sizes, segment ids, constants
+        self._layouts: dict[tuple, _Layout] = {}  # per list of parameter shapes (and dtype, device): the constants
 
     # -- state ----------------------------------------------------------------------------------------------------
 
@@ -124,122 +131,223 @@ class PerParameterMLP(LearnedRule):
         }
 
     @override
-    def join(self, pieces: Sequence[ParamState]) -> dict[str, object]:
+    def join(self, pieces: Sequence[ParamState]) -> dict[str, Tensor]:
+        # one cat per kind (cat promotes mixed dtypes; one cast after it); ``factored: (R + C,)`` holds the row
+        # accumulators of every matrix, then their column accumulators (vectors have none)
         dtype = self.dtype
         return {
-            "momenta": torch.cat([p["momenta"].to(dtype) for p in pieces]),
-            "second_moment": torch.cat([p["second_moment"].to(dtype) for p in pieces]),
-            "rows": [p["row"].to(dtype) for p in pieces],
-            "cols": [p["col"].to(dtype) for p in pieces],
-            "steps": torch.cat([p["step"].to(dtype) for p in pieces]),
+            "momenta": torch.cat([p["momenta"] for p in pieces]).to(dtype),
+            "second_moment": torch.cat([p["second_moment"] for p in pieces]).to(dtype),
+            "factored": torch.cat([p["row"] for p in pieces] + [p["col"] for p in pieces]).to(dtype),
+            "steps": torch.cat([p["step"] for p in pieces]).to(dtype),
         }
 
     @override
     def split(self, state: dict, params: Sequence[Tensor]) -> list[ParamState]:
-        sizes = [p.numel() for p in params]
-        momenta, second = state["momenta"].split(sizes), state["second_moment"].split(sizes)
-        return [
-            {"momenta": m, "second_moment": v, "row": r, "col": c, "step": s.reshape(1)}
-            for m, v, r, c, s in zip(momenta, second, state["rows"], state["cols"], state["steps"].unbind())
-        ]
+        layout = self._layout(params, state["momenta"])
+        factored = state["factored"].split(layout.row_sizes + layout.col_sizes)
+        pieces = zip(
+            state["momenta"].split(layout.sizes),
+            state["second_moment"].split(layout.sizes),
+            factored[: len(params)],
+            factored[len(params) :],
+            state["steps"].split(1),
+        )
+        return [{"momenta": m, "second_moment": v, "row": r, "col": c, "step": s} for m, v, r, c, s in pieces]
 
     # -- the step -------------------------------------------------------------------------------------------------
 
     def features(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
-        """``(features (N, F), new_state)`` for every coordinate."""
-        cfg = self.config
-        layout = self._layout(params, grads)
-        b2 = cfg.second_moment_decay
-        steps = state["steps"] + 1  # (T,): one counter per tensor
-        momenta = layout.decays * state["momenta"] + (1 - layout.decays) * grads.unsqueeze(1)
-        second = b2 * state["second_moment"] + (1 - b2) * grads * grads
-        b1 = float(cfg.momentum_decays[cfg.adam_momentum])
-        per_tensor = torch.stack([1 - b1**steps, 1 - b2**steps, steps], dim=1)  # bias corrections and t, (T, 3)
-        correction1, correction2, t = layout.expand(per_tensor).unbind(1)
-        v_hat = second / correction2
-        adam = (momenta[:, cfg.adam_momentum] / correction1) / (v_hat.sqrt() + cfg.eps)
-        rsqrt = torch.rsqrt(v_hat + _EPS**2)
-        values = torch.cat([p.reshape(-1) for p in params]).to(grads.dtype)
-        factored, rows, cols = self._factored(grads, state, params, layout.sizes, steps, grads * rsqrt)
-        raw = torch.cat(
-            [grads[:, None], values[:, None], momenta, momenta * rsqrt[:, None], rsqrt[:, None], adam[:, None],
-             factored[:, None]],
-            dim=1,
-        )  # fmt: skip
-        if cfg.normalize:
-            raw = raw / layout.rms(raw)
-        progress = torch.tanh(t[:, None] / layout.scales)
-        new_state = {"momenta": momenta, "second_moment": second, "rows": rows, "cols": cols, "steps": steps}
-        return torch.cat([raw, progress], dim=1), new_state
-
-    def _layout(self, params: Sequence[Tensor], grads: Tensor) -> _Layout:
-        key = (tuple(p.numel() for p in params), grads.dtype, grads.device)
-        layout = self._layouts.get(key)
-        if layout is None:
-            layout = self._layouts[key] = _Layout(list(key[0]), self.config, grads.dtype, grads.device)
-        return layout
+        """``(features (N, F), new_state)`` for every coordinate (a transposed view of :meth:`_inputs`)."""
+        inputs, new_state = self._inputs(grads, state, params)
+        return inputs.t(), new_state
 
     @override
     def step(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
         cfg = self.config
-        inputs, new_state = self.features(grads, state, params)
-        out = self.readout(self.hidden(inputs))
-        direction, magnitude = out[:, 0], out[:, 1]
+        hidden, new_state = self._inputs(grads, state, params)
+        # feature-major (F, N): each layer is one product W @ h, the fastest layout when N >> F
+        for layer in self._linears:
+            hidden = torch.addmm(layer.bias[:, None], layer.weight, hidden).relu_()
+        direction, magnitude = torch.addmm(self.readout.bias[:, None], self.readout.weight, hidden)
         return direction * torch.exp(magnitude * cfg.exp_mult) * cfg.step_mult, new_state
 
-    def _factored(
-        self, grads: Tensor, state: dict, params: Sequence[Tensor], sizes: list[int], steps: Tensor, unfactored: Tensor
-    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Gradients over the factored second moment (``unfactored`` for vectors), and the new accumulators.
+    def _inputs(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
+        """``(features (F, N), new_state)``: the features feature-major, in the order of the module docstring.
 
-        One loop over the tensors: each has its own matrix shape.
+        Every operation covers all coordinates of all tensors at once (the step's cost is a fixed number of tensor
+        operations, whatever the number of tensors): what is per tensor (bias corrections, progress, the factored
+        scale, normalisation) is computed on ``(., T)`` and spread to the coordinates with one ``index_select``.
         """
-        b2 = self.config.second_moment_decay
-        pieces, rows, cols = [], [], []
-        for g, fallback, row, col, p, step in zip(grads.split(sizes), unfactored.split(sizes), state["rows"],
-                                                  state["cols"], params, steps.unbind()):  # fmt: skip
-            r, c = _factored_shape(p)
-            if c == 0:  # a vector or scalar: the unfactored second moment
-                pieces.append(fallback)
-                rows.append(row)
-                cols.append(col)
-                continue
-            g2 = g.reshape(r, c) ** 2 + _EPS**2
-            new_row = b2 * row + (1 - b2) * g2.mean(dim=1)
-            new_col = b2 * col + (1 - b2) * g2.mean(dim=0)
-            v = torch.outer(new_row, new_col) / (new_row.mean() * (1 - b2**step))
-            pieces.append((g.reshape(r, c) * torch.rsqrt(v)).reshape(-1))
-            rows.append(new_row)
-            cols.append(new_col)
-        return (torch.cat(pieces) if pieces else unfactored), rows, cols
+        cfg = self.config
+        layout = self._layout(params, grads)
+        b2 = cfg.second_moment_decay
+        steps = state["steps"] + 1  # (T,): one counter per tensor
+        corrections = torch.reciprocal(1 - layout.bases**steps)  # (2, T): 1 / (1 - b1^t), 1 / (1 - b2^t)
+        squares = grads * grads
+        momenta = torch.lerp(state["momenta"], grads[:, None], layout.complements)  # (N, K): b m + (1 - b) g
+        second = torch.lerp(state["second_moment"], squares, 1 - b2)
+        factored_state, factored_scale = self._factored_moment(squares, state["factored"], corrections[1:], layout)
+        per_tensor = torch.cat([corrections, factored_scale, torch.tanh(steps * layout.inv_scales)])  # (3 + S, T)
+        spread = layout.expand(per_tensor)  # (3 + S, N)
+        inv_correction1, inv_correction2, factored_scale, *_ = spread.unbind()
+        v_hat = second * inv_correction2
+        v_floored = v_hat + _EPS**2
+        rsqrt = torch.rsqrt(v_floored)
+        momenta_t = momenta.t()
+        adam = momenta_t[cfg.adam_momentum] * inv_correction1 / (v_hat.sqrt() + cfg.eps)
+        if layout.factored is None:  # no matrices: every coordinate is over its own second moment
+            factored = grads * rsqrt
+        else:  # g_ij / sqrt(row_i col_j / (mean(row) (1 - b2^t))), the per-tensor scale spread as factored_scale
+            row, col = factored_state.index_select(0, layout.factored.index).split(layout.num)
+            v = row * col * factored_scale
+            if layout.factored.is_matrix is not None:
+                v = torch.where(layout.factored.is_matrix, v, v_floored)
+            factored = grads * torch.rsqrt(v)
+        values = torch.cat([p.reshape(-1) for p in params])
+        if values.dtype != grads.dtype:
+            values = values.to(grads.dtype)
+        raw = torch.vstack([grads, values, momenta_t, momenta_t * rsqrt, rsqrt, adam, factored])  # (11, N)
+        if cfg.normalize:
+            raw = raw * layout.expand(torch.rsqrt(layout.segment_mean(raw * raw) + 1e-12))
+        new_state = {"momenta": momenta, "second_moment": second, "factored": factored_state, "steps": steps}
+        return torch.cat([raw, spread[3:]]), new_state
+
+    def _factored_moment(
+        self, squares: Tensor, accumulators: Tensor, inv_correction2: Tensor, layout: _Layout
+    ) -> tuple[Tensor, Tensor]:
+        """The new row and column accumulators ``(R + C,)`` and each tensor's scale ``(1, T)`` of their product.
+
+        Row i of a matrix averages ``g_ij^2 + eps^2`` over j, column j over i (an EMA of decay b2 each); the scale
+        is ``1 / (mean of the matrix's rows * (1 - b2^t))`` (1 / (1 - b2^t) for vectors, whose scale is unused).
+        """
+        if layout.factored is None:
+            return accumulators, inv_correction2
+        axes = layout.factored
+        g2 = squares + _EPS**2
+        if axes.is_matrix is not None:  # a vector's coordinates add zeros to accumulator 0
+            g2 = torch.where(axes.is_matrix, g2, 0.0)
+        sums = g2.new_zeros(axes.num).index_add_(0, axes.index, torch.cat([g2, g2]))
+        new = torch.lerp(accumulators, sums * axes.inv_length, 1 - self.config.second_moment_decay)
+        if axes.row_averager is not None:  # 1 for vectors: no division by 0
+            row_means = torch.addmv(axes.is_vector, axes.row_averager, new)
+        else:
+            row_sums = new.new_zeros(axes.num_tensors + 1).index_add_(0, axes.row_tensor, new)[:-1]
+            row_means = torch.addcmul(axes.is_vector, row_sums, axes.inv_rows)
+        return new, inv_correction2 / row_means
+
+    @property
+    def _linears(self) -> list[nn.Linear]:
+        return [m for m in self.hidden if isinstance(m, nn.Linear)]
+
+    def _layout(self, params: Sequence[Tensor], grads: Tensor) -> _Layout:
+        key = (tuple(tuple(p.shape) for p in params), grads.dtype, grads.device)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layouts[key] = _Layout(key[0], self.config, grads.dtype, grads.device)
+        return layout
 
 
-def _factored_shape(param: Tensor) -> tuple[int, int]:
+def _factored_shape(param: Tensor | tuple[int, ...]) -> tuple[int, int]:
     """(rows, cols) of a parameter's factored moment: (shape[0], prod(shape[1:])), or (0, 0) for vectors."""
-    if param.dim() < 2:
+    shape = tuple(param.shape) if isinstance(param, Tensor) else param
+    if len(shape) < 2:
         return 0, 0
-    return int(param.shape[0]), int(math.prod(param.shape[1:]))
+    return int(shape[0]), int(math.prod(shape[1:]))
+
+
+_DENSE_AVERAGE_LIMIT = 2**20
+"""Largest N * T for which per-tensor means are one product with a dense (T, N) averaging matrix (4 MB in float32)."""
+
+
+class _FactoredLayout:
+    """Where each coordinate's row and column accumulators are in the ``(R + C,)`` buffer, and the constants.
+
+    The buffer holds the rows of every matrix in order, then the columns of every matrix.
+    """
+
+    def __init__(self, factored: list[tuple[int, int]], sizes: list[int], dtype: torch.dtype, device: torch.device):
+        num_rows = sum(r for r, _ in factored)
+        self.num = num_rows + sum(c for _, c in factored)
+        self.num_tensors = len(sizes)
+        rows, cols, lengths, row_tensor = [], [], [], []
+        row_offset, col_offset = 0, num_rows
+        for tensor, ((r, c), size) in enumerate(zip(factored, sizes)):
+            if r == 0:  # a vector: accumulator 0, masked
+                rows.append(torch.zeros(size, dtype=torch.long))
+                cols.append(torch.zeros(size, dtype=torch.long))
+                continue
+            rows.append(torch.arange(r).repeat_interleave(c) + row_offset)
+            cols.append(torch.arange(c).repeat(r) + col_offset)
+            lengths += [float(c)] * r
+            row_tensor += [tensor] * r
+            row_offset, col_offset = row_offset + r, col_offset + c
+        lengths += [float(r) for r, c in factored for _ in range(c)]
+        row_tensor += [len(sizes)] * (self.num - num_rows)  # columns go to a discarded slot
+        self.index = torch.cat(rows + cols).to(device, torch.int32)
+        """``(2 N,)``: the row accumulator of every coordinate, then its column accumulator."""
+        self.inv_length = 1 / torch.tensor(lengths, dtype=dtype, device=device)
+        """``(R + C,)``: 1 / the number of coordinates each accumulator averages."""
+        self.row_tensor = torch.tensor(row_tensor, dtype=torch.int32, device=device)
+        """``(R + C,)``: the tensor of each row accumulator (T for columns)."""
+        self.inv_rows = torch.tensor([1 / r if r else 0.0 for r, _ in factored], dtype=dtype, device=device)
+        self.row_averager: Tensor | None = None
+        """``(T, R + C)``, when small: ``row_averager @ accumulators`` is each matrix's mean row accumulator."""
+        if self.num * len(sizes) <= _DENSE_AVERAGE_LIMIT:
+            one_hot = torch.nn.functional.one_hot(self.row_tensor.long(), len(sizes) + 1)[:, :-1].t()
+            self.row_averager = (one_hot * self.inv_rows[:, None]).contiguous()
+        self.is_vector = torch.tensor([float(r == 0) for r, _ in factored], dtype=dtype, device=device)
+        self.is_matrix: Tensor | None = None
+        """``(N,)`` bool: the coordinates of matrices (None when all are matrices)."""
+        if any(r == 0 for r, _ in factored):
+            mask = [torch.full((size,), r > 0, dtype=torch.bool) for (r, _), size in zip(factored, sizes)]
+            self.is_matrix = torch.cat(mask).to(device)
 
 
 class _Layout:
-    """What a step needs about a list of parameter sizes, computed once: segment ids and the constant tensors."""
+    """What a step needs about a list of parameter shapes, computed once: sizes, spreading indices, constants.
 
-    def __init__(self, sizes: list[int], config: MLPConfig, dtype: torch.dtype, device: torch.device):
-        self.sizes = sizes
-        self.repeats = torch.tensor(sizes, device=device)
-        self.ids = torch.repeat_interleave(torch.arange(len(sizes), device=device), self.repeats)
-        self.counts = torch.tensor(sizes, dtype=dtype, device=device).unsqueeze(1)
-        self.decays = torch.tensor(config.momentum_decays, dtype=dtype, device=device)  # exact in float64
-        self.scales = torch.tensor(config.time_scales, dtype=dtype, device=device)
+    Memory per coordinate: an int32 tensor index, two int32 accumulator indices (when there are matrices), a bool
+    mask (when there are both matrices and vectors): 13 bytes; and T floats of a dense averaging matrix when N * T is
+    at most ``_DENSE_AVERAGE_LIMIT``.
+    """
+
+    def __init__(
+        self, shapes: tuple[tuple[int, ...], ...], config: MLPConfig, dtype: torch.dtype, device: torch.device
+    ):
+        self.sizes = [math.prod(shape) for shape in shapes]
+        self.num = sum(self.sizes)
+        self.lengths = torch.tensor(self.sizes, device=device)
+        ids = torch.repeat_interleave(torch.arange(len(self.sizes), device=device), self.lengths)
+        self.ids = ids.to(torch.int32)
+        """``(N,)``: the tensor of each coordinate."""
+        counts = torch.tensor(self.sizes, dtype=dtype, device=device)
+        self.inv_counts = 1 / counts
+        self.averager: Tensor | None = None
+        """``(N, T)``, when small: ``x (F, N) @ averager`` are the per-tensor means (one product)."""
+        if self.num * len(self.sizes) <= _DENSE_AVERAGE_LIMIT:
+            averager = (torch.nn.functional.one_hot(ids, len(self.sizes)).t() / counts[:, None]).contiguous()
+            self.averager = averager.t()  # a transposed view: the fast operand of the product
+        self.complements = 1 - torch.tensor(config.momentum_decays, dtype=dtype, device=device)
+        adam_decay = config.momentum_decays[config.adam_momentum]
+        self.bases = torch.tensor([[adam_decay], [config.second_moment_decay]], dtype=dtype, device=device)
+        self.inv_scales = 1 / torch.tensor(config.time_scales, dtype=dtype, device=device)[:, None]  # (S, 1)
+        factored = [_factored_shape(shape) for shape in shapes]
+        self.row_sizes = [r for r, _ in factored]
+        self.col_sizes = [c for _, c in factored]
+        matrices = any(r > 0 for r, _ in factored)
+        self.factored = _FactoredLayout(factored, self.sizes, dtype, device) if matrices else None
 
     def expand(self, per_tensor: Tensor) -> Tensor:
-        """``(N, ...)``: each tensor's row repeated for its coordinates."""
-        return per_tensor[self.ids]
+        """``(F, N)``: each tensor's column of ``per_tensor: (F, T)`` repeated for its coordinates."""
+        return per_tensor.index_select(1, self.ids)
 
-    def rms(self, features: Tensor) -> Tensor:
-        """``(N, F)``: each coordinate's root mean square of each feature over the coordinates of its tensor."""
-        sums = features.new_zeros(len(self.sizes), features.shape[1]).index_add(0, self.ids, features * features)
-        return torch.sqrt(sums / self.counts + 1e-12)[self.ids]
+    def segment_mean(self, values: Tensor) -> Tensor:
+        """``(F, T)``: the mean of each row of ``values: (F, N)`` over the coordinates of each tensor."""
+        if self.averager is not None:
+            return values @ self.averager
+        sums = torch.segment_reduce(values.t(), "sum", lengths=self.lengths, axis=0)  # (T, F)
+        return sums.t() * self.inv_counts
 
 
 @torch.no_grad()
