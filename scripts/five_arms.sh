@@ -6,13 +6,13 @@
 #   chord      imitation of the `start` targets (the chord, every window has length 1)
 #   bent       imitation of the `between q=0.25` targets (projection leg + DSS inside the level set)
 #   bent_loss  bent + 0.05 x the loss
-# three meta-training seeds each, the same budget (EPISODES meta-steps of meta-batch 4), then one `metaopt compare`
-# of all fifteen checkpoints beside tuned Adam and RMSProp on paired seeds, in distribution and held out, and the
-# arm table (scripts/five_arms_table.py). Every stage resumes: rerun after a kill and finished work is reused.
-#   bash scripts/five_arms.sh            (JOBS=2 runs two meta-trainings at a time; about an hour on 2 cores)
+# and a sixth, chord_loss (chord + 0.05 x the loss: what `metaopt quickstart` trains), three meta-training seeds each, the same budget (EPISODES meta-steps of meta-batch 4), then one `metaopt compare`
+# of the five arms' fifteen checkpoints beside tuned Adam and RMSProp on paired seeds, in distribution and held out, a
+# second of the sixth arm beside the same tuned Adam, and the arm table (scripts/five_arms_table.py). Every stage resumes: rerun after a kill and finished work is reused.
+#   bash scripts/five_arms.sh            (JOBS=2 runs two meta-trainings at a time; about an hour on 2 cores; EPISODES=600 by default)
 set -euo pipefail
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-device="${DEVICE:-cpu}"; jobs="${JOBS:-2}"; episodes="${EPISODES:-400}"; root="${ROOT:-runs/five}"
+device="${DEVICE:-cpu}"; jobs="${JOBS:-2}"; episodes="${EPISODES:-600}"; root="${ROOT:-runs/five}"
 metaopt targets configs/metaopt/targets/digits_mlp.yaml seeds=32 out="$root/targets-start" device="$device"
 metaopt targets configs/metaopt/targets/digits_mlp.yaml seeds=32 level=between q=0.25 \
   out="$root/targets-between" device="$device"
@@ -22,8 +22,9 @@ declare -A arm_args=(
   [chord]="targets=$root/targets-start objective.name=geodesic objective.loss_weight=0.0"
   [bent]="targets=$root/targets-between objective.name=geodesic objective.loss_weight=0.0"
   [bent_loss]="targets=$root/targets-between objective.name=geodesic objective.loss_weight=0.05"
+  [chord_loss]="targets=$root/targets-start objective.name=geodesic objective.loss_weight=0.05"
 )
-for arm in loss teacher chord bent bent_loss; do
+for arm in loss teacher chord bent bent_loss chord_loss; do
   for seed in 0 1 2; do
     run="$root/$arm-s$seed"
     if [ -f "$run/checkpoints/last.pt" ]; then where="resume=$run"; else where="out=$run"; fi
@@ -33,4 +34,6 @@ val_every=100 device=$device $where > $run.log 2>&1"
 done | xargs -P "$jobs" -I{} bash -c "{}"
 metaopt compare configs/compare/five_arms_digits_mlp.yaml out="$root/compare" device="$device" \
   > "$root/compare.log" 2>&1
-python scripts/five_arms_table.py "$root/compare"
+metaopt compare configs/compare/five_arms_control_digits_mlp.yaml out="$root/compare-control" device="$device" \
+  > "$root/compare-control.log" 2>&1
+python scripts/five_arms_table.py "$root/compare" "$root/compare-control" --out "$root/arms.md"

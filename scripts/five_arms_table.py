@@ -8,7 +8,11 @@ A second table sets the arms against each other: the difference of the arms' see
 meta-training seeds (pooled variance, n1 + n2 - 2 degrees of freedom), which answers "by more than the spread between
 meta-training seeds?". A third gives the evaluation-set loss after the last step.
 
-    python scripts/five_arms_table.py runs/five/compare [--arms loss teacher chord bent bent_loss] [--out FILE]
+    python scripts/five_arms_table.py runs/five/compare [runs/five/compare-control ...] [--arms loss teacher ...]
+        [--out FILE]
+
+Several compare runs are read together (the same tuned reference, evaluation seeds and tasks; an arm missing from
+every run is left out).
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from scipy.special import stdtrit
 
-ARMS = ["loss", "teacher", "chord", "bent", "bent_loss"]
+ARMS = ["loss", "teacher", "chord", "bent", "bent_loss", "chord_loss"]
 CONTRASTS = [("bent", "teacher"), ("bent", "chord"), ("bent", "loss"), ("bent_loss", "loss"), ("chord", "teacher"),
-             ("teacher", "loss")]  # fmt: skip
+             ("teacher", "loss"), ("bent_loss", "chord_loss"), ("chord_loss", "loss")]  # fmt: skip
 NAME = re.compile(r"^(?P<arm>.+)_s(?P<seed>\d+)$")
 
 
@@ -87,14 +91,25 @@ def fmt(x: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Print (and with --out write) the three tables; 2 when the directory holds no compare records."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="the compare run directory")
+    parser.add_argument("runs", type=Path, nargs="+", help="the compare run directories")
     parser.add_argument("--arms", nargs="+", default=ARMS)
     parser.add_argument("--out", type=Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
-    if not list(args.run.glob("records*.jsonl")):
-        print(f"error: run: no compare records in {args.run}", file=sys.stderr)
-        return 2
-    finals, evals, tasks, reference, window = load(args.run)
+    finals: dict = defaultdict(dict)
+    evals: dict = defaultdict(dict)
+    tasks: list[str] = []
+    for run in args.runs:
+        if not list(run.glob("records*.jsonl")):
+            print(f"error: runs: no compare records in {run}", file=sys.stderr)
+            return 2
+        more_finals, more_evals, more_tasks, reference, window = load(run)
+        for key, values in more_finals.items():
+            finals[key].update(values)
+        for key, values in more_evals.items():
+            evals[key].update(values)
+        tasks += [t for t in more_tasks if t not in tasks]
+    present = {m.group("arm") for (_, opt) in finals if (m := NAME.match(opt))}
+    args.arms = [arm for arm in args.arms if arm in present]
     lines = [f"Final training loss (mean of the last {window} steps) minus tuned {reference}'s on the same evaluation "
              "seed; per arm: mean over the meta-training seeds ± 95% t-interval over those seeds [the seeds' own "
              "means], paired wins over all evaluations, divergences.", ""]  # fmt: skip
