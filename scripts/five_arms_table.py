@@ -28,16 +28,12 @@ from pathlib import Path
 import numpy as np
 from scipy.special import stdtrit
 
+from metaopt.compare.stats import final_loss, interval
+
 ARMS = ["loss", "teacher", "chord", "bent", "bent_loss", "chord_loss"]
 CONTRASTS = [("bent", "teacher"), ("bent", "chord"), ("bent", "loss"), ("bent_loss", "loss"), ("chord", "teacher"),
              ("teacher", "loss"), ("bent_loss", "chord_loss"), ("chord_loss", "loss")]  # fmt: skip
 NAME = re.compile(r"^(?P<arm>.+)_s(?P<seed>\d+)$")
-
-
-def final(losses: list[float], window: int) -> float:
-    """Mean of the last ``window`` losses (NaN when one is not finite)."""
-    tail = losses[-window:]
-    return float(np.mean(tail)) if tail and all(math.isfinite(x) for x in tail) else math.nan
 
 
 def t_quantile(df: int) -> float:
@@ -63,7 +59,7 @@ def load(run: Path) -> tuple[dict, dict, list[str], str, int]:
             key = (record["task"], record["optimizer"])
             if record["task"] not in tasks:
                 tasks.append(record["task"])
-            finals[key][int(record["seed"])] = math.nan if record["diverged"] else final(record["losses"], window)
+            finals[key][int(record["seed"])] = math.nan if record["diverged"] else final_loss(record["losses"], window)
             evals[key][int(record["seed"])] = float(record["eval_loss"]) if not record["diverged"] else math.nan
     return finals, evals, tasks, reference, window
 
@@ -126,10 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             if not len(values):
                 cells.append("–")
                 continue
-            n = len(values)
-            half = t_quantile(n - 1) * values.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+            over_seeds = interval(values)
             seeds = ", ".join(fmt(m) for m in means)
-            cell = f"{fmt(values.mean())} ± {half:.2g} [{seeds}], {wins}/{count}"
+            cell = f"{fmt(over_seeds.mean)} ± {over_seeds.half:.2g} [{seeds}], {wins}/{count}"
             cells.append(cell + (f", {diverged} diverged" if diverged else ""))
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
