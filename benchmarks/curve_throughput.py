@@ -5,7 +5,10 @@ the task's fixed evaluation set. One-at-a-time is the straightforward way: copy 
 and run its forward pass. Prints one JSON line per task with models per second for both, their ratio, and the
 engine's achieved GFLOP/s as a fraction of this device's measured matmul peak.
 
-    python benchmarks/curve_throughput.py [--device cpu|cuda|auto] [--tasks digits_mlp digits_cnn]
+    python benchmarks/curve_throughput.py [--device cpu|cuda|auto] [--tasks digits_mlp digits_cnn] [--strategy auto]
+
+``--strategy`` picks the ParamSpace strategy of the engine (``bmm`` only for the MLP tasks; ``benchmarks/gemm_share.py``
+compares them all, with gradients and bead steps).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch.nn.utils import vector_to_parameters
 import envs
 from geodesics import ParamSpace
 from geodesics.curve import evaluate_segments
+from geodesics.space import STRATEGIES
 
 
 def one_at_a_time(task: envs.Task, model: torch.nn.Module, points: torch.Tensor) -> torch.Tensor:
@@ -37,16 +41,19 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["digits_mlp", "digits_cnn"])
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--points", type=int, default=64)
+    parser.add_argument("--strategy", default="auto", choices=STRATEGIES, help="ParamSpace strategy of the engine")
     args = parser.parse_args()
     device = parse_device(parser, args.device)
     peak = matmul_peak_gflops(device)
     for name in args.tasks:
-        emit(measure(name, device, peak, args.segments, args.points))
+        emit(measure(name, device, peak, args.segments, args.points, args.strategy))
 
 
-def measure(name: str, device: torch.device, peak: float, segments: int, num_points: int) -> dict[str, object]:
+def measure(
+    name: str, device: torch.device, peak: float, segments: int, num_points: int, strategy: str = "auto"
+) -> dict[str, object]:
     task = envs.make_task(name, device=device)
-    space = ParamSpace(task)
+    space = ParamSpace(task, strategy=strategy)
     ends = torch.stack([space.flatten(task.init_model(s)) for s in range(segments + 1)])
     ts = torch.linspace(0, 1, num_points, device=device, dtype=torch.float64).expand(segments, -1)
     points = torch.lerp(ends[:-1, None], ends[1:, None], ts.to(ends.dtype)[..., None]).reshape(-1, ends.shape[1])

@@ -9,7 +9,9 @@
 # goes on); each step's stderr goes to $OUT/<step>.log. Nothing is downloaded: the tasks' data ship with the repo.
 #
 # What it measures, all with --device cuda at small but meaningful sizes:
-#   curve_throughput  batched curve evaluation vs one model at a time (512 and 2048 models), share of matmul peak
+#   curve_throughput  batched curve evaluation vs one model at a time (512 and 2048 models; vmap and bmm), share of matmul peak
+#   es_population     ES / PES population, particle after particle vs one vmap call per inner step
+#   gemm_share        batched loss, gradient and bead step per ParamSpace strategy against the device's matmul peak
 #   strategy_speed    whole connect runs, vmap vs the exact loop strategy
 #   connect_speed     connect vs the reference-style and the optimized sequential DSS loops
 #   connect_memory    torch.cuda.max_memory_allocated of connect on digits_cnn
@@ -69,12 +71,15 @@ step() {
 
 step curve_throughput 60 curve_throughput.py --tasks digits_mlp digits_cnn charlm
 step curve_throughput_2048 45 curve_throughput.py --tasks digits_mlp digits_cnn --segments 32 --points 64
+step curve_throughput_bmm 45 curve_throughput.py --tasks digits_mlp --strategy bmm
+step gemm_share 90 gemm_share.py --models 256 --repeats 4
 step strategy_speed 60 strategy_speed.py --tasks poly_cubic digits_mlp --repeats 2
 step connect_speed 120 connect_speed.py --tasks poly_cubic digits_mlp
 step connect_memory 60 connect_memory.py --thresholds 0.5 0.2
 step finders 120 finders.py --tasks poly_cubic digits_mlp --max-seconds 10
 step compare_sweep 75 compare_sweep.py --config compare/quadratic.yaml tuning_seeds=3 eval_seeds=20
 step learned_meta 45 learned_meta_speed.py --episodes 2 --steps 100 --truncation 20
+step es_population 60 es_population.py --task digits_mlp --repeats 2
 step learned_dropin 45 learned_dropin_speed.py --tasks digits_mlp charlm --steps 100 --repeats 2
 step threads 30 threads.py --tasks digits_mlp digits_cnn --threads 1 2 --steps 50 --repeats 2
 step distributed 120 distributed.py --ranks 1 2 --repeats 1 --workloads sweep train targets

@@ -12,6 +12,11 @@ oscillates at a loss set by its step size, above targets such as 0.95 * 0.001. T
 (:data:`FINISHES`) hands every bead still above its target after ``max_steps`` to ``torch.optim.LBFGS`` with a
 strong-Wolfe line search, one bead at a time on one fixed training batch (the whole training set for full-batch
 tasks), checked like the first-order phase. Without it (``finish="none"``, the default) nothing changes.
+
+Free beads can also travel: at the low levels a bead trained from its segment's peak slides along the segment, past
+its neighbours (measured on ``poly_quadratic`` at L0 = 0.001: new beads at t = -0.9 to 2.0 of their segments), and
+the string folds back on itself. With ``normals`` each bead moves only in the hyperplane through its start
+orthogonal to its segment (DSS's ``hyperplane`` option).
 """
 
 from __future__ import annotations
@@ -101,6 +106,8 @@ def train_beads(
     frozen: Tensor | None = None,
     finish: str = "none",
     finish_steps: int = 0,
+    normals: Tensor | None = None,
+    restarts: int = 0,
 ) -> BeadTraining:
     """Train each row of ``inits`` until its evaluation loss is at most ``targets[row]``, or ``max_steps`` run out.
 
@@ -118,14 +125,25 @@ def train_beads(
         finish: one of :data:`FINISHES`; ``lbfgs`` gives each bead still above its target after ``max_steps`` up to
             ``finish_steps`` L-BFGS iterations (:func:`lbfgs_finish`; not with a penalty).
         finish_steps: L-BFGS iterations at most per bead (read only with ``finish="lbfgs"``).
+        normals: optional unit vectors ``(M, P)``: bead ``row`` then moves only in the hyperplane through
+            ``inits[row]`` orthogonal to ``normals[row]`` (gradients and positions projected at every step, the
+            finish's too).
+        restarts: beads still above their target after both phases train again from where they stopped, with fresh
+            optimizer state (the first-order phase, then the finish), up to this many times. At the low levels a
+            bead can stall just above its target (L-BFGS finds no descent) where a fresh Adam phase moves it on.
 
     Raises:
-        ValueError: an unknown ``finish``, a negative ``finish_steps``, or ``finish="lbfgs"`` with a penalty.
+        ValueError: an unknown ``finish``, a negative ``finish_steps`` or ``restarts``, or ``finish="lbfgs"`` or
+            ``restarts`` with a penalty.
     """
     if finish not in FINISHES:
         raise ValueError(f"finish must be one of {', '.join(FINISHES)}, got {finish!r}")
     if finish_steps < 0:
         raise ValueError(f"finish_steps must be a non-negative integer, got {finish_steps!r}")
+    if restarts < 0:
+        raise ValueError(f"restarts must be a non-negative integer, got {restarts!r}")
+    if restarts and penalty is not None:
+        raise ValueError("restarts train a subset of the beads and cannot take a penalty (constrained DSS)")
     if finish != "none" and penalty is not None:
         raise ValueError("finish='lbfgs' trains one bead at a time and cannot take a penalty (constrained DSS)")
     rule = require_batched_optimizer(optimizer)
@@ -137,6 +155,7 @@ def train_beads(
     best = losses.clone()
     reached = frozen.clone()
     steps = torch.zeros(count, dtype=torch.long, device=space.device)
+    plane = None if normals is None else _Hyperplane(beads, normals.to(beads.device, beads.dtype))
     state = rule.init({"theta": beads})
     rates = torch.full((count,), float(lr), dtype=torch.float64, device=space.device)
     batches = space.task.batches(derive_seed(seed, "beads"))
@@ -158,9 +177,11 @@ def train_beads(
         if penalty is not None:
             grads = grads + penalty(beads)[1][active]
         grads = torch.nan_to_num(grads, nan=0.0, posinf=0.0, neginf=0.0)
+        if plane is not None:
+            grads = plane.tangent(grads, active)
         rows = {key: {"theta": buffers["theta"][active]} for key, buffers in state.items()}
         moved, rows = rule.update({"theta": beads[active]}, {"theta": grads}, rows, rates[active], step)
-        beads[active] = moved["theta"]
+        beads[active] = moved["theta"] if plane is None else plane.project(moved["theta"], active)
         for key, buffers in rows.items():
             state[key]["theta"][active] = buffers["theta"]
         steps[active] += 1
@@ -170,13 +191,45 @@ def train_beads(
         batch = next(batches)
         for row in (~reached).nonzero().squeeze(1).tolist():
             done = lbfgs_finish(space, beads[row], float(targets[row]), batch, max_steps=finish_steps,
-                                check_every=check_every)  # fmt: skip
+                                check_every=check_every,
+                                plane=None if plane is None else plane.row(row))  # fmt: skip
             beads[row] = done.theta
             losses[row] = done.loss
             best[row] = min(float(best[row]), done.best_loss)
             reached[row] = done.reached
             steps[row] += done.steps
+    if restarts > 0 and not bool(reached.all()):
+        rows = (~reached).nonzero().squeeze(1)
+        again = train_beads(space, beads[rows], targets[rows], max_steps=max_steps, lr=lr, optimizer=optimizer,
+                            check_every=check_every, seed=derive_seed(seed, "restart"), finish=finish,
+                            finish_steps=finish_steps, restarts=restarts - 1,
+                            normals=None if normals is None else normals[rows])  # fmt: skip
+        beads[rows], losses[rows], reached[rows] = again.beads, again.losses, again.reached
+        steps[rows] += again.steps
+        best[rows] = torch.minimum(best[rows], again.best_losses)
     return BeadTraining(beads, losses, reached, steps, best)
+
+
+class _Hyperplane:
+    """The hyperplanes ``{x : (x - anchors[i]) . normals[i] = 0}`` of a stack of beads, and projections onto them."""
+
+    def __init__(self, anchors: Tensor, normals: Tensor):
+        self.anchors = anchors.clone()
+        self.normals = normals
+
+    def tangent(self, vectors: Tensor, rows: Tensor) -> Tensor:
+        """``vectors (len(rows), P)`` without their components along the normals of ``rows``."""
+        n = self.normals[rows]
+        return vectors - (vectors * n).sum(1, keepdim=True) * n
+
+    def project(self, points: Tensor, rows: Tensor) -> Tensor:
+        """``points (len(rows), P)`` projected onto the hyperplanes of ``rows``."""
+        anchors = self.anchors[rows]
+        return anchors + self.tangent(points - anchors, rows)
+
+    def row(self, row: int) -> tuple[Tensor, Tensor]:
+        """``(anchor, normal)`` of one bead."""
+        return self.anchors[row], self.normals[row]
 
 
 @dataclass
@@ -204,6 +257,7 @@ def lbfgs_finish(
     max_steps: int,
     check_every: int = 10,
     history_size: int = 20,
+    plane: tuple[Tensor, Tensor] | None = None,
 ) -> Finish:
     """Minimise one bead's training loss with L-BFGS until its evaluation loss is at most ``target``.
 
@@ -222,6 +276,8 @@ def lbfgs_finish(
         max_steps: L-BFGS iterations at most.
         check_every: iterations between evaluation checks.
         history_size: curvature pairs L-BFGS keeps.
+        plane: optional ``(anchor, unit normal)``: the bead moves only in their hyperplane (every gradient projected
+            onto it, so every L-BFGS direction lies in it, and the iterate projected back after each chunk).
     """
     x = space.check(theta).detach().clone()
     loss = float(space.batched_eval_loss(x[None])[0])
@@ -234,7 +290,8 @@ def lbfgs_finish(
 
     def closure() -> Tensor:
         values, grads = space.batched_value_and_grad(x.detach()[None], batch)
-        x.grad = torch.nan_to_num(grads[0], nan=0.0, posinf=0.0, neginf=0.0)
+        grad = torch.nan_to_num(grads[0], nan=0.0, posinf=0.0, neginf=0.0)
+        x.grad = grad if plane is None else grad - (grad @ plane[1]) * plane[1]
         return values[0].detach()
 
     taken, previous = 0, math.inf
@@ -247,6 +304,9 @@ def lbfgs_finish(
         previous = start
         moved = int(opt.state[x]["n_iter"]) - before
         taken += moved
+        if plane is not None:  # remove the rounding drift off the hyperplane
+            with torch.no_grad():
+                x -= ((x - plane[0]) @ plane[1]) * plane[1]
         loss = float(space.batched_eval_loss(x.detach()[None])[0])
         best = min(best, loss)
         if loss <= target or moved == 0 or not math.isfinite(loss):

@@ -15,7 +15,7 @@ from geodesics.finders import DSSConfig, connect
 from geodesics.finders.base import list_finders, takes_profiles
 from geodesics.levels import LevelProfile, Linear
 from geodesics.path import BeadString
-from geodesics.space import ParamSpace
+from geodesics.space import ParamSpace, check_strategy
 
 __all__ = ["ConnectConfig", "connect_endpoints", "run_connect"]
 
@@ -43,6 +43,10 @@ class ConnectConfig(RunOptions):
     align: str = "none"
     """Before the path finder: ``none``, or ``weight_matching`` (B's hidden units permuted to match A's, the same
     function; the path then ends at the aligned B)."""
+    strategy: str = "auto"
+    """How a stack of models is evaluated (``geodesics.ParamSpace``): ``auto`` (``loop`` on CPU, ``vmap`` on CUDA),
+    ``loop`` (exact: each model as if alone), ``vmap``, or ``bmm`` (MLP tasks only: explicit batched matmuls and a
+    hand-written backward, several times faster than the loop on CPU; agrees with it to rounding)."""
 
     def __post_init__(self) -> None:
         check_range(self, "threshold", low=0, low_open=True)
@@ -51,6 +55,7 @@ class ConnectConfig(RunOptions):
             able = ", ".join(name for name in list_finders() if takes_profiles(name))
             raise ValueError(f"threshold_end (a level profile) needs dss.method {able}, got {self.dss.method}")
         check_alignment(self)
+        check_strategy(self)
 
     @property
     def level(self) -> float | LevelProfile:
@@ -61,7 +66,7 @@ class ConnectConfig(RunOptions):
 def connect_endpoints(cfg: ConnectConfig) -> tuple[ParamSpace, BeadString]:
     """Build the task on ``cfg.device`` in ``cfg.dtype``, make the endpoints, align B, connect (no files written)."""
     task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options)
-    space = ParamSpace.from_task(task)
+    space = ParamSpace.from_task(task, strategy=cfg.strategy)
     a = make_endpoint(space, cfg.a, cfg.threshold)
     b = align(space, a, make_endpoint(space, cfg.b, cfg.threshold_end or cfg.threshold), cfg.align)
     return space, connect(space, a, b, cfg.level, cfg.dss)
@@ -69,7 +74,8 @@ def connect_endpoints(cfg: ConnectConfig) -> tuple[ParamSpace, BeadString]:
 
 def run_connect(cfg: ConnectConfig) -> dict[str, Any]:
     """Connect two endpoints of ``cfg.task``; returns the string's metrics."""
-    make_task(cfg.task.name, **cfg.task.options).load()  # fail on a bad task or missing data before writing anything
+    # fail on a bad task, missing data or a strategy the model cannot take before writing anything
+    ParamSpace.from_task(make_task(cfg.task.name, **cfg.task.options).load(), strategy=cfg.strategy)
     run = Run.create(f"{cfg.name}-{cfg.task.name}", cfg, cfg.out)
     print(f"run directory: {run.path}")
     with run:

@@ -37,6 +37,7 @@ from geodesics.alignment import check_alignment
 from geodesics.commands.report import csv_text
 from geodesics.commands.sweep import SweepConfig, run_sweep
 from geodesics.finders import DSSConfig
+from geodesics.space import check_strategy
 
 __all__ = ["TopologyConfig", "plot_topology", "run_topology", "variant_config"]
 
@@ -71,9 +72,14 @@ class TopologyConfig(RunOptions):
     """Path finder (``dss.method``) and its settings, the same for every value."""
     align: str = "none"
     """Before connecting each pair: ``none``, or ``weight_matching`` (B's hidden units permuted to match A's)."""
+    strategy: str = "auto"
+    """How a stack of models is evaluated (``geodesics.ParamSpace``): ``auto`` (``loop`` on CPU, ``vmap`` on CUDA),
+    ``loop`` (exact: each model as if alone), ``vmap``, or ``bmm`` (MLP tasks only: explicit batched matmuls and a
+    hand-written backward, several times faster than the loop on CPU; agrees with it to rounding)."""
 
     def __post_init__(self) -> None:
         check_alignment(self)
+        check_strategy(self)
         check_range(self, "values", low=1, integer=True)
         if len(set(self.values)) != len(self.values):
             raise InvalidValue(type(self), "values", self.values, f"must name each value once, got {self.values!r}")
@@ -90,7 +96,7 @@ def variant_config(cfg: TopologyConfig, value: int, out: str | Path) -> SweepCon
     return SweepConfig(
         task=TaskConfig(name=cfg.task.name, options=options), name=f"sweep-{cfg.vary}{value}",
         thresholds=list(cfg.thresholds), pairs=cfg.pairs, concurrent=cfg.concurrent, seed=cfg.seed,
-        train_steps=cfg.train_steps, dss=dataclasses.replace(cfg.dss), align=cfg.align,
+        train_steps=cfg.train_steps, dss=dataclasses.replace(cfg.dss), align=cfg.align, strategy=cfg.strategy,
         device=cfg.device, dtype=cfg.dtype, out=str(out), threads=cfg.threads,
     )  # fmt: skip
 

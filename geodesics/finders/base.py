@@ -158,6 +158,14 @@ class DSSConfig:
     tasks such as the paper's regressions, where Adam at a fixed rate stalls above targets near the minimum)."""
     finish_steps: int = 2000
     """Greedy only: L-BFGS iterations at most per bead when ``finish`` is ``lbfgs`` (at least 1)."""
+    restarts: int = 0
+    """Greedy only: a bead still above its target after ``max_steps`` (and the finish) trains again from where it
+    stopped with fresh optimizer state, up to this many times, before the string fails on it."""
+    hyperplane: bool = False
+    """Greedy only: a new bead moves only in the hyperplane through its starting point orthogonal to its segment
+    (each gradient and each update projected onto it, the L-BFGS finish's too), so it keeps its place t* along the
+    segment and cannot slide past its neighbours; the hard form of constrained DSS's kappa term, and NEB's
+    perpendicular force. For the low levels, where free beads overshoot their segments' ends."""
     spring: float = 0.0
     """Constrained only: C, weight of the spring term sum of distances to the neighbours."""
     kappa: float = 1.0
@@ -201,7 +209,9 @@ class DSSConfig:
             message = f"must be one of {', '.join(FINISHES)}, got {self.finish!r}"
             raise InvalidValue(type(self), "finish", self.finish, message)
         check_range(self, "finish_steps", low=1, integer=True)
-        for key, default in (("accept_factor", 1.0), ("split_chord", False), ("finish", "none")):
+        check_range(self, "restarts", low=0, integer=True)
+        greedy_only = {"accept_factor": 1.0, "split_chord": False, "finish": "none", "restarts": 0, "hyperplane": False}
+        for key, default in greedy_only.items():
             if self.method != "greedy" and getattr(self, key) != default:
                 raise InvalidValue(
                     type(self), key, getattr(self, key), f"is read by greedy DSS only; method is {self.method!r}"

@@ -103,6 +103,7 @@ class _GreedyString:
                 f"bead {position} could not reach its target {target} = {self.targets[row]:.6g} within "
                 f"max_steps={config.max_steps}"
                 + (f" and finish_steps={config.finish_steps} ({config.finish})" if config.finish != "none" else "")
+                + (f", restarted {config.restarts} times" if config.restarts else "")
                 + f" (its loss: {float(losses[row]):.6g})"
             )
             self.done = True
@@ -159,9 +160,14 @@ def connect_greedy(
             break
         inits = torch.stack([bead for _, beads in plans for bead in beads])
         targets = torch.tensor([target for s, _ in plans for target in s.targets], dtype=torch.float64)
+        normals = None
+        if config.hyperplane:  # each bead's segment direction: it moves orthogonally to it
+            chords = torch.stack([s.beads[i + 1] - s.beads[i] for s, _ in plans for i in s.failing])
+            normals = chords / chords.norm(dim=1, keepdim=True).clamp(min=torch.finfo(chords.dtype).tiny)
         trained = train_beads(space, inits, targets, max_steps=config.max_steps, lr=lr, optimizer=config.optimizer,
                               check_every=config.check_every, seed=config.seed * 1000 + round_,
-                              finish=config.finish, finish_steps=config.finish_steps)  # fmt: skip
+                              finish=config.finish, finish_steps=config.finish_steps, normals=normals,
+                              restarts=config.restarts)  # fmt: skip
         rows, offset = [], 0
         for s, beads in plans:
             rows.append(slice(offset, offset + len(beads)))

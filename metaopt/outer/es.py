@@ -13,10 +13,16 @@ meta-graph: any meta-objective works, differentiable or not), and combine the me
   which makes it unbiased for the gradient of the whole episode's (smoothed) meta-loss.
 
 The optimizees the loop passes in advance with the unperturbed rule on the same batches as the particles, so the
-loop's metrics and the next truncation see the unperturbed run. The population runs one particle after another (a
-Python loop over ``2 K`` particles, each a plain :class:`~metaopt.shells.LearnedOptimizer` in ``envs.fit``); it is
-not vectorised across particles. Under data-parallel meta-training each rank runs the populations of its share of
-the meta-batch; the noise of slot i is drawn from ``(seed, "es", meta_step, i)`` whichever rank holds it.
+loop's metrics and the next truncation see the unperturbed run. The population of each optimizee runs in one of two
+ways (``population``): ``loop``, the default, one particle after another (a Python loop over ``2 K`` particles, each
+a plain :class:`~metaopt.shells.LearnedOptimizer` in ``envs.fit``), or ``vmap``, all ``2 K`` together, one
+``torch.func.vmap`` call per inner step over stacked optimizee parameters, rule states and rule weights
+(:mod:`metaopt.outer.population`: the same steps, NaN guard and divergence convention; the meta-losses agree with the
+loop's to rounding, not bit for bit). PES particles persist in either form, as optimizer objects or as stacked
+tensors. ``vmap`` needs a model without buffers or data-dependent control flow and says so otherwise (every reference
+task that could be tried qualifies); ``benchmarks/es_population.py`` measures the two. Under data-parallel
+meta-training each rank runs the populations of its share of the meta-batch; the noise of slot i is drawn from
+``(seed, "es", meta_step, i)`` whichever rank holds it.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ from torch import Tensor
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from typing_extensions import override
 
+from envs.errors import InvalidValue
 from envs.fit import fit
 from envs.seeding import generator
 from envs.task import Batch
 from envs.tooling.config import check_range
 from metaopt.inner.unroll import InnerState, Trajectory
 from metaopt.outer.base import Estimator, EstimatorSetup, MetaGradient
+from metaopt.outer.population import POPULATIONS, StackedParticles, run_stacked, stack_particles
 from metaopt.rules import LearnedRule
 from metaopt.shells import LearnedOptimizer
 
@@ -52,10 +60,17 @@ class ESConfig:
     """K: antithetic pairs per optimizee and truncation."""
     sigma: float = 0.01
     """Standard deviation of the perturbations of the rule's weights."""
+    population: str = "loop"
+    """How the 2 K particles run: loop (one LearnedOptimizer after another) or vmap (all together, torch.func)."""
 
     def __post_init__(self) -> None:
         check_range(self, "pairs", low=1, integer=True)
         check_range(self, "sigma", low=0, low_open=True)
+        if self.population not in POPULATIONS:
+            raise InvalidValue(
+                ESConfig, "population", self.population,
+                f"must be one of {', '.join(POPULATIONS)}, got {self.population!r}",
+            )  # fmt: skip
 
 
 def rollout(inner: InnerState, batches: list[Batch], valid: list[Batch] | None = None) -> Trajectory:
@@ -102,6 +117,8 @@ class _EvolutionStrategy(Estimator):
         super().__init__(config, setup)
         self._particles: dict[int, _Particles] = {}
         self._working: LearnedRule | None = None
+        self.population_losses: Tensor | None = None
+        """``(len(inners), 2, K)``: the meta-losses of the last estimate's particles, + side first (diagnostics)."""
 
     @override
     def estimate(self, rule: LearnedRule, inners: Sequence[InnerState], *, meta_step: int) -> MetaGradient:
@@ -110,8 +127,8 @@ class _EvolutionStrategy(Estimator):
         if self._working is None or not _same_shapes(self._working, rule):
             self._working = copy.deepcopy(rule).requires_grad_(False)
         working = self._working
-        total = torch.zeros(theta.numel(), dtype=torch.float64)
-        meta_losses, final_losses, spreads = [], [], []
+        total = torch.zeros(theta.numel(), dtype=torch.float64, device=theta.device)
+        meta_losses, final_losses, spreads, populations = [], [], [], []
         for index, inner in enumerate(inners):
             batches = [inner.take_batch()] + [next(inner.batches) for _ in range(setup.truncation)]
             valid = None  # the held-out batches of this truncation, the same for every particle
@@ -119,25 +136,24 @@ class _EvolutionStrategy(Estimator):
                 valid = [next(inner.valid_batches) for _ in range(setup.truncation)]
             noise = generator(setup.seed, "es", meta_step, self.slot_offset + index)  # the slot, not the rank's index
             eps = torch.randn(cfg.pairs, theta.numel(), generator=noise, dtype=torch.float64) * cfg.sigma
+            eps = eps.to(theta.device)
             particles = self._particles_for(inner, working) if self.persistent else None
-            differences = torch.empty(cfg.pairs, dtype=torch.float64)
-            for pair in range(cfg.pairs):
-                signed = []
-                for side, sign in enumerate((1.0, -1.0)):
-                    start = particles.states[side][pair] if particles else _copy_inner(inner, working)
-                    vector_to_parameters((theta.double() + sign * eps[pair]).to(theta.dtype), working.parameters())
-                    signed.append(float(setup.objective(rollout(start, batches, valid))))
-                differences[pair] = _finite_difference(signed[0], signed[1])
+            run = self._vmap_population if cfg.population == "vmap" else self._loop_population
+            signed = run(inner, working, theta, eps, batches, valid, particles)
+            differences = torch.tensor([_finite_difference(float(a), float(b)) for a, b in zip(*signed)],
+                                       dtype=torch.float64, device=theta.device)  # fmt: skip
             if particles is not None:
                 particles.xi += eps
                 particles.step = inner.step + setup.truncation
             direction = particles.xi if particles is not None else eps
             total += (differences[:, None] * direction).sum(0) / (2 * cfg.pairs * cfg.sigma**2)
             spreads.append(float(differences.abs().mean()))
+            populations.append(signed)
             trajectory = rollout(inner, batches, valid)  # the unperturbed optimizee, on the same batches
             inner.next_batch = batches[-1]  # it scored theta_{t+T}; the next step trains on it
             meta_losses.append(float(setup.objective(trajectory)))
             final_losses.append(float(trajectory.losses[-1]))
+        self.population_losses = torch.stack(populations)
         grad = (total / len(inners)).to(theta.dtype)
         grads, offset = [], 0
         for weight in rule.parameters():
@@ -150,6 +166,50 @@ class _EvolutionStrategy(Estimator):
         }
         return MetaGradient(tuple(grads), metrics)
 
+    def _loop_population(
+        self,
+        inner: InnerState,
+        working: LearnedRule,
+        theta: Tensor,
+        eps: Tensor,
+        batches: list[Batch],
+        valid: list[Batch] | None,
+        particles: _Particles | None,
+    ) -> Tensor:
+        """``(2, K)`` meta-losses of the + and - particles, one ``rollout`` of a ``LearnedOptimizer`` after another."""
+        signed = torch.empty(2, self.config.pairs, dtype=torch.float64)
+        for pair in range(self.config.pairs):
+            for side, sign in enumerate((1.0, -1.0)):
+                if particles is not None:
+                    assert isinstance(particles.states, tuple)
+                    start = particles.states[side][pair]
+                else:
+                    start = _copy_inner(inner, working)
+                vector_to_parameters((theta.double() + sign * eps[pair]).to(theta.dtype), working.parameters())
+                signed[side, pair] = float(self.setup.objective(rollout(start, batches, valid)))
+        return signed
+
+    def _vmap_population(
+        self,
+        inner: InnerState,
+        working: LearnedRule,
+        theta: Tensor,
+        eps: Tensor,
+        batches: list[Batch],
+        valid: list[Batch] | None,
+        particles: _Particles | None,
+    ) -> Tensor:
+        """``(2, K)`` meta-losses of the + and - particles, all ``2 K`` advanced together (:mod:`.population`)."""
+        if particles is not None:
+            assert isinstance(particles.states, StackedParticles)
+            stacked = particles.states
+        else:
+            stacked = stack_particles(inner, working, 2 * self.config.pairs)
+        weights = torch.cat([theta.double() + eps, theta.double() - eps]).to(theta.dtype)  # + side, then - side
+        trajectories = run_stacked(inner, working, weights, stacked, batches, valid)
+        losses = [float(self.setup.objective(trajectory)) for trajectory in trajectories]
+        return torch.tensor(losses, dtype=torch.float64).view(2, self.config.pairs)
+
     def _particles_for(self, inner: InnerState, working: LearnedRule) -> _Particles:
         """The inner's PES particles: kept while the same optimizee continues, fresh copies of it otherwise."""
         self._particles = {k: v for k, v in self._particles.items() if v.owner() is not None}
@@ -157,12 +217,17 @@ class _EvolutionStrategy(Estimator):
         if held is not None and held.owner() is inner and held.step == inner.step:
             return held
         pairs = self.config.pairs
-        states = (
-            [_copy_inner(inner, working) for _ in range(pairs)],
-            [_copy_inner(inner, working) for _ in range(pairs)],
-        )
+        states: tuple[list[InnerState], ...] | StackedParticles
+        if self.config.population == "vmap":
+            states = stack_particles(inner, working, 2 * pairs)
+        else:
+            states = (
+                [_copy_inner(inner, working) for _ in range(pairs)],
+                [_copy_inner(inner, working) for _ in range(pairs)],
+            )
         dim = sum(w.numel() for w in working.parameters())
-        particles = _Particles(weakref.ref(inner), inner.step, states, torch.zeros(pairs, dim, dtype=torch.float64))
+        xi = torch.zeros(pairs, dim, dtype=torch.float64, device=working.device)
+        particles = _Particles(weakref.ref(inner), inner.step, states, xi)
         self._particles[id(inner)] = particles
         return particles
 
@@ -175,8 +240,8 @@ class _Particles:
     """The optimizee the particles shadow."""
     step: int
     """The inner step at which they continue."""
-    states: tuple[list[InnerState], ...]
-    """The + and - particle of each antithetic pair."""
+    states: tuple[list[InnerState], ...] | StackedParticles
+    """The + and - particle of each antithetic pair (loop), or all of them stacked, + side first (vmap)."""
     xi: Tensor
     """``(K, D)``: the sum of each pair's perturbations so far."""
 

@@ -15,6 +15,7 @@ from torch import Tensor
 
 import envs
 from envs.errors import InvalidValue
+from envs.seeding import derive_seed
 from envs.tooling.config import load_config
 from geodesics import ParamSpace, connect
 from geodesics.beads import train_beads
@@ -150,3 +151,82 @@ def test_low_sweeps_load_and_train_the_shipped_sweeps_endpoints(name: str, first
         assert shipped.thresholds[first + k] == threshold
         for p in range(low.pairs):
             assert pair_seeds(low, k, p) == pair_seeds(shipped, first + k, p)
+
+
+def _offsets(beads: Tensor, anchors: Tensor, normals: Tensor) -> Tensor:
+    """Each bead's distance from its hyperplane, over its distance from its start."""
+    moved = beads - anchors
+    return (moved * normals).sum(1).abs() / moved.norm(dim=1).clamp(min=1e-30)
+
+
+def test_beads_on_a_hyperplane_stay_on_it_through_adam_and_the_finish(small: tuple[ParamSpace, Tensor]) -> None:
+    space, inits = small
+    normals = torch.randn(inits.shape, generator=torch.Generator().manual_seed(0), dtype=inits.dtype)
+    normals = normals / normals.norm(dim=1, keepdim=True)
+    targets = torch.full((2,), 0.95 * LEVEL, dtype=torch.float64)
+    free = train_beads(space, inits, targets, **ADAM, finish="lbfgs", finish_steps=500)
+    held = train_beads(space, inits, targets, **ADAM, finish="lbfgs", finish_steps=500, normals=normals)
+    assert bool(held.reached.all())  # the constraint still leaves room to reach the level
+    assert bool((_offsets(held.beads, inits, normals) < 1e-5).all())
+    assert bool((_offsets(free.beads, inits, normals) > 1e-2).all())  # unconstrained, they leave the plane
+    assert bool(((held.beads - inits).norm(dim=1) > 1e-2).all())
+
+
+def test_greedy_dss_on_hyperplanes_keeps_every_new_bead_at_its_place_on_the_segment(
+    small: tuple[ParamSpace, Tensor], pair: tuple[Tensor, Tensor]
+) -> None:
+    space, _ = small
+    a, b = pair
+    config = DSSConfig(max_steps=ADAM["max_steps"], max_rounds=14, finish="lbfgs", finish_steps=500,
+                       hyperplane=True, bead_noise=0.0)  # fmt: skip
+    string = connect(space, a, b, 2.5 * LEVEL, config)
+    assert string.connected, string.reason
+    assert len(string.beads) > 3
+    assert torch.equal(string.beads[0], a) and torch.equal(string.beads[-1], b)
+    for before, after in zip(string.history, string.history[1:]):  # each round's new beads against their segments
+        old, new = before.beads, after.beads
+        assert old is not None and new is not None
+        kept = 0
+        for i in range(len(new)):
+            if kept < len(old) and torch.equal(new[i], old[kept]):
+                kept += 1
+                continue
+            left, right = new[i - 1], new[i + 1]
+            chord = right - left
+            t = float((new[i] - left) @ chord / (chord @ chord))
+            assert 0.0 < t < 1.0  # it stayed between its neighbours (at t*, off the ends)
+        assert kept == len(old)
+
+
+def test_hyperplane_is_greedy_only() -> None:
+    with pytest.raises(InvalidValue, match="hyperplane is read by greedy DSS only"):
+        DSSConfig(method="constrained", hyperplane=True)
+
+
+def test_a_restart_continues_a_bead_from_where_it_stopped(small: tuple[ParamSpace, Tensor]) -> None:
+    space, inits = small
+    targets = torch.full((2,), 0.95 * LEVEL, dtype=torch.float64)
+    short = {"max_steps": 100, "lr": 0.05, "finish": "lbfgs", "finish_steps": 20}  # too short: both stop above
+    once = train_beads(space, inits, targets, **short)
+    assert not bool(once.reached.any())
+    restarted = train_beads(space, inits, targets, **short, restarts=3)
+    assert bool(restarted.reached[0])
+    assert bool((restarted.steps > once.steps).all())  # the failing beads trained again
+    assert bool((restarted.best_losses <= once.best_losses).all())
+    assert torch.equal(restarted.losses, space.batched_eval_loss(restarted.beads).to(torch.float64))
+    # a restart is a second run from where the first stopped, on the restart's own batch seed
+    again = train_beads(space, once.beads, targets, **short, seed=derive_seed(0, "restart"), restarts=2)
+    assert torch.equal(again.beads, restarted.beads)
+    # a bead that reached its target is not restarted
+    easy = torch.tensor([0.05, 0.95 * LEVEL], dtype=torch.float64)
+    plain = train_beads(space, inits, easy, **short)
+    mixed = train_beads(space, inits, easy, **short, restarts=2)
+    assert bool(plain.reached[0]) and torch.equal(mixed.beads[0], plain.beads[0])
+
+
+def test_bad_restarts_name_the_key_and_the_range() -> None:
+    with pytest.raises(InvalidValue) as caught:
+        DSSConfig(restarts=-1)
+    assert str(caught.value) == "restarts must be an integer in [0, inf), got -1"
+    with pytest.raises(InvalidValue, match="restarts is read by greedy DSS only"):
+        DSSConfig(method="neb", restarts=1)
