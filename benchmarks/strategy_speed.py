@@ -1,11 +1,11 @@
-"""What the exact evaluation costs: whole ``connect`` runs with the loop strategy against vmap.
+"""What the exact evaluation costs: whole ``connect`` runs with the loop strategy against vmap and bmm.
 
-``strategy=loop`` (exact, the CPU default) and ``strategy=vmap`` connect the same endpoints, timed alternately in
-one process.
+``strategy=loop`` (exact, the CPU default), ``strategy=vmap`` and, for MLP tasks, ``strategy=bmm`` connect the same
+endpoints, timed alternately in one process.
 
-Prints one JSON line per task: the best time of each strategy over ``--repeats`` alternating runs, the ratio
-vmap/loop (above 1: the loop is faster), the outcomes of both (they agree to rounding, not bit for bit), the thread
-count and the machine's load average.
+Prints one JSON line per task: the best time of each strategy over ``--repeats`` alternating runs, the ratios
+vmap/loop and bmm/loop (above 1: the loop is faster; bmm null where the model is not a plain MLP), the outcomes of
+each (they agree to rounding, not bit for bit), the thread count and the machine's load average.
 
     python benchmarks/strategy_speed.py [--device cpu|cuda|auto] [--tasks poly_cubic digits_mlp] [--repeats 2]
 """
@@ -36,10 +36,11 @@ def main() -> None:
         task = envs.make_task(name, device=device)
         a, b = train_to_threshold(task, 0, threshold), train_to_threshold(task, 1, threshold)
         config = DSSConfig(keep_snapshots=False)
-        best = {"loop": float("inf"), "vmap": float("inf")}
+        strategies = ["loop", "vmap"] + (["bmm"] if _takes_bmm(task) else [])
+        best = {strategy: float("inf") for strategy in strategies}
         outcome = {}
         for _ in range(args.repeats):
-            for strategy in ("loop", "vmap"):
+            for strategy in strategies:
                 space = ParamSpace(task, strategy=strategy)
                 sync(device)
                 start = time.perf_counter()
@@ -50,9 +51,19 @@ def main() -> None:
         emit({
             "benchmark": "strategy_speed", "task": name, "threshold": threshold, "device": str(device),
             "loop_seconds": best["loop"], "vmap_seconds": best["vmap"], "vmap_over_loop": best["vmap"] / best["loop"],
-            "loop_outcome": outcome["loop"], "vmap_outcome": outcome["vmap"], "load_average": os.getloadavg(),
+            "bmm_seconds": best.get("bmm"), "bmm_over_loop": best["bmm"] / best["loop"] if "bmm" in best else None,
+            "loop_outcome": outcome["loop"], "vmap_outcome": outcome["vmap"], "bmm_outcome": outcome.get("bmm"),
+            "load_average": os.getloadavg(),
             **machine(),
         })  # fmt: skip
+
+
+def _takes_bmm(task: envs.Task) -> bool:
+    try:
+        ParamSpace(task, strategy="bmm")
+    except ValueError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

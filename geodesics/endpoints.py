@@ -73,6 +73,8 @@ def train_endpoints(
     lr: float | None = None,
     check_every: int = 10,
     shared_batches: int | None = None,
+    finish: str = "none",
+    finish_steps: int = 0,
 ) -> EndpointTraining:
     """Train ``task.init_model(s)`` for every seed until its evaluation loss is at most ``threshold``.
 
@@ -89,16 +91,28 @@ def train_endpoints(
         check_every: evaluate every this many steps.
         shared_batches: train the models as one stack on the batch stream of this seed; None trains each alone
             on its own stream. An optimizer without a functional twin always trains each model alone.
+        finish: ``lbfgs``: a model still above the threshold after ``max_steps`` gets up to ``finish_steps`` L-BFGS
+            iterations (:func:`geodesics.beads.lbfgs_finish`; models that reached it are unchanged, bit for bit).
+            Needs ``shared_batches`` and an optimizer with a functional twin.
+        finish_steps: L-BFGS iterations at most per model (with ``finish="lbfgs"``).
+
+    Raises:
+        ValueError: ``finish`` without ``shared_batches`` or a functional twin of the optimizer.
     """
     task = space.task
     budget = max_steps if max_steps is not None else 5 * task.recipe.steps
     optimizer = optimizer or task.recipe.optimizer
     lr = task.recipe.lr if lr is None else lr
-    if shared_batches is not None and batched_optimizer(optimizer) is not None:
+    stacked = shared_batches is not None and batched_optimizer(optimizer) is not None
+    if finish != "none" and not stacked:
+        raise ValueError(f"finish={finish!r} trains the endpoints as one stack: it needs shared batches and an "
+                         f"optimizer with a batched twin, got {optimizer!r}")  # fmt: skip
+    if stacked:
         inits = torch.stack([space.flatten(task.init_model(s)) for s in seeds])
         targets = torch.full((len(seeds),), threshold, dtype=torch.float64)
         stack = train_beads(space, inits, targets, max_steps=budget, lr=lr, optimizer=optimizer,
-                            check_every=check_every, seed=shared_batches)  # fmt: skip
+                            check_every=check_every, seed=shared_batches, finish=finish,
+                            finish_steps=finish_steps)  # fmt: skip
         diverged = ~torch.isfinite(stack.losses)
         return EndpointTraining(stack.beads, stack.losses, stack.best_losses, stack.reached, stack.steps, diverged)
     runs = [

@@ -29,6 +29,7 @@ from envs.tooling import distributed
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
 from geodesics.alignment import align, check_alignment
+from geodesics.beads import FINISHES, batched_optimizer
 from geodesics.commands.report import csv_text
 from geodesics.endpoints import train_endpoints
 from geodesics.finders import DSSConfig, connect_many
@@ -60,6 +61,11 @@ class SweepConfig(RunOptions):
     """Optimizer of the endpoints, a registered name (empty: the task's recipe optimizer)."""
     train_lr: float = 0.0
     """Learning rate of the endpoints (0: the task's recipe rate; the paper preset: Adam at 1e-3)."""
+    train_finish: str = "none"
+    """``lbfgs``: an endpoint still above L0 after ``train_steps`` gets up to ``train_finish_steps`` L-BFGS iterations
+    (endpoints that reached L0 are unchanged, bit for bit); ``none``: it stays untrained and its pair is skipped."""
+    train_finish_steps: int = 2000
+    """L-BFGS iterations at most per endpoint with ``train_finish=lbfgs`` (at least 1)."""
     dss: DSSConfig = field(default_factory=DSSConfig)
     """Path finder (``dss.method``) and its settings."""
     align: str = "none"
@@ -78,10 +84,17 @@ class SweepConfig(RunOptions):
         check_range(self, "seed", low=0, integer=True)
         check_range(self, "train_steps", low=0, integer=True)
         check_range(self, "train_lr", low=0)
+        if self.train_finish not in FINISHES:
+            message = f"must be one of {', '.join(FINISHES)}, got {self.train_finish!r}"
+            raise InvalidValue(type(self), "train_finish", self.train_finish, message)
+        check_range(self, "train_finish_steps", low=1, integer=True)
         if self.train_optimizer and self.train_optimizer not in list_optimizers():
             names = ", ".join(list_optimizers())
             message = f"must be empty or a registered optimizer ({names}), got {self.train_optimizer!r}"
             raise InvalidValue(type(self), "train_optimizer", self.train_optimizer, message)
+        if self.train_finish != "none" and self.train_optimizer and batched_optimizer(self.train_optimizer) is None:
+            message = f"needs a train_optimizer with a batched twin, got {self.train_optimizer!r}"
+            raise InvalidValue(type(self), "train_finish", self.train_finish, message)
 
 
 def pair_seeds(config: SweepConfig, threshold_index: int, pair: int) -> tuple[int, int]:
@@ -108,7 +121,8 @@ def _run_group(
     seeds = [s for p in pairs for s in pair_seeds(config, k, p)]
     budget = config.train_steps or 5 * task.recipe.steps
     endpoints = train_endpoints(space, seeds, threshold, max_steps=budget, optimizer=config.train_optimizer or None,
-                                lr=config.train_lr or None, shared_batches=config.seed * 7919 + k)  # fmt: skip
+                                lr=config.train_lr or None, shared_batches=config.seed * 7919 + k,
+                                finish=config.train_finish, finish_steps=config.train_finish_steps)  # fmt: skip
     thetas, losses, reached = endpoints.thetas, endpoints.losses, endpoints.reached
     trained = [p for i, p in enumerate(pairs) if bool(reached[2 * i]) and bool(reached[2 * i + 1])]
     index = {p: i for i, p in enumerate(pairs)}
@@ -131,7 +145,9 @@ def _run_group(
             string.save(path)
             record.update(string.metrics(), string=str(path.relative_to(run.path)))
         else:
-            record.update(connected=False, reason=f"endpoints: not trained below L0 within {budget} steps")
+            within = f"{budget} steps" + (f" and {config.train_finish_steps} L-BFGS iterations"
+                                          if config.train_finish != "none" else "")  # fmt: skip
+            record.update(connected=False, reason=f"endpoints: not trained below L0 within {within}")
         records.append(record)
     return records
 

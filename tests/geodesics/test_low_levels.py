@@ -230,3 +230,23 @@ def test_bad_restarts_name_the_key_and_the_range() -> None:
     assert str(caught.value) == "restarts must be an integer in [0, inf), got -1"
     with pytest.raises(InvalidValue, match="restarts is read by greedy DSS only"):
         DSSConfig(method="neb", restarts=1)
+
+
+def test_the_endpoint_finish_trains_what_adam_leaves_above_the_level(small: tuple[ParamSpace, Tensor]) -> None:
+    space, _ = small
+    seeds = [2, 3, 4]
+    plain = train_endpoints(space, seeds, LEVEL, max_steps=1000, shared_batches=0)
+    finished = train_endpoints(space, seeds, LEVEL, max_steps=1000, shared_batches=0, finish="lbfgs", finish_steps=500)
+    assert not bool(plain.reached.all()) and bool(finished.reached.all())
+    for row in plain.reached.nonzero().squeeze(1).tolist():  # those Adam trained are the same bits
+        assert torch.equal(finished.thetas[row], plain.thetas[row])
+    assert bool((finished.losses <= LEVEL).all())
+    with pytest.raises(ValueError, match="needs shared batches"):
+        train_endpoints(space, seeds, LEVEL, max_steps=10, finish="lbfgs", finish_steps=5)
+
+
+def test_bad_endpoint_finish_settings_name_the_key() -> None:
+    with pytest.raises(InvalidValue, match="train_finish must be one of none, lbfgs, got 'newton'"):
+        SweepConfig(train_finish="newton")
+    with pytest.raises(InvalidValue, match=r"train_finish_steps must be an integer in \[1, inf\), got 0"):
+        SweepConfig(train_finish="lbfgs", train_finish_steps=0)
