@@ -3,9 +3,10 @@
 Two thin shells over one functional core, :meth:`metaopt.rules.LearnedRule.step`: both gather the gradients of every
 parameter into one flat vector, call the rule once, and add the update back per parameter. ``LearnedOptimizer``
 updates parameters in place (any training loop, CPU or CUDA) and keeps each parameter's piece of the rule's state in
-``self.state[p]``, so ``state_dict()``/``load_state_dict()`` carry it. ``DifferentiableLearnedOptimizer`` (registered
-with ``higher.register_optim``) builds new parameter tensors instead, so ``higher.innerloop_ctx(model,
-LearnedOptimizer(...))`` unrolls it and meta-gradients reach the rule's weights.
+``self.state[p]``, so ``state_dict()``/``load_state_dict()`` carry it (between two steps over the same parameters it
+keeps the rule's joined state instead, and splits it into ``self.state`` only when ``state`` is read).
+``DifferentiableLearnedOptimizer`` (registered with ``higher.register_optim``) builds new parameter tensors instead,
+so ``higher.innerloop_ctx(model, LearnedOptimizer(...))`` unrolls it and meta-gradients reach the rule's weights.
 
 The rule is referenced by the optimizer object, never stored in ``param_groups``: higher deep-copies the groups,
 and a copied rule would cut the twin off from the live meta-parameters.
@@ -13,6 +14,9 @@ and a copied rule would cut the twin off from the live meta-parameters.
 
 from __future__ import annotations
 
+import math
+import operator
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ import higher
 import torch
 from higher.optim import DifferentiableOptimizer
 from torch import Tensor
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from typing_extensions import override
 
 from metaopt.checkpoint import load_net
@@ -54,6 +59,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
     GROUP_KEYS = ("params", "lr", "weight_decay")
     """The keys a parameter group may carry."""
 
+    _state: defaultdict[Tensor, Any]
+    """Each parameter's piece of the rule's state, behind :attr:`state` (stale while ``_joined`` is set)."""
+    _joined: _JoinedState | None
+    """The joined state the next step starts from, when it was left by the last step (None: join ``_state``)."""
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -73,7 +83,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         rule = rule if rule is not None else net
         if (checkpoint is None) == (rule is None):
             raise ValueError("LearnedOptimizer needs exactly one of checkpoint=PATH (from `metaopt train`) or net=")
-        super().__init__(params, defaults={"lr": lr, "weight_decay": weight_decay})
+        super().__init__(params, defaults={"lr": lr, "weight_decay": weight_decay})  # sets ``state``: the setter
         self.skipped_steps = 0
         """Steps skipped because the rule's update was not finite."""
         device = self.param_groups[0]["params"][0].device if self.param_groups[0]["params"] else None
@@ -126,6 +136,39 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 )
         super().load_state_dict(state_dict)
 
+    @property  # type: ignore[override]
+    def state(self) -> defaultdict[Tensor, Any]:
+        """Each parameter's piece of the rule's state (what ``state_dict()`` saves), up to date whenever read.
+
+        Between steps the shell keeps the rule's joined state of all coordinates (a ``_JoinedState``) instead of
+        splitting it into pieces and joining them again at every step; a read of ``state`` (``state_dict()``,
+        higher, a user) splits it into the pieces here first and drops it, so the next step joins the pieces again,
+        with whatever the reader changed in them.
+        """
+        self._scatter_state()
+        return self._state
+
+    @state.setter
+    def state(self, value: defaultdict[Tensor, Any]) -> None:  # torch.optim.Optimizer.__init__ and __setstate__
+        self.__dict__["_joined"] = None
+        self.__dict__["_state"] = value
+
+    @override
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        pieces = state.pop("state", None)
+        super().__setstate__(state)
+        if pieces is not None:  # through the setter: the dict has to reach ``_state`` (a property hides __dict__)
+            self.state = pieces
+
+    def _scatter_state(self) -> None:
+        """Move the joined state into ``_state``, one piece per parameter, and forget it."""
+        joined = self.__dict__.get("_joined")
+        if joined is not None:
+            self.__dict__["_joined"] = None
+            for p, piece in zip(joined.params, joined.rule.split(joined.state, joined.params)):
+                self._state[p].update(piece)
+
     @override
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -133,26 +176,112 @@ class LearnedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        params: list[Tensor] = []
+        grads: list[Tensor] = []
+        options: list[tuple[float, float]] = []
+        for group in self.param_groups:
+            lr, weight_decay = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                grad = p.grad
+                if grad is not None:
+                    if grad.is_sparse:
+                        raise RuntimeError("LearnedOptimizer does not support sparse gradients")
+                    params.append(p)
+                    grads.append(grad)
+                    options.append((lr, weight_decay))
         if not params:
             return loss
-        if any(p.grad.is_sparse for p in params):
-            raise RuntimeError("LearnedOptimizer does not support sparse gradients")
         rule = self.rule
-        grads = torch.cat([p.grad.reshape(-1) for p in params]).to(rule.dtype)
-        state = rule.join([self.state[p] if self.state[p] else rule.init_state(p) for p in params])
-        update, new_state = rule.step(grads, state, params)
-        if not bool(torch.isfinite(update).all()):
+        joined: _JoinedState | None = self._joined
+        dtype = joined.dtype if joined is not None and joined.rule_unchanged(rule) else rule.dtype
+        signature = [(p.shape, p.dtype) for p in params]
+        if joined is None or not joined.serves(params, signature, rule, dtype):
+            self._scatter_state()
+            pieces = [self._state[p] or rule.init_state(p) for p in params]
+            joined = self._joined = _JoinedState(params, signature, rule, dtype, rule.join(pieces))
+            for p in params:  # their state lives in ``joined`` now: keep one copy of it, not a stale second one
+                piece = self._state[p]
+                for key in [key for key, value in piece.items() if isinstance(value, Tensor)]:
+                    del piece[key]
+        flat_grads = _flatten_dense_tensors(grads).to(dtype)  # one call: the cat of every gradient, flattened
+        update, new_state = rule.step(flat_grads, joined.state, params)
+        if not _finite(update):
             self.skipped_steps += 1  # the guard: a non-finite update changes nothing
             return loss
-        options = {p: (group["lr"], group["weight_decay"]) for group in self.param_groups for p in group["params"]}
-        for p, delta, piece in zip(params, update.split([p.numel() for p in params]), rule.split(new_state, params)):
-            lr, weight_decay = options[p]
+        joined.state = new_state
+        deltas = _unflatten_dense_tensors(update, params)  # one call: a view of each parameter's piece, shaped
+        if joined.same_dtype and options.count(options[0]) == len(options):  # one group's options: foreach calls
+            lr, weight_decay = options[0]
+            if weight_decay:
+                torch._foreach_mul_(params, 1 - lr * weight_decay)
+            torch._foreach_add_(params, deltas, alpha=lr)
+            return loss
+        for p, delta, (lr, weight_decay) in zip(params, deltas, options):
             if weight_decay:
                 p.mul_(1 - lr * weight_decay)
-            p.add_(delta.view_as(p).to(p.dtype), alpha=lr)
-            self.state[p].update(piece)  # one entry per parameter, for state_dict()
+            p.add_(delta.to(p.dtype), alpha=lr)
         return loss
+
+
+def _finite(update: Tensor) -> bool:
+    """Whether every entry of ``update`` is finite: its least and greatest are (one pass; NaN propagates to both)."""
+    if update.numel() == 0:
+        return True
+    low, high = torch.aminmax(update)
+    return math.isfinite(low.item()) and math.isfinite(high.item())
+
+
+class _JoinedState:
+    """The rule's joined state of the parameters ``params`` (in step order), kept by ``LearnedOptimizer`` between steps.
+
+    Args:
+        params: the parameters with a gradient at the step that made the state, in step order.
+        signature: ``(shape, dtype)`` of each of them.
+        rule: the rule whose ``join`` (or ``step``) made ``state``.
+        dtype: the rule's dtype then.
+        state: the joined state.
+    """
+
+    def __init__(
+        self,
+        params: list[Tensor],
+        signature: list[tuple[torch.Size, torch.dtype]],
+        rule: LearnedRule,
+        dtype: torch.dtype,
+        state: RuleState,
+    ):
+        self.params = params
+        self.signature = signature
+        self.rule = rule
+        self.dtype = dtype
+        self.state = state
+        self.same_dtype = all(param_dtype == dtype for _, param_dtype in signature)
+        """Whether every parameter has the rule's dtype (the update needs no cast)."""
+        self.weight = next(rule.parameters(), None)
+        """One of the rule's weights, whose dtype follows the rule's (``rule.to(...)`` converts it in place)."""
+
+    def rule_unchanged(self, rule: LearnedRule) -> bool:
+        """Whether ``rule`` is the rule of this state, still in its dtype (cheaper than reading ``rule.dtype``)."""
+        return rule is self.rule and self.weight is not None and self.weight.dtype == self.dtype
+
+    def serves(
+        self,
+        params: list[Tensor],
+        signature: list[tuple[torch.Size, torch.dtype]],
+        rule: LearnedRule,
+        dtype: torch.dtype,
+    ) -> bool:
+        """Whether this is the state a step over ``params`` (of ``signature``) with ``rule`` in ``dtype`` would join.
+
+        The same parameter tensors (by identity: the state of an equal copy is not theirs) of the same shapes and
+        dtypes, the same rule object in the same dtype.
+        """
+        return (
+            rule is self.rule
+            and dtype == self.dtype
+            and signature == self.signature
+            and all(map(operator.is_, params, self.params))
+        )
 
 
 class DifferentiableLearnedOptimizer(DifferentiableOptimizer):

@@ -132,11 +132,13 @@ class PerParameterMLP(LearnedRule):
 
     @override
     def join(self, pieces: Sequence[ParamState]) -> dict[str, Tensor]:
-        # one cat per kind (cat promotes mixed dtypes; one cast after it); ``factored: (R + C,)`` holds the row
+        # one cat per kind (cat promotes mixed dtypes; one cast after it); ``momenta: (K, N)`` is feature-major, as
+        # the features are built (a momentum's row is contiguous: its lerp, products and copy into the features are
+        # one vectorised pass, where an (N, K) layout made each a strided one); ``factored: (R + C,)`` holds the row
         # accumulators of every matrix, then their column accumulators (vectors have none)
         dtype = self.dtype
         return {
-            "momenta": torch.cat([p["momenta"] for p in pieces]).to(dtype),
+            "momenta": torch.cat([p["momenta"].t() for p in pieces], dim=1).to(dtype),
             "second_moment": torch.cat([p["second_moment"] for p in pieces]).to(dtype),
             "factored": torch.cat([p["row"] for p in pieces] + [p["col"] for p in pieces]).to(dtype),
             "steps": torch.cat([p["step"] for p in pieces]).to(dtype),
@@ -147,7 +149,7 @@ class PerParameterMLP(LearnedRule):
         layout = self._layout(params, state["momenta"])
         factored = state["factored"].split(layout.row_sizes + layout.col_sizes)
         pieces = zip(
-            state["momenta"].split(layout.sizes),
+            (m.t().contiguous() for m in state["momenta"].split(layout.sizes, dim=1)),
             state["second_moment"].split(layout.sizes),
             factored[: len(params)],
             factored[len(params) :],
@@ -159,47 +161,49 @@ class PerParameterMLP(LearnedRule):
 
     def features(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
         """``(features (N, F), new_state)`` for every coordinate (a transposed view of :meth:`_inputs`)."""
-        inputs, new_state = self._inputs(grads, state, params)
+        inputs, new_state = self._inputs(grads, state, params, self._layout(params, grads))
         return inputs.t(), new_state
 
     @override
     def step(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
-        cfg = self.config
-        hidden, new_state = self._inputs(grads, state, params)
+        layout = self._layout(params, grads)
+        hidden, new_state = self._inputs(grads, state, params, layout)
         # feature-major (F, N): each layer is one product W @ h, the fastest layout when N >> F
         for layer in self._linears:
             hidden = torch.addmm(layer.bias[:, None], layer.weight, hidden).relu_()
-        direction, magnitude = torch.addmm(self.readout.bias[:, None], self.readout.weight, hidden)
-        return direction * torch.exp(magnitude * cfg.exp_mult) * cfg.step_mult, new_state
+        direction, magnitude = torch.addmm(self.readout.bias[:, None], self.readout.weight, hidden).unbind()
+        scalars = layout.scalars(self.config)
+        return direction * torch.exp(magnitude * scalars.exp_mult) * scalars.step_mult, new_state
 
-    def _inputs(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
+    def _inputs(self, grads: Tensor, state: dict, params: Sequence[Tensor], layout: _Layout) -> tuple[Tensor, dict]:
         """``(features (F, N), new_state)``: the features feature-major, in the order of the module docstring.
 
         Every operation covers all coordinates of all tensors at once (the step's cost is a fixed number of tensor
         operations, whatever the number of tensors): what is per tensor (bias corrections, progress, the factored
         scale, normalisation) is computed on ``(., T)`` and spread to the coordinates with one ``index_select``.
+        The scalars are the layout's 0-d tensors (see :class:`_Scalars`).
         """
         cfg = self.config
-        layout = self._layout(params, grads)
+        scalars = layout.scalars(cfg)
         b2 = cfg.second_moment_decay
-        steps = state["steps"] + 1  # (T,): one counter per tensor
-        corrections = torch.reciprocal(1 - layout.bases**steps)  # (2, T): 1 / (1 - b1^t), 1 / (1 - b2^t)
+        steps = state["steps"] + scalars.one  # (T,): one counter per tensor
+        # (2, T): 1 / (1 - b1^t), 1 / (1 - b2^t)
+        corrections = torch.reciprocal(scalars.one - torch.pow(layout.bases, steps))
         squares = grads * grads
-        momenta = torch.lerp(state["momenta"], grads[:, None], layout.complements)  # (N, K): b m + (1 - b) g
+        momenta = torch.lerp(state["momenta"], grads, layout.complements)  # (K, N): b m + (1 - b) g
         second = torch.lerp(state["second_moment"], squares, 1 - b2)
         factored_state, factored_scale = self._factored_moment(squares, state["factored"], corrections[1:], layout)
         per_tensor = torch.cat([corrections, factored_scale, torch.tanh(steps * layout.inv_scales)])  # (3 + S, T)
         spread = layout.expand(per_tensor)  # (3 + S, N)
         inv_correction1, inv_correction2, factored_scale, *_ = spread.unbind()
         v_hat = second * inv_correction2
-        v_floored = v_hat + _EPS**2
+        v_floored = v_hat + scalars.eps_squared
         rsqrt = torch.rsqrt(v_floored)
-        momenta_t = momenta.t()
-        adam = momenta_t[cfg.adam_momentum] * inv_correction1 / (v_hat.sqrt() + cfg.eps)
+        adam = momenta[cfg.adam_momentum] * inv_correction1 / (v_hat.sqrt() + scalars.adam_eps)
         if layout.factored is None:  # no matrices: every coordinate is over its own second moment
             factored = grads * rsqrt
         else:  # g_ij / sqrt(row_i col_j / (mean(row) (1 - b2^t))), the per-tensor scale spread as factored_scale
-            row, col = factored_state.index_select(0, layout.factored.index).split(layout.num)
+            row, col = factored_state.index_select(0, layout.factored.index).view(2, -1).unbind()
             v = row * col * factored_scale
             if layout.factored.is_matrix is not None:
                 v = torch.where(layout.factored.is_matrix, v, v_floored)
@@ -207,9 +211,9 @@ class PerParameterMLP(LearnedRule):
         values = torch.cat([p.reshape(-1) for p in params])
         if values.dtype != grads.dtype:
             values = values.to(grads.dtype)
-        raw = torch.vstack([grads, values, momenta_t, momenta_t * rsqrt, rsqrt, adam, factored])  # (11, N)
+        raw = torch.vstack([grads, values, momenta, momenta * rsqrt, rsqrt, adam, factored])  # (11, N)
         if cfg.normalize:
-            raw = raw * layout.expand(torch.rsqrt(layout.segment_mean(raw * raw) + 1e-12))
+            raw = raw * layout.expand(torch.rsqrt(layout.segment_mean(raw * raw) + scalars.norm_floor))
         new_state = {"momenta": momenta, "second_moment": second, "factored": factored_state, "steps": steps}
         return torch.cat([raw, spread[3:]]), new_state
 
@@ -224,10 +228,8 @@ class PerParameterMLP(LearnedRule):
         if layout.factored is None:
             return accumulators, inv_correction2
         axes = layout.factored
-        g2 = squares + _EPS**2
-        if axes.is_matrix is not None:  # a vector's coordinates add zeros to accumulator 0
-            g2 = torch.where(axes.is_matrix, g2, 0.0)
-        sums = g2.new_zeros(axes.num).index_add_(0, axes.index, torch.cat([g2, g2]))
+        g2 = squares + layout.scalars(self.config).eps_squared
+        sums = g2.new_zeros(axes.num + 1).index_add_(0, axes.sum_index, torch.cat([g2, g2]))[:-1]  # vectors: slot -1
         new = torch.lerp(accumulators, sums * axes.inv_length, 1 - self.config.second_moment_decay)
         if axes.row_averager is not None:  # 1 for vectors: no division by 0
             row_means = torch.addmv(axes.is_vector, axes.row_averager, new)
@@ -241,10 +243,11 @@ class PerParameterMLP(LearnedRule):
         return [m for m in self.hidden if isinstance(m, nn.Linear)]
 
     def _layout(self, params: Sequence[Tensor], grads: Tensor) -> _Layout:
-        key = (tuple(tuple(p.shape) for p in params), grads.dtype, grads.device)
+        key = (tuple([p.shape for p in params]), grads.dtype, grads.device)
         layout = self._layouts.get(key)
         if layout is None:
-            layout = self._layouts[key] = _Layout(key[0], self.config, grads.dtype, grads.device)
+            shapes = tuple(tuple(shape) for shape in key[0])
+            layout = self._layouts[key] = _Layout(shapes, self.config, grads.dtype, grads.device)
         return layout
 
 
@@ -270,10 +273,11 @@ class _FactoredLayout:
         num_rows = sum(r for r, _ in factored)
         self.num = num_rows + sum(c for _, c in factored)
         self.num_tensors = len(sizes)
-        rows, cols, lengths, row_tensor = [], [], [], []
+        rows, cols, lengths, row_tensor, discarded = [], [], [], [], []
         row_offset, col_offset = 0, num_rows
         for tensor, ((r, c), size) in enumerate(zip(factored, sizes)):
-            if r == 0:  # a vector: accumulator 0, masked
+            discarded.append(torch.full((size,), r == 0))
+            if r == 0:  # a vector: reads accumulator 0 (masked), sums into the discarded slot
                 rows.append(torch.zeros(size, dtype=torch.long))
                 cols.append(torch.zeros(size, dtype=torch.long))
                 continue
@@ -285,7 +289,13 @@ class _FactoredLayout:
         lengths += [float(r) for r, c in factored for _ in range(c)]
         row_tensor += [len(sizes)] * (self.num - num_rows)  # columns go to a discarded slot
         self.index = torch.cat(rows + cols).to(device, torch.int32)
-        """``(2 N,)``: the row accumulator of every coordinate, then its column accumulator."""
+        """``(2 N,)``: the row accumulator of every coordinate, then its column accumulator (0 for vectors)."""
+        self.sum_index = self.index
+        """``(2 N,)``: ``index`` with the vectors' coordinates sent to a discarded slot ``R + C`` (summing them adds
+        nothing to any accumulator, as a mask would, without the mask's pass)."""
+        if any(r == 0 for r, _ in factored):
+            vectors = torch.cat(discarded * 2).to(device)
+            self.sum_index = torch.where(vectors, self.num, self.index).to(torch.int32)
         self.inv_length = 1 / torch.tensor(lengths, dtype=dtype, device=device)
         """``(R + C,)``: 1 / the number of coordinates each accumulator averages."""
         self.row_tensor = torch.tensor(row_tensor, dtype=torch.int32, device=device)
@@ -304,12 +314,37 @@ class _FactoredLayout:
             self.is_matrix = torch.cat(mask).to(device)
 
 
+class _Scalars:
+    """The scalars of a step as 0-d tensors of its dtype (float32 or float64; plain floats for other dtypes).
+
+    ``x + 1e-16`` converts the Python number to a tensor at every call, which costs as much as the addition on a
+    small model; a 0-d tensor of ``x``'s dtype holding the number rounded to that dtype gives the same result without
+    the conversion. (Not in half precision, where a Python number takes part at float32 precision and a 0-d half
+    tensor would round it to half.)
+    """
+
+    def __init__(self, config: MLPConfig, dtype: torch.dtype, device: torch.device):
+        self.options = (config.eps, config.exp_mult, config.step_mult)
+        """The options the scalars were made from."""
+        exact = dtype in (torch.float32, torch.float64)
+
+        def scalar(value: float) -> Tensor | float:
+            return torch.tensor(value, dtype=dtype, device=device) if exact else value
+
+        self.one = scalar(1.0)
+        self.eps_squared = scalar(_EPS**2)
+        self.norm_floor = scalar(1e-12)
+        self.adam_eps = scalar(config.eps)
+        self.exp_mult = scalar(config.exp_mult)
+        self.step_mult = scalar(config.step_mult)
+
+
 class _Layout:
     """What a step needs about a list of parameter shapes, computed once: sizes, spreading indices, constants.
 
     Memory per coordinate: an int32 tensor index, two int32 accumulator indices (when there are matrices), a bool
-    mask (when there are both matrices and vectors): 13 bytes; and T floats of a dense averaging matrix when N * T is
-    at most ``_DENSE_AVERAGE_LIMIT``.
+    mask and two more int32 indices for the sums (when there are both matrices and vectors): 21 bytes; and T floats
+    of a dense averaging matrix when N * T is at most ``_DENSE_AVERAGE_LIMIT``.
     """
 
     def __init__(
@@ -328,7 +363,7 @@ class _Layout:
         if self.num * len(self.sizes) <= _DENSE_AVERAGE_LIMIT:
             averager = (torch.nn.functional.one_hot(ids, len(self.sizes)).t() / counts[:, None]).contiguous()
             self.averager = averager.t()  # a transposed view: the fast operand of the product
-        self.complements = 1 - torch.tensor(config.momentum_decays, dtype=dtype, device=device)
+        self.complements = 1 - torch.tensor(config.momentum_decays, dtype=dtype, device=device)[:, None]  # (K, 1)
         adam_decay = config.momentum_decays[config.adam_momentum]
         self.bases = torch.tensor([[adam_decay], [config.second_moment_decay]], dtype=dtype, device=device)
         self.inv_scales = 1 / torch.tensor(config.time_scales, dtype=dtype, device=device)[:, None]  # (S, 1)
@@ -337,6 +372,14 @@ class _Layout:
         self.col_sizes = [c for _, c in factored]
         matrices = any(r > 0 for r, _ in factored)
         self.factored = _FactoredLayout(factored, self.sizes, dtype, device) if matrices else None
+        self._scalars: _Scalars | None = None
+
+    def scalars(self, config: MLPConfig) -> _Scalars:
+        """The step's scalars for ``config`` (rebuilt when an option they hold changes, as ``adam_weights`` does)."""
+        scalars = self._scalars
+        if scalars is None or scalars.options != (config.eps, config.exp_mult, config.step_mult):
+            scalars = self._scalars = _Scalars(config, self.bases.dtype, self.bases.device)
+        return scalars
 
     def expand(self, per_tensor: Tensor) -> Tensor:
         """``(F, N)``: each tensor's column of ``per_tensor: (F, T)`` repeated for its coordinates."""
