@@ -162,8 +162,8 @@ def connect_greedy(
         targets = torch.tensor([target for s, _ in plans for target in s.targets], dtype=torch.float64)
         normals = None
         if config.hyperplane:  # each bead's segment direction: it moves orthogonally to it
-            chords = torch.stack([s.beads[i + 1] - s.beads[i] for s, _ in plans for i in s.failing])
-            normals = chords / chords.norm(dim=1, keepdim=True).clamp(min=torch.finfo(chords.dtype).tiny)
+            directions = torch.stack([s.beads[i + 1] - s.beads[i] for s, _ in plans for i in s.failing])
+            normals = directions / directions.norm(dim=1, keepdim=True).clamp(min=torch.finfo(directions.dtype).tiny)
         trained = train_beads(space, inits, targets, max_steps=config.max_steps, lr=lr, optimizer=config.optimizer,
                               check_every=config.check_every, seed=config.seed * 1000 + round_,
                               finish=config.finish, finish_steps=config.finish_steps, normals=normals,
