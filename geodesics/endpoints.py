@@ -108,6 +108,7 @@ def train_endpoints(
         raise ValueError(f"finish={finish!r} trains the endpoints as one stack: it needs shared batches and an "
                          f"optimizer with a batched twin, got {optimizer!r}")  # fmt: skip
     if stacked:
+        assert shared_batches is not None  # implied by ``stacked``
         inits = torch.stack([space.flatten(task.init_model(s)) for s in seeds])
         targets = torch.full((len(seeds),), threshold, dtype=torch.float64)
         stack = train_beads(space, inits, targets, max_steps=budget, lr=lr, optimizer=optimizer,

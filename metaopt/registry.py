@@ -24,7 +24,7 @@ class Registry(Generic[T]):
         base: the class every entry must subclass.
     """
 
-    def __init__(self, kind: str, base: type[T]):
+    def __init__(self, kind: str, base: type):  # ``type``, not ``type[T]``: an abstract base is the usual case
         self.kind, self.base = kind, base
         self._classes: dict[str, type[T]] = {}
 

@@ -164,7 +164,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     except OmegaConfBaseException as exc:
         raise ConfigError(_explain(schema, exc)) from None
     except InvalidValue as exc:  # a range check in a schema's __post_init__: name the full key
-        key = _dotted_key(schema, merged, exc)
+        key = _dotted_key(schema, typing.cast(DictConfig, merged), exc)
         raise ConfigError(f"bad value for {key}: {key} {exc.message}") from None
     except (TypeError, ValueError) as exc:  # raised by a schema's __post_init__
         raise ConfigError(f"invalid {schema.__name__}: {exc}") from None
@@ -205,7 +205,7 @@ def _entries(merged: DictConfig, key: str) -> list[str]:
         return [key]
     head, tail = key.split("<key>", 1)
     mapping = OmegaConf.select(merged, head.rstrip(".")) if head else merged
-    names = list(mapping.keys()) if isinstance(mapping, DictConfig) else []
+    names = [str(name) for name in mapping.keys()] if isinstance(mapping, DictConfig) else []
     return [entry for name in names for entry in _entries(merged, f"{head}{name}{tail}")]
 
 

@@ -87,7 +87,7 @@ def run_disconnection(cfg: DisconnectionConfig) -> dict[str, Any]:
         b = align(space, a, b, cfg.align)
         permuted = connect(space, a, b, cfg.threshold, cfg.dss)
         control_space, control = connect_endpoints(cfg.control)
-        results = {}
+        results: dict[str, Any] = {}
         for label, string, where in (("permuted", permuted, space), ("control", control, control_space)):
             results[label] = record_string(run, where, string, kind=label, path=run.subdir("strings") / f"{label}.pt",
                                            plot=run.subdir("plots") / f"{label}_path_loss.png",

@@ -12,6 +12,7 @@ the path (:mod:`geodesics.levels`); the others get plain floats, and ``connect``
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,7 +28,16 @@ from geodesics.levels import LevelProfile
 from geodesics.path import BeadString
 from geodesics.space import ParamSpace
 
-__all__ = ["DSSConfig", "Pair", "PathFinder", "get_finder", "list_finders", "register_finder", "takes_profiles"]
+__all__ = [
+    "ConstantLevelFinder",
+    "DSSConfig",
+    "Pair",
+    "PathFinder",
+    "get_finder",
+    "list_finders",
+    "register_finder",
+    "takes_profiles",
+]
 
 Pair = tuple[Tensor, Tensor]
 """Two endpoints ``(a (P,), b (P,))``."""
@@ -61,11 +71,27 @@ class PathFinder(Protocol):
         ...
 
 
+class ConstantLevelFinder(Protocol):
+    """A :class:`PathFinder` that certifies against a constant level only: its ``thresholds`` are plain floats."""
+
+    def __call__(
+        self,
+        space: ParamSpace,
+        pairs: Sequence[Pair],
+        thresholds: Sequence[float],
+        endpoint_losses: Tensor,
+        keys: Sequence[int],
+        config: DSSConfig,
+    ) -> list[BeadString]:
+        """One string per pair, as :meth:`PathFinder.__call__`, every level a float."""
+        ...
+
+
 _FINDERS: dict[str, PathFinder] = {}
 _PROFILES: set[str] = set()
 
 
-def register_finder(name: str, finder: PathFinder, *, level_profiles: bool = False) -> None:
+def register_finder(name: str, finder: PathFinder | ConstantLevelFinder, *, level_profiles: bool = False) -> None:
     """Make ``finder`` available as ``DSSConfig(method=name)``.
 
     Args:
@@ -79,7 +105,8 @@ def register_finder(name: str, finder: PathFinder, *, level_profiles: bool = Fal
     """
     if _FINDERS.get(name, finder) is not finder:
         raise ValueError(f"a path finder is already registered as {name!r}; pick another name")
-    _FINDERS[name] = finder
+    # a finder registered without ``level_profiles`` is only ever called with floats: connect_many refuses profiles
+    _FINDERS[name] = typing.cast(PathFinder, finder)
     if level_profiles:
         _PROFILES.add(name)
 
