@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure issue 14 asks for, in one run on a machine with an NVIDIA GPU:
+# Every GPU figure of docs/results.md, in one run on a machine with an NVIDIA GPU:
 #
 #   bash benchmarks/gpu.sh                     # outputs under runs/gpu
 #   OUT=/some/dir PYTHON=.venv/bin/python bash benchmarks/gpu.sh

@@ -1,4 +1,4 @@
-"""The arm table of the five-arm experiment (issue 17): several meta-training seeds per arm, read from one compare run.
+"""The arm table of the five-arm experiment: several meta-training seeds per arm, read from one compare run.
 
 The compare run (``metaopt compare configs/compare/five_arms_digits_mlp.yaml``) evaluates every checkpoint as its own
 optimizer, named ``<arm>_s<seed>``. For each task and arm this prints, per meta-training seed, the mean over the paired

@@ -114,8 +114,8 @@ class RunOptions:
     out: str | None = None
     """Run directory; default ``runs/<name>-<time>``. Rerun with the same ``out=`` to resume."""
     threads: int = 0
-    """Intra-op CPU threads while the command runs. 0: one, measured fastest for every bundled task (2 threads were
-    2.5-20x slower on a shared 2-core machine: benchmarks/threads.py); N: N threads, for big models on idle cores."""
+    """Intra-op CPU threads while the command runs. 0: one, the fastest for every bundled task on a shared machine
+    (benchmarks/threads.py; figures in docs/results.md); N: N threads, for big models on idle cores."""
 
 
 def find_config(path: str | Path) -> Path:
