@@ -12,9 +12,20 @@ lives apart in ``commands`` (``geodesics connect|sweep|compare-paths|disconnecti
 imports. The names below are imported on first use (:mod:`envs.lazy`): ``import geodesics`` does not import torch.
 """
 
+from pathlib import Path as _Path
 from typing import TYPE_CHECKING
 
-from envs.lazy import lazy_exports
+import envs as _envs
+
+# A folder envs/ with an __init__.py in the working directory (``python -m``) or on PYTHONPATH would be imported in
+# place of the foundation package installed beside this one: refuse it by name instead of failing on a missing name.
+if _envs.__file__ is None or _Path(_envs.__file__).resolve().parents[1] != _Path(__file__).resolve().parents[1]:
+    raise ImportError(
+        f"{_envs.__file__ or _envs.__path__} shadows the package 'envs' installed with geodesics "
+        f"({_Path(__file__).resolve().parents[1]}); run from another directory or rename that folder"
+    )
+
+from envs.lazy import lazy_exports  # noqa: E402
 
 if TYPE_CHECKING:
     from geodesics.alignment import ALIGNMENTS, align

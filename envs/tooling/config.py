@@ -18,7 +18,6 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from envs.errors import ConfigError, InvalidValue
 
 __all__ = [
+    "PACKAGED_CONFIGS",
     "RunOptions",
     "TaskConfig",
     "check_range",
@@ -118,16 +118,21 @@ class RunOptions:
     (benchmarks/threads.py; figures in docs/results.md); N: N threads, for big models on idle cores."""
 
 
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+"""The shipped ``configs/`` folder (installed beside ``envs`` by the same distribution)."""
+
+
 def find_config(path: str | Path) -> Path:
     """Resolve a config path: as given if it exists, else relative to the packaged ``configs/`` folder.
 
     So ``configs/compare/quadratic.yaml`` and ``compare/quadratic.yaml`` work from any directory, also after a
-    non-editable install.
+    non-editable install. The packaged folder is found beside this package, never by importing ``configs``: a
+    user's own ``configs/`` package in the working directory cannot shadow the shipped one.
     """
     candidate = Path(path)
     if candidate.is_file():
         return candidate
-    packaged = Path(str(resources.files("configs")))
+    packaged = PACKAGED_CONFIGS
     for rel in (candidate, *(Path(*candidate.parts[i:]) for i in range(1, len(candidate.parts)))):
         if (packaged / rel).is_file():
             return packaged / rel
