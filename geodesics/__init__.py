@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from geodesics.alignment import ALIGNMENTS, align
     from geodesics.curve import CurveConfig, SegmentMax, interpolation_curve, segment_maxima
     from geodesics.endpoints import ThresholdNotReached, train_to_threshold
-    from geodesics.finders import DSSConfig, connect, connect_many
+    from geodesics.finders import DSSConfig, connect, connect_many, list_finders, takes_profiles
     from geodesics.levels import Constant, LevelProfile, Linear
     from geodesics.path import BeadString, RoundRecord, StringLoadError, polyline_at
     from geodesics.projection import Projection, ProjectionConfig, project_to_level
@@ -43,7 +43,7 @@ __getattr__, __dir__ = lazy_exports(
         "geodesics.alignment": ["ALIGNMENTS", "align"],
         "geodesics.curve": ["CurveConfig", "SegmentMax", "interpolation_curve", "segment_maxima"],
         "geodesics.endpoints": ["ThresholdNotReached", "train_to_threshold"],
-        "geodesics.finders": ["DSSConfig", "connect", "connect_many"],
+        "geodesics.finders": ["DSSConfig", "connect", "connect_many", "list_finders", "takes_profiles"],
         "geodesics.levels": ["Constant", "LevelProfile", "Linear"],
         "geodesics.path": ["BeadString", "RoundRecord", "StringLoadError", "polyline_at"],
         "geodesics.projection": ["Projection", "ProjectionConfig", "project_to_level"],
@@ -71,8 +71,10 @@ __all__ = [
     "connect_many",
     "default_strategy",
     "interpolation_curve",
+    "list_finders",
     "polyline_at",
     "project_to_level",
     "segment_maxima",
+    "takes_profiles",
     "train_to_threshold",
 ]

@@ -357,6 +357,56 @@ MUTANTS: list[Mutant] = [
         "differences[pair] = _finite_difference(signed[0], 0.0)",
         ("tests/metaopt/test_es.py",),
     ),
+    # -- checks before anything is written (preflight, command preamble, LR env, shipped configs) -------------------
+    M(
+        "an imitation objective accepted without targets",
+        "metaopt/training/preflight.py",
+        "if needs_targets(cfg.objective) and not cfg.targets:",
+        "if needs_targets(cfg.objective) and cfg.targets:",
+        ("tests/metaopt/test_preflight.py",),
+    ),
+    M(
+        "the population's noise counted in float32",
+        "metaopt/training/preflight.py",
+        "noise = 8 * pairs * rule_params",
+        "noise = 4 * pairs * rule_params",
+        ("tests/metaopt/test_preflight.py",),
+    ),
+    M(
+        "stacked optimizees counted for the loop population",
+        "metaopt/training/preflight.py",
+        "stacked = 4 * 4 * 2 * pairs * optimizee_params if vmap else 0",
+        "stacked = 4 * 4 * 2 * pairs * optimizee_params if not vmap else 0",
+        ("tests/metaopt/test_preflight.py",),
+    ),
+    M(
+        "the fixed options of a family member not checked",
+        "metaopt/training/preflight.py",
+        "validate_options(get_task_class(member.name), dict(member.options))",
+        "validate_options(get_task_class(member.name), {})",
+        ("tests/metaopt/test_preflight.py",),
+    ),
+    M(
+        "the LR env's horizon allowed below one action",
+        "envs/gym/lr_env.py",
+        "int(horizon) != horizon or horizon < steps_per_action)",
+        "int(horizon) != horizon or horizon < 1)",
+        ("tests/metaopt/test_preflight.py",),
+    ),
+    M(
+        "the shipped configs looked for one folder too high",
+        "envs/tooling/config.py",
+        'PACKAGED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"',
+        'PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"',
+        ("tests/envs/test_shadowing.py",),
+    ),
+    M(
+        "a shadowing envs package accepted",
+        "metaopt/__init__.py",
+        "!= _Path(__file__).resolve().parents[1]:",
+        "!= _Path(_envs.__file__).resolve().parents[1]:",
+        ("tests/envs/test_shadowing.py",),
+    ),
 ]
 
 

@@ -27,6 +27,7 @@ from envs.tooling import distributed
 from envs.tooling.config import load_config, to_yaml
 from envs.tooling.runs import Run
 from metaopt.training import FAR_WORSE_RATIO, RESUMABLE_KEYS, MetaTrainer, TrainConfig
+from metaopt.training.preflight import preflight
 
 __all__ = ["divergence_warning", "resume_config", "run_train"]
 
@@ -84,6 +85,7 @@ def run_train(cfg: TrainConfig, callback: Callable[[int], None] | None = None) -
         ConfigError: ``resume=`` with a change it does not accept, or fewer episodes than the run has done.
     """
     changed: list[str] = []
+    preflight(cfg)  # what the config cannot check by itself, before anything is written
     if cfg.resume:
         run, cfg, changed = _open_resumed(cfg)
     else:

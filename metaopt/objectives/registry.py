@@ -21,6 +21,7 @@ __all__ = [
     "list_objectives",
     "make_objective",
     "needs_held_out",
+    "needs_targets",
     "register_objective",
 ]
 
@@ -49,18 +50,28 @@ class ObjectiveConfig:
 
 _OBJECTIVES: dict[str, Callable[[ObjectiveConfig], Objective]] = {}
 _HELD_OUT: set[str] = set()
+_TARGETS: set[str] = set()
 
 
-def register_objective(name: str, factory: Callable[[ObjectiveConfig], Objective], *, held_out: bool = False) -> None:
+def register_objective(
+    name: str, factory: Callable[[ObjectiveConfig], Objective], *, held_out: bool = False, targets: bool = False
+) -> None:
     """Make ``ObjectiveConfig(name=name, ...)`` build ``factory(config)``.
 
     ``held_out``: the objective scores held-out losses, so optimizees are started with held-out batches.
+    ``targets``: the objective imitates target points, so meta-training needs a ``targets=`` dataset.
     """
     _OBJECTIVES[name] = factory
-    if held_out:
-        _HELD_OUT.add(name)
-    else:
-        _HELD_OUT.discard(name)
+    for flag, names in ((held_out, _HELD_OUT), (targets, _TARGETS)):
+        if flag:
+            names.add(name)
+        else:
+            names.discard(name)
+
+
+def needs_targets(config: ObjectiveConfig) -> bool:
+    """Whether the objective a config names imitates target points (it needs a ``targets=`` dataset)."""
+    return config.name in _TARGETS
 
 
 def needs_held_out(config: ObjectiveConfig) -> bool:

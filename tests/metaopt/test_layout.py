@@ -19,8 +19,10 @@ GEODESICS_NAMES = {
     "ProjectionConfig",
     "connect",
     "connect_many",
+    "list_finders",
     "polyline_at",
     "project_to_level",
+    "takes_profiles",
 }
 
 
