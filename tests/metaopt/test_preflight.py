@@ -8,8 +8,11 @@ import gymnasium as gym
 import pytest
 
 from envs.gym import LRControlEnv
+from envs.tooling.config import load_config
 from geodesics.cli import main as geodesics_main
 from metaopt.cli import main as metaopt_main
+from metaopt.commands.train import divergence_warning
+from metaopt.training import TrainConfig
 from metaopt.training.preflight import memory_limit_bytes, population_bytes
 
 TRAIN = ["train", "metaopt/quadratic.yaml"]
@@ -90,3 +93,22 @@ def test_the_lr_env_validates_its_arguments(options: dict, message: str) -> None
 def test_the_lr_env_keeps_a_valid_horizon_and_defaults_to_fifty_actions() -> None:
     assert LRControlEnv("quadratic", horizon=30, steps_per_action=10).horizon == 30
     assert LRControlEnv("quadratic", steps_per_action=4).horizon == 200
+
+
+def _far_worse(**overrides: object) -> str | None:
+    cfg = load_config(TrainConfig, "metaopt/quadratic.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    metrics = {"far_worse_than_adam": True, "best_val_loss": 5.0, "adam_val_loss": 0.1}
+    return divergence_warning(cfg, metrics)
+
+
+def test_the_divergence_warning_names_a_short_run_as_the_likely_cause() -> None:
+    short = _far_worse(episodes=2, steps=100, truncation=20)  # 10 meta-steps
+    assert short is not None and "the run was short (2 episodes, 10 meta-steps)" in short
+    assert "lower meta_lr" not in short
+    long = _far_worse(episodes=400, steps=100, truncation=20)
+    assert long is not None and "lower meta_lr (now" in long and "short" not in long
+    edge = _far_worse(episodes=20, steps=100, truncation=20)  # exactly 100 meta-steps: not short
+    assert edge is not None and "short" not in edge
+    assert (
+        divergence_warning(load_config(TrainConfig, "metaopt/quadratic.yaml"), {"far_worse_than_adam": False}) is None
+    )
