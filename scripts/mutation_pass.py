@@ -394,6 +394,13 @@ MUTANTS: list[Mutant] = [
         ("tests/metaopt/test_preflight.py",),
     ),
     M(
+        "a run of exactly the short-run threshold called short",
+        "metaopt/commands/train.py",
+        "if meta_steps < SHORT_RUN_META_STEPS:",
+        "if meta_steps <= SHORT_RUN_META_STEPS:",
+        ("tests/metaopt/test_preflight.py",),
+    ),
+    M(
         "the shipped configs looked for one folder too high",
         "envs/tooling/config.py",
         'PACKAGED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"',
