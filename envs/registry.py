@@ -34,11 +34,27 @@ def _load_reference_tasks() -> None:
 
 
 def register_task(cls: T) -> T:
-    """Class decorator adding a Task subclass to the registry under ``cls.name``."""
+    """Class decorator adding a Task subclass to the registry under ``cls.name``, with its two Gymnasium ids.
+
+    The class-level part of the task contract is checked here (:func:`envs.contract.check_task_class`); the whole
+    contract, which builds models and reads data, is :func:`envs.contract.check_task`, run over every registered
+    task by the tests.
+
+    Raises:
+        TaskContractError: a bad ``name``, ``Options``, ``recipe`` or ``env_name``.
+        ValueError: the name is taken by another task.
+    """
+    from envs.contract import check_task_class
+
+    check_task_class(cls)
     _load_reference_tasks()  # so a clash with a reference task's name is found here, as it always was
     if cls.name in _TASKS and _TASKS[cls.name] is not cls:
         raise ValueError(f"a task named {cls.name!r} is already registered ({_TASKS[cls.name].__name__})")
     _TASKS[cls.name] = cls
+    from envs.gym import register_env, register_lr_env  # envs.gym imports this module: imported on use
+
+    register_env(cls.name)
+    register_lr_env(cls.name)
     return cls
 
 

@@ -162,6 +162,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     if malformed:
         raise ConfigError(f"overrides must look like key=value, got {', '.join(map(repr, malformed))}")
     if overrides:
+        _forget_options_of_renamed(layers, overrides)
         layers.append(OmegaConf.from_dotlist(list(overrides)))
     try:
         merged = OmegaConf.merge(base, *layers)
@@ -173,6 +174,21 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         raise ConfigError(f"bad value for {key}: {key} {exc.message}") from None
     except (TypeError, ValueError) as exc:  # raised by a schema's __post_init__
         raise ConfigError(f"invalid {schema.__name__}: {exc}") from None
+
+
+def _forget_options_of_renamed(layers: list[DictConfig], overrides: Sequence[str]) -> None:
+    """Drop the file's ``X.options`` where an override ``X.name=OTHER`` renames a ``{name, options}`` node.
+
+    They belong to the file's entry, not to OTHER; ``X.options.key=...`` given beside the rename still applies.
+    """
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if not key.endswith(".name"):
+            continue
+        for layer in layers:
+            node = OmegaConf.select(layer, key[: -len(".name")])
+            if isinstance(node, DictConfig) and "options" in node and str(node.get("name")) != value:
+                node.options = {}
 
 
 def _explain(schema: type, exc: OmegaConfBaseException) -> str:

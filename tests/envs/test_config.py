@@ -91,3 +91,13 @@ def test_help_comes_from_field_docstrings() -> None:
     lines = config_help(Outer)
     assert "inner.size = 3: How big." in lines and "rate = 0.1: A rate." in lines
     assert all(": " in line and line.split(": ", 1)[1] for line in config_help(TaskConfig))
+
+
+def test_renaming_a_task_on_the_command_line_drops_the_files_options_of_the_old_task() -> None:
+    cfg = load_config(FitConfig, "tasks/digits_mlp.yaml", ["task.name=quadratic"])
+    assert cfg.task.name == "quadratic" and cfg.task.options == {}
+    cfg = load_config(FitConfig, "tasks/digits_mlp.yaml", ["task.name=quadratic", "task.options.dim=5"])
+    assert cfg.task.options == {"dim": 5}
+    kept = load_config(FitConfig, "tasks/digits_mlp.yaml", ["task.name=digits_mlp"])  # not a rename
+    assert kept.task.options["width"] == 20 and kept.task.options["activation"] == "sigmoid"
+    assert load_config(FitConfig, "tasks/digits_mlp.yaml", ["name=other"]).task.options["width"] == 20
