@@ -8,7 +8,7 @@ from typing import Any
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
 from geodesics.alignment import align, check_alignment
-from geodesics.commands.preamble import command_space
+from geodesics.commands.preamble import command_space, progress_lines
 from geodesics.commands.report import record_string, string_report
 from geodesics.endpoints import EndpointConfig, make_endpoint
 from geodesics.finders import DSSConfig, connect
@@ -77,7 +77,8 @@ def run_connect(cfg: ConnectConfig) -> dict[str, Any]:
     run = Run.create(f"{cfg.name}-{cfg.task.name}", cfg, cfg.out)
     print(f"run directory: {run.path}")
     with run:
-        space, string = connect_endpoints(cfg, space)
+        with progress_lines("connect"):
+            space, string = connect_endpoints(cfg, space)
         plot = run.subdir("plots") / "path_loss.png"
         metrics = record_string(run, space, string, kind="connect", path=run.path / "string.pt", plot=plot)
         run.log_scalars("geodesic", {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, 0)

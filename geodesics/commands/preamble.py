@@ -9,13 +9,19 @@ endpoint training.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from envs.registry import make_task
 from geodesics.alignment import check_alignable
+from geodesics.endpoints import PROGRESS
 from geodesics.space import ParamSpace
 
-__all__ = ["command_space"]
+__all__ = ["command_space", "progress_lines"]
 
 
 def command_space(cfg: Any) -> ParamSpace:
@@ -29,3 +35,28 @@ def command_space(cfg: Any) -> ParamSpace:
     space = ParamSpace.from_task(task, **strategy)
     check_alignable(space, getattr(cfg, "align", "none"))
     return space
+
+
+@contextlib.contextmanager
+def progress_lines(prefix: str) -> Iterator[None]:
+    """Show the engine's progress lines (:data:`geodesics.endpoints.PROGRESS`) on stderr while the block runs.
+
+    For commands whose one long piece of work has no progress bar of its own (``geodesics connect``): endpoint
+    training and each DSS round print one line, with the seconds since the block started.
+    """
+    started = time.perf_counter()
+
+    class _Elapsed(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f"{prefix} [{time.perf_counter() - started:6.1f} s] {record.getMessage()}"
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Elapsed())
+    previous = PROGRESS.level
+    PROGRESS.addHandler(handler)
+    PROGRESS.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        PROGRESS.removeHandler(handler)
+        PROGRESS.setLevel(previous)
