@@ -140,9 +140,24 @@ def run_targets(cfg: TargetsConfig) -> dict[str, Any]:
         if not main:
             return {"shards": len(run.records("shard"))}
         summary = _summarize(run, cfg)
-    print(run.path.joinpath("report.md").read_text())
-    print(f"dataset: {run.path / 'targets'}\ntensorboard --logdir {run.path / 'tb'}")
+    print(_short_summary(summary))
+    print(f"report: {run.path / 'report.md'} (every table)\ndataset: {run.path / 'targets'}\n"
+          f"tensorboard --logdir {run.path / 'tb'}")  # fmt: skip
     return summary
+
+
+def _short_summary(summary: dict[str, Any]) -> str:
+    """Two lines for the terminal: windows connected, and the spread of the lengths (the tables are in the report)."""
+    lines = [f"{summary['connected']} of {summary['windows']} windows connected in {summary['shards']} base runs"]
+    names = {
+        "normalized_length": "normalized length",
+        "inside_normalized_length": "inside the level set, over its own chord",
+    }
+    for key, label in names.items():
+        if key in summary["percentiles"]:
+            low, _, median, _, high = summary["percentiles"][key]
+            lines.append(f"{label}: median {median:.4f} (min {low:.4f}, max {high:.4f})")
+    return "\n".join(lines)
 
 
 PHASES = ("early", "middle", "late")
