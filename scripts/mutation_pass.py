@@ -394,6 +394,27 @@ MUTANTS: list[Mutant] = [
         ("tests/metaopt/test_preflight.py",),
     ),
     M(
+        "the registry replaces a taken name",
+        "envs/tooling/registry.py",
+        "if taken is not None and taken.target is not target:",
+        "if taken is not None and taken.target is target:",
+        ("tests/envs/test_registry.py", "tests/geodesics/test_finders.py"),
+    ),
+    M(
+        "the registry accepts unknown options",
+        "envs/tooling/registry.py",
+        '        if unknown:\n            raise ValueError(\n                f"{self.kind} {name!r} has no option',
+        '        if False:\n            raise ValueError(\n                f"{self.kind} {name!r} has no option',
+        ("tests/envs/test_registry.py",),
+    ),
+    M(
+        "a flag read from the wrong entry",
+        "envs/tooling/registry.py",
+        "return default if entry is None else entry.flags.get(key, default)",
+        "return default if entry is None else bool(entry.flags)",
+        ("tests/envs/test_registry.py",),
+    ),
+    M(
         "the contract accepts eval data without a batch dimension",
         "envs/contract.py",
         "if inputs.dim() == 0 or targets.dim() == 0 or inputs.shape[0] != targets.shape[0] or inputs.shape[0] == 0:",

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from envs.errors import InvalidValue
 from envs.tooling.config import check_range
+from envs.tooling.registry import Registry
 from geodesics.beads import FINISHES
 from geodesics.curve import CurveConfig
 from geodesics.finders.settings import NEBConfig, TrainedCurveConfig
@@ -31,6 +32,7 @@ from geodesics.space import ParamSpace
 __all__ = [
     "ConstantLevelFinder",
     "DSSConfig",
+    "FINDERS",
     "Pair",
     "PathFinder",
     "get_finder",
@@ -87,8 +89,8 @@ class ConstantLevelFinder(Protocol):
         ...
 
 
-_FINDERS: dict[str, PathFinder] = {}
-_PROFILES: set[str] = set()
+FINDERS: Registry[PathFinder] = Registry("path finder")
+"""The registered path finders, flag ``level_profiles``."""
 
 
 def register_finder(name: str, finder: PathFinder | ConstantLevelFinder, *, level_profiles: bool = False) -> None:
@@ -103,30 +105,25 @@ def register_finder(name: str, finder: PathFinder | ConstantLevelFinder, *, leve
     Raises:
         ValueError: ``name`` is already taken by another finder.
     """
-    if _FINDERS.get(name, finder) is not finder:
-        raise ValueError(f"a path finder is already registered as {name!r}; pick another name")
     # a finder registered without ``level_profiles`` is only ever called with floats: connect_many refuses profiles
-    _FINDERS[name] = typing.cast(PathFinder, finder)
-    if level_profiles:
-        _PROFILES.add(name)
+    FINDERS.register(name, typing.cast(PathFinder, finder), level_profiles=level_profiles)
 
 
 def takes_profiles(name: str) -> bool:
     """Whether the finder registered as ``name`` takes level profiles that vary along the path."""
-    return name in _PROFILES
+    return bool(FINDERS.flag(name, "level_profiles"))
 
 
 def list_finders() -> list[str]:
     """Names of the registered path finders."""
-    return sorted(_FINDERS)
+    return FINDERS.names()
 
 
 def get_finder(name: str) -> PathFinder:
     """The finder registered as ``name``; a clear error naming the valid choices otherwise."""
-    try:
-        return _FINDERS[name]
-    except KeyError:
-        raise ValueError(_unknown(name)) from None
+    if name not in FINDERS:
+        raise ValueError(_unknown(name))
+    return FINDERS.get(name)
 
 
 def _unknown(name: str) -> str:
@@ -214,7 +211,7 @@ class DSSConfig:
             self.neb = NEBConfig(**self.neb)
         if isinstance(self.trained_curve, dict):
             self.trained_curve = TrainedCurveConfig(**self.trained_curve)
-        if self.method not in _FINDERS:
+        if self.method not in FINDERS:
             raise ValueError(_unknown(self.method))
         if self.t_star not in ("argmax", "midpoint"):
             raise ValueError(f"t_star must be argmax or midpoint, got {self.t_star!r}")

@@ -141,17 +141,18 @@ def divergence_warning(cfg: TrainConfig, metrics: dict[str, Any]) -> str | None:
         "using; "
     )
     meta_steps = cfg.episodes * (cfg.steps // cfg.truncation)
-    if meta_steps < SHORT_RUN_META_STEPS:
-        return found + (
-            f"the run was short ({cfg.episodes} episodes, {meta_steps} meta-steps), which is the likely cause: a rule "
-            f"moves little from its start in fewer than {SHORT_RUN_META_STEPS} meta-steps; run more episodes "
-            "(resume=RUN episodes=N continues it) before changing meta_lr or clip_grad_norm"
-        )
     scale = f"net.output_scale (now {cfg.net.output_scale:g})" if cfg.rule == "lstm" else "the rule's step size"
-    return found + (
+    settings = (
         f"lower meta_lr (now {cfg.meta_lr:g}), set clip_grad_norm (now {cfg.clip_grad_norm:g}) or lower {scale}, "
         "and look at meta/grad_norm in TensorBoard"
     )
+    if meta_steps < SHORT_RUN_META_STEPS:
+        return found + (
+            f"the run was short ({cfg.episodes} episodes, {meta_steps} meta-steps), the likely cause: a rule moves "
+            f"little from its start in fewer than {SHORT_RUN_META_STEPS} meta-steps; run more episodes "
+            f"(resume=RUN episodes=N continues it), and if a longer run ends here too, {settings}"
+        )
+    return found + settings
 
 
 def _report(cfg: TrainConfig, run: Run, metrics: dict[str, Any], warning: str | None) -> str:

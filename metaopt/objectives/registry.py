@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from envs.tooling.config import check_range
+from envs.tooling.registry import Registry
 from metaopt.inner.unroll import Trajectory
 
 __all__ = [
+    "OBJECTIVES",
     "Objective",
     "ObjectiveConfig",
     "list_objectives",
@@ -48,9 +50,8 @@ class ObjectiveConfig:
         check_range(self, "loss_weight", low=0)
 
 
-_OBJECTIVES: dict[str, Callable[[ObjectiveConfig], Objective]] = {}
-_HELD_OUT: set[str] = set()
-_TARGETS: set[str] = set()
+OBJECTIVES: Registry[Callable[[ObjectiveConfig], Objective]] = Registry("objective")
+"""The registered objectives: a factory each, flags ``held_out`` and ``targets``."""
 
 
 def register_objective(
@@ -60,34 +61,28 @@ def register_objective(
 
     ``held_out``: the objective scores held-out losses, so optimizees are started with held-out batches.
     ``targets``: the objective imitates target points, so meta-training needs a ``targets=`` dataset.
+
+    Raises:
+        ValueError: ``name`` is taken by another objective.
     """
-    _OBJECTIVES[name] = factory
-    for flag, names in ((held_out, _HELD_OUT), (targets, _TARGETS)):
-        if flag:
-            names.add(name)
-        else:
-            names.discard(name)
+    OBJECTIVES.register(name, factory, held_out=held_out, targets=targets)
 
 
 def needs_targets(config: ObjectiveConfig) -> bool:
     """Whether the objective a config names imitates target points (it needs a ``targets=`` dataset)."""
-    return config.name in _TARGETS
+    return bool(OBJECTIVES.flag(config.name, "targets"))
 
 
 def needs_held_out(config: ObjectiveConfig) -> bool:
     """Whether the objective a config names scores held-out losses (``Trajectory.valid_losses``)."""
-    return config.name in _HELD_OUT
+    return bool(OBJECTIVES.flag(config.name, "held_out"))
 
 
 def list_objectives() -> list[str]:
     """Names of the registered objectives."""
-    return sorted(_OBJECTIVES)
+    return OBJECTIVES.names()
 
 
 def make_objective(config: ObjectiveConfig) -> Objective:
     """The objective a config names; a clear error listing the valid names otherwise."""
-    try:
-        factory = _OBJECTIVES[config.name]
-    except KeyError:
-        raise ValueError(f"unknown objective {config.name!r}; valid: {', '.join(list_objectives())}") from None
-    return factory(config)
+    return OBJECTIVES.get(config.name)(config)

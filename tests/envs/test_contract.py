@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 import envs
 from envs.contract import TaskContractError, check_task
-from envs.registry import _TASKS
+from envs.registry import TASKS
 from envs.task import Batch, Recipe, Task, full_batches
 from envs.tasks.classification import DigitsMLPTask
 
@@ -105,7 +105,7 @@ def test_registering_a_task_checks_its_class_and_gives_it_its_gymnasium_ids() ->
             assert ident in gym.registry  # registered by register_task itself, not on first use of ENV_IDS
         check_task(envs.make_task("contract_line"))
     finally:
-        _TASKS.pop("contract_line", None)
+        TASKS.unregister("contract_line")
         for ident in ("metaopt/ContractLine-v0", "metaopt/ContractLine-LR-v0"):
             gym.registry.pop(ident, None)
 
@@ -123,4 +123,4 @@ def test_register_task_refuses_a_class_that_breaks_the_contract(attribute: str, 
     broken = type("_Broken", (_Line,), {attribute: value})
     with pytest.raises(TaskContractError, match=message):
         envs.register_task(broken)
-    assert "contract_line" not in _TASKS and "Contract Line" not in _TASKS
+    assert "contract_line" not in TASKS and "Contract Line" not in TASKS
