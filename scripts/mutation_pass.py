@@ -415,6 +415,13 @@ MUTANTS: list[Mutant] = [
         ("tests/metaopt/targets/test_census.py",),
     ),
     M(
+        "the independent partner read from the own run",
+        "metaopt/commands/census.py",
+        "            a, b = iterates[t], others[end]\n",
+        "            a, b = iterates[t], iterates[min(end, len(iterates) - 1)]\n",
+        ("tests/metaopt/targets/test_census.py",),
+    ),
+    M(
         "the oracle's re-timed chord runs at constant speed",
         "metaopt/commands/census.py",
         '"chord_retimed": window_loss(space, retime(chord, clock)),',

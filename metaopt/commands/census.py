@@ -40,6 +40,10 @@ from metaopt.targets.census import chord_barrier, inside_length, progress, retim
 
 __all__ = ["BaseOptimizer", "CensusConfig", "run_census"]
 
+PARTNERS = ("own", "independent")
+"""Where the far end of a window comes from (``CensusConfig.partner``)."""
+INDEPENDENT_SEED = 1000
+"""Seed offset of the independent run that ``partner: independent`` takes far ends from."""
 LEVEL_BINS = (1.0, 1.5, 3.0, 10.0, math.inf)
 """Edges of the bins of level / final loss in the report."""
 
@@ -88,6 +92,10 @@ class CensusConfig(RunOptions):
     """How the chord's peak is certified."""
     dss: DSSConfig = field(default_factory=_low_level_dss)
     """DSS settings inside the level set (default: the low-level sweeps' bead settings)."""
+    partner: str = "own"
+    """The far end theta_b of a window: ``own`` (theta_t+T of the same run) or ``independent`` (the iterate of an
+    independent run of the same optimizer, seed + 1000, whose evaluation loss is nearest F(theta_t+T): the same level,
+    another basin's way down)."""
     references: dict[str, list[list[float]]] = field(default_factory=dict)
     """Independently trained pairs per task: ``[L0, normalized length]`` rows from the sweeps, for the figure."""
 
@@ -100,6 +108,9 @@ class CensusConfig(RunOptions):
         check_range(self, "max_connects", low=0, integer=True)
         check_range(self, "slack", low=0, low_open=True)
         check_range(self, "curved", low=1, low_open=True)
+        if self.partner not in PARTNERS:
+            message = f"must be one of {', '.join(PARTNERS)}, got {self.partner!r}"
+            raise InvalidValue(type(self), "partner", self.partner, message)
         for index, optimizer in enumerate(self.optimizers):
             if optimizer.name not in list_optimizers():
                 message = f"must be a registered optimizer ({', '.join(list_optimizers())}), got {optimizer.name!r}"
@@ -134,16 +145,24 @@ def census_unit(cfg: CensusConfig, task_cfg: TaskConfig, optimizer: BaseOptimize
     iterates, _ = base_trajectory(problem, seed, optimizer.name, lr, steps)
     losses = space.batched_eval_loss(iterates).double()
     final = float(losses[-1])
+    others, other_losses = iterates, losses
+    if cfg.partner == "independent":
+        others, _ = base_trajectory(problem, seed + INDEPENDENT_SEED, optimizer.name, lr, steps)
+        other_losses = space.batched_eval_loss(others).double()
+    ends: dict[int, int] = {}  # far end of the window ending at step t + T: its index among ``others``
     windows: list[dict[str, Any]] = []
     for window in cfg.windows:
         if window > steps:
             continue
         for t in _spread(window_starts(steps, window, window), cfg.max_windows):
-            a, b = iterates[t], iterates[t + window]
-            level = max(float(losses[t]), float(losses[t + window])) * (1 + cfg.slack)
+            end = t + window
+            if cfg.partner == "independent":
+                end = ends.setdefault(end, int((other_losses - losses[t + window]).abs().argmin()))
+            a, b = iterates[t], others[end]
+            level = max(float(losses[t]), float(other_losses[end])) * (1 + cfg.slack)
             check = chord_barrier(space, a, b, level, cfg.curve)
             windows.append({
-                "T": window, "t": t, "start_loss": float(losses[t]), "end_loss": float(losses[t + window]),
+                "T": window, "t": t, "end": end, "start_loss": float(losses[t]), "end_loss": float(other_losses[end]),
                 "level": level, "level_over_final": level / final if final > 0 else math.inf,
                 "chord_peak": check.peak, "chord_ratio": check.ratio, "blocked": check.blocked,
                 "chord_evaluations": check.evaluations, "inside_length": 1.0 if not check.blocked else None,
@@ -154,7 +173,7 @@ def census_unit(cfg: CensusConfig, task_cfg: TaskConfig, optimizer: BaseOptimize
         if id(w) not in chosen:
             w["reason"] = "max_connects"
             continue
-        a, b = iterates[w["t"]], iterates[w["t"] + w["T"]]
+        a, b = iterates[w["t"]], others[w["end"]]
         length, string = inside_length(space, a, b, w["level"], cfg.dss)
         assert string is not None
         w.update({"inside_length": length, "connected": string.connected, "reason": string.reason,
@@ -164,7 +183,7 @@ def census_unit(cfg: CensusConfig, task_cfg: TaskConfig, optimizer: BaseOptimize
             w["oracle"] = oracle(space, own, string.beads)
     return {
         "kind": "unit", "task": _label(task_cfg), "optimizer": optimizer.label, "seed": seed, "lr": lr,
-        "steps": steps, "final_loss": final, "windows": windows,
+        "steps": steps, "final_loss": final, "partner": cfg.partner, "windows": windows,
     }  # fmt: skip
 
 
@@ -176,8 +195,8 @@ def oracle(space: ParamSpace, own: torch.Tensor, geodesic: torch.Tensor) -> dict
     steps = len(own) - 1
     constant = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
     clock = progress(own)
-    chord = torch.stack([own[0], own[-1]])
     geodesic = geodesic.to(own.dtype)
+    chord = torch.stack([geodesic[0], geodesic[-1]])  # the window's ends (theta_b from another run: not own[-1])
     return {
         "own": window_loss(space, own),
         "chord_constant": window_loss(space, retime(chord, constant)),

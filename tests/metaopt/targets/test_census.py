@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from envs.registry import make_task
 from envs.tooling.config import load_config
 from geodesics import CurveConfig, DSSConfig, ParamSpace
 from metaopt.commands import census as census_command
-from metaopt.commands.census import CensusConfig, run_census
+from metaopt.commands.census import INDEPENDENT_SEED, CensusConfig, run_census
+from metaopt.targets.build import base_trajectory
 from metaopt.targets.census import chord_barrier, inside_length, progress, retime, window_loss
 from tests.geodesics.toys import HALF_CIRCLE, AnalyticTask, annulus, bowl
 
@@ -104,3 +106,25 @@ def test_on_a_straight_optimizer_path_the_retimed_chord_is_the_path_itself() -> 
     assert values["chord_retimed"] == pytest.approx(values["own"], rel=1e-6)
     assert values["geodesic_retimed"] == pytest.approx(values["own"], rel=1e-6)
     assert values["chord_constant"] != pytest.approx(values["own"], rel=1e-3)  # the clock matters
+
+
+def test_an_independent_partner_takes_far_ends_from_another_run_at_the_same_level(tmp_path: Path) -> None:
+    overrides = ["tasks=[{name: poly_cubic}]", "optimizers=[{label: adam, name: adam}]", "seeds=1",
+                 "steps={poly_cubic: 200}", "windows=[50, 100]", "max_windows=3", "max_connects=0"]  # fmt: skip
+    own = load_config(CensusConfig, "metaopt/census/census.yaml", [*overrides, "partner=own"])
+    other = load_config(CensusConfig, "metaopt/census/census.yaml", [*overrides, "partner=independent"])
+    task, optimizer = own.tasks[0], own.optimizers[0]
+    mine = census_command.census_unit(own, task, optimizer, 0)["windows"]
+    theirs = census_command.census_unit(other, task, optimizer, 0)["windows"]
+    assert [w["end"] for w in mine] == [w["t"] + w["T"] for w in mine]
+    assert [w["t"] for w in theirs] == [w["t"] for w in mine] and [w["start_loss"] for w in theirs] == [
+        w["start_loss"] for w in mine
+    ]
+    problem = make_task("poly_cubic").instance(0)
+    space = ParamSpace.from_task(problem)
+    iterates, _ = base_trajectory(problem, 0 + INDEPENDENT_SEED, "adam", problem.recipe.lr, 200)
+    levels = space.batched_eval_loss(iterates).double()
+    for a, b in zip(mine, theirs):  # the independent run's iterate nearest the own far end's level
+        assert b["end_loss"] == pytest.approx(float(levels[b["end"]]))
+        assert abs(b["end_loss"] - a["end_loss"]) == pytest.approx(float((levels - a["end_loss"]).abs().min()))
+    assert any(b["chord_ratio"] > a["chord_ratio"] for a, b in zip(mine, theirs))  # another basin: higher barriers
