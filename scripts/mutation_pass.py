@@ -429,6 +429,13 @@ MUTANTS: list[Mutant] = [
         ("tests/metaopt/targets/test_census.py",),
     ),
     M(
+        "the drop-in step's blocks skip a stride",
+        "metaopt/rules/mlp.py",
+        "update[start : start + BLOCK] = self._network(inputs[:, start : start + BLOCK], scalars)",
+        "update[start : start + BLOCK] = self._network(inputs[:, start + 1 : start + BLOCK + 1], scalars)",
+        ("tests/metaopt/test_optim_contract.py",),
+    ),
+    M(
         "the learned step traced by torch.compile",
         "metaopt/shells.py",
         "    @torch.compiler.disable  # inside a compiled training step",

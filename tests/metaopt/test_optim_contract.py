@@ -105,3 +105,20 @@ def test_float64_parameters_keep_float64_state_and_updates(kind: str) -> None:
             v.dtype == torch.float64 for v in opt.state[p].values() if torch.is_tensor(v) and v.is_floating_point()
         )
     assert opt.rule.dtype == torch.float32  # the user's rule itself is untouched
+
+
+def test_the_blocked_drop_in_step_gives_the_updates_of_the_one_pass_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from metaopt.checkpoint import load_net
+    from metaopt.rules import mlp
+
+    rule = load_net("family-mlp-v0")
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(120, 333, generator=g), torch.randn(333, generator=g), torch.randn(10, 333, generator=g)]
+    grads = torch.randn(sum(p.numel() for p in params), generator=g)
+    assert grads.numel() > 4 * mlp.BLOCK  # several blocks and a partial last one
+    state = rule.join([rule.init_state(p) for p in params])
+    with torch.no_grad():
+        blocked, _ = rule.step(grads, state, params)
+        monkeypatch.setattr(mlp, "BLOCK", grads.numel())
+        whole, _ = rule.step(grads, state, params)
+    assert torch.equal(blocked, whole)
