@@ -97,7 +97,8 @@ class CensusConfig(RunOptions):
     independent run of the same optimizer, seed + 1000, whose evaluation loss is nearest F(theta_t+T): the same level,
     another basin's way down)."""
     references: dict[str, list[list[float]]] = field(default_factory=dict)
-    """Independently trained pairs per task: ``[L0, normalized length]`` rows from the sweeps, for the figure."""
+    """Independently trained pairs per task: ``[L0, normalized length]`` rows from the sweeps, for the figure (their
+    levels over the median final loss of the first optimizer's runs, the recipe that trained the pairs)."""
 
     def __post_init__(self) -> None:
         if not self.tasks or not self.optimizers:
@@ -340,9 +341,10 @@ def _figure(cfg: CensusConfig, records: list[dict[str, Any]], run: Run) -> None:
         if points:
             xs, ys = zip(*points)
             ax.scatter(xs, ys, s=12, marker=markers[i % len(markers)], alpha=0.5, label=f"windows, T = {window}")
-    finals: dict[str, list[float]] = {}
+    finals: dict[str, list[float]] = {}  # the pairs' endpoints were trained by the recipe: the first optimizer's runs
     for r in records:
-        finals.setdefault(r["task"], []).append(r["final_loss"])
+        if r["optimizer"] == cfg.optimizers[0].label:
+            finals.setdefault(r["task"], []).append(r["final_loss"])
     for task, rows in cfg.references.items():
         final = statistics.median(finals.get(task, [math.nan]))
         if rows and math.isfinite(final):
