@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import inspect
 import math
+import os
+import sys
 import textwrap
 import typing
 from collections.abc import Sequence
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from envs.errors import ConfigError, InvalidValue
@@ -113,6 +116,9 @@ class RunOptions:
     """Prefix of the run directory name."""
     out: str | None = None
     """Run directory; default ``runs/<name>-<time>``. Rerun with the same ``out=`` to resume."""
+    imports: list[str] = field(default_factory=list)
+    """Python modules imported before the config is checked, so that the tasks, rules, estimators, objectives, path
+    finders or optimizers they register can be named in it (looked up on sys.path, then in the working directory)."""
     threads: int = 0
     """Intra-op CPU threads while the command runs. 0: one, the fastest for every bundled task on a shared machine
     (benchmarks/threads.py; figures in docs/results.md); N: N threads, for big models on idle cores."""
@@ -164,6 +170,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     if overrides:
         _forget_options_of_renamed(layers, overrides)
         layers.append(OmegaConf.from_dotlist(list(overrides)))
+    _import_modules([str(m) for layer in layers if isinstance(layer.get("imports"), ListConfig) for m in layer.imports])
     try:
         merged = OmegaConf.merge(base, *layers)
         return typing.cast(T, OmegaConf.to_object(merged))
@@ -174,6 +181,27 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         raise ConfigError(f"bad value for {key}: {key} {exc.message}") from None
     except (TypeError, ValueError) as exc:  # raised by a schema's __post_init__
         raise ConfigError(f"invalid {schema.__name__}: {exc}") from None
+
+
+def _import_modules(modules: Sequence[str]) -> None:
+    """Import the ``imports:`` of a config, so what they register can be named in it (the working directory last).
+
+    Raises:
+        ConfigError: a module that cannot be imported, named with the reason.
+    """
+    if not modules:
+        return
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.append(here)  # after the installed packages: a module there cannot shadow them
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(
+                f"bad value for imports: cannot import {module!r} ({exc}); is it in the working directory, installed "
+                "or on PYTHONPATH?"
+            ) from None
 
 
 def _forget_options_of_renamed(layers: list[DictConfig], overrides: Sequence[str]) -> None:
