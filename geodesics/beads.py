@@ -21,8 +21,9 @@ orthogonal to its segment (DSS's ``hyperplane`` option).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -31,10 +32,12 @@ from torch import Tensor
 from envs.functional import FunctionalOptimizer, functional_from_spec
 from envs.optim import get_optimizer_spec, list_optimizers
 from envs.seeding import derive_seed
+from envs.task import Batch
 from geodesics.space import ParamSpace
 
 __all__ = [
     "FINISHES",
+    "BeadSchedule",
     "BeadTraining",
     "Penalty",
     "batched_optimizer",
@@ -92,84 +95,114 @@ def require_batched_optimizer(name: str) -> FunctionalOptimizer:
     return rule
 
 
+@dataclass(frozen=True)
+class BeadSchedule:
+    """How beads are trained: the slice of a finder's settings the bead trainer takes whole."""
+
+    max_steps: int
+    """First-order steps at most per bead (and per restart)."""
+    lr: float
+    """Learning rate of the first-order phase."""
+    optimizer: str = "adam"
+    """A registered optimizer with a functional twin (:func:`batched_optimizers`)."""
+    check_every: int = 10
+    """Evaluate the active beads every this many steps (and before the first step)."""
+    finish: str = "none"
+    """One of :data:`FINISHES`: ``lbfgs`` gives each bead still above its target after ``max_steps`` up to
+    ``finish_steps`` L-BFGS iterations (:func:`lbfgs_finish`; not with a penalty)."""
+    finish_steps: int = 0
+    """L-BFGS iterations at most per bead (read only with ``finish="lbfgs"``)."""
+    restarts: int = 0
+    """Beads still above their target after both phases train again from where they stopped, with fresh optimizer
+    state, up to this many times. At the low levels a bead can stall just above its target (L-BFGS finds no descent)
+    where a fresh Adam phase moves it on."""
+
+    def __post_init__(self) -> None:
+        if self.finish not in FINISHES:
+            raise ValueError(f"finish must be one of {', '.join(FINISHES)}, got {self.finish!r}")
+        if self.finish_steps < 0:
+            raise ValueError(f"finish_steps must be a non-negative integer, got {self.finish_steps!r}")
+        if self.restarts < 0:
+            raise ValueError(f"restarts must be a non-negative integer, got {self.restarts!r}")
+
+
 def train_beads(
     space: ParamSpace,
     inits: Tensor,
     targets: Tensor,
+    schedule: BeadSchedule,
     *,
-    max_steps: int,
-    lr: float,
-    optimizer: str = "adam",
-    check_every: int = 10,
     seed: int = 0,
     penalty: Penalty | None = None,
     frozen: Tensor | None = None,
-    finish: str = "none",
-    finish_steps: int = 0,
     normals: Tensor | None = None,
-    restarts: int = 0,
 ) -> BeadTraining:
-    """Train each row of ``inits`` until its evaluation loss is at most ``targets[row]``, or ``max_steps`` run out.
+    """Train each row of ``inits`` until its evaluation loss is at most ``targets[row]``, or the schedule runs out.
+
+    Three phases, each on the beads the last one left above their target: the first-order phase (one batched
+    optimizer, per-bead stopping), the L-BFGS finish (``schedule.finish``), and the restarts (``schedule.restarts``).
 
     Args:
         space: the parameter space (its task gives the training batches and the evaluation set).
         inits: starting beads ``(M, P)`` (not modified).
         targets: per-bead target losses ``(M,)``.
-        max_steps: optimizer steps at most per bead.
-        lr: learning rate.
-        optimizer: a registered optimizer with a functional twin (:func:`batched_optimizers`).
-        check_every: evaluate the active beads every this many steps (and before the first step).
+        schedule: the steps, rate, optimizer, checks, finish and restarts.
         seed: seed of the training batch stream.
         penalty: optional extra term per bead (value and gradient), evaluated at every step.
         frozen: rows that must not move ``(M,)`` (bool); they are never trained and count as reached.
-        finish: one of :data:`FINISHES`; ``lbfgs`` gives each bead still above its target after ``max_steps`` up to
-            ``finish_steps`` L-BFGS iterations (:func:`lbfgs_finish`; not with a penalty).
-        finish_steps: L-BFGS iterations at most per bead (read only with ``finish="lbfgs"``).
         normals: optional unit vectors ``(M, P)``: bead ``row`` then moves only in the hyperplane through
             ``inits[row]`` orthogonal to ``normals[row]`` (gradients and positions projected at every step, the
             finish's too).
-        restarts: beads still above their target after both phases train again from where they stopped, with fresh
-            optimizer state (the first-order phase, then the finish), up to this many times. At the low levels a
-            bead can stall just above its target (L-BFGS finds no descent) where a fresh Adam phase moves it on.
 
     Raises:
-        ValueError: an unknown ``finish``, a negative ``finish_steps`` or ``restarts``, or ``finish="lbfgs"`` or
-            ``restarts`` with a penalty.
+        ValueError: ``finish="lbfgs"`` or ``restarts`` with a penalty.
     """
-    if finish not in FINISHES:
-        raise ValueError(f"finish must be one of {', '.join(FINISHES)}, got {finish!r}")
-    if finish_steps < 0:
-        raise ValueError(f"finish_steps must be a non-negative integer, got {finish_steps!r}")
-    if restarts < 0:
-        raise ValueError(f"restarts must be a non-negative integer, got {restarts!r}")
-    if restarts and penalty is not None:
+    if schedule.restarts and penalty is not None:
         raise ValueError("restarts train a subset of the beads and cannot take a penalty (constrained DSS)")
-    if finish != "none" and penalty is not None:
+    if schedule.finish != "none" and penalty is not None:
         raise ValueError("finish='lbfgs' trains one bead at a time and cannot take a penalty (constrained DSS)")
-    rule = require_batched_optimizer(optimizer)
     beads = space.check(inits, batched=True).clone()
     count = beads.shape[0]
     targets = targets.to(space.device, torch.float64)
     frozen = torch.zeros(count, dtype=torch.bool, device=space.device) if frozen is None else frozen.to(space.device)
-    losses = torch.full((count,), math.inf, dtype=torch.float64, device=space.device)
-    best = losses.clone()
-    reached = frozen.clone()
-    steps = torch.zeros(count, dtype=torch.long, device=space.device)
+    run = BeadTraining(
+        beads=beads,
+        losses=torch.full((count,), math.inf, dtype=torch.float64, device=space.device),
+        reached=frozen.clone(),
+        steps=torch.zeros(count, dtype=torch.long, device=space.device),
+        best_losses=torch.full((count,), math.inf, dtype=torch.float64, device=space.device),
+    )
     plane = None if normals is None else _Hyperplane(beads, normals.to(beads.device, beads.dtype))
-    state = rule.init({"theta": beads})
-    rates = torch.full((count,), float(lr), dtype=torch.float64, device=space.device)
     batches = space.task.batches(derive_seed(seed, "beads"))
+    _first_order(space, run, targets, schedule, batches, penalty, plane)
+    if schedule.finish == "lbfgs" and schedule.finish_steps > 0 and not bool(run.reached.all()):
+        _lbfgs_phase(space, run, targets, schedule, next(batches), plane)
+    if schedule.restarts > 0 and not bool(run.reached.all()):
+        _restart(space, run, targets, schedule, seed, normals)
+    return run
 
-    def check() -> None:
-        todo = (~reached).nonzero().squeeze(1)
-        if len(todo):
-            losses[todo] = space.batched_eval_loss(beads[todo]).to(torch.float64)
-            reached[todo] = losses[todo] <= targets[todo]
-            best[todo] = torch.minimum(best[todo], losses[todo])
 
-    check()
-    for step in range(1, max_steps + 1):
-        active = (~reached).nonzero().squeeze(1)
+def _check(space: ParamSpace, run: BeadTraining, targets: Tensor) -> None:
+    """Evaluate the beads not yet at their target; mark those that are; keep each bead's best loss."""
+    todo = (~run.reached).nonzero().squeeze(1)
+    if len(todo):
+        run.losses[todo] = space.batched_eval_loss(run.beads[todo]).to(torch.float64)
+        run.reached[todo] = run.losses[todo] <= targets[todo]
+        run.best_losses[todo] = torch.minimum(run.best_losses[todo], run.losses[todo])
+
+
+def _first_order(
+    space: ParamSpace, run: BeadTraining, targets: Tensor, schedule: BeadSchedule, batches: Iterator[Batch],
+    penalty: Penalty | None, plane: _Hyperplane | None,
+) -> None:  # fmt: skip
+    """The first-order phase: every bead not at its target steps, one batched optimizer, until it is."""
+    rule = require_batched_optimizer(schedule.optimizer)
+    beads = run.beads
+    state = rule.init({"theta": beads})
+    rates = torch.full((beads.shape[0],), float(schedule.lr), dtype=torch.float64, device=space.device)
+    _check(space, run, targets)
+    for step in range(1, schedule.max_steps + 1):
+        active = (~run.reached).nonzero().squeeze(1)
         if len(active) == 0:
             break
         batch = next(batches)
@@ -184,30 +217,39 @@ def train_beads(
         beads[active] = moved["theta"] if plane is None else plane.project(moved["theta"], active)
         for key, buffers in rows.items():
             state[key]["theta"][active] = buffers["theta"]
-        steps[active] += 1
-        if step % check_every == 0 or step == max_steps:
-            check()
-    if finish == "lbfgs" and finish_steps > 0 and not bool(reached.all()):
-        batch = next(batches)
-        for row in (~reached).nonzero().squeeze(1).tolist():
-            done = lbfgs_finish(space, beads[row], float(targets[row]), batch, max_steps=finish_steps,
-                                check_every=check_every,
-                                plane=None if plane is None else plane.row(row))  # fmt: skip
-            beads[row] = done.theta
-            losses[row] = done.loss
-            best[row] = min(float(best[row]), done.best_loss)
-            reached[row] = done.reached
-            steps[row] += done.steps
-    if restarts > 0 and not bool(reached.all()):
-        stalled = (~reached).nonzero().squeeze(1)
-        again = train_beads(space, beads[stalled], targets[stalled], max_steps=max_steps, lr=lr, optimizer=optimizer,
-                            check_every=check_every, seed=derive_seed(seed, "restart"), finish=finish,
-                            finish_steps=finish_steps, restarts=restarts - 1,
-                            normals=None if normals is None else normals[stalled])  # fmt: skip
-        beads[stalled], losses[stalled], reached[stalled] = again.beads, again.losses, again.reached
-        steps[stalled] += again.steps
-        best[stalled] = torch.minimum(best[stalled], again.best_losses)
-    return BeadTraining(beads, losses, reached, steps, best)
+        run.steps[active] += 1
+        if step % schedule.check_every == 0 or step == schedule.max_steps:
+            _check(space, run, targets)
+
+
+def _lbfgs_phase(
+    space: ParamSpace, run: BeadTraining, targets: Tensor, schedule: BeadSchedule, batch: Batch,
+    plane: _Hyperplane | None,
+) -> None:  # fmt: skip
+    """The L-BFGS finish: each bead still above its target, one at a time, on one batch."""
+    for row in (~run.reached).nonzero().squeeze(1).tolist():
+        done = lbfgs_finish(space, run.beads[row], float(targets[row]), batch, max_steps=schedule.finish_steps,
+                            check_every=schedule.check_every,
+                            plane=None if plane is None else plane.row(row))  # fmt: skip
+        run.beads[row] = done.theta
+        run.losses[row] = done.loss
+        run.best_losses[row] = min(float(run.best_losses[row]), done.best_loss)
+        run.reached[row] = done.reached
+        run.steps[row] += done.steps
+
+
+def _restart(
+    space: ParamSpace, run: BeadTraining, targets: Tensor, schedule: BeadSchedule, seed: int, normals: Tensor | None
+) -> None:
+    """The restarts: the beads still above their target train again from where they are, fresh optimizer state."""
+    stalled = (~run.reached).nonzero().squeeze(1)
+    again = train_beads(space, run.beads[stalled], targets[stalled],
+                        dataclasses.replace(schedule, restarts=schedule.restarts - 1),
+                        seed=derive_seed(seed, "restart"),
+                        normals=None if normals is None else normals[stalled])  # fmt: skip
+    run.beads[stalled], run.losses[stalled], run.reached[stalled] = again.beads, again.losses, again.reached
+    run.steps[stalled] += again.steps
+    run.best_losses[stalled] = torch.minimum(run.best_losses[stalled], again.best_losses)
 
 
 class _Hyperplane:

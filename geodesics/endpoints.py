@@ -28,7 +28,7 @@ from torch import Tensor
 from envs.fit import fit
 from envs.task import Task
 from envs.tooling.config import check_range
-from geodesics.beads import batched_optimizer, train_beads
+from geodesics.beads import BeadSchedule, batched_optimizer, train_beads
 from geodesics.space import ParamSpace
 
 PROGRESS = logging.getLogger("geodesics.progress")
@@ -115,9 +115,9 @@ def train_endpoints(
         assert shared_batches is not None  # implied by ``stacked``
         inits = torch.stack([space.flatten(task.init_model(s)) for s in seeds])
         targets = torch.full((len(seeds),), threshold, dtype=torch.float64)
-        stack = train_beads(space, inits, targets, max_steps=budget, lr=lr, optimizer=optimizer,
-                            check_every=check_every, seed=shared_batches, finish=finish,
-                            finish_steps=finish_steps)  # fmt: skip
+        schedule = BeadSchedule(max_steps=budget, lr=lr, optimizer=optimizer, check_every=check_every, finish=finish,
+                                finish_steps=finish_steps)  # fmt: skip
+        stack = train_beads(space, inits, targets, schedule, seed=shared_batches)
         diverged = ~torch.isfinite(stack.losses)
         return EndpointTraining(stack.beads, stack.losses, stack.best_losses, stack.reached, stack.steps, diverged)
     runs = [

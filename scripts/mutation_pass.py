@@ -587,8 +587,8 @@ MUTANTS: list[Mutant] = [
     M(
         "bead restarts forget the best loss reached before",
         "geodesics/beads.py",
-        "best[stalled] = torch.minimum(best[stalled], again.best_losses)",
-        "best[stalled] = again.best_losses",
+        "run.best_losses[stalled] = torch.minimum(run.best_losses[stalled], again.best_losses)",
+        "run.best_losses[stalled] = again.best_losses",
         ("tests/geodesics/test_low_levels.py",),
     ),
     M(
@@ -601,8 +601,8 @@ MUTANTS: list[Mutant] = [
     M(
         "stalled beads never restart",
         "geodesics/beads.py",
-        "if restarts > 0 and not bool(reached.all()):",
-        "if restarts > 1 and not bool(reached.all()):",
+        "if schedule.restarts > 0 and not bool(run.reached.all()):",
+        "if schedule.restarts > 1 and not bool(run.reached.all()):",
         ("tests/geodesics/test_low_levels.py",),
     ),
     M(

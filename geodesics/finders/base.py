@@ -22,7 +22,7 @@ from torch import Tensor
 from envs.errors import InvalidValue
 from envs.tooling.config import check_range
 from envs.tooling.registry import Registry
-from geodesics.beads import FINISHES
+from geodesics.beads import FINISHES, BeadSchedule
 from geodesics.curve import CurveConfig
 from geodesics.finders.settings import NEBConfig, TrainedCurveConfig
 from geodesics.levels import LevelProfile
@@ -202,6 +202,11 @@ class DSSConfig:
     trained_curve: TrainedCurveConfig = field(default_factory=TrainedCurveConfig)
     """Bezier and polychain only: control points, t samples per step, polyline resolution (``max_rounds`` counts
     rounds of ``max_steps`` training steps, each ended by the certification)."""
+
+    def beads(self, lr: float) -> BeadSchedule:
+        """The bead trainer's slice of these settings, at learning rate ``lr`` (``self.lr`` or the task's recipe)."""
+        return BeadSchedule(max_steps=self.max_steps, lr=lr, optimizer=self.optimizer, check_every=self.check_every,
+                            finish=self.finish, finish_steps=self.finish_steps, restarts=self.restarts)  # fmt: skip
 
     def __post_init__(self) -> None:
         # a config rebuilt from a saved dict (``BeadString.config``) holds its nested settings as dicts

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from geodesics.beads import Penalty, train_beads
+from geodesics.beads import BeadSchedule, Penalty, train_beads
 from geodesics.curve import SegmentMax
 from geodesics.finders.base import DSSConfig, Pair
 from geodesics.finders.common import (
@@ -127,9 +127,10 @@ def _connect_pair(
                 targets = torch.full((len(interior),), config.alpha * level, dtype=torch.float64)
             else:  # alpha times the stage's level where each bead sits on the string
                 targets = config.alpha * bead_levels(beads, range(1, len(beads) - 1), stage)
-            trained = train_beads(space, interior, targets, max_steps=config.max_steps, lr=lr,
-                                  optimizer=config.optimizer, check_every=config.check_every,
-                                  seed=config.seed * 1000 + round_,
+            schedule = BeadSchedule(
+                max_steps=config.max_steps, lr=lr, optimizer=config.optimizer, check_every=config.check_every
+            )  # no finish, no restarts: the string is one penalty
+            trained = train_beads(space, interior, targets, schedule, seed=config.seed * 1000 + round_,
                                   penalty=string_penalty(a, b, config.spring, config.kappa))  # fmt: skip
             beads = [a, *trained.beads.unbind(0), b]
             losses = [losses[0], *trained.losses.tolist(), losses[-1]]

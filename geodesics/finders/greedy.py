@@ -167,10 +167,8 @@ def connect_greedy(
         if config.hyperplane:  # each bead's segment direction: it moves orthogonally to it
             directions = torch.stack([s.beads[i + 1] - s.beads[i] for s, _ in plans for i in s.failing])
             normals = directions / directions.norm(dim=1, keepdim=True).clamp(min=torch.finfo(directions.dtype).tiny)
-        trained = train_beads(space, inits, targets, max_steps=config.max_steps, lr=lr, optimizer=config.optimizer,
-                              check_every=config.check_every, seed=config.seed * 1000 + round_,
-                              finish=config.finish, finish_steps=config.finish_steps, normals=normals,
-                              restarts=config.restarts)  # fmt: skip
+        trained = train_beads(space, inits, targets, config.beads(lr), seed=config.seed * 1000 + round_,
+                              normals=normals)  # fmt: skip
         rows, offset = [], 0
         for s, beads in plans:
             rows.append(slice(offset, offset + len(beads)))

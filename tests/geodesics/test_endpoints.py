@@ -10,7 +10,7 @@ import envs.optim
 from envs.fit import fit
 from envs.task import Recipe
 from geodesics import ParamSpace, ThresholdNotReached, train_to_threshold
-from geodesics.beads import train_beads
+from geodesics.beads import BeadSchedule, train_beads
 from geodesics.endpoints import train_endpoints
 
 SEEDS = [0, 1]
@@ -35,7 +35,7 @@ def test_a_stack_trains_with_the_recipe_optimizer_not_adam() -> None:
     trained = train_endpoints(space, SEEDS, 0.1, max_steps=300, shared_batches=5)
     inits = torch.stack([space.flatten(space.task.init_model(s)) for s in SEEDS])
     targets = torch.full((2,), 0.1, dtype=torch.float64)
-    run = {name: train_beads(space, inits, targets, max_steps=300, lr=0.05, optimizer=name, seed=5).beads
+    run = {name: train_beads(space, inits, targets, BeadSchedule(300, 0.05, optimizer=name), seed=5).beads
            for name in ("momentum", "adam")}  # fmt: skip
     assert bool((trained.steps > 0).all())
     assert torch.equal(trained.thetas, run["momentum"]) and not torch.equal(trained.thetas, run["adam"])

@@ -18,7 +18,7 @@ from envs.errors import InvalidValue
 from envs.seeding import derive_seed
 from envs.tooling.config import load_config
 from geodesics import ParamSpace, connect
-from geodesics.beads import train_beads
+from geodesics.beads import BeadSchedule, train_beads
 from geodesics.cli import main
 from geodesics.commands import SweepConfig
 from geodesics.commands.sweep import pair_seeds
@@ -53,9 +53,9 @@ def pair(small: tuple[ParamSpace, Tensor]) -> tuple[Tensor, Tensor]:
 def test_lbfgs_finish_reaches_a_target_where_adam_stalls(small: tuple[ParamSpace, Tensor]) -> None:
     space, inits = small
     targets = torch.full((2,), 0.95 * LEVEL, dtype=torch.float64)
-    adam = train_beads(space, inits, targets, **ADAM)
+    adam = train_beads(space, inits, targets, BeadSchedule(**ADAM))
     assert not bool(adam.reached.any())  # Adam's fixed rate leaves both beads above the target
-    finished = train_beads(space, inits, targets, **ADAM, finish="lbfgs", finish_steps=500)
+    finished = train_beads(space, inits, targets, BeadSchedule(**ADAM, finish="lbfgs", finish_steps=500))
     assert bool(finished.reached.all())
     assert bool((finished.losses <= targets).all())
     assert torch.equal(finished.losses, space.batched_eval_loss(finished.beads).to(torch.float64))
@@ -66,11 +66,11 @@ def test_lbfgs_finish_reaches_a_target_where_adam_stalls(small: tuple[ParamSpace
 def test_the_finish_leaves_beads_adam_brought_to_their_target_bit_identical(small: tuple[ParamSpace, Tensor]) -> None:
     space, inits = small
     targets = torch.tensor([0.05, 0.95 * LEVEL], dtype=torch.float64)  # the first is easy for Adam
-    adam = train_beads(space, inits, targets, **ADAM)
-    finished = train_beads(space, inits, targets, **ADAM, finish="lbfgs", finish_steps=500)
+    adam = train_beads(space, inits, targets, BeadSchedule(**ADAM))
+    finished = train_beads(space, inits, targets, BeadSchedule(**ADAM, finish="lbfgs", finish_steps=500))
     assert bool(adam.reached[0]) and not bool(adam.reached[1]) and bool(finished.reached[1])
     assert torch.equal(finished.beads[0], adam.beads[0]) and int(finished.steps[0]) == int(adam.steps[0])
-    off = train_beads(space, inits, targets, **ADAM, finish="none", finish_steps=500)
+    off = train_beads(space, inits, targets, BeadSchedule(**ADAM, finish="none", finish_steps=500))
     for name in ("beads", "losses", "reached", "steps", "best_losses"):
         assert torch.equal(getattr(off, name), getattr(adam, name)), name
 
@@ -134,12 +134,12 @@ def test_train_beads_refuses_bad_finish_arguments(small: tuple[ParamSpace, Tenso
     space, inits = small
     targets = torch.full((2,), 0.01, dtype=torch.float64)
     with pytest.raises(ValueError, match="finish must be one of none, lbfgs"):
-        train_beads(space, inits, targets, max_steps=1, lr=0.01, finish="bfgs")
+        train_beads(space, inits, targets, BeadSchedule(max_steps=1, lr=0.01, finish="bfgs"))
     with pytest.raises(ValueError, match="finish_steps must be a non-negative integer"):
-        train_beads(space, inits, targets, max_steps=1, lr=0.01, finish="lbfgs", finish_steps=-1)
+        train_beads(space, inits, targets, BeadSchedule(max_steps=1, lr=0.01, finish="lbfgs", finish_steps=-1))
     penalty = string_penalty(inits[0], inits[1], 0.1, 1.0)
     with pytest.raises(ValueError, match="cannot take a penalty"):
-        train_beads(space, inits, targets, max_steps=1, lr=0.01, penalty=penalty, finish="lbfgs")
+        train_beads(space, inits, targets, BeadSchedule(max_steps=1, lr=0.01, finish="lbfgs"), penalty=penalty)
 
 
 @pytest.mark.parametrize(("name", "first"), [("poly_quadratic", 7), ("poly_cubic", 13)])
@@ -164,8 +164,8 @@ def test_beads_on_a_hyperplane_stay_on_it_through_adam_and_the_finish(small: tup
     normals = torch.randn(inits.shape, generator=torch.Generator().manual_seed(0), dtype=inits.dtype)
     normals = normals / normals.norm(dim=1, keepdim=True)
     targets = torch.full((2,), 0.95 * LEVEL, dtype=torch.float64)
-    free = train_beads(space, inits, targets, **ADAM, finish="lbfgs", finish_steps=500)
-    held = train_beads(space, inits, targets, **ADAM, finish="lbfgs", finish_steps=500, normals=normals)
+    free = train_beads(space, inits, targets, BeadSchedule(**ADAM, finish="lbfgs", finish_steps=500))
+    held = train_beads(space, inits, targets, BeadSchedule(**ADAM, finish="lbfgs", finish_steps=500), normals=normals)
     assert bool(held.reached.all())  # the constraint still leaves room to reach the level
     assert bool((_offsets(held.beads, inits, normals) < 1e-5).all())
     assert bool((_offsets(free.beads, inits, normals) > 1e-2).all())  # unconstrained, they leave the plane
@@ -207,20 +207,20 @@ def test_a_restart_continues_a_bead_from_where_it_stopped(small: tuple[ParamSpac
     space, inits = small
     targets = torch.full((2,), 0.95 * LEVEL, dtype=torch.float64)
     short = {"max_steps": 100, "lr": 0.05, "finish": "lbfgs", "finish_steps": 20}  # too short: both stop above
-    once = train_beads(space, inits, targets, **short)
+    once = train_beads(space, inits, targets, BeadSchedule(**short))
     assert not bool(once.reached.any())
-    restarted = train_beads(space, inits, targets, **short, restarts=3)
+    restarted = train_beads(space, inits, targets, BeadSchedule(**short, restarts=3))
     assert bool(restarted.reached[0])
     assert bool((restarted.steps > once.steps).all())  # the failing beads trained again
     assert bool((restarted.best_losses <= once.best_losses).all())
     assert torch.equal(restarted.losses, space.batched_eval_loss(restarted.beads).to(torch.float64))
     # a restart is a second run from where the first stopped, on the restart's own batch seed
-    again = train_beads(space, once.beads, targets, **short, seed=derive_seed(0, "restart"), restarts=2)
+    again = train_beads(space, once.beads, targets, BeadSchedule(**short, restarts=2), seed=derive_seed(0, "restart"))
     assert torch.equal(again.beads, restarted.beads)
     # a bead that reached its target is not restarted
     easy = torch.tensor([0.05, 0.95 * LEVEL], dtype=torch.float64)
-    plain = train_beads(space, inits, easy, **short)
-    mixed = train_beads(space, inits, easy, **short, restarts=2)
+    plain = train_beads(space, inits, easy, BeadSchedule(**short))
+    mixed = train_beads(space, inits, easy, BeadSchedule(**short, restarts=2))
     assert bool(plain.reached[0]) and torch.equal(mixed.beads[0], plain.beads[0])
 
 
@@ -250,3 +250,16 @@ def test_bad_endpoint_finish_settings_name_the_key() -> None:
         SweepConfig(train_finish="newton")
     with pytest.raises(InvalidValue, match=r"train_finish_steps must be an integer in \[1, inf\), got 0"):
         SweepConfig(train_finish="lbfgs", train_finish_steps=0)
+
+
+def test_one_restart_is_one_more_run_and_the_best_loss_is_kept_across_runs(small: tuple[ParamSpace, Tensor]) -> None:
+    space, inits = small
+    targets = torch.full((2,), 0.95 * LEVEL, dtype=torch.float64)
+    short = {"max_steps": 60, "lr": 0.05}
+    once = train_beads(space, inits, targets, BeadSchedule(**short))
+    assert not bool(once.reached.any())
+    restarted = train_beads(space, inits, targets, BeadSchedule(**short, restarts=1))
+    second = train_beads(space, once.beads, targets, BeadSchedule(**short), seed=derive_seed(0, "restart"))
+    assert torch.equal(restarted.beads, second.beads)  # restarts=1 is exactly one more run
+    assert torch.equal(restarted.steps, once.steps + second.steps)
+    assert torch.equal(restarted.best_losses, torch.minimum(once.best_losses, second.best_losses))

@@ -7,6 +7,8 @@ arithmetic is checked on its own.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -223,3 +225,38 @@ def test_nested_settings_load_validate_and_rebuild_from_a_saved_dict() -> None:
         load_config(ConnectConfig, None, ["dss.max_evaluations=-1"])
     rebuilt = DSSConfig(**{**DSSConfig().__dict__, "neb": {"climb": False}, "trained_curve": {"samples": 4}})
     assert rebuilt.neb == NEBConfig(climb=False) and rebuilt.trained_curve == TrainedCurveConfig(samples=4)
+
+
+def test_a_trained_curve_step_samples_t_once_per_stratum_and_averages_its_gradients() -> None:
+    import envs
+    from geodesics import DSSConfig, ParamSpace
+    from geodesics.finders import curves
+
+    space = ParamSpace.from_task(envs.make_task("poly_cubic"))
+    a, b = space.flatten(space.task.init_model(0)), space.flatten(space.task.init_model(1))
+    config = DSSConfig(method="polychain", optimizer="sgd", bead_noise=0.0)  # SGD: the gradient's scale shows
+    curve, twin = (curves._Curve(space, a, b, 0, config, "polychain") for _ in range(2))
+    assert curve.bends == 1
+    seen: dict[str, torch.Tensor] = {}
+    real = space.batched_value_and_grad
+
+    def spy(points: torch.Tensor, batch: object) -> tuple[torch.Tensor, torch.Tensor]:
+        seen["points"] = points
+        values, grads = real(points, batch)
+        seen["grads"] = grads
+        return values, grads
+
+    curve.space = copy.copy(space)
+    curve.space.batched_value_and_grad = spy  # type: ignore[method-assign]
+    knot = curve.controls[0].clone()
+    curve.step()
+    n = curve.samples
+    first = (seen["points"] - a).norm(dim=1) / (knot - a).norm()
+    second = (seen["points"] - knot).norm(dim=1) / (b - knot).norm()
+    ts = torch.where(first <= 1 + 1e-4, 0.5 * first, 0.5 + 0.5 * second).double()  # t along the one-bend chain
+    strata = torch.floor(ts * n)
+    assert torch.equal(strata, torch.arange(n, dtype=torch.float64))  # one sample in each stratum, in order
+    assert bool(((ts * n - strata) > 1e-3).any())  # drawn inside the strata, not at their left edges
+    weights = curves.polychain_weights(ts, 1).to(a.dtype)
+    expected = twin.optimizer.step(twin.controls, weights[:, 1:-1].T @ seen["grads"] / n)  # the samples' mean
+    assert torch.allclose(curve.controls, expected, rtol=1e-4, atol=1e-7)

@@ -150,3 +150,21 @@ def test_the_script_prints_a_row_per_phase_and_refuses_an_empty_dir(
     assert script.main([str(tmp_path / "empty")]) == 2
     assert "no target shards" in capsys.readouterr().err
     assert script.main([str(tmp_path / "missing")]) == 2
+
+
+def test_cross_fitting_scores_each_seed_with_coefficients_fitted_on_the_other_seeds_only() -> None:
+    from metaopt.targets.predict import STEP_KINDS, WindowSample, cross_fit
+
+    g = torch.Generator().manual_seed(0)
+    coefficients = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    samples = []
+    for seed in range(4):  # even seeds follow c, odd seeds follow -c: a fit that sees a seed's own kind scores +1
+        sign = 1.0 if seed % 2 == 0 else -1.0
+        for t in range(3):
+            features = torch.randn(50, 3, generator=g, dtype=torch.float64)
+            step = sign * features @ coefficients
+            samples.append(WindowSample(seed, t, 1.0, features, {kind: step for kind in STEP_KINDS}))
+    results, mean = cross_fit(samples, "chord")
+    assert len(results) == len(samples) and {(r.seed, r.t) for r in results} == {(s.seed, s.t) for s in samples}
+    assert all(r.cosine < -0.99 for r in results)  # held out: fitted on the other kind only
+    assert torch.allclose(mean, torch.zeros(3, dtype=torch.float64), atol=1e-9)  # the two folds' fits cancel
