@@ -231,7 +231,7 @@ def run_census(cfg: CensusConfig) -> dict[str, Any]:
                     continue
                 run.append_record({**census_unit(cfg, task, optimizer, seed), "key": key})
                 bar.update(1)
-        records = sorted(run.records("unit"), key=lambda r: r["key"])
+        records = [_numbers(r) for r in sorted(run.records("unit"), key=lambda r: r["key"])]
         summary = summarize(cfg, records)
         run.write_text("report.md", report(cfg, summary))
         _figure(cfg, records, run)
@@ -240,6 +240,16 @@ def run_census(cfg: CensusConfig) -> dict[str, Any]:
           f"H2 {'holds' if summary['H2'] else 'fails'}")  # fmt: skip
     print(f"report: {run.path / 'report.md'}\nfigure: {run.path / 'plots' / 'census.png'}")
     return summary
+
+
+def _numbers(record: dict[str, Any]) -> dict[str, Any]:
+    """A unit record with the non-finite floats the run directory stores as text (``"nan"``, ``"inf"``) as floats."""
+
+    def number(value: Any) -> Any:
+        return float(value) if isinstance(value, str) and value in ("nan", "inf", "-inf") else value
+
+    windows = [{key: number(value) for key, value in w.items()} for w in record["windows"]]
+    return {**record, "windows": windows, "final_loss": number(record["final_loss"])}
 
 
 def _interval(values: list[float]) -> tuple[float, float, float]:
@@ -257,7 +267,8 @@ def summarize(cfg: CensusConfig, records: list[dict[str, Any]]) -> dict[str, Any
     windows = [w for r in records for w in r["windows"]]
     table: dict[tuple[int, int], dict[str, int]] = {}
     for w in windows:
-        bin_ = next(i for i, edge in enumerate(LEVEL_BINS[1:]) if w["level_over_final"] < edge)
+        last = len(LEVEL_BINS) - 2  # a final loss of 0 puts a window's level at infinity: the last bin
+        bin_ = next((i for i, edge in enumerate(LEVEL_BINS[1:]) if w["level_over_final"] < edge), last)
         cell = table.setdefault((bin_, w["T"]), {"windows": 0, "blocked": 0, "measured": 0, "curved": 0})
         cell["windows"] += 1
         cell["blocked"] += bool(w["blocked"])

@@ -128,3 +128,13 @@ def test_an_independent_partner_takes_far_ends_from_another_run_at_the_same_leve
         assert b["end_loss"] == pytest.approx(float(levels[b["end"]]))
         assert abs(b["end_loss"] - a["end_loss"]) == pytest.approx(float((levels - a["end_loss"]).abs().min()))
     assert any(b["chord_ratio"] > a["chord_ratio"] for a, b in zip(mine, theirs))  # another basin: higher barriers
+
+
+def test_a_window_whose_string_did_not_connect_is_summarised_as_unmeasured() -> None:
+    cfg = load_config(CensusConfig, "metaopt/census/census.yaml")
+    window = {"T": 20, "t": 0, "level_over_final": "inf", "blocked": True, "inside_length": "nan"}
+    record = census_command._numbers({"windows": [window], "final_loss": 0.0, "optimizer": "adam", "task": "x"})
+    summary = census_command.summarize(cfg, [record])
+    assert summary["windows"] == 1 and summary["blocked"] == 1 and summary["curved"] == 0
+    [cell] = summary["table"].values()
+    assert cell == {"windows": 1, "blocked": 1, "measured": 0, "curved": 0}
