@@ -19,6 +19,7 @@ from metaopt.checkpoint import load_net, save_checkpoint
 from metaopt.inner import Trajectory
 from metaopt.outer import ESConfig, EstimatorSetup, PersistentES
 from metaopt.rules import TinyConfig, TinyRule, make_rule
+from metaopt.rules.scheduler import scheduler_features
 from metaopt.rules.tiny import learned_tensor_mask
 from tests.metaopt.sizes import TINY_TRAIN
 
@@ -285,3 +286,29 @@ def test_state_round_trips_through_state_dict() -> None:
     twin.load_state_dict(model.state_dict())
     other.load_state_dict(state)
     assert trajectory(model, opt, 2)[-1].equal(trajectory(twin, other, 2)[-1])
+
+
+def test_an_untrained_scheduler_multiplies_by_one_and_its_features_track_the_gradient_since_the_first_step() -> None:
+    torch.manual_seed(5)
+    plain = TinyRule(TinyConfig(step_size=0.05)).double()
+    torch.manual_seed(5)
+    scheduled = TinyRule(TinyConfig(step_size=0.05, scheduler=True)).double()
+    runs = []
+    for rule in (plain, scheduled):
+        model = mlp()
+        runs.append(trajectory(model, LearnedOptimizer(model.parameters(), rule=rule), 5))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+    steps = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    inv_scales = torch.tensor([[0.1], [0.01]], dtype=torch.float64)
+    first = scheduler_features(steps, inv_scales, torch.tensor([4.0, 9.0]), torch.tensor([4.0, 9.0]))
+    torch.testing.assert_close(first, torch.tensor([math.tanh(0.1), math.tanh(0.01), 0.0], dtype=torch.float64))
+    later = scheduler_features(steps * 50, inv_scales, torch.tensor([0.04, 0.09], dtype=torch.float64),
+                               torch.tensor([4.0, 9.0], dtype=torch.float64))  # fmt: skip
+    assert later[-1].item() == pytest.approx(math.log(0.1), rel=1e-12)  # the gradients' RMS fell tenfold
+    rule = perturbed(TinyConfig(scheduler=True))
+    params = [torch.randn(4, 3, dtype=torch.float64)]
+    state = rule.join([rule.init_state(p) for p in params])
+    for k, factor in enumerate((1.0, 0.5, 0.25)):
+        _, state = rule.step(torch.full((12,), 2.0 * factor, dtype=torch.float64), state, params)
+        assert state["first_square"].item() == 4.0, k  # kept from the first step
