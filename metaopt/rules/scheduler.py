@@ -47,23 +47,20 @@ class GlobalScheduler(nn.Module):
     Args:
         num_features: inputs (``len(time_scales) + 1``).
         hidden_size: units of the hidden layer.
-        trainable: whether its weights are meta-parameters (``nn.Parameter``) or fixed (buffers, same names).
     """
 
-    def __init__(self, num_features: int, hidden_size: int, trainable: bool = True):
+    w1: Tensor
+    b1: Tensor
+    w2: Tensor
+    b2: Tensor
+
+    def __init__(self, num_features: int, hidden_size: int):
         super().__init__()
         first = torch.randn(hidden_size, num_features) * math.sqrt(2.0 / num_features)
-        weights = {
-            "w1": first,
-            "b1": torch.zeros(hidden_size),
-            "w2": torch.zeros(1, hidden_size),  # starts at "multiply by 1"
-            "b2": torch.zeros(1),
-        }
-        for name, value in weights.items():
-            if trainable:
-                self.register_parameter(name, nn.Parameter(value))
-            else:
-                self.register_buffer(name, value)
+        self.w1 = nn.Parameter(first)
+        self.b1 = nn.Parameter(torch.zeros(hidden_size))
+        self.w2 = nn.Parameter(torch.zeros(1, hidden_size))  # starts at "multiply by 1"
+        self.b2 = nn.Parameter(torch.zeros(1))
 
     def forward(self, features: Tensor) -> Tensor:
         """The multiplier, a 0-d tensor, for ``features: (F,)``."""

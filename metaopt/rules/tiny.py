@@ -173,6 +173,13 @@ class TinyRule(LearnedRule):
 
     Config = TinyConfig
     config: TinyConfig
+    w_in: Tensor
+    b_in: Tensor
+    w_time: Tensor
+    w_out: Tensor
+    w_skip: Tensor
+    log_step: Tensor
+    adamw_log_scale: Tensor
 
     def __init__(self, config: TinyConfig | None = None):
         super().__init__(dataclasses.replace(config) if config is not None else TinyConfig())
@@ -304,6 +311,7 @@ class TinyRule(LearnedRule):
             return parts[0][1], new_state
         update = grads.new_zeros(grads.shape)
         for part, values in parts:
+            assert part.index is not None  # both parts present: neither is the whole vector
             update = update.index_copy(0, part.index, values)
         return update, new_state
 
