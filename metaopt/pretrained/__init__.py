@@ -17,16 +17,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["PRETRAINED", "list_pretrained", "pretrained_path"]
+__all__ = ["DESCRIPTIONS", "PRETRAINED", "list_pretrained", "pretrained_path"]
 
 PRETRAINED: dict[str, str] = {
     "family-mlp-v0": "family-mlp-v0.pt",
 }
 """Shipped rule name -> its file in this package."""
 
+DESCRIPTIONS: dict[str, str] = {
+    "family-mlp-v0": "mlp rule (2 x 32), configs/metaopt/family.yaml: digits MLPs/convnets and quadratics, eval_loss, "
+    "1,500 meta-steps, seed 0",
+}
+"""Shipped rule name -> one line on how it was trained."""
 
-def list_pretrained() -> list[str]:
-    """Names of the learned rules that ship with the package."""
+
+def list_pretrained(describe: bool = False) -> list[str]:
+    """Names of the learned rules that ship with the package (``describe``: ``"name: how it was trained"`` lines)."""
+    if describe:
+        return [f"{name}: {DESCRIPTIONS[name]}" for name in sorted(PRETRAINED)]
     return sorted(PRETRAINED)
 
 

@@ -312,3 +312,18 @@ def test_an_untrained_scheduler_multiplies_by_one_and_its_features_track_the_gra
     for k, factor in enumerate((1.0, 0.5, 0.25)):
         _, state = rule.step(torch.full((12,), 2.0 * factor, dtype=torch.float64), state, params)
         assert state["first_square"].item() == 4.0, k  # kept from the first step
+
+
+def test_a_checkpoint_of_the_rule_saves_and_loads_with_the_same_updates(tmp_path) -> None:  # noqa: ANN001
+    rule = perturbed(TinyConfig(learned_tensors="hidden", scheduler=True, param_scale=True))
+    save_checkpoint(tmp_path / "tiny.pt", rule, {"note": "test"})
+    loaded = load_net(tmp_path / "tiny.pt")
+    assert isinstance(loaded, TinyRule) and loaded.config == rule.config
+    runs = []
+    for r in (rule, loaded):
+        model = mlp()
+        runs.append(trajectory(model, LearnedOptimizer(model.parameters(), rule=r), 4)[-1])
+    assert torch.equal(runs[0], runs[1])
+    by_path = mlp()
+    opt = LearnedOptimizer(by_path.parameters(), checkpoint=tmp_path / "tiny.pt")
+    assert torch.equal(trajectory(by_path, opt, 4)[-1], runs[0])
