@@ -327,3 +327,14 @@ def test_a_checkpoint_of_the_rule_saves_and_loads_with_the_same_updates(tmp_path
     by_path = mlp()
     opt = LearnedOptimizer(by_path.parameters(), checkpoint=tmp_path / "tiny.pt")
     assert torch.equal(trajectory(by_path, opt, 4)[-1], runs[0])
+
+
+def test_every_shipped_rule_loads_by_name_and_is_described_in_one_line() -> None:
+    import metaopt
+
+    names = metaopt.list_pretrained()
+    lines = metaopt.list_pretrained(describe=True)
+    assert "family-mlp-v0" in names and len(lines) == len(names)
+    for name, line in zip(names, lines):
+        assert line.startswith(f"{name}: ") and "\n" not in line and len(line) > len(name) + 20
+        assert load_net(name) is not None
