@@ -17,6 +17,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
+    "gelu": nn.GELU,
     "identity": nn.Identity,  # a deep linear network (DSS paper, Section 2.2)
 }
 

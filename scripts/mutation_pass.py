@@ -41,6 +41,8 @@ CURVE = ("tests/geodesics/test_curve.py", "tests/geodesics/test_dss.py")
 DSS = ("tests/geodesics/test_dss.py", "tests/geodesics/test_finders.py")
 INVARIANTS = ("tests/geodesics/test_invariants.py",)
 M = Mutant
+TINY = ("tests/metaopt/rules/test_tiny.py",)
+FAMILY_V1 = ("tests/metaopt/training/test_family_v1.py",)
 
 MUTANTS: list[Mutant] = [
     # -- envs/gym ------------------------------------------------------------------------------------------------
@@ -731,6 +733,112 @@ MUTANTS: list[Mutant] = [
         "return list(units[rank::world])",
         "return list(units)",
         ("tests/envs/test_sharding.py",),
+    ),
+    # -- the tiny normalised rule, its scheduler and the family augmentation ------------------------------------------
+    M(
+        "tiny: an absolute epsilon (inputs no longer scale-free)",
+        "metaopt/rules/tiny.py",
+        "denominator = torch.rsqrt(v_hat + part.spread((mean_v * cfg.eps + _TINY)[None])[0])",
+        "denominator = torch.rsqrt(v_hat + 1e-8)",
+        TINY,
+    ),
+    M(
+        "tiny: the update is not normalised per tensor",
+        "metaopt/rules/tiny.py",
+        "scale = torch.rsqrt(rms + _TINY) * (mean_v > 0)",
+        "scale = (rms * 0 + 1) * (mean_v > 0)",
+        TINY,
+    ),
+    M(
+        "tiny: no muP factor",
+        "metaopt/rules/tiny.py",
+        "[cfg.base_fan_in / f for f in fan_ins]",
+        "[1.0 for f in fan_ins]",
+        TINY,
+    ),
+    M(
+        "tiny: a frozen tensor is not gated",
+        "metaopt/rules/tiny.py",
+        "* (mean_v > 0).to(rms.dtype) *",
+        "*",
+        TINY,
+    ),
+    M(
+        "tiny: the hybrid gives the last matrix to the rule",
+        "metaopt/rules/tiny.py",
+        "hidden = set(matrices[1:-1])",
+        "hidden = set(matrices[1:])",
+        TINY,
+    ),
+    M(
+        "tiny: AdamW without beta2's bias correction",
+        "metaopt/rules/tiny.py",
+        "torch.stack([lr * c1, c2.sqrt()])",
+        "torch.stack([lr * c1, torch.ones_like(c2)])",
+        TINY,
+    ),
+    M(
+        "tiny: the scheduler forgets the first step's gradient",
+        "metaopt/rules/tiny.py",
+        'first = torch.where(steps == 1, mean_square, state["first_square"])',
+        "first = mean_square",
+        TINY,
+    ),
+    M(
+        "scheduler: an untrained scheduler does not multiply by 1",
+        "metaopt/rules/scheduler.py",
+        "return 2.0 * torch.sigmoid(",
+        "return 2.5 * torch.sigmoid(",
+        TINY,
+    ),
+    M(
+        "scheduler: the loss proxy is not a ratio (not scale-free)",
+        "metaopt/rules/scheduler.py",
+        "torch.log((mean_square + _TINY) / (first_square + _TINY))",
+        "torch.log(mean_square + _TINY)",
+        TINY,
+    ),
+    M(
+        "scheduler: progress read on the wrong axis",
+        "metaopt/rules/scheduler.py",
+        "progress = torch.tanh(steps * inv_scales).mean(dim=1)",
+        "progress = torch.tanh(steps * inv_scales).sum(dim=1)",
+        TINY,
+    ),
+    M(
+        "augment: the gradient is not rescaled",
+        "metaopt/training/augment.py",
+        "return grad * ctx.scale, None",
+        "return grad, None",
+        FAMILY_V1,
+    ),
+    M(
+        "augment: the model is not wrapped",
+        "metaopt/training/augment.py",
+        "return scale_gradient(out, self.scale)",
+        "return out",
+        FAMILY_V1,
+    ),
+    M(
+        "augment: a running optimizee may be rescaled",
+        "metaopt/training/augment.py",
+        "    if inner.step:\n",
+        "    if False:\n",
+        FAMILY_V1,
+    ),
+    M(
+        "schedule: the drawn horizon is ignored",
+        "metaopt/training/schedule.py",
+        "self._truncations = self.horizon_of(episode) // cfg.truncation",
+        "self._truncations = cfg.steps // cfg.truncation",
+        FAMILY_V1,
+    ),
+    M(
+        "config: horizons that are no multiple of the truncation pass",
+        "metaopt/training/config.py",
+        "if any(h % self.truncation for h in self.horizons):",
+        "if False:",
+        FAMILY_V1,
     ),
 ]
 

@@ -58,7 +58,7 @@ class DigitsMLPOptions:
     depth: int = 1
     """Number of hidden layers."""
     activation: str = "sigmoid"
-    """Hidden non-linearity: sigmoid, relu or tanh."""
+    """Hidden non-linearity: sigmoid, relu, tanh or gelu."""
     batch_size: int = 128
     """Training minibatch size."""
     test_size: int = 500
@@ -79,7 +79,7 @@ class DigitsCNNOptions:
     channels: int = 8
     """Channels of the first convolution (the second has twice as many)."""
     activation: str = "relu"
-    """Non-linearity after each convolution: sigmoid, relu or tanh."""
+    """Non-linearity after each convolution: sigmoid, relu, tanh or gelu."""
     batch_size: int = 128
     """Training minibatch size."""
     test_size: int = 500
@@ -102,7 +102,7 @@ class MnistMLPOptions:
     depth: int = 1
     """Number of hidden layers."""
     activation: str = "sigmoid"
-    """Hidden non-linearity: sigmoid, relu or tanh."""
+    """Hidden non-linearity: sigmoid, relu, tanh or gelu."""
     batch_size: int = 128
     """Training minibatch size."""
     data_dir: str | None = None

@@ -1,9 +1,10 @@
 """Learned rules that ship with the package, loaded by name: ``LearnedOptimizer(params, checkpoint="family-mlp-v0")``.
 
 A shipped rule is an ordinary ``metaopt train`` checkpoint stored as package data (a few KB; nothing is downloaded).
-:func:`list_pretrained` names them; any function that takes a checkpoint path (:class:`~metaopt.LearnedOptimizer`,
-``metaopt compare``'s ``optimizer_options.learned.checkpoint``, :func:`~metaopt.load_net`) also takes a name. A file
-that exists at the given path wins over a name.
+:func:`list_pretrained` names them (``describe=True``: one line each on how it was trained); any function that
+takes a checkpoint path (:class:`~metaopt.LearnedOptimizer`, ``metaopt compare``'s
+``optimizer_options.learned.checkpoint``, :func:`~metaopt.load_net`) also takes a name. A file that exists at the
+given path wins over a name.
 
 ``family-mlp-v0``: the ``mlp`` rule (2 x 32 ReLU units) meta-trained with ``configs/metaopt/family.yaml`` (a family of
 digits MLPs and convnets and quadratics, ``eval_loss`` objective, meta_lr 0.01, 300 episodes = 1,500 meta-steps, seed 0,
@@ -17,16 +18,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["PRETRAINED", "list_pretrained", "pretrained_path"]
+__all__ = ["DESCRIPTIONS", "PRETRAINED", "list_pretrained", "pretrained_path"]
 
 PRETRAINED: dict[str, str] = {
     "family-mlp-v0": "family-mlp-v0.pt",
 }
 """Shipped rule name -> its file in this package."""
 
+DESCRIPTIONS: dict[str, str] = {
+    "family-mlp-v0": "mlp rule (2 x 32), configs/metaopt/family.yaml: digits MLPs/convnets and quadratics, eval_loss, "
+    "1,500 meta-steps, seed 0",
+}
+"""Shipped rule name -> one line on how it was trained."""
 
-def list_pretrained() -> list[str]:
-    """Names of the learned rules that ship with the package."""
+
+def list_pretrained(describe: bool = False) -> list[str]:
+    """Names of the learned rules that ship with the package (``describe``: ``"name: how it was trained"`` lines)."""
+    if describe:
+        return [f"{name}: {DESCRIPTIONS[name]}" for name in sorted(PRETRAINED)]
     return sorted(PRETRAINED)
 
 

@@ -85,6 +85,13 @@ class TrainConfig(RunOptions):
     """Each fresh optimizee first takes a number of plain steps of the current rule (no meta-gradient) drawn
     uniformly from 0..start_offset, so the truncations of a meta-batch sit at different points of training (0:
     all start at step 0)."""
+    horizons: list[int] = field(default_factory=list)
+    """Random horizons: each episode draws its number of steps uniformly from this list (multiples of truncation,
+    seeded by the episode), so the rule meets many points of training at many lengths; empty: every episode has
+    steps. Validation always runs steps."""
+    grad_scales: list[float] = field(default_factory=list)
+    """Gradient rescaling: each optimizee's gradients are multiplied by a factor drawn from this list (its losses
+    unchanged; seeded by episode and slot); empty: no rescaling."""
     name: str = "train"
     """Prefix of the run directory name."""
     rule: str = "lstm"
@@ -159,6 +166,21 @@ class TrainConfig(RunOptions):
         check_range(self, "seed", low=0, integer=True)
         check_range(self, "on_policy_every", low=0, integer=True)
         check_range(self, "start_offset", low=0, integer=True)
+        if self.horizons:
+            check_range(self, "horizons", low=self.truncation, integer=True)
+            if any(h % self.truncation for h in self.horizons):
+                raise InvalidValue(
+                    TrainConfig, "horizons", self.horizons,
+                    f"must be multiples of truncation ({self.truncation}), got {self.horizons}",
+                )  # fmt: skip
+            if self.targets:
+                raise InvalidValue(TrainConfig, "horizons", self.horizons, "draws fresh episodes; drop targets=")
+        if self.grad_scales:
+            check_range(self, "grad_scales", low=0, low_open=True)
+            if self.targets:
+                raise InvalidValue(
+                    TrainConfig, "grad_scales", self.grad_scales, "rescales fresh episodes; drop targets="
+                )
         if needs_held_out(self.objective) and self.targets:
             raise InvalidValue(
                 TrainConfig, "objective.name", self.objective.name,

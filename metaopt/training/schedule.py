@@ -27,6 +27,7 @@ from metaopt.inner import InnerState, advance, start_episode, start_window
 from metaopt.objectives import needs_held_out
 from metaopt.rules import LearnedRule
 from metaopt.targets import TargetDataset, TargetWindow
+from metaopt.training.augment import rescale_gradients
 from metaopt.training.config import TrainConfig, train_seed
 
 __all__ = ["DatasetWindows", "FreshEpisodes", "on_policy_targets"]
@@ -39,18 +40,38 @@ class FreshEpisodes:
     ``task_sampling`` (``cycle``: ``tasks[i mod n]``; ``random``: drawn from the stream ``(seed, "family", e, i)``),
     with each of the member's ``choices`` drawn from the same stream; members with choices are built once per drawn
     spec. With ``start_offset`` the optimizee first takes a drawn number of plain steps of the current rule. With a
-    held-out objective (``eval_loss``) every optimizee carries its task's held-out batches.
+    held-out objective (``eval_loss``) every optimizee carries its task's held-out batches. With ``horizons`` each
+    episode draws its length (stream ``(seed, "horizon", e)``), with ``grad_scales`` each optimizee its gradient
+    factor (stream ``(seed, "grad_scale", e, i)``): separate streams, so the other draws do not move.
     """
 
     def __init__(self, cfg: TrainConfig, tasks: list[Task]):
         self.cfg, self.tasks = cfg, tasks
         self.held_out = needs_held_out(cfg.objective)
         self._built: dict[str, Task] = {}
+        self._truncations = cfg.steps // cfg.truncation
 
     @property
     def truncations(self) -> int:
-        """Meta-steps per episode."""
-        return self.cfg.steps // self.cfg.truncation
+        """Meta-steps of the episode whose optimizees :meth:`inners` made last."""
+        return self._truncations
+
+    def horizon_of(self, episode: int) -> int:
+        """The number of steps of ``episode``: drawn from ``horizons``, or ``steps``."""
+        cfg = self.cfg
+        if not cfg.horizons:
+            return cfg.steps
+        return cfg.horizons[
+            int(torch.randint(len(cfg.horizons), (), generator=generator(cfg.seed, "horizon", episode)))
+        ]
+
+    def grad_scale_of(self, episode: int, slot: int) -> float:
+        """The gradient factor of ``slot`` in ``episode``: drawn from ``grad_scales``, or 1."""
+        scales = self.cfg.grad_scales
+        if not scales:
+            return 1.0
+        g = generator(self.cfg.seed, "grad_scale", episode, slot)
+        return float(scales[int(torch.randint(len(scales), (), generator=g))])
 
     def task_of(self, episode: int, slot: int) -> tuple[Task, int]:
         """The task of ``slot`` in ``episode`` and its plain-step offset."""
@@ -79,9 +100,13 @@ class FreshEpisodes:
         for slot in range(cfg.meta_batch):
             task, offset = self.task_of(episode, slot)
             inner = start_episode(task, train_seed(episode, slot, cfg.meta_batch), rule, held_out=self.held_out)
+            scale = self.grad_scale_of(episode, slot)
+            if scale != 1.0:
+                rescale_gradients(inner, scale)
             if offset:
                 advance(inner, offset)
             inners.append(inner)
+        self._truncations = self.horizon_of(episode) // cfg.truncation
         return inners
 
 

@@ -1,0 +1,340 @@
+"""The tiny normalised rule: scale-free updates, muP step sizes, the hybrid's AdamW is AdamW, frozen tensors stay,
+meta-gradients equal finite differences, PES agrees with backprop, and the scheduler's second stage."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import higher
+import pytest
+import torch
+from torch import Tensor, nn
+
+import envs
+from envs.errors import ConfigError
+from envs.tooling.config import load_config
+from metaopt import LearnedOptimizer, TrainConfig, optimizee_loss, start_episode, unroll
+from metaopt.checkpoint import load_net, save_checkpoint
+from metaopt.inner import Trajectory
+from metaopt.outer import ESConfig, EstimatorSetup, PersistentES
+from metaopt.rules import TinyConfig, TinyRule, make_rule
+from metaopt.rules.scheduler import scheduler_features
+from metaopt.rules.tiny import learned_tensor_mask
+from tests.metaopt.sizes import TINY_TRAIN
+
+
+def perturbed(config: TinyConfig, seed: int = 0) -> TinyRule:
+    """A float64 rule whose MLP matters as much as its skip (as after meta-training), and whose scheduler is not 1."""
+    torch.manual_seed(seed)
+    rule = TinyRule(config).double()
+    with torch.no_grad():
+        rule.w_out.normal_(0, 1.0)
+        rule.w_time.mul_(3)
+        if rule.schedule is not None:
+            rule.schedule.w2.normal_(0, 1.0)
+    return rule
+
+
+def mlp(width: int = 6, depth: int = 3, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    sizes = [5] + [width] * depth + [2]
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.Tanh()]
+    return nn.Sequential(*layers[:-1]).double()
+
+
+def data(seed: int = 1) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(64, 5, generator=g, dtype=torch.float64), torch.randn(64, 2, generator=g, dtype=torch.float64)
+
+
+def trajectory(model: nn.Module, opt: torch.optim.Optimizer, steps: int, scale: float = 1.0,
+               frozen: int | None = None) -> list[Tensor]:  # fmt: skip
+    """The flat parameters after each of ``steps`` steps on a fixed regression; ``frozen``: that tensor's grads zero."""
+    x, y = data()
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        (scale * ((model(x) - y) ** 2).mean()).backward()
+        if frozen is not None:
+            list(model.parameters())[frozen].grad.zero_()
+        opt.step()
+        out.append(torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()]))
+    return out
+
+
+FULL = TinyConfig(scheduler=True, param_scale=True, step_size=0.05)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 37.0, 1e4])
+def test_scaling_the_loss_leaves_the_sequence_of_updates_unchanged(scale: float) -> None:
+    rule = perturbed(FULL)
+    base_model, scaled_model = mlp(), mlp()
+    base = trajectory(base_model, LearnedOptimizer(base_model.parameters(), rule=rule), 15)
+    scaled = trajectory(scaled_model, LearnedOptimizer(scaled_model.parameters(), rule=rule), 15, scale)
+    assert (base[-1] - base[0]).abs().max() > 1e-3  # it moves
+    for a, b in zip(base, scaled):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_a_tensor_s_update_size_follows_mup_across_widths() -> None:
+    rule = perturbed(TinyConfig(base_fan_in=64, step_size=0.01))
+    sizes = {}
+    for fan_in in (32, 128):
+        params = [torch.randn(16, fan_in, dtype=torch.float64), torch.randn(16, dtype=torch.float64)]
+        grads = torch.randn(sum(p.numel() for p in params), dtype=torch.float64)
+        update, _ = rule.step(grads, rule.join([rule.init_state(p) for p in params]), params)
+        matrix, vector = update.split([p.numel() for p in params])
+        sizes[fan_in] = (matrix.pow(2).mean().sqrt().item(), vector.pow(2).mean().sqrt().item())
+    # per-coordinate RMS: step_size * base_fan_in / fan_in for matrices, step_size for vectors, at any width
+    assert sizes[32][0] == pytest.approx(0.01 * 64 / 32, rel=1e-9)
+    assert sizes[128][0] == pytest.approx(0.01 * 64 / 128, rel=1e-9)
+    assert sizes[32][1] == pytest.approx(0.01, rel=1e-9) and sizes[128][1] == pytest.approx(0.01, rel=1e-9)
+
+
+def test_in_a_model_the_hidden_matrices_update_scales_as_one_over_width() -> None:
+    rule = perturbed(TinyConfig(learned_tensors="hidden"))
+    rms = []
+    for width in (8, 32):
+        model = mlp(width)
+        trajectory(model, LearnedOptimizer(model.parameters(), rule=rule), 1)
+        before = mlp(width)
+        hidden = [(a - b) for a, b in zip(model.parameters(), before.parameters())][2]  # the second matrix
+        rms.append(hidden.pow(2).mean().sqrt().item())
+    assert rms[0] / rms[1] == pytest.approx(32 / 8, rel=1e-9)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_with_the_learned_part_off_it_is_adamw_step_for_step(weight_decay: float) -> None:
+    cfg = TinyConfig(learned_tensors="none", adamw_lr=0.02, adamw_betas=[0.8, 0.99], adamw_eps=1e-6,
+                     adamw_weight_decay=weight_decay, scheduler=False)  # fmt: skip
+    ours, reference = mlp(), mlp()
+    rule = TinyRule(cfg).double()
+    mine = trajectory(ours, LearnedOptimizer(ours.parameters(), rule=rule), 30)
+    adamw = torch.optim.AdamW(reference.parameters(), lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=weight_decay)
+    theirs = trajectory(reference, adamw, 30)
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_the_hybrid_gives_adamw_the_other_tensors_and_the_rule_the_hidden_matrices() -> None:
+    shapes = [(6, 5), (6,), (6, 6), (6,), (6, 6), (6,), (2, 6), (2,)]
+    assert learned_tensor_mask(shapes, "hidden") == [False, False, True, False, True, False, False, False]
+    assert learned_tensor_mask(shapes[:4], "hidden") == [False] * 4  # two matrices: first and last, none hidden
+    hybrid = perturbed(TinyConfig(learned_tensors="hidden", adamw_lr=0.01))
+    adamw = TinyRule(TinyConfig(learned_tensors="none", adamw_lr=0.01)).double()
+    learned = perturbed(TinyConfig(learned_tensors="all"))
+    params = [torch.randn(s, dtype=torch.float64) for s in shapes]
+    mask = torch.cat([torch.full((p.numel(),), m) for p, m in zip(params, learned_tensor_mask(shapes, "hidden"))])
+    states = [r.join([r.init_state(p) for p in params]) for r in (hybrid, adamw, learned)]
+    for _ in range(3):
+        grads = torch.randn(sum(p.numel() for p in params), dtype=torch.float64)
+        (ours, states[0]), (plain, states[1]), (rule, states[2]) = (
+            r.step(grads, s, params) for r, s in zip((hybrid, adamw, learned), states)
+        )
+        torch.testing.assert_close(ours[~mask], plain[~mask], rtol=1e-12, atol=0)
+        assert not torch.allclose(ours[mask], plain[mask])
+        # the learned coordinates are normalised over their own tensors: the learned rule's update on them
+        assert torch.isfinite(ours).all() and ours[mask].abs().max() > 0
+    del rule
+
+
+@pytest.mark.parametrize("learned_tensors", ["all", "hidden", "none"])
+def test_zero_gradients_from_the_first_step_leave_a_frozen_tensor_where_it_is(learned_tensors: str) -> None:
+    rule = perturbed(TinyConfig(learned_tensors=learned_tensors, scheduler=True, param_scale=True))
+    for frozen in (0, 2, 3):
+        model = mlp()
+        start = [p.detach().clone() for p in model.parameters()]
+        trajectory(model, LearnedOptimizer(model.parameters(), rule=rule), 12, frozen=frozen)
+        after = list(model.parameters())
+        assert torch.equal(after[frozen], start[frozen])
+        assert any(not torch.equal(a, b) for a, b in zip(after, start))  # the rest moves
+
+
+def test_zero_gradients_leave_the_parameters_in_the_higher_unroll_too() -> None:
+    rule = perturbed(TinyConfig(learned_tensors="hidden", scheduler=True))
+    model = mlp()
+    start = [p.detach().clone() for p in model.parameters()]
+    opt = LearnedOptimizer(model.parameters(), rule=rule)
+    with higher.innerloop_ctx(model, opt, copy_initial_weights=True) as (fmodel, diffopt):
+        x, _ = data()
+        for _ in range(4):
+            diffopt.step(0.0 * fmodel(x).sum())  # every gradient is zero from the first step
+        for a, b in zip(fmodel.parameters(), start):
+            assert torch.equal(a, b)
+
+
+def meta_loss(rule: TinyRule, steps: int = 4) -> Tensor:
+    task = envs.make_task("digits_mlp", width=4, depth=2, activation="tanh", batch_size=32, dtype="float64")
+    return optimizee_loss(unroll(start_episode(task, seed=3, rule=rule), steps, first_order=False))
+
+
+@pytest.mark.parametrize("learned_tensors", ["all", "hidden"])
+def test_meta_gradients_through_higher_match_central_differences(learned_tensors: str) -> None:
+    rule = perturbed(TinyConfig(learned_tensors=learned_tensors, scheduler=True, step_size=0.05, adamw_lr=0.05))
+    meta_loss(rule).backward()
+    eps, checked = 1e-6, 0
+    for name, param in rule.named_parameters():
+        if param.grad is None:
+            continue
+        flat, grad = param.data.view(-1), param.grad.view(-1)
+        index = int(grad.abs().argmax())
+        original = flat[index].item()
+        flat[index] = original + eps
+        plus = meta_loss(rule).item()
+        flat[index] = original - eps
+        minus = meta_loss(rule).item()
+        flat[index] = original
+        assert grad[index].item() == pytest.approx((plus - minus) / (2 * eps), rel=1e-4, abs=1e-8), name
+        checked += 1
+    assert checked >= 8
+
+
+T, TRUNCATIONS = 4, 3
+
+
+def pes_task() -> envs.Task:
+    return envs.make_task("quadratic", dim=3, init_std=0.5, dtype="float64")
+
+
+def small_rule() -> TinyRule:
+    return perturbed(TinyConfig(hidden_size=2, num_layers=1, momentum_decays=[0.5], param_feature=False,
+                                time_scales=[2.0], step_size=0.05), seed=2)  # fmt: skip
+
+
+def test_pes_agrees_with_backprop_through_the_whole_episode_in_expectation() -> None:
+    rule = small_rule()
+    inner = start_episode(pes_task(), 3, rule)
+    whole = unroll(inner, T * TRUNCATIONS, first_order=False)
+    windows = [Trajectory(whole.losses[k * T : (k + 1) * T + 1], whole.iterates[k * T : (k + 1) * T + 1], k * T)
+               for k in range(TRUNCATIONS)]  # fmt: skip
+    weights = list(rule.parameters())
+    grads = torch.autograd.grad(sum(optimizee_loss(w) for w in windows), weights, allow_unused=True)
+    exact = torch.cat([(torch.zeros_like(w) if g is None else g).reshape(-1) for g, w in zip(grads, weights)])
+    runs = []
+    for repeat in range(24):
+        estimator = PersistentES(ESConfig(pairs=16, sigma=0.005), EstimatorSetup(T, optimizee_loss, seed=repeat))
+        inner = start_episode(pes_task(), 3, rule)
+        total = torch.zeros_like(exact)
+        for k in range(TRUNCATIONS):
+            total += torch.cat([g.reshape(-1) for g in estimator.estimate(rule, [inner], meta_step=k).grads])
+        runs.append(total)
+    stacked = torch.stack(runs)
+    mean, se = stacked.mean(0), stacked.std(0) / math.sqrt(len(runs))
+    resolved = exact.abs() > 8 * se  # the step size's gradient dominates; the others are inside the noise
+    assert int(resolved.sum()) >= 1
+    assert bool(((mean - exact).abs() <= 4 * se).all()), (mean, se, exact)
+    assert bool(((mean - exact).abs() <= 0.2 * exact.abs())[resolved].all())
+
+
+def test_the_vmap_population_runs_the_rule_as_the_loop_does() -> None:
+    rule = perturbed(TinyConfig(learned_tensors="hidden", scheduler=True, step_size=0.05))
+    task = envs.make_task("digits_mlp", width=4, depth=2, activation="tanh", batch_size=32, dtype="float64")
+    estimates = []
+    for population in ("loop", "vmap"):
+        estimator = PersistentES(ESConfig(pairs=2, population=population), EstimatorSetup(T, optimizee_loss, seed=1))
+        inner = start_episode(task, 3, rule)
+        estimates.append([estimator.estimate(rule, [inner], meta_step=k).grads for k in range(2)])
+    for loop, vmap in zip(*estimates):
+        for a, b in zip(loop, vmap):
+            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_a_second_stage_trains_the_scheduler_alone_from_a_checkpoint(tmp_path) -> None:  # noqa: ANN001
+    first = perturbed(TinyConfig(scheduler=True)).float()
+    save_checkpoint(tmp_path / "stage1.pt", first)
+    second = TinyRule(TinyConfig(scheduler=True, train="scheduler", init_from=str(tmp_path / "stage1.pt")))
+    assert {n for n, _ in second.named_parameters()} == {"schedule.w1", "schedule.b1", "schedule.w2", "schedule.b2"}
+    assert second.state_dict().keys() == first.state_dict().keys()
+    assert all(torch.equal(second.state_dict()[k], first.state_dict()[k]) for k in first.state_dict())
+    save_checkpoint(tmp_path / "stage2.pt", second)
+    loaded = load_net(tmp_path / "stage2.pt")  # rebuilds from its own config (init_from read again), then its weights
+    assert isinstance(loaded, TinyRule) and all(
+        torch.equal(loaded.state_dict()[k], second.state_dict()[k]) for k in first.state_dict()
+    )
+    with pytest.raises(ConfigError, match="train"):
+        TinyConfig(train="scheduler")
+    with pytest.raises(ValueError, match="mlp"):
+        save_checkpoint(tmp_path / "mlp.pt", make_rule("mlp"))
+        TinyRule(TinyConfig(scheduler=True, train="scheduler", init_from=str(tmp_path / "mlp.pt")))
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("rule_options={learned_tensors: most}", "rule_options.learned_tensors"),
+        ("rule_options={adamw_betas: [0.9]}", "rule_options.adamw_betas"),
+        ("rule_options={step_size: 0}", "rule_options.step_size"),
+        ("rule_options={train: scheduler}", "rule_options.train"),
+    ],
+)
+def test_bad_options_name_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(TrainConfig, "metaopt/quadratic.yaml", [*TINY_TRAIN, "rule=tiny", override])
+
+
+def test_state_round_trips_through_state_dict() -> None:
+    rule = perturbed(TinyConfig(learned_tensors="hidden", scheduler=True))
+    model = mlp()
+    twin = copy.deepcopy(model)
+    opt = LearnedOptimizer(model.parameters(), rule=rule)
+    trajectory(model, opt, 3)
+    state = copy.deepcopy(opt.state_dict())
+    other = LearnedOptimizer(twin.parameters(), rule=rule)
+    twin.load_state_dict(model.state_dict())
+    other.load_state_dict(state)
+    assert trajectory(model, opt, 2)[-1].equal(trajectory(twin, other, 2)[-1])
+
+
+def test_an_untrained_scheduler_multiplies_by_one_and_its_features_track_the_gradient_since_the_first_step() -> None:
+    torch.manual_seed(5)
+    plain = TinyRule(TinyConfig(step_size=0.05)).double()
+    torch.manual_seed(5)
+    scheduled = TinyRule(TinyConfig(step_size=0.05, scheduler=True)).double()
+    runs = []
+    for rule in (plain, scheduled):
+        model = mlp()
+        runs.append(trajectory(model, LearnedOptimizer(model.parameters(), rule=rule), 5))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+    steps = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    inv_scales = torch.tensor([[0.1], [0.01]], dtype=torch.float64)
+    first = scheduler_features(steps, inv_scales, torch.tensor([4.0, 9.0]), torch.tensor([4.0, 9.0]))
+    torch.testing.assert_close(first, torch.tensor([math.tanh(0.1), math.tanh(0.01), 0.0], dtype=torch.float64))
+    later = scheduler_features(steps * 50, inv_scales, torch.tensor([0.04, 0.09], dtype=torch.float64),
+                               torch.tensor([4.0, 9.0], dtype=torch.float64))  # fmt: skip
+    assert later[-1].item() == pytest.approx(math.log(0.1), rel=1e-12)  # the gradients' RMS fell tenfold
+    rule = perturbed(TinyConfig(scheduler=True))
+    params = [torch.randn(4, 3, dtype=torch.float64)]
+    state = rule.join([rule.init_state(p) for p in params])
+    for k, factor in enumerate((1.0, 0.5, 0.25)):
+        _, state = rule.step(torch.full((12,), 2.0 * factor, dtype=torch.float64), state, params)
+        assert state["first_square"].item() == 4.0, k  # kept from the first step
+
+
+def test_a_checkpoint_of_the_rule_saves_and_loads_with_the_same_updates(tmp_path) -> None:  # noqa: ANN001
+    rule = perturbed(TinyConfig(learned_tensors="hidden", scheduler=True, param_scale=True))
+    save_checkpoint(tmp_path / "tiny.pt", rule, {"note": "test"})
+    loaded = load_net(tmp_path / "tiny.pt")
+    assert isinstance(loaded, TinyRule) and loaded.config == rule.config
+    runs = []
+    for r in (rule, loaded):
+        model = mlp()
+        runs.append(trajectory(model, LearnedOptimizer(model.parameters(), rule=r), 4)[-1])
+    assert torch.equal(runs[0], runs[1])
+    by_path = mlp()
+    opt = LearnedOptimizer(by_path.parameters(), checkpoint=tmp_path / "tiny.pt")
+    assert torch.equal(trajectory(by_path, opt, 4)[-1], runs[0])
+
+
+def test_every_shipped_rule_loads_by_name_and_is_described_in_one_line() -> None:
+    import metaopt
+
+    names = metaopt.list_pretrained()
+    lines = metaopt.list_pretrained(describe=True)
+    assert "family-mlp-v0" in names and len(lines) == len(names)
+    for name, line in zip(names, lines):
+        assert line.startswith(f"{name}: ") and "\n" not in line and len(line) > len(name) + 20
+        assert load_net(name) is not None
