@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure issue 14 asks for, in one run on a machine with an NVIDIA GPU:
+# Every GPU figure of docs/results.md, in one run on a machine with an NVIDIA GPU:
 #
 #   bash benchmarks/gpu.sh                     # outputs under runs/gpu
 #   OUT=/some/dir PYTHON=.venv/bin/python bash benchmarks/gpu.sh
@@ -18,16 +18,14 @@
 #   finders           the five path finders on one pair per task (capped at 10 s each)
 #   compare_sweep     the metaopt compare sweep, batched vs one run at a time (quadratic, 235 runs)
 #   learned_meta      meta-training throughput, one batched LSTM call vs one per tensor
-#   learned_dropin    learned optimizer step cost vs Adam
+#   learned_dropin    learned optimizer step cost vs Adam (bundled tasks; and a size sweep from 10k to 10M parameters)
 #   threads           host threads 1 vs 2 with the model on the GPU
 #   distributed       whole commands: geodesics sweep, metaopt train, metaopt targets (1 rank; 2 ranks with >= 2 GPUs)
 #
-# Runtime estimate on one H200: about 6 minutes (budget 8). Estimated from this repo's CPU figures in docs/results.md
-# (the models are tiny, so a GPU step is bound by kernel launches, about 10-50 us each, not arithmetic): each Python
-# start with CUDA initialisation ~5-10 s (x ~15 processes, ~2 min); the timed work ~3 min, dominated by the
-# one-run-at-a-time halves of compare_sweep and connect_speed, which were cut to a quarter of their CPU sizes.
-# Every step has its own timeout (their sum, 13 min, bounds the worst case); the total is the last line of
-# gpu.jsonl.
+# Runtime on one H200, measured once (docs/results.md, "On one NVIDIA H200"): the first 11 steps took 450 s, with
+# gemm_share and compare_sweep cut by their timeouts, which are now longer; plan on about 10 minutes in all, so a
+# 15-minute device budget holds the machine's start and one run. Every step has its own timeout; the total is the last
+# line of gpu.jsonl. Steps whose figures are already in docs/results.md can be skipped: SKIP="curve_throughput finders".
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -56,6 +54,10 @@ started=$(date +%s)
 step() {
     local name=$1 limit=$2 script=$3
     shift 3
+    if [[ " ${SKIP:-} " == *" $name "* ]]; then
+        echo "== $name skipped (SKIP)" >&2
+        return 0
+    fi
     local t0 rc=0
     t0=$(date +%s)
     echo "== $name (limit ${limit}s)" >&2
@@ -72,15 +74,16 @@ step() {
 step curve_throughput 60 curve_throughput.py --tasks digits_mlp digits_cnn charlm
 step curve_throughput_2048 45 curve_throughput.py --tasks digits_mlp digits_cnn --segments 32 --points 64
 step curve_throughput_bmm 30 curve_throughput.py --tasks digits_mlp --strategy bmm
-step gemm_share 45 gemm_share.py --models 256 --repeats 4
+step gemm_share 90 gemm_share.py --models 256 --repeats 4
 step strategy_speed 60 strategy_speed.py --tasks poly_cubic digits_mlp --repeats 2
 step connect_speed 120 connect_speed.py --tasks poly_cubic digits_mlp
 step connect_memory 60 connect_memory.py --thresholds 0.5 0.2
 step finders 120 finders.py --tasks poly_cubic digits_mlp --max-seconds 10
-step compare_sweep 75 compare_sweep.py --config compare/quadratic.yaml tuning_seeds=3 eval_seeds=20
+step compare_sweep 120 compare_sweep.py --config compare/quadratic.yaml tuning_seeds=3 eval_seeds=20
 step learned_meta 45 learned_meta_speed.py --episodes 2 --steps 100 --truncation 20
 step es_population 45 es_population.py --task digits_mlp --repeats 2
 step learned_dropin 45 learned_dropin_speed.py --tasks digits_mlp charlm --steps 100 --repeats 2
+step learned_dropin_sizes 90 learned_dropin_speed.py --sizes 10000 100000 1000000 10000000 --rules mlp lstm --repeats 2
 step threads 30 threads.py --tasks digits_mlp digits_cnn --threads 1 2 --steps 50 --repeats 2
 step distributed 120 distributed.py --ranks 1 2 --repeats 1 --workloads sweep train targets
 

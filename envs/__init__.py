@@ -16,6 +16,7 @@ from envs import gym as _gym  # noqa: F401  (registers the reference tasks' Gymn
 from envs.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from envs.contract import TaskContractError, check_task
     from envs.errors import ConfigError, DataNotFoundError, TaskError
     from envs.fit import FitResult, fit
     from envs.gym import ENV_IDS, LR_ENV_IDS, LRControlEnv, OptimizeeEnv, OptimizerPolicy
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "envs.contract": ["TaskContractError", "check_task"],
         "envs.errors": ["ConfigError", "DataNotFoundError", "TaskError"],
         "envs.fit": ["FitResult", "fit"],
         "envs.gym": ["ENV_IDS", "LR_ENV_IDS", "LRControlEnv", "OptimizeeEnv", "OptimizerPolicy"],
@@ -47,7 +49,9 @@ __all__ = [
     "OptimizerPolicy",
     "Recipe",
     "Task",
+    "TaskContractError",
     "TaskError",
+    "check_task",
     "fit",
     "get_task_class",
     "list_optimizers",

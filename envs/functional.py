@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -220,7 +221,7 @@ def functional_from_spec(spec: OptimizerSpec, overrides: dict[str, Any] | None =
     if not isinstance(spec.factory, type) or spec.factory not in _TWINS:
         return None
     twin, fixed = _TWINS[spec.factory]
-    signature = inspect.signature(spec.factory.__init__)
+    signature = inspect.signature(spec.factory)
     options = {
         name: param.default
         for name, param in signature.parameters.items()
@@ -236,7 +237,7 @@ def functional_from_spec(spec: OptimizerSpec, overrides: dict[str, Any] | None =
         return None
     if "betas" in options:
         options["betas"] = tuple(float(b) for b in options["betas"])
-    known = {f.name for f in dataclasses.fields(twin)}
+    known = {f.name for f in dataclasses.fields(typing.cast(Any, twin))}
     if not set(options) <= known:
         return None
     return twin(**options)

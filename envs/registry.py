@@ -15,15 +15,17 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from envs.errors import TaskError
+from envs.tooling.registry import Registry
 
 if TYPE_CHECKING:
     import torch
 
     from envs.task import Task
 
-__all__ = ["get_task_class", "list_tasks", "make_task", "register_task", "task_from_spec"]
+__all__ = ["TASKS", "get_task_class", "list_tasks", "make_task", "register_task", "task_from_spec"]
 
-_TASKS: dict[str, type[Task]] = {}
+TASKS: Registry[type[Task]] = Registry("task")
+"""The registered tasks (each entry's options: the class's ``Options`` dataclass)."""
 T = TypeVar("T", bound="type[Task]")
 
 
@@ -34,27 +36,40 @@ def _load_reference_tasks() -> None:
 
 
 def register_task(cls: T) -> T:
-    """Class decorator adding a Task subclass to the registry under ``cls.name``."""
+    """Class decorator adding a Task subclass to the registry under ``cls.name``, with its two Gymnasium ids.
+
+    The class-level part of the task contract is checked here (:func:`envs.contract.check_task_class`); the whole
+    contract, which builds models and reads data, is :func:`envs.contract.check_task`, run over every registered
+    task by the tests.
+
+    Raises:
+        TaskContractError: a bad ``name``, ``Options``, ``recipe`` or ``env_name``.
+        ValueError: the name is taken by another task.
+    """
+    from envs.contract import check_task_class
+
+    check_task_class(cls)
     _load_reference_tasks()  # so a clash with a reference task's name is found here, as it always was
-    if cls.name in _TASKS and _TASKS[cls.name] is not cls:
-        raise ValueError(f"a task named {cls.name!r} is already registered ({_TASKS[cls.name].__name__})")
-    _TASKS[cls.name] = cls
+    TASKS.register(cls.name, cls, config=cls.Options)
+    from envs.gym import register_env, register_lr_env  # envs.gym imports this module: imported on use
+
+    register_env(cls.name)
+    register_lr_env(cls.name)
     return cls
 
 
 def list_tasks() -> list[str]:
     """Names of every registered task, sorted."""
     _load_reference_tasks()
-    return sorted(_TASKS)
+    return TASKS.names()
 
 
 def get_task_class(name: str) -> type[Task]:
     """The Task subclass registered as ``name``; a clear error naming the valid choices otherwise."""
     _load_reference_tasks()
-    try:
-        return _TASKS[name]
-    except KeyError:
-        raise TaskError(f"unknown task {name!r}; valid tasks: {', '.join(list_tasks())}") from None
+    if name not in TASKS:
+        raise TaskError(f"unknown task {name!r}; valid tasks: {', '.join(list_tasks())}")
+    return TASKS.get(name)
 
 
 def option_help(cls: type[Task]) -> str:

@@ -12,15 +12,26 @@ lives apart in ``commands`` (``geodesics connect|sweep|compare-paths|disconnecti
 imports. The names below are imported on first use (:mod:`envs.lazy`): ``import geodesics`` does not import torch.
 """
 
+from pathlib import Path as _Path
 from typing import TYPE_CHECKING
 
-from envs.lazy import lazy_exports
+import envs as _envs
+
+# A folder envs/ with an __init__.py in the working directory (``python -m``) or on PYTHONPATH would be imported in
+# place of the foundation package installed beside this one: refuse it by name instead of failing on a missing name.
+if _envs.__file__ is None or _Path(_envs.__file__).resolve().parents[1] != _Path(__file__).resolve().parents[1]:
+    raise ImportError(
+        f"{_envs.__file__ or _envs.__path__} shadows the package 'envs' installed with geodesics "
+        f"({_Path(__file__).resolve().parents[1]}); run from another directory or rename that folder"
+    )
+
+from envs.lazy import lazy_exports  # noqa: E402
 
 if TYPE_CHECKING:
     from geodesics.alignment import ALIGNMENTS, align
     from geodesics.curve import CurveConfig, SegmentMax, interpolation_curve, segment_maxima
     from geodesics.endpoints import ThresholdNotReached, train_to_threshold
-    from geodesics.finders import DSSConfig, connect, connect_many
+    from geodesics.finders import DSSConfig, connect, connect_many, list_finders, takes_profiles
     from geodesics.levels import Constant, LevelProfile, Linear
     from geodesics.path import BeadString, RoundRecord, StringLoadError, polyline_at
     from geodesics.projection import Projection, ProjectionConfig, project_to_level
@@ -32,7 +43,7 @@ __getattr__, __dir__ = lazy_exports(
         "geodesics.alignment": ["ALIGNMENTS", "align"],
         "geodesics.curve": ["CurveConfig", "SegmentMax", "interpolation_curve", "segment_maxima"],
         "geodesics.endpoints": ["ThresholdNotReached", "train_to_threshold"],
-        "geodesics.finders": ["DSSConfig", "connect", "connect_many"],
+        "geodesics.finders": ["DSSConfig", "connect", "connect_many", "list_finders", "takes_profiles"],
         "geodesics.levels": ["Constant", "LevelProfile", "Linear"],
         "geodesics.path": ["BeadString", "RoundRecord", "StringLoadError", "polyline_at"],
         "geodesics.projection": ["Projection", "ProjectionConfig", "project_to_level"],
@@ -60,8 +71,10 @@ __all__ = [
     "connect_many",
     "default_strategy",
     "interpolation_curve",
+    "list_finders",
     "polyline_at",
     "project_to_level",
     "segment_maxima",
+    "takes_profiles",
     "train_to_threshold",
 ]

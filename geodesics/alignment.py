@@ -27,10 +27,19 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from envs.errors import InvalidValue
+from envs.errors import ConfigError, InvalidValue
 from geodesics.space import ParamSpace
 
-__all__ = ["ALIGNMENTS", "Layer", "align", "check_alignment", "chain_layers", "permute_hidden", "weight_matching"]
+__all__ = [
+    "ALIGNMENTS",
+    "Layer",
+    "align",
+    "check_alignable",
+    "check_alignment",
+    "chain_layers",
+    "permute_hidden",
+    "weight_matching",
+]
 
 ALIGNMENTS = ("none", "weight_matching")
 """The values of the ``align`` key of the geodesics commands."""
@@ -202,6 +211,23 @@ def _matching_cost(
     after = perms[index + 1] if index + 1 < len(perms) else None
     cost = incoming(first, None) @ incoming(second, before).T
     return cost + leaving(first, None) @ leaving(second, after).T if outgoing else cost
+
+
+def check_alignable(space: ParamSpace, method: str) -> None:
+    """Refuse an alignment the space's model cannot take, before a command trains endpoints or writes anything.
+
+    Raises:
+        ConfigError: ``method`` permutes hidden units and the model is not a chain of ``Linear`` / ``Conv2d`` layers.
+    """
+    if method == "none":
+        return
+    try:
+        chain_layers(space.model)
+    except ValueError as exc:
+        raise ConfigError(
+            f"bad value for align: align={method} permutes the hidden units of a chain of Linear / Conv2d layers, and "
+            f"the model of task {space.task.name} is not one ({exc}); use align=none"
+        ) from None
 
 
 def align(space: ParamSpace, a: Tensor, b: Tensor, method: str = "weight_matching") -> Tensor:

@@ -199,14 +199,14 @@ def train_beads(
             reached[row] = done.reached
             steps[row] += done.steps
     if restarts > 0 and not bool(reached.all()):
-        rows = (~reached).nonzero().squeeze(1)
-        again = train_beads(space, beads[rows], targets[rows], max_steps=max_steps, lr=lr, optimizer=optimizer,
+        stalled = (~reached).nonzero().squeeze(1)
+        again = train_beads(space, beads[stalled], targets[stalled], max_steps=max_steps, lr=lr, optimizer=optimizer,
                             check_every=check_every, seed=derive_seed(seed, "restart"), finish=finish,
                             finish_steps=finish_steps, restarts=restarts - 1,
-                            normals=None if normals is None else normals[rows])  # fmt: skip
-        beads[rows], losses[rows], reached[rows] = again.beads, again.losses, again.reached
-        steps[rows] += again.steps
-        best[rows] = torch.minimum(best[rows], again.best_losses)
+                            normals=None if normals is None else normals[stalled])  # fmt: skip
+        beads[stalled], losses[stalled], reached[stalled] = again.beads, again.losses, again.reached
+        steps[stalled] += again.steps
+        best[stalled] = torch.minimum(best[stalled], again.best_losses)
     return BeadTraining(beads, losses, reached, steps, best)
 
 

@@ -17,6 +17,7 @@ a flat vector.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ from envs.task import Task
 from envs.tooling.config import check_range
 from geodesics.beads import batched_optimizer, train_beads
 from geodesics.space import ParamSpace
+
+PROGRESS = logging.getLogger("geodesics.progress")
+"""Progress of long engine work at INFO (endpoint training, DSS rounds); a command shows it by adding a handler."""
 
 __all__ = [
     "EndpointConfig",
@@ -108,6 +112,7 @@ def train_endpoints(
         raise ValueError(f"finish={finish!r} trains the endpoints as one stack: it needs shared batches and an "
                          f"optimizer with a batched twin, got {optimizer!r}")  # fmt: skip
     if stacked:
+        assert shared_batches is not None  # implied by ``stacked``
         inits = torch.stack([space.flatten(task.init_model(s)) for s in seeds])
         targets = torch.full((len(seeds),), threshold, dtype=torch.float64)
         stack = train_beads(space, inits, targets, max_steps=budget, lr=lr, optimizer=optimizer,
@@ -159,8 +164,12 @@ def train_to_threshold(
     Raises:
         ThresholdNotReached: with the best loss reached and what to change.
     """
+    budget = max_steps if max_steps is not None else 5 * task.recipe.steps
+    PROGRESS.info("endpoint seed %d: training to evaluation loss <= %.6g (at most %d steps)", seed, threshold, budget)
     trained = train_endpoints(ParamSpace(task), [seed], threshold, max_steps=max_steps, optimizer=optimizer, lr=lr,
                               check_every=eval_every)  # fmt: skip
+    PROGRESS.info("endpoint seed %d: evaluation loss %.6g after %d steps", seed, float(trained.losses[0]),
+                  int(trained.steps[0]))  # fmt: skip
     if not bool(trained.reached[0]):
         raise ThresholdNotReached(
             f"task {task.name!r}, seed {seed}: evaluation loss {float(trained.losses[0]):.6g} (best "

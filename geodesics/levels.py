@@ -2,7 +2,7 @@
 
 DSS (paper, Algorithm 1 and Appendix A) certifies a path inside one level set {F <= L0}: the constant profile
 :class:`Constant`. A profile that varies along the path asks more of it; :class:`Linear` from ``start`` at A to
-``end`` at B is the ``descent`` profile of issue 17, F(theta_t) - s (F(theta_t) - F(theta_{t+T})) plus slack: a path
+``end`` at B is the targets' ``descent`` profile, F(theta_t) - s (F(theta_t) - F(theta_{t+T})) plus slack: a path
 under it falls steadily. The greedy and constrained finders take either (``connect(space, a, b, profile)``).
 
 How a profile is certified: a point of segment i of the current string, at t in [0, 1] along it, sits at the

@@ -8,6 +8,7 @@ line starts without it.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,7 @@ def plot_snapshots(space: ParamSpace, string: BeadString, path: str | Path, pane
     picks = sorted({int(i * (len(snapshots) - 1) / max(1, count - 1) + 0.5) for i in range(count)})
     chosen = [snapshots[i] for i in picks]
     centre, axes = pca_axes(string.beads)
-    paths = [_projected_path(space, r.beads, centre, axes, points) for r in chosen]
+    paths = [_projected_path(space, typing.cast(Tensor, r.beads), centre, axes, points) for r in chosen]
     low = min(float(p[1].min()) for p in paths)
     high = max(float(p[1].max()) for p in paths)
     norm = LogNorm(vmin=max(low, 1e-12), vmax=max(high, low * 1.01))

@@ -15,10 +15,21 @@ params, checkpoint=path)``), by name, so that it imports nothing else: the names
 ``higher.innerloop_ctx`` unrolls it).
 """
 
+from pathlib import Path as _Path
 from typing import TYPE_CHECKING
 
-from envs.lazy import lazy_exports
-from envs.optim import register_optimizer
+import envs as _envs
+
+# A folder envs/ with an __init__.py in the working directory (``python -m``) or on PYTHONPATH would be imported in
+# place of the foundation package installed beside this one: refuse it by name instead of failing on a missing name.
+if _envs.__file__ is None or _Path(_envs.__file__).resolve().parents[1] != _Path(__file__).resolve().parents[1]:
+    raise ImportError(
+        f"{_envs.__file__ or _envs.__path__} shadows the package 'envs' installed with metaopt "
+        f"({_Path(__file__).resolve().parents[1]}); run from another directory or rename that folder"
+    )
+
+from envs.lazy import lazy_exports  # noqa: E402
+from envs.optim import register_optimizer  # noqa: E402
 
 if TYPE_CHECKING:
     from metaopt.checkpoint import CheckpointError, load_net, save_checkpoint

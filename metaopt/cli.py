@@ -44,6 +44,7 @@ EXAMPLES: dict[str, str] = {
     "compare": "eval_seeds=50 optimizers=[sgd,adam] tasks.quadratic.steps=200",
     "targets": "seeds=8 window=10 stride=10 dss.max_steps=300",
     "quickstart": "scale=full out=runs/quickstart",
+    "census": "seeds=1 windows=[20,100] max_connects=2",
 }
 """The ``key=value`` overrides each command's ``--help`` shows as its example (keys of that command's schema, loaded
 on top of its default config by a test)."""
@@ -91,6 +92,14 @@ COMMANDS = [
         example=EXAMPLES["targets"],
     ),
     Command(
+        "census",
+        "metaopt.commands.census:CensusConfig",
+        "metaopt.commands.census:run_census",
+        "is there level-set curvature between iterates of an optimizer? chord checks, inside lengths, the oracle",
+        default_config="metaopt/census/census.yaml",
+        example=EXAMPLES["census"],
+    ),
+    Command(
         "quickstart",
         "metaopt.commands:QuickstartConfig",
         "metaopt.commands:run_quickstart",
@@ -111,6 +120,7 @@ CONFIG_SCHEMAS: dict[str, str] = {
     "geodesics/disconnection.yaml": "geodesics.commands:DisconnectionConfig",
     "metaopt": "metaopt.training:TrainConfig",
     "metaopt/targets": "metaopt.commands:TargetsConfig",
+    "metaopt/census": "metaopt.commands.census:CensusConfig",
     "quickstart.yaml": "metaopt.commands:QuickstartConfig",
 }
 """Which schema (``"module:attribute"``, see :func:`schema_for_config`) the YAML files under each ``configs/`` folder

@@ -14,6 +14,7 @@ and a copied rule would cut the twin off from the live meta-parameters.
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 from collections import defaultdict
@@ -105,6 +106,37 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 f"{', '.join(unknown)}"
             )
         super().add_param_group(param_group)
+        complex_params = [tuple(p.shape) for p in self.param_groups[-1]["params"] if p.is_complex()]
+        if complex_params:
+            self.param_groups.pop()
+            raise ValueError(
+                f"LearnedOptimizer does not take complex parameters (shapes {complex_params}): a learned rule reads "
+                "real gradients; optimize torch.view_as_real(p) of a real parameter instead"
+            )
+
+    @override
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``copy.deepcopy`` and pickle keep: torch's ``defaults``, ``state``, ``param_groups``, and the rule."""
+        state = super().__getstate__()  # reads ``state``: the joined state is split into its pieces first
+        state["rule"] = self.rule
+        state["skipped_steps"] = self.skipped_steps
+        return state
+
+    def _rule_for(self, params: list[Tensor]) -> LearnedRule:
+        """The rule a step over ``params`` runs: a float64 copy of it when a parameter is float64.
+
+        Float64 parameters keep float64 state and updates; the copy follows the rule's weights (it is made again
+        when they change in place, e.g. during meta-training).
+        """
+        rule = self.rule
+        if rule.dtype == torch.float64 or not any(p.dtype == torch.float64 for p in params):
+            return rule
+        key = (id(rule), tuple(w._version for w in rule.parameters()))
+        cached = self.__dict__.get("_double_rule")
+        if cached is None or cached[0] != key:
+            cached = (key, copy.deepcopy(rule).double())
+            self.__dict__["_double_rule"] = cached
+        return cached[1]
 
     @property
     def net(self) -> LearnedRule:
@@ -170,6 +202,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 self._state[p].update(piece)
 
     @override
+    @torch.compiler.disable  # inside a compiled training step the step runs eagerly: its rule state is Python-side
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         loss = None
@@ -191,7 +224,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     options.append((lr, weight_decay))
         if not params:
             return loss
-        rule = self.rule
+        rule = self._rule_for(params)
         joined: _JoinedState | None = self._joined
         dtype = joined.dtype if joined is not None and joined.rule_unchanged(rule) else rule.dtype
         signature = [(p.shape, p.dtype) for p in params]

@@ -1,4 +1,4 @@
-"""The bend table of issue 17, item 2: normalized lengths of ``metaopt targets`` runs by rule, optimizer and phase.
+"""The bend table: normalized lengths of ``metaopt targets`` runs by rule, optimizer and phase.
 
 Reads finished ``metaopt targets`` run directories and prints one markdown table per task: for each level rule, base
 optimizer and third of training, the connected windows, those longer than the chord by more than 0.1% (bent), the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The five-arm experiment of issue 17 (docs/results.md, "Does following bent geodesics help?"): learned optimizers
+# The five-arm experiment (docs/results.md, "Does following bent geodesics help?"): learned optimizers
 # meta-trained on the same digits_mlp windows (32 Adam runs of 100 steps, T = 20 every 10 steps) with
 #   loss       the L2L loss of the window only
 #   teacher    imitation of Adam's own iterates theta_t .. theta_{t+T}

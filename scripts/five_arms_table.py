@@ -1,4 +1,4 @@
-"""The arm table of the five-arm experiment (issue 17): several meta-training seeds per arm, read from one compare run.
+"""The arm table of the five-arm experiment: several meta-training seeds per arm, read from one compare run.
 
 The compare run (``metaopt compare configs/compare/five_arms_digits_mlp.yaml``) evaluates every checkpoint as its own
 optimizer, named ``<arm>_s<seed>``. For each task and arm this prints, per meta-training seed, the mean over the paired
@@ -6,7 +6,10 @@ evaluation seeds of (learned final loss - tuned reference final loss), and then 
 t-interval (the spread between meta-training seeds, not between evaluation seeds), their range and the paired wins.
 A second table sets the arms against each other: the difference of the arms' seed means with a 95% interval from the
 meta-training seeds (pooled variance, n1 + n2 - 2 degrees of freedom), which answers "by more than the spread between
-meta-training seeds?". A third gives the evaluation-set loss after the last step.
+meta-training seeds?". The design pairs the arms: meta-training seed s starts every arm from the same rule and draws
+the same windows, and all arms share the evaluation seeds; so a third table gives the paired contrast, the mean over
+the seeds s present in both arms of (arm a's seed-s mean - arm b's), with a 95% t-interval over those seeds (n - 1
+degrees of freedom). A fourth gives the evaluation-set loss after the last step.
 
     python scripts/five_arms_table.py runs/five/compare [runs/five/compare-control ...] [--arms loss teacher ...]
         [--out FILE]
@@ -79,6 +82,32 @@ def seed_means(finals: dict, task: str, arm: str, reference: str) -> tuple[list[
     return means, wins, count, diverged
 
 
+def by_seed(finals: dict, task: str, arm: str, reference: str) -> dict[int, float]:
+    """Per meta-training seed of ``arm``: the mean over the evaluation seeds of (its final loss - the reference's)."""
+    ref = finals[(task, reference)]
+    out: dict[int, float] = {}
+    for (t, opt), values in finals.items():
+        match = NAME.match(opt)
+        if t != task or not match or match.group("arm") != arm:
+            continue
+        diffs = [values[s] - ref[s] for s in ref if s in values and math.isfinite(values[s] - ref[s])]
+        out[int(match.group("seed"))] = float(np.mean(diffs)) if diffs else math.nan
+    return out
+
+
+def paired(finals: dict, task: str, a: str, b: str, reference: str) -> tuple[float, float, int]:
+    """The paired contrast of arms ``a`` and ``b``: mean over shared seeds of the difference, 95% half-width, n."""
+    x, y = by_seed(finals, task, a, reference), by_seed(finals, task, b, reference)
+    diffs = np.array([x[s] - y[s] for s in sorted(set(x) & set(y)) if math.isfinite(x[s] - y[s])])
+    if len(diffs) < 2:
+        return (float(diffs.mean()) if len(diffs) else math.nan), math.nan, len(diffs)
+    return (
+        float(diffs.mean()),
+        t_quantile(len(diffs) - 1) * float(diffs.std(ddof=1)) / math.sqrt(len(diffs)),
+        len(diffs),
+    )
+
+
 def fmt(x: float) -> str:
     """A signed difference in three digits."""
     return "–" if not math.isfinite(x) else f"{x:+.3g}"
@@ -149,6 +178,18 @@ def main(argv: list[str] | None = None) -> int:
             half = t_quantile(df) * math.sqrt(pooled * (1 / len(x) + 1 / len(y)))
             diff = x.mean() - y.mean()
             cells.append(f"{fmt(diff)} ± {half:.2g}" + ("*" if abs(diff) > half else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Paired: mean over the meta-training seeds of both arms of (arm a's seed mean - arm b's), 95% "
+              "interval over those seeds; * where it excludes 0.", ""]  # fmt: skip
+    lines.append("| task | " + " | ".join(f"{a} − {b}" for a, b in contrasts) + " |")
+    lines.append("|---|" + "---:|" * len(contrasts))
+    for task in tasks:
+        cells = [task]
+        for a, b in contrasts:
+            diff, half, n = paired(finals, task, a, b, reference)
+            cells.append(
+                "–" if not math.isfinite(half) else f"{fmt(diff)} ± {half:.2g}" + ("*" if abs(diff) > half else "")
+            )
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Evaluation-set loss after the last step, mean over evaluation seeds and meta-training seeds "
               f"({reference}: tuned):", ""]  # fmt: skip

@@ -1,4 +1,4 @@
-"""Re-check the strings of sweeps with the certified segment check (issue 15, item 6: the paper preset's table).
+"""Re-check the strings of sweeps with the certified segment check (the paper preset's table).
 
 A sweep run under the paper preset (``configs/geodesics/sweep/paper/``) accepts a segment whose largest loss on the
 reference grid (100 points, never t = 1, no slack) is at most 1.1 L0. This script loads every string of each run,

@@ -1,4 +1,4 @@
-"""The predictability table of issue 17, item 4: how well past gradients predict each window's first target step.
+"""The predictability table: how well past gradients predict each window's first target step.
 
 Reads finished ``metaopt targets`` run directories (their ``targets/*.pt`` shards) and prints one markdown table:
 for each dataset and third of training, the connected windows, the bend (median normalized length) and, for a fixed

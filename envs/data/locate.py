@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from envs.errors import DataNotFoundError
@@ -21,7 +21,7 @@ def data_root(data_dir: str | None) -> Path:
 
 
 def find_files(
-    root: Path, subdirs: Sequence[str], names: dict[str, Sequence[str]], dataset: str, how_to_get: str
+    root: Path, subdirs: Sequence[str], names: Mapping[str, Sequence[str]], dataset: str, how_to_get: str
 ) -> dict[str, Path]:
     """Locate each required file under ``root`` or one of its ``subdirs``.
 

@@ -102,14 +102,19 @@ class LRControlEnv(gym.Env[np.ndarray, np.ndarray]):
         lo, hi = (float(v) for v in lr_range)
         if not (0 < lo < hi and math.isfinite(hi)):
             raise ValueError(f"lr_range must be two finite learning rates 0 < low < high, got {lr_range}")
-        if steps_per_action < 1:
-            raise ValueError(f"steps_per_action must be at least 1, got {steps_per_action}")
+        if isinstance(steps_per_action, bool) or int(steps_per_action) != steps_per_action or steps_per_action < 1:
+            raise ValueError(f"steps_per_action must be an integer >= 1, got {steps_per_action!r}")
+        if horizon is not None and (isinstance(horizon, bool) or int(horizon) != horizon or horizon < steps_per_action):
+            raise ValueError(
+                f"horizon must be an integer >= steps_per_action ({steps_per_action}), or None for "
+                f"{50 * int(steps_per_action)} steps (50 actions), got {horizon!r}"
+            )
         self.task = task if isinstance(task, Task) else make_task(task, device=device, dtype=dtype, **task_options)
         self.optimizer_name = optimizer
         make_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], lr=lo)  # unknown names fail here
         self.log_lr_range = (math.log10(lo), math.log10(hi))
         self.steps_per_action = int(steps_per_action)
-        self.horizon = int(horizon) if horizon else self.steps_per_action * 50
+        self.horizon = int(horizon) if horizon is not None else self.steps_per_action * 50
         self.observation_space = spaces.Box(-BOUND, BOUND, shape=(len(FEATURES),), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         self._model: torch.nn.Module | None = None

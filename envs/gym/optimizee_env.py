@@ -84,7 +84,9 @@ class OptimizeeEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         size = self.task.num_params
         self._np_dtype = np.float64 if self.task.dtype == torch.float64 else np.float32
         self.bound = float(np.finfo(self._np_dtype).max)
-        self.observation_space = spaces.Dict({"params": self._box(size), "grad": self._box(size), "loss": self._box(1)})
+        self.observation_space = spaces.Dict(  # type: ignore[assignment]  # gymnasium types Dict as Space[dict[str, Any]]
+            {"params": self._box(size), "grad": self._box(size), "loss": self._box(1)}
+        )
         self.action_space = spaces.Box(-1.0, 1.0, shape=(size,), dtype=np.float64)
         self._model: torch.nn.Module | None = None
 

@@ -10,6 +10,7 @@ hidden unit i fires for x_i only, so a global minimum has loss 0.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -80,7 +81,8 @@ def swap_hidden_units(model: nn.Module, i: int = 0, j: int = 1) -> nn.Module:
 
     The network computes the same function afterwards; its weights are a different point of parameter space.
     """
-    first, second = model[0].weight, model[2].weight
+    layers = typing.cast(nn.Sequential, model)
+    first, second = typing.cast(nn.Linear, layers[0]).weight, typing.cast(nn.Linear, layers[2]).weight
     first[[i, j]] = first[[j, i]].clone()
     second[:, [i, j]] = second[:, [j, i]].clone()
     return model

@@ -123,7 +123,7 @@ def main_for(prog: str, description: str, commands: Sequence[Command], argv: Seq
     elif config is not None and command.positional:
         config, overrides = None, [f"{command.positional}={config}", *overrides]
     try:
-        cfg = load_config(schema, config or command.default_config, overrides)
+        cfg: Any = load_config(schema, config or command.default_config, overrides)
         if getattr(cfg, "threads", None) is not None:
             check_range(cfg, "threads", low=0, integer=True)
         with intra_op_threads(getattr(cfg, "threads", None)):

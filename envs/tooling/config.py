@@ -11,24 +11,27 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import inspect
 import math
+import os
+import sys
 import textwrap
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from envs.errors import ConfigError, InvalidValue
 
 __all__ = [
+    "PACKAGED_CONFIGS",
     "RunOptions",
     "TaskConfig",
     "check_range",
@@ -113,21 +116,29 @@ class RunOptions:
     """Prefix of the run directory name."""
     out: str | None = None
     """Run directory; default ``runs/<name>-<time>``. Rerun with the same ``out=`` to resume."""
+    imports: list[str] = field(default_factory=list)
+    """Python modules imported before the config is checked, so that the tasks, rules, estimators, objectives, path
+    finders or optimizers they register can be named in it (looked up on sys.path, then in the working directory)."""
     threads: int = 0
-    """Intra-op CPU threads while the command runs. 0: one, measured fastest for every bundled task (2 threads were
-    2.5-20x slower on a shared 2-core machine: benchmarks/threads.py); N: N threads, for big models on idle cores."""
+    """Intra-op CPU threads while the command runs. 0: one, the fastest for every bundled task on a shared machine
+    (benchmarks/threads.py; figures in docs/results.md); N: N threads, for big models on idle cores."""
+
+
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+"""The shipped ``configs/`` folder (installed beside ``envs`` by the same distribution)."""
 
 
 def find_config(path: str | Path) -> Path:
     """Resolve a config path: as given if it exists, else relative to the packaged ``configs/`` folder.
 
     So ``configs/compare/quadratic.yaml`` and ``compare/quadratic.yaml`` work from any directory, also after a
-    non-editable install.
+    non-editable install. The packaged folder is found beside this package, never by importing ``configs``: a
+    user's own ``configs/`` package in the working directory cannot shadow the shipped one.
     """
     candidate = Path(path)
     if candidate.is_file():
         return candidate
-    packaged = Path(str(resources.files("configs")))
+    packaged = PACKAGED_CONFIGS
     for rel in (candidate, *(Path(*candidate.parts[i:]) for i in range(1, len(candidate.parts)))):
         if (packaged / rel).is_file():
             return packaged / rel
@@ -157,17 +168,55 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     if malformed:
         raise ConfigError(f"overrides must look like key=value, got {', '.join(map(repr, malformed))}")
     if overrides:
+        _forget_options_of_renamed(layers, overrides)
         layers.append(OmegaConf.from_dotlist(list(overrides)))
+    _import_modules([str(m) for layer in layers if isinstance(layer.get("imports"), ListConfig) for m in layer.imports])
     try:
         merged = OmegaConf.merge(base, *layers)
         return typing.cast(T, OmegaConf.to_object(merged))
     except OmegaConfBaseException as exc:
         raise ConfigError(_explain(schema, exc)) from None
     except InvalidValue as exc:  # a range check in a schema's __post_init__: name the full key
-        key = _dotted_key(schema, merged, exc)
+        key = _dotted_key(schema, typing.cast(DictConfig, merged), exc)
         raise ConfigError(f"bad value for {key}: {key} {exc.message}") from None
     except (TypeError, ValueError) as exc:  # raised by a schema's __post_init__
         raise ConfigError(f"invalid {schema.__name__}: {exc}") from None
+
+
+def _import_modules(modules: Sequence[str]) -> None:
+    """Import the ``imports:`` of a config, so what they register can be named in it (the working directory last).
+
+    Raises:
+        ConfigError: a module that cannot be imported, named with the reason.
+    """
+    if not modules:
+        return
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.append(here)  # after the installed packages: a module there cannot shadow them
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(
+                f"bad value for imports: cannot import {module!r} ({exc}); is it in the working directory, installed "
+                "or on PYTHONPATH?"
+            ) from None
+
+
+def _forget_options_of_renamed(layers: list[DictConfig], overrides: Sequence[str]) -> None:
+    """Drop the file's ``X.options`` where an override ``X.name=OTHER`` renames a ``{name, options}`` node.
+
+    They belong to the file's entry, not to OTHER; ``X.options.key=...`` given beside the rename still applies.
+    """
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if not key.endswith(".name"):
+            continue
+        for layer in layers:
+            node = OmegaConf.select(layer, key[: -len(".name")])
+            if isinstance(node, DictConfig) and "options" in node and str(node.get("name")) != value:
+                node.options = {}
 
 
 def _explain(schema: type, exc: OmegaConfBaseException) -> str:
@@ -205,7 +254,7 @@ def _entries(merged: DictConfig, key: str) -> list[str]:
         return [key]
     head, tail = key.split("<key>", 1)
     mapping = OmegaConf.select(merged, head.rstrip(".")) if head else merged
-    names = list(mapping.keys()) if isinstance(mapping, DictConfig) else []
+    names = [str(name) for name in mapping.keys()] if isinstance(mapping, DictConfig) else []
     return [entry for name in names for entry in _entries(merged, f"{head}{name}{tail}")]
 
 

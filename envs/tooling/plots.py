@@ -8,6 +8,7 @@ matplotlib is imported on first use, so the command line starts without it.
 from __future__ import annotations
 
 import io
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (
     import matplotlib
     from matplotlib.figure import Figure
 
-    with matplotlib.rc_context(STYLE):
+    with matplotlib.rc_context(typing.cast(Any, STYLE)):
         fig = Figure(figsize=figsize, layout=kwargs.pop("layout", None))
         if projection is not None:
             return fig, fig.add_subplot(projection=projection)

@@ -29,11 +29,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from envs.registry import make_task
 from envs.tooling import distributed
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run, atomic_torch_save
 from geodesics.alignment import align, check_alignment
+from geodesics.commands.preamble import command_space
 from geodesics.commands.report import csv_text, log_string
 from geodesics.endpoints import train_endpoints
 from geodesics.finders import DSSConfig, connect, get_finder
@@ -229,8 +229,8 @@ def run_compare_paths(cfg: ComparePathsConfig, on_unit: Any = None) -> list[dict
         cfg: the configuration.
         on_unit: optional callback after each finished (pair, finder) unit (tests use it to simulate a kill).
     """
-    task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options).load()
-    space = ParamSpace.from_task(task, strategy=cfg.strategy)
+    space = command_space(cfg)
+    task = space.task
     run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out, shared=True)
     main = distributed.is_main()
     if main:

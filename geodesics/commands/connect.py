@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from envs.registry import make_task
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
 from geodesics.alignment import align, check_alignment
+from geodesics.commands.preamble import command_space, progress_lines
 from geodesics.commands.report import record_string, string_report
 from geodesics.endpoints import EndpointConfig, make_endpoint
 from geodesics.finders import DSSConfig, connect
@@ -63,10 +63,9 @@ class ConnectConfig(RunOptions):
         return Linear(self.threshold, self.threshold_end) if self.threshold_end > 0 else self.threshold
 
 
-def connect_endpoints(cfg: ConnectConfig) -> tuple[ParamSpace, BeadString]:
-    """Build the task on ``cfg.device`` in ``cfg.dtype``, make the endpoints, align B, connect (no files written)."""
-    task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options)
-    space = ParamSpace.from_task(task, strategy=cfg.strategy)
+def connect_endpoints(cfg: ConnectConfig, space: ParamSpace | None = None) -> tuple[ParamSpace, BeadString]:
+    """Make the endpoints, align B, connect (no files written), in ``space`` (default: built from ``cfg``)."""
+    space = command_space(cfg) if space is None else space
     a = make_endpoint(space, cfg.a, cfg.threshold)
     b = align(space, a, make_endpoint(space, cfg.b, cfg.threshold_end or cfg.threshold), cfg.align)
     return space, connect(space, a, b, cfg.level, cfg.dss)
@@ -74,12 +73,12 @@ def connect_endpoints(cfg: ConnectConfig) -> tuple[ParamSpace, BeadString]:
 
 def run_connect(cfg: ConnectConfig) -> dict[str, Any]:
     """Connect two endpoints of ``cfg.task``; returns the string's metrics."""
-    # fail on a bad task, missing data or a strategy the model cannot take before writing anything
-    ParamSpace.from_task(make_task(cfg.task.name, **cfg.task.options).load(), strategy=cfg.strategy)
+    space = command_space(cfg)  # a bad task, missing data, a strategy or alignment the model cannot take: exit 2 now
     run = Run.create(f"{cfg.name}-{cfg.task.name}", cfg, cfg.out)
     print(f"run directory: {run.path}")
     with run:
-        space, string = connect_endpoints(cfg)
+        with progress_lines("connect"):
+            space, string = connect_endpoints(cfg, space)
         plot = run.subdir("plots") / "path_loss.png"
         metrics = record_string(run, space, string, kind="connect", path=run.path / "string.pt", plot=plot)
         run.log_scalars("geodesic", {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, 0)

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from envs.registry import make_task
 from envs.tasks.permutation import swap_hidden_units
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
 from geodesics.alignment import align, check_alignment
 from geodesics.commands.connect import ConnectConfig, connect_endpoints
+from geodesics.commands.preamble import command_space
 from geodesics.commands.report import record_string, string_report
 from geodesics.endpoints import EndpointConfig, make_endpoint
 from geodesics.finders import DSSConfig, connect
@@ -77,8 +77,8 @@ def permuted_pair(
 
 def run_disconnection(cfg: DisconnectionConfig) -> dict[str, Any]:
     """Connect the permuted pair (on ``cfg.device``, in ``cfg.dtype``) and the control; returns their metrics."""
-    task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options).load()
-    space = ParamSpace.from_task(task)
+    space = command_space(cfg)
+    control_space = command_space(cfg.control)  # the control's task and alignment too, before anything is written
     run = Run.create(cfg.name, cfg, cfg.out)
     print(f"run directory: {run.path}")
     with run:
@@ -86,8 +86,8 @@ def run_disconnection(cfg: DisconnectionConfig) -> dict[str, Any]:
         losses = space.batched_eval_loss(torch.stack([a, b]))
         b = align(space, a, b, cfg.align)
         permuted = connect(space, a, b, cfg.threshold, cfg.dss)
-        control_space, control = connect_endpoints(cfg.control)
-        results = {}
+        control_space, control = connect_endpoints(cfg.control, control_space)
+        results: dict[str, Any] = {}
         for label, string, where in (("permuted", permuted, space), ("control", control, control_space)):
             results[label] = record_string(run, where, string, kind=label, path=run.subdir("strings") / f"{label}.pt",
                                            plot=run.subdir("plots") / f"{label}_path_loss.png",

@@ -23,13 +23,13 @@ from tqdm.auto import tqdm
 
 from envs.errors import InvalidValue
 from envs.optim import list_optimizers
-from envs.registry import make_task
 from envs.task import Task
 from envs.tooling import distributed
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
 from geodesics.alignment import align, check_alignment
 from geodesics.beads import FINISHES, batched_optimizer
+from geodesics.commands.preamble import command_space
 from geodesics.commands.report import csv_text
 from geodesics.endpoints import train_endpoints
 from geodesics.finders import DSSConfig, connect_many
@@ -221,8 +221,8 @@ def run_sweep(cfg: SweepConfig, on_group: Any = None) -> list[dict[str, Any]]:
         cfg: the sweep configuration.
         on_group: optional callback after each finished group (tests use it to simulate a kill).
     """
-    task = make_task(cfg.task.name, device=cfg.device, dtype=cfg.dtype, **cfg.task.options).load()
-    space = ParamSpace.from_task(task, strategy=cfg.strategy)
+    space = command_space(cfg)
+    task = space.task
     run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out, shared=True)
     main = distributed.is_main()
     if main:

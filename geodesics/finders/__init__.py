@@ -7,7 +7,15 @@ Algorithm 1, breadth-first) and ``constrained`` (Appendix A). They share their h
 its line below (or call :func:`register_finder` from your own code before building the ``DSSConfig``).
 """
 
-from geodesics.finders.base import DSSConfig, Pair, PathFinder, get_finder, list_finders, register_finder
+from geodesics.finders.base import (
+    DSSConfig,
+    Pair,
+    PathFinder,
+    get_finder,
+    list_finders,
+    register_finder,
+    takes_profiles,
+)
 from geodesics.finders.constrained import connect_constrained
 from geodesics.finders.curves import connect_bezier, connect_polychain
 from geodesics.finders.dispatch import connect, connect_many
@@ -23,6 +31,7 @@ __all__ = [
     "get_finder",
     "list_finders",
     "register_finder",
+    "takes_profiles",
 ]
 
 register_finder("greedy", connect_greedy, level_profiles=True)

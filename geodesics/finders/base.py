@@ -12,6 +12,7 @@ the path (:mod:`geodesics.levels`); the others get plain floats, and ``connect``
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from envs.errors import InvalidValue
 from envs.tooling.config import check_range
+from envs.tooling.registry import Registry
 from geodesics.beads import FINISHES
 from geodesics.curve import CurveConfig
 from geodesics.finders.settings import NEBConfig, TrainedCurveConfig
@@ -27,7 +29,17 @@ from geodesics.levels import LevelProfile
 from geodesics.path import BeadString
 from geodesics.space import ParamSpace
 
-__all__ = ["DSSConfig", "Pair", "PathFinder", "get_finder", "list_finders", "register_finder", "takes_profiles"]
+__all__ = [
+    "ConstantLevelFinder",
+    "DSSConfig",
+    "FINDERS",
+    "Pair",
+    "PathFinder",
+    "get_finder",
+    "list_finders",
+    "register_finder",
+    "takes_profiles",
+]
 
 Pair = tuple[Tensor, Tensor]
 """Two endpoints ``(a (P,), b (P,))``."""
@@ -61,11 +73,27 @@ class PathFinder(Protocol):
         ...
 
 
-_FINDERS: dict[str, PathFinder] = {}
-_PROFILES: set[str] = set()
+class ConstantLevelFinder(Protocol):
+    """A :class:`PathFinder` that certifies against a constant level only: its ``thresholds`` are plain floats."""
+
+    def __call__(
+        self,
+        space: ParamSpace,
+        pairs: Sequence[Pair],
+        thresholds: Sequence[float],
+        endpoint_losses: Tensor,
+        keys: Sequence[int],
+        config: DSSConfig,
+    ) -> list[BeadString]:
+        """One string per pair, as :meth:`PathFinder.__call__`, every level a float."""
+        ...
 
 
-def register_finder(name: str, finder: PathFinder, *, level_profiles: bool = False) -> None:
+FINDERS: Registry[PathFinder] = Registry("path finder")
+"""The registered path finders, flag ``level_profiles``."""
+
+
+def register_finder(name: str, finder: PathFinder | ConstantLevelFinder, *, level_profiles: bool = False) -> None:
     """Make ``finder`` available as ``DSSConfig(method=name)``.
 
     Args:
@@ -77,29 +105,25 @@ def register_finder(name: str, finder: PathFinder, *, level_profiles: bool = Fal
     Raises:
         ValueError: ``name`` is already taken by another finder.
     """
-    if _FINDERS.get(name, finder) is not finder:
-        raise ValueError(f"a path finder is already registered as {name!r}; pick another name")
-    _FINDERS[name] = finder
-    if level_profiles:
-        _PROFILES.add(name)
+    # a finder registered without ``level_profiles`` is only ever called with floats: connect_many refuses profiles
+    FINDERS.register(name, typing.cast(PathFinder, finder), level_profiles=level_profiles)
 
 
 def takes_profiles(name: str) -> bool:
     """Whether the finder registered as ``name`` takes level profiles that vary along the path."""
-    return name in _PROFILES
+    return bool(FINDERS.flag(name, "level_profiles"))
 
 
 def list_finders() -> list[str]:
     """Names of the registered path finders."""
-    return sorted(_FINDERS)
+    return FINDERS.names()
 
 
 def get_finder(name: str) -> PathFinder:
     """The finder registered as ``name``; a clear error naming the valid choices otherwise."""
-    try:
-        return _FINDERS[name]
-    except KeyError:
-        raise ValueError(_unknown(name)) from None
+    if name not in FINDERS:
+        raise ValueError(_unknown(name))
+    return FINDERS.get(name)
 
 
 def _unknown(name: str) -> str:
@@ -187,7 +211,7 @@ class DSSConfig:
             self.neb = NEBConfig(**self.neb)
         if isinstance(self.trained_curve, dict):
             self.trained_curve = TrainedCurveConfig(**self.trained_curve)
-        if self.method not in _FINDERS:
+        if self.method not in FINDERS:
             raise ValueError(_unknown(self.method))
         if self.t_star not in ("argmax", "midpoint"):
             raise ValueError(f"t_star must be argmax or midpoint, got {self.t_star!r}")

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -43,6 +44,9 @@ __all__ = [
 
 PairFinder = Callable[[ParamSpace, Tensor, Tensor, float, Tensor, int, DSSConfig], BeadString]
 """``(space, a, b, threshold, endpoint_losses (2,), key, config) -> string``: a finder of one pair."""
+
+Level = TypeVar("Level")
+"""A pair's level as a pair finder takes it: a float, or a float or level profile (finders that take profiles)."""
 
 
 class Budget:
@@ -189,8 +193,9 @@ def bead_levels(beads: Sequence[Tensor], rows: Sequence[int], profile: LevelProf
 
 
 def pair_by_pair(
-    space: ParamSpace, pairs: Sequence[Pair], thresholds: Sequence[float], endpoint_losses: Tensor,
-    keys: Sequence[int], config: DSSConfig, connect_pair: PairFinder,
+    space: ParamSpace, pairs: Sequence[Pair], thresholds: Sequence[Level], endpoint_losses: Tensor,
+    keys: Sequence[int], config: DSSConfig,
+    connect_pair: Callable[[ParamSpace, Tensor, Tensor, Level, Tensor, int, DSSConfig], BeadString],
 ) -> list[BeadString]:  # fmt: skip
     """Run ``connect_pair`` on every pair in turn, each with its own budgets (finders that do not batch pairs)."""
     return [

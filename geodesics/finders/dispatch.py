@@ -60,8 +60,8 @@ def connect_many(
     """
     config = config or DSSConfig()
     keys = list(range(len(pairs))) if keys is None else list(keys)
-    one = isinstance(threshold, (int, float, LevelProfile))
-    levels = [_level(t) for t in ([threshold] * len(pairs) if one else threshold)]  # type: ignore[list-item]
+    given = [threshold] * len(pairs) if isinstance(threshold, (int, float, LevelProfile)) else list(threshold)
+    levels = [_level(t) for t in given]
     if len(keys) != len(pairs) or len(levels) != len(pairs):
         raise ValueError(f"got {len(keys)} keys and {len(levels)} thresholds for {len(pairs)} pairs")
     finder = get_finder(config.method)

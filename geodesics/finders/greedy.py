@@ -16,6 +16,7 @@ each round (not only the new segments): its final checks are those of its final 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -39,6 +40,8 @@ from geodesics.path import BeadString, RoundRecord
 from geodesics.space import ParamSpace
 
 __all__ = ["connect_greedy"]
+
+_PROGRESS = logging.getLogger("geodesics.progress")
 
 
 class _GreedyString:
@@ -185,6 +188,10 @@ def connect_greedy(
             first += len(js)
             steps = int(trained.steps[sl].max())
             s.history.append(round_record(round_, s.beads, len(beads), s.checks, s.accept, steps, budget, config))
+        if _PROGRESS.isEnabledFor(logging.INFO):
+            above = sum(c.upper > s.accept for s in strings for c in s.checks)
+            _PROGRESS.info("round %d of at most %d: beads trained %d, segments still above the level %d", round_,
+                           config.max_rounds, len(inits), above)  # fmt: skip
     out = []
     for s, peak in zip(strings, initial):
         remaining = sum(c.upper > s.accept for c in s.checks)

@@ -52,7 +52,7 @@ class TrainedCurveConfig:
     """Bezier only: vertices of the polyline (endpoints included) on which the curve is certified and measured."""
     lr: float = 0.0
     """Learning rate of the control points (0: ``dss.lr``, or the task's recipe rate). A chain's single bend can
-    wander at the recipe rate of a minibatch task (digits_mlp: 0.01 diverges, 0.001 connects, measured)."""
+    wander at the recipe rate of a minibatch task (on digits_mlp 0.001 connects where 0.01 diverges)."""
 
     def __post_init__(self) -> None:
         check_range(self, "bends", low=1, integer=True)

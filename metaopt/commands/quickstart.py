@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from envs.errors import ConfigError
-from envs.tooling.config import RunOptions, TaskConfig
+from envs.tooling.config import RunOptions
 from envs.tooling.runs import Run, atomic_write_text
 from metaopt.commands.compare import run_compare
 from metaopt.commands.targets import TargetsConfig, run_targets
@@ -37,13 +37,14 @@ from metaopt.compare import CompareConfig, CompareTaskConfig
 from metaopt.compare.report import render_report
 from metaopt.objectives import ObjectiveConfig
 from metaopt.training import FAR_WORSE_RATIO, TrainConfig
+from metaopt.training.config import FamilyTaskConfig
 
 __all__ = ["QuickstartConfig", "run_quickstart"]
 
 
 def _train() -> TrainConfig:
     return TrainConfig(
-        tasks=[TaskConfig(name="digits_mlp")], objective=ObjectiveConfig(name="geodesic", loss_weight=0.05)
+        tasks=[FamilyTaskConfig(name="digits_mlp")], objective=ObjectiveConfig(name="geodesic", loss_weight=0.05)
     )
 
 
@@ -146,7 +147,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     _stage_configs(cfg, Path("run"))  # every stage's config is checked before the run directory exists
     run = Run.create(cfg.name, cfg, cfg.out)
     root = run.path.resolve()
-    configs = dict(zip(("targets", "train", "compare"), _stage_configs(cfg, root)))
+    targets_cfg, train_cfg, compare_cfg = _stage_configs(cfg, root)
+    configs: dict[str, Any] = {"targets": targets_cfg, "train": train_cfg, "compare": compare_cfg}
     for name in ("train", "compare"):
         _follow_move(root / name, root)
     print(
@@ -161,7 +163,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     with run:
         plots = run.subdir("plots")
         for name, _ in STAGES:
-            run.write_text("report.md", _report(cfg, root, configs["compare"], results, times))
+            run.write_text("report.md", _report(cfg, root, compare_cfg, results, times))
             print(f"\n== {name} ==")
             tick = time.perf_counter()
             results[name] = functions[name](configs[name])
@@ -172,7 +174,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
                 shutil.copyfile(figure, plots / f"{name}-{figure.name}")
         total = time.perf_counter() - started
         run.append_record({"kind": "quickstart", "seconds": times, "scale": cfg.scale})
-        run.write_text("report.md", _report(cfg, root, configs["compare"], results, times, total))
+        run.write_text("report.md", _report(cfg, root, compare_cfg, results, times, total))
     print(f"\nreport: {root / 'report.md'}\nplots: {root / 'plots'}\ntensorboard --logdir {root}")
     return {**results, "seconds": times}
 

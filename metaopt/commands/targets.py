@@ -19,12 +19,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from envs.errors import InvalidValue
 from envs.registry import make_task
 from envs.tooling import distributed
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.plots import save_figure, subplots
 from envs.tooling.runs import Run
-from geodesics import DSSConfig, ProjectionConfig
+from geodesics import DSSConfig, ProjectionConfig, list_finders, takes_profiles
 from metaopt.targets import make_shard, save_shard
 from metaopt.targets.build import LEVEL_RULES, rule_description
 
@@ -87,6 +88,12 @@ class TargetsConfig(RunOptions):
             raise ValueError(f"between needs q + slack < 1, got q = {self.q}, slack = {self.slack}")
         if self.level not in LEVEL_RULES:
             raise ValueError(f"level must be one of {', '.join(LEVEL_RULES)}, got {self.level!r}")
+        if self.level == "descent" and not takes_profiles(self.dss.method):
+            able = ", ".join(name for name in list_finders() if takes_profiles(name))
+            raise InvalidValue(
+                TargetsConfig, "dss.method", self.dss.method,
+                f"must be one of {able} with level=descent (a level profile), got {self.dss.method!r}",
+            )  # fmt: skip
 
 
 def _label(task: TaskConfig, index: int) -> str:
@@ -133,9 +140,24 @@ def run_targets(cfg: TargetsConfig) -> dict[str, Any]:
         if not main:
             return {"shards": len(run.records("shard"))}
         summary = _summarize(run, cfg)
-    print(run.path.joinpath("report.md").read_text())
-    print(f"dataset: {run.path / 'targets'}\ntensorboard --logdir {run.path / 'tb'}")
+    print(_short_summary(summary))
+    print(f"report: {run.path / 'report.md'} (every table)\ndataset: {run.path / 'targets'}\n"
+          f"tensorboard --logdir {run.path / 'tb'}")  # fmt: skip
     return summary
+
+
+def _short_summary(summary: dict[str, Any]) -> str:
+    """Two lines for the terminal: windows connected, and the spread of the lengths (the tables are in the report)."""
+    lines = [f"{summary['connected']} of {summary['windows']} windows connected in {summary['shards']} base runs"]
+    names = {
+        "normalized_length": "normalized length",
+        "inside_normalized_length": "inside the level set, over its own chord",
+    }
+    for key, label in names.items():
+        if key in summary["percentiles"]:
+            low, _, median, _, high = summary["percentiles"][key]
+            lines.append(f"{label}: median {median:.4f} (min {low:.4f}, max {high:.4f})")
+    return "\n".join(lines)
 
 
 PHASES = ("early", "middle", "late")

@@ -27,6 +27,7 @@ from envs.tooling import distributed
 from envs.tooling.config import load_config, to_yaml
 from envs.tooling.runs import Run
 from metaopt.training import FAR_WORSE_RATIO, RESUMABLE_KEYS, MetaTrainer, TrainConfig
+from metaopt.training.preflight import preflight
 
 __all__ = ["divergence_warning", "resume_config", "run_train"]
 
@@ -84,6 +85,7 @@ def run_train(cfg: TrainConfig, callback: Callable[[int], None] | None = None) -
         ConfigError: ``resume=`` with a change it does not accept, or fewer episodes than the run has done.
     """
     changed: list[str] = []
+    preflight(cfg)  # what the config cannot check by itself, before anything is written
     if cfg.resume:
         run, cfg, changed = _open_resumed(cfg)
     else:
@@ -121,17 +123,36 @@ def run_train(cfg: TrainConfig, callback: Callable[[int], None] | None = None) -
     return metrics
 
 
+SHORT_RUN_META_STEPS = 100
+"""Fewer meta-steps than this (episodes x steps / truncation) rarely move a rule far from its start."""
+
+
 def divergence_warning(cfg: TrainConfig, metrics: dict[str, Any]) -> str | None:
-    """The ``WARNING:`` line of a run whose best validation is far worse than tuned Adam's, else None."""
+    """The ``WARNING:`` line of a run whose best validation is far worse than tuned Adam's, else None.
+
+    A short run (fewer than :data:`SHORT_RUN_META_STEPS` meta-steps, e.g. a smoke test) is named as the likely cause;
+    otherwise the line points at the meta-optimizer's settings.
+    """
     if not metrics["far_worse_than_adam"]:
         return None
-    scale = f"net.output_scale (now {cfg.net.output_scale:g})" if cfg.rule == "lstm" else "the rule's step size"
-    return (
+    found = (
         f"WARNING: meta-training went wrong: the best validation final loss {metrics['best_val_loss']:.4g} is more "
         f"than {FAR_WORSE_RATIO:g}x tuned Adam's {metrics['adam_val_loss']:.4g}, so checkpoints/best.pt is not worth "
-        f"using; lower meta_lr (now {cfg.meta_lr:g}), set clip_grad_norm (now {cfg.clip_grad_norm:g}) or lower "
-        f"{scale}, and look at meta/grad_norm in TensorBoard"
+        "using; "
     )
+    meta_steps = cfg.episodes * (cfg.steps // cfg.truncation)
+    scale = f"net.output_scale (now {cfg.net.output_scale:g})" if cfg.rule == "lstm" else "the rule's step size"
+    settings = (
+        f"lower meta_lr (now {cfg.meta_lr:g}), set clip_grad_norm (now {cfg.clip_grad_norm:g}) or lower {scale}, "
+        "and look at meta/grad_norm in TensorBoard"
+    )
+    if meta_steps < SHORT_RUN_META_STEPS:
+        return found + (
+            f"the run was short ({cfg.episodes} episodes, {meta_steps} meta-steps), the likely cause: a rule moves "
+            f"little from its start in fewer than {SHORT_RUN_META_STEPS} meta-steps; run more episodes "
+            f"(resume=RUN episodes=N continues it), and if a longer run ends here too, {settings}"
+        )
+    return found + settings
 
 
 def _report(cfg: TrainConfig, run: Run, metrics: dict[str, Any], warning: str | None) -> str:

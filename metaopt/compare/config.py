@@ -77,7 +77,7 @@ class CompareConfig(RunOptions):
     the report depends on nothing but the seeds."""
     threads: int = 1
     """CPU threads for torch while the command runs (0: torch's default). Small runs are fastest on one thread, and
-    several OpenMP threads spin-wait badly on a busy shared CPU (10x slower measured on 2 loaded cores)."""
+    several OpenMP threads spin-wait badly on a busy shared CPU (docs/results.md, intra-op threads)."""
 
     def __post_init__(self) -> None:
         for label in self.tasks:

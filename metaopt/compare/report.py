@@ -68,8 +68,8 @@ def results_table(task: TaskResult, cfg: CompareConfig) -> str:
     for row in task.optimizers:
         paired = f"{row.paired.difference} ({row.paired.wins}/{row.paired.difference.n})" if row.paired else "–"
         cells = [row.optimizer, _lr_text(row), str(row.final), str(row.eval_loss), paired]
-        for target in row.targets:
-            cells += [_steps_text(target), target.speedup_text]
+        for reached in row.targets:
+            cells += [_steps_text(reached), reached.speedup_text]
         if cfg.timing:
             per_step = row.seconds_per_step
             batched = row.batched_seconds_per_run_step

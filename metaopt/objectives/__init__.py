@@ -14,13 +14,14 @@ from metaopt.objectives.registry import (
     list_objectives,
     make_objective,
     needs_held_out,
+    needs_targets,
     register_objective,
 )
 
 register_objective("loss", loss_objective)
 register_objective("eval_loss", eval_loss_objective, held_out=True)
-register_objective("geodesic", geodesic_objective)
-register_objective("teacher", teacher_objective)
+register_objective("geodesic", geodesic_objective, targets=True)
+register_objective("teacher", teacher_objective, targets=True)
 
 __all__ = [
     "Objective",
@@ -33,6 +34,7 @@ __all__ = [
     "loss_objective",
     "make_objective",
     "needs_held_out",
+    "needs_targets",
     "optimizee_loss",
     "register_objective",
     "teacher_objective",

@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from envs.tooling.config import check_range
+from envs.tooling.registry import Registry
 from metaopt.inner.unroll import Trajectory
 
 __all__ = [
+    "OBJECTIVES",
     "Objective",
     "ObjectiveConfig",
     "list_objectives",
     "make_objective",
     "needs_held_out",
+    "needs_targets",
     "register_objective",
 ]
 
@@ -47,36 +50,39 @@ class ObjectiveConfig:
         check_range(self, "loss_weight", low=0)
 
 
-_OBJECTIVES: dict[str, Callable[[ObjectiveConfig], Objective]] = {}
-_HELD_OUT: set[str] = set()
+OBJECTIVES: Registry[Callable[[ObjectiveConfig], Objective]] = Registry("objective")
+"""The registered objectives: a factory each, flags ``held_out`` and ``targets``."""
 
 
-def register_objective(name: str, factory: Callable[[ObjectiveConfig], Objective], *, held_out: bool = False) -> None:
+def register_objective(
+    name: str, factory: Callable[[ObjectiveConfig], Objective], *, held_out: bool = False, targets: bool = False
+) -> None:
     """Make ``ObjectiveConfig(name=name, ...)`` build ``factory(config)``.
 
     ``held_out``: the objective scores held-out losses, so optimizees are started with held-out batches.
+    ``targets``: the objective imitates target points, so meta-training needs a ``targets=`` dataset.
+
+    Raises:
+        ValueError: ``name`` is taken by another objective.
     """
-    _OBJECTIVES[name] = factory
-    if held_out:
-        _HELD_OUT.add(name)
-    else:
-        _HELD_OUT.discard(name)
+    OBJECTIVES.register(name, factory, held_out=held_out, targets=targets)
+
+
+def needs_targets(config: ObjectiveConfig) -> bool:
+    """Whether the objective a config names imitates target points (it needs a ``targets=`` dataset)."""
+    return bool(OBJECTIVES.flag(config.name, "targets"))
 
 
 def needs_held_out(config: ObjectiveConfig) -> bool:
     """Whether the objective a config names scores held-out losses (``Trajectory.valid_losses``)."""
-    return config.name in _HELD_OUT
+    return bool(OBJECTIVES.flag(config.name, "held_out"))
 
 
 def list_objectives() -> list[str]:
     """Names of the registered objectives."""
-    return sorted(_OBJECTIVES)
+    return OBJECTIVES.names()
 
 
 def make_objective(config: ObjectiveConfig) -> Objective:
     """The objective a config names; a clear error listing the valid names otherwise."""
-    try:
-        factory = _OBJECTIVES[config.name]
-    except KeyError:
-        raise ValueError(f"unknown objective {config.name!r}; valid: {', '.join(list_objectives())}") from None
-    return factory(config)
+    return OBJECTIVES.get(config.name)(config)

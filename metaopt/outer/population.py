@@ -25,6 +25,7 @@ Python control flow (vmap raises; the error is re-raised naming the task). Every
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -197,7 +198,8 @@ class _CoordinateLSTMStep(_RuleStep):
         hidden = cfg.hidden_size
         x = preprocess(grads, cfg.features, p=cfg.p, scale=cfg.input_scale)
         new_state: list[Tensor] = []
-        for index, cell in enumerate(self.rule.cells):
+        for index, module in enumerate(self.rule.cells):
+            cell = typing.cast(nn.LSTMCell, module)
             h, c = state[2 * index], state[2 * index + 1]
             gates = torch.addmm(cell.bias_hh, h, cell.weight_hh.t())
             gates = gates.add_(torch.addmm(cell.bias_ih, x, cell.weight_ih.t()))

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from envs.tooling.registry import Registry
 from metaopt.outer.base import Estimator, EstimatorSetup
-from metaopt.registry import Registry
 
 __all__ = [
     "ESTIMATORS",
@@ -21,7 +21,7 @@ __all__ = [
     "register_estimator",
 ]
 
-ESTIMATORS: Registry[Estimator] = Registry("estimator", Estimator)
+ESTIMATORS: Registry[type[Estimator]] = Registry("estimator", Estimator)
 """The registered estimators."""
 
 

@@ -48,6 +48,8 @@ from metaopt.rules.base import LearnedRule, ParamState
 __all__ = ["MLPConfig", "PerParameterMLP", "adam_weights"]
 
 _EPS = 1e-8
+BLOCK = 8192
+"""Coordinates per block of the drop-in step's network: its (hidden, block) activations fit in a core's cache."""
 
 
 @dataclass
@@ -167,13 +169,24 @@ class PerParameterMLP(LearnedRule):
     @override
     def step(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
         layout = self._layout(params, grads)
-        hidden, new_state = self._inputs(grads, state, params, layout)
-        # feature-major (F, N): each layer is one product W @ h, the fastest layout when N >> F
+        inputs, new_state = self._inputs(grads, state, params, layout)
+        scalars = layout.scalars(self.config)
+        count = inputs.shape[1]
+        if count <= BLOCK or (torch.is_grad_enabled() and self.readout.weight.requires_grad):
+            return self._network(inputs, scalars), new_state  # one pass (and one graph, under meta-training)
+        # the drop-in step: the network over blocks of coordinates, so its (H, block) activations stay in cache
+        update = inputs.new_empty(count)
+        for start in range(0, count, BLOCK):
+            update[start : start + BLOCK] = self._network(inputs[:, start : start + BLOCK], scalars)
+        return update, new_state
+
+    def _network(self, hidden: Tensor, scalars: _Scalars) -> Tensor:
+        """The update of the coordinates whose features are the columns of ``hidden (F, n)``."""
+        # feature-major (F, n): each layer is one product W @ h, the fastest layout when n >> F
         for layer in self._linears:
             hidden = torch.addmm(layer.bias[:, None], layer.weight, hidden).relu_()
         direction, magnitude = torch.addmm(self.readout.bias[:, None], self.readout.weight, hidden).unbind()
-        scalars = layout.scalars(self.config)
-        return direction * torch.exp(magnitude * scalars.exp_mult) * scalars.step_mult, new_state
+        return direction * torch.exp(magnitude * scalars.exp_mult) * scalars.step_mult
 
     def _inputs(self, grads: Tensor, state: dict, params: Sequence[Tensor], layout: _Layout) -> tuple[Tensor, dict]:
         """``(features (F, N), new_state)``: the features feature-major, in the order of the module docstring.

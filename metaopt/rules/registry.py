@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from metaopt.registry import Registry
+from envs.tooling.registry import Registry
 from metaopt.rules.base import LearnedRule
 
 __all__ = ["RULES", "get_rule_class", "list_rules", "make_rule", "register_rule", "rule_config", "rule_name"]
 
-RULES: Registry[LearnedRule] = Registry("rule", LearnedRule)
+RULES: Registry[type[LearnedRule]] = Registry("rule", LearnedRule)
 """The registered rules."""
 
 

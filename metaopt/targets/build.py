@@ -159,8 +159,8 @@ def make_shard(
                 f"endpoint: F(theta_{t + window}) = {float(levels_all[t + window]):.6g} is above L0 = "
                 f"{_level_at(levels[i], 1.0):.6g}"
             )
-        elif level == "between" and float(levels_all[t]) > levels[i]:
-            head = project_to_level(space, iterates[t], levels[i], projection)
+        elif level == "between" and float(levels_all[t]) > _level_at(levels[i], 0.0):  # a plain level here
+            head = project_to_level(space, iterates[t], _level_at(levels[i], 0.0), projection)
             heads[i] = head
             if not head.reached:
                 reasons[i] = (

@@ -1,7 +1,7 @@
 """Predictability of geodesic targets: how well a fixed linear rule on past gradients predicts a window's first step.
 
 The proposal argues that the smoother the geodesic, the easier it is to predict from past and present information
-(issue 17, item 4). This module measures it. For each connected window of a geodesic-target dataset, the base
+. This module measures it. For each connected window of a geodesic-target dataset, the base
 run's minibatch gradients g_0 .. g_t are recomputed at the recorded iterates theta_0 .. theta_t on the base run's
 batches (exactly the gradients the base optimizer saw), and per-coordinate features at step t are formed from them
 alone (:data:`FEATURES`: the gradient, bias-corrected moving averages, the heavy-ball buffer, Adam's direction, ...).

@@ -91,3 +91,22 @@ def test_help_comes_from_field_docstrings() -> None:
     lines = config_help(Outer)
     assert "inner.size = 3: How big." in lines and "rate = 0.1: A rate." in lines
     assert all(": " in line and line.split(": ", 1)[1] for line in config_help(TaskConfig))
+
+
+def test_renaming_a_task_on_the_command_line_drops_the_files_options_of_the_old_task() -> None:
+    cfg = load_config(FitConfig, "tasks/digits_mlp.yaml", ["task.name=quadratic"])
+    assert cfg.task.name == "quadratic" and cfg.task.options == {}
+    cfg = load_config(FitConfig, "tasks/digits_mlp.yaml", ["task.name=quadratic", "task.options.dim=5"])
+    assert cfg.task.options == {"dim": 5}
+    kept = load_config(FitConfig, "tasks/digits_mlp.yaml", ["task.name=digits_mlp"])  # not a rename
+    assert kept.task.options["width"] == 20 and kept.task.options["activation"] == "sigmoid"
+    assert load_config(FitConfig, "tasks/digits_mlp.yaml", ["name=other"]).task.options["width"] == 20
+
+
+def test_every_meta_training_config_states_its_cost_and_a_smoke_test() -> None:
+    root = Path(__file__).resolve().parents[2] / "configs" / "metaopt"
+    for path in sorted(root.glob("*.yaml")):
+        header = [line for line in path.read_text().splitlines() if line.startswith("#")]
+        assert any(line.startswith("# Cost: about ") and "CPU core" in line for line in header), path.name
+        smoke = f"metaopt train configs/metaopt/{path.name} episodes=2 val_every=1 val_seeds=1 tune_seeds=1"
+        assert any(line.strip("# ") == smoke for line in header), path.name

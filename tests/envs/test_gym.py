@@ -34,7 +34,7 @@ def test_every_task_is_registered_under_the_namespace() -> None:
 
 
 def test_a_task_registered_later_gets_its_ids() -> None:
-    from envs.registry import _TASKS
+    from envs.registry import TASKS
     from envs.tasks.quadratic import QuadraticTask
 
     @envs.register_task
@@ -46,7 +46,7 @@ def test_a_task_registered_later_gets_its_ids() -> None:
         assert "late_quadratic" in envs.ENV_IDS and envs.ENV_IDS["late_quadratic"] == "metaopt/LateQuadratic-v0"
         assert gym.make(envs.LR_ENV_IDS["late_quadratic"]).unwrapped.task.name == "late_quadratic"
     finally:
-        _TASKS.pop("late_quadratic")
+        TASKS.unregister("late_quadratic")
         for ident in ("metaopt/LateQuadratic-v0", "metaopt/LateQuadratic-LR-v0"):
             gym.registry.pop(ident, None)
 

@@ -17,11 +17,16 @@ from geodesics.cli import main
 QUICK = ["device=cpu", "threshold=0.1", "dss.max_rounds=4"]
 
 
-def test_connect_writes_string_record_tensorboard_plot_and_report(tmp_path: Path) -> None:
+def test_connect_writes_string_record_tensorboard_plot_and_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
     assert main(["connect", "geodesics/connect/poly_cubic.yaml", f"out={out}", *QUICK]) == 0
+    progress = capsys.readouterr().err  # endpoint training and every round say where they are
+    assert "endpoint seed 0: training to evaluation loss <= 0.1" in progress
+    assert "endpoint seed 1: evaluation loss" in progress and "round 1 of at most 4" in progress
     string = BeadString.load(out / "string.pt")
     record = json.loads((out / "records.jsonl").read_text().splitlines()[-1])
     assert record["kind"] == "connect" and record["num_beads"] == string.num_beads

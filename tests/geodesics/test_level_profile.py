@@ -189,3 +189,13 @@ def test_bad_profile_values_at_the_command_line_exit_2(argv: list[str], message:
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_a_profile_reports_its_highest_level_and_scales_every_level() -> None:
+    from geodesics.levels import Constant, Linear
+
+    assert Linear(0.1, 0.3).reference == 0.3 and Linear(0.3, 0.1).reference == 0.3  # the level a string records
+    assert Constant(0.2).reference == 0.2
+    assert Constant(0.2).scaled(0.5) == Constant(0.1)
+    assert Linear(0.4, 0.2).scaled(0.5) == Linear(0.2, 0.1)
+    assert Linear(0.4, 0.2).at(0.5) == pytest.approx(0.3) and Linear(0.4, 0.2).at(1.0) == pytest.approx(0.2)

@@ -1,4 +1,4 @@
-"""The low levels (issue 15, item 5): the opt-in L-BFGS finish of the bead trainer (``dss.finish``).
+"""The low levels: the opt-in L-BFGS finish of the bead trainer (``dss.finish``).
 
 Near the minimum of the paper's regressions Adam at a fixed rate stalls above the bead target; the finish hands the
 beads it leaves there to L-BFGS. Off (the default) it changes nothing.

@@ -1,4 +1,4 @@
-"""The paper preset (issue 15, item 6): the reference code's conventions as options beside the certified defaults.
+"""The paper preset: the reference code's conventions as options beside the certified defaults.
 
 The options at their defaults change nothing; the preset places its first bead at the chord's midpoint, always
 splits the chord, and accepts what the certified check refuses (an excess between its grid's last point and t = 1, a

@@ -10,6 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "metaopt"
 ENTRY_POINTS = {"__init__.py", "__main__.py", "cli.py"}
 GEODESICS_NAMES = {
+    "BeadString",
     "CurveConfig",
     "DSSConfig",
     "LevelProfile",
@@ -19,8 +20,11 @@ GEODESICS_NAMES = {
     "ProjectionConfig",
     "connect",
     "connect_many",
+    "list_finders",
     "polyline_at",
     "project_to_level",
+    "segment_maxima",
+    "takes_profiles",
 }
 
 
