@@ -21,6 +21,7 @@
 #   learned_dropin    learned optimizer step cost vs Adam (bundled tasks; and a size sweep from 10k to 10M parameters)
 #   threads           host threads 1 vs 2 with the model on the GPU
 #   distributed       whole commands: geodesics sweep, metaopt train, metaopt targets (1 rank; 2 ranks with >= 2 GPUs)
+#   census_cnn        the curvature census (metaopt census) on digits_cnn at 10 seeds, its report under $OUT/census-cnn
 #
 # Runtime on one H200, measured once (docs/results.md, "On one NVIDIA H200"): the first 11 steps took 450 s, with
 # gemm_share and compare_sweep cut by their timeouts, which are now longer; plan on about 10 minutes in all, so a
@@ -86,6 +87,15 @@ step learned_dropin 45 learned_dropin_speed.py --tasks digits_mlp charlm --steps
 step learned_dropin_sizes 90 learned_dropin_speed.py --sizes 10000 100000 1000000 10000000 --rules mlp lstm --repeats 2
 step threads 30 threads.py --tasks digits_mlp digits_cnn --threads 1 2 --steps 50 --repeats 2
 step distributed 120 distributed.py --ranks 1 2 --repeats 1 --workloads sweep train targets
+
+# The curvature census on the convnet at more seeds (a science run, not a benchmark: its report is the result).
+if [[ " ${SKIP:-} " != *" census_cnn "* ]]; then
+    echo "== census_cnn (limit 240s)" >&2
+    t0=$(date +%s) rc=0
+    timeout --kill-after=10 240 "$PYTHON" -m metaopt census metaopt/census/census.yaml "tasks=[{name: digits_cnn}]" \
+        seeds=10 device=cuda out="$OUT/census-cnn" > "$OUT/census_cnn.log" 2>&1 || rc=$?
+    printf '{"step": "census_cnn", "exit_status": %d, "step_seconds": %d}\n' "$rc" "$(( $(date +%s) - t0 ))" >> "$LOG"
+fi
 
 printf '{"step": "total", "seconds": %d}\n' "$(( $(date +%s) - started ))" >> "$LOG"
 echo "gpu.sh: done in $(( $(date +%s) - started )) s; JSON lines in $LOG" >&2
