@@ -438,6 +438,27 @@ MUTANTS: list[Mutant] = [
         ("tests/metaopt/test_optim_contract.py",),
     ),
     M(
+        "the baseline cache ignores the horizon",
+        "metaopt/training/validation.py",
+        '"val": val_seeds, "steps": cfg.steps, "grid": list(cfg.lr_grid),',
+        '"val": val_seeds, "grid": list(cfg.lr_grid),',
+        ("tests/metaopt/training/test_baseline_cache.py",),
+    ),
+    M(
+        "the baseline cache never read",
+        "metaopt/training/validation.py",
+        "        if key in table:\n",
+        "        if False:\n",
+        ("tests/metaopt/training/test_baseline_cache.py",),
+    ),
+    M(
+        "the baseline cache cannot be switched off",
+        "metaopt/training/validation.py",
+        'return None if root in ("off", "") else Path(root) / "adam_baselines.json"',
+        'return Path(root) / "adam_baselines.json"',
+        ("tests/metaopt/training/test_baseline_cache.py",),
+    ),
+    M(
         "the learned step traced by torch.compile",
         "metaopt/shells.py",
         "    @torch.compiler.disable  # inside a compiled training step",

@@ -14,15 +14,21 @@ The command then says so (a ``WARNING:`` line and the report) and the metrics ca
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
+
+import torch
 
 from envs.task import Task
 from envs.tooling.config import TaskConfig
+from envs.tooling.runs import atomic_write_text
 from metaopt.compare.baseline import evaluate_runs, run_final_loss, tuned_baseline
 from metaopt.rules import LearnedRule
 from metaopt.training.config import TUNE_SEED_BASE, VAL_SEED_BASE, TrainConfig
 
-__all__ = ["FAR_WORSE_RATIO", "far_worse_than_adam", "task_key", "tune_adam", "validate"]
+__all__ = ["FAR_WORSE_RATIO", "baseline_cache", "far_worse_than_adam", "task_key", "tune_adam", "validate"]
 
 FAR_WORSE_RATIO = 2.0
 """Meta-training went wrong when its best validation final loss exceeds tuned Adam's by more than this factor."""
@@ -45,12 +51,46 @@ def task_key(task: TaskConfig) -> str:
     return f"{task.name}({', '.join(f'{k}={v}' for k, v in sorted(task.options.items()))})"
 
 
+def baseline_cache() -> Path | None:
+    """The file of tuned Adam baselines shared by runs; None when ``METAOPT_CACHE=off``.
+
+    ``$METAOPT_CACHE/adam_baselines.json``, by default under ``~/.cache/metaopt``.
+    """
+    root = os.environ.get("METAOPT_CACHE", str(Path.home() / ".cache" / "metaopt"))
+    return None if root in ("off", "") else Path(root) / "adam_baselines.json"
+
+
 def tune_adam(cfg: TrainConfig, task: Task) -> dict[str, float]:
-    """Adam tuned by the harness's rules on the tuning seeds, and its mean losses on the validation seeds."""
+    """Adam tuned by the harness's rules on the tuning seeds, and its mean losses on the validation seeds.
+
+    The result is a function of the task (its spec, device and dtype), the seeds, the steps, the grid and the final
+    window; it is kept in :func:`baseline_cache` under all of them (and the torch version), so a second run with the
+    same settings, a resumed one, or another meta-training config over the same task skips the tuning. A cache that
+    cannot be read or written is ignored.
+    """
     val_seeds = [VAL_SEED_BASE + k for k in range(cfg.val_seeds)]
     tune_seeds = [TUNE_SEED_BASE + k for k in range(cfg.tune_seeds)]
+    key = json.dumps({"task": task.spec, "device": str(task.device), "dtype": str(task.dtype), "tune": tune_seeds,
+                      "val": val_seeds, "steps": cfg.steps, "grid": list(cfg.lr_grid), "window": cfg.final_window,
+                      "torch": torch.__version__}, sort_keys=True, default=str)  # fmt: skip
+    path = baseline_cache()
+    table: dict[str, dict[str, float]] = {}
+    if path is not None:
+        try:
+            table = json.loads(path.read_text())
+        except (OSError, ValueError):
+            table = {}
+        if key in table:
+            return {name: float(value) for name, value in table[key].items()}
     adam = tuned_baseline(task, "adam", tune_seeds, val_seeds, cfg.steps, cfg.lr_grid, cfg.final_window)
-    return {"lr": adam.lr or math.nan, "val": adam.mean_final_loss, "val_eval": adam.mean_eval_loss}
+    result = {"lr": adam.lr or math.nan, "val": adam.mean_final_loss, "val_eval": adam.mean_eval_loss}
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps({**table, key: result}, sort_keys=True))
+        except OSError:
+            pass  # a read-only or full cache costs the tuning again next time, nothing else
+    return result
 
 
 def validate(
