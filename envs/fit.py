@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from envs.optim import make_optimizer
+from envs.optim import get_optimizer_spec, make_optimizer
 from envs.task import Batch, Task
 
 __all__ = ["FitResult", "StepCallback", "fit"]
@@ -96,7 +96,9 @@ def fit(
             raise ValueError("lr= applies to a named optimizer; an optimizer object already has its settings")
         opt = optimizer
     else:
-        opt = make_optimizer(optimizer or recipe.optimizer, model.parameters(), lr=recipe.lr if lr is None else lr)
+        name = optimizer or recipe.optimizer
+        horizon = get_optimizer_spec(name).with_horizon({}, steps)  # a schedule spans this run
+        opt = make_optimizer(name, model.parameters(), lr=recipe.lr if lr is None else lr, **horizon)
     if batches is None:
         batches = task.batches(seed)  # type: ignore[arg-type]
     losses: list[float] = []

@@ -1,4 +1,6 @@
-"""Pure functional SGD, momentum, Nesterov, RMSprop and Adam over stacked runs (the batched twins of torch.optim).
+"""Pure functional SGD, momentum, Nesterov, RMSprop, Adam and cosine-scheduled AdamW over stacked runs.
+
+They are the batched twins of torch.optim.
 
 The comparison harness advances many independent runs of one (task, optimizer) at once, and DSS trains all the beads
 of a round together: every parameter tensor carries a leading run dimension ``R`` and every run has its own learning
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -25,8 +28,10 @@ from torch import Tensor
 from typing_extensions import override
 
 from envs.optim import OptimizerSpec
+from envs.schedules import AdamWCosine as TorchAdamWCosine
+from envs.schedules import cosine_factor
 
-__all__ = ["Adam", "FunctionalOptimizer", "OptState", "Params", "RMSprop", "SGD", "functional_from_spec"]
+__all__ = ["Adam", "AdamWCosine", "FunctionalOptimizer", "OptState", "Params", "RMSprop", "SGD", "functional_from_spec"]
 
 Params = dict[str, Tensor]
 """Parameters (or gradients, or one state buffer) by name; every tensor is ``(R, *shape)`` for ``R`` stacked runs."""
@@ -61,6 +66,10 @@ class FunctionalOptimizer(ABC):
             lr: ``(R,)`` float64 learning rates, one per run.
             step: 1 for the first update (all runs advance in lockstep).
         """
+
+    def with_horizon(self, steps: int) -> FunctionalOptimizer:
+        """This optimizer for runs of ``steps`` steps (a schedule over the horizon needs it; the others ignore it)."""
+        return self
 
 
 def _zeros(params: Params) -> Params:
@@ -200,11 +209,56 @@ class Adam(FunctionalOptimizer):
         return new_params, new_state
 
 
+@dataclass(frozen=True)
+class AdamWCosine(Adam):
+    """:class:`envs.schedules.AdamWCosine`: AdamW with the cosine schedule of ``CosineAnnealingLR`` over the horizon.
+
+    Every run's learning rate follows torch's recursion from its own peak ``lr``; the current rates are kept in the
+    state (``schedule/lr``, one per run), so a frozen (diverged) run keeps its place like every other buffer.
+    """
+
+    decoupled_weight_decay: bool = True
+    weight_decay: float = 1e-2
+    total_steps: int | None = None
+    """Horizon of the schedule; None until :meth:`with_horizon` sets it to the run's number of steps."""
+    eta_min: float = 0.0
+    """The learning rate the cosine ends at."""
+
+    @override
+    def with_horizon(self, steps: int) -> FunctionalOptimizer:
+        return self if self.total_steps is not None else dataclasses.replace(self, total_steps=steps)
+
+    @override
+    def init(self, params: Params) -> OptState:
+        state = super().init(params)
+        first = next(iter(params.values()))
+        state["schedule"] = {"lr": torch.zeros(first.shape[0], dtype=torch.float64, device=first.device)}
+        return state
+
+    @override
+    def update(self, params: Params, grads: Params, state: OptState, lr: Tensor, step: int) -> tuple[Params, OptState]:
+        if self.total_steps is None:
+            raise ValueError("AdamWCosine needs its horizon: call with_horizon(steps) before the first update")
+        if step == 1:
+            scheduled = lr.to(torch.float64)
+        else:  # the same float64 operations as the scheduler's Python floats, one per run
+            previous, epoch, total = state["schedule"]["lr"], step - 1, self.total_steps
+            if (epoch - 1 - total) % (2 * total) == 0:
+                scheduled = previous + (lr - self.eta_min) * (1 - math.cos(math.pi / total)) / 2
+            else:
+                scheduled = cosine_factor(epoch, total) * (previous - self.eta_min) + self.eta_min
+        adam_state = {key: value for key, value in state.items() if key != "schedule"}
+        new_params, new_state = super().update(params, grads, adam_state, scheduled, step)
+        new_state["schedule"] = {"lr": scheduled}
+        return new_params, new_state
+
+
 _TWINS: dict[type, tuple[type[FunctionalOptimizer], dict[str, Any]]] = {
     torch.optim.SGD: (SGD, {}),
     torch.optim.RMSprop: (RMSprop, {}),
     torch.optim.Adam: (Adam, {}),
     torch.optim.AdamW: (Adam, {"decoupled_weight_decay": True}),
+    TorchAdamWCosine: (AdamWCosine, {}),
 }
 """Exact ``torch.optim`` classes with a functional twin (a subclass may change ``step``, so it gets none)."""
 

@@ -1,6 +1,7 @@
 """Optimizers by name: one registry for task recipes, the comparison harness and the gymnasium adapter.
 
-Built in: ``sgd``, ``momentum`` (SGD, 0.9), ``nesterov`` (SGD, 0.9, Nesterov), ``rmsprop`` and ``adam``.
+Built in: ``sgd``, ``momentum`` (SGD, 0.9), ``nesterov`` (SGD, 0.9, Nesterov), ``rmsprop``, ``adam``, ``adamw``
+and ``adamw_cosine`` (AdamW with a cosine schedule over the run's horizon, :mod:`envs.schedules`).
 Other optimizers join with :func:`register_optimizer` (the learned optimizer of :mod:`metaopt` registers itself as
 ``learned``). A factory may be given as a ``"module:attribute"`` string, imported on first use: the built-ins are
 ``torch.optim`` classes named so, and importing this module (or ``envs``, or ``metaopt``) does not import torch.
@@ -35,17 +36,33 @@ class OptimizerSpec:
     options: dict[str, Any] = field(default_factory=dict)
     tunable_lr: bool = True
     """Whether the comparison harness tunes its learning rate (a learned optimizer has none to tune)."""
+    horizon_option: str | None = None
+    """Constructor option that receives a run's number of steps (a schedule over the horizon); None: none."""
+
+    def with_horizon(self, options: dict[str, Any], steps: int) -> dict[str, Any]:
+        """``options`` with the run's horizon added under :attr:`horizon_option` (unless the options set it)."""
+        if self.horizon_option is None or self.horizon_option in options:
+            return options
+        return {self.horizon_option: steps, **options}
 
 
 _OPTIMIZERS: dict[str, OptimizerSpec] = {}
 
 
-def register_optimizer(name: str, factory: OptimizerFactory | str, *, tunable_lr: bool = True, **options: Any) -> None:
+def register_optimizer(
+    name: str,
+    factory: OptimizerFactory | str,
+    *,
+    tunable_lr: bool = True,
+    horizon_option: str | None = None,
+    **options: Any,
+) -> None:
     """Register ``factory`` as ``name``; ``options`` are passed to it on every construction (overridable).
 
-    ``factory`` may be a ``"module:attribute"`` string, imported when the optimizer is first looked up.
+    ``factory`` may be a ``"module:attribute"`` string, imported when the optimizer is first looked up;
+    ``horizon_option`` names the constructor option that receives a run's number of steps (a schedule's horizon).
     """
-    _OPTIMIZERS[name] = OptimizerSpec(name, factory, dict(options), tunable_lr)
+    _OPTIMIZERS[name] = OptimizerSpec(name, factory, dict(options), tunable_lr, horizon_option)
 
 
 def list_optimizers() -> list[str]:
@@ -88,3 +105,5 @@ register_optimizer("momentum", "torch.optim:SGD", momentum=0.9)
 register_optimizer("nesterov", "torch.optim:SGD", momentum=0.9, nesterov=True)
 register_optimizer("rmsprop", "torch.optim:RMSprop")
 register_optimizer("adam", "torch.optim:Adam")
+register_optimizer("adamw", "torch.optim:AdamW")
+register_optimizer("adamw_cosine", "envs.schedules:AdamWCosine", horizon_option="total_steps")

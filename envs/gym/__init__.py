@@ -60,6 +60,7 @@ REFERENCE_ENV_NAMES = {
     "poly_quadratic": "PolyQuadratic",
     "ptb_lstm": "PtbLSTM",
     "quadratic": "Quadratic",
+    "tabular_mlp": "TabularMLP",
     "teacher_student": "TeacherStudent",
 }
 """The ``<Name>`` of each reference task's ids (what :func:`env_id` derives from the task class), registered on

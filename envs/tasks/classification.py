@@ -78,6 +78,8 @@ class DigitsCNNOptions:
 
     channels: int = 8
     """Channels of the first convolution (the second has twice as many)."""
+    convs: int = 1
+    """Convolutions per stage (the first of a stage changes the channels, the others keep them): depth 2 * convs."""
     activation: str = "relu"
     """Non-linearity after each convolution: sigmoid, relu, tanh or gelu."""
     batch_size: int = 128
@@ -89,7 +91,7 @@ class DigitsCNNOptions:
 
     def __post_init__(self) -> None:
         _check_activation(self.activation)
-        _check_positive(channels=self.channels, batch_size=self.batch_size)
+        _check_positive(channels=self.channels, convs=self.convs, batch_size=self.batch_size)
         _check_valid_size(self.valid_size)
 
 
@@ -206,25 +208,24 @@ class DigitsMLPTask(ClassificationTask):
 
 
 class SmallConvNet(nn.Module):
-    """Two conv(3x3) + pool(2) stages and a linear read-out; no BatchNorm.
+    """Two stages of ``convs`` conv(3x3) layers + pool(2), and a linear read-out; no BatchNorm.
 
     Args:
         in_channels: input channels.
-        channels: channels of the first convolution; the second has ``2 * channels``.
+        channels: channels of the first stage; the second has ``2 * channels``.
         side: input height and width (divisible by 4).
         activation: non-linearity name.
+        convs: convolutions per stage.
     """
 
-    def __init__(self, in_channels: int, channels: int, side: int, activation: str):
+    def __init__(self, in_channels: int, channels: int, side: int, activation: str, convs: int = 1):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1),
-            ACTIVATIONS[activation](),
-            nn.MaxPool2d(2),
-            nn.Conv2d(channels, 2 * channels, 3, padding=1),
-            ACTIVATIONS[activation](),
-            nn.MaxPool2d(2),
-        )
+        layers: list[nn.Module] = []
+        for n_in, n_out in ((in_channels, channels), (channels, 2 * channels)):
+            for k in range(convs):
+                layers += [nn.Conv2d(n_in if k == 0 else n_out, n_out, 3, padding=1), ACTIVATIONS[activation]()]
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
         self.head = nn.Linear(2 * channels * (side // 4) ** 2, 10)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -247,7 +248,7 @@ class DigitsCNNTask(ClassificationTask):
 
     @override
     def build_model(self) -> nn.Module:
-        return SmallConvNet(1, self.options.channels, 8, self.options.activation)
+        return SmallConvNet(1, self.options.channels, 8, self.options.activation, self.options.convs)
 
 
 @register_task

@@ -8,7 +8,7 @@ from typing import Any
 
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 
-__all__ = ["DEFAULT_LR_GRID", "DEFAULT_OPTIMIZERS", "CompareConfig", "CompareTaskConfig"]
+__all__ = ["DEFAULT_LR_GRID", "DEFAULT_OPTIMIZERS", "CompareConfig", "CompareTaskConfig", "learned_label"]
 
 DEFAULT_LR_GRID = [round(10 ** (-4 + k / 2), 12) for k in range(9)]
 """1e-4 to 1 in half decades: 1e-4, 3.16e-4, 1e-3, ..., 0.316, 1."""
@@ -16,6 +16,13 @@ DEFAULT_OPTIMIZERS = ["sgd", "momentum", "nesterov", "rmsprop", "adam"]
 """The baselines of the L2L and DSS papers, by their names in :mod:`envs.optim`."""
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def learned_label(checkpoint: str) -> str:
+    """The optimizer label of a ``learned`` checkpoint: a pretrained name as it is, a file path made file-safe."""
+    if _LABEL.match(checkpoint):
+        return checkpoint
+    return "learned-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", checkpoint).strip("_.-")
 
 
 @dataclass
@@ -51,6 +58,9 @@ class CompareConfig(RunOptions):
     aliases: dict[str, str] = field(default_factory=dict)
     """Other names for registered optimizers, so one can appear several times with different optimizer_options,
     e.g. {learned_loss: learned, learned_geodesic: learned}."""
+    learned: list[str] = field(default_factory=list)
+    """Learned-rule checkpoints compared as arms of their own, by pretrained name or file, e.g. [family-mlp-v0];
+    each becomes an optimizer labelled by the checkpoint (an alias of ``learned`` with that checkpoint)."""
     imports: list[str] = field(default_factory=list)
     """Python modules imported first, so that the tasks or optimizers they register can be named here."""
     reference: str = "adam"
@@ -80,6 +90,7 @@ class CompareConfig(RunOptions):
     several OpenMP threads spin-wait badly on a busy shared CPU (docs/results.md, intra-op threads)."""
 
     def __post_init__(self) -> None:
+        self._expand_learned()
         for label in self.tasks:
             if not _LABEL.match(label):
                 raise ValueError(f"task label {label!r} must be letters, digits, '_', '.' or '-' (it names files)")
@@ -102,6 +113,19 @@ class CompareConfig(RunOptions):
         for label, task in self.tasks.items():
             if self.final_window > task.steps:
                 raise ValueError(f"final_window={self.final_window} exceeds the {task.steps} steps of task {label!r}")
+
+    def _expand_learned(self) -> None:
+        """Each ``learned`` checkpoint as an optimizer, alias and options entry (idempotent: a saved config reloads)."""
+        for checkpoint in self.learned:
+            label = learned_label(checkpoint)
+            options = {"checkpoint": checkpoint}
+            if label in self.optimizers:
+                if self.aliases.get(label) == "learned" and self.optimizer_options.get(label) == options:
+                    continue  # expanded before (a resolved config read back)
+                raise ValueError(f"learned: {checkpoint!r} is labelled {label!r}, already among optimizers")
+            self.optimizers.append(label)
+            self.aliases[label] = "learned"
+            self.optimizer_options[label] = options
 
     @property
     def tuning_seed_list(self) -> list[int]:

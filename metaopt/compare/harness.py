@@ -171,7 +171,7 @@ def _check_builds(name: str, registered: str, options: dict[str, Any], lr: float
     """Build optimizer ``name`` once on a throw-away parameter; a clear :class:`ConfigError` if it cannot be built."""
     probe = [torch.zeros(1, requires_grad=True)]
     try:
-        make_optimizer(registered, probe, lr=lr, **options)
+        make_optimizer(registered, probe, lr=lr, **get_optimizer_spec(registered).with_horizon(options, 1))
     except (TypeError, ValueError) as exc:  # CheckpointError is a ValueError
         raise ConfigError(f"optimizer {name!r} cannot be built with its optimizer_options: {exc}") from None
 

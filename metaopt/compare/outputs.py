@@ -26,5 +26,5 @@ def write_outputs(run: Run, cfg: CompareConfig, tasks: list[TaskResult]) -> None
     plots = run.subdir("plots")
     for task in tasks:
         save_figure(plot_task(task, cfg.reference), plots / f"{task.label}.png")
-    write_tensorboard(run.path / "tb", tasks, to_yaml(cfg), report)
+    write_tensorboard(run.path / "tb", tasks, to_yaml(cfg), report, cfg.reference)
     run.write_text("report.md", report)

@@ -16,9 +16,17 @@ from typing import Any
 
 from metaopt.compare.config import CompareConfig
 from metaopt.compare.results import OptimizerResult, TaskResult
-from metaopt.compare.stats import TargetResult
+from metaopt.compare.stats import TargetResult, iqm
 
-__all__ = ["csv_text", "curve_rows", "render_report", "result_rows", "results_table", "tuning_rows"]
+__all__ = [
+    "csv_text",
+    "curve_rows",
+    "render_report",
+    "result_rows",
+    "results_table",
+    "summary_table",
+    "tuning_rows",
+]
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -57,7 +65,8 @@ def _target_name(task: TaskResult, target: float, cfg: CompareConfig) -> str:
 
 def results_table(task: TaskResult, cfg: CompareConfig) -> str:
     """The main Markdown table of one task: one row per optimizer."""
-    header = ["optimizer", "lr", "final train loss", "final eval loss", f"Δ final vs {cfg.reference}, paired (wins)"]
+    header = ["optimizer", "lr", "final train loss", "final eval loss", f"Δ final vs {cfg.reference}, paired (wins)",
+              f"Δ eval vs {cfg.reference}, paired (wins)", f"speed-up ({cfg.reference}-equivalent steps)"]  # fmt: skip
     for target in task.targets:
         name = _target_name(task, target, cfg)
         header += [f"steps to ≤ {name} (seeds)", "speed-up"]
@@ -67,7 +76,13 @@ def results_table(task: TaskResult, cfg: CompareConfig) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in task.optimizers:
         paired = f"{row.paired.difference} ({row.paired.wins}/{row.paired.difference.n})" if row.paired else "–"
-        cells = [row.optimizer, _lr_text(row), str(row.final), str(row.eval_loss), paired]
+        paired_eval = (
+            f"{row.paired_eval.difference} ({row.paired_eval.wins}/{row.paired_eval.difference.n})"
+            if row.paired_eval
+            else "–"
+        )
+        speedup = "–" if row.speedup is None else f"{row.speedup:.3g}×"
+        cells = [row.optimizer, _lr_text(row), str(row.final), str(row.eval_loss), paired, paired_eval, speedup]
         for reached in row.targets:
             cells += [_steps_text(reached), reached.speedup_text]
         if cfg.timing:
@@ -96,6 +111,55 @@ def _tuning_table(task: TaskResult, cfg: CompareConfig) -> str:
     return "\n".join(lines)
 
 
+def summary_table(tasks: Sequence[TaskResult], cfg: CompareConfig) -> str:
+    """One row per optimizer across all tasks: where it beats the reference, its speed-ups' IQM, its divergences."""
+    header = [
+        "optimizer",
+        f"tasks: lower train loss than {cfg.reference}",
+        f"tasks: lower eval loss than {cfg.reference}",
+        "paired wins, train (eval)",
+        f"speed-up IQM ({cfg.reference}-equivalent steps)",
+        "speed-up min – max",
+        "tasks with a diverged eval run",
+        "diverged eval runs",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for name in cfg.optimizers:
+        rows = [(task, row) for task in tasks for row in task.optimizers if row.optimizer == name]
+        refs = {task.label: r for task in tasks for r in task.optimizers if r.optimizer == cfg.reference}
+        train_better = eval_better = compared = wins = wins_eval = pairs = 0
+        speedups: list[float] = []
+        diverged_tasks = diverged_runs = 0
+        for task, row in rows:
+            diverged_runs += row.diverged
+            diverged_tasks += row.diverged > 0 or (row.tuning is not None and row.tuning.chosen is None)
+            # a task where no run finished counts as a loss and a speed-up of 0
+            speedups.append(0.0 if row.speedup is None else row.speedup)
+            ref = refs.get(task.label)
+            if name == cfg.reference or ref is None:
+                continue
+            compared += 1
+            train_better += row.final.n > 0 and (ref.final.n == 0 or row.final.mean < ref.final.mean)
+            eval_better += row.eval_loss.n > 0 and (ref.eval_loss.n == 0 or row.eval_loss.mean < ref.eval_loss.mean)
+            if row.paired:
+                wins, pairs = wins + row.paired.wins, pairs + row.paired.difference.n
+            if row.paired_eval:
+                wins_eval += row.paired_eval.wins
+        is_reference = name == cfg.reference
+        cells = [
+            name,
+            "(reference)" if is_reference else f"{train_better}/{compared}",
+            "(reference)" if is_reference else f"{eval_better}/{compared}",
+            "(reference)" if is_reference else f"{wins} ({wins_eval}) of {pairs}",
+            _num(iqm(speedups), 3) + "×" if speedups else "–",
+            f"{min(speedups):.3g}× – {max(speedups):.3g}×" if speedups else "–",
+            f"{diverged_tasks}/{len(rows)}",
+            f"{diverged_runs}/{sum(row.seeds for _, row in rows)}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _conventions(cfg: CompareConfig) -> str:
     tune, evaluation = cfg.tuning_seed_list, cfg.eval_seed_list
     grid = ", ".join(f"{lr:.3g}" for lr in cfg.lr_grid)
@@ -117,7 +181,12 @@ def _conventions(cfg: CompareConfig) -> str:
         f" counted in the last column. Steps to reach a loss: first step where the *mean* curve is at or below it"
         f" (in brackets, seeds whose own curve gets there). Speed-up = {cfg.reference}'s steps / the optimizer's"
         f" steps (>x: {cfg.reference} never got there, so horizon / steps is a lower bound). Paired Δ: final loss"
-        f" minus {cfg.reference}'s on the same seed (negative is better; wins = seeds with a lower loss).{timing}"
+        f" minus {cfg.reference}'s on the same seed (negative is better; wins = seeds with a lower loss); the same"
+        f" for the eval loss. Speed-up in {cfg.reference}-equivalent steps: if the optimizer's mean final loss is at"
+        f" or below {cfg.reference}'s, {cfg.reference}'s steps to reach its own final loss / the optimizer's steps to"
+        f" reach it; otherwise {cfg.reference}'s steps to reach the optimizer's final loss / the horizon (below 1×)."
+        f" Across tasks: its interquartile mean (IQM, the middle half of the tasks; a task with no finished run"
+        f" counts 0×).{timing}"
     )
 
 
@@ -134,6 +203,8 @@ def render_report(cfg: CompareConfig, tasks: Sequence[TaskResult], *, level: int
     section, entry = "#" * (level + 1), "#" * (level + 2)
     parts = [f"{'#' * level} Optimizer comparison: {', '.join(cfg.optimizers)}"] if title else []
     parts += ["", _conventions(cfg)]
+    if len(tasks) > 1:
+        parts += ["", f"{section} Across tasks", "", summary_table(tasks, cfg)]
     for heading, held_out in (("In-distribution tasks", False), ("Held-out tasks", True)):
         group = [task for task in tasks if task.config.held_out == held_out]
         if not group:
@@ -178,6 +249,10 @@ def result_rows(cfg: CompareConfig, tasks: Sequence[TaskResult]) -> list[dict[st
                 "paired_diff_ci95": row.paired.difference.half if row.paired else None,
                 "paired_wins": row.paired.wins if row.paired else None,
                 "paired_seeds": row.paired.difference.n if row.paired else None,
+                "paired_eval_diff_mean": row.paired_eval.difference.mean if row.paired_eval else None,
+                "paired_eval_diff_ci95": row.paired_eval.difference.half if row.paired_eval else None,
+                "paired_eval_wins": row.paired_eval.wins if row.paired_eval else None,
+                "equivalent_speedup": row.speedup,
             }
             for i in range(width):
                 target = row.targets[i] if i < len(row.targets) else None

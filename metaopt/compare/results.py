@@ -21,6 +21,7 @@ from metaopt.compare.stats import (
     TargetResult,
     Tuning,
     choose_lr,
+    equivalent_speedup,
     final_loss,
     interval,
     paired_difference,
@@ -116,6 +117,12 @@ class OptimizerResult:
     """Median wall time of one step in a plain loop (one evaluation seed); None when not measured."""
     batched_seconds_per_run_step: float | None
     """Wall time of the batched evaluation chunk(s) / (runs x steps); None for the plain path or when not measured."""
+    eval_by_seed: np.ndarray | None = None
+    """``(seeds,)`` evaluation loss per evaluation seed, NaN where the run diverged."""
+    paired_eval: Paired | None = None
+    """Paired evaluation-loss difference to the reference (None for the reference itself or without one)."""
+    speedup: float | None = None
+    """Reference-equivalent speed-up (:func:`~metaopt.compare.stats.equivalent_speedup`); None without curves."""
 
     @property
     def curve_interval(self) -> tuple[np.ndarray, np.ndarray]:
@@ -148,6 +155,8 @@ class _Evaluation:
     finals: np.ndarray
     diverged: int
     eval_losses: np.ndarray
+    eval_by_seed: np.ndarray
+    """``(seeds,)`` evaluation loss per evaluation seed, NaN where the run diverged (for pairing)."""
 
     @property
     def mean_curve(self) -> np.ndarray:
@@ -158,20 +167,24 @@ def _evaluation(cfg: CompareConfig, label: str, name: str, records: Records, tun
     tuning = tuning_of(records, cfg, label, name) if tunable else None
     steps = cfg.tasks[label].steps
     if tuning is not None and tuning.chosen is None:  # nothing stable on the grid: no evaluation runs
-        return _Evaluation(tuning, np.empty((0, steps)), np.empty(0), 0, np.empty(0))
+        return _Evaluation(tuning, np.empty((0, steps)), np.empty(0), 0, np.empty(0), np.empty(0))
     lr = tuning.chosen if tuning is not None else None
-    curves, finals, eval_losses, diverged = [], [], [], 0
+    curves, finals, eval_losses, by_seed, diverged = [], [], [], [], 0
     for seed in cfg.eval_seed_list:
         losses, div, eval_loss = records.run_curve(("eval", label, name, lr, seed))
         if div:
             diverged += 1
             finals.append(math.nan)
+            by_seed.append(math.nan)
             continue
         curves.append(losses)
         finals.append(final_loss(losses, cfg.final_window))
         eval_losses.append(eval_loss)
+        by_seed.append(eval_loss)
     curve_array = np.asarray(curves, dtype=np.float64).reshape(len(curves), steps)
-    return _Evaluation(tuning, curve_array, np.asarray(finals), diverged, np.asarray(eval_losses))
+    return _Evaluation(
+        tuning, curve_array, np.asarray(finals), diverged, np.asarray(eval_losses), np.asarray(by_seed, dtype=float)
+    )
 
 
 def task_results(
@@ -218,6 +231,17 @@ def task_results(
                 paired=paired_difference(ev.finals, reference.finals) if compare_to_reference and reference else None,
                 seconds_per_step=records.timings.get((label, name)) if cfg.timing else None,
                 batched_seconds_per_run_step=batched_time if cfg.timing and paths[name] == "batched" else None,
+                eval_by_seed=ev.eval_by_seed,
+                paired_eval=(
+                    paired_difference(ev.eval_by_seed, reference.eval_by_seed)
+                    if compare_to_reference and reference
+                    else None
+                ),
+                speedup=(
+                    equivalent_speedup(ev.curves, reference.mean_curve, task_cfg.steps, cfg.final_window)
+                    if reference is not None
+                    else None
+                ),
             )
         )
     return TaskResult(label, task_cfg, tuple(targets), from_reference, tuple(rows))

@@ -28,7 +28,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from envs.fit import fit
 from envs.functional import FunctionalOptimizer, Params
-from envs.optim import make_optimizer
+from envs.optim import get_optimizer_spec, make_optimizer
 from envs.task import Batch, Task
 
 __all__ = ["RunResult", "RunSpec", "run_batched", "run_plain"]
@@ -70,7 +70,8 @@ def run_plain(task: Task, run: RunSpec, steps: int, optimizer: str, options: dic
     """
     problem = task.instance(run.seed)
     model = problem.init_model(run.seed)
-    opt = make_optimizer(optimizer, model.parameters(), lr=run.lr, **(options or {}))
+    options = get_optimizer_spec(optimizer).with_horizon(dict(options or {}), steps)
+    opt = make_optimizer(optimizer, model.parameters(), lr=run.lr, **options)
     result = fit(problem, run.seed, model=model, optimizer=opt, steps=steps)
     return RunResult(result.losses, result.eval_metrics["loss"], result.diverged, tuple(result.step_seconds))
 
@@ -122,6 +123,7 @@ def run_batched(task: Task, runs: Sequence[RunSpec], steps: int, optimizer: Func
         return []
     if any(run.lr is None for run in runs):
         raise ValueError("batched runs need a learning rate for every run")
+    optimizer = optimizer.with_horizon(steps)
     seeds = list(dict.fromkeys(run.seed for run in runs))
     problems = [task.instance(seed) for seed in seeds]
     models = [problem.init_model(seed) for problem, seed in zip(problems, seeds)]

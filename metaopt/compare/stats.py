@@ -13,7 +13,11 @@ Pure functions over arrays. Conventions, also stated in every report:
   reference steps / optimizer steps; when only the optimizer gets there within the horizon, ``horizon / steps`` is a
   lower bound.
 - *paired difference*: final loss minus the reference optimizer's on the same evaluation seed, with its t-interval;
-  pairing removes the seed-to-seed spread that dominates problem families such as the quadratics.
+  pairing removes the seed-to-seed spread that dominates problem families such as the quadratics. The same pairing
+  applies to the evaluation-set loss of the final weights (overfitting shows as a lower training but higher
+  evaluation loss).
+- *reference-equivalent speed-up*: how many times fewer steps the optimizer needs than the reference for the same
+  training loss (:func:`equivalent_speedup`); summarised across tasks by its interquartile mean (:func:`iqm`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ __all__ = [
     "TargetResult",
     "Tuning",
     "choose_lr",
+    "equivalent_speedup",
     "final_loss",
+    "iqm",
     "paired_difference",
     "reach_target",
     "steps_to_reach",
@@ -201,3 +207,43 @@ def paired_difference(finals: np.ndarray, reference_finals: np.ndarray) -> Paire
     both = np.isfinite(a) & np.isfinite(b)
     diff = a[both] - b[both]
     return Paired(interval(diff), int((diff < 0).sum()))
+
+
+def equivalent_speedup(curves: np.ndarray, reference_curve: np.ndarray, horizon: int, window: int) -> float | None:
+    """Speed-up over the reference in reference-equivalent steps (the speed-up measure of VeLO and Celo).
+
+    With ``L`` this optimizer's mean final loss (mean curve over the last ``window`` steps) and ``L_ref`` the
+    reference's: when ``L <= L_ref``, reference steps to reach ``L_ref`` / this optimizer's steps to reach it (at
+    least 1 step each); otherwise the reference's steps to reach ``L`` / ``horizon`` (below 1: the reference got as far
+    in fewer steps). None without curves (every run diverged, or no learning rate was stable).
+
+    Args:
+        curves: ``(N, T)`` training-loss curves of the non-diverged evaluation seeds.
+        reference_curve: the reference's mean curve ``(T,)``.
+        horizon: steps of every run.
+        window: steps averaged into a final loss.
+    """
+    curves = np.asarray(curves, dtype=np.float64)
+    reference_curve = np.asarray(reference_curve, dtype=np.float64)
+    if not curves.shape[0] or not len(reference_curve):
+        return None
+    mean = curves.mean(axis=0)
+    final, reference_final = final_loss(mean, window), final_loss(reference_curve, window)
+    if final <= reference_final:
+        mine = steps_to_reach(mean, reference_final)
+        theirs = steps_to_reach(reference_curve, reference_final)
+        return max(theirs if theirs is not None else horizon, 1) / max(mine if mine is not None else horizon, 1)
+    theirs = steps_to_reach(reference_curve, final)
+    return max(theirs if theirs is not None else horizon, 1) / horizon
+
+
+def iqm(values: Sequence[float]) -> float:
+    """Interquartile mean: the mean of the middle half of the sorted values (Agarwal et al., 2021); NaN if empty.
+
+    With ``n`` values, ``n // 4`` are cut from each end (all of them kept below four values).
+    """
+    array = np.sort(np.asarray(values, dtype=np.float64))
+    if not array.size:
+        return math.nan
+    cut = array.size // 4
+    return float(array[cut : array.size - cut].mean())
