@@ -74,7 +74,8 @@ def test_copies_continue_bit_for_bit(name: str, how: str) -> None:
     _train(model, opt, 2)
     opt.skipped_steps = 3  # a counter the copy must keep
     opt.report_loss(1.0)
-    copied_model, copied = copy.deepcopy((model, opt)) if how == "deepcopy" else pickle.loads(pickle.dumps((model, opt)))
+    pair = (model, opt)
+    copied_model, copied = copy.deepcopy(pair) if how == "deepcopy" else pickle.loads(pickle.dumps(pair))
     assert copied.rule is not opt.rule and copied.skipped_steps == 3 and copied.first_loss == 1.0
     for mine, theirs in zip(opt.rule.state_dict().values(), copied.rule.state_dict().values()):
         assert torch.equal(mine, theirs)

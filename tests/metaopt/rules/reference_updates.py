@@ -75,7 +75,8 @@ def compute(name: str) -> dict[str, torch.Tensor]:
             diffopt.step(_loss(fmodel, batch))
         grads = torch.autograd.grad(_loss(fmodel, batches[4]), list(learned.parameters()))
     learned.requires_grad_(False)
-    return {"params": torch.stack(after), "twin": torch.stack(twin), "meta_grad": torch.cat([g.reshape(-1) for g in grads])}
+    meta_grad = torch.cat([g.reshape(-1) for g in grads])
+    return {"params": torch.stack(after), "twin": torch.stack(twin), "meta_grad": meta_grad}
 
 
 if __name__ == "__main__":
