@@ -168,12 +168,57 @@ class PerParameterMLP(LearnedRule):
     def step(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
         layout = self._layout(params, grads)
         hidden, new_state = self._inputs(grads, state, params, layout)
+        scalars = layout.scalars(self.config)
+        if not torch.is_grad_enabled():  # the drop-in step: in cache-sized blocks of coordinates, biases folded
+            return self._blocked_update(hidden, scalars), new_state
         # feature-major (F, N): each layer is one product W @ h, the fastest layout when N >> F
         for layer in self._linears:
             hidden = torch.addmm(layer.bias[:, None], layer.weight, hidden).relu_()
         direction, magnitude = torch.addmm(self.readout.bias[:, None], self.readout.weight, hidden).unbind()
-        scalars = layout.scalars(self.config)
         return direction * torch.exp(magnitude * scalars.exp_mult) * scalars.step_mult, new_state
+
+    def _blocked_update(self, inputs: Tensor, scalars: _Scalars) -> Tensor:
+        """The MLP's update ``(N,)`` of ``inputs: (F, N)``, ``_BLOCK`` coordinates at a time (no autograd).
+
+        Each block's activations stay in the cache between the layers (the unblocked products write and read
+        ``(H, N)`` from memory, and the broadcast bias is a further ``(H, N)`` copy per layer); each bias is folded
+        into its product as the last column of the weight against a row of ones below the block's inputs, which
+        ReLU keeps, so a layer is one ``mm`` into a buffer reused by every block.
+        """
+        weights = self._folded_weights(inputs.dtype)
+        num_features, num = inputs.shape
+        update = inputs.new_empty(num)
+        block = min(_BLOCK, num)
+        buffers = [inputs.new_empty(w.shape[1], block) for w in weights]  # (in + 1, block): the rows of ones last
+        for buffer in buffers:
+            buffer[-1].fill_(1.0)
+        readout = inputs.new_empty(2, block)
+        for start in range(0, num, block):
+            stop = min(start + block, num)
+            if stop - start < block:  # the last, shorter block: buffers of its width
+                block = stop - start
+                buffers = [buffer[:, :block].clone() for buffer in buffers]
+                readout = readout[:, :block].clone()
+            buffers[0][:num_features].copy_(inputs[:, start:stop])
+            for weight, source, target in zip(weights[:-1], buffers[:-1], buffers[1:]):
+                torch.mm(weight, source, out=target[:-1]).relu_()
+            torch.mm(weights[-1], buffers[-1], out=readout)
+            direction, magnitude = readout.unbind()
+            torch.mul(direction, magnitude.mul_(scalars.exp_mult).exp_(), out=update[start:stop])
+        return update.mul_(scalars.step_mult)
+
+    def _folded_weights(self, dtype: torch.dtype) -> list[Tensor]:
+        """Each layer's ``[W | b]`` (hidden layers, then the readout), in ``dtype``; rebuilt when a weight changes."""
+        layers = [*self._linears, self.readout]
+        first = layers[0].weight
+        stamps = [(layer.weight._version, layer.bias._version) for layer in layers]
+        versions = (dtype, first.dtype, first.device, *stamps)
+        folded = self.__dict__.get("_folded")
+        if folded is None or folded[0] != versions or folded[2] is not layers[0].weight:
+            with torch.no_grad():
+                weights = [torch.cat([layer.weight, layer.bias[:, None]], dim=1).to(dtype) for layer in layers]
+            folded = self.__dict__["_folded"] = (versions, weights, layers[0].weight)
+        return folded[1]
 
     def _inputs(self, grads: Tensor, state: dict, params: Sequence[Tensor], layout: _Layout) -> tuple[Tensor, dict]:
         """``(features (F, N), new_state)``: the features feature-major, in the order of the module docstring.
@@ -258,6 +303,9 @@ def _factored_shape(param: Tensor | tuple[int, ...]) -> tuple[int, int]:
         return 0, 0
     return int(shape[0]), int(math.prod(shape[1:]))
 
+
+_BLOCK = 2048
+"""Coordinates per block of the drop-in step's MLP: its activations, (H + 1) * _BLOCK floats a layer, stay in cache."""
 
 _DENSE_AVERAGE_LIMIT = 2**20
 """Largest N * T for which per-tensor means are one product with a dense (T, N) averaging matrix (4 MB in float32)."""
