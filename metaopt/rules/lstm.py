@@ -170,8 +170,9 @@ class CoordinateLSTM(LearnedRule):
         return update.mul_(self.config.output_scale), tuple(new_state)
 
     def _folded_weights(self, dtype: torch.dtype) -> tuple[list[Tensor], Tensor]:
-        """Per layer ``[W_ih | W_hh | b_ih + b_hh]`` ``(4H, F + H + 1)``, its gate rows ordered i, f, o, g, and the
-        readout's ``[w, b]``, in ``dtype``; rebuilt when a weight changes (its version), moves or changes dtype.
+        """Each layer's ``[W_ih | W_hh | b_ih + b_hh]`` ``(4H, F + H + 1)`` and the readout's ``[w, b]``, in ``dtype``.
+
+        The gate rows are ordered i, f, o, g; rebuilt when a weight changes (its version), moves or changes dtype.
         """
         tensors = [*self.parameters()]
         stamps = (dtype, tensors[0].dtype, tensors[0].device, *[t._version for t in tensors])
@@ -193,7 +194,7 @@ class CoordinateLSTM(LearnedRule):
 
 
 _BLOCK = 1024
-"""Coordinates per block of the drop-in step: a layer's inputs and gates, (F + 5H + 1) * _BLOCK floats, stay in cache."""
+"""Coordinates per block of the drop-in step: a layer's inputs and gates, (F + 7H + 1) * _BLOCK floats, stay cached."""
 
 
 def initial_state(net: CoordinateLSTM, rows: int, *, device: torch.device | None = None) -> LSTMState:

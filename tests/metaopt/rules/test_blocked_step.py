@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from metaopt.rules import make_rule
 from metaopt.rules import lstm as lstm_module
+from metaopt.rules import make_rule
 from metaopt.rules import mlp as mlp_module
 
 
