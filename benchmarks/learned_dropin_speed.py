@@ -133,6 +133,11 @@ def main() -> None:
             emit(row)
 
 
+def learned_maker(rule: LearnedRule) -> Maker:
+    """``LearnedOptimizer`` over ``rule`` (shared by every model it is made for)."""
+    return lambda params: LearnedOptimizer(params, rule=rule)
+
+
 def measure(
     size: int, rules: dict[str, LearnedRule], flops: dict[str, float], args: argparse.Namespace, device: torch.device
 ) -> list[dict[str, object]]:
@@ -142,7 +147,7 @@ def measure(
     steps = int(min(200, max(3, args.budget // count)))
     makers: dict[str, Maker] = {"adam": lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True)}
     for name, rule in rules.items():
-        makers[name] = lambda params, rule=rule: LearnedOptimizer(params, rule=rule)
+        makers[name] = learned_maker(rule)
     source = torch.randn(max(count, 1 << 22), device=device)  # at least 16 MB: past the caches
     target = torch.empty_like(source)
     widths = {rule_width(rule) for rule in rules.values()}

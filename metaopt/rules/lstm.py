@@ -187,6 +187,7 @@ class CoordinateLSTM(LearnedRule):
                     .to(dtype)
                     .contiguous()
                     for cell in self.cells
+                    if isinstance(cell, nn.LSTMCell)
                 ]
                 readout = torch.cat([self.readout.weight[0], self.readout.bias]).to(dtype)
             folded = self.__dict__["_folded"] = (stamps, (weights, readout), tensors[0])
