@@ -357,6 +357,63 @@ MUTANTS: list[Mutant] = [
         "differences[pair] = _finite_difference(signed[0], 0.0)",
         ("tests/metaopt/test_es.py",),
     ),
+    # -- the drop-in step's blocked paths and the optimizer contract (compile, copies, dtypes, divergence watch) ----
+    M(
+        "blocked LSTM step orders the folded gates as nn.LSTMCell does (i, f, g, o) while reading i, f, o, g",
+        "metaopt/rules/lstm.py",
+        "torch.arange(3 * hidden, 4 * hidden),\n",
+        "torch.arange(2 * hidden, 3 * hidden),\n",
+        ("tests/metaopt/rules/test_blocked_step.py",),
+    ),
+    M(
+        "blocked LSTM step drops the hidden-to-hidden bias",
+        "metaopt/rules/lstm.py",
+        "(cell.bias_ih + cell.bias_hh)[:, None]",
+        "cell.bias_ih[:, None]",
+        ("tests/metaopt/rules/test_blocked_step.py",),
+    ),
+    M(
+        "blocked MLP step misses the progress features",
+        "metaopt/rules/mlp.py",
+        "torch.index_select(progress, 1, ids, out=buffers[0][num_raw:num_features])",
+        "buffers[0][num_raw:num_features].zero_()",
+        ("tests/metaopt/rules/test_blocked_step.py",),
+    ),
+    M(
+        "blocked MLP step keeps folded weights after the rule's weights change",
+        "metaopt/rules/mlp.py",
+        "if folded is None or folded[0] != versions or folded[2] is not layers[0].weight:",
+        "if folded is None:",
+        ("tests/metaopt/rules/test_blocked_step.py", "tests/metaopt/test_shell_contract.py"),
+    ),
+    M(
+        "the step is traced by torch.compile",
+        "metaopt/shells.py",
+        "    @torch.compiler.disable(recursive=True)\n",
+        "",
+        ("tests/metaopt/test_shell_contract.py",),
+    ),
+    M(
+        "copies lose the skipped-step counter",
+        "metaopt/shells.py",
+        'for key in ("rule", "skipped_steps", "divergence_ratio", "first_loss", "diverged"):',
+        'for key in ("rule", "divergence_ratio", "first_loss", "diverged"):',
+        ("tests/metaopt/test_shell_contract.py",),
+    ),
+    M(
+        "float64 parameters stepped in float32",
+        "metaopt/shells.py",
+        "                dtype = torch.float64\n",
+        "                dtype = rule.dtype\n",
+        ("tests/metaopt/test_shell_contract.py",),
+    ),
+    M(
+        "divergence watch compares with the ratio ignored",
+        "metaopt/shells.py",
+        "value > self.divergence_ratio * max(abs(self.first_loss), 1e-12)",
+        "value > max(abs(self.first_loss), 1e-12)",
+        ("tests/metaopt/test_shell_contract.py",),
+    ),
 ]
 
 
