@@ -60,9 +60,10 @@ def test_blocks_are_smaller_than_the_test_model() -> None:
     assert 9157 % lstm_module._BLOCK
 
 
-def test_blocked_step_follows_in_place_changes_of_the_weights() -> None:
+@pytest.mark.parametrize("name", ["mlp", "lstm"])
+def test_blocked_step_follows_in_place_changes_of_the_weights(name: str) -> None:
     torch.manual_seed(0)
-    rule = make_rule("lstm", {})
+    rule = make_rule(name, {})
     params = _params(torch.float32)
     grads = torch.randn(sum(p.numel() for p in params))
     state = rule.join([rule.init_state(p) for p in params])
