@@ -139,7 +139,7 @@ class CoordinateLSTM(LearnedRule):
         weights, readout = self._folded_weights(features.dtype)
         new_state = [torch.empty_like(part) for part in state]
         update = features.new_empty(num)
-        block = min(_BLOCK, num)
+        block = min(_BLOCK if features.device.type == "cpu" else _DEVICE_BLOCK, num)
         sources = [features.new_empty(w.shape[1], block) for w in weights] + [features.new_empty(hidden + 1, block)]
         for source in sources:
             source[-1].fill_(1.0)
@@ -196,6 +196,9 @@ class CoordinateLSTM(LearnedRule):
 
 _BLOCK = 1024
 """Coordinates per block of the drop-in step: a layer's inputs and gates, (F + 7H + 1) * _BLOCK floats, stay cached."""
+
+_DEVICE_BLOCK = 1 << 20
+"""Coordinates per block on an accelerator, where a block costs kernel launches and no cache is to be kept."""
 
 
 def initial_state(net: CoordinateLSTM, rows: int, *, device: torch.device | None = None) -> LSTMState:

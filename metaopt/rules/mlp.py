@@ -204,7 +204,7 @@ class PerParameterMLP(LearnedRule):
         num_features = num_raw + progress.shape[0]
         inputs = raw
         update = inputs.new_empty(num)
-        block = min(_BLOCK, num)
+        block = min(_BLOCK if raw.device.type == "cpu" else _DEVICE_BLOCK, num)
         buffers = [inputs.new_empty(w.shape[1], block) for w in weights]  # (in + 1, block): the rows of ones last
         for buffer in buffers:
             buffer[-1].fill_(1.0)
@@ -332,6 +332,9 @@ def _factored_shape(param: Tensor | tuple[int, ...]) -> tuple[int, int]:
 
 _BLOCK = 2048
 """Coordinates per block of the drop-in step's MLP: its activations, (H + 1) * _BLOCK floats a layer, stay in cache."""
+
+_DEVICE_BLOCK = 1 << 20
+"""Coordinates per block on an accelerator, where a block costs kernel launches and no cache is to be kept."""
 
 _DENSE_AVERAGE_LIMIT = 2**20
 """Largest N * T for which per-tensor means are one product with a dense (T, N) averaging matrix (4 MB in float32)."""
