@@ -55,12 +55,10 @@ def build_model(width: int, device: torch.device) -> nn.Module:
 
 
 def make_named_rule(name: str, device: torch.device) -> LearnedRule:
-    """A registered rule with default options, or a shipped rule by name; exits 2 naming the valid names."""
+    """A registered rule with default options, or a shipped rule by name (a registered name wins)."""
     if name in list_rules():
         return make_rule(name, {}).to(device)
-    if name in list_pretrained():
-        return load_net(name).to(device)
-    raise SystemExit(f"--rules: unknown rule {name!r}; valid: {', '.join(list_rules() + list_pretrained())}")
+    return load_net(name).to(device)
 
 
 def timed(width: int, make: Maker, steps: int, batch: int, device: torch.device) -> tuple[float, float, float]:
@@ -124,8 +122,14 @@ def main() -> None:
         if getattr(args, key) < 1:
             parser.error(f"--{key} must be >= 1, got {getattr(args, key)}")
     sizes = args.sizes or [1500, 10_000, 100_000, 1_000_000] + ([10_000_000] if device.type == "cuda" else [])
+    if args.budget <= 0:
+        parser.error(f"--budget must be > 0, got {args.budget}")
     if min(sizes) < 100:
         parser.error(f"--sizes must be >= 100 parameters, got {min(sizes)}")
+    valid = list_rules() + list_pretrained()
+    unknown = [name for name in args.rules if name not in valid]
+    if unknown:
+        parser.error(f"--rules: unknown rule(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
     rules = {name: make_named_rule(name, device) for name in args.rules}
     flops = {name: rule_flop_per_param(rule, device) for name, rule in rules.items()}
     for size in sizes:
