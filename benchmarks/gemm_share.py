@@ -1,7 +1,11 @@
 """Share of the machine's GEMM peak that the batched DSS paths reach, for each ParamSpace strategy.
 
-The peak is a large square matmul (``--peak-size``, default 2048) at the same thread count and dtype, timed in the
-same alternating rounds as the variants (a busy machine slows both alike). For each task
+The peak is many short square products (``--peak-products`` of side ``--peak-size``, default 32 of 256) at the same
+thread count and dtype, timed right before every timed variant in the same alternating rounds (a busy machine slows
+both alike, and one long product is no longer one sample that a neighbour's burst can shrink or inflate); the best
+sample is the peak. The share is flagged as meaningless (``share_meaningful: false`` and ``share_warning`` saying
+why, also on stderr) when the 1-minute load average exceeds the number of cores, when the median peak sample is
+more than 1.5 times the best (the machine's speed changed during the rounds), or when a share exceeds 1. For each task
 (default ``digits_mlp`` and ``poly_quadratic``) and strategy (``loop``, ``vmap``, ``bmm``, and ``bmm`` with autograd
 over its batched forward instead of its hand-written backward), on ``--models`` perturbed copies of one model and one
 training batch, it times, alternating the variants in one process (best of ``--repeats`` rounds):
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -48,21 +54,36 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=64, help="models in the batch (M)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds; the best of them is kept")
     parser.add_argument("--calls", type=int, default=5, help="calls per timing")
-    parser.add_argument("--peak-size", type=int, default=2048, help="side of the square matmul measuring the peak")
+    parser.add_argument("--peak-size", type=int, default=256, help="side of the short square products of the peak")
+    parser.add_argument("--peak-products", type=int, default=32, help="products per peak sample")
     args = parser.parse_args()
+    for key in ("models", "repeats", "calls", "peak_size", "peak_products"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
     device = parse_device(parser, args.device)
     for name in args.tasks:
         task = envs.make_task(name, device=device)
-        for row in measure(task, args.models, args.repeats, args.calls, device, args.peak_size):
-            emit({**row, "load_average": os.getloadavg(), **machine()})
+        rows = measure(task, args.models, args.repeats, args.calls, device, args.peak_size, args.peak_products)
+        for row in rows:
+            if row["share_warning"]:
+                print(f"gemm_share: {task.name} {row['variant']}: {row['share_warning']}", file=sys.stderr)
+            emit({**row, **machine()})
 
 
 def measure(
-    task: envs.Task, models: int, repeats: int, calls: int, device: torch.device, peak_size: int = 2048
+    task: envs.Task,
+    models: int,
+    repeats: int,
+    calls: int,
+    device: torch.device,
+    peak_size: int = 256,
+    peak_products: int = 32,
 ) -> list[dict[str, object]]:
     """Best seconds per call of the three measurements for every variant, timed alternately, with FLOP/s and share.
 
-    The GEMM peak is timed in the same rounds, so that a busy machine slows both alike.
+    The GEMM peak (``peak_products`` products of side ``peak_size``) is timed before every measurement in the same
+    rounds, so that a busy machine slows both alike; whether the share means anything is judged from the load and
+    the spread of the peak samples (see the module docstring).
     """
     spaces = {v: ParamSpace(task, strategy="bmm" if v.startswith("bmm") else v) for v in VARIANTS}
     plan = mlp_plan(task.init_model(0), spaces["loop"].names, task)
@@ -72,14 +93,25 @@ def measure(
     batch = next(task.batches(0))
     work = {v: _work(spaces[v], plan, thetas, batch, autograd=v == "bmm_autograd") for v in VARIANTS}
     a, b = (torch.randn(peak_size, peak_size, device=device, dtype=task.dtype) for _ in range(2))
-    work["peak"] = {"matmul": lambda: a @ b}
+    out = torch.empty_like(a)
+
+    def peak_sample() -> float:
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(peak_products):
+            torch.mm(a, b, out=out)
+        sync(device)
+        return (time.perf_counter() - start) / peak_products
+
     best = {(v, k): float("inf") for v, fns in work.items() for k in fns}
     for fns in work.values():
         for fn in fns.values():
             fn()  # warm up
+    peak_samples = [peak_sample()]
     for _ in range(repeats):
         for variant, fns in work.items():
             for key, fn in fns.items():
+                peak_samples.append(peak_sample())
                 sync(device)
                 start = time.perf_counter()
                 for _ in range(calls):
@@ -89,18 +121,32 @@ def measure(
     examples = int(batch[0].reshape(-1, batch[0].shape[-1]).shape[0])
     flops = {"loss": plan.matmul_flops(examples, backward=False) * models}
     flops["value_and_grad"] = flops["bead_step"] = plan.matmul_flops(examples, backward=True) * models
-    peak = 2 * peak_size**3 / best["peak", "matmul"] / 1e9
+    peak = 2 * peak_size**3 / min(peak_samples[1:]) / 1e9
+    spread = statistics.median(peak_samples[1:]) / min(peak_samples[1:])
+    load = os.getloadavg()
+    reasons = []
+    if load[0] > (os.cpu_count() or 1):
+        reasons.append(f"the load average {load[0]:.2f} exceeds the {os.cpu_count()} cores")
+    if spread > 1.5:
+        reasons.append(f"the median peak sample is {spread:.2f} times the best (the machine's speed changed)")
     rows: list[dict[str, object]] = []
     for variant in VARIANTS:
         row: dict[str, object] = {"benchmark": "gemm_share", "task": task.name, "device": str(device),
                                   "variant": variant, "models": models, "examples": examples,
-                                  "matmul_peak_gflops": peak}  # fmt: skip
+                                  "matmul_peak_gflops": peak, "peak_spread": round(spread, 3),
+                                  "load_average": load}  # fmt: skip
+        over = []
         for key in work[variant]:
             gflops = flops[key] / best[variant, key] / 1e9
             row[f"{key}_seconds"] = best[variant, key]
             row[f"{key}_gflops"] = gflops
             row[f"{key}_share_of_peak"] = gflops / peak
             row[f"{key}_speedup_over_loop"] = best["loop", key] / best[variant, key]
+            if gflops > peak:
+                over.append(f"{key} reaches {gflops / peak:.2f} of the peak")
+        warning = "; ".join(reasons + over)
+        row["share_meaningful"] = not warning
+        row["share_warning"] = f"share not meaningful: {warning}" if warning else ""
         rows.append(row)
     return rows
 

@@ -18,7 +18,7 @@
 #   finders           the five path finders on one pair per task (capped at 10 s each)
 #   compare_sweep     the metaopt compare sweep, batched vs one run at a time (quadratic, 235 runs)
 #   learned_meta      meta-training throughput, one batched LSTM call vs one per tensor
-#   learned_dropin    learned optimizer step cost vs Adam (bundled tasks; and a size sweep from 10k to 10M parameters)
+#   learned_dropin    learned optimizer step cost vs Adam, a size sweep from 10k to 10M parameters
 #   threads           host threads 1 vs 2 with the model on the GPU
 #   distributed       whole commands: geodesics sweep, metaopt train, metaopt targets (1 rank; 2 ranks with >= 2 GPUs)
 #   census_cnn        the curvature census (metaopt census) on digits_cnn at 10 seeds, its report under $OUT/census-cnn
@@ -83,8 +83,7 @@ step finders 120 finders.py --tasks poly_cubic digits_mlp --max-seconds 10
 step compare_sweep 120 compare_sweep.py --config compare/quadratic.yaml tuning_seeds=3 eval_seeds=20
 step learned_meta 45 learned_meta_speed.py --episodes 2 --steps 100 --truncation 20
 step es_population 45 es_population.py --task digits_mlp --repeats 2
-step learned_dropin 45 learned_dropin_speed.py --tasks digits_mlp charlm --steps 100 --repeats 2
-step learned_dropin_sizes 90 learned_dropin_speed.py --sizes 10000 100000 1000000 10000000 --rules mlp lstm --repeats 2
+step learned_dropin 90 learned_dropin_speed.py --sizes 10000 100000 1000000 10000000 --rules mlp lstm --repeats 2
 step threads 30 threads.py --tasks digits_mlp digits_cnn --threads 1 2 --steps 50 --repeats 2
 step distributed 120 distributed.py --ranks 1 2 --repeats 1 --workloads sweep train targets
 

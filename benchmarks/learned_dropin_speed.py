@@ -1,51 +1,78 @@
-"""Cost of the learned optimizers in drop-in use: time per ``step()`` and per training step, relative to Adam.
+"""Cost of the learned optimizers in drop-in use across model sizes: step and training step against Adam's.
 
-Trains a task's model in a plain loop with ``torch.optim.Adam`` and with ``LearnedOptimizer`` over each learned rule
-(untrained rules of the default sizes: the cost does not depend on the weights), alternating Adam and the rules in
-``--repeats`` rounds in one process and keeping each one's best round. Prints one JSON object per task and rule, with
-the ratios, the optimizer state per coordinate, the device, the thread count and the load average. On CUDA the
-device is synchronized around every timed ``step()`` and around each timed loop.
+For each parameter count of ``--sizes`` (default 1.5k, 10k, 100k, 1M; add 10M on CUDA) a 3-layer MLP
+``64 -> w -> w -> 10`` (``w`` chosen to give about that count) is trained on fixed random batches of ``--batch`` (128)
+rows, in a plain loop (forward, backward, ``step()``), with ``torch.optim.Adam(foreach=True)`` and with
+``LearnedOptimizer`` over each rule of ``--rules`` (a registered rule name, made with its default options, or a
+shipped rule's name such as ``family-mlp-v0``; the cost does not depend on the weights). Adam and the rules alternate
+in ``--repeats`` rounds in one process and each keeps its best round, so a change in the machine's load hits all
+alike. Per size and rule one JSON line:
 
-    OMP_NUM_THREADS=1 python benchmarks/learned_dropin_speed.py [--tasks digits_mlp charlm] [--rules lstm mlp]
-        [--device cpu|cuda|auto]
+* ``step_ratio``, ``train_step_ratio``: the rule's ``step()`` and whole training step over Adam's;
+* ``adam_bandwidth_bound_ms``: Adam's step if it only moved its bytes (7 floats per parameter: read p, g, m, v,
+  write p, m, v) at the copy bandwidth measured in the same rounds, and ``adam_over_bound``;
+* ``rule_flop_per_param`` (the rule's matmul FLOP per coordinate, counted by ``torch.utils.flop_counter``),
+  ``rule_compute_bound_ms`` (those FLOP at the matmul peak measured in the same rounds: 256-row products of the rule's
+  own layer width, the shape its step multiplies) and ``rule_share`` (bound over measured step: 1 is the rule at its
+  compute bound);
+* ``state_bytes_per_param`` of the rule and of Adam; threads and load average. On CUDA the device is synchronized
+  around each timed ``step()``.
 
-With ``--sizes 1500 10000 100000 1000000`` it sweeps the parameter count instead: a 3-layer tanh MLP (64 -> w -> w ->
-10, w chosen for the count) on a fixed batch of 128, against ``torch.optim.Adam(foreach=True)``. Besides the step and
-training-step ratios it prints Adam's memory-bandwidth bound (28 bytes moved per parameter and step, at the copy
-bandwidth measured in the same process), the rule's FLOP per parameter and step (torch's FLOP counter) with the share
-of the matmul peak it achieves, and the optimizer state per parameter. Rules are chosen by their registered names
-(``--rules``), so a rule registered later is measured without a change here.
+    OMP_NUM_THREADS=1 python benchmarks/learned_dropin_speed.py [--sizes 1500 10000 100000 1000000]
+        [--rules mlp lstm] [--device cpu|cuda|auto] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import time
 from collections.abc import Callable
 
 import torch
-from common import add_device_argument, matmul_peak_gflops, parse_device, sync
+from common import add_device_argument, emit, parse_device, sync
 from torch import nn
 
-import envs
-from metaopt import LearnedOptimizer
-from metaopt.rules import make_rule
+from metaopt import LearnedOptimizer, list_pretrained, load_net
+from metaopt.rules import LearnedRule, list_rules, make_rule
+
+Maker = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+ADAM_FLOATS_MOVED = 7
+"""Floats Adam reads and writes per parameter and step (p, g, m, v in; p, m, v out)."""
 
 
-def timed(
-    task: envs.Task, make: Callable[[list[torch.Tensor]], torch.optim.Optimizer], steps: int, device: torch.device
-) -> tuple[float, float, float]:
-    """Seconds per optimizer.step() and per whole training step, and optimizer-state floats per coordinate."""
-    model = task.init_model(0)
+def width_for(params: int) -> int:
+    """Hidden width ``w`` of the 64-w-w-10 MLP whose parameter count (``w^2 + 76 w + 10``) is nearest ``params``."""
+    return max(1, round((-76 + math.sqrt(76**2 + 4 * max(params - 10, 0))) / 2))
+
+
+def build_model(width: int, device: torch.device) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)).to(
+        device
+    )
+
+
+def make_named_rule(name: str, device: torch.device) -> LearnedRule:
+    """A registered rule with default options, or a shipped rule by name (a registered name wins)."""
+    if name in list_rules():
+        return make_rule(name, {}).to(device)
+    return load_net(name).to(device)
+
+
+def timed(width: int, make: Maker, steps: int, batch: int, device: torch.device) -> tuple[float, float, float]:
+    """Seconds per ``step()`` and per training step, and the optimizer's state bytes per parameter."""
+    model = build_model(width, device)
     optimizer = make(list(model.parameters()))
-    batches = task.batches(0)
+    generator = torch.Generator(device="cpu").manual_seed(1)
+    x = torch.randn(batch, 64, generator=generator).to(device)
+    y = torch.randint(0, 10, (batch,), generator=generator).to(device)
     step_time = 0.0
     sync(device)
     started = time.perf_counter()
     for _ in range(steps):
-        loss = task.loss(model, next(batches))
+        loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sync(device)
@@ -53,148 +80,124 @@ def timed(
         optimizer.step()
         sync(device)
         step_time += time.perf_counter() - t0
-    sync(device)
     total = time.perf_counter() - started
-    floats = sum(v.numel() for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v))
-    return step_time / steps, total / steps, floats / task.num_params
+    count = sum(p.numel() for p in model.parameters())
+    state = sum(
+        v.numel() * v.element_size() for piece in optimizer.state.values() for v in piece.values() if torch.is_tensor(v)
+    )
+    return step_time / steps, total / steps, state / count
+
+
+def rule_flop_per_param(rule: LearnedRule, device: torch.device) -> float:
+    """Matmul FLOP per coordinate of one ``rule.step`` (counted on a 4096-coordinate model)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = torch.zeros(64, 64, device=device, dtype=rule.dtype)
+    grads = torch.randn(param.numel(), device=device, dtype=rule.dtype)
+    state = rule.join([rule.init_state(param)])
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        rule.step(grads, state, [param])
+    return counter.get_total_flops() / param.numel()
+
+
+def rule_width(rule: LearnedRule) -> int:
+    """The widest output of the rule's weight matrices (the side of the products its step multiplies)."""
+    return max([weight.shape[0] for weight in rule.parameters() if weight.dim() == 2] + [8])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=["digits_mlp", "digits_cnn", "charlm"])
-    parser.add_argument("--rules", nargs="+", default=["lstm", "mlp"])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sizes", nargs="+", type=int, default=[], help="sweep parameter counts, not tasks")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", type=int, default=None,
+                        help="parameter counts (default 1500 10000 100000 1000000, and 10000000 on CUDA)")  # fmt: skip
+    parser.add_argument("--rules", nargs="+", default=["mlp", "lstm"], help="registered or shipped rule names")
+    parser.add_argument("--batch", type=int, default=128, help="rows per training batch")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; each keeps its best")
+    parser.add_argument("--budget", type=float, default=3e6,
+                        help="coordinate-steps per timed loop: steps = clamp(budget / params, 3, 200)")  # fmt: skip
     add_device_argument(parser, default="cpu")
     args = parser.parse_args()
     device = parse_device(parser, args.device)
-    rules = {name: make_rule(name, {}).to(device) for name in args.rules}
-    if args.sizes:
-        sweep(args.sizes, rules, args.repeats, device)
-        return
-    for name in args.tasks:
-        task = envs.make_task(name, device=device)
-        makers: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]] = {
-            "adam": lambda params: torch.optim.Adam(params, lr=1e-3)
-        }
-        for rule_name, rule in rules.items():
-            makers[rule_name] = lambda params, rule=rule: LearnedOptimizer(params, rule=rule)
-        for make in makers.values():
-            timed(task, make, 10, device)  # warm-up
-        best = {key: (float("inf"), float("inf"), 0.0) for key in makers}
-        for _ in range(args.repeats):  # alternate, so a change in the machine's load hits every optimizer alike
-            for key, make in makers.items():
-                step, total, floats = timed(task, make, args.steps, device)
-                best[key] = (min(best[key][0], step), min(best[key][1], total), floats)
-        adam_step, adam_total, adam_floats = best["adam"]
-        for rule_name in rules:
-            step, total, floats = best[rule_name]
-            print(json.dumps({
-                "benchmark": "learned_dropin_speed", "task": name, "rule": rule_name, "params": task.num_params,
-                "device": str(device), "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-                "adam_step_ms": round(adam_step * 1e3, 3), "rule_step_ms": round(step * 1e3, 3),
-                "step_ratio": round(step / adam_step, 2), "adam_train_step_ms": round(adam_total * 1e3, 3),
-                "rule_train_step_ms": round(total * 1e3, 3), "train_step_ratio": round(total / adam_total, 2),
-                "state_floats_per_coordinate": round(floats, 3), "adam_state_floats_per_coordinate": adam_floats,
-            }))  # fmt: skip
+    for key in ("batch", "repeats"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key} must be >= 1, got {getattr(args, key)}")
+    sizes = args.sizes or [1500, 10_000, 100_000, 1_000_000] + ([10_000_000] if device.type == "cuda" else [])
+    if args.budget <= 0:
+        parser.error(f"--budget must be > 0, got {args.budget}")
+    if min(sizes) < 100:
+        parser.error(f"--sizes must be >= 100 parameters, got {min(sizes)}")
+    valid = list_rules() + list_pretrained()
+    unknown = [name for name in args.rules if name not in valid]
+    if unknown:
+        parser.error(f"--rules: unknown rule(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    rules = {name: make_named_rule(name, device) for name in args.rules}
+    flops = {name: rule_flop_per_param(rule, device) for name, rule in rules.items()}
+    for size in sizes:
+        for row in measure(size, rules, flops, args, device):
+            emit(row)
 
 
-def mlp_of(params: int) -> nn.Module:
-    """A 64 -> w -> w -> 10 tanh MLP with about ``params`` parameters (w from w^2 + 76 w + 10 = params)."""
-    width = max(1, round((-76 + (76**2 + 4 * max(0, params - 10)) ** 0.5) / 2))
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(64, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 10))
+def learned_maker(rule: LearnedRule) -> Maker:
+    """``LearnedOptimizer`` over ``rule`` (shared by every model it is made for)."""
+    return lambda params: LearnedOptimizer(params, rule=rule)
 
 
-def copy_bandwidth(device: torch.device, floats: int = 1 << 24) -> float:
-    """Bytes per second of a large tensor copy (read and write counted): the memory bandwidth the step can use."""
-    source = torch.randn(floats, device=device)
+def measure(
+    size: int, rules: dict[str, LearnedRule], flops: dict[str, float], args: argparse.Namespace, device: torch.device
+) -> list[dict[str, object]]:
+    """One row per rule for the MLP of about ``size`` parameters (see the module docstring)."""
+    width = width_for(size)
+    count = sum(p.numel() for p in build_model(width, device).parameters())
+    steps = int(min(200, max(3, args.budget // count)))
+    makers: dict[str, Maker] = {"adam": lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True)}
+    for name, rule in rules.items():
+        makers[name] = learned_maker(rule)
+    source = torch.randn(max(count, 1 << 22), device=device)  # at least 16 MB: past the caches
     target = torch.empty_like(source)
-    best = float("inf")
-    for _ in range(5):
+    widths = {rule_width(rule) for rule in rules.values()}
+    operands = {w: (torch.randn(w, w, device=device), torch.randn(w, 256 * 64, device=device)) for w in widths}
+    best: dict[str, tuple[float, float, float]] = {key: (math.inf, math.inf, 0.0) for key in makers}
+    copy_best, peak_best = math.inf, dict.fromkeys(widths, math.inf)
+    for make in makers.values():
+        timed(width, make, 2, args.batch, device)  # warm-up
+    for _ in range(args.repeats):  # alternate, so a change in the machine's load hits every optimizer alike
+        for key, make in makers.items():
+            step, total, state = timed(width, make, steps, args.batch, device)
+            best[key] = (min(best[key][0], step), min(best[key][1], total), state)
         sync(device)
         t0 = time.perf_counter()
         target.copy_(source)
         sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * 4 * floats / best
-
-
-def sweep_timed(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, torch.Tensor], steps: int,
-    device: torch.device,
-) -> tuple[float, float]:  # fmt: skip
-    """Seconds per ``step()`` and per whole training step (forward, backward, step) on one fixed batch."""
-    inputs, targets = batch
-    step_time = 0.0
-    sync(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(inputs), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        sync(device)
-        t0 = time.perf_counter()
-        optimizer.step()
-        sync(device)
-        step_time += time.perf_counter() - t0
-    sync(device)
-    return step_time / steps, (time.perf_counter() - started) / steps
-
-
-def step_flops(model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
-    """FLOPs of one ``optimizer.step()`` (matmuls; the rule's MLP or LSTM), counted by torch."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    nn.functional.cross_entropy(model(batch[0]), batch[1]).backward()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return int(counter.get_total_flops())
-
-
-def sweep(sizes: list[int], rules: dict[str, nn.Module], repeats: int, device: torch.device) -> None:
-    """The size sweep: one JSON line per size and rule."""
-    bandwidth = copy_bandwidth(device)
-    peak = matmul_peak_gflops(device, size=1024) * 1e9
-    g = torch.Generator().manual_seed(1)
-    batch = (torch.randn(128, 64, generator=g).to(device), torch.randint(0, 10, (128,), generator=g).to(device))
-    for size in sizes:
-        params = sum(p.numel() for p in mlp_of(size).parameters())
-        steps = max(3, min(100, 20_000_000 // max(params, 1) // 20))
-        makers: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]] = {
-            "adam": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True)
-        }
-        for rule_name, rule in rules.items():
-            makers[rule_name] = lambda ps, rule=rule: LearnedOptimizer(ps, rule=rule)
-        models = {key: mlp_of(size).to(device) for key in makers}
-        optimizers = {key: make(list(models[key].parameters())) for key, make in makers.items()}
-        for key in makers:
-            sweep_timed(models[key], optimizers[key], batch, 2, device)  # warm-up (state allocated)
-        best = {key: (float("inf"), float("inf")) for key in makers}
-        for _ in range(repeats):  # alternate, so a change in the machine's load hits every optimizer alike
-            for key in makers:
-                step, total = sweep_timed(models[key], optimizers[key], batch, steps, device)
-                best[key] = (min(best[key][0], step), min(best[key][1], total))
-        adam_step, adam_total = best["adam"]
-        bound = 28 * params / bandwidth
-        for rule_name in rules:
-            step, total = best[rule_name]
-            flops = step_flops(models[rule_name], optimizers[rule_name], batch)
-            state = sum(v.numel() * v.element_size() for st in optimizers[rule_name].state.values()
-                        for v in st.values() if torch.is_tensor(v))  # fmt: skip
-            print(json.dumps({
-                "benchmark": "learned_dropin_speed", "sweep": "size", "rule": rule_name, "params": params,
-                "device": str(device), "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-                "steps_timed": steps, "adam_step_ms": round(adam_step * 1e3, 4), "rule_step_ms": round(step * 1e3, 4),
-                "step_ratio": round(step / adam_step, 2), "train_step_ratio": round(total / adam_total, 2),
-                "adam_bandwidth_bound_ms": round(bound * 1e3, 4), "adam_over_its_bound": round(adam_step / bound, 2),
-                "rule_flop_per_param": round(flops / params, 1),
-                "rule_share_of_matmul_peak": round(flops / step / peak, 4) if step > 0 else None,
-                "rule_state_bytes_per_param": round(state / params, 1),
-            }))  # fmt: skip
+        copy_best = min(copy_best, time.perf_counter() - t0)
+        for w, (a, b) in operands.items():
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(8):
+                torch.mm(a, b)
+            sync(device)
+            peak_best[w] = min(peak_best[w], (time.perf_counter() - t0) / 8)
+    bandwidth = 2 * source.numel() * source.element_size() / copy_best  # bytes read and written per second
+    adam_step, adam_total, adam_state = best["adam"]
+    adam_bound = ADAM_FLOATS_MOVED * 4 * count / bandwidth
+    rows = []
+    for name, rule in rules.items():
+        step, total, state = best[name]
+        peak = 2 * rule_width(rule) ** 2 * 256 * 64 / peak_best[rule_width(rule)]
+        bound = flops[name] * count / peak
+        rows.append({
+            "benchmark": "learned_dropin_speed", "rule": name, "params": count, "width": width, "batch": args.batch,
+            "steps": steps, "device": str(device), "threads": torch.get_num_threads(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "adam_step_ms": round(adam_step * 1e3, 4), "rule_step_ms": round(step * 1e3, 4),
+            "step_ratio": round(step / adam_step, 2), "adam_train_step_ms": round(adam_total * 1e3, 4),
+            "rule_train_step_ms": round(total * 1e3, 4), "train_step_ratio": round(total / adam_total, 2),
+            "bandwidth_gb_s": round(bandwidth / 1e9, 2), "adam_bandwidth_bound_ms": round(adam_bound * 1e3, 4),
+            "adam_over_bound": round(adam_step / adam_bound, 2), "rule_flop_per_param": round(flops[name], 1),
+            "matmul_peak_gflop_s": round(peak / 1e9, 2), "rule_compute_bound_ms": round(bound * 1e3, 4),
+            "rule_share": round(bound / step, 3), "state_bytes_per_param": round(state, 2),
+            "adam_state_bytes_per_param": round(adam_state, 2),
+        })  # fmt: skip
+    return rows
 
 
 if __name__ == "__main__":

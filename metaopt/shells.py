@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import operator
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -47,6 +48,18 @@ class LearnedOptimizer(torch.optim.Optimizer):
     ``state_dict()`` round-trips the rule's state. A step whose update has a NaN or infinite entry is skipped (the
     parameters and the rule's state stay as they were) and counted in :attr:`skipped_steps`.
 
+    Divergence watch: the loss a ``step(closure)`` returns, or one passed to :meth:`report_loss`, is compared with the
+    first such loss; when it becomes non-finite or exceeds ``divergence_ratio`` times the first one's magnitude, the
+    optimizer warns once (a ``RuntimeWarning`` naming the two losses) and sets :attr:`diverged`. Nothing is watched
+    when no loss is given (reading a loss costs a device synchronisation, which the plain ``step()`` never pays).
+
+    Dtypes: the rule's state and update are kept in the rule's dtype, or in float64 when a parameter is float64 (the
+    rule's weights are then used in a float64 copy, refreshed when they change). Complex parameters are refused:
+    optimize ``torch.view_as_real`` of them instead (a real parameter of shape ``(..., 2)``), which treats the real
+    and imaginary parts as two coordinates. ``copy.deepcopy`` and pickling keep the rule, the state and the counters,
+    so a copy continues exactly as the original would. Under ``torch.compile`` the step runs eagerly (see
+    :meth:`step`).
+
     Args:
         params: parameters or parameter groups (keys ``params``, ``lr``, ``weight_decay``).
         checkpoint: a checkpoint written by ``metaopt train``, or the name of a shipped rule
@@ -55,6 +68,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         net: the same as ``rule`` (its name from before rules were pluggable).
         lr: multiplier of the update (default 1.0; None means 1.0).
         weight_decay: decoupled weight decay (default 0).
+        divergence_ratio: the divergence watch's threshold (> 1; default 10).
     """
 
     GROUP_KEYS = ("params", "lr", "weight_decay")
@@ -74,8 +88,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
         net: LearnedRule | None = None,
         lr: float | None = None,
         weight_decay: float = 0.0,
+        divergence_ratio: float = 10.0,
     ):
         lr = 1.0 if lr is None else lr
+        if not (divergence_ratio > 1 and divergence_ratio != float("inf")):
+            raise ValueError(f"divergence_ratio must be a finite number > 1, got {divergence_ratio!r}")
         for key, value in (("lr", lr), ("weight_decay", weight_decay)):
             if not (value >= 0 and value != float("inf")):
                 raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
@@ -87,6 +104,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
         super().__init__(params, defaults={"lr": lr, "weight_decay": weight_decay})  # sets ``state``: the setter
         self.skipped_steps = 0
         """Steps skipped because the rule's update was not finite."""
+        self.divergence_ratio = float(divergence_ratio)
+        """A reported loss above this many times the first one's magnitude counts as divergence."""
+        self.first_loss: float | None = None
+        """The first loss reported (by a closure or :meth:`report_loss`), the divergence watch's reference."""
+        self.diverged = False
+        """Whether a reported loss was non-finite or above ``divergence_ratio`` times the first (warned once)."""
+        self._cast_rules: dict[torch.dtype, tuple[LearnedRule, tuple[int, ...], LearnedRule]] = {}
         device = self.param_groups[0]["params"][0].device if self.param_groups[0]["params"] else None
         if rule is None:
             rule = load_net(checkpoint).requires_grad_(False)  # type: ignore[arg-type]
@@ -105,38 +129,16 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 f"LearnedOptimizer parameter groups take {', '.join(self.GROUP_KEYS)}; unknown key(s): "
                 f"{', '.join(unknown)}"
             )
-        super().add_param_group(param_group)
-        complex_params = [tuple(p.shape) for p in self.param_groups[-1]["params"] if p.is_complex()]
-        if complex_params:
-            self.param_groups.pop()
-            raise ValueError(
-                f"LearnedOptimizer does not take complex parameters (shapes {complex_params}): a learned rule reads "
-                "real gradients; optimize torch.view_as_real(p) of a real parameter instead"
-            )
-
-    @override
-    def __getstate__(self) -> dict[str, Any]:
-        """What ``copy.deepcopy`` and pickle keep: torch's ``defaults``, ``state``, ``param_groups``, and the rule."""
-        state = super().__getstate__()  # reads ``state``: the joined state is split into its pieces first
-        state["rule"] = self.rule
-        state["skipped_steps"] = self.skipped_steps
-        return state
-
-    def _rule_for(self, params: list[Tensor]) -> LearnedRule:
-        """The rule a step over ``params`` runs: a float64 copy of it when a parameter is float64.
-
-        Float64 parameters keep float64 state and updates; the copy follows the rule's weights (it is made again
-        when they change in place, e.g. during meta-training).
-        """
-        rule = self.rule
-        if rule.dtype == torch.float64 or not any(p.dtype == torch.float64 for p in params):
-            return rule
-        key = (id(rule), tuple(w._version for w in rule.parameters()))
-        cached = self.__dict__.get("_double_rule")
-        if cached is None or cached[0] != key:
-            cached = (key, copy.deepcopy(rule).double())
-            self.__dict__["_double_rule"] = cached
-        return cached[1]
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for index, p in enumerate(params):
+            if isinstance(p, Tensor) and p.is_complex():
+                raise ValueError(
+                    f"LearnedOptimizer does not support complex parameters (parameter {index} of group "
+                    f"{len(self.param_groups)} is {p.dtype}); optimize torch.view_as_real(p) instead, a real view "
+                    "whose last axis holds the real and imaginary parts"
+                )
+        super().add_param_group({**param_group, "params": params})
 
     @property
     def net(self) -> LearnedRule:
@@ -186,29 +188,83 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self.__dict__["_state"] = value
 
     @override
+    def __getstate__(self) -> dict[str, Any]:  # type: ignore[override]
+        """``torch.optim.Optimizer``'s (defaults, state, groups) and the rule and counters, so copies continue alike."""
+        state = super().__getstate__()  # reads ``state``: the joined state is split into the pieces first
+        for key in ("rule", "skipped_steps", "divergence_ratio", "first_loss", "diverged"):
+            state[key] = self.__dict__[key]
+        return state
+
+    @override
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
         pieces = state.pop("state", None)
         super().__setstate__(state)
         if pieces is not None:  # through the setter: the dict has to reach ``_state`` (a property hides __dict__)
             self.state = pieces
+        self.__dict__["_cast_rules"] = {}
+
+    def report_loss(self, loss: float | Tensor) -> None:
+        """Give the divergence watch a loss of the run (what ``step(closure)`` does with the closure's loss).
+
+        Args:
+            loss: the training loss now (a number or a one-element tensor).
+        """
+        value = float(loss)
+        if self.first_loss is None:
+            if math.isfinite(value):
+                self.first_loss = value
+            return
+        if self.diverged:
+            return
+        if not math.isfinite(value) or value > self.divergence_ratio * max(abs(self.first_loss), 1e-12):
+            self.diverged = True
+            warnings.warn(
+                f"LearnedOptimizer: the loss rose to {value:.4g} from {self.first_loss:.4g} at the start "
+                f"(above {self.divergence_ratio:g} times it); the learned rule may be outside what it was "
+                f"meta-trained on (steps skipped as non-finite so far: {self.skipped_steps}). Lower lr, or use Adam.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _rule_in(self, rule: LearnedRule, dtype: torch.dtype) -> LearnedRule:
+        """``rule`` itself, or (for a wider ``dtype``) its copy in ``dtype``, rebuilt whenever its weights change."""
+        versions = tuple(weight._version for weight in rule.parameters())
+        cached = self._cast_rules.get(dtype)
+        if cached is None or cached[0] is not rule or cached[1] != versions:
+            self._cast_rules[dtype] = cached = (rule, versions, copy.deepcopy(rule).to(dtype))
+        return cached[2]
 
     def _scatter_state(self) -> None:
         """Move the joined state into ``_state``, one piece per parameter, and forget it."""
         joined = self.__dict__.get("_joined")
         if joined is not None:
             self.__dict__["_joined"] = None
-            for p, piece in zip(joined.params, joined.rule.split(joined.state, joined.params)):
+            for p, piece in zip(joined.params, joined.step_rule.split(joined.state, joined.params)):
                 self._state[p].update(piece)
 
     @override
-    @torch.compiler.disable  # inside a compiled training step the step runs eagerly: its rule state is Python-side
+    @torch.compiler.disable(recursive=True)
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One step of the rule for every parameter with a gradient (see the class docstring).
+
+        Under ``torch.compile`` the step is not traced: the compiled training step calls it as is (a graph break),
+        so its results are eager's (the joined state, the rule's caches and the guard live outside any graph).
+
+        Args:
+            closure: re-evaluates the model and returns the loss (optional, as in ``torch.optim``); its loss feeds
+                the divergence watch.
+
+        Returns:
+            The closure's loss, or None.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+            if loss is not None:
+                self.report_loss(loss)
         params: list[Tensor] = []
         grads: list[Tensor] = []
         options: list[tuple[float, float]] = []
@@ -224,20 +280,23 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     options.append((lr, weight_decay))
         if not params:
             return loss
-        rule = self._rule_for(params)
+        rule = self.rule
         joined: _JoinedState | None = self._joined
-        dtype = joined.dtype if joined is not None and joined.rule_unchanged(rule) else rule.dtype
         signature = [(p.shape, p.dtype) for p in params]
-        if joined is None or not joined.serves(params, signature, rule, dtype):
+        if joined is None or not joined.serves(params, signature, rule):
             self._scatter_state()
-            pieces = [self._state[p] or rule.init_state(p) for p in params]
-            joined = self._joined = _JoinedState(params, signature, rule, dtype, rule.join(pieces))
+            dtype = rule.dtype
+            if dtype != torch.float64 and any(param_dtype == torch.float64 for _, param_dtype in signature):
+                dtype = torch.float64
+            step_rule = rule if dtype == rule.dtype else self._rule_in(rule, dtype)
+            pieces = [self._state[p] or step_rule.init_state(p) for p in params]
+            joined = self._joined = _JoinedState(params, signature, rule, step_rule, step_rule.join(pieces))
             for p in params:  # their state lives in ``joined`` now: keep one copy of it, not a stale second one
                 piece = self._state[p]
                 for key in [key for key, value in piece.items() if isinstance(value, Tensor)]:
                     del piece[key]
-        flat_grads = _flatten_dense_tensors(grads).to(dtype)  # one call: the cat of every gradient, flattened
-        update, new_state = rule.step(flat_grads, joined.state, params)
+        flat_grads = _flatten_dense_tensors(grads).to(joined.dtype)  # one call: the cat of every gradient, flattened
+        update, new_state = joined.step_rule.step(flat_grads, joined.state, params)
         if not _finite(update):
             self.skipped_steps += 1  # the guard: a non-finite update changes nothing
             return loss
@@ -270,9 +329,9 @@ class _JoinedState:
     Args:
         params: the parameters with a gradient at the step that made the state, in step order.
         signature: ``(shape, dtype)`` of each of them.
-        rule: the rule whose ``join`` (or ``step``) made ``state``.
-        dtype: the rule's dtype then.
-        state: the joined state.
+        rule: the optimizer's rule then.
+        step_rule: the rule that steps: ``rule``, or its copy in a wider dtype (float64 parameters).
+        state: the joined state, in ``step_rule``'s dtype.
     """
 
     def __init__(
@@ -280,40 +339,36 @@ class _JoinedState:
         params: list[Tensor],
         signature: list[tuple[torch.Size, torch.dtype]],
         rule: LearnedRule,
-        dtype: torch.dtype,
+        step_rule: LearnedRule,
         state: RuleState,
     ):
         self.params = params
         self.signature = signature
         self.rule = rule
-        self.dtype = dtype
+        self.step_rule = step_rule
+        self.dtype = step_rule.dtype
+        """The dtype of the state, the gradients fed to the rule and its update."""
         self.state = state
-        self.same_dtype = all(param_dtype == dtype for _, param_dtype in signature)
-        """Whether every parameter has the rule's dtype (the update needs no cast)."""
-        self.weight = next(rule.parameters(), None)
-        """One of the rule's weights, whose dtype follows the rule's (``rule.to(...)`` converts it in place)."""
+        self.same_dtype = all(param_dtype == self.dtype for _, param_dtype in signature)
+        """Whether every parameter has the state's dtype (the update needs no cast)."""
+        self.weights = list(rule.parameters())
+        """The rule's weights, whose dtype follows the rule's (``rule.to(...)`` converts them in place)."""
+        self.rule_dtype = self.weights[0].dtype if self.weights else None
+        self.versions = tuple(weight._version for weight in self.weights) if step_rule is not rule else None
+        """For a copy: the versions of the rule's weights it was made from (an in-place change makes it stale)."""
 
-    def rule_unchanged(self, rule: LearnedRule) -> bool:
-        """Whether ``rule`` is the rule of this state, still in its dtype (cheaper than reading ``rule.dtype``)."""
-        return rule is self.rule and self.weight is not None and self.weight.dtype == self.dtype
-
-    def serves(
-        self,
-        params: list[Tensor],
-        signature: list[tuple[torch.Size, torch.dtype]],
-        rule: LearnedRule,
-        dtype: torch.dtype,
-    ) -> bool:
-        """Whether this is the state a step over ``params`` (of ``signature``) with ``rule`` in ``dtype`` would join.
+    def serves(self, params: list[Tensor], signature: list[tuple[torch.Size, torch.dtype]], rule: LearnedRule) -> bool:
+        """Whether this is the state a step over ``params`` (of ``signature``) with ``rule`` would join.
 
         The same parameter tensors (by identity: the state of an equal copy is not theirs) of the same shapes and
-        dtypes, the same rule object in the same dtype.
+        dtypes, the same rule object in the same dtype, and (for a copy in a wider dtype) unchanged weights.
         """
         return (
             rule is self.rule
-            and dtype == self.dtype
+            and (not self.weights or self.weights[0].dtype == self.rule_dtype)
             and signature == self.signature
             and all(map(operator.is_, params, self.params))
+            and (self.versions is None or self.versions == tuple(weight._version for weight in self.weights))
         )
 
 

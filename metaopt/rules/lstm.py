@@ -120,7 +120,85 @@ class CoordinateLSTM(LearnedRule):
     @override
     def step(self, grads: Tensor, state: LSTMState, params: Sequence[Tensor] = ()) -> tuple[Tensor, LSTMState]:
         cfg = self.config
-        return self(preprocess(grads, cfg.features, p=cfg.p, scale=cfg.input_scale), state)
+        features = preprocess(grads, cfg.features, p=cfg.p, scale=cfg.input_scale)
+        if not torch.is_grad_enabled():  # the drop-in step: in cache-sized blocks of coordinates, biases folded
+            return self._blocked_step(features, state)
+        return self(features, state)
+
+    def _blocked_step(self, features: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        """:meth:`forward` without autograd, ``_BLOCK`` coordinates at a time, feature-major inside a block.
+
+        A layer's gates are one product ``[W_ih | W_hh | b_ih + b_hh] @ [x; h; 1]`` (the biases folded in) on a
+        block whose inputs, gates and outputs stay in the cache; its rows are ordered input, forget, output, cell
+        gate, so the three sigmoids are one contiguous pass and the tanh another. The new ``h`` of a layer is
+        written straight into the next layer's input rows, and every new state tensor is written once, in place of
+        the ``(N, 4H)`` gates and the ``(N, H)`` intermediates of :meth:`forward`.
+        """
+        num, num_features = features.shape
+        hidden = self.config.hidden_size
+        weights, readout = self._folded_weights(features.dtype)
+        new_state = [torch.empty_like(part) for part in state]
+        update = features.new_empty(num)
+        block = min(_BLOCK if features.device.type == "cpu" else _DEVICE_BLOCK, num)
+        sources = [features.new_empty(w.shape[1], block) for w in weights] + [features.new_empty(hidden + 1, block)]
+        for source in sources:
+            source[-1].fill_(1.0)
+        gates = features.new_empty(4 * hidden, block)
+        cell = features.new_empty(hidden, block)
+        squashed = features.new_empty(hidden, block)
+        for start in range(0, num, block):
+            stop = min(start + block, num)
+            if stop - start < block:  # the last, shorter block: buffers of its width
+                block = stop - start
+                sources = [source[:, :block].clone() for source in sources]
+                gates, cell, squashed = (buffer[:, :block].clone() for buffer in (gates, cell, squashed))
+            sources[0][:num_features].copy_(features[start:stop].t())
+            for index, weight in enumerate(weights):
+                source, target = sources[index], sources[index + 1]
+                width = source.shape[0] - hidden - 1
+                source[width:-1].copy_(state[2 * index][start:stop].t())
+                torch.mm(weight, source, out=gates)
+                gates[: 3 * hidden].sigmoid_()
+                gates[3 * hidden :].tanh_()
+                in_gate, forget_gate, out_gate, cell_gate = gates.split(hidden)
+                torch.mul(forget_gate, state[2 * index + 1][start:stop].t(), out=cell)
+                cell.add_(in_gate.mul_(cell_gate))
+                new_state[2 * index + 1][start:stop].t().copy_(cell)
+                torch.mul(out_gate, torch.tanh(cell, out=squashed), out=target[:hidden])
+                new_state[2 * index][start:stop].t().copy_(target[:hidden])
+            torch.mv(sources[-1].t(), readout, out=update[start:stop])
+        return update.mul_(self.config.output_scale), tuple(new_state)
+
+    def _folded_weights(self, dtype: torch.dtype) -> tuple[list[Tensor], Tensor]:
+        """Each layer's ``[W_ih | W_hh | b_ih + b_hh]`` ``(4H, F + H + 1)`` and the readout's ``[w, b]``, in ``dtype``.
+
+        The gate rows are ordered i, f, o, g; rebuilt when a weight changes (its version), moves or changes dtype.
+        """
+        tensors = [*self.parameters()]
+        stamps = (dtype, tensors[0].dtype, tensors[0].device, *[t._version for t in tensors])
+        folded = self.__dict__.get("_folded")
+        if folded is None or folded[0] != stamps or folded[2] is not tensors[0]:
+            hidden = self.config.hidden_size
+            order = torch.cat([torch.arange(0, 2 * hidden), torch.arange(3 * hidden, 4 * hidden),
+                               torch.arange(2 * hidden, 3 * hidden)]).to(tensors[0].device)  # fmt: skip
+            with torch.no_grad():
+                weights = [
+                    torch.cat([cell.weight_ih, cell.weight_hh, (cell.bias_ih + cell.bias_hh)[:, None]], dim=1)[order]
+                    .to(dtype)
+                    .contiguous()
+                    for cell in self.cells
+                    if isinstance(cell, nn.LSTMCell)
+                ]
+                readout = torch.cat([self.readout.weight[0], self.readout.bias]).to(dtype)
+            folded = self.__dict__["_folded"] = (stamps, (weights, readout), tensors[0])
+        return folded[1]
+
+
+_BLOCK = 1024
+"""Coordinates per block of the drop-in step: a layer's inputs and gates, (F + 7H + 1) * _BLOCK floats, stay cached."""
+
+_DEVICE_BLOCK = 1 << 20
+"""Coordinates per block on an accelerator, where a block costs kernel launches and no cache is to be kept."""
 
 
 def initial_state(net: CoordinateLSTM, rows: int, *, device: torch.device | None = None) -> LSTMState:

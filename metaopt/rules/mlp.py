@@ -48,8 +48,6 @@ from metaopt.rules.base import LearnedRule, ParamState
 __all__ = ["MLPConfig", "PerParameterMLP", "adam_weights"]
 
 _EPS = 1e-8
-BLOCK = 8192
-"""Coordinates per block of the drop-in step's network: its (hidden, block) activations fit in a core's cache."""
 
 
 @dataclass
@@ -163,33 +161,94 @@ class PerParameterMLP(LearnedRule):
 
     def features(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
         """``(features (N, F), new_state)`` for every coordinate (a transposed view of :meth:`_inputs`)."""
-        inputs, new_state = self._inputs(grads, state, params, self._layout(params, grads))
+        layout = self._layout(params, grads)
+        inputs, new_state = self._assemble(*self._inputs(grads, state, params, layout), layout)
         return inputs.t(), new_state
 
     @override
     def step(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
         layout = self._layout(params, grads)
-        inputs, new_state = self._inputs(grads, state, params, layout)
+        raw, scales, progress, new_state = self._inputs(grads, state, params, layout)
         scalars = layout.scalars(self.config)
-        count = inputs.shape[1]
-        if count <= BLOCK or (torch.is_grad_enabled() and self.readout.weight.requires_grad):
-            return self._network(inputs, scalars), new_state  # one pass (and one graph, under meta-training)
-        # the drop-in step: the network over blocks of coordinates, so its (H, block) activations stay in cache
-        update = inputs.new_empty(count)
-        for start in range(0, count, BLOCK):
-            update[start : start + BLOCK] = self._network(inputs[:, start : start + BLOCK], scalars)
-        return update, new_state
-
-    def _network(self, hidden: Tensor, scalars: _Scalars) -> Tensor:
-        """The update of the coordinates whose features are the columns of ``hidden (F, n)``."""
-        # feature-major (F, n): each layer is one product W @ h, the fastest layout when n >> F
+        if not torch.is_grad_enabled():  # the drop-in step: in cache-sized blocks of coordinates, biases folded
+            return self._blocked_update(raw, scales, progress, layout, scalars), new_state
+        hidden, new_state = self._assemble(raw, scales, progress, new_state, layout)
+        # feature-major (F, N): each layer is one product W @ h, the fastest layout when N >> F
         for layer in self._linears:
             hidden = torch.addmm(layer.bias[:, None], layer.weight, hidden).relu_()
         direction, magnitude = torch.addmm(self.readout.bias[:, None], self.readout.weight, hidden).unbind()
-        return direction * torch.exp(magnitude * scalars.exp_mult) * scalars.step_mult
+        return direction * torch.exp(magnitude * scalars.exp_mult) * scalars.step_mult, new_state
 
-    def _inputs(self, grads: Tensor, state: dict, params: Sequence[Tensor], layout: _Layout) -> tuple[Tensor, dict]:
-        """``(features (F, N), new_state)``: the features feature-major, in the order of the module docstring.
+    def _assemble(
+        self, raw: Tensor, scales: Tensor | None, progress: Tensor, new_state: dict, layout: _Layout
+    ) -> tuple[Tensor, dict]:
+        """``(features (F, N), new_state)`` from the parts :meth:`_inputs` returns (the differentiable path)."""
+        if scales is not None:
+            raw = raw * layout.expand(scales)
+        return torch.cat([raw, layout.expand(progress)]), new_state
+
+    def _blocked_update(
+        self, raw: Tensor, scales: Tensor | None, progress: Tensor, layout: _Layout, scalars: _Scalars
+    ) -> Tensor:
+        """The MLP's update ``(N,)`` from the parts :meth:`_inputs` returns, ``_BLOCK`` coordinates at a time.
+
+        No autograd. A block's features are assembled in a buffer (the normalisation and the progress features
+        spread from their per-tensor values for the block's coordinates only, never for all ``N``), and its
+        activations stay in the cache between the layers (the unblocked products write and read ``(H, N)`` from
+        memory, and the broadcast bias is a further ``(H, N)`` copy per layer); each bias is folded into its product
+        as the last column of the weight against a row of ones below the block's inputs, which ReLU keeps, so a
+        layer is one ``mm`` into a buffer reused by every block.
+        """
+        weights = self._folded_weights(raw.dtype)
+        num_raw, num = raw.shape
+        num_features = num_raw + progress.shape[0]
+        inputs = raw
+        update = inputs.new_empty(num)
+        block = min(_BLOCK if raw.device.type == "cpu" else _DEVICE_BLOCK, num)
+        buffers = [inputs.new_empty(w.shape[1], block) for w in weights]  # (in + 1, block): the rows of ones last
+        for buffer in buffers:
+            buffer[-1].fill_(1.0)
+        readout = inputs.new_empty(2, block)
+        for start in range(0, num, block):
+            stop = min(start + block, num)
+            if stop - start < block:  # the last, shorter block: buffers of its width
+                block = stop - start
+                buffers = [buffer[:, :block].clone() for buffer in buffers]
+                readout = readout[:, :block].clone()
+            ids = layout.ids[start:stop]
+            if scales is None:
+                buffers[0][:num_raw].copy_(raw[:, start:stop])
+            else:
+                torch.mul(raw[:, start:stop], scales.index_select(1, ids), out=buffers[0][:num_raw])
+            torch.index_select(progress, 1, ids, out=buffers[0][num_raw:num_features])
+            for weight, source, target in zip(weights[:-1], buffers[:-1], buffers[1:]):
+                torch.mm(weight, source, out=target[:-1]).relu_()
+            torch.mm(weights[-1], buffers[-1], out=readout)
+            direction, magnitude = readout.unbind()
+            torch.mul(direction, magnitude.mul_(scalars.exp_mult).exp_(), out=update[start:stop])
+        return update.mul_(scalars.step_mult)
+
+    def _folded_weights(self, dtype: torch.dtype) -> list[Tensor]:
+        """Each layer's ``[W | b]`` (hidden layers, then the readout), in ``dtype``; rebuilt when a weight changes."""
+        layers = [*self._linears, self.readout]
+        first = layers[0].weight
+        stamps = [(layer.weight._version, layer.bias._version) for layer in layers]
+        versions = (dtype, first.dtype, first.device, *stamps)
+        folded = self.__dict__.get("_folded")
+        if folded is None or folded[0] != versions or folded[2] is not layers[0].weight:
+            with torch.no_grad():
+                weights = [torch.cat([layer.weight, layer.bias[:, None]], dim=1).to(dtype) for layer in layers]
+            folded = self.__dict__["_folded"] = (versions, weights, layers[0].weight)
+        return folded[1]
+
+    def _inputs(
+        self, grads: Tensor, state: dict, params: Sequence[Tensor], layout: _Layout
+    ) -> tuple[Tensor, Tensor | None, Tensor, dict]:
+        """``(raw (F - S, N), scales (F - S, T) or None, progress (S, T), new_state)``: the parts of the features.
+
+        The features, feature-major in the order of the module docstring, are ``raw`` times each tensor's
+        normalisation ``scales`` (None without ``normalize``) spread to its coordinates, then the ``progress``
+        features spread likewise (:meth:`_assemble`; the blocked step spreads them block by block).
 
         Every operation covers all coordinates of all tensors at once (the step's cost is a fixed number of tensor
         operations, whatever the number of tensors): what is per tensor (bias corrections, progress, the factored
@@ -207,8 +266,8 @@ class PerParameterMLP(LearnedRule):
         second = torch.lerp(state["second_moment"], squares, 1 - b2)
         factored_state, factored_scale = self._factored_moment(squares, state["factored"], corrections[1:], layout)
         per_tensor = torch.cat([corrections, factored_scale, torch.tanh(steps * layout.inv_scales)])  # (3 + S, T)
-        spread = layout.expand(per_tensor)  # (3 + S, N)
-        inv_correction1, inv_correction2, factored_scale, *_ = spread.unbind()
+        spread = layout.expand(per_tensor[:3])  # (3, N)
+        inv_correction1, inv_correction2, factored_scale = spread.unbind()
         v_hat = second * inv_correction2
         v_floored = v_hat + scalars.eps_squared
         rsqrt = torch.rsqrt(v_floored)
@@ -225,10 +284,9 @@ class PerParameterMLP(LearnedRule):
         if values.dtype != grads.dtype:
             values = values.to(grads.dtype)
         raw = torch.vstack([grads, values, momenta, momenta * rsqrt, rsqrt, adam, factored])  # (11, N)
-        if cfg.normalize:
-            raw = raw * layout.expand(torch.rsqrt(layout.segment_mean(raw * raw) + scalars.norm_floor))
+        scales = torch.rsqrt(layout.segment_mean(raw * raw) + scalars.norm_floor) if cfg.normalize else None
         new_state = {"momenta": momenta, "second_moment": second, "factored": factored_state, "steps": steps}
-        return torch.cat([raw, spread[3:]]), new_state
+        return raw, scales, per_tensor[3:], new_state
 
     def _factored_moment(
         self, squares: Tensor, accumulators: Tensor, inv_correction2: Tensor, layout: _Layout
@@ -271,6 +329,12 @@ def _factored_shape(param: Tensor | tuple[int, ...]) -> tuple[int, int]:
         return 0, 0
     return int(shape[0]), int(math.prod(shape[1:]))
 
+
+_BLOCK = 2048
+"""Coordinates per block of the drop-in step's MLP: its activations, (H + 1) * _BLOCK floats a layer, stay in cache."""
+
+_DEVICE_BLOCK = 1 << 20
+"""Coordinates per block on an accelerator, where a block costs kernel launches and no cache is to be kept."""
 
 _DENSE_AVERAGE_LIMIT = 2**20
 """Largest N * T for which per-tensor means are one product with a dense (T, N) averaging matrix (4 MB in float32)."""
@@ -402,8 +466,9 @@ class _Layout:
         """``(F, T)``: the mean of each row of ``values: (F, N)`` over the coordinates of each tensor."""
         if self.averager is not None:
             return values @ self.averager
-        sums = torch.segment_reduce(values.t(), "sum", lengths=self.lengths, axis=0)  # (T, F)
-        return sums.t() * self.inv_counts
+        # one contiguous row-slice sum per tensor: no transposed copy of ``values`` (segment_reduce's layout)
+        sums = torch.stack([part.sum(1) for part in values.split(self.sizes, dim=1)], dim=1)  # (F, T)
+        return sums * self.inv_counts
 
 
 @torch.no_grad()
