@@ -312,7 +312,10 @@ def test_digits_config_holds_the_issue_variants() -> None:
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        (["optimizers=[sgd,adamm]"], "unknown optimizer 'adamm'; valid optimizers: adam, learned, momentum"),
+        (
+            ["optimizers=[sgd,adamm]"],
+            "unknown optimizer 'adamm'; valid optimizers: adam, adamw, adamw_cosine, learned, momentum",
+        ),
         (["tasks.quadratic.name=quadratik"], "unknown task 'quadratik'"),
         (["tasks.quadratic.options.dimm=3"], "unknown option(s) 'dimm' for task 'quadratic'"),
         (["tuning_seedz=3"], "bad config at 'tuning_seedz'"),
