@@ -228,7 +228,8 @@ def equivalent_speedup(curves: np.ndarray, reference_curve: np.ndarray, horizon:
     if not curves.shape[0] or not len(reference_curve):
         return None
     mean = curves.mean(axis=0)
-    final, reference_final = final_loss(mean.tolist(), window), final_loss(reference_curve.tolist(), window)
+    final = final_loss(mean.tolist(), window)
+    reference_final = final_loss(reference_curve.tolist(), window)
     if final <= reference_final:
         mine = steps_to_reach(mean, reference_final)
         theirs = steps_to_reach(reference_curve, reference_final)
