@@ -380,11 +380,18 @@ MUTANTS: list[Mutant] = [
         ("tests/metaopt/rules/test_blocked_step.py",),
     ),
     M(
-        "blocked MLP step keeps folded weights after the rule's weights change",
+        "blocked MLP step without the magnitude's scale",
         "metaopt/rules/mlp.py",
-        "if folded is None or folded[0] != versions or folded[2] is not layers[0].weight:",
-        "if folded is None:",
-        ("tests/metaopt/rules/test_blocked_step.py", "tests/metaopt/test_shell_contract.py"),
+        "magnitude.mul_(scalars.exp_mult).exp_()",
+        "magnitude.exp_()",
+        ("tests/metaopt/rules/test_blocked_step.py",),
+    ),
+    M(
+        "float64 copy of the rule never refreshed",
+        "metaopt/shells.py",
+        "            self._rule_in(rule, joined.dtype)  # the copy takes the rule's current weights\n",
+        "            pass\n",
+        ("tests/metaopt/test_shell_contract.py",),
     ),
     M(
         "the step is traced by torch.compile",
