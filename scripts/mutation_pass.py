@@ -361,8 +361,8 @@ MUTANTS: list[Mutant] = [
     M(
         "blocked LSTM step orders the folded gates as nn.LSTMCell does (i, f, g, o) while reading i, f, o, g",
         "metaopt/rules/lstm.py",
-        "torch.arange(3 * hidden, 4 * hidden),\n",
-        "torch.arange(2 * hidden, 3 * hidden),\n",
+        "weights.append(torch.cat([i_f, out_gate, cell_gate]).to(dtype))",
+        "weights.append(torch.cat([i_f, cell_gate, out_gate]).to(dtype))",
         ("tests/metaopt/rules/test_blocked_step.py",),
     ),
     M(
