@@ -110,7 +110,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         """The first loss reported (by a closure or :meth:`report_loss`), the divergence watch's reference."""
         self.diverged = False
         """Whether a reported loss was non-finite or above ``divergence_ratio`` times the first (warned once)."""
-        self._cast_rules: dict[torch.dtype, tuple[LearnedRule, tuple[int, ...], LearnedRule]] = {}
+        self._cast_rules: dict[torch.dtype, tuple[LearnedRule, LearnedRule]] = {}
         device = self.param_groups[0]["params"][0].device if self.param_groups[0]["params"] else None
         if rule is None:
             rule = load_net(checkpoint).requires_grad_(False)  # type: ignore[arg-type]
@@ -228,12 +228,15 @@ class LearnedOptimizer(torch.optim.Optimizer):
             )
 
     def _rule_in(self, rule: LearnedRule, dtype: torch.dtype) -> LearnedRule:
-        """``rule`` itself, or (for a wider ``dtype``) its copy in ``dtype``, rebuilt whenever its weights change."""
-        versions = tuple(weight._version for weight in rule.parameters())
+        """The copy of ``rule`` in a wider ``dtype``, holding the rule's current weights."""
         cached = self._cast_rules.get(dtype)
-        if cached is None or cached[0] is not rule or cached[1] != versions:
-            self._cast_rules[dtype] = cached = (rule, versions, copy.deepcopy(rule).to(dtype))
-        return cached[2]
+        if cached is None or cached[0] is not rule:
+            self._cast_rules[dtype] = cached = (rule, copy.deepcopy(rule).to(dtype))
+        else:  # refreshed at every step: a change made through ``.data`` leaves no version to compare
+            with torch.no_grad():
+                for mine, theirs in zip(cached[1].parameters(), rule.parameters()):
+                    mine.copy_(theirs)
+        return cached[1]
 
     def _scatter_state(self) -> None:
         """Move the joined state into ``_state``, one piece per parameter, and forget it."""
@@ -295,6 +298,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 piece = self._state[p]
                 for key in [key for key, value in piece.items() if isinstance(value, Tensor)]:
                     del piece[key]
+        elif joined.step_rule is not rule:
+            self._rule_in(rule, joined.dtype)  # the copy takes the rule's current weights
         flat_grads = _flatten_dense_tensors(grads).to(joined.dtype)  # one call: the cat of every gradient, flattened
         update, new_state = joined.step_rule.step(flat_grads, joined.state, params)
         if not _finite(update):
@@ -354,21 +359,18 @@ class _JoinedState:
         self.weights = list(rule.parameters())
         """The rule's weights, whose dtype follows the rule's (``rule.to(...)`` converts them in place)."""
         self.rule_dtype = self.weights[0].dtype if self.weights else None
-        self.versions = tuple(weight._version for weight in self.weights) if step_rule is not rule else None
-        """For a copy: the versions of the rule's weights it was made from (an in-place change makes it stale)."""
 
     def serves(self, params: list[Tensor], signature: list[tuple[torch.Size, torch.dtype]], rule: LearnedRule) -> bool:
         """Whether this is the state a step over ``params`` (of ``signature``) with ``rule`` would join.
 
         The same parameter tensors (by identity: the state of an equal copy is not theirs) of the same shapes and
-        dtypes, the same rule object in the same dtype, and (for a copy in a wider dtype) unchanged weights.
+        dtypes, the same rule object in the same dtype.
         """
         return (
             rule is self.rule
             and (not self.weights or self.weights[0].dtype == self.rule_dtype)
             and signature == self.signature
             and all(map(operator.is_, params, self.params))
-            and (self.versions is None or self.versions == tuple(weight._version for weight in self.weights))
         )
 
 

@@ -830,8 +830,8 @@ MUTANTS: list[Mutant] = [
     M(
         "blocked LSTM step orders the folded gates as nn.LSTMCell does (i, f, g, o) while reading i, f, o, g",
         "metaopt/rules/lstm.py",
-        "torch.arange(3 * hidden, 4 * hidden),\n",
-        "torch.arange(2 * hidden, 3 * hidden),\n",
+        "weights.append(torch.cat([i_f, out_gate, cell_gate]).to(dtype))",
+        "weights.append(torch.cat([i_f, cell_gate, out_gate]).to(dtype))",
         ("tests/metaopt/rules/test_blocked_step.py",),
     ),
     M(
@@ -849,11 +849,18 @@ MUTANTS: list[Mutant] = [
         ("tests/metaopt/rules/test_blocked_step.py",),
     ),
     M(
-        "blocked MLP step keeps folded weights after the rule's weights change",
+        "blocked MLP step without the magnitude's scale",
         "metaopt/rules/mlp.py",
-        "if folded is None or folded[0] != versions or folded[2] is not layers[0].weight:",
-        "if folded is None:",
-        ("tests/metaopt/rules/test_blocked_step.py", "tests/metaopt/test_shell_contract.py"),
+        "magnitude.mul_(scalars.exp_mult).exp_()",
+        "magnitude.exp_()",
+        ("tests/metaopt/rules/test_blocked_step.py",),
+    ),
+    M(
+        "float64 copy of the rule never refreshed",
+        "metaopt/shells.py",
+        "            self._rule_in(rule, joined.dtype)  # the copy takes the rule's current weights\n",
+        "            pass\n",
+        ("tests/metaopt/test_shell_contract.py",),
     ),
     M(
         "the step is traced by torch.compile",

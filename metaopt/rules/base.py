@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LearnedRule", "ParamState", "RuleState", "detach_state"]
+__all__ = ["LearnedRule", "ParamState", "RuleState", "detach_state", "plain_tensors"]
 
 ParamState = dict[str, Tensor]
 """The rule's state of one parameter tensor, as stored in ``Optimizer.state[p]`` (e.g. ``{"hidden": (n, L, 2, H)}``)."""
@@ -41,6 +41,16 @@ def detach_state(state: RuleState) -> RuleState:
     if isinstance(state, (tuple, list)):
         return type(state)(detach_state(value) for value in state)
     return state
+
+
+def plain_tensors() -> bool:
+    """Whether a rule's step may take its in-place fast path: no autograd recording and no ``torch.func`` transform.
+
+    Under ``no_grad`` outside ``vmap``/``grad`` the step's tensors are plain, so a rule may write into buffers
+    (``out=``, in-place ops) and process coordinates in blocks; inside a transform (``vmap`` populations of ES) or
+    with autograd it must stay functional.
+    """
+    return not torch.is_grad_enabled() and torch._C._functorch.peek_interpreter_stack() is None
 
 
 class LearnedRule(nn.Module, ABC):

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from envs.tooling.config import check_range
-from metaopt.rules.base import LearnedRule, ParamState
+from metaopt.rules.base import LearnedRule, ParamState, plain_tensors
 from metaopt.rules.features import FEATURE_MODES, num_features, preprocess
 
 __all__ = [
@@ -121,7 +121,7 @@ class CoordinateLSTM(LearnedRule):
     def step(self, grads: Tensor, state: LSTMState, params: Sequence[Tensor] = ()) -> tuple[Tensor, LSTMState]:
         cfg = self.config
         features = preprocess(grads, cfg.features, p=cfg.p, scale=cfg.input_scale)
-        if not torch.is_grad_enabled():  # the drop-in step: in cache-sized blocks of coordinates, biases folded
+        if plain_tensors():  # the drop-in step: in cache-sized blocks of coordinates, biases folded
             return self._blocked_step(features, state)
         return self(features, state)
 
@@ -172,26 +172,18 @@ class CoordinateLSTM(LearnedRule):
     def _folded_weights(self, dtype: torch.dtype) -> tuple[list[Tensor], Tensor]:
         """Each layer's ``[W_ih | W_hh | b_ih + b_hh]`` ``(4H, F + H + 1)`` and the readout's ``[w, b]``, in ``dtype``.
 
-        The gate rows are ordered i, f, o, g; rebuilt when a weight changes (its version), moves or changes dtype.
+        The gate rows are ordered i, f, o, g. Built at every step (a few thousand floats): a cache keyed on the
+        weights' versions would miss a change made through ``.data`` (as ``vector_to_parameters`` and ES
+        perturbations do).
         """
-        tensors = [*self.parameters()]
-        stamps = (dtype, tensors[0].dtype, tensors[0].device, *[t._version for t in tensors])
-        folded = self.__dict__.get("_folded")
-        if folded is None or folded[0] != stamps or folded[2] is not tensors[0]:
-            hidden = self.config.hidden_size
-            order = torch.cat([torch.arange(0, 2 * hidden), torch.arange(3 * hidden, 4 * hidden),
-                               torch.arange(2 * hidden, 3 * hidden)]).to(tensors[0].device)  # fmt: skip
-            with torch.no_grad():
-                weights = [
-                    torch.cat([cell.weight_ih, cell.weight_hh, (cell.bias_ih + cell.bias_hh)[:, None]], dim=1)[order]
-                    .to(dtype)
-                    .contiguous()
-                    for cell in self.cells
-                    if isinstance(cell, nn.LSTMCell)
-                ]
-                readout = torch.cat([self.readout.weight[0], self.readout.bias]).to(dtype)
-            folded = self.__dict__["_folded"] = (stamps, (weights, readout), tensors[0])
-        return folded[1]
+        hidden = self.config.hidden_size
+        weights = []
+        for cell in self.cells:
+            assert isinstance(cell, nn.LSTMCell)
+            folded = torch.cat([cell.weight_ih, cell.weight_hh, (cell.bias_ih + cell.bias_hh)[:, None]], dim=1)
+            i_f, cell_gate, out_gate = folded.split([2 * hidden, hidden, hidden])
+            weights.append(torch.cat([i_f, out_gate, cell_gate]).to(dtype))
+        return weights, torch.cat([self.readout.weight[0], self.readout.bias]).to(dtype)
 
 
 _BLOCK = 1024

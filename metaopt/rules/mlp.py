@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from envs.tooling.config import check_range
-from metaopt.rules.base import LearnedRule, ParamState
+from metaopt.rules.base import LearnedRule, ParamState, plain_tensors
 
 __all__ = ["MLPConfig", "PerParameterMLP", "adam_weights"]
 
@@ -170,7 +170,7 @@ class PerParameterMLP(LearnedRule):
         layout = self._layout(params, grads)
         raw, scales, progress, new_state = self._inputs(grads, state, params, layout)
         scalars = layout.scalars(self.config)
-        if not torch.is_grad_enabled():  # the drop-in step: in cache-sized blocks of coordinates, biases folded
+        if plain_tensors():  # the drop-in step: in cache-sized blocks of coordinates, biases folded
             return self._blocked_update(raw, scales, progress, layout, scalars), new_state
         hidden, new_state = self._assemble(raw, scales, progress, new_state, layout)
         # feature-major (F, N): each layer is one product W @ h, the fastest layout when N >> F
@@ -229,17 +229,13 @@ class PerParameterMLP(LearnedRule):
         return update.mul_(scalars.step_mult)
 
     def _folded_weights(self, dtype: torch.dtype) -> list[Tensor]:
-        """Each layer's ``[W | b]`` (hidden layers, then the readout), in ``dtype``; rebuilt when a weight changes."""
+        """Each layer's ``[W | b]`` (hidden layers, then the readout), in ``dtype``.
+
+        Built at every step (a few thousand floats): a cache keyed on the weights' versions would miss a change made
+        through ``.data`` (as ``vector_to_parameters`` and ES perturbations do).
+        """
         layers = [*self._linears, self.readout]
-        first = layers[0].weight
-        stamps = [(layer.weight._version, layer.bias._version) for layer in layers]
-        versions = (dtype, first.dtype, first.device, *stamps)
-        folded = self.__dict__.get("_folded")
-        if folded is None or folded[0] != versions or folded[2] is not layers[0].weight:
-            with torch.no_grad():
-                weights = [torch.cat([layer.weight, layer.bias[:, None]], dim=1).to(dtype) for layer in layers]
-            folded = self.__dict__["_folded"] = (versions, weights, layers[0].weight)
-        return folded[1]
+        return [torch.cat([layer.weight, layer.bias[:, None]], dim=1).to(dtype) for layer in layers]
 
     def _inputs(
         self, grads: Tensor, state: dict, params: Sequence[Tensor], layout: _Layout

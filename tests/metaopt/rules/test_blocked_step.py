@@ -76,3 +76,11 @@ def test_blocked_step_follows_in_place_changes_of_the_weights(name: str) -> None
     expected, _ = rule.step(grads, state, params)  # the plain path reads the live weights
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, expected.detach(), rtol=1e-5, atol=1e-7)
+    # a change through ``.data`` (no version bump), as vector_to_parameters and ES perturbations make
+    vector = nn.utils.parameters_to_vector(rule.parameters())
+    nn.utils.vector_to_parameters(vector * 0.7, rule.parameters())
+    with torch.no_grad():
+        changed, _ = rule.step(grads, state, params)
+    expected, _ = rule.step(grads, state, params)
+    assert not torch.allclose(changed, after)
+    torch.testing.assert_close(changed, expected.detach(), rtol=1e-5, atol=1e-7)
