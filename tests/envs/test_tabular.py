@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import pytest
 import torch
 
 import envs
-from envs.tasks.tabular import DATASETS, load_table, split_rows
+from envs.tasks.tabular import DATASETS, TabularMLPTask, load_table, split_rows
 
 DATASET_NAMES = sorted(DATASETS)
+
+
+def make(**options: Any) -> TabularMLPTask:
+    task = envs.make_task("tabular_mlp", **options)
+    assert isinstance(task, TabularMLPTask)
+    return task
 
 
 def _raw_rows(dataset: str, rows: np.ndarray) -> np.ndarray:
@@ -24,7 +32,7 @@ def test_split_is_fixed_disjoint_and_covers_every_row(dataset: str) -> None:
     assert len(test) == round(0.3 * n)
     again_train, again_test = split_rows(n, 0.3, 0)
     assert np.array_equal(train, again_train) and np.array_equal(test, again_test)
-    task = envs.make_task("tabular_mlp", dataset=dataset)
+    task = make(dataset=dataset)
     x_train, _ = task._split()[0]
     x_eval, _ = task.eval_data()
     assert len(x_train) == len(train) and len(x_eval) == len(test)
@@ -35,7 +43,7 @@ def test_split_is_fixed_disjoint_and_covers_every_row(dataset: str) -> None:
 
 @pytest.mark.parametrize("dataset", DATASET_NAMES)
 def test_standardization_uses_the_training_rows_only(dataset: str) -> None:
-    task = envs.make_task("tabular_mlp", dataset=dataset, valid_size=10, dtype=torch.float64)
+    task = make(dataset=dataset, valid_size=10, dtype=torch.float64)
     n = len(load_table(dataset)[1])
     train, test = split_rows(n, 0.3, 0)
     fit_rows = train[:-10]
@@ -43,7 +51,9 @@ def test_standardization_uses_the_training_rows_only(dataset: str) -> None:
     mean, std = raw.mean(axis=0), raw.std(axis=0)
     x_train, y_train = task._split()[0]
     x_eval, _ = task.eval_data()
-    x_valid, _ = task._split()[2]
+    held_out = task._split()[2]
+    assert held_out is not None
+    x_valid = held_out[0]
     # the training rows are standardized exactly: mean 0 and unit standard deviation per feature
     assert np.allclose(x_train.numpy().mean(axis=0), 0, atol=1e-10)
     assert np.allclose(x_train.numpy().std(axis=0), 1, atol=1e-10)
@@ -61,7 +71,7 @@ def test_standardization_uses_the_training_rows_only(dataset: str) -> None:
 
 @pytest.mark.parametrize("dataset", DATASET_NAMES)
 def test_same_seed_same_batches_and_run(dataset: str) -> None:
-    task = envs.make_task("tabular_mlp", dataset=dataset)
+    task = make(dataset=dataset)
     a, b, c = task.batches(3), task.batches(3), task.batches(4)
     differs = False
     for _ in range(5):
@@ -75,7 +85,7 @@ def test_same_seed_same_batches_and_run(dataset: str) -> None:
 
 @pytest.mark.parametrize("dataset", DATASET_NAMES)
 def test_default_recipe_learns(dataset: str) -> None:
-    task = envs.make_task("tabular_mlp", dataset=dataset)
+    task = make(dataset=dataset)
     initial = task.eval_loss(task.init_model(1))
     result = envs.fit(task, 1)
     assert not result.diverged
@@ -84,7 +94,7 @@ def test_default_recipe_learns(dataset: str) -> None:
     else:
         assert result.eval_metrics["loss"] < 0.5 * initial
         assert result.eval_metrics["accuracy"] > 0.85
-        assert task.init_model(0)[-1].out_features == DATASETS[dataset]
+        assert cast(torch.nn.Sequential, task.init_model(0))[-1].out_features == DATASETS[dataset]
 
 
 def test_the_gym_env_passes_check_env() -> None:
@@ -109,10 +119,10 @@ def test_the_gym_env_passes_check_env() -> None:
 )
 def test_bad_options_are_one_clear_message(options: dict[str, object], match: str) -> None:
     with pytest.raises((ValueError, envs.TaskError), match=match):
-        envs.make_task("tabular_mlp", **options)
+        make(**options)
 
 
 def test_valid_size_that_leaves_no_training_rows_is_refused() -> None:
-    task = envs.make_task("tabular_mlp", dataset="iris", valid_size=200)
+    task = make(dataset="iris", valid_size=200)
     with pytest.raises(envs.TaskError, match="valid_size=200"):
         task.eval_data()

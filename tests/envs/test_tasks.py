@@ -10,7 +10,16 @@ import torch
 import envs
 from envs.tasks.permutation import swap_hidden_units
 
-BUNDLED = ["quadratic", "poly_quadratic", "poly_cubic", "digits_mlp", "digits_cnn", "permutation", "charlm"]
+BUNDLED = [
+    "quadratic",
+    "poly_quadratic",
+    "poly_cubic",
+    "digits_mlp",
+    "digits_cnn",
+    "permutation",
+    "charlm",
+    "tabular_mlp",
+]
 LOCAL = ["mnist_mlp", "mnist_cnn", "cifar10_cnn", "ptb_lstm"]
 
 
@@ -161,3 +170,15 @@ def test_missing_data_files_say_where_to_put_them(name: str, tmp_path) -> None: 
     with pytest.raises(envs.DataNotFoundError, match=f"Put them in {tmp_path}.*Nothing is downloaded"):
         task = envs.make_task(name, data_dir=str(tmp_path))
         task.eval_loss(task.init_model(0))
+
+
+def test_digits_cnn_convs_deepens_each_stage_and_keeps_the_default_network() -> None:
+    default = envs.make_task("digits_cnn", channels=4).init_model(0)
+    assert [k for k in default.state_dict() if k.endswith("weight")] == ["features.0.weight", "features.3.weight",
+                                                                       "head.weight"]  # fmt: skip
+    deep = envs.make_task("digits_cnn", channels=4, convs=2).init_model(0)
+    convs = [m for m in deep.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 4), (4, 4), (4, 8), (8, 8)]
+    assert deep(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(ValueError, match="convs must be positive"):
+        envs.make_task("digits_cnn", convs=0)

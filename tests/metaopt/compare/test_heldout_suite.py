@@ -106,7 +106,7 @@ def test_figure_has_a_training_and_an_evaluation_panel_with_clean_titles(smoke: 
     fig = plot_task(tasks[0], cfg.reference)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[:2] == ["training loss", "evaluation loss (held-out data)"]
-    suptitle = fig._suptitle.get_text()  # type: ignore[union-attr]
+    suptitle = fig.get_suptitle()
     assert suptitle.startswith("wine (tabular_mlp, dataset=wine") and "3 paired seeds" in suptitle
     curves_labels = fig.axes[0].get_legend_handles_labels()[1]
     assert any(label.startswith("target: adam's mean final loss") for label in curves_labels)
