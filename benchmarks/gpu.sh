@@ -84,6 +84,7 @@ step compare_sweep 120 compare_sweep.py --config compare/quadratic.yaml tuning_s
 step learned_meta 45 learned_meta_speed.py --episodes 2 --steps 100 --truncation 20
 step es_population 45 es_population.py --task digits_mlp --repeats 2
 step learned_dropin 90 learned_dropin_speed.py --sizes 10000 100000 1000000 10000000 --rules mlp lstm --repeats 2
+step learned_meta_rules 60 learned_meta_speed.py --rules lstm mlp --estimators backprop --steps 40 --truncation 20 --meta-batch 2 --repeats 1
 step threads 30 threads.py --tasks digits_mlp digits_cnn --threads 1 2 --steps 50 --repeats 2
 step distributed 120 distributed.py --ranks 1 2 --repeats 1 --workloads sweep train targets
 

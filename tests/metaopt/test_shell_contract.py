@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from metaopt import LearnedOptimizer, load_net
-from metaopt.rules import make_rule
+from metaopt.rules import LearnedRule, make_rule
 
 
-def _rule(name: str) -> nn.Module:
+def _rule(name: str) -> LearnedRule:
     if name == "family-mlp-v0":
         return load_net("family-mlp-v0")
     torch.manual_seed(7)

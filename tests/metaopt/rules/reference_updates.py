@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from metaopt import LearnedOptimizer, load_net
-from metaopt.rules import make_rule
+from metaopt.rules import LearnedRule, make_rule
 
 FIXTURE = Path(__file__).with_name("data") / "rule-updates-v1.pt"
 
@@ -40,7 +40,7 @@ def _loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.T
     return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
 
-def rule(name: str) -> nn.Module:
+def rule(name: str) -> LearnedRule:
     """The rule ``name`` of the fixture: ``family-mlp-v0`` or an ``lstm`` rule of seed 7 (float32, CPU)."""
     if name == "family-mlp-v0":
         return load_net("family-mlp-v0")

@@ -48,11 +48,11 @@ def _two_paths(name: str, dtype: torch.dtype) -> tuple[list, list]:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_blocked_step_equals_the_differentiable_step(name: str, dtype: torch.dtype) -> None:
     blocked, plain = _two_paths(name, dtype)
-    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-14}
+    rtol, atol = (1e-5, 1e-6) if dtype == torch.float32 else (1e-12, 1e-14)
     for blocked_step, plain_step in zip(blocked, plain):
         assert blocked_step[0].abs().max() > 0
         for mine, theirs in zip(blocked_step, plain_step):
-            torch.testing.assert_close(mine, theirs, **tolerance)
+            torch.testing.assert_close(mine, theirs, rtol=rtol, atol=atol)
 
 
 def test_blocks_are_smaller_than_the_test_model() -> None:
