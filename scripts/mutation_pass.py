@@ -396,6 +396,27 @@ MUTANTS: list[Mutant] = [
         ("tests/metaopt/test_preflight.py",),
     ),
     M(
+        "path length measured end to end",
+        "metaopt/targets/census.py",
+        "return float((points[1:].double() - points[:-1].double()).norm(dim=1).sum())",
+        "return float((points[-1].double() - points[0].double()).norm())",
+        ("tests/metaopt/targets/test_census.py",),
+    ),
+    M(
+        "path efficiency inverted",
+        "metaopt/targets/census.py",
+        "return geodesic_length / travelled if travelled > 0 else 1.0",
+        "return travelled / geodesic_length if geodesic_length > 0 else 1.0",
+        ("tests/metaopt/targets/test_census.py",),
+    ),
+    M(
+        "a run that never moved counted as infinitely efficient",
+        "metaopt/targets/census.py",
+        "return geodesic_length / travelled if travelled > 0 else 1.0",
+        "return geodesic_length / travelled if travelled > 0 else float('inf')",
+        ("tests/metaopt/targets/test_census.py",),
+    ),
+    M(
         "the census's progress not normalised",
         "metaopt/targets/census.py",
         "    out = travelled / total\n",

@@ -26,7 +26,16 @@ from torch import Tensor
 
 from geodesics import BeadString, CurveConfig, DSSConfig, ParamSpace, connect, polyline_at, segment_maxima
 
-__all__ = ["ChordCheck", "chord_barrier", "inside_length", "progress", "retime", "window_loss"]
+__all__ = [
+    "ChordCheck",
+    "chord_barrier",
+    "inside_length",
+    "path_length",
+    "path_efficiency",
+    "progress",
+    "retime",
+    "window_loss",
+]
 
 
 @dataclass(frozen=True)
@@ -103,3 +112,22 @@ def retime(path: Tensor, fractions: Tensor) -> Tensor:
 def window_loss(space: ParamSpace, points: Tensor) -> float:
     """The L2L objective of a window: the sum of the evaluation loss F over ``points (T + 1, P)`` after the first."""
     return float(space.batched_eval_loss(points[1:]).double().sum())
+
+
+def path_length(points: Tensor) -> float:
+    """The length of the polyline ``points (K, P)``: the sum of its steps' norms."""
+    return float((points[1:].double() - points[:-1].double()).norm(dim=1).sum())
+
+
+def path_efficiency(iterates: Tensor, geodesic_length: float) -> float:
+    """How directly an optimizer travelled: the geodesic between its ends over the length of the path it took.
+
+    1: it went the shortest way inside the level set; 0.1: it went ten times as far.
+
+    Args:
+        iterates: the run ``(N + 1, P)``.
+        geodesic_length: the length of the certified low-loss path between ``iterates[0]`` and ``iterates[-1]``
+            (the chord's length when the chord stays inside the level set).
+    """
+    travelled = path_length(iterates)
+    return geodesic_length / travelled if travelled > 0 else 1.0

@@ -138,3 +138,13 @@ def test_a_window_whose_string_did_not_connect_is_summarised_as_unmeasured() -> 
     assert summary["windows"] == 1 and summary["blocked"] == 1 and summary["curved"] == 0
     [cell] = summary["table"].values()
     assert cell == {"windows": 1, "blocked": 1, "measured": 0, "curved": 0}
+
+
+def test_path_efficiency_is_one_for_a_straight_run_and_falls_with_detours() -> None:
+    from metaopt.targets.census import path_efficiency, path_length
+
+    straight = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+    assert path_length(straight) == pytest.approx(3.0) and path_efficiency(straight, 3.0) == pytest.approx(1.0)
+    zigzag = torch.tensor([[0.0, 0.0], [0.0, 4.0], [3.0, 4.0], [3.0, 0.0]])  # 11 travelled for a chord of 3
+    assert path_length(zigzag) == pytest.approx(11.0) and path_efficiency(zigzag, 3.0) == pytest.approx(3 / 11)
+    assert path_efficiency(torch.zeros(3, 2), 0.0) == 1.0  # a run that never moved went the shortest way
