@@ -131,6 +131,6 @@ def test_identity_activation_makes_the_student_a_linear_map() -> None:
 
 
 def test_teacher_student_options_are_checked() -> None:
-    for bad in ({"activation": "gelu"}, {"teacher": "cubic"}, {"width": 0}, {"depth": -1}):
+    for bad in ({"activation": "swish"}, {"teacher": "cubic"}, {"width": 0}, {"depth": -1}):
         with pytest.raises(ValueError):
             envs.make_task("teacher_student", **bad)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from geodesics.cli import main as geodesics_main
+from geodesics.finders.base import FINDERS
 from metaopt.cli import main as metaopt_main
+from metaopt.objectives.registry import OBJECTIVES
 
 OBJECTIVE_MODULE = '''
 """A user's objective: the L2L loss, under another name."""
@@ -40,8 +42,11 @@ def test_metaopt_train_imports_a_users_objective_from_the_working_directory(
     out = tmp_path / "run"
     argv = ["train", "metaopt/quadratic.yaml", f"imports=[{name}]", f"objective.name=user_loss_{name}", "episodes=1",
             "steps=20", "truncation=20", "val_every=1", "val_seeds=1", "tune_seeds=1", f"out={out}"]  # fmt: skip
-    assert metaopt_main(argv) == 0
-    assert (out / "checkpoints" / "last.pt").is_file() and f"user_loss_{name}" in (out / "config.yaml").read_text()
+    try:
+        assert metaopt_main(argv) == 0
+        assert (out / "checkpoints" / "last.pt").is_file() and f"user_loss_{name}" in (out / "config.yaml").read_text()
+    finally:
+        OBJECTIVES.unregister(f"user_loss_{name}")  # the registries are global: leave them as the other tests expect
 
 
 def test_geodesics_connect_imports_a_users_path_finder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,8 +55,11 @@ def test_geodesics_connect_imports_a_users_path_finder(tmp_path: Path, monkeypat
     out = tmp_path / "run"
     argv = ["connect", "geodesics/connect/poly_cubic.yaml", f"imports=[{name}]", f"dss.method=user_greedy_{name}",
             "device=cpu", "threshold=0.1", "dss.max_rounds=3", f"out={out}"]  # fmt: skip
-    assert geodesics_main(argv) == 0
-    assert (out / "string.pt").is_file()
+    try:
+        assert geodesics_main(argv) == 0
+        assert (out / "string.pt").is_file()
+    finally:
+        FINDERS.unregister(f"user_greedy_{name}")
 
 
 def test_a_module_that_cannot_be_imported_is_one_message_and_nothing_is_written(
