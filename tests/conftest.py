@@ -81,3 +81,9 @@ def data_dirs(mnist_dir: Path, cifar_dir: Path, ptb_dir: Path) -> dict[str, str]
         "cifar10_cnn": str(cifar_dir),
         "ptb_lstm": str(ptb_dir),
     }
+
+
+@pytest.fixture(autouse=True)
+def _own_baseline_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts with an empty cache of tuned baselines of its own (and never writes to ``~/.cache``)."""
+    monkeypatch.setenv("METAOPT_CACHE", str(tmp_path_factory.mktemp("metaopt-cache")))

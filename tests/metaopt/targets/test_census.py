@@ -127,6 +127,10 @@ def test_an_independent_partner_takes_far_ends_from_another_run_at_the_same_leve
     for a, b in zip(mine, theirs):  # the independent run's iterate nearest the own far end's level
         assert b["end_loss"] == pytest.approx(float(levels[b["end"]]))
         assert abs(b["end_loss"] - a["end_loss"]) == pytest.approx(float((levels - a["end_loss"]).abs().min()))
+    own_run, _ = base_trajectory(problem, 0, "adam", problem.recipe.lr, 200)
+    last = theirs[-1]  # its chord runs from this run's theta_t to the other run's iterate
+    check = chord_barrier(space, own_run[last["t"]], iterates[last["end"]], last["level"])
+    assert last["chord_peak"] == pytest.approx(check.peak)
     assert any(b["chord_ratio"] > a["chord_ratio"] for a, b in zip(mine, theirs))  # another basin: higher barriers
 
 

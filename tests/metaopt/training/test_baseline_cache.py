@@ -36,7 +36,9 @@ def test_a_second_tuning_with_the_same_settings_reads_the_cache(
     tune_adam(other, task)  # another horizon: another key
     assert len(calls) == 2
     monkeypatch.setenv("METAOPT_CACHE", "off")
-    assert tune_adam(cfg, task) == first and len(calls) == 3  # off: tuned every time, the same result
+    monkeypatch.chdir(tmp_path)
+    assert tune_adam(cfg, task) == first and tune_adam(cfg, task) == first and len(calls) == 4  # off: tuned every time
+    assert not (tmp_path / "off").exists()  # and nothing written
 
 
 def test_a_broken_cache_file_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
