@@ -494,6 +494,20 @@ MUTANTS: list[Mutant] = [
         ("tests/envs/test_registry.py",),
     ),
     M(
+        "the command preamble skips the alignment check",
+        "geodesics/commands/preamble.py",
+        'check_alignable(space, getattr(cfg, "align", "none"))',
+        'check_alignable(space, "none")',
+        ("tests/metaopt/test_preflight.py",),
+    ),
+    M(
+        "connect's progress lines not shown",
+        "geodesics/commands/preamble.py",
+        "    PROGRESS.setLevel(logging.INFO)\n",
+        "    PROGRESS.setLevel(logging.WARNING)\n",
+        ("tests/geodesics/test_connect_cli.py",),
+    ),
+    M(
         "the contract accepts eval data without a batch dimension",
         "envs/contract.py",
         "if inputs.dim() == 0 or targets.dim() == 0 or inputs.shape[0] != targets.shape[0] or inputs.shape[0] == 0:",
