@@ -5,7 +5,9 @@ in a throw-away ``git worktree`` of a commit (``HEAD`` by default), so the worki
 mutant it applies the edit, runs the mutant's tests, records whether they failed (the mutant is *killed*) or passed
 (it *survived*), and restores the file. A mutant whose text is not found is reported as stale, not counted.
 
-    python scripts/mutation_pass.py [--commit HEAD | --source working] [--only SUBSTRING] [--json out.json]
+    python scripts/mutation_pass.py [--commit HEAD | --source working] [--only SUBSTRING] [--recent] [--json out.json]
+
+The score is printed by module and in all.
 """
 
 from __future__ import annotations
@@ -563,8 +565,11 @@ MUTANTS: list[Mutant] = [
         "!= _Path(_envs.__file__).resolve().parents[1]:",
         ("tests/envs/test_shadowing.py",),
     ),
+]
+
+RECENT: list[Mutant] = [
     # -- modules added or rewritten since the last audit: ES population, imitation, targets, levels, curves, beads,
-    # -- the bmm strategy, the distributed helpers ---------------------------------------------------------------------
+    # -- the bmm strategy, the distributed helpers, and everything after them -----------------------------------------
     M(
         "the imitation loss normalised by the far end alone",
         "metaopt/objectives/imitation.py",
@@ -1024,16 +1029,43 @@ MUTANTS: list[Mutant] = [
         '    home = ""\n    SummaryWriter(str(tb_dir)).add_text("config", config_text, 0)',
         ("tests/metaopt/compare/test_heldout_suite.py",),
     ),
+    # -- results that do not depend on the machine's load; the quickstart's short terminal summary ------------------
+    M(
+        "a zero wall-clock budget taken as a limit",
+        "geodesics/finders/common.py",
+        "if self.max_seconds > 0 and self.elapsed > self.max_seconds:",
+        "if self.elapsed > self.max_seconds:",
+        ("tests/test_load_invariance.py",),
+    ),
+    M(
+        "runs cut short by the wall clock not named in the report",
+        "geodesics/commands/compare_paths.py",
+        "    if timed_out:",
+        "    if not timed_out:",
+        ("tests/test_load_invariance.py",),
+    ),
+    M(
+        "the quickstart prints the full tables",
+        "metaopt/commands/quickstart.py",
+        "run_compare(c, tables=False)",
+        "run_compare(c, tables=True)",
+        ("tests/metaopt/commands/test_quickstart.py",),
+    ),
 ]
 
+"""The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""
+MUTANTS += RECENT
 
-def run_pass(commit: str, only: str | None, source: str = "commit") -> list[dict[str, object]]:
+
+def run_pass(
+    commit: str, only: str | None, source: str = "commit", mutants: list[Mutant] | None = None
+) -> list[dict[str, object]]:
     """Apply each chosen mutant in a copy of the code, run its tests, and return the outcomes.
 
     ``source="commit"``: a ``git worktree`` of ``commit``; ``"working"``: a copy of the working tree as it is now
     (uncommitted edits included; ``.git``, ``.venv``, ``runs`` and caches left out).
     """
-    chosen = [m for m in MUTANTS if only is None or only in m.name or only in m.path]
+    chosen = [m for m in (MUTANTS if mutants is None else mutants) if only is None or only in m.name or only in m.path]
     results = []
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         tree = Path(tmp) / "tree"
@@ -1074,11 +1106,17 @@ def main() -> None:
                         help="mutate a worktree of --commit, or a copy of the working tree as it is")  # fmt: skip
     parser.add_argument("--only", default=None, help="run the mutants whose name or path contains this")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--recent", action="store_true",
+                        help="only the mutants of modules added or rewritten since the last audit")  # fmt: skip
     args = parser.parse_args()
-    results = run_pass(args.commit, args.only, args.source)
+    results = run_pass(args.commit, args.only, args.source, RECENT if args.recent else None)
     counted = [r for r in results if r["outcome"] != "stale"]
     killed = sum(r["outcome"] == "killed" for r in counted)
     stale = len(results) - len(counted)
+    print("\nby module (killed / mutants):")
+    for path in sorted({str(r["path"]) for r in counted}):
+        mine = [r for r in counted if r["path"] == path]
+        print(f"  {sum(r['outcome'] == 'killed' for r in mine)}/{len(mine)}  {path}")
     print(f"mutation score: {killed}/{len(counted)} killed" + (f" ({stale} stale mutants skipped)" if stale else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

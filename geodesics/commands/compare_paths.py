@@ -50,7 +50,7 @@ _POINT_KINDS = {"greedy": "beads", "constrained": "beads", "neb": "images"}
 
 
 def _budgeted() -> DSSConfig:
-    return DSSConfig(max_evaluations=200_000, max_seconds=300.0, keep_snapshots=False)
+    return DSSConfig(max_evaluations=200_000, max_seconds=0.0, keep_snapshots=False)
 
 
 @dataclass
@@ -202,6 +202,13 @@ def _report(cfg: ComparePathsConfig, rows: list[dict[str, Any]], records: list[d
         lines.append(
             f"\nPairs {', '.join(map(str, untrained))}: an endpoint did not train below L0 within the step budget "
             "(`train_steps`), so no finder ran on them; they are left out of the means."
+        )
+    timed_out = [r for r in records if str(r.get("reason") or "").startswith("time:")]
+    if timed_out:
+        lines.append(
+            f"\n{len(timed_out)} of {len(records)} runs were cut short by the wall-clock limit "
+            f"(`dss.max_seconds={cfg.dss.max_seconds:g}`): their results depend on the machine's load. Budget by "
+            "evaluations (`dss.max_evaluations`, `max_seconds=0`) for results that do not."
         )
     lines += [
         "\n## Pairs\n",

@@ -12,13 +12,18 @@ from typing import Any
 
 from envs.tooling import distributed
 from metaopt.compare import CompareConfig, compute_results, write_outputs
-from metaopt.compare.report import result_rows, results_table
+from metaopt.compare.report import result_rows, results_table, short_lines
 
 __all__ = ["run_compare"]
 
 
-def run_compare(cfg: CompareConfig, *, progress: bool = True) -> dict[str, Any]:
+def run_compare(cfg: CompareConfig, *, progress: bool = True, tables: bool = True) -> dict[str, Any]:
     """Run (or resume) a comparison and write its outputs; the ``metaopt compare`` command.
+
+    Args:
+        cfg: The comparison.
+        progress: Show progress bars.
+        tables: Print every task's full table; False prints one line per optimizer (the tables are in the report).
 
     Returns:
         ``{"run_dir": path, "results": rows, "tasks": results}``: the rows of ``results.csv`` and the
@@ -29,7 +34,10 @@ def run_compare(cfg: CompareConfig, *, progress: bool = True) -> dict[str, Any]:
         return {"run_dir": str(run.path), "results": result_rows(cfg, tasks), "tasks": tasks}
     write_outputs(run, cfg, tasks)
     for task in tasks:
-        print(f"\n{task.label} ({'held out' if task.config.held_out else 'in distribution'}):")
-        print(results_table(task, cfg))
+        if tables:
+            print(f"\n{task.label} ({'held out' if task.config.held_out else 'in distribution'}):")
+            print(results_table(task, cfg))
+        else:
+            print("\n".join(short_lines(task, cfg)))
     print(f"\nreport: {run.path / 'report.md'}\ntensorboard --logdir {run.path / 'tb'}")
     return {"run_dir": str(run.path), "results": result_rows(cfg, tasks), "tasks": tasks}

@@ -24,6 +24,7 @@ __all__ = [
     "render_report",
     "result_rows",
     "results_table",
+    "short_lines",
     "summary_table",
     "tuning_rows",
 ]
@@ -92,6 +93,24 @@ def results_table(task: TaskResult, cfg: CompareConfig) -> str:
         cells.append(_diverged_text(row))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def short_lines(task: TaskResult, cfg: CompareConfig) -> list[str]:
+    """One line per optimizer of a task: final training and evaluation loss, paired against the reference.
+
+    What a command prints when the full tables go to the report only (the quickstart).
+    """
+    lines = [f"{task.label} ({'held out' if task.config.held_out else 'in distribution'}):"]
+    for row in task.optimizers:
+        text = f"  {row.optimizer}: final {_num(row.final.mean)}, eval {_num(row.eval_loss.mean)}"
+        if row.paired is not None:
+            text += f"; vs {cfg.reference}: final {row.paired.wins}/{row.paired.difference.n} seeds lower"
+        if row.paired_eval is not None:
+            text += f", eval {row.paired_eval.wins}/{row.paired_eval.difference.n}"
+        if row.diverged:
+            text += f"; {row.diverged} of {row.seeds} runs diverged"
+        lines.append(text)
+    return lines
 
 
 def _tuning_table(task: TaskResult, cfg: CompareConfig) -> str:

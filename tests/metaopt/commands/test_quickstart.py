@@ -21,9 +21,16 @@ TINY = [
 ]  # fmt: skip
 
 
-def test_tiny_quickstart_runs_every_stage_and_writes_its_report(tmp_path: Path) -> None:
+def test_tiny_quickstart_runs_every_stage_and_writes_its_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "qs"
     result = run_quickstart(load_config(QuickstartConfig, "quickstart.yaml", [*TINY, f"out={out}"]))
+    printed = capsys.readouterr().out.splitlines()
+    # the terminal gets a short summary, one line per optimizer and task; the tables are in the report only
+    assert not [line for line in printed if line.startswith("|")], printed
+    assert "  learned: final " in "\n".join(printed) and printed[-3] == f"report: {out.resolve() / 'report.md'}"
+    assert len(printed) < 40, len(printed)
     assert result["targets"]["windows"] == 2 * 2  # two base runs of 20 steps: windows at t = 0 and t = 10
     assert result["train"]["meta_steps"] == 2
     report = (out / "report.md").read_text()
@@ -84,7 +91,7 @@ def test_the_quickstart_reports_from_the_start_and_resumes_from_its_own_moved_di
         seen["report"] = (root / "report.md").read_text()
         return real_train(cfg)  # type: ignore[arg-type]
 
-    def killed(cfg: object) -> dict:
+    def killed(cfg: object, **options: object) -> dict:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(quickstart, "run_train", train_after_reading_the_report)
