@@ -1051,6 +1051,13 @@ RECENT: list[Mutant] = [
         "run_compare(c, tables=True)",
         ("tests/metaopt/commands/test_quickstart.py",),
     ),
+    M(
+        "the time estimate counts the episodes left wrongly",
+        "metaopt/training/loop.py",
+        "cfg.episodes - self.progress.episode))  # fmt: skip",
+        "cfg.episodes - done))  # fmt: skip",
+        ("tests/metaopt/training/test_train.py",),
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""

@@ -241,6 +241,9 @@ class MetaTrainer:
                 self.after_episode()
                 bar.update(1)
                 bar.set_postfix(val=f"{self.progress.last_val:.4g}", skipped=self.progress.skipped)
+                if self.main and self.progress.episode - done == ESTIMATE_AFTER < cfg.episodes - done:
+                    bar.write(remaining_time_line(time.perf_counter() - started, ESTIMATE_AFTER,
+                                                  cfg.episodes - self.progress.episode))  # fmt: skip
         progress = self.progress
         baseline = [b["val"] for b in progress.baseline.values()]
         adam = sum(baseline) / len(baseline) if baseline else math.nan
@@ -258,6 +261,21 @@ class MetaTrainer:
             "seconds_this_session": time.perf_counter() - started,
             "run_dir": str(self.run.path),
         }
+
+
+ESTIMATE_AFTER = 5
+"""Episodes of a session after which ``metaopt train`` prints how long the rest should take."""
+
+
+def remaining_time_line(seconds: float, episodes_done: int, episodes_left: int) -> str:
+    """The one-line estimate printed after the first episodes: the rest at the rate so far."""
+    per_episode = seconds / episodes_done
+    left = per_episode * episodes_left
+    when = f"{left / 60:.1f} min" if left >= 60 else f"{left:.0f} s"
+    return (
+        f"estimate: about {when} for the remaining {episodes_left} episodes ({per_episode:.2g} s per episode so far, "
+        "validation included; on this machine at its present load)"
+    )
 
 
 def average_over_ranks(weights: list[torch.Tensor], local: MetaGradient | None, count: int, total: int) -> MetaGradient:

@@ -29,9 +29,12 @@ def mean_meta_loss(net: CoordinateLSTM, seeds: range) -> float:
     return sum(float(optimizee_loss(unroll(start_episode(task, s, net), 10)).detach()) for s in seeds) / len(seeds)
 
 
-def test_meta_training_lowers_the_meta_loss(tmp_path: Path) -> None:
+def test_meta_training_lowers_the_meta_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = config(tmp_path, "episodes=12", "meta_lr=0.01", "val_every=12")
     metrics = run_train(cfg)
+    # after the first five episodes, once: how long the other seven should take
+    [estimate] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("estimate:")]
+    assert "for the remaining 7 episodes" in estimate
     with seeded(cfg.seed, "net"):  # how the trainer initialises its network
         initial = CoordinateLSTM(cfg.net)
     trained = load_net(tmp_path / "run" / "checkpoints" / "last.pt")
