@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from envs.lazy import resolve
+from envs.tooling.registry import Registry
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-__all__ = ["OptimizerSpec", "get_optimizer_spec", "list_optimizers", "make_optimizer", "register_optimizer"]
+__all__ = [
+    "OPTIMIZERS", "OptimizerSpec", "get_optimizer_spec", "list_optimizers", "make_optimizer", "register_optimizer"
+]  # fmt: skip
 
 OptimizerFactory = Callable[..., "torch.optim.Optimizer"]
 
@@ -46,7 +49,8 @@ class OptimizerSpec:
         return {self.horizon_option: steps, **options}
 
 
-_OPTIMIZERS: dict[str, OptimizerSpec] = {}
+OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer")
+"""The registered optimizers (entries: :class:`OptimizerSpec`; flags none, the spec holds what callers need)."""
 
 
 def register_optimizer(
@@ -61,24 +65,23 @@ def register_optimizer(
 
     ``factory`` may be a ``"module:attribute"`` string, imported when the optimizer is first looked up;
     ``horizon_option`` names the constructor option that receives a run's number of steps (a schedule's horizon).
+
+    Raises:
+        ValueError: ``name`` is taken by another optimizer.
     """
-    _OPTIMIZERS[name] = OptimizerSpec(name, factory, dict(options), tunable_lr, horizon_option)
+    OPTIMIZERS.register(name, OptimizerSpec(name, factory, dict(options), tunable_lr, horizon_option))
 
 
 def list_optimizers() -> list[str]:
     """Names of the registered optimizers."""
-    return sorted(_OPTIMIZERS)
+    return OPTIMIZERS.names()
 
 
 def get_optimizer_spec(name: str) -> OptimizerSpec:
     """The spec registered as ``name``, its factory imported; a clear error listing the valid names otherwise."""
-    try:
-        spec = _OPTIMIZERS[name]
-    except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(list_optimizers())}") from None
+    spec = OPTIMIZERS.get(name)
     if isinstance(spec.factory, str):
         spec = dataclasses.replace(spec, factory=resolve(spec.factory))
-        _OPTIMIZERS[name] = spec
     return spec
 
 

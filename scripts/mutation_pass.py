@@ -5,7 +5,8 @@ in a throw-away ``git worktree`` of a commit (``HEAD`` by default), so the worki
 mutant it applies the edit, runs the mutant's tests, records whether they failed (the mutant is *killed*) or passed
 (it *survived*), and restores the file. A mutant whose text is not found is reported as stale, not counted.
 
-    python scripts/mutation_pass.py [--commit HEAD | --source working] [--only SUBSTRING] [--recent] [--json out.json]
+    python scripts/mutation_pass.py [--commit HEAD | --source working] [--only SUBSTRING] [--recent] [--jobs N]
+        [--baseline] [--json out.json]
 
 The score is printed by module and in all.
 """
@@ -20,8 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Queue
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,8 +138,8 @@ MUTANTS: list[Mutant] = [
     M(
         "beads trained to L0 instead of alpha * L0",
         "geodesics/finders/greedy.py",
-        "targets = torch.tensor([config.alpha * s.threshold",
-        "targets = torch.tensor([s.threshold",
+        "self.targets = [config.alpha * self.threshold] * len(inits)",
+        "self.targets = [self.threshold] * len(inits)",
         DSS + INVARIANTS,
     ),
     M(
@@ -149,8 +152,8 @@ MUTANTS: list[Mutant] = [
     M(
         "connected ignores the reason",
         "geodesics/finders/common.py",
-        "connected = not reason and all(c.upper <= threshold for c in checks)",
-        "connected = all(c.upper <= threshold for c in checks)",
+        "connected = not reason and all(c.upper <= accept for c in checks)",
+        "connected = all(c.upper <= accept for c in checks)",
         DSS + INVARIANTS,
     ),
     M(
@@ -185,8 +188,8 @@ MUTANTS: list[Mutant] = [
     M(
         "learned optimizer updates only the first parameter group",
         "metaopt/shells.py",
-        'params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]',
-        'params = [p for p in self.param_groups[0]["params"] if p.grad is not None]',
+        '        for group in self.param_groups:\n            lr, weight_decay = group["lr"]',
+        '        for group in self.param_groups[:1]:\n            lr, weight_decay = group["lr"]',
         ("tests/metaopt/test_invariants.py", "tests/metaopt/test_shells.py"),
     ),
     M(
@@ -292,8 +295,8 @@ MUTANTS: list[Mutant] = [
     M(
         "Adam-mimic rule without the first moment's bias correction",
         "metaopt/rules/mlp.py",
-        "adam = (momenta[:, cfg.adam_momentum] / correction1) / (v_hat.sqrt() + cfg.eps)",
-        "adam = momenta[:, cfg.adam_momentum] / (v_hat.sqrt() + cfg.eps)",
+        "adam = momenta[cfg.adam_momentum] * inv_correction1 / (v_hat.sqrt() + scalars.adam_eps)",
+        "adam = momenta[cfg.adam_momentum] / (v_hat.sqrt() + scalars.adam_eps)",
         ("tests/metaopt/rules/test_mlp.py",),
     ),
     M(
@@ -357,8 +360,8 @@ MUTANTS: list[Mutant] = [
     M(
         "ES forgets the antithetic half",
         "metaopt/outer/es.py",
-        "differences[pair] = _finite_difference(signed[0], signed[1])",
-        "differences[pair] = _finite_difference(signed[0], 0.0)",
+        "_finite_difference(float(a), float(b)) for a, b in zip(*signed)",
+        "_finite_difference(float(a), 0.0) for a, b in zip(*signed)",
         ("tests/metaopt/test_es.py",),
     ),
     # -- checks before anything is written (preflight, command preamble, LR env, shipped configs) -------------------
@@ -477,8 +480,8 @@ MUTANTS: list[Mutant] = [
     M(
         "the registry replaces a taken name",
         "envs/tooling/registry.py",
-        "if taken is not None and taken.target is not target:",
-        "if taken is not None and taken.target is target:",
+        "if taken is not None and taken.target is not target and taken.target != target:",
+        "if taken is not None and (taken.target is target or taken.target == target):",
         ("tests/envs/test_registry.py", "tests/geodesics/test_finders.py"),
     ),
     M(
@@ -1058,50 +1061,148 @@ RECENT: list[Mutant] = [
         "cfg.episodes - done))  # fmt: skip",
         ("tests/metaopt/training/test_train.py",),
     ),
+    # -- {name, options} choices: older shapes read as today's, options spelled out, --help of the chosen entry --
+    M(
+        "a choice given by its bare name in a file not read as its name",
+        "envs/tooling/config.py",
+        "if name in node and isinstance(node[name], str):",
+        "if name in node and isinstance(node[name], dict):",
+        ("tests/metaopt/training/test_train.py",),
+    ),
+    M(
+        "a bare rename on the command line merged onto the old entry's options",
+        "envs/tooling/config.py",
+        'rest += ".name"',
+        'rest += ""',
+        ("tests/metaopt/training/test_train.py",),
+    ),
+    M(
+        "a rule's options not spelled out (a default given explicitly differs from one left out)",
+        "metaopt/training/config.py",
+        "self.rule.options = _spelled_out(self.rule_config())",
+        "self.rule_config()",
+        ("tests/metaopt/training/test_train.py",),
+    ),
+    M(
+        "--help describes the default entries, not the ones the command line picks",
+        "envs/tooling/cli.py",
+        "cfg: Any = load_config(schema, config, overrides)",
+        "cfg = schema()",
+        ("tests/metaopt/training/test_train.py",),
+    ),
+    M(
+        "an equal entry registered again (a module imported twice) refused",
+        "envs/tooling/registry.py",
+        "if taken is not None and taken.target is not target and taken.target != target:",
+        "if taken is not None and taken.target is not target:",
+        ("tests/envs/test_registry.py",),
+    ),
+    M(
+        "the optimizer registry replaces a taken name silently",
+        "envs/optim.py",
+        "    OPTIMIZERS.register(name, OptimizerSpec(name, factory, dict(options), tunable_lr, horizon_option))",
+        "    OPTIMIZERS.unregister(name)\n"
+        "    OPTIMIZERS.register(name, OptimizerSpec(name, factory, dict(options), tunable_lr, horizon_option))",
+        ("tests/envs/test_registry.py",),
+    ),
+    M(
+        "an optimizer's factory string not imported on lookup",
+        "envs/optim.py",
+        "    if isinstance(spec.factory, str):",
+        "    if False:",
+        ("tests/envs/test_registry.py",),
+    ),
+    M(
+        "ranks read what is done after the barrier (a fast rank's appends change a slow rank's share)",
+        "envs/tooling/runs.py",
+        "        records = self.records(kind)\n        distributed.barrier()\n        return records",
+        "        distributed.barrier()\n        return self.records(kind)",
+        ("tests/test_distributed.py::test_ranks_agree_on_what_is_done_before_any_appends_more",),
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""
 MUTANTS += RECENT
 
 
+def _pytest(tree: Path, tests: tuple[str, ...]) -> bool:
+    """Whether ``tests`` pass in ``tree`` (its packages first on the path, one thread)."""
+    path = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests], cwd=tree,
+                          env=env, capture_output=True, text=True)  # fmt: skip
+    return proc.returncode == 0
+
+
+def _try(tree: Path, mutant: Mutant) -> dict[str, object]:
+    """Apply ``mutant`` in ``tree``, run its tests, restore the file; the outcome."""
+    target = tree / mutant.path
+    original = target.read_text()
+    if original.count(mutant.old) != 1:
+        return {"mutant": mutant.name, "path": mutant.path, "outcome": "stale"}
+    target.write_text(original.replace(mutant.old, mutant.new))
+    start = time.perf_counter()
+    try:
+        passed = _pytest(tree, mutant.tests)
+    finally:
+        target.write_text(original)
+    return {"mutant": mutant.name, "path": mutant.path, "outcome": "survived" if passed else "killed",
+            "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+
+
 def run_pass(
-    commit: str, only: str | None, source: str = "commit", mutants: list[Mutant] | None = None
-) -> list[dict[str, object]]:
+    commit: str, only: str | None, source: str = "commit", mutants: list[Mutant] | None = None, jobs: int = 1,
+    baseline: bool = False,
+) -> list[dict[str, object]]:  # fmt: skip
     """Apply each chosen mutant in a copy of the code, run its tests, and return the outcomes.
 
     ``source="commit"``: a ``git worktree`` of ``commit``; ``"working"``: a copy of the working tree as it is now
-    (uncommitted edits included; ``.git``, ``.venv``, ``runs`` and caches left out).
+    (uncommitted edits included; ``.git``, ``.venv``, ``runs`` and caches left out). ``jobs`` copies of the code
+    take mutants in parallel. ``baseline``: first run each distinct set of tests on the unmutated code; a mutant
+    whose tests fail there is reported as ``baseline-fails`` and not counted (a kill it would score is no kill).
     """
     chosen = [m for m in (MUTANTS if mutants is None else mutants) if only is None or only in m.name or only in m.path]
-    results = []
+    results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
-        tree = Path(tmp) / "tree"
+        first = Path(tmp) / "tree0"
         if source == "working":
-            ignore = shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", ".pytest_cache", ".ruff_cache")
-            shutil.copytree(ROOT, tree, ignore=ignore)
+            ignore = shutil.ignore_patterns(".git", ".venv", ".whl", "runs", "__pycache__", ".pytest_cache",
+                                            ".ruff_cache", ".mypy_cache")  # fmt: skip
+            shutil.copytree(ROOT, first, ignore=ignore)
         else:
-            subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True,
+            subprocess.run(["git", "worktree", "add", "--detach", str(first), commit], cwd=ROOT, check=True,
                            capture_output=True)  # fmt: skip
+        trees = [first] + [Path(tmp) / f"tree{k}" for k in range(1, max(1, jobs))]
+        for tree in trees[1:]:
+            shutil.copytree(first, tree, ignore=shutil.ignore_patterns(".git"))
         try:
-            env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-            for mutant in chosen:
-                target = tree / mutant.path
-                original = target.read_text()
-                if original.count(mutant.old) != 1:
-                    results.append({"mutant": mutant.name, "path": mutant.path, "outcome": "stale"})
-                    continue
-                target.write_text(original.replace(mutant.old, mutant.new))
-                start = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                                       *mutant.tests], cwd=tree, env=env, capture_output=True, text=True)  # fmt: skip
-                target.write_text(original)
-                outcome = "killed" if proc.returncode != 0 else "survived"
-                results.append({"mutant": mutant.name, "path": mutant.path, "outcome": outcome,
-                                "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
-                print(f"{outcome:8} {mutant.path}: {mutant.name}", flush=True)
+            broken: set[tuple[str, ...]] = set()
+            if baseline:
+                sets = sorted({m.tests for m in chosen})
+                with ThreadPoolExecutor(len(trees)) as pool:
+                    passed = list(pool.map(lambda k: _pytest(trees[k % len(trees)], sets[k]), range(len(sets))))
+                broken = {tests for tests, ok in zip(sets, passed) if not ok}
+            runnable = [m for m in chosen if m.tests not in broken]
+            results += [{"mutant": m.name, "path": m.path, "outcome": "baseline-fails"} for m in chosen
+                        if m.tests in broken]  # fmt: skip
+            free: Queue[Path] = Queue()
+            for tree in trees:
+                free.put(tree)
+
+            def one(mutant: Mutant) -> dict[str, object]:
+                tree = free.get()
+                try:
+                    result = _try(tree, mutant)
+                finally:
+                    free.put(tree)
+                print(f"{result['outcome']:8} {mutant.path}: {mutant.name}", flush=True)
+                return result
+
+            with ThreadPoolExecutor(len(trees)) as pool:
+                results += list(pool.map(one, runnable))
         finally:
             if source != "working":
-                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+                subprocess.run(["git", "worktree", "remove", "--force", str(first)], cwd=ROOT, check=False)
     return results
 
 
@@ -1113,18 +1214,27 @@ def main() -> None:
                         help="mutate a worktree of --commit, or a copy of the working tree as it is")  # fmt: skip
     parser.add_argument("--only", default=None, help="run the mutants whose name or path contains this")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tried in parallel, each in its own copy")
+    parser.add_argument("--baseline", action="store_true",
+                        help="first check that each mutant's tests pass on the unmutated code")  # fmt: skip
     parser.add_argument("--recent", action="store_true",
                         help="only the mutants of modules added or rewritten since the last audit")  # fmt: skip
     args = parser.parse_args()
-    results = run_pass(args.commit, args.only, args.source, RECENT if args.recent else None)
-    counted = [r for r in results if r["outcome"] != "stale"]
+    results = run_pass(args.commit, args.only, args.source, RECENT if args.recent else None, args.jobs, args.baseline)
+    counted = [r for r in results if r["outcome"] in ("killed", "survived")]
+    for r in results:
+        if r["outcome"] == "baseline-fails":
+            print(f"not counted (its tests fail on the unmutated code): {r['path']}: {r['mutant']}")
     killed = sum(r["outcome"] == "killed" for r in counted)
     stale = len(results) - len(counted)
     print("\nby module (killed / mutants):")
     for path in sorted({str(r["path"]) for r in counted}):
         mine = [r for r in counted if r["path"] == path]
         print(f"  {sum(r['outcome'] == 'killed' for r in mine)}/{len(mine)}  {path}")
-    print(f"mutation score: {killed}/{len(counted)} killed" + (f" ({stale} stale mutants skipped)" if stale else ""))
+    print(
+        f"mutation score: {killed}/{len(counted)} killed"
+        + (f" ({stale} stale or baseline-failing mutants skipped)" if stale else "")
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

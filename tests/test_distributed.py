@@ -71,6 +71,21 @@ def sweep_alone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def test_ranks_agree_on_what_is_done_before_any_appends_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fast rank appending as soon as the barrier opens must not change what a slower rank reads as done."""
+    from envs.tooling.runs import Run
+
+    run = Run.create("agree", {"x": 1}, tmp_path / "run")
+    run.append_record({"kind": "unit", "id": 0})
+
+    def barrier_then_a_fast_rank_appends() -> None:
+        run.append_record({"kind": "unit", "id": 1})
+
+    monkeypatch.setattr(distributed, "barrier", barrier_then_a_fast_rank_appends)
+    assert [r["id"] for r in run.agreed_records("unit")] == [0]  # read before the barrier: what every rank saw
+    assert [r["id"] for r in run.records("unit")] == [0, 1]
+
+
 def test_shard_splits_the_units_still_to_do_round_robin() -> None:
     units = list(range(7))
     shares = [distributed.shard(units, r, 3) for r in range(3)]

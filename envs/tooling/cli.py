@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
@@ -73,7 +74,31 @@ class Command:
         return run
 
 
-def _parser(prog: str, description: str, commands: Sequence[Command], chosen: str | None) -> argparse.ArgumentParser:
+def _entries_help(schema: type, config: str | None, overrides: Sequence[str]) -> str:
+    """The options of the registered entries a command line picks (``rule.name=tiny``), for its ``--help``.
+
+    The config is loaded as the command would load it; when it cannot be (a bad key), the schema's defaults are
+    described instead: ``--help`` never fails on the rest of the command line.
+    """
+    from envs.tooling.registry import Choice
+
+    try:
+        cfg: Any = load_config(schema, config, overrides)
+    except Exception:  # --help must print even beside a broken override
+        cfg = schema()
+    parts = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, Choice) and value.registry:
+            registry = resolve(value.registry)
+            if value.name in registry and len(registry.describe(value.name).splitlines()) > 1:
+                parts.append(f"{f.name}.options (of {f.name}.name={value.name}); " + registry.describe(value.name))
+    return "\n\n".join(parts)
+
+
+def _parser(
+    prog: str, description: str, commands: Sequence[Command], chosen: str | None, argv: Sequence[str] = ()
+) -> argparse.ArgumentParser:
     """The parser; only the ``chosen`` command's subparser is complete (its schema imported for its ``--help``)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -85,9 +110,16 @@ def _parser(prog: str, description: str, commands: Sequence[Command], chosen: st
             textwrap.fill(line, 110, subsequent_indent="      ") for line in config_help(command.schema)
         )
         default = f" (default: {command.default_config})" if command.default_config else ""
+        entries = ""
+        if "-h" in argv or "--help" in argv:  # the options of the rule, estimator, ... the command line picks
+            words = [a for a in argv if not a.startswith("-") and a != chosen]
+            config = words[0] if words and "=" not in words[0] and not command.positional else None
+            overrides = [w for w in words if "=" in w]
+            entries = _entries_help(command.schema, config or command.default_config, overrides)
         epilog = (
             f"options (set in the YAML file or as key=value):\n{options}\n\n"
-            "The resolved config is saved as config.yaml in the run directory the command prints."
+            + (f"{entries}\n\n" if entries else "")
+            + "The resolved config is saved as config.yaml in the run directory the command prints."
         )
         p = sub.add_parser(
             command.name,
@@ -109,7 +141,7 @@ def main_for(prog: str, description: str, commands: Sequence[Command], argv: Seq
     """Parse ``argv``, run the chosen command, and return the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)  # PROG [-h] COMMAND ...
-    parser = _parser(prog, description, commands, chosen)
+    parser = _parser(prog, description, commands, chosen, argv)
     args = parser.parse_args(argv)
     by_name = {c.name: c for c in commands}
     if args.command is None:

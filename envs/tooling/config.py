@@ -167,6 +167,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     malformed = [o for o in overrides if "=" not in o]
     if malformed:
         raise ConfigError(f"overrides must look like key=value, got {', '.join(map(repr, malformed))}")
+    overrides = _upgrade(schema, layers, overrides)
     if overrides:
         _forget_options_of_renamed(layers, overrides)
         layers.append(OmegaConf.from_dotlist(list(overrides)))
@@ -202,6 +203,75 @@ def _import_modules(modules: Sequence[str]) -> None:
                 f"bad value for imports: cannot import {module!r} ({exc}); is it in the working directory, installed "
                 "or on PYTHONPATH?"
             ) from None
+
+
+def _choice_fields(schema: type) -> set[str]:
+    """The fields of ``schema`` that select a registered entry (typed as a :class:`~envs.tooling.registry.Choice`)."""
+    from envs.tooling.registry import Choice
+
+    hints = typing.get_type_hints(schema)
+    return {f.name for f in dataclasses.fields(schema) if isinstance(hints.get(f.name), type)
+            and issubclass(hints[f.name], Choice)}  # fmt: skip
+
+
+def _nested_schemas(schema: type) -> dict[str, type]:
+    """The fields of ``schema`` holding another config dataclass (not a choice), by name."""
+    from envs.tooling.registry import Choice
+
+    hints = typing.get_type_hints(schema)
+    kinds = {f.name: hints.get(f.name) for f in dataclasses.fields(schema)}
+    return {name: kind for name, kind in kinds.items()
+            if isinstance(kind, type) and dataclasses.is_dataclass(kind) and not issubclass(kind, Choice)}  # fmt: skip
+
+
+def _upgrade(schema: type, layers: list[DictConfig], overrides: Sequence[str]) -> list[str]:
+    """Read older config shapes as today's: a choice given by its bare name, and keys a schema renamed.
+
+    A choice (``rule: tiny``, ``rule=tiny``) becomes ``{name: tiny}`` (so a rename drops the file's options, see
+    :func:`_forget_options_of_renamed`); a key in a schema's ``RENAMED_KEYS`` (``{"net": "rule.options"}``) is moved to
+    its new place in the file layers and the overrides, with one line on stderr naming what moved. Nested schemas
+    (the stages of the quickstart) are read the same way. Returns the overrides as today's keys.
+    """
+    notes: dict[str, str] = {}
+    for layer in layers:
+        _upgrade_node(schema, layer, "", notes)
+    upgraded = [_upgrade_override(schema, item, notes) for item in overrides]
+    if notes:
+        moved = ", ".join(f"{old} -> {new}" for old, new in notes.items())
+        print(f"deprecated config keys, read as their new names: {moved}", file=sys.stderr)
+    return upgraded
+
+
+def _upgrade_node(schema: type, node: DictConfig, prefix: str, notes: dict[str, str]) -> None:
+    for name in _choice_fields(schema):
+        if name in node and isinstance(node[name], str):
+            node[name] = {"name": node[name]}
+    for old, new in getattr(schema, "RENAMED_KEYS", {}).items():
+        if old in node:
+            value = node.pop(old)
+            OmegaConf.update(node, new, value, merge=True, force_add=True)
+            notes[prefix + old] = prefix + new
+    for name, nested in _nested_schemas(schema).items():
+        if name in node and isinstance(node[name], DictConfig):
+            _upgrade_node(nested, node[name], f"{prefix}{name}.", notes)
+
+
+def _upgrade_override(schema: type, item: str, notes: dict[str, str]) -> str:
+    key, _, value = item.partition("=")
+    parts, owner, prefix = key.split("."), schema, []
+    while len(parts) > 1 and parts[0] in _nested_schemas(owner):  # descend to the schema that owns the rest
+        owner = _nested_schemas(owner)[parts[0]]
+        prefix.append(parts.pop(0))
+    rest = ".".join(parts)
+    for old, new in getattr(owner, "RENAMED_KEYS", {}).items():
+        if rest == old or rest.startswith(old + "."):
+            notes[".".join([*prefix, old])] = ".".join([*prefix, new])
+            rest = new + rest[len(old) :]
+            break
+    else:
+        if rest in _choice_fields(owner) and not value.lstrip().startswith("{"):
+            rest += ".name"
+    return ".".join([*prefix, rest]) + "=" + value
 
 
 def _forget_options_of_renamed(layers: list[DictConfig], overrides: Sequence[str]) -> None:

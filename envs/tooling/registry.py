@@ -1,4 +1,4 @@
-"""One registry for everything found by name: tasks, learned rules, estimators, objectives and path finders.
+"""One registry for everything found by name: tasks, optimizers, learned rules, estimators, objectives, path finders.
 
 An entry is a class or a factory, the dataclass of its options (its ``Config``) when it has one, and flags (what the
 code that calls it needs to know, e.g. that an objective scores held-out batches). Every registry refuses a name
@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-__all__ = ["Entry", "Registry"]
+__all__ = ["Choice", "Entry", "Registry"]
 
 T = TypeVar("T")
 
@@ -30,6 +30,24 @@ class Entry(Generic[T]):
     target: T
     config: type | None = None
     flags: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Choice:
+    """A registered entry chosen by name with its options: the ``{name, options}`` shape configs select things by.
+
+    ``options`` are the fields of the entry's ``Config``, checked against it where the config is. A subclass names
+    its registry (``"module:attribute"``) so that ``--help`` can list the options of the entry a command line picks;
+    a config may still give the bare name (``rule: tiny``), read as ``{name: tiny}``.
+    """
+
+    name: str = ""
+    """Registered name."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The entry's options (the fields of its Config dataclass)."""
+
+    registry: ClassVar[str] = ""
+    """Where the registry lives, ``"module:attribute"`` (imported only for ``--help``)."""
 
 
 class Registry(Generic[T]):
@@ -47,21 +65,27 @@ class Registry(Generic[T]):
     def register(self, name: str, target: T, *, config: type | None = None, **flags: Any) -> None:
         """Make ``target`` the entry called ``name``; its ``Config`` is ``config`` or ``target.Config``.
 
-        Registering the same target under the same name again changes nothing (a module imported twice).
+        Registering the same target (or an equal one) under the same name again changes nothing (a module imported
+        twice).
 
         Raises:
             ValueError: ``name`` is taken by another entry.
             TypeError: ``target`` is not a subclass of ``base``, or its ``Config`` is not a dataclass.
         """
         if self.base is not None and not (isinstance(target, type) and issubclass(target, self.base)):
-            raise TypeError(f"a {self.kind} must be a {self.base.__name__} subclass, got {target!r}")
+            raise TypeError(f"{self._a} must be a {self.base.__name__} subclass, got {target!r}")
         options = config if config is not None else getattr(target, "Config", None)
         if (self.base is not None or options is not None) and not dataclasses.is_dataclass(options):
             raise TypeError(f"the options of {self.kind} {name!r} must be a dataclass, got {options!r}")
         taken = self._entries.get(name)
-        if taken is not None and taken.target is not target:
-            raise ValueError(f"a {self.kind} is already registered as {name!r} ({taken.target!r}); pick another name")
+        if taken is not None and taken.target is not target and taken.target != target:
+            raise ValueError(f"{self._a} is already registered as {name!r} ({taken.target!r}); pick another name")
         self._entries[name] = Entry(name, target, options if isinstance(options, type) else None, dict(flags))
+
+    @property
+    def _a(self) -> str:
+        """The kind with its article, for messages (``an optimizer``, ``a rule``)."""
+        return f"{'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind}"
 
     def unregister(self, name: str) -> None:
         """Remove entry ``name`` (a no-op when there is none), for tests and notebooks with throw-away entries."""

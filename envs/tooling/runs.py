@@ -265,6 +265,17 @@ class Run:
         """
         return [record for _, record in self._iter_records(kind)]
 
+    def agreed_records(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """:meth:`records`, read by every rank before any rank appends more (a barrier after the read).
+
+        Ranks share the work still to do by what the records say is done; a rank that raced ahead and appended
+        before a slower one read would make their views, and so their shares, differ: some work done twice, some
+        never. Alone it is :meth:`records`.
+        """
+        records = self.records(kind)
+        distributed.barrier()
+        return records
+
     def _rank_files(self) -> list[Path]:
         """The ranks' record files, by rank."""
         files = [p for p in self.path.glob("records.rank*.jsonl") if p.name[12:-6].isdigit()]

@@ -243,7 +243,7 @@ def run_compare_paths(cfg: ComparePathsConfig, on_unit: Any = None) -> list[dict
     if main:
         print(f"run directory: {run.path}")
     with run:
-        done = {(r["pair"], r["finder"]) for r in run.records("path")}
+        done = {(r["pair"], r["finder"]) for r in run.agreed_records("path")}
         units = [(p, f) for p in range(cfg.pairs) for f in cfg.finders]
         todo = [u for u in units if u not in done]
         pairs = distributed.shard(sorted({p for p, _ in todo}))

@@ -228,7 +228,7 @@ def run_sweep(cfg: SweepConfig, on_group: Any = None) -> list[dict[str, Any]]:
     if main:
         print(f"run directory: {run.path}")
     with run:
-        done = {(r["threshold_index"], r["pair"]) for r in run.records("pair")}
+        done = {(r["threshold_index"], r["pair"]) for r in run.agreed_records("pair")}
         groups = _groups(cfg)
         todo = [(k, pairs) for k, pairs in groups if any((k, p) not in done for p in pairs)]
         mine = distributed.shard(todo)

@@ -108,7 +108,7 @@ def run_targets(cfg: TargetsConfig) -> dict[str, Any]:
     if main:
         print(f"run directory: {run.path}")
     with run:
-        done = {(r["label"], r["seed"]) for r in run.records("shard")}
+        done = {(r["label"], r["seed"]) for r in run.agreed_records("shard")}
         units = [(_label(t, i), task, seed) for i, (t, task) in enumerate(zip(cfg.tasks, tasks))
                  for seed in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds)]  # fmt: skip
         folder = run.subdir("targets")

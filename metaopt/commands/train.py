@@ -27,6 +27,7 @@ from envs.tooling import distributed
 from envs.tooling.config import load_config, to_yaml
 from envs.tooling.runs import Run
 from metaopt.training import FAR_WORSE_RATIO, RESUMABLE_KEYS, MetaTrainer, TrainConfig
+from metaopt.training.config import output_scale_hint
 from metaopt.training.preflight import preflight
 
 __all__ = ["divergence_warning", "resume_config", "run_train"]
@@ -141,7 +142,7 @@ def divergence_warning(cfg: TrainConfig, metrics: dict[str, Any]) -> str | None:
         "using; "
     )
     meta_steps = cfg.episodes * (cfg.steps // cfg.truncation)
-    scale = f"net.output_scale (now {cfg.net.output_scale:g})" if cfg.rule == "lstm" else "the rule's step size"
+    scale = output_scale_hint(cfg)
     settings = (
         f"lower meta_lr (now {cfg.meta_lr:g}), set clip_grad_norm (now {cfg.clip_grad_norm:g}) or lower {scale}, "
         "and look at meta/grad_norm in TensorBoard"

@@ -183,7 +183,7 @@ def sweep(plan: Plan, run: Run, *, progress: bool = True) -> Records:
         All records of the run (every rank's), indexed.
     """
     cfg = plan.cfg
-    records = Records(run.records())
+    records = Records(run.agreed_records())
     disable = not progress or not distributed.is_main()
     with tqdm(total=plan.total_units, desc="compare", unit="run", disable=disable, dynamic_ncols=True) as bar:
         bar.update(len(records.units))
@@ -256,7 +256,7 @@ def _exchange(run: Run, records: Records, bar: tqdm) -> Records:
     if distributed.world_size() == 1:
         return records
     distributed.barrier()  # every rank's records are on disk
-    records = Records(run.records())
+    records = Records(run.agreed_records())  # and read by every rank before any appends more
     bar.update(max(0, min(len(records.units), bar.total) - bar.n))
     return records
 

@@ -60,7 +60,7 @@ class Estimator(ABC):
     """An outer trainer. Subclasses set ``Config`` (a dataclass of their options) and implement :meth:`estimate`.
 
     Args:
-        config: the estimator's options (``estimator_options`` of ``metaopt train``); default ``Config()``.
+        config: the estimator's options (``estimator.options`` of ``metaopt train``); default ``Config()``.
         setup: the truncation, objective and run settings.
     """
 

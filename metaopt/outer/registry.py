@@ -1,4 +1,4 @@
-"""Estimators by name: ``metaopt train estimator=NAME estimator_options={...}`` finds its class here.
+"""Estimators by name: ``metaopt train estimator.name=NAME estimator.options={...}`` finds its class here.
 
 A new estimator is one module defining an :class:`~metaopt.outer.base.Estimator` subclass and one line
 ``register_estimator("name", EstimatorClass)`` (the package's own register in :mod:`metaopt.outer`).

@@ -61,7 +61,7 @@ class LearnedRule(nn.Module, ABC):
     """
 
     Config: ClassVar[type]
-    """Dataclass of the rule's options (recorded in checkpoints; ``rule_options`` of ``metaopt train``)."""
+    """Dataclass of the rule's options (recorded in checkpoints; ``rule.options`` of ``metaopt train``)."""
 
     def __init__(self, config: Any = None):
         super().__init__()

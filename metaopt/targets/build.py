@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from envs.fit import fit
 from envs.task import Task
 from geodesics import (
+    BeadString,
     DSSConfig,
     LevelProfile,
     Linear,
@@ -151,22 +152,7 @@ def make_shard(
     levels_all = space.batched_eval_loss(iterates).to(torch.float64)
     starts = window_starts(steps, window, stride)
     levels = window_levels(levels_all, starts, window, level, q, slack)
-    heads: dict[int, Projection] = {}
-    reasons: dict[int, str] = {}
-    for i, t in enumerate(starts):
-        if float(levels_all[t + window]) > _level_at(levels[i], 1.0):
-            reasons[i] = (
-                f"endpoint: F(theta_{t + window}) = {float(levels_all[t + window]):.6g} is above L0 = "
-                f"{_level_at(levels[i], 1.0):.6g}"
-            )
-        elif level == "between" and float(levels_all[t]) > _level_at(levels[i], 0.0):  # a plain level here
-            head = project_to_level(space, iterates[t], _level_at(levels[i], 0.0), projection)
-            heads[i] = head
-            if not head.reached:
-                reasons[i] = (
-                    f"projection: theta_{t} reached F = {head.loss:.6g} above L0 = {levels[i]:.6g} in {head.steps} "
-                    "steps; raise projection.max_steps"
-                )
+    heads, reasons = _project_heads(space, iterates, levels_all, starts, levels, window, level, projection)
     todo = [i for i in range(len(starts)) if i not in reasons]
     firsts = {i: heads[i].point if i in heads else iterates[starts[i]] for i in todo}
     strings = connect_many(
@@ -177,23 +163,10 @@ def make_shard(
     windows = []
     for i, t in enumerate(starts):
         a, b = iterates[t], iterates[t + window]
-        chord = float((b.double() - a.double()).norm()) or 1.0
         if i in by_index:
-            string = by_index[i]
-            path = torch.cat([a.unsqueeze(0), string.beads.to(a.dtype)]) if i in heads else string.beads
-            targets = polyline_at(path.cpu(), torch.linspace(0.0, 1.0, window + 1, dtype=torch.float64))
-            descent = heads[i].distance / chord if i in heads else 0.0
-            inside = string.length / chord
-            fields = {"connected": string.connected, "reason": string.reason, "normalized_length": descent + inside,
-                      "descent_length": descent, "inside_length": inside,
-                      "inside_normalized_length": string.normalized_length, "num_beads": string.num_beads,
-                      "projection_orthogonality": heads[i].orthogonality if i in heads else 0.0}  # fmt: skip
+            targets, fields = _connected_window(a, b, by_index[i], heads.get(i), window)
         else:
-            targets = torch.lerp(a.unsqueeze(0), b.unsqueeze(0), torch.linspace(0, 1, window + 1).unsqueeze(1))
-            targets[0], targets[-1] = a, b
-            fields = {"connected": False, "reason": reasons[i], "normalized_length": math.nan, "num_beads": 2,
-                      "descent_length": math.nan, "inside_length": math.nan, "inside_normalized_length": math.nan,
-                      "projection_orthogonality": math.nan}  # fmt: skip
+            targets, fields = _refused_window(a, b, reasons[i], window)
         windows.append({"t": t, "level": _level_at(levels[i], 0.0), "level_end": _level_at(levels[i], 1.0),
                         "rule": level, "q": q, "targets": targets, **fields})  # fmt: skip
     return {
@@ -216,3 +189,58 @@ def make_shard(
         "eval_losses": levels_all.cpu(),
         "windows": windows,
     }
+
+
+def _project_heads(
+    space: ParamSpace, iterates: Tensor, levels_all: Tensor, starts: list[int], levels: list[Any], window: int,
+    level: str, projection: ProjectionConfig | None,
+) -> tuple[dict[int, Projection], dict[int, str]]:  # fmt: skip
+    """The first phase of a shard: which windows cannot be connected (and why), and the projection legs of ``between``.
+
+    Returns:
+        ``(heads, reasons)``: the projection of theta_t onto its level by window index (``level="between"`` only,
+        where theta_t lies above the level), and the reason by window index for each window refused.
+    """
+    heads: dict[int, Projection] = {}
+    reasons: dict[int, str] = {}
+    for i, t in enumerate(starts):
+        if float(levels_all[t + window]) > _level_at(levels[i], 1.0):
+            reasons[i] = (
+                f"endpoint: F(theta_{t + window}) = {float(levels_all[t + window]):.6g} is above L0 = "
+                f"{_level_at(levels[i], 1.0):.6g}"
+            )
+        elif level == "between" and float(levels_all[t]) > _level_at(levels[i], 0.0):  # a plain level here
+            head = project_to_level(space, iterates[t], _level_at(levels[i], 0.0), projection)
+            heads[i] = head
+            if not head.reached:
+                reasons[i] = (
+                    f"projection: theta_{t} reached F = {head.loss:.6g} above L0 = {levels[i]:.6g} in {head.steps} "
+                    "steps; raise projection.max_steps"
+                )
+    return heads, reasons
+
+
+def _connected_window(
+    a: Tensor, b: Tensor, string: BeadString, head: Projection | None, window: int
+) -> tuple[Tensor, dict[str, Any]]:
+    """A connected window's targets (its path at T + 1 equally spaced arc lengths) and its record's fields."""
+    chord = float((b.double() - a.double()).norm()) or 1.0
+    path = torch.cat([a.unsqueeze(0), string.beads.to(a.dtype)]) if head is not None else string.beads
+    targets = polyline_at(path.cpu(), torch.linspace(0.0, 1.0, window + 1, dtype=torch.float64))
+    descent = head.distance / chord if head is not None else 0.0
+    inside = string.length / chord
+    fields = {"connected": string.connected, "reason": string.reason, "normalized_length": descent + inside,
+              "descent_length": descent, "inside_length": inside,
+              "inside_normalized_length": string.normalized_length, "num_beads": string.num_beads,
+              "projection_orthogonality": head.orthogonality if head is not None else 0.0}  # fmt: skip
+    return targets, fields
+
+
+def _refused_window(a: Tensor, b: Tensor, reason: str, window: int) -> tuple[Tensor, dict[str, Any]]:
+    """A refused window's targets (the chord, so every shard has the same shape) and its record's fields."""
+    targets = torch.lerp(a.unsqueeze(0), b.unsqueeze(0), torch.linspace(0, 1, window + 1).unsqueeze(1))
+    targets[0], targets[-1] = a, b
+    fields = {"connected": False, "reason": reason, "normalized_length": math.nan, "num_beads": 2,
+              "descent_length": math.nan, "inside_length": math.nan, "inside_normalized_length": math.nan,
+              "projection_orthogonality": math.nan}  # fmt: skip
+    return targets, fields

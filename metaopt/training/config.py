@@ -7,21 +7,26 @@ free for final evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from envs.errors import InvalidValue
 from envs.registry import get_task_class, validate_options
 from envs.tooling.config import RunOptions, TaskConfig, check_range
+from envs.tooling.registry import Choice
 from metaopt.compare.config import DEFAULT_LR_GRID
 from metaopt.objectives import ObjectiveConfig, needs_held_out
 from metaopt.outer import estimator_config
-from metaopt.rules import LSTMConfig, rule_config
+from metaopt.rules import rule_config
 
 __all__ = [
     "RESUMABLE_KEYS",
+    "output_scale_hint",
+    "EstimatorChoice",
+    "RuleChoice",
     "TASK_SAMPLING",
     "TRAIN_SEED_BASE",
     "TUNE_SEED_BASE",
@@ -47,9 +52,23 @@ equal those of a run started with that many episodes, though it also validated a
 best.pt may be that one), and max_skips only says when to give up."""
 
 
+@dataclass
+class RuleChoice(Choice):
+    """A learned rule by name with its options."""
+
+    registry: ClassVar[str] = "metaopt.rules.registry:RULES"
+
+
+@dataclass
+class EstimatorChoice(Choice):
+    """A meta-gradient estimator by name with its options."""
+
+    registry: ClassVar[str] = "metaopt.outer.registry:ESTIMATORS"
+
+
 @contextmanager
 def _options_of(key: str) -> Iterator[None]:
-    """Name a bad value in the options of a rule or estimator by its full key (``estimator_options.sigma``)."""
+    """Name a bad value in the options of a rule or estimator by its full key (``estimator.options.sigma``)."""
     try:
         yield
     except InvalidValue as exc:
@@ -75,6 +94,11 @@ class FamilyTaskConfig(TaskConfig):
 class TrainConfig(RunOptions):
     """Configuration of ``metaopt train`` (the files under ``configs/metaopt/``)."""
 
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "net": "rule.options", "rule_options": "rule.options", "estimator_options": "estimator.options"
+    }  # fmt: skip
+    """Keys of older configs and run directories, read at their new place."""
+
     tasks: list[FamilyTaskConfig] = field(default_factory=lambda: [FamilyTaskConfig()])
     """The task family: tasks with options (and per-optimizee ``choices``), assigned to the slots of each
     meta-batch by ``task_sampling``."""
@@ -94,17 +118,12 @@ class TrainConfig(RunOptions):
     unchanged; seeded by episode and slot); empty: no rescaling."""
     name: str = "train"
     """Prefix of the run directory name."""
-    rule: str = "lstm"
-    """The learned rule: lstm (the coordinatewise LSTM, options under net) or one added with register_rule."""
-    net: LSTMConfig = field(default_factory=LSTMConfig)
-    """Architecture of the coordinatewise LSTM (used when rule is lstm)."""
-    rule_options: dict[str, Any] = field(default_factory=dict)
-    """Options of a rule other than lstm (the fields of its Config dataclass)."""
-    estimator: str = "truncated_backprop"
-    """How meta-gradients are estimated: truncated_backprop (through the higher unroll) or one added with
-    register_estimator."""
-    estimator_options: dict[str, Any] = field(default_factory=dict)
-    """Options of the estimator (the fields of its Config dataclass)."""
+    rule: RuleChoice = field(default_factory=lambda: RuleChoice("lstm"))
+    """The learned rule, ``{name, options}``: lstm (the coordinatewise LSTM), mlp, tiny, or one added with
+    register_rule; options are the fields of its Config (``metaopt train --help rule.name=NAME`` lists them)."""
+    estimator: EstimatorChoice = field(default_factory=lambda: EstimatorChoice("truncated_backprop"))
+    """How meta-gradients are estimated, ``{name, options}``: truncated_backprop (through the higher unroll), es,
+    pes, or one added with register_estimator; options are the fields of its Config."""
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     """Meta-objective of each truncation."""
     steps: int = 100
@@ -204,15 +223,30 @@ class TrainConfig(RunOptions):
                         ) from None
         if (self.warm_start or self.on_policy_every) and not self.targets:
             raise ValueError("warm_start and on_policy_every need targets=<run directory of metaopt targets>")
-        if self.rule == "lstm" and self.rule_options:
-            raise ValueError("rule=lstm takes its options under net (net.hidden_size=...), not rule_options")
-        if self.rule != "lstm" and self.net != LSTMConfig():
-            raise ValueError(f"net configures rule=lstm; give the options of rule={self.rule} as rule_options")
-        with _options_of("rule_options"):  # (rule=lstm: net was checked as it was built)
-            self.rule_config()  # validates the rule's name and options
-        with _options_of("estimator_options"):
-            estimator_config(self.estimator, self.estimator_options)  # validates the estimator's name and options
+        # validate the names and options, then spell every option out: the saved config.yaml records each value, and
+        # a config that gives a default explicitly equals one that leaves it out (resume compares them)
+        with _options_of("rule.options"):
+            self.rule.options = _spelled_out(self.rule_config())
+        with _options_of("estimator.options"):
+            self.estimator.options = _spelled_out(self.estimator_config())
 
     def rule_config(self) -> Any:
-        """The config of the chosen rule (``net`` for the LSTM, else ``rule_options`` in the rule's Config)."""
-        return rule_config(self.rule, self.net if self.rule == "lstm" else self.rule_options)
+        """The chosen rule's Config, from ``rule.options``."""
+        return rule_config(self.rule.name, self.rule.options)
+
+    def estimator_config(self) -> Any:
+        """The chosen estimator's Config, from ``estimator.options``."""
+        return estimator_config(self.estimator.name, self.estimator.options)
+
+
+def _spelled_out(config: Any) -> dict[str, Any]:
+    """Every field of an entry's Config instance, by name."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def output_scale_hint(cfg: TrainConfig) -> str:
+    """What sets the size of the chosen rule's steps, for messages that suggest lowering it."""
+    scale = getattr(cfg.rule_config(), "output_scale", None)
+    if scale is None:
+        return "the rule's step size"
+    return f"rule.options.output_scale (now {scale:g})"

@@ -42,7 +42,7 @@ from metaopt.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from metaopt.objectives import make_objective
 from metaopt.outer import EstimatorSetup, MetaGradient, make_estimator
 from metaopt.rules import make_rule
-from metaopt.training.config import TrainConfig
+from metaopt.training.config import TrainConfig, output_scale_hint
 from metaopt.training.schedule import DatasetWindows, FreshEpisodes
 from metaopt.training.validation import far_worse_than_adam, validate
 
@@ -83,11 +83,11 @@ class MetaTrainer:
         self.device, self.dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
         self.tasks = [make_task(t.name, device=self.device, dtype=self.dtype, **t.options) for t in cfg.tasks]
         with seeded(cfg.seed, "net"):
-            self.rule = make_rule(cfg.rule, cfg.rule_config())
+            self.rule = make_rule(cfg.rule.name, cfg.rule_config())
         self.rule.to(device=self.device, dtype=self.dtype)
         self.meta_opt = torch.optim.Adam(self.rule.parameters(), lr=cfg.meta_lr)
         setup = EstimatorSetup(cfg.truncation, make_objective(cfg.objective), cfg.second_order, cfg.seed)
-        self.estimator = make_estimator(cfg.estimator, cfg.estimator_options, setup)
+        self.estimator = make_estimator(cfg.estimator.name, cfg.estimator_config(), setup)
         self.share = distributed.block(cfg.meta_batch)
         """The meta-batch slots this rank unrolls (all of them alone)."""
         self.estimator.slot_offset = self.share.start
@@ -196,7 +196,7 @@ class MetaTrainer:
         if self.main:
             self.run.append_record({"kind": "skip", "meta_step": progress.meta_step, "grad_norm": grad_norm})
         if progress.consecutive_skips >= cfg.max_skips:
-            scale = f"net.output_scale (now {cfg.net.output_scale:g})" if cfg.rule == "lstm" else "the rule's step size"
+            scale = output_scale_hint(cfg)
             raise MetaTrainingError(
                 f"{progress.consecutive_skips} meta-steps in a row had a NaN or infinite meta-gradient (last at "
                 f"meta-step {progress.meta_step}); lower meta_lr (now {cfg.meta_lr:g}), lower {scale} or set "

@@ -19,7 +19,6 @@ from typing import Any
 from envs.errors import ConfigError, TaskError
 from envs.registry import get_task_class, make_task, validate_options
 from metaopt.objectives.registry import needs_held_out, needs_targets
-from metaopt.outer.registry import estimator_config
 from metaopt.rules.registry import make_rule
 from metaopt.targets.dataset import TargetDataset, TargetsError
 from metaopt.training.config import TrainConfig
@@ -82,18 +81,18 @@ def population_bytes(pairs: int, rule_params: int, optimizee_params: int, vmap: 
 
 
 def _check_population(cfg: TrainConfig) -> None:
-    options: Any = estimator_config(cfg.estimator, cfg.estimator_options)
+    options: Any = cfg.estimator_config()
     pairs = getattr(options, "pairs", None)
     if not isinstance(pairs, int) or not dataclasses.is_dataclass(options):
         return
-    rule_params = sum(p.numel() for p in make_rule(cfg.rule, cfg.rule_config()).parameters())
+    rule_params = sum(p.numel() for p in make_rule(cfg.rule.name, cfg.rule_config()).parameters())
     largest = max(_largest_optimizee(member) for member in cfg.tasks)
     vmap = getattr(options, "population", "loop") == "vmap"
     need, limit = population_bytes(pairs, rule_params, largest, vmap), memory_limit_bytes()
     if need > limit:
         per_pair = max(1, population_bytes(1, rule_params, largest, vmap))
         raise ConfigError(
-            f"bad value for estimator_options.pairs: {pairs} antithetic pairs need at least {need / 2**30:.3g} GiB "
+            f"bad value for estimator.options.pairs: {pairs} antithetic pairs need at least {need / 2**30:.3g} GiB "
             f"({rule_params} rule parameters, optimizees of up to {largest} parameters), more than the "
             f"{limit / 2**30:.3g} GiB a population may take on this machine; at most {limit // per_pair} pairs fit"
         )

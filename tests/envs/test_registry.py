@@ -1,4 +1,4 @@
-"""The one registry behind tasks, learned rules, estimators, objectives and path finders."""
+"""The one registry behind tasks, optimizers, learned rules, estimators, objectives and path finders."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from envs.optim import OPTIMIZERS, get_optimizer_spec, register_optimizer
 from envs.registry import TASKS
 from envs.tooling.registry import Registry
 from geodesics.finders.base import FINDERS
@@ -36,7 +37,7 @@ class _Other(_Base):
 
 
 def test_every_registry_is_the_one_implementation() -> None:
-    for registry in (TASKS, RULES, ESTIMATORS, OBJECTIVES, FINDERS):
+    for registry in (TASKS, OPTIMIZERS, RULES, ESTIMATORS, OBJECTIVES, FINDERS):
         assert type(registry) is Registry and registry.names() == sorted(registry.names()) and registry.names()
 
 
@@ -51,6 +52,17 @@ def test_a_taken_name_is_refused_and_the_same_entry_again_is_not() -> None:
         things.register("b", int)  # type: ignore[arg-type]
     things.unregister("a")
     assert "a" not in things and things.names() == []
+
+
+def test_an_optimizer_name_is_refused_when_taken_and_an_equal_registration_is_not() -> None:
+    register_optimizer("adam", "torch.optim:Adam")  # the built-in again (a module imported twice): no change
+    with pytest.raises(ValueError, match="an optimizer is already registered as 'adam'"):
+        register_optimizer("adam", "torch.optim:SGD")
+    import torch
+
+    assert get_optimizer_spec("adam").factory is torch.optim.Adam  # the string is imported on lookup
+    with pytest.raises(ValueError, match="unknown optimizer 'adamax2'; valid optimizers: adam, adamw"):
+        get_optimizer_spec("adamax2")
 
 
 def test_options_are_validated_against_the_entrys_config_and_described() -> None:

@@ -29,10 +29,10 @@ TRAIN = ["train", "metaopt/quadratic.yaml"]
         ([*TRAIN, "final_window=101"], "final_window must be an integer in [1, 100], got 101"),
         ([*TRAIN, "seed=-1"], "seed must be an integer in [0, inf), got -1"),
         ([*TRAIN, "max_skips=0"], "max_skips must be an integer in [1, inf), got 0"),
-        ([*TRAIN, "net.output_scale=0"], "net.output_scale must be a finite number in (0, inf), got 0"),
-        ([*TRAIN, "net.hidden_size=0"], "net.hidden_size must be an integer in [1, inf), got 0"),
-        ([*TRAIN, "estimator=es", "estimator_options={sigma: 0}"], "estimator_options.sigma must be a finite number"),
-        ([*TRAIN, "rule=mlp", "rule_options={hidden_size: 1}"], "rule_options.hidden_size must be an integer in [2"),
+        ([*TRAIN, "rule.options.output_scale=0"], "rule.options.output_scale must be a finite number in (0, inf)"),
+        ([*TRAIN, "rule.options.hidden_size=0"], "rule.options.hidden_size must be an integer in [1, inf), got 0"),
+        ([*TRAIN, "estimator=es", "estimator.options={sigma: 0}"], "estimator.options.sigma must be a finite number"),
+        ([*TRAIN, "rule=mlp", "rule.options={hidden_size: 1}"], "rule.options.hidden_size must be an integer in [2"),
         ([*TRAIN, "objective.loss_weight=nan"], "objective.loss_weight must be a finite number in [0, inf), got nan"),
         (["targets", "steps=0"], "steps must be an integer in [1, inf), got 0"),
         (["targets", "seeds=0"], "seeds must be an integer in [1, inf), got 0"),
@@ -53,7 +53,7 @@ TRAIN = ["train", "metaopt/quadratic.yaml"]
         (["quickstart", "train.steps=0"], "train.steps must be an integer in [1, inf), got 0"),
         (["quickstart", "targets.slack=-1"], "targets.slack must be a finite number in [0, inf), got -1"),
         (["quickstart", "compare.eval_seeds=0"], "compare.eval_seeds must be an integer in [1, inf), got 0"),
-        (["quickstart", "train.net.p=0"], "train.net.p must be a finite number in (0, inf), got 0"),
+        (["quickstart", "train.rule.options.p=0"], "train.rule.options.p must be a finite number in (0, inf), got 0"),
     ],
 )
 def test_bad_values_exit_2_with_the_key_and_range_and_write_nothing(

@@ -114,7 +114,7 @@ def test_same_seed_same_estimate_and_bad_options_are_refused() -> None:
 def test_it_meta_trains_through_the_command(estimator: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main(["train", "metaopt/quadratic.yaml", *TINY_TRAIN, "episodes=2", "rule=mlp",
-                 "rule_options={hidden_size: 4}", f"estimator={estimator}", "estimator_options={pairs: 2}",
+                 "rule.options={hidden_size: 4}", f"estimator={estimator}", "estimator.options={pairs: 2}",
                  f"out={out}"]) == 0  # fmt: skip
     assert load_net(out / "checkpoints" / "last.pt") is not None
     records = (out / "records.jsonl").read_text()

@@ -174,6 +174,6 @@ def test_bad_population_and_models_with_buffers_are_refused() -> None:
 def test_it_meta_trains_through_the_command_with_the_vmap_population(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main(["train", "metaopt/quadratic.yaml", *TINY_TRAIN, "episodes=2", "rule=mlp",
-                 "rule_options={hidden_size: 4}", "estimator=pes", "estimator_options={pairs: 2, population: vmap}",
+                 "rule.options={hidden_size: 4}", "estimator=pes", "estimator.options={pairs: 2, population: vmap}",
                  f"out={out}"]) == 0  # fmt: skip
     assert '"episode": 2' in (out / "records.jsonl").read_text()

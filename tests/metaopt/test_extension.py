@@ -121,7 +121,7 @@ def test_the_trivial_rule_meta_gradient_through_the_twin_matches_finite_differen
 def test_a_registered_rule_meta_trains_through_the_command(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main(["train", "metaopt/quadratic.yaml", *TINY_TRAIN, "episodes=4", "meta_lr=0.05", "rule=log_lr_sgd",
-                 "rule_options={lr: 0.01}", f"out={out}"]) == 0  # fmt: skip
+                 "rule.options={lr: 0.01}", f"out={out}"]) == 0  # fmt: skip
     payload = load_checkpoint(out / "checkpoints" / "last.pt")
     assert payload["rule"] == "log_lr_sgd" and payload["config"] == {"lr": 0.01}
     trained = load_net(out / "checkpoints" / "last.pt")
@@ -136,7 +136,7 @@ def test_a_registered_estimator_trains_through_the_command_and_the_loop_applies_
     out = tmp_path / "run"
     meta_lr, meta_steps = 0.01, 2 * 2
     assert main(["train", "metaopt/quadratic.yaml", *TINY_TRAIN, "episodes=2", f"meta_lr={meta_lr}", "rule=log_lr_sgd",
-                 "estimator=constant", "estimator_options={direction: -1.0}", f"out={out}"]) == 0  # fmt: skip
+                 "estimator=constant", "estimator.options={direction: -1.0}", f"out={out}"]) == 0  # fmt: skip
     trained = load_net(out / "checkpoints" / "last.pt")
     assert isinstance(trained, LogLRSGD)
     # Adam on a constant gradient moves the weight by meta_lr per step, against the gradient's sign
@@ -148,8 +148,8 @@ def test_a_registered_estimator_trains_through_the_command_and_the_loop_applies_
     [
         ("rule=nope", "unknown rule 'nope'; valid rules: .*log_lr_sgd.*lstm"),
         ("estimator=nope", "unknown estimator 'nope'; valid estimators: .*constant.*truncated_backprop"),
-        ("rule_options={lr: 0.1}", "rule=lstm takes its options under net"),
-        ("estimator_options={sigma: 1}", "estimator 'truncated_backprop' has no option sigma; its options: none"),
+        ("rule.options={lr: 0.1}", "rule 'lstm' has no option lr"),
+        ("estimator.options={sigma: 1}", "estimator 'truncated_backprop' has no option sigma; its options: none"),
     ],
 )
 def test_bad_rule_or_estimator_names_the_choices(override: str, match: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -158,5 +158,5 @@ def test_bad_rule_or_estimator_names_the_choices(override: str, match: str, caps
 
 
 def test_a_wrong_option_of_a_registered_rule_names_its_options(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "metaopt/quadratic.yaml", "rule=log_lr_sgd", "rule_options={rate: 0.1}"]) == 2
+    assert main(["train", "metaopt/quadratic.yaml", "rule=log_lr_sgd", "rule.options={rate: 0.1}"]) == 2
     assert "rule 'log_lr_sgd' has no option rate; its options: lr" in capsys.readouterr().err

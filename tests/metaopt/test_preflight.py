@@ -22,8 +22,8 @@ TRAIN = ["train", "metaopt/quadratic.yaml"]
     ("argv", "message"),
     [
         (
-            [*TRAIN, "estimator=es", "estimator_options={pairs: 1000000000000}"],
-            "bad value for estimator_options.pairs: 1000000000000 antithetic pairs need at least",
+            [*TRAIN, "estimator=es", "estimator.options={pairs: 1000000000000}"],
+            "bad value for estimator.options.pairs: 1000000000000 antithetic pairs need at least",
         ),
         (
             ["train", "metaopt/family.yaml", "tasks=[{name: digits_mlp, options: {bogus: 1}}]"],

@@ -116,7 +116,7 @@ def test_state_splits_joins_and_round_trips_through_state_dict() -> None:
 def test_it_meta_trains_through_the_command_and_loads_by_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "run"
     code = main(["train", "metaopt/quadratic.yaml", *TINY_TRAIN, "episodes=2", "rule=mlp",
-                 "rule_options={hidden_size: 8}", f"out={out}"])  # fmt: skip
+                 "rule.options={hidden_size: 8}", f"out={out}"])  # fmt: skip
     assert code == 0
     rule = load_net(out / "checkpoints" / "last.pt")
     assert isinstance(rule, PerParameterMLP) and rule.config.hidden_size == 8

@@ -264,10 +264,10 @@ def test_a_second_stage_trains_the_scheduler_alone_from_a_checkpoint(tmp_path) -
 @pytest.mark.parametrize(
     ("override", "key"),
     [
-        ("rule_options={learned_tensors: most}", "rule_options.learned_tensors"),
-        ("rule_options={adamw_betas: [0.9]}", "rule_options.adamw_betas"),
-        ("rule_options={step_size: 0}", "rule_options.step_size"),
-        ("rule_options={train: scheduler}", "rule_options.train"),
+        ("rule.options={learned_tensors: most}", "rule.options.learned_tensors"),
+        ("rule.options={adamw_betas: [0.9]}", "rule.options.adamw_betas"),
+        ("rule.options={step_size: 0}", "rule.options.step_size"),
+        ("rule.options={train: scheduler}", "rule.options.train"),
     ],
 )
 def test_bad_options_name_the_key(override: str, key: str) -> None:

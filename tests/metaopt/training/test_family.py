@@ -126,7 +126,7 @@ def test_eval_loss_scores_each_iterate_on_a_held_out_batch() -> None:
 def test_a_family_run_with_eval_loss_trains_and_resumes_bit_for_bit(tmp_path: Path) -> None:
     family = "tasks=[{name: digits_mlp, options: {width: 6, valid_size: 200}, choices: {activation: [sigmoid, relu]}}]"
     common = [family, "task_sampling=random", "start_offset=3", "objective.name=eval_loss", "episodes=3"]
-    common += ["net.hidden_size=4", "val_every=3", "val_seeds=1"]
+    common += ["rule.options.hidden_size=4", "val_every=3", "val_seeds=1"]
     run_train(config(tmp_path / "a", *common))
 
     def stop(episode: int) -> None:
@@ -184,8 +184,8 @@ def test_es_rollouts_score_the_same_held_out_losses_as_the_unroll() -> None:
 @pytest.mark.parametrize("estimator", ["es", "pes"])
 def test_evolution_strategies_meta_train_on_the_held_out_objective(tmp_path: Path, estimator: str) -> None:
     family = "tasks=[{name: digits_mlp, options: {width: 4, valid_size: 200}}]"
-    cfg = config(tmp_path, family, "objective.name=eval_loss", f"estimator={estimator}", "estimator_options.pairs=2",
-                 "episodes=1", "val_every=1", "val_seeds=1", "net.hidden_size=4")  # fmt: skip
+    cfg = config(tmp_path, family, "objective.name=eval_loss", f"estimator={estimator}", "estimator.options.pairs=2",
+                 "episodes=1", "val_every=1", "val_seeds=1", "rule.options.hidden_size=4")  # fmt: skip
     metrics = run_train(cfg)
     assert metrics["meta_steps"] == 2 and metrics["skipped_steps"] == 0
     records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]

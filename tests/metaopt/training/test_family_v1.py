@@ -24,7 +24,7 @@ FAMILY = [
     "tasks=[{name: digits_mlp, options: {width: 4, depth: 2, valid_size: 200, batch_size: 32}, "
     "choices: {width: [4, 8], activation: [relu, gelu]}}]",
     "rule=tiny",
-    "rule_options={learned_tensors: all, scheduler: true}",
+    "rule.options={learned_tensors: all, scheduler: true}",
     "objective.name=eval_loss",
     "task_sampling=random",
     "start_offset=3",
@@ -94,7 +94,7 @@ def test_gelu_members_and_the_family_v1_recipe_load() -> None:
     model = envs.make_task("digits_mlp", activation="gelu", depth=3).init_model(0)
     assert any(isinstance(m, torch.nn.GELU) for m in model.modules())
     cfg = load_config(TrainConfig, "metaopt/family_v1.yaml")
-    assert cfg.rule == "tiny" and cfg.rule_config().learned_tensors == "hidden" and cfg.horizons
+    assert cfg.rule.name == "tiny" and cfg.rule_config().learned_tensors == "hidden" and cfg.horizons
     assert isinstance(cfg.rule_config(), TinyConfig)
 
 

@@ -29,6 +29,26 @@ def mean_meta_loss(net: CoordinateLSTM, seeds: range) -> float:
     return sum(float(optimizee_loss(unroll(start_episode(task, s, net), 10)).detach()) for s in seeds) / len(seeds)
 
 
+def test_configs_of_the_older_shape_load_as_today_with_one_deprecation_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text("tasks: [{name: quadratic, options: {dim: 4}}]\nrule: lstm\nnet: {hidden_size: 7}\n"
+                   "estimator: es\nestimator_options: {pairs: 3}\n")  # fmt: skip
+    new = tmp_path / "new.yaml"
+    new.write_text("tasks: [{name: quadratic, options: {dim: 4}}]\nrule: {name: lstm, options: {hidden_size: 7}}\n"
+                   "estimator: {name: es, options: {pairs: 3}}\n")  # fmt: skip
+    assert load_config(TrainConfig, old) == load_config(TrainConfig, new)
+    assert capsys.readouterr().err.splitlines() == [
+        "deprecated config keys, read as their new names: net -> rule.options, estimator_options -> estimator.options"
+    ]
+    legacy = load_config(TrainConfig, new, ["rule=mlp", "rule_options={hidden_size: 4}", "net.hidden_size=3"])
+    assert legacy.rule.name == "mlp" and legacy.rule.options["hidden_size"] == 3  # renamed: lstm's 7 is dropped
+    assert load_config(TrainConfig, new, ["rule.name=mlp"]).rule.options["hidden_size"] == 32  # mlp's default
+    explicit = load_config(TrainConfig, new, ["rule.options.output_scale=0.1"])  # lstm's default, spelled out
+    assert explicit == load_config(TrainConfig, new)
+
+
 def test_meta_training_lowers_the_meta_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = config(tmp_path, "episodes=12", "meta_lr=0.01", "val_every=12")
     metrics = run_train(cfg)
@@ -36,7 +56,7 @@ def test_meta_training_lowers_the_meta_loss(tmp_path: Path, capsys: pytest.Captu
     [estimate] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("estimate:")]
     assert "for the remaining 7 episodes" in estimate
     with seeded(cfg.seed, "net"):  # how the trainer initialises its network
-        initial = CoordinateLSTM(cfg.net)
+        initial = CoordinateLSTM(cfg.rule_config())
     trained = load_net(tmp_path / "run" / "checkpoints" / "last.pt")
     held_out = range(10)  # seeds below the validation range: never seen in training
     assert mean_meta_loss(trained, held_out) < 0.7 * mean_meta_loss(initial, held_out)
@@ -97,8 +117,14 @@ def test_cli_train_help_and_bad_config(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out
-    for key in ("tasks", "net.hidden_size", "truncation", "meta_batch", "second_order", "resume"):
+    for key in ("tasks", "rule.name", "rule.options", "estimator.name", "truncation", "meta_batch", "resume"):
         assert f"{key} = " in out
+    assert "options of rule 'lstm':\n  features: str = 'log_sign'" in out  # the default rule's own options
+    with pytest.raises(SystemExit):
+        main(["train", "metaopt/quadratic.yaml", "rule.name=tiny", "estimator=pes", "--help"])
+    out = capsys.readouterr().out  # the options of the entries the command line picks
+    assert "options of rule 'tiny':" in out and "  learned_tensors: str = 'all'" in out
+    assert "options of estimator 'pes':" in out and "options of rule 'lstm'" not in out
     assert main(["train", "metaopt/quadratic.yaml", "truncation=7"]) == 2
     assert "truncation (7) must divide steps (100)" in capsys.readouterr().err
 
@@ -136,7 +162,7 @@ def test_resume_extends_a_finished_run_to_the_weights_of_a_longer_one(
     [
         (["meta_lr=0.5", "episodes=70"], "cannot change meta_lr"),  # the command: meta_lr was dropped
         (["steps=20", "truncation=10", "seed=3"], "cannot change steps, truncation, seed"),
-        (["net.hidden_size=3"], "cannot change net"),
+        (["rule.options.hidden_size=3"], "cannot change rule"),
         (["episodes=1"], "episodes=1 is fewer than the 2 episodes"),
     ],
 )
