@@ -61,8 +61,8 @@ COMMANDS = [
     ),
     Command(
         "fit",
-        "envs.fit_command:FitConfig",
-        "envs.fit_command:run_fit",
+        "envs.commands.fit:FitConfig",
+        "envs.commands.fit:run_fit",
         "train one task with its recipe; writes a run directory",
         default_config="tasks/digits_mlp.yaml",
         example=EXAMPLES["fit"],
@@ -111,7 +111,7 @@ COMMANDS = [
 
 
 CONFIG_SCHEMAS: dict[str, str] = {
-    "tasks": "envs.fit_command:FitConfig",
+    "tasks": "envs.commands.fit:FitConfig",
     "compare": "metaopt.compare:CompareConfig",
     "geodesics/connect": "geodesics.commands:ConnectConfig",
     "geodesics/sweep": "geodesics.commands:SweepConfig",

@@ -1,5 +1,5 @@
 """Imports point one way: envs imports neither geodesics nor metaopt, geodesics never imports metaopt, and no engine
-module of geodesics imports its commands (metaopt's own rules: tests/metaopt/test_layout.py)."""
+module of envs or geodesics imports its commands (metaopt's own rules: tests/metaopt/test_layout.py)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,11 @@ def under(module: str, package: str) -> bool:
 
 
 @pytest.mark.parametrize("path", files("envs"), ids=lambda p: str(p.relative_to(ROOT)))
-def test_envs_imports_neither_geodesics_nor_metaopt(path: Path) -> None:
-    assert not [m for m in imported_modules(path) if under(m, "geodesics") or under(m, "metaopt")]
+def test_envs_imports_neither_geodesics_nor_metaopt_and_its_engine_never_imports_commands(path: Path) -> None:
+    modules = imported_modules(path)
+    assert not [m for m in modules if under(m, "geodesics") or under(m, "metaopt")]
+    if "commands" not in path.relative_to(ROOT / "envs").parts:
+        assert not [m for m in modules if under(m, "envs.commands")]
 
 
 @pytest.mark.parametrize("path", files("geodesics"), ids=lambda p: str(p.relative_to(ROOT)))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import envs
+from envs.commands.fit import FitConfig
 from envs.errors import ConfigError
-from envs.fit_command import FitConfig
 from envs.tooling.config import TaskConfig, config_help, field_docs, find_config, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

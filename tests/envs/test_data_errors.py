@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import envs
-from envs.fit_command import FitConfig
+from envs.commands.fit import FitConfig
 from envs.tooling.config import load_config
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from envs.commands.fit import FitConfig
 from envs.errors import ConfigError
-from envs.fit_command import FitConfig
 from envs.tooling.runs import Run, atomic_write_text
 
 
@@ -95,7 +95,7 @@ def test_a_second_process_is_locked_out_and_the_lock_dies_with_the_first(tmp_pat
     out = tmp_path / "run"
     holder = textwrap.dedent(f"""
         import sys, time
-        from envs.fit_command import FitConfig
+        from envs.commands.fit import FitConfig
         from envs.tooling.runs import Run
         run = Run.create("demo", FitConfig(), out={str(out)!r})
         print("locked", flush=True)

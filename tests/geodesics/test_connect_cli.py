@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import envs
-from envs.fit_command import FitConfig, run_fit
+from envs.commands.fit import FitConfig, run_fit
 from envs.tooling.config import load_config
 from geodesics import BeadString, DSSConfig, ParamSpace, connect, train_to_threshold
 from geodesics.cli import main
