@@ -1119,6 +1119,13 @@ RECENT: list[Mutant] = [
         "        distributed.barrier()\n        return self.records(kind)",
         ("tests/test_distributed.py::test_ranks_agree_on_what_is_done_before_any_appends_more",),
     ),
+    M(
+        "per-tensor means of a large model divided by the count twice",
+        "metaopt/rules/tiny.py",
+        "sums = torch.stack([piece.sum(1) for piece in values.split(self.sizes, dim=1)], dim=1)",
+        "sums = torch.stack([piece.mean(1) for piece in values.split(self.sizes, dim=1)], dim=1)",
+        ("tests/metaopt/rules/test_tiny.py::test_per_tensor_means_of_a_large_model_are_each_tensors_own_mean",),
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""

@@ -338,3 +338,15 @@ def test_every_shipped_rule_loads_by_name_and_is_described_in_one_line() -> None
     for name, line in zip(names, lines):
         assert line.startswith(f"{name}: ") and "\n" not in line and len(line) > len(name) + 20
         assert load_net(name) is not None
+
+
+def test_per_tensor_means_of_a_large_model_are_each_tensors_own_mean() -> None:
+    """Above the dense averager's limit the means come from per-tensor slice sums (the GPU-friendly path)."""
+    from metaopt.rules.tiny import _Segments
+
+    sizes = [400_000, 300_000, 5]
+    segments = _Segments([0, 1, 2], sizes, [0, 400_000, 700_000], True, torch.float64, torch.device("cpu"))
+    assert segments.averager is None  # 700,005 coordinates x 3 tensors: past the dense limit
+    values = torch.randn(2, sum(sizes), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = torch.stack([piece.mean(1) for piece in values.split(sizes, dim=1)], dim=1)
+    torch.testing.assert_close(segments.mean(values), expected, rtol=1e-12, atol=0)
