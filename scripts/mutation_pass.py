@@ -1222,12 +1222,18 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="run the mutants whose name or path contains this")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--jobs", type=int, default=1, help="mutants tried in parallel, each in its own copy")
+    parser.add_argument("--share", default=None, metavar="K/N",
+                        help="every N-th mutant from the K-th (0-based): a pass split between machines")  # fmt: skip
     parser.add_argument("--baseline", action="store_true",
                         help="first check that each mutant's tests pass on the unmutated code")  # fmt: skip
     parser.add_argument("--recent", action="store_true",
                         help="only the mutants of modules added or rewritten since the last audit")  # fmt: skip
     args = parser.parse_args()
-    results = run_pass(args.commit, args.only, args.source, RECENT if args.recent else None, args.jobs, args.baseline)
+    mutants = RECENT if args.recent else MUTANTS
+    if args.share:
+        k, n = (int(x) for x in args.share.split("/"))
+        mutants = mutants[k::n]
+    results = run_pass(args.commit, args.only, args.source, mutants, args.jobs, args.baseline)
     counted = [r for r in results if r["outcome"] in ("killed", "survived")]
     for r in results:
         if r["outcome"] == "baseline-fails":
