@@ -263,3 +263,24 @@ def test_one_restart_is_one_more_run_and_the_best_loss_is_kept_across_runs(small
     assert torch.equal(restarted.beads, second.beads)  # restarts=1 is exactly one more run
     assert torch.equal(restarted.steps, once.steps + second.steps)
     assert torch.equal(restarted.best_losses, torch.minimum(once.best_losses, second.best_losses))
+
+
+def test_restarts_keep_the_best_loss_and_count_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted bead keeps the lowest loss of all its runs (the restart starts where the last run ended, often
+    above its best) and the steps of all of them; the beads that reached their target are left alone."""
+    from geodesics import beads as module
+
+    run = module.BeadTraining(
+        beads=torch.zeros(3, 2), losses=torch.tensor([0.5, 0.9, 0.1]), reached=torch.tensor([False, False, True]),
+        steps=torch.tensor([10, 10, 4]), best_losses=torch.tensor([0.2, 0.8, 0.1]),
+    )  # fmt: skip
+    again = module.BeadTraining(
+        beads=torch.ones(2, 2), losses=torch.tensor([0.4, 0.3]), reached=torch.tensor([False, True]),
+        steps=torch.tensor([7, 3]), best_losses=torch.tensor([0.4, 0.3]),
+    )  # fmt: skip
+    monkeypatch.setattr(module, "train_beads", lambda *args, **kwargs: again)
+    schedule = BeadSchedule(max_steps=10, lr=0.1, restarts=1)
+    module._restart(None, run, torch.zeros(3), schedule, 0, None)  # type: ignore[arg-type]
+    assert run.best_losses.tolist() == pytest.approx([0.2, 0.3, 0.1])
+    assert run.steps.tolist() == [17, 13, 4] and run.reached.tolist() == [False, True, True]
+    assert torch.equal(run.beads[2], torch.zeros(2)) and torch.equal(run.beads[0], torch.ones(2))
