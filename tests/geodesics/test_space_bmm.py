@@ -82,6 +82,27 @@ def test_the_cross_entropy_fast_path_equals_the_generic_criterion() -> None:
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
+def test_classification_losses_take_the_cross_entropy_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path is the one taken for class-index targets, for losses and for gradients (not only correct)."""
+    from geodesics import batched_mlp
+
+    task = envs.make_task("digits_mlp")
+    space = ParamSpace(task, strategy="bmm")
+    plan = mlp_plan(space.model, space.names, task)
+    calls: list[bool] = []
+    real = batched_mlp._cross_entropy
+
+    def counted(logits: torch.Tensor, targets: torch.Tensor, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(grad)
+        return real(logits, targets, grad)
+
+    monkeypatch.setattr(batched_mlp, "_cross_entropy", counted)
+    thetas, batch = perturbed(space, 3), next(task.batches(0))
+    plan.losses(task, thetas, batch)
+    plan.values_and_grads(task, thetas, batch)
+    assert calls == [False, True]
+
+
 @pytest.mark.skipif(torch.get_num_threads() > 2, reason="measured at 1 and 2 threads only")
 @pytest.mark.parametrize("name", MLPS)
 def test_bmm_rows_do_not_depend_on_the_batch_they_are_in_on_cpu(name: str) -> None:
