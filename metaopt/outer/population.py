@@ -100,10 +100,25 @@ def run_stacked(
         One trajectory per particle, what ``rollout`` returns for it (losses padded with inf after a divergence).
     """
     _check_vmappable(inner)
+    step, score, stacked_weights = _stacked_functions(inner, rule, weights)
+    model_names = [name for name, _ in inner.model.named_parameters()]
+    losses, held_out, iterates, alive = _advance(step, score, stacked_weights, particles, batches, valid, model_names)
+    return _trajectories(inner, losses, held_out, iterates, alive, len(batches), valid is not None)
+
+
+def _stacked_functions(
+    inner: InnerState, rule: LearnedRule, weights: Tensor
+) -> tuple[Callable[..., Any], Callable[..., Any], dict[str, Tensor]]:
+    """The first phase: one particle's step and score, vmapped over the particles, and their stacked rule weights.
+
+    Returns:
+        ``(step, score, stacked_weights)``: ``step(weights, params, state, inputs, targets) -> (loss, new params,
+        new state, update finite)`` and ``score(params, inputs, targets) -> loss``, both over every particle at once,
+        and the rule's weights of each particle by name (``rule.<name>``, shape ``(M, *shape)``).
+    """
     task, model = inner.task, inner.model
     count = weights.shape[0]
     names = _names_in_step_order(inner)
-    model_names = [name for name, _ in model.named_parameters()]
     options = _group_options(inner)
     stepper, scorer = _stepper(rule), _TaskLoss(task, model)
     rule_names = [f"rule.{name}" for name, _ in rule.named_parameters()]
@@ -111,7 +126,8 @@ def run_stacked(
     pieces = weights.split([shape.numel() for shape in shapes], dim=1)
     stacked_weights = {name: w.view(count, *shape) for name, w, shape in zip(rule_names, pieces, shapes)}
     rule_dtype = rule.dtype
-    sizes = [particles.params[name][0].numel() for name in names]
+    params = dict(model.named_parameters())
+    sizes = [params[name].numel() for name in names]
 
     def loss_of(params: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
         return functional_call(scorer, {f"model.{k}": v for k, v in params.items()}, (inputs, targets))
@@ -133,10 +149,26 @@ def run_stacked(
 
     step = _explained(vmap(one_step, in_dims=(0, 0, 0, None, None)), task, rule)
     score = _explained(vmap(loss_of, in_dims=(0, None, None)), task, rule)
-    device = weights.device
+    return step, score, stacked_weights
+
+
+def _advance(
+    step: Callable[..., Any], score: Callable[..., Any], stacked_weights: dict[str, Tensor],
+    particles: StackedParticles, batches: list[Batch], valid: list[Batch] | None, model_names: list[str],
+) -> tuple[list[Tensor], list[Tensor], list[Tensor], Tensor]:  # fmt: skip
+    """The second phase: the particles' steps on ``batches`` (stopping once every particle has diverged).
+
+    Returns:
+        ``(losses, held_out, iterates, alive)``: per step run, the training losses ``(M,)`` (inf after a particle
+        diverged) with the final score last, the held-out losses, the flat iterates ``(M, P)`` (the start first), and
+        which particles are still alive.
+    """
+    count = next(iter(stacked_weights.values())).shape[0]
+    device = next(iter(stacked_weights.values())).device
     inf = torch.tensor(float("inf"), dtype=torch.float64, device=device)
     alive = torch.ones(count, dtype=torch.bool, device=device)
-    losses, held_out = [], []
+    losses: list[Tensor] = []
+    held_out: list[Tensor] = []
     iterates = [_flat(particles.params, model_names)]
     with torch.no_grad():
         for index, (inputs, targets) in enumerate(batches[:-1]):
@@ -157,13 +189,25 @@ def run_stacked(
             if not bool(alive.any()):
                 break
         final = score(particles.params, *batches[-1]).to(torch.float64)
-    missing = len(batches) - 1 - len(losses)  # steps not run because every particle had stopped
-    losses += [inf.expand(count)] * missing + [torch.where(alive, final, inf)]
-    iterates += [iterates[-1]] * missing
+    losses.append(torch.where(alive, final, inf))
+    return losses, held_out, iterates, alive
+
+
+def _trajectories(
+    inner: InnerState, losses: list[Tensor], held_out: list[Tensor], iterates: list[Tensor], alive: Tensor,
+    batch_count: int, with_valid: bool,
+) -> list[Trajectory]:  # fmt: skip
+    """The last phase: one trajectory per particle, padded as ``rollout`` pads a run that stopped early."""
+    count = alive.shape[0]
+    inf = torch.tensor(float("inf"), dtype=torch.float64, device=alive.device)
+    final = losses.pop()
+    missing = batch_count - 1 - len(losses)  # steps not run because every particle had stopped
+    losses = losses + [inf.expand(count)] * missing + [final]
+    iterates = iterates + [iterates[-1]] * missing
     curves = torch.stack(losses, dim=1).cpu()  # (M, T + 1)
     paths = torch.stack(iterates, dim=1)  # (M, T + 1, P)
     valid_curves = None
-    if valid is not None:
+    if with_valid:
         valid_curves = torch.stack(held_out + [inf.expand(count)] * missing, dim=1).cpu()
     return [
         Trajectory(curves[i], paths[i], inner.step, inner.context, None if valid_curves is None else valid_curves[i])
