@@ -1126,6 +1126,13 @@ RECENT: list[Mutant] = [
         "sums = torch.stack([piece.mean(1) for piece in values.split(self.sizes, dim=1)], dim=1)",
         ("tests/metaopt/rules/test_tiny.py::test_per_tensor_means_of_a_large_model_are_each_tensors_own_mean",),
     ),
+    M(
+        "a command announces its run without the TensorBoard line",
+        "envs/tooling/runs.py",
+        "    def announce(self, tensorboard: bool = True) -> None:",
+        "    def announce(self, tensorboard: bool = False) -> None:",
+        ("tests/test_cli.py",),
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""

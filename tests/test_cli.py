@@ -21,7 +21,8 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
 def test_fit_writes_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     assert main(["fit", "tasks/quadratic.yaml", f"out={out}", "steps=20", "device=cpu"]) == 0
-    assert f"run directory: {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out.splitlines()  # where to look comes first, so TensorBoard can follow the run
+    assert printed[:2] == [f"run directory: {out}", f"tensorboard --logdir {out / 'tb'}"]
     for name in ("config.yaml", "report.md", "records.jsonl", "checkpoints/final.pt"):
         assert (out / name).is_file()
     record = json.loads((out / "records.jsonl").read_text().splitlines()[0])

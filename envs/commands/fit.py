@@ -42,7 +42,7 @@ def run_fit(cfg: FitConfig) -> dict[str, Any]:
     recipe = task.recipe
     steps = cfg.steps if cfg.steps is not None else recipe.steps
     run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out)
-    print(f"run directory: {run.path}")
+    run.announce()
     started = time.perf_counter()
     with run, tqdm(total=steps, desc=f"fit {task.name}", unit="step", leave=False) as bar:
         problem = task.instance(cfg.seed)
@@ -73,5 +73,5 @@ def run_fit(cfg: FitConfig) -> dict[str, Any]:
         rows = "\n".join(f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
         run.write_text("report.md", f"# fit {task.name}\n\n| metric | value |\n|---|---|\n{rows}\n")
     print(f"eval: {', '.join(f'{k}={v:.4g}' for k, v in result.eval_metrics.items())}")
-    print(f"report: {run.path / 'report.md'}\ntensorboard --logdir {run.path / 'tb'}")
+    print(f"report: {run.path / 'report.md'}")
     return metrics

@@ -345,6 +345,18 @@ class Run:
                 self._writer.add_text("config", "```yaml\n" + config + "\n```", 0)
         return self._writer
 
+    def announce(self, tensorboard: bool = True) -> None:
+        """Print where the run writes, first thing (rank 0 only).
+
+        The run directory and, for a run with TensorBoard logs, the ``tensorboard --logdir`` line, so that its curves
+        can be watched while it runs.
+        """
+        if self.rank != 0:
+            return
+        print(f"run directory: {self.path}")
+        if tensorboard:
+            print(f"tensorboard --logdir {self.path / 'tb'}")
+
     def log_scalars(self, group: str, metrics: Mapping[str, float], step: int) -> None:
         """Write ``metrics`` as scalars tagged ``<group>/<key>`` (finite values only)."""
         if self.rank != 0:

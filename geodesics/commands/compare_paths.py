@@ -240,8 +240,7 @@ def run_compare_paths(cfg: ComparePathsConfig, on_unit: Any = None) -> list[dict
     task = space.task
     run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out, shared=True)
     main = distributed.is_main()
-    if main:
-        print(f"run directory: {run.path}")
+    run.announce(tensorboard=False)
     with run:
         done = {(r["pair"], r["finder"]) for r in run.agreed_records("path")}
         units = [(p, f) for p in range(cfg.pairs) for f in cfg.finders]

@@ -75,7 +75,7 @@ def run_connect(cfg: ConnectConfig) -> dict[str, Any]:
     """Connect two endpoints of ``cfg.task``; returns the string's metrics."""
     space = command_space(cfg)  # a bad task, missing data, a strategy or alignment the model cannot take: exit 2 now
     run = Run.create(f"{cfg.name}-{cfg.task.name}", cfg, cfg.out)
-    print(f"run directory: {run.path}")
+    run.announce()
     with run:
         with progress_lines("connect"):
             space, string = connect_endpoints(cfg, space)
@@ -89,5 +89,5 @@ def run_connect(cfg: ConnectConfig) -> dict[str, Any]:
         level = f"L(s) from {cfg.threshold:g} to {cfg.threshold_end:g}"
     print(f"{state}; {string.num_beads} beads, normalized length {string.normalized_length:.4f}, "
           f"max loss {string.max_loss:.5g} ({level})")  # fmt: skip
-    print(f"string: {run.path / 'string.pt'}\nplot: {plot}\ntensorboard --logdir {run.path / 'tb'}")
+    print(f"string: {run.path / 'string.pt'}\nplot: {plot}")
     return metrics

@@ -80,7 +80,7 @@ def run_disconnection(cfg: DisconnectionConfig) -> dict[str, Any]:
     space = command_space(cfg)
     control_space = command_space(cfg.control)  # the control's task and alignment too, before anything is written
     run = Run.create(cfg.name, cfg, cfg.out)
-    print(f"run directory: {run.path}")
+    run.announce(tensorboard=False)
     with run:
         a, b = permuted_pair(space, cfg.model, cfg.threshold, cfg.swap)
         losses = space.batched_eval_loss(torch.stack([a, b]))

@@ -225,8 +225,7 @@ def run_sweep(cfg: SweepConfig, on_group: Any = None) -> list[dict[str, Any]]:
     task = space.task
     run = Run.create(f"{cfg.name}-{task.name}", cfg, cfg.out, shared=True)
     main = distributed.is_main()
-    if main:
-        print(f"run directory: {run.path}")
+    run.announce()
     with run:
         done = {(r["threshold_index"], r["pair"]) for r in run.agreed_records("pair")}
         groups = _groups(cfg)
@@ -254,7 +253,7 @@ def run_sweep(cfg: SweepConfig, on_group: Any = None) -> list[dict[str, Any]]:
         for k, row in enumerate(rows):
             run.log_scalars("geodesic/sweep", {key: float(v) for key, v in row.items()}, k)
     print(run.path.joinpath("report.md").read_text())
-    print(f"plot: {figure}\ntensorboard --logdir {run.path / 'tb'}")
+    print(f"plot: {figure}")
     return rows
 
 

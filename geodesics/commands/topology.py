@@ -124,8 +124,7 @@ def run_topology(cfg: TopologyConfig) -> list[dict[str, Any]]:
         make_task(cfg.task.name, **{**cfg.task.options, cfg.vary: int(value)})
     run = Run.create(f"{cfg.name}-{cfg.task.name}-{cfg.vary}", cfg, cfg.out, shared=True)
     main = distributed.is_main()
-    if main:
-        print(f"run directory: {run.path}")
+    run.announce()
     with run:
         done = {int(r["value"]) for r in run.records("variant")}
         for value in cfg.values:
@@ -150,7 +149,7 @@ def run_topology(cfg: TopologyConfig) -> list[dict[str, Any]]:
         run.write_text("report.md", _report(cfg, table, variants))
         figure = plot_topology(table, cfg.vary, run.subdir("plots") / "topology.png", title=cfg.task.name)
     print(run.path.joinpath("report.md").read_text())
-    print(f"plot: {figure}\ntensorboard --logdir {run.path / 'tb'}")
+    print(f"plot: {figure}")
     return table
 
 

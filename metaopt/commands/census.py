@@ -220,7 +220,7 @@ def run_census(cfg: CensusConfig) -> dict[str, Any]:
     for task in cfg.tasks:  # a bad task or missing data: refused before the run directory exists
         make_task(task.name, device=cfg.device, dtype=cfg.dtype, **task.options).load()
     run = Run.create(cfg.name, cfg, cfg.out)
-    print(f"run directory: {run.path}")
+    run.announce(tensorboard=False)
     with run:
         done = {r["key"] for r in run.records("unit")}
         units = _units(cfg)

@@ -39,5 +39,5 @@ def run_compare(cfg: CompareConfig, *, progress: bool = True, tables: bool = Tru
             print(results_table(task, cfg))
         else:
             print("\n".join(short_lines(task, cfg)))
-    print(f"\nreport: {run.path / 'report.md'}\ntensorboard --logdir {run.path / 'tb'}")
+    print(f"\nreport: {run.path / 'report.md'}")
     return {"run_dir": str(run.path), "results": result_rows(cfg, tasks), "tasks": tasks}

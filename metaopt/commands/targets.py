@@ -105,8 +105,7 @@ def run_targets(cfg: TargetsConfig) -> dict[str, Any]:
     tasks = [make_task(t.name, device=cfg.device, dtype=cfg.dtype, **t.options).load() for t in cfg.tasks]
     run = Run.create(cfg.name, cfg, cfg.out, shared=True)
     main = distributed.is_main()
-    if main:
-        print(f"run directory: {run.path}")
+    run.announce()
     with run:
         done = {(r["label"], r["seed"]) for r in run.agreed_records("shard")}
         units = [(_label(t, i), task, seed) for i, (t, task) in enumerate(zip(cfg.tasks, tasks))
@@ -141,8 +140,7 @@ def run_targets(cfg: TargetsConfig) -> dict[str, Any]:
             return {"shards": len(run.records("shard"))}
         summary = _summarize(run, cfg)
     print(_short_summary(summary))
-    print(f"report: {run.path / 'report.md'} (every table)\ndataset: {run.path / 'targets'}\n"
-          f"tensorboard --logdir {run.path / 'tb'}")  # fmt: skip
+    print(f"report: {run.path / 'report.md'} (every table)\ndataset: {run.path / 'targets'}")
     return summary
 
 

@@ -93,8 +93,7 @@ def run_train(cfg: TrainConfig, callback: Callable[[int], None] | None = None) -
         task_names = "+".join(dict.fromkeys(t.name for t in cfg.tasks))
         run = Run.create(f"{cfg.name}-{task_names}", cfg, cfg.out, shared=True)
     main = distributed.is_main()
-    if main:
-        print(f"run directory: {run.path}")
+    run.announce()
     with run:
         trainer = MetaTrainer(cfg, run, callback)
         if trainer.restore():
@@ -120,7 +119,7 @@ def run_train(cfg: TrainConfig, callback: Callable[[int], None] | None = None) -
     )
     if warning:
         print(warning)
-    print(f"checkpoints: {run.path / 'checkpoints'}\ntensorboard --logdir {run.path / 'tb'}")
+    print(f"checkpoints: {run.path / 'checkpoints'}")
     return metrics
 
 

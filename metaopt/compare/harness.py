@@ -265,8 +265,7 @@ def compute_results(cfg: CompareConfig, *, progress: bool = True) -> tuple[Run, 
     """Validate, open (or reopen) the run directory, compute the missing units, and read the results back."""
     plan = make_plan(cfg)  # every check before the run directory exists
     run = Run.create(cfg.name, cfg, cfg.out, shared=True)
-    if distributed.is_main():
-        print(f"run directory: {run.path}")
+    run.announce()
     threads = torch.get_num_threads()
     try:
         if cfg.threads:
