@@ -18,20 +18,20 @@ from envs.lazy import lazy_exports
 if TYPE_CHECKING:
     from envs.contract import TaskContractError, check_task
     from envs.errors import ConfigError, DataNotFoundError, TaskError
-    from envs.fit import FitResult, fit
     from envs.gym import ENV_IDS, LR_ENV_IDS, LRControlEnv, OptimizeeEnv, OptimizerPolicy
-    from envs.optim import list_optimizers, make_optimizer, register_optimizer
     from envs.registry import get_task_class, list_tasks, make_task, register_task, task_from_spec
     from envs.task import Batch, Recipe, Task
+    from envs.training.fit import FitResult, fit
+    from envs.training.optim import list_optimizers, make_optimizer, register_optimizer
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "envs.contract": ["TaskContractError", "check_task"],
         "envs.errors": ["ConfigError", "DataNotFoundError", "TaskError"],
-        "envs.fit": ["FitResult", "fit"],
+        "envs.training.fit": ["FitResult", "fit"],
         "envs.gym": ["ENV_IDS", "LR_ENV_IDS", "LRControlEnv", "OptimizeeEnv", "OptimizerPolicy"],
-        "envs.optim": ["list_optimizers", "make_optimizer", "register_optimizer"],
+        "envs.training.optim": ["list_optimizers", "make_optimizer", "register_optimizer"],
         "envs.registry": ["get_task_class", "list_tasks", "make_task", "register_task", "task_from_spec"],
         "envs.task": ["Batch", "Recipe", "Task"],
     },

@@ -13,6 +13,7 @@ import importlib.util
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["lazy_exports", "resolve"]
@@ -41,12 +42,13 @@ def lazy_exports(
         exports: submodule -> the names it provides (the package's ``__all__``, by where each name is defined).
 
     A name is imported from its submodule on first access and then cached in the package; any other attribute that
-    is a submodule (``envs.optim``, ``metaopt.shells``) is imported, as an eager ``__init__`` would have done. A name
+    is a submodule (``envs.training``, ``metaopt.shells``) is imported, as an eager ``__init__`` would have done. A name
     that is also its submodule's name (``envs.fit``, the function of ``envs/fit.py``) stays the name when the
     submodule is imported, which would otherwise bind the module over it.
     """
     where = {name: module for module, names in exports.items() for name in names}
-    shadowed = {name for name, module in where.items() if module == f"{package}.{name}"}
+    here = sys.modules[package].__path__  # a name that is also a submodule of the package (a module moved elsewhere
+    shadowed = {name for name in where if any((Path(d) / f"{name}.py").is_file() for d in here)}  # keeps its old name)
     if shadowed:
 
         class Package(types.ModuleType):

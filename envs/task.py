@@ -32,10 +32,10 @@ Batch = tuple[Tensor, Tensor]
 
 @dataclass(frozen=True)
 class Recipe:
-    """A task's default training recipe: an optimizer from :mod:`envs.optim`, its learning rate and a step count."""
+    """A task's default training recipe: a registered optimizer (:mod:`envs.training.optim`), its rate and steps."""
 
     optimizer: str = "adam"
-    """Name of the optimizer in the registry of :mod:`envs.optim`."""
+    """Name of the optimizer in the registry of :mod:`envs.training.optim`."""
     lr: float = 1e-2
     """Learning rate."""
     steps: int = 1000

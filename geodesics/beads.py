@@ -2,10 +2,11 @@
 
 Line 8 of the DSS paper's Algorithm 1 trains each new bead until its loss is below alpha * L0. Here all the beads of a
 round are trained together: the losses and gradients of the whole stack come from one ``ParamSpace`` call per step,
-the optimizer update is elementwise over the stack (the functional twin, in :mod:`envs.functional`, of a registered
-``torch.optim`` optimizer: row by row its arithmetic), and a bead stops moving as soon as a check finds its evaluation
-loss at or below its target. An optional penalty (the spring and hyperplane terms of constrained DSS) adds its value
-and gradient per row. The endpoint trainer (:mod:`geodesics.endpoints`) trains batches of fresh models the same way.
+the optimizer update is elementwise over the stack (the functional twin, in :mod:`envs.training.functional`, of a
+registered ``torch.optim`` optimizer: row by row its arithmetic), and a bead stops moving as soon as a check finds its
+evaluation loss at or below its target. An optional penalty (the spring and hyperplane terms of constrained DSS) adds
+its value and gradient per row. The endpoint trainer (:mod:`geodesics.endpoints`) trains batches of fresh models the
+same way.
 
 Near the minimum a first-order optimizer at a fixed learning rate stalls: on the paper's 1-4-4-1 regressions Adam
 oscillates at a loss set by its step size, above targets such as 0.95 * 0.001. The opt-in finish ``lbfgs``
@@ -29,10 +30,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from envs.functional import FunctionalOptimizer, functional_from_spec
-from envs.optim import get_optimizer_spec, list_optimizers
 from envs.seeding import derive_seed
 from envs.task import Batch
+from envs.training.functional import FunctionalOptimizer, functional_from_spec
+from envs.training.optim import get_optimizer_spec, list_optimizers
 from geodesics.space import ParamSpace
 
 __all__ = [
@@ -71,7 +72,7 @@ class BeadTraining:
 
 
 def batched_optimizer(name: str) -> FunctionalOptimizer | None:
-    """The functional twin of the optimizer registered as ``name`` (:mod:`envs.optim`), or None when it has none."""
+    """The functional twin of the optimizer registered as ``name`` (:mod:`envs.training.optim`); None without one."""
     return functional_from_spec(get_optimizer_spec(name))
 
 

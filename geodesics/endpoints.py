@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from envs.fit import fit
 from envs.task import Task
 from envs.tooling.config import check_range
+from envs.training.fit import fit
 from geodesics.beads import BeadSchedule, batched_optimizer, train_beads
 from geodesics.space import ParamSpace
 

@@ -29,7 +29,7 @@ if _envs.__file__ is None or _Path(_envs.__file__).resolve().parents[1] != _Path
     )
 
 from envs.lazy import lazy_exports  # noqa: E402
-from envs.optim import register_optimizer  # noqa: E402
+from envs.training.optim import register_optimizer  # noqa: E402
 
 if TYPE_CHECKING:
     from metaopt.checkpoint import CheckpointError, load_net, save_checkpoint

@@ -964,35 +964,35 @@ RECENT: list[Mutant] = [
     ),
     M(
         "cosine schedule stepped before the AdamW step",
-        "envs/schedules.py",
+        "envs/training/schedules.py",
         "        loss = super().step(closure)\n        self.schedule.step()",
         "        self.schedule.step()\n        loss = super().step(closure)",
         ("tests/envs/test_schedules.py",),
     ),
     M(
         "cosine factor over the wrong epoch",
-        "envs/schedules.py",
+        "envs/training/schedules.py",
         "(1 + math.cos(math.pi * epoch / total_steps)) / (1 + math.cos(math.pi * (epoch - 1) / total_steps))",
         "(1 + math.cos(math.pi * (epoch + 1) / total_steps)) / (1 + math.cos(math.pi * epoch / total_steps))",
         ("tests/envs/test_schedules.py",),
     ),
     M(
         "schedule position lost on load_state_dict",
-        "envs/schedules.py",
+        "envs/training/schedules.py",
         "            self.schedule.load_state_dict(schedule)",
         "            pass",
         ("tests/envs/test_schedules.py",),
     ),
     M(
         "functional cosine twin keeps the peak rate",
-        "envs/functional.py",
+        "envs/training/functional.py",
         '        new_state["schedule"] = {"lr": scheduled}',
         '        new_state["schedule"] = {"lr": lr.to(torch.float64)}',
         ("tests/envs/test_schedules.py",),
     ),
     M(
         "the harness does not hand a schedule its horizon",
-        "envs/optim.py",
+        "envs/training/optim.py",
         "        return {self.horizon_option: steps, **options}",
         "        return {self.horizon_option: 1000, **options}",
         ("tests/envs/test_schedules.py",),
@@ -1099,7 +1099,7 @@ RECENT: list[Mutant] = [
     ),
     M(
         "the optimizer registry replaces a taken name silently",
-        "envs/optim.py",
+        "envs/training/optim.py",
         "    OPTIMIZERS.register(name, OptimizerSpec(name, factory, dict(options), tunable_lr, horizon_option))",
         "    OPTIMIZERS.unregister(name)\n"
         "    OPTIMIZERS.register(name, OptimizerSpec(name, factory, dict(options), tunable_lr, horizon_option))",
@@ -1107,7 +1107,7 @@ RECENT: list[Mutant] = [
     ),
     M(
         "an optimizer's factory string not imported on lookup",
-        "envs/optim.py",
+        "envs/training/optim.py",
         "    if isinstance(spec.factory, str):",
         "    if False:",
         ("tests/envs/test_registry.py",),

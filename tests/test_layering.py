@@ -44,3 +44,10 @@ def test_geodesics_never_imports_metaopt_and_its_engine_never_imports_commands(p
     relative = path.relative_to(ROOT / "geodesics")
     if "commands" not in relative.parts and path.name not in ("cli.py", "__main__.py"):
         assert not [m for m in modules if under(m, "geodesics.commands")]
+
+
+@pytest.mark.parametrize("name", ["optim", "functional", "schedules", "fit"])
+def test_the_foundations_old_module_names_are_the_moved_modules(name: str) -> None:
+    import importlib
+
+    assert importlib.import_module(f"envs.{name}") is importlib.import_module(f"envs.training.{name}")

@@ -8,10 +8,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from envs.fit import fit
 from envs.registry import make_task
 from envs.tooling.config import RunOptions, TaskConfig
 from envs.tooling.runs import Run, atomic_torch_save
+from envs.training.fit import fit
 
 __all__ = ["FitConfig", "run_fit"]
 

@@ -17,9 +17,9 @@ import torch
 from gymnasium import spaces
 from typing_extensions import override
 
-from envs.optim import make_optimizer
 from envs.registry import make_task
 from envs.task import Task
+from envs.training.optim import make_optimizer
 
 __all__ = ["FEATURES", "LRControlEnv"]
 

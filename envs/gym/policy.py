@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.optim import make_optimizer
+from envs.training.optim import make_optimizer
 
 __all__ = ["OptimizerPolicy", "rollout"]
 

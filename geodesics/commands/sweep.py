@@ -22,11 +22,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from envs.errors import InvalidValue
-from envs.optim import list_optimizers
 from envs.task import Task
 from envs.tooling import distributed
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run
+from envs.training.optim import list_optimizers
 from geodesics.alignment import align, check_alignment
 from geodesics.beads import FINISHES, batched_optimizer
 from geodesics.commands.preamble import command_space

@@ -29,11 +29,11 @@ import torch
 from tqdm.auto import tqdm
 
 from envs.errors import InvalidValue
-from envs.optim import list_optimizers
 from envs.registry import make_task
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.plots import save_figure, subplots
 from envs.tooling.runs import Run
+from envs.training.optim import list_optimizers
 from geodesics import CurveConfig, DSSConfig, ParamSpace
 from metaopt.targets.build import base_trajectory, window_starts
 from metaopt.targets.census import chord_barrier, inside_length, progress, retime, window_loss

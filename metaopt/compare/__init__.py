@@ -6,7 +6,7 @@
 >>> run, tasks = compute_results(cfg)
 >>> write_outputs(run, cfg, tasks)
 
-Modules: :mod:`~metaopt.compare.config` (schema), :mod:`~envs.functional` (pure optimizers over stacked
+Modules: :mod:`~metaopt.compare.config` (schema), :mod:`~envs.training.functional` (pure optimizers over stacked
 runs), :mod:`~metaopt.compare.runner` (batched and plain runs), :mod:`~metaopt.compare.harness` (units, chunks,
 records, resume), :mod:`~metaopt.compare.stats` and :mod:`~metaopt.compare.results` (tuning choice, intervals,
 steps to reach, speed-ups), :mod:`~metaopt.compare.report`, :mod:`~metaopt.compare.figures` and
@@ -14,7 +14,7 @@ steps to reach, speed-ups), :mod:`~metaopt.compare.report`, :mod:`~metaopt.compa
 baseline as one call, for other commands). The command ``metaopt compare`` is :mod:`metaopt.commands.compare`.
 """
 
-from envs.functional import FunctionalOptimizer, functional_from_spec
+from envs.training.functional import FunctionalOptimizer, functional_from_spec
 from metaopt.compare.baseline import Baseline, evaluate_runs, tuned_baseline
 from metaopt.compare.config import CompareConfig, CompareTaskConfig
 from metaopt.compare.harness import Plan, Unit, compute_results, make_plan, sweep

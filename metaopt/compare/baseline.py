@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from envs.functional import functional_from_spec
-from envs.optim import get_optimizer_spec
 from envs.task import Task
+from envs.training.functional import functional_from_spec
+from envs.training.optim import get_optimizer_spec
 from metaopt.compare.runner import RunResult, RunSpec, run_batched, run_plain
 from metaopt.compare.stats import Tuning, choose_lr, final_loss
 

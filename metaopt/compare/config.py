@@ -13,7 +13,7 @@ __all__ = ["DEFAULT_LR_GRID", "DEFAULT_OPTIMIZERS", "CompareConfig", "CompareTas
 DEFAULT_LR_GRID = [round(10 ** (-4 + k / 2), 12) for k in range(9)]
 """1e-4 to 1 in half decades: 1e-4, 3.16e-4, 1e-3, ..., 0.316, 1."""
 DEFAULT_OPTIMIZERS = ["sgd", "momentum", "nesterov", "rmsprop", "adam"]
-"""The baselines of the L2L and DSS papers, by their names in :mod:`envs.optim`."""
+"""The baselines of the L2L and DSS papers, by their names in :mod:`envs.training.optim`."""
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -52,7 +52,7 @@ class CompareConfig(RunOptions):
     name: str = "compare"
     """Prefix of the run directory name."""
     optimizers: list[str] = field(default_factory=lambda: list(DEFAULT_OPTIMIZERS))
-    """Optimizer names from the registry of envs.optim (sgd, momentum, nesterov, rmsprop, adam, or registered ones)."""
+    """Registered optimizer names (envs.training.optim: sgd, momentum, nesterov, rmsprop, adam, adamw, ...)."""
     optimizer_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Constructor options by optimizer name, replacing the registered ones, e.g. {learned: {checkpoint: best.pt}}."""
     aliases: dict[str, str] = field(default_factory=dict)

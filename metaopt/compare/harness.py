@@ -28,12 +28,12 @@ import torch
 from tqdm.auto import tqdm
 
 from envs.errors import ConfigError
-from envs.functional import FunctionalOptimizer, functional_from_spec
-from envs.optim import get_optimizer_spec, make_optimizer
 from envs.registry import make_task
 from envs.task import Task
 from envs.tooling import distributed
 from envs.tooling.runs import Run
+from envs.training.functional import FunctionalOptimizer, functional_from_spec
+from envs.training.optim import get_optimizer_spec, make_optimizer
 from metaopt.compare.config import CompareConfig
 from metaopt.compare.results import Records, TaskResult, UnitKey, task_results, tuning_of
 from metaopt.compare.runner import RunResult, RunSpec, run_batched, run_plain

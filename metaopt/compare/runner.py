@@ -10,7 +10,7 @@ the evaluation-set loss of the final weights.
 the registry; it is the reference, the path of optimizers without a functional twin, and the one whose step time the
 report quotes. :func:`run_batched` is the one *batched* loop: it stacks every run's parameters along a leading
 dimension and advances all of them with one ``torch.func.vmap(torch.func.grad_and_value(...))`` call per step over
-``functional_call``, with the pure optimizers of :mod:`envs.functional`; a run that diverges is frozen where it
+``functional_call``, with the pure optimizers of :mod:`envs.training.functional`; a run that diverges is frozen where it
 stopped, exactly as the plain loop stops. It cannot be ``fit`` without losing what it is for (hundreds of runs in one
 kernel call per step), so it stays the batched counterpart that ``fit`` is checked against.
 """
@@ -26,10 +26,10 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad_and_value, vmap
 
-from envs.fit import fit
-from envs.functional import FunctionalOptimizer, Params
-from envs.optim import get_optimizer_spec, make_optimizer
 from envs.task import Batch, Task
+from envs.training.fit import fit
+from envs.training.functional import FunctionalOptimizer, Params
+from envs.training.optim import get_optimizer_spec, make_optimizer
 
 __all__ = ["RunResult", "RunSpec", "run_batched", "run_plain"]
 
@@ -65,7 +65,7 @@ def run_plain(task: Task, run: RunSpec, steps: int, optimizer: str, options: dic
         task: the task (a problem family is resolved with ``task.instance(run.seed)``).
         run: seed and learning rate (None: the optimizer's own default, nothing is passed).
         steps: number of steps.
-        optimizer: registry name (:mod:`envs.optim`).
+        optimizer: registry name (:mod:`envs.training.optim`).
         options: constructor options replacing the registered ones.
     """
     problem = task.instance(run.seed)

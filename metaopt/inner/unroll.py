@@ -25,8 +25,8 @@ import higher
 import torch
 from torch import Tensor, nn
 
-from envs.fit import fit
 from envs.task import Batch, Task
+from envs.training.fit import fit
 from metaopt.rules import LearnedRule
 from metaopt.shells import DifferentiableLearnedOptimizer, LearnedOptimizer
 

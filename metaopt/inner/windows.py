@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from envs.fit import fit
 from envs.task import Batch, Task
+from envs.training.fit import fit
 from metaopt.inner.unroll import InnerState
 from metaopt.rules import LearnedRule, RuleState
 from metaopt.shells import LearnedOptimizer

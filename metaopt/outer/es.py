@@ -39,10 +39,10 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from typing_extensions import override
 
 from envs.errors import InvalidValue
-from envs.fit import fit
 from envs.seeding import generator
 from envs.task import Batch
 from envs.tooling.config import check_range
+from envs.training.fit import fit
 from metaopt.inner.unroll import InnerState, Trajectory
 from metaopt.outer.base import Estimator, EstimatorSetup, MetaGradient
 from metaopt.outer.population import POPULATIONS, StackedParticles, run_stacked, stack_particles

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from envs.fit import fit
 from envs.task import Task
+from envs.training.fit import fit
 from geodesics import (
     BeadString,
     DSSConfig,

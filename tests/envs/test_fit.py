@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import envs
-from envs.fit import fit
+from envs.training.fit import fit
 
 
 def flat(model: torch.nn.Module) -> torch.Tensor:

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch.func import grad, vmap
 
-from envs.functional import SGD, Adam, FunctionalOptimizer, RMSprop, functional_from_spec
-from envs.optim import OptimizerSpec, get_optimizer_spec
+from envs.training.functional import SGD, Adam, FunctionalOptimizer, RMSprop, functional_from_spec
+from envs.training.optim import OptimizerSpec, get_optimizer_spec
 
 DIM, STEPS = 6, 30
 LRS = [1e-3, 1e-2, 0.05]

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from envs.optim import OPTIMIZERS, get_optimizer_spec, register_optimizer
 from envs.registry import TASKS
 from envs.tooling.registry import Registry
+from envs.training.optim import OPTIMIZERS, get_optimizer_spec, register_optimizer
 from geodesics.finders.base import FINDERS
 from metaopt.objectives.registry import OBJECTIVES
 from metaopt.outer.registry import ESTIMATORS

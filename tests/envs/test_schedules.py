@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import envs
-from envs.functional import AdamWCosine as FunctionalAdamWCosine
-from envs.functional import functional_from_spec
-from envs.optim import get_optimizer_spec, make_optimizer
-from envs.schedules import AdamWCosine
+from envs.training.functional import AdamWCosine as FunctionalAdamWCosine
+from envs.training.functional import functional_from_spec
+from envs.training.optim import get_optimizer_spec, make_optimizer
+from envs.training.schedules import AdamWCosine
 
 
 def _pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

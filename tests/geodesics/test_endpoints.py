@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
 import envs
-import envs.optim
-from envs.fit import fit
+import envs.training.optim
 from envs.task import Recipe
+from envs.training.fit import fit
 from geodesics import ParamSpace, ThresholdNotReached, train_to_threshold
 from geodesics.beads import BeadSchedule, train_beads
 from geodesics.endpoints import train_endpoints
@@ -42,9 +44,15 @@ def test_a_stack_trains_with_the_recipe_optimizer_not_adam() -> None:
     assert torch.equal(trained.reached, trained.losses <= 0.1)
 
 
-def test_an_optimizer_without_a_batched_twin_trains_each_model_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(envs.optim, "_OPTIMIZERS", dict(envs.optim._OPTIMIZERS))  # registration undone afterwards
-    envs.optim.register_optimizer("adamax", torch.optim.Adamax)
+@pytest.fixture
+def adamax() -> Iterator[None]:
+    """``adamax`` registered for one test (it has no batched twin), unregistered afterwards."""
+    envs.training.optim.register_optimizer("adamax", torch.optim.Adamax)
+    yield
+    envs.training.optim.OPTIMIZERS.unregister("adamax")
+
+
+def test_an_optimizer_without_a_batched_twin_trains_each_model_alone(adamax: None) -> None:
     space = poly_cubic(Recipe("adamax", 0.05, 100))
     trained = train_endpoints(space, SEEDS, 0.1, max_steps=200, shared_batches=5)
     for row, seed in enumerate(SEEDS):

@@ -145,7 +145,7 @@ def test_state_dict_round_trip_continues_identically() -> None:
 def test_registry_and_gymnasium_adapter(tmp_path: pytest.TempPathFactory) -> None:
     path = tmp_path / "net.pt"  # type: ignore[operator]
     save_checkpoint(path, CoordinateLSTM())
-    assert not envs.optim.get_optimizer_spec("learned").tunable_lr
+    assert not envs.training.optim.get_optimizer_spec("learned").tunable_lr
     steps = 8
     env = gym.make(envs.ENV_IDS["quadratic"], max_episode_steps=steps)
     env_losses = envs.gym.rollout(env, envs.OptimizerPolicy("learned", checkpoint=path), seed=3, steps=steps)

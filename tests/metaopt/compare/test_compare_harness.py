@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import envs
-import envs.optim
+import envs.training.optim
 from envs.tooling.config import load_config
 from envs.tooling.runs import Run
 from metaopt import CoordinateLSTM, save_checkpoint
@@ -54,7 +54,7 @@ def eval_curves(run: Run, task: str) -> dict[tuple[str, int], list[float]]:
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Optimizers registered by a test are forgotten after it."""
-    monkeypatch.setattr(envs.optim, "_OPTIMIZERS", dict(envs.optim._OPTIMIZERS))
+    monkeypatch.setattr(envs.training.optim, "_OPTIMIZERS", dict(envs.training.optim._OPTIMIZERS))
     yield
 
 

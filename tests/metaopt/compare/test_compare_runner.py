@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import envs
-from envs.functional import functional_from_spec
-from envs.optim import get_optimizer_spec
+from envs.training.functional import functional_from_spec
+from envs.training.optim import get_optimizer_spec
 from metaopt.compare.runner import RunSpec, run_batched, run_plain
 
 OPTIMIZERS = ["sgd", "momentum", "nesterov", "rmsprop", "adam"]
