@@ -95,7 +95,7 @@ def _in_place(
         if step == nan_at:
             before = [p.detach().clone() for p in model.parameters()]
             state_before = [copy.deepcopy(dict(opt.state[p])) for p in model.parameters()]
-            model[4].bias.grad[3] = float("nan")  # one coordinate of one tensor
+            list(model.parameters())[5].grad[3] = float("nan")  # type: ignore[index]  # one coordinate of a bias
             opt.step()
             assert opt.skipped_steps == 1
             for p, old, piece in zip(model.parameters(), before, state_before):
@@ -156,7 +156,7 @@ def test_the_compiled_in_place_step_equals_the_functional_step(learned_tensors: 
 
 
 @pytest.mark.parametrize("compile", [False, True])
-def test_a_non_finite_update_changes_nothing_and_the_next_step_follows_the_reference(compile: bool) -> None:
+def test_a_non_finite_step_changes_nothing(compile: bool) -> None:
     dtype = torch.float32
     rule = _rule("hidden", dtype, adamw_weight_decay=0.01)
     expected = _reference(rule, dtype, 3)
