@@ -857,8 +857,8 @@ MUTANTS: list[Mutant] = [
     M(
         "tiny in place: the second moment follows the gradient, not its square",
         "metaopt/rules/tiny_inplace.py",
-        "torch.lerp(second[r, start:stop], square, w)",
-        "torch.lerp(second[r, start:stop], g, w)",
+        "torch.lerp(second[:, start:stop], (g * g)[None], second_complements)",
+        "torch.lerp(second[:, start:stop], g[None], second_complements)",
         TINY_INPLACE,
     ),
     M(

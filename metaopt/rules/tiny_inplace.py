@@ -161,8 +161,11 @@ def in_place_step(
         cfg = rule.config
         bases = torch.tensor(rule._momentum_decays + rule._second_decays, dtype=dtype, device=device)[:, None]
         inv_scales = 1 / torch.tensor(cfg.time_scales, dtype=dtype, device=device)[:, None]
-        found = cache[key] = (make_plan(rule, key[0]), bases, inv_scales)
-    plan, bases, inv_scales = found
+        # the lerp weights as the functional step makes them: 1 - decay in the state's dtype, one row per moment
+        complements = [1 - torch.tensor(d, dtype=dtype, device=device)[:, None]
+                       for d in (rule._momentum_decays, rule._second_decays)]  # fmt: skip
+        found = cache[key] = (make_plan(rule, key[0]), bases, inv_scales, complements)
+    plan, bases, inv_scales, complements = found
     weights = _weights(rule, plan)
     # the per-tensor factors, computed here: inside a compiled loop they would be recomputed at every coordinate
     steps = state["steps"]
@@ -176,29 +179,30 @@ def in_place_step(
         mean_square = torch.stack([(g * g).mean() for g in grads])
         first = torch.where(new_steps == 1, mean_square, state["first_square"])
         multiplier = rule.schedule(scheduler_features(new_steps, inv_scales, mean_square, first))
-    factors = torch.stack(
-        [cfg.step_size * rule.log_step.exp(), cfg.adamw_lr * rule.adamw_log_scale.exp(), multiplier]
-    )
+    factors = torch.stack([cfg.step_size * rule.log_step.exp(), cfg.adamw_lr * rule.adamw_log_scale.exp(), multiplier])
     lrs = torch.tensor([lr for lr, _ in options], dtype=dtype, device=device)
     keeps = torch.tensor([1 - lr * decay for lr, decay in options], dtype=dtype, device=device)
-    arguments = (
-        list(grads), list(params), state["momenta"], state["second"], steps, new_steps, weights, corrections,
-        biases, factors, lrs, keeps,
-    )  # fmt: skip
-    applied = None
-    if compile:
-        compiled = _compiled(plan)
-        if compiled is not None:
-            try:
-                applied = bool(compiled(*arguments))
-            except Exception as error:  # noqa: BLE001 -- any compiler failure: the eager step, said once
-                _FAILED.add(plan)
-                _warn_once(error)
-    if applied is None:
-        applied = bool(step(plan, False, *arguments))
-    if applied and first is not None:
+    reads = (list(grads), list(params), state["momenta"], state["second"], complements[0], complements[1])
+    kernels = _compiled(plan) if compile else None
+    if kernels is not None:
+        try:
+            found, scales, applied = kernels[0](*reads, weights, corrections, biases, factors)
+            if applied:
+                kernels[1](*reads, found, scales, lrs, keeps)
+        except Exception as error:  # noqa: BLE001 -- any compiler failure: the eager step, said once
+            _FAILED.add(plan)
+            _warn_once(error)
+            kernels = None
+    if kernels is None:
+        found, scales, applied = directions(plan, False, *reads, weights, corrections, biases, factors)
+        if applied:
+            commit(plan, *reads, found, scales, lrs, keeps)
+    if not applied:
+        return False
+    steps.copy_(new_steps)
+    if first is not None:
         state["first_square"].copy_(first)
-    return applied
+    return True
 
 
 def _weights(rule: TinyRule, plan: Plan) -> list[Tensor]:
@@ -210,63 +214,57 @@ def _weights(rule: TinyRule, plan: Plan) -> list[Tensor]:
     return [getattr(rule, name) for name in names]
 
 
-def step(
+def directions(
     plan: Plan,
     traced: bool,
     grads: list[Tensor],
     params: list[Tensor],
     momenta: Tensor,
     second: Tensor,
-    steps: Tensor,
-    new_steps: Tensor,
+    momentum_complements: Tensor,
+    second_complements: Tensor,
     weights: list[Tensor],
     corrections: Tensor,
     biases: Tensor,
     factors: Tensor,
-    lrs: Tensor,
-    keeps: Tensor,
-) -> Tensor:
-    """The in-place step (see the module docstring); returns a 0-d bool: whether it was applied.
+) -> tuple[list[Tensor], Tensor, Tensor]:
+    """Passes 1 and 2 (see the module docstring): each tensor's direction and scale, and the guard. Writes nothing.
 
     Args:
         plan: the step's constants.
-        traced: the compiled form (the MLP written out unit by unit; the guard selects with ``torch.where``, so the
-            function has no data-dependent branch); else the eager form (the MLP in blocks; the guard a branch).
+        traced: the compiled form (the MLP written out unit by unit) or the eager one (the MLP in blocks).
         grads: the gradients, in step order.
-        params: the parameters, in step order (written in place).
-        momenta: ``(K, N)``: the joined state's momenta (written in place).
-        second: ``(J, N)``: its second moments (written in place).
-        steps: ``(T,)``: its step counters (written in place).
-        new_steps: ``steps + 1``.
+        params: the parameters, in step order.
+        momenta: ``(K, N)``: the joined state's momenta.
+        second: ``(J, N)``: its second moments.
+        momentum_complements: ``(K, 1)``: ``1 - decay`` of each momentum.
+        second_complements: ``(J, 1)``: ``1 - decay`` of each second moment.
         weights: ``w_in``, each further layer's weight and bias, ``w_out``, ``w_skip``.
-        corrections: ``(K + J, T)``: each moment's bias correction ``1 / (1 - b^t)`` per tensor.
+        corrections: ``(K + J, T)``: each moment's bias correction ``1 / (1 - b^t)`` per tensor, at the new step.
         biases: ``(H, T)``: the first layer's bias per tensor (its progress features folded in).
         factors: ``(3,)``: the learned step size, AdamW's learning rate, the global scheduler's factor.
-        lrs: ``(T,)``: each tensor's ``lr``.
-        keeps: ``(T,)``: each tensor's ``1 - lr weight_decay``.
+
+    Returns:
+        ``(directions, scales (T,), applied)``: tensor ``t``'s update is ``directions[t] * scales[t]``; ``applied``
+        (0-d bool) says whether every update is finite.
     """
     w_in = weights[0]
     layers = [(weights[1 + 2 * i], weights[2 + 2 * i]) for i in range(plan.num_layers - 1)]
     w_out, w_skip = weights[-2:]
     num_momenta = len(plan.momentum_complements)
     learned_step, adamw_lr = factors[0] * factors[2], factors[1] * factors[2]
-    new_momenta: list[list[Tensor]] = []
-    new_second: list[list[Tensor]] = []
-    directions: list[Tensor] = []
+    found: list[Tensor] = []
     scales: list[Tensor] = []
     for t, (grad, param) in enumerate(zip(grads, params)):
         start, stop = plan.offsets[t], plan.offsets[t] + plan.sizes[t]
         g, p = grad.reshape(-1), param.reshape(-1)
-        # pass 1: the new moments, as the functional step's lerp
-        momenta_t = [torch.lerp(momenta[r, start:stop], g, w) for r, w in enumerate(plan.momentum_complements)]
-        square = g * g
-        second_t = [torch.lerp(second[r, start:stop], square, w) for r, w in enumerate(plan.second_complements)]
-        new_momenta.append(momenta_t)
-        new_second.append(second_t)
         if plan.sizes[t] == 0:
-            directions.append(g)
+            found.append(g)
             scales.append(torch.zeros((), dtype=g.dtype, device=g.device))
             continue
+        # the new moments, as the functional step's lerp (written only by ``commit``)
+        momenta_t = list(torch.lerp(momenta[:, start:stop], g[None], momentum_complements))
+        second_t = list(torch.lerp(second[:, start:stop], (g * g)[None], second_complements))
         if plan.learned[t]:
             direction, scale = _learned(plan, traced, t, g, p, momenta_t, second_t, corrections, biases[:, t],
                                         (w_in, layers, w_out, w_skip), learned_step)  # fmt: skip
@@ -279,33 +277,49 @@ def step(
             if plan.adamw_weight_decay:
                 direction = direction - (adamw_lr * plan.adamw_weight_decay) * p
             scale = torch.ones((), dtype=g.dtype, device=g.device)
-        directions.append(direction)
+        found.append(direction)
         scales.append(scale)
     # the guard: every update d * scale finite (its largest magnitude is, so no product overflows)
-    bounds = torch.stack([d.abs().amax() * s if d.numel() else s for d, s in zip(directions, scales)])
-    applied = torch.isfinite(bounds).all()
-    if traced:  # one function without branches: the old values where the step is refused
-        for t, param in enumerate(params):
-            start, stop = plan.offsets[t], plan.offsets[t] + plan.sizes[t]
-            for state, rows in ((momenta, new_momenta[t]), (second, new_second[t])):
-                state[:, start:stop].copy_(torch.where(applied, torch.stack(rows), state[:, start:stop]))
-            moved = param.reshape(-1) * keeps[t] + directions[t] * (scales[t] * lrs[t])
-            param.copy_(torch.where(applied, moved.view(param.shape), param))
-        steps.copy_(torch.where(applied, new_steps, steps))
-        return applied
-    if not applied:
-        return applied
-    for t, param in enumerate(params):
+    bounds = torch.stack([d.abs().amax() * s if d.numel() else s for d, s in zip(found, scales)])
+    return found, torch.stack(scales), torch.isfinite(bounds).all()
+
+
+def commit(
+    plan: Plan,
+    grads: list[Tensor],
+    params: list[Tensor],
+    momenta: Tensor,
+    second: Tensor,
+    momentum_complements: Tensor,
+    second_complements: Tensor,
+    found: list[Tensor],
+    scales: Tensor,
+    lrs: Tensor,
+    keeps: Tensor,
+) -> None:
+    """Pass 3, once the guard passed: the moments and parameters written in place (the counters by the caller).
+
+    Args:
+        plan: the step's constants.
+        grads: the gradients, in step order.
+        params: the parameters, written in place: ``p <- p keep + lr scale direction``.
+        momenta: ``(K, N)``, written in place.
+        second: ``(J, N)``, written in place.
+        momentum_complements: ``(K, 1)``: ``1 - decay`` of each momentum.
+        second_complements: ``(J, 1)``: ``1 - decay`` of each second moment.
+        found: each tensor's direction (from :func:`directions`).
+        scales: ``(T,)``: each tensor's scale.
+        lrs: ``(T,)``: each tensor's ``lr``.
+        keeps: ``(T,)``: each tensor's ``1 - lr weight_decay``.
+    """
+    for t, (grad, param) in enumerate(zip(grads, params)):
         start, stop = plan.offsets[t], plan.offsets[t] + plan.sizes[t]
-        for r, value in enumerate(new_momenta[t]):
-            momenta[r, start:stop].copy_(value)
-        for r, value in enumerate(new_second[t]):
-            second[r, start:stop].copy_(value)
+        g = grad.reshape(-1)[None]
+        momenta[:, start:stop].lerp_(g, momentum_complements)
+        second[:, start:stop].lerp_(g * g, second_complements)
         flat = param.view(-1)
         flat.mul_(keeps[t])
-        flat.addcmul_(directions[t], scales[t] * lrs[t])
-    steps.copy_(new_steps)
-    return applied
+        flat.addcmul_(found[t], scales[t] * lrs[t])
 
 
 def _learned(
@@ -408,25 +422,32 @@ def _direction_blocked(
 
 # -- the compiled step ------------------------------------------------------------------------------------------------
 
-_COMPILED: dict[Plan, Callable[..., Tensor]] = {}
+_Kernels = tuple[Callable[..., tuple[list[Tensor], Tensor, Tensor]], Callable[..., None]]
+_COMPILED: dict[Plan, _Kernels] = {}
 _FAILED: set[Plan] = set()
 _WARNED: list[bool] = []
 
 
-def _compiled(plan: Plan) -> Callable[..., Tensor] | None:
-    """The compiled step of ``plan`` (built on first use), or None where compiling it failed before.
+def _compiled(plan: Plan) -> _Kernels | None:
+    """The compiled :func:`directions` and :func:`commit` of ``plan`` (built on first use); None after a failure.
 
-    Each plan gets its own copy of :func:`step`'s code object: ``torch.compile`` keeps its compiled graphs per code
-    object, and the number of them is capped, so sharing one would send later plans back to eager.
+    Each plan gets its own copies of the functions' code objects: ``torch.compile`` keeps its compiled graphs per code
+    object, and their number is capped, so sharing one would send later plans back to eager.
     """
     if plan in _FAILED:
         return None
-    compiled = _COMPILED.get(plan)
-    if compiled is None:
-        fresh = types.FunctionType(step.__code__.replace(), step.__globals__, "tiny_in_place_step")
-        body = torch.compile(fresh, fullgraph=True, dynamic=False)
-        compiled = _COMPILED[plan] = lambda *arguments: body(plan, True, *arguments)
-    return compiled
+    kernels = _COMPILED.get(plan)
+    if kernels is None:
+        first, second = (
+            torch.compile(types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__), fullgraph=True,
+                          dynamic=False)
+            for fn in (directions, commit)
+        )  # fmt: skip
+        kernels = _COMPILED[plan] = (
+            lambda *arguments: first(plan, True, *arguments),
+            lambda *arguments: second(plan, *arguments),
+        )
+    return kernels
 
 
 def _warn_once(error: Exception) -> None:
