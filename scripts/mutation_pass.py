@@ -836,14 +836,14 @@ MUTANTS: list[Mutant] = [
     M(
         "tiny in place: a step with one non-finite tensor passes the guard",
         "metaopt/rules/tiny_inplace.py",
-        "applied = torch.isfinite(bounds).all()",
-        "applied = torch.isfinite(bounds).any()",
+        "torch.isfinite(bounds).all()",
+        "torch.isfinite(bounds).any()",
         TINY_INPLACE,
     ),
     M(
         "tiny in place: the group's weight decay is not applied",
         "metaopt/rules/tiny_inplace.py",
-        "flat.mul_(keeps[t])",
+        "flat.mul_(keep)",
         "flat.mul_(1.0)",
         TINY_INPLACE,
     ),

@@ -180,25 +180,28 @@ def in_place_step(
         first = torch.where(new_steps == 1, mean_square, state["first_square"])
         multiplier = rule.schedule(scheduler_features(new_steps, inv_scales, mean_square, first))
     factors = torch.stack([cfg.step_size * rule.log_step.exp(), cfg.adamw_lr * rule.adamw_log_scale.exp(), multiplier])
-    lrs = torch.tensor([lr for lr, _ in options], dtype=dtype, device=device)
-    keeps = torch.tensor([1 - lr * decay for lr, decay in options], dtype=dtype, device=device)
-    reads = (list(grads), list(params), state["momenta"], state["second"], complements[0], complements[1])
-    kernels = _compiled(plan) if compile else None
-    if kernels is not None:
+    reads = (list(grads), list(params), state["momenta"], state["second"])
+    momentum_weights, second_weights = complements
+    kernel = _compiled(plan) if compile else None
+    if kernel is not None:
         try:
-            found, scales, applied = kernels[0](*reads, weights, corrections, biases, factors)
-            if applied:
-                kernels[1](*reads, found, scales, lrs, keeps)
+            found, scales, applied = kernel(
+                *reads, momentum_weights, second_weights, weights, corrections, biases, factors
+            )
         except Exception as error:  # noqa: BLE001 -- any compiler failure: the eager step, said once
             _FAILED.add(plan)
             _warn_once(error)
-            kernels = None
-    if kernels is None:
-        found, scales, applied = directions(plan, False, *reads, weights, corrections, biases, factors)
-        if applied:
-            commit(plan, *reads, found, scales, lrs, keeps)
+            kernel = None
+    if kernel is None:
+        found, scales, applied = directions(
+            plan, False, *reads, momentum_weights, second_weights, weights, corrections, biases, factors
+        )
     if not applied:
         return False
+    moves = [lr * scale for (lr, _), scale in zip(options, scales.tolist())]
+    keeps = [1 - lr * decay for lr, decay in options]
+    lerp_weights = (momentum_weights.flatten().tolist(), second_weights.flatten().tolist())
+    commit(plan, *reads, lerp_weights, found, moves, keeps)
     steps.copy_(new_steps)
     if first is not None:
         state["first_square"].copy_(first)
@@ -290,36 +293,39 @@ def commit(
     params: list[Tensor],
     momenta: Tensor,
     second: Tensor,
-    momentum_complements: Tensor,
-    second_complements: Tensor,
+    weights: tuple[list[float], list[float]],
     found: list[Tensor],
-    scales: Tensor,
-    lrs: Tensor,
-    keeps: Tensor,
+    moves: list[float],
+    keeps: list[float],
 ) -> None:
     """Pass 3, once the guard passed: the moments and parameters written in place (the counters by the caller).
+
+    Eager ``foreach`` operations on views of the joined state (in a compiled graph, writes into slices of one buffer
+    become a gather over every segment for each coordinate).
 
     Args:
         plan: the step's constants.
         grads: the gradients, in step order.
-        params: the parameters, written in place: ``p <- p keep + lr scale direction``.
+        params: the parameters, written in place: ``p <- p keep + move direction``.
         momenta: ``(K, N)``, written in place.
         second: ``(J, N)``, written in place.
-        momentum_complements: ``(K, 1)``: ``1 - decay`` of each momentum.
-        second_complements: ``(J, 1)``: ``1 - decay`` of each second moment.
+        weights: the lerp weights ``1 - decay`` of the momenta and of the second moments (in the state's dtype).
         found: each tensor's direction (from :func:`directions`).
-        scales: ``(T,)``: each tensor's scale.
-        lrs: ``(T,)``: each tensor's ``lr``.
-        keeps: ``(T,)``: each tensor's ``1 - lr weight_decay``.
+        moves: each tensor's ``lr`` times its scale.
+        keeps: each tensor's ``1 - lr weight_decay``.
     """
-    for t, (grad, param) in enumerate(zip(grads, params)):
-        start, stop = plan.offsets[t], plan.offsets[t] + plan.sizes[t]
-        g = grad.reshape(-1)[None]
-        momenta[:, start:stop].lerp_(g, momentum_complements)
-        second[:, start:stop].lerp_(g * g, second_complements)
+    spans = [(start, start + size) for start, size in zip(plan.offsets, plan.sizes)]
+    flat_grads = [g.view(-1) for g in grads]
+    for r, weight in enumerate(weights[0]):
+        torch._foreach_lerp_([momenta[r, a:b] for a, b in spans], flat_grads, weight)
+    squares = torch._foreach_mul(flat_grads, flat_grads)
+    for r, weight in enumerate(weights[1]):
+        torch._foreach_lerp_([second[r, a:b] for a, b in spans], squares, weight)
+    for param, direction, move, keep in zip(params, found, moves, keeps):
         flat = param.view(-1)
-        flat.mul_(keeps[t])
-        flat.addcmul_(found[t], scales[t] * lrs[t])
+        if keep != 1:
+            flat.mul_(keep)
+        flat.add_(direction, alpha=move)
 
 
 def _learned(
@@ -422,32 +428,26 @@ def _direction_blocked(
 
 # -- the compiled step ------------------------------------------------------------------------------------------------
 
-_Kernels = tuple[Callable[..., tuple[list[Tensor], Tensor, Tensor]], Callable[..., None]]
-_COMPILED: dict[Plan, _Kernels] = {}
+_Kernel = Callable[..., tuple[list[Tensor], Tensor, Tensor]]
+_COMPILED: dict[Plan, _Kernel] = {}
 _FAILED: set[Plan] = set()
 _WARNED: list[bool] = []
 
 
-def _compiled(plan: Plan) -> _Kernels | None:
-    """The compiled :func:`directions` and :func:`commit` of ``plan`` (built on first use); None after a failure.
+def _compiled(plan: Plan) -> _Kernel | None:
+    """The compiled :func:`directions` of ``plan`` (built on first use); None after a failure to compile it.
 
-    Each plan gets its own copies of the functions' code objects: ``torch.compile`` keeps its compiled graphs per code
+    Each plan gets its own copy of the function's code object: ``torch.compile`` keeps its compiled graphs per code
     object, and their number is capped, so sharing one would send later plans back to eager.
     """
     if plan in _FAILED:
         return None
-    kernels = _COMPILED.get(plan)
-    if kernels is None:
-        first, second = (
-            torch.compile(types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__), fullgraph=True,
-                          dynamic=False)
-            for fn in (directions, commit)
-        )  # fmt: skip
-        kernels = _COMPILED[plan] = (
-            lambda *arguments: first(plan, True, *arguments),
-            lambda *arguments: second(plan, *arguments),
-        )
-    return kernels
+    kernel = _COMPILED.get(plan)
+    if kernel is None:
+        fresh = types.FunctionType(directions.__code__.replace(), directions.__globals__, directions.__name__)
+        body = torch.compile(fresh, fullgraph=True, dynamic=False)
+        kernel = _COMPILED[plan] = lambda *arguments: body(plan, True, *arguments)
+    return kernel
 
 
 def _warn_once(error: Exception) -> None:
