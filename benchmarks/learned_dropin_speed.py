@@ -14,7 +14,8 @@ the machine's load hits all alike. Per size and rule one JSON line:
   AdamW's, the baseline of the hybrid ``learned_tensors`` options);
 * ``adam_bandwidth_bound_ms``: Adam's step if it only moved its bytes (7 floats per parameter: read p, g, m, v,
   write p, m, v) at the copy bandwidth measured in the same rounds, and ``adam_over_bound``;
-* ``rule_flop_per_param`` (the rule's matmul FLOP per coordinate, counted by ``torch.utils.flop_counter``),
+* ``rule_flop_per_param`` (the rule's matmul FLOP per coordinate of this model, counted by
+  ``torch.utils.flop_counter`` on the functional step; the hybrid's AdamW coordinates count none),
   ``rule_compute_bound_ms`` (those FLOP at the matmul peak measured in the same rounds: 256-row products of the rule's
   own layer width, the shape its step multiplies) and ``rule_share`` (bound over measured step: 1 is the rule at its
   compute bound);
@@ -31,7 +32,7 @@ import argparse
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import yaml
@@ -105,17 +106,18 @@ def timed(width: int, make: Maker, steps: int, batch: int, device: torch.device)
     return step_time / steps, total / steps, state / count
 
 
-def rule_flop_per_param(rule: LearnedRule, device: torch.device) -> float:
-    """Matmul FLOP per coordinate of one ``rule.step`` (counted on a 4096-coordinate model)."""
+def rule_flop_per_param(rule: LearnedRule, params: Sequence[torch.Tensor]) -> float:
+    """Matmul FLOP per coordinate of one ``rule.step`` over ``params`` (the functional step, counted once)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    param = torch.zeros(64, 64, device=device, dtype=rule.dtype)
-    grads = torch.randn(param.numel(), device=device, dtype=rule.dtype)
-    state = rule.join([rule.init_state(param)])
+    tensors = [p.detach().to(rule.dtype) for p in params]
+    count = sum(p.numel() for p in tensors)
+    grads = torch.randn(count, device=tensors[0].device, dtype=rule.dtype)
+    state = rule.join([rule.init_state(p) for p in tensors])
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        rule.step(grads, state, [param])
-    return counter.get_total_flops() / param.numel()
+        rule.step(grads, state, tensors)
+    return counter.get_total_flops() / count
 
 
 def rule_width(rule: LearnedRule) -> int:
@@ -154,8 +156,9 @@ def main() -> None:
         rules = {spec: make_named_rule(spec, device) for spec in args.rules}
     except (ValueError, TypeError) as error:  # a malformed or invalid option (InvalidValue is a ValueError)
         parser.error(f"--rules: {error}")
-    flops = {spec: rule_flop_per_param(rule, device) for spec, rule in rules.items()}
     for size in sizes:
+        model_params = list(build_model(width_for(size), device).parameters())
+        flops = {spec: rule_flop_per_param(rule, model_params) for spec, rule in rules.items()}
         for row in measure(size, rules, flops, args, device):
             emit(row)
 
