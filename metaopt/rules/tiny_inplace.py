@@ -25,7 +25,8 @@ ways, the same maths either way:
   generated from the rule's own maths rather than written by hand). Where compilation fails (no C++ compiler) it
   warns once and the eager path runs.
 
-Parameters or gradients that are not contiguous or not in the state's dtype are left to the functional step.
+Parameters or gradients that are not contiguous or not in the state's dtype are left to the functional step, and so
+are, on the eager path, models whose tensors are small on average (where its per-tensor operations cost more).
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ _TINY = 1e-30
 """The rule's floor of the divisions by a second moment or a root mean square (:data:`metaopt.rules.tiny._TINY`)."""
 BLOCK = 16384
 """Coordinates per block of the eager direction: its activations, (hidden + 1) * BLOCK floats a layer, stay in cache."""
+
+
+EAGER_LEAST_PER_TENSOR = 2**14
+"""Least mean coordinates per tensor for the eager in-place step: below it its per-tensor operations cost more than
+the functional step's whole-vector ones (the compiled step is taken at any size)."""
 
 
 @dataclass(frozen=True)
@@ -144,10 +150,13 @@ def in_place_step(
 
     Returns:
         True when the step was applied, False when an update was not finite (nothing changed), None when these
-        inputs need the functional step (a parameter or gradient is not contiguous or not in the state's dtype, or
-        autograd is on): nothing was done.
+        inputs go to the functional step (a parameter or gradient is not contiguous or not in the state's dtype,
+        autograd is on, or, eager, the tensors average under :data:`EAGER_LEAST_PER_TENSOR` coordinates): nothing
+        was done.
     """
     dtype = state["momenta"].dtype
+    if not compile and sum(p.numel() for p in params) < EAGER_LEAST_PER_TENSOR * len(params):
+        return None  # small tensors: the functional step's few whole-vector operations cost less
     if not all(
         p.dtype == dtype and g.dtype == dtype and p.is_contiguous() and g.is_contiguous() and g.shape == p.shape
         for p, g in zip(params, grads)

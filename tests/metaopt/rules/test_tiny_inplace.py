@@ -20,6 +20,13 @@ from torch import Tensor, nn
 from metaopt import LearnedOptimizer
 from metaopt.rules import TinyRule, make_rule, tiny_inplace
 
+
+@pytest.fixture(autouse=True)
+def _eager_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test models are small: take the eager in-place step for them anyway."""
+    monkeypatch.setattr(tiny_inplace, "EAGER_LEAST_PER_TENSOR", 0)
+
+
 GROUPS = ((1.0, 0.0), (0.5, 0.1))
 """(lr, weight_decay) of the two parameter groups: the convolution and first layer, then the rest."""
 
@@ -175,6 +182,9 @@ def test_inputs_it_does_not_take_go_to_the_functional_step() -> None:
         assert declines(plain, param, torch.ones(4, 3))  # a gradient in another dtype
         assert not declines(plain, param, torch.ones_like(param))
     assert declines(plain, param, torch.ones_like(param))  # autograd on: the functional step
+    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tiny_inplace, "EAGER_LEAST_PER_TENSOR", 13)  # 12 coordinates: too small for the eager path
+        assert declines(plain, param, torch.ones_like(param))
 
 
 def test_a_compiler_failure_warns_once_and_runs_the_eager_step(monkeypatch: pytest.MonkeyPatch) -> None:
