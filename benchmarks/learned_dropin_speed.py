@@ -3,15 +3,19 @@
 For each parameter count of ``--sizes`` (default 1.5k, 10k, 100k, 1M; add 10M on CUDA) a 3-layer MLP
 ``64 -> w -> w -> 10`` (``w`` chosen to give about that count) is trained on fixed random batches of ``--batch`` (128)
 rows, in a plain loop (forward, backward, ``step()``), with ``torch.optim.Adam(foreach=True)`` and with
-``LearnedOptimizer`` over each rule of ``--rules`` (a registered rule name, made with its default options, or a
-shipped rule's name such as ``family-mlp-v0``; the cost does not depend on the weights). Adam and the rules alternate
-in ``--repeats`` rounds in one process and each keeps its best round, so a change in the machine's load hits all
-alike. Per size and rule one JSON line:
+``torch.optim.AdamW(foreach=True)`` and ``LearnedOptimizer`` over each rule of ``--rules`` (a registered rule name,
+made with its default options or with ``NAME:key=value,...`` options such as ``tiny:learned_tensors=hidden``, or a
+shipped rule's name such as ``family-mlp-v0``; the cost does not depend on the weights), and with ``--compile`` also
+over each rule with the optimizer's ``compile=True`` (rows ``NAME+compile``; compiled in the warm-up, which is not
+timed). The optimizers alternate in ``--repeats`` rounds in one process and each keeps its best round, so a change in
+the machine's load hits all alike. Per size and rule one JSON line:
 
-* ``step_ratio``, ``train_step_ratio``: the rule's ``step()`` and whole training step over Adam's;
+* ``step_ratio``, ``train_step_ratio``: the rule's ``step()`` and whole training step over Adam's (``*_adamw``: over
+  AdamW's, the baseline of the hybrid ``learned_tensors`` options);
 * ``adam_bandwidth_bound_ms``: Adam's step if it only moved its bytes (7 floats per parameter: read p, g, m, v,
   write p, m, v) at the copy bandwidth measured in the same rounds, and ``adam_over_bound``;
-* ``rule_flop_per_param`` (the rule's matmul FLOP per coordinate, counted by ``torch.utils.flop_counter``),
+* ``rule_flop_per_param`` (the rule's matmul FLOP per coordinate of this model, counted by
+  ``torch.utils.flop_counter`` on the functional step; the hybrid's AdamW coordinates count none),
   ``rule_compute_bound_ms`` (those FLOP at the matmul peak measured in the same rounds: 256-row products of the rule's
   own layer width, the shape its step multiplies) and ``rule_share`` (bound over measured step: 1 is the rule at its
   compute bound);
@@ -19,7 +23,7 @@ alike. Per size and rule one JSON line:
   around each timed ``step()``.
 
     OMP_NUM_THREADS=1 python benchmarks/learned_dropin_speed.py [--sizes 1500 10000 100000 1000000]
-        [--rules mlp lstm] [--device cpu|cuda|auto] [--repeats 3]
+        [--rules mlp lstm tiny tiny:learned_tensors=hidden] [--compile] [--device cpu|cuda|auto] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import argparse
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+import yaml
 from common import add_device_argument, emit, parse_device, sync
 from torch import nn
 
@@ -54,10 +59,23 @@ def build_model(width: int, device: torch.device) -> nn.Module:
     )
 
 
-def make_named_rule(name: str, device: torch.device) -> LearnedRule:
-    """A registered rule with default options, or a shipped rule by name (a registered name wins)."""
+def parse_rule(spec: str) -> tuple[str, dict[str, object]]:
+    """``NAME`` or ``NAME:key=value,key=value`` as the name and its options (values read as YAML scalars)."""
+    name, _, rest = spec.partition(":")
+    options: dict[str, object] = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"rule option {item!r} of {spec!r} is not key=value")
+        options[key] = yaml.safe_load(value)
+    return name, options
+
+
+def make_named_rule(spec: str, device: torch.device) -> LearnedRule:
+    """A registered rule (``NAME[:key=value,...]``), or a shipped rule by name (a registered name wins)."""
+    name, options = parse_rule(spec)
     if name in list_rules():
-        return make_rule(name, {}).to(device)
+        return make_rule(name, options).to(device)
     return load_net(name).to(device)
 
 
@@ -88,17 +106,18 @@ def timed(width: int, make: Maker, steps: int, batch: int, device: torch.device)
     return step_time / steps, total / steps, state / count
 
 
-def rule_flop_per_param(rule: LearnedRule, device: torch.device) -> float:
-    """Matmul FLOP per coordinate of one ``rule.step`` (counted on a 4096-coordinate model)."""
+def rule_flop_per_param(rule: LearnedRule, params: Sequence[torch.Tensor]) -> float:
+    """Matmul FLOP per coordinate of one ``rule.step`` over ``params`` (the functional step, counted once)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    param = torch.zeros(64, 64, device=device, dtype=rule.dtype)
-    grads = torch.randn(param.numel(), device=device, dtype=rule.dtype)
-    state = rule.join([rule.init_state(param)])
+    tensors = [p.detach().to(rule.dtype) for p in params]
+    count = sum(p.numel() for p in tensors)
+    grads = torch.randn(count, device=tensors[0].device, dtype=rule.dtype)
+    state = rule.join([rule.init_state(p) for p in tensors])
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        rule.step(grads, state, [param])
-    return counter.get_total_flops() / param.numel()
+        rule.step(grads, state, tensors)
+    return counter.get_total_flops() / count
 
 
 def rule_width(rule: LearnedRule) -> int:
@@ -110,7 +129,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=int, default=None,
                         help="parameter counts (default 1500 10000 100000 1000000, and 10000000 on CUDA)")  # fmt: skip
-    parser.add_argument("--rules", nargs="+", default=["mlp", "lstm"], help="registered or shipped rule names")
+    parser.add_argument("--rules", nargs="+", default=["mlp", "lstm"],
+                        help="registered rule names (NAME:key=value,... sets options), or shipped rules")  # fmt: skip
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each rule with LearnedOptimizer(compile=True) (rows NAME+compile)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=128, help="rows per training batch")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; each keeps its best")
     parser.add_argument("--budget", type=float, default=3e6,
@@ -127,19 +149,23 @@ def main() -> None:
     if min(sizes) < 100:
         parser.error(f"--sizes must be >= 100 parameters, got {min(sizes)}")
     valid = list_rules() + list_pretrained()
-    unknown = [name for name in args.rules if name not in valid]
+    unknown = [spec for spec in args.rules if spec.partition(":")[0] not in valid]
     if unknown:
         parser.error(f"--rules: unknown rule(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    rules = {name: make_named_rule(name, device) for name in args.rules}
-    flops = {name: rule_flop_per_param(rule, device) for name, rule in rules.items()}
+    try:
+        rules = {spec: make_named_rule(spec, device) for spec in args.rules}
+    except (ValueError, TypeError) as error:  # a malformed or invalid option (InvalidValue is a ValueError)
+        parser.error(f"--rules: {error}")
     for size in sizes:
+        model_params = list(build_model(width_for(size), device).parameters())
+        flops = {spec: rule_flop_per_param(rule, model_params) for spec, rule in rules.items()}
         for row in measure(size, rules, flops, args, device):
             emit(row)
 
 
-def learned_maker(rule: LearnedRule) -> Maker:
+def learned_maker(rule: LearnedRule, compile: bool = False) -> Maker:
     """``LearnedOptimizer`` over ``rule`` (shared by every model it is made for)."""
-    return lambda params: LearnedOptimizer(params, rule=rule)
+    return lambda params: LearnedOptimizer(params, rule=rule, compile=compile)
 
 
 def measure(
@@ -149,9 +175,17 @@ def measure(
     width = width_for(size)
     count = sum(p.numel() for p in build_model(width, device).parameters())
     steps = int(min(200, max(3, args.budget // count)))
-    makers: dict[str, Maker] = {"adam": lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True)}
+    makers: dict[str, Maker] = {
+        "adam": lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True),
+        "adamw": lambda params: torch.optim.AdamW(params, lr=1e-3, foreach=True),
+    }
+    variants: dict[str, tuple[str, bool]] = {}  # row name: (rule spec, compiled)
     for name, rule in rules.items():
         makers[name] = learned_maker(rule)
+        variants[name] = (name, False)
+        if args.compile:
+            makers[f"{name}+compile"] = learned_maker(rule, compile=True)
+            variants[f"{name}+compile"] = (name, True)
     source = torch.randn(max(count, 1 << 22), device=device)  # at least 16 MB: past the caches
     target = torch.empty_like(source)
     widths = {rule_width(rule) for rule in rules.values()}
@@ -178,21 +212,25 @@ def measure(
             peak_best[w] = min(peak_best[w], (time.perf_counter() - t0) / 8)
     bandwidth = 2 * source.numel() * source.element_size() / copy_best  # bytes read and written per second
     adam_step, adam_total, adam_state = best["adam"]
+    adamw_step, adamw_total, _ = best["adamw"]
     adam_bound = ADAM_FLOATS_MOVED * 4 * count / bandwidth
     rows = []
-    for name, rule in rules.items():
+    for name, (spec, compiled) in variants.items():
+        rule = rules[spec]
         step, total, state = best[name]
         peak = 2 * rule_width(rule) ** 2 * 256 * 64 / peak_best[rule_width(rule)]
-        bound = flops[name] * count / peak
+        bound = flops[spec] * count / peak
         rows.append({
             "benchmark": "learned_dropin_speed", "rule": name, "params": count, "width": width, "batch": args.batch,
-            "steps": steps, "device": str(device), "threads": torch.get_num_threads(),
+            "steps": steps, "device": str(device), "threads": torch.get_num_threads(), "compiled": compiled,
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "adam_step_ms": round(adam_step * 1e3, 4), "rule_step_ms": round(step * 1e3, 4),
             "step_ratio": round(step / adam_step, 2), "adam_train_step_ms": round(adam_total * 1e3, 4),
             "rule_train_step_ms": round(total * 1e3, 4), "train_step_ratio": round(total / adam_total, 2),
+            "adamw_step_ms": round(adamw_step * 1e3, 4), "step_ratio_adamw": round(step / adamw_step, 2),
+            "train_step_ratio_adamw": round(total / adamw_total, 2),
             "bandwidth_gb_s": round(bandwidth / 1e9, 2), "adam_bandwidth_bound_ms": round(adam_bound * 1e3, 4),
-            "adam_over_bound": round(adam_step / adam_bound, 2), "rule_flop_per_param": round(flops[name], 1),
+            "adam_over_bound": round(adam_step / adam_bound, 2), "rule_flop_per_param": round(flops[spec], 1),
             "matmul_peak_gflop_s": round(peak / 1e9, 2), "rule_compute_bound_ms": round(bound * 1e3, 4),
             "rule_share": round(bound / step, 3), "state_bytes_per_param": round(state, 2),
             "adam_state_bytes_per_param": round(adam_state, 2),

@@ -46,7 +46,13 @@ CURVE = ("tests/geodesics/test_curve.py", "tests/geodesics/test_dss.py")
 DSS = ("tests/geodesics/test_dss.py", "tests/geodesics/test_finders.py")
 INVARIANTS = ("tests/geodesics/test_invariants.py",)
 M = Mutant
-TINY = ("tests/metaopt/rules/test_tiny.py",)
+TINY_INPLACE = (
+    "tests/metaopt/rules/test_tiny_inplace.py::test_the_eager_in_place_step_equals_the_functional_step",
+    "tests/metaopt/rules/test_tiny_inplace.py::test_other_options_follow_the_functional_step_too",
+    "tests/metaopt/rules/test_tiny_inplace.py::test_a_non_finite_step_changes_nothing[False]",
+)
+# the drop-in step runs in place: the functional step is checked against it
+TINY = ("tests/metaopt/rules/test_tiny.py", *TINY_INPLACE)
 FAMILY_V1 = ("tests/metaopt/training/test_family_v1.py",)
 
 MUTANTS: list[Mutant] = [
@@ -833,6 +839,49 @@ RECENT: list[Mutant] = [
         "progress = torch.tanh(steps * inv_scales).mean(dim=1)",
         "progress = torch.tanh(steps * inv_scales).sum(dim=1)",
         TINY,
+    ),
+    # -- the tiny rule's in-place drop-in step (eager and compiled) ------------------------------------------------
+    M(
+        "tiny in place: a step with one non-finite tensor passes the guard",
+        "metaopt/rules/tiny_inplace.py",
+        "torch.isfinite(bounds).all()",
+        "torch.isfinite(bounds).any()",
+        TINY_INPLACE,
+    ),
+    M(
+        "tiny in place: the group's weight decay is not applied",
+        "metaopt/rules/tiny_inplace.py",
+        "flat.mul_(keep)",
+        "flat.mul_(1.0)",
+        TINY_INPLACE,
+    ),
+    M(
+        "tiny in place: muP's fan-in is the second dimension only",
+        "metaopt/rules/tiny_inplace.py",
+        "cfg.base_fan_in / math.prod(shape[1:])",
+        "cfg.base_fan_in / shape[1]",
+        TINY_INPLACE,
+    ),
+    M(
+        "tiny in place: the second moment follows the gradient, not its square",
+        "metaopt/rules/tiny_inplace.py",
+        "torch.lerp(second[:, start:stop], (g * g)[None], second_complements)",
+        "torch.lerp(second[:, start:stop], g[None], second_complements)",
+        TINY_INPLACE,
+    ),
+    M(
+        "tiny in place: the eager MLP drops the first layer's bias",
+        "metaopt/rules/tiny_inplace.py",
+        "folded = [torch.cat([w_in, bias[:, None]], dim=1)]",
+        "folded = [torch.cat([w_in, 0 * bias[:, None]], dim=1)]",
+        TINY_INPLACE,
+    ),
+    M(
+        "tiny in place (compiled): a hidden unit reads the wrong weight",
+        "metaopt/rules/tiny_inplace.py",
+        "total = total + inputs[i] * weight[i]",
+        "total = total + inputs[i] * weight[i - 1]",
+        ("tests/metaopt/rules/test_tiny_inplace.py::test_the_compiled_in_place_step_equals_the_functional_step",),
     ),
     M(
         "augment: the gradient is not rescaled",

@@ -93,6 +93,32 @@ class LearnedRule(nn.Module, ABC):
             ``(update (N,), new_state)``; the caller adds ``update`` to the parameters.
         """
 
+    def step_in_place(
+        self,
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        state: RuleState,
+        options: Sequence[tuple[float, float]],
+        compile: bool = False,
+    ) -> bool | None:
+        """Optionally, the drop-in step done in place: ``params`` and ``state`` updated where they live.
+
+        ``LearnedOptimizer`` calls it first, under ``no_grad``; a rule without such a path returns None (the default)
+        and the shell runs :meth:`step`. It must give :meth:`step`'s results (followed by the shell's
+        ``p <- p (1 - lr wd) + lr update``) and change nothing when an update is not finite.
+
+        Args:
+            params: the parameters with a gradient, in step order.
+            grads: their gradients.
+            state: their joined state (from :meth:`join`), to update in place.
+            options: ``(lr, weight_decay)`` of each parameter's group.
+            compile: use a compiled kernel where the rule has one.
+
+        Returns:
+            True: applied; False: an update was not finite, nothing changed; None: not handled, nothing changed.
+        """
+        return None
+
     @property
     def dtype(self) -> torch.dtype:
         """Floating dtype of the rule's weights (gradients are cast to it)."""

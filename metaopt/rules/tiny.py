@@ -51,8 +51,9 @@ from typing_extensions import override
 
 from envs.errors import InvalidValue
 from envs.tooling.config import check_range
-from metaopt.rules.base import LearnedRule, ParamState
+from metaopt.rules.base import LearnedRule, ParamState, plain_tensors
 from metaopt.rules.scheduler import GlobalScheduler, scheduler_features
+from metaopt.rules.tiny_inplace import in_place_step
 
 __all__ = ["LEARNED_TENSORS", "TRAIN_PARTS", "TinyConfig", "TinyRule", "learned_tensor_mask"]
 
@@ -314,6 +315,20 @@ class TinyRule(LearnedRule):
             assert part.index is not None  # both parts present: neither is the whole vector
             update = update.index_copy(0, part.index, values)
         return update, new_state
+
+    @override
+    def step_in_place(
+        self,
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        state: dict,
+        options: Sequence[tuple[float, float]],
+        compile: bool = False,
+    ) -> bool | None:
+        """The drop-in step tensor by tensor on the parameters' storage (:mod:`metaopt.rules.tiny_inplace`)."""
+        if not plain_tensors():
+            return None
+        return in_place_step(self, params, grads, state, options, compile)
 
     def _learned_update(
         self,
