@@ -964,8 +964,8 @@ RECENT: list[Mutant] = [
     M(
         "copies lose the skipped-step counter",
         "metaopt/shells.py",
-        'for key in ("rule", "skipped_steps", "divergence_ratio", "first_loss", "diverged"):',
-        'for key in ("rule", "divergence_ratio", "first_loss", "diverged"):',
+        'for key in ("rule", "skipped_steps", "divergence_ratio", "first_loss", "diverged", "compile"):',
+        'for key in ("rule", "divergence_ratio", "first_loss", "diverged", "compile"):',
         ("tests/metaopt/test_shell_contract.py",),
     ),
     M(
