@@ -151,12 +151,14 @@ def in_place_step(
     Returns:
         True when the step was applied, False when an update was not finite (nothing changed), None when these
         inputs go to the functional step (a parameter or gradient is not contiguous or not in the state's dtype,
-        autograd is on, or, eager, the tensors average under :data:`EAGER_LEAST_PER_TENSOR` coordinates): nothing
-        was done.
+        autograd is on, or, eager, the tensors average under :data:`EAGER_LEAST_PER_TENSOR` coordinates or live on
+        an accelerator): nothing was done.
     """
     dtype = state["momenta"].dtype
     if not compile and sum(p.numel() for p in params) < EAGER_LEAST_PER_TENSOR * len(params):
         return None  # small tensors: the functional step's few whole-vector operations cost less
+    if not compile and params[0].device.type != "cpu":
+        return None  # on an accelerator the eager blocks are thousands of small launches; whole vectors cost less
     if not all(
         p.dtype == dtype and g.dtype == dtype and p.is_contiguous() and g.is_contiguous() and g.shape == p.shape
         for p, g in zip(params, grads)

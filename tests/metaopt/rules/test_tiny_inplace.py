@@ -238,3 +238,14 @@ def test_a_compiled_training_step_around_the_compiled_rule_equals_eager(backend:
         assert torch.equal(traced, eager)
     else:  # the compiled forward and backward round differently; the rule's state must not be dropped
         torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_an_accelerator_the_eager_step_takes_the_whole_vector_path() -> None:
+    from metaopt.rules.tiny import TinyConfig, TinyRule
+    from metaopt.rules.tiny_inplace import in_place_step
+
+    rule = TinyRule(TinyConfig()).cuda()
+    params = [torch.zeros(256, 256, device="cuda")]
+    state = rule.join([rule.init_state(p) for p in params])
+    assert in_place_step(rule, params, [torch.ones_like(params[0])], state, [(1.0, 0.0)]) is None
