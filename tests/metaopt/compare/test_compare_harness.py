@@ -52,10 +52,12 @@ def eval_curves(run: Run, task: str) -> dict[tuple[str, int], list[float]]:
 
 
 @pytest.fixture
-def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def registry() -> Iterator[None]:
     """Optimizers registered by a test are forgotten after it."""
-    monkeypatch.setattr(envs.training.optim, "_OPTIMIZERS", dict(envs.training.optim._OPTIMIZERS))
+    before = set(envs.training.optim.OPTIMIZERS.names())
     yield
+    for name in set(envs.training.optim.OPTIMIZERS.names()) - before:
+        envs.training.optim.OPTIMIZERS.unregister(name)
 
 
 class PlainSGD(torch.optim.SGD):
