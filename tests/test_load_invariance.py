@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +32,26 @@ HOUR = 3600.0
 
 
 class LoadedClock:
-    """A clock on which every reading is an hour after the last one."""
+    """A clock on which every reading of the main thread is an hour after the last one.
 
-    def __init__(self) -> None:
-        self.now = time.time()
+    Other threads (TensorBoard's writer flushes on a timer) read the real clock: they would spin otherwise.
+    """
+
+    def __init__(self, real: Callable[[], float]) -> None:
+        self.real = real
+        self.now = real()
 
     def __call__(self) -> float:
+        if threading.current_thread() is not threading.main_thread():
+            return self.real()
         self.now += HOUR
         return self.now
 
 
 def load_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     """From now on every clock reading finds another hour gone."""
-    clock = LoadedClock()
     for name in ("perf_counter", "monotonic", "time"):
-        monkeypatch.setattr(time, name, clock)
+        monkeypatch.setattr(time, name, LoadedClock(getattr(time, name)))
 
 
 def _untimed(value: Any) -> Any:
