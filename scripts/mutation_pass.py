@@ -1182,6 +1182,28 @@ RECENT: list[Mutant] = [
         "    def announce(self, tensorboard: bool = False) -> None:",
         ("tests/test_cli.py",),
     ),
+    # -- a reference task is one module: the package imports every module, the gym ids come from the source --------
+    M(
+        "a task's own env_name ignored when the gym ids are read from the source",
+        "envs/gym/__init__.py",
+        'names[task] = fields.get("env_name") or _derived_env_name(task)',
+        "names[task] = _derived_env_name(task)",
+        ("tests/test_cli_startup.py",),
+    ),
+    M(
+        "the gym ids read from classes with another decorator",
+        "envs/gym/__init__.py",
+        'isinstance(d, ast.Name) and d.id == "register_task" for d in node.decorator_list',
+        'isinstance(d, ast.Name) and d.id == "dataclass" for d in node.decorator_list',
+        ("tests/test_cli_startup.py",),
+    ),
+    M(
+        "the tasks package does not import its modules",
+        "envs/tasks/__init__.py",
+        '    importlib.import_module(f"{__name__}.{_module}")',
+        "    pass",
+        ("tests/test_cli_startup.py",),
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""

@@ -10,13 +10,16 @@ gets its ids on first use of :data:`ENV_IDS` / :data:`LR_ENV_IDS` or :func:`regi
 plugin entry points, so in an interpreter that has not imported ``envs`` use the module prefix, which imports it:
 ``gymnasium.make("envs:metaopt/Quadratic-v0")``.
 
-Registration is by entry-point string and the reference tasks' ids come from :data:`REFERENCE_ENV_NAMES`, so it
-imports neither the tasks nor torch; the environments (and the task) are imported by ``gymnasium.make``.
+Registration is by entry-point string and the reference tasks' ids come from :data:`REFERENCE_ENV_NAMES` (read
+from the tasks' source), so it imports neither the tasks nor torch; the environments (and the task) are imported by
+``gymnasium.make``.
 """
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import gymnasium as gym
@@ -48,21 +51,39 @@ _ACRONYMS = {"mlp": "MLP", "cnn": "CNN", "lstm": "LSTM"}
 OPTIMIZEE_ENTRY_POINT = "envs.gym.optimizee_env:OptimizeeEnv"
 LR_ENTRY_POINT = "envs.gym.lr_env:LRControlEnv"
 
-REFERENCE_ENV_NAMES = {
-    "charlm": "CharLM",
-    "cifar10_cnn": "Cifar10CNN",
-    "digits_cnn": "DigitsCNN",
-    "digits_mlp": "DigitsMLP",
-    "mnist_cnn": "MnistCNN",
-    "mnist_mlp": "MnistMLP",
-    "permutation": "Permutation",
-    "poly_cubic": "PolyCubic",
-    "poly_quadratic": "PolyQuadratic",
-    "ptb_lstm": "PtbLSTM",
-    "quadratic": "Quadratic",
-    "tabular_mlp": "TabularMLP",
-    "teacher_student": "TeacherStudent",
-}
+
+def _reference_env_names() -> dict[str, str]:
+    """Each reference task's ``<Name>``, read from the source of ``envs/tasks/`` without importing it (nor torch).
+
+    A class decorated ``@register_task`` gives its ``name = "..."`` and, when set, ``env_name = "..."``; otherwise the
+    name is derived as :func:`env_id` derives it. A new reference task is one module in ``envs/tasks/``, no list to
+    edit; tests/test_cli_startup.py checks the result against the registry.
+    """
+    names: dict[str, str] = {}
+    for path in sorted((Path(__file__).resolve().parents[1] / "tasks").glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if not isinstance(node, ast.ClassDef) or not any(
+                isinstance(d, ast.Name) and d.id == "register_task" for d in node.decorator_list
+            ):
+                continue
+            fields = {
+                target.id: item.value.value
+                for item in node.body
+                if isinstance(item, ast.Assign) and isinstance(item.value, ast.Constant)
+                for target in item.targets
+                if isinstance(target, ast.Name) and isinstance(item.value.value, str)
+            }
+            if "name" in fields:
+                task = fields["name"]
+                names[task] = fields.get("env_name") or _derived_env_name(task)
+    return dict(sorted(names.items()))
+
+
+def _derived_env_name(task_name: str) -> str:
+    return "".join(_ACRONYMS.get(part, part.capitalize()) for part in task_name.split("_"))
+
+
+REFERENCE_ENV_NAMES = _reference_env_names()
 """The ``<Name>`` of each reference task's ids (what :func:`env_id` derives from the task class), registered on
 import without importing :mod:`envs.tasks`; tests/test_cli_startup.py checks it against the registry."""
 
@@ -79,7 +100,7 @@ __getattr__, __dir__ = lazy_exports(
 def env_id(task_name: str, family: str = "") -> str:
     """The Gymnasium id of a task: ``digits_mlp`` -> ``metaopt/DigitsMLP-v0`` (``family="LR"``: ``-LR-v0``)."""
     cls = get_task_class(task_name)
-    name = cls.env_name or "".join(_ACRONYMS.get(part, part.capitalize()) for part in task_name.split("_"))
+    name = cls.env_name or _derived_env_name(task_name)
     return f"{NAMESPACE}/{name}{'-' + family if family else ''}-v0"
 
 
