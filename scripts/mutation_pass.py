@@ -1204,6 +1204,48 @@ RECENT: list[Mutant] = [
         "    pass",
         ("tests/test_cli_startup.py",),
     ),
+    M(
+        "--help of the chosen entries only for -h",
+        "envs/tooling/cli.py",
+        'if "-h" in argv or "--help" in argv:',
+        'if "-h" in argv:',
+        ("tests/metaopt/training/test_train.py",),
+    ),
+    M(
+        "--help gives an entry without options a heading",
+        "envs/tooling/cli.py",
+        "if value.name in registry and len(registry.describe(value.name).splitlines()) > 1:",
+        "if value.name in registry:",
+        ("tests/metaopt/training/test_train.py",),
+    ),
+    M(
+        "the announced TensorBoard line points at the run, not its tb/ folder",
+        "envs/tooling/runs.py",
+        """print(f"tensorboard --logdir {self.path / 'tb'}")""",
+        """print(f"tensorboard --logdir {self.path}")""",
+        ("tests/test_cli.py",),
+    ),
+    M(
+        "the gym ids read only from classes that set env_name",
+        "envs/gym/__init__.py",
+        'if "name" in fields:',
+        'if "env_name" in fields:',
+        ("tests/test_cli_startup.py",),
+    ),
+    M(
+        "the tasks package imports only its private modules",
+        "envs/tasks/__init__.py",
+        'if not info.name.startswith("_")',
+        'if info.name.startswith("_")',
+        ("tests/test_cli_startup.py",),
+    ),
+    M(
+        "an older config's estimator options read as the rule's",
+        "metaopt/training/config.py",
+        '"estimator_options": "estimator.options"',
+        '"estimator_options": "rule.options"',
+        ("tests/metaopt/training/test_train.py",),
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""
