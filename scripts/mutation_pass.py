@@ -1246,6 +1246,35 @@ RECENT: list[Mutant] = [
         '"estimator_options": "rule.options"',
         ("tests/metaopt/training/test_train.py",),
     ),
+    # -- the one training loop (envs/training/fit.py) and the old module names ------------------------------------
+    M(
+        "fit stops above the target (the comparison reversed)",
+        "envs/training/fit.py",
+        "if history and stop_below is not None and history[-1][1] <= stop_below:",
+        "if history and stop_below is not None and history[-1][1] >= stop_below:",
+        ("tests/geodesics/test_endpoints.py",),
+    ),
+    M(
+        "fit goes on after a non-finite loss",
+        "envs/training/fit.py",
+        "        if not math.isfinite(value):",
+        "        if False:",
+        ("tests/envs/test_fit.py",),
+    ),
+    M(
+        "fit with a target never evaluates",
+        "envs/training/fit.py",
+        "    if stop_below is not None and eval_every <= 0:",
+        "    if stop_below is None and eval_every <= 0:",
+        ("tests/envs/test_fit.py",),
+    ),
+    M(
+        "an old module name is a copy, not the moved module",
+        "envs/schedules.py",
+        "sys.modules[__name__] = _module",
+        "_module = _module",
+        ("tests/test_layering.py",),
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""

@@ -59,3 +59,12 @@ def test_bad_hook_combinations_are_refused() -> None:
         fit(task, 0, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), lr=0.1)
     with pytest.raises(ValueError, match="fit needs a seed unless both model= and batches= are given"):
         fit(task, model=model)
+
+
+def test_a_target_alone_evaluates_every_step_and_stops_at_the_first_below_it() -> None:
+    task = envs.make_task("quadratic", dim=4)
+    free = fit(task, 0, optimizer="adam", lr=0.1, steps=60, eval_every=1)
+    target = free.eval_history[len(free.eval_history) // 2][1]  # a loss the run reaches half way
+    stopped = fit(task, 0, optimizer="adam", lr=0.1, steps=60, stop_below=target)  # no eval_every given
+    reached = next(step for step, loss in free.eval_history if loss <= target)
+    assert stopped.steps == reached < 60 and stopped.eval_history[-1] == (reached, dict(free.eval_history)[reached])
