@@ -177,3 +177,18 @@ def test_it_meta_trains_through_the_command_with_the_vmap_population(tmp_path: P
                  "rule.options={hidden_size: 4}", "estimator=pes", "estimator.options={pairs: 2, population: vmap}",
                  f"out={out}"]) == 0  # fmt: skip
     assert '"episode": 2' in (out / "records.jsonl").read_text()
+
+
+def test_a_particle_whose_loss_overflowed_stays_where_it_stopped_while_others_go_on() -> None:
+    """Past the overflow of the loss (inf, while the gradient is still finite) a particle stops, as ``fit`` stops:
+    its iterates stay put and its losses are inf, and the particles that still train are not held back."""
+    rule, task = TwoScales(), envs.make_task("quadratic", dim=3, init_std=0.5, dtype="float64")
+    inner = start_episode(task, 3, rule, held_out=True)
+    weights = torch.tensor([[math.log(0.02), b] for b in (math.log(0.005), 8.0)], dtype=torch.float64)
+    expected, got, _ = rollouts_and_stacked(inner, rule, weights, 12)
+    stopped = got[1]
+    first_inf = next(i for i, loss in enumerate(stopped.losses.tolist()) if not math.isfinite(loss))
+    assert 0 < first_inf < 12 and bool(torch.isfinite(stopped.iterates).all())
+    after = stopped.iterates[first_inf:]
+    assert torch.equal(after, stopped.iterates[first_inf].expand_as(after))
+    assert bool(torch.isfinite(got[0].losses).all()) and got[0].losses[-1] < got[0].losses[0]
