@@ -45,7 +45,7 @@ def main() -> None:
         b = align(space, a, train_to_threshold(task, seed_b, threshold), args.align)
         reference: dict[str, float] = {}
         for finder in args.finders:
-            config = DSSConfig(method=finder, max_evaluations=args.max_evaluations, max_seconds=args.max_seconds,
+            config = DSSConfig(finder=finder, max_evaluations=args.max_evaluations, max_seconds=args.max_seconds,
                                keep_snapshots=False)  # fmt: skip
             evaluations, gradients = space.evaluations, space.gradients
             sync(device)

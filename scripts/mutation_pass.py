@@ -54,6 +54,7 @@ TINY_INPLACE = (
 # the drop-in step runs in place: the functional step is checked against it
 TINY = ("tests/metaopt/rules/test_tiny.py", *TINY_INPLACE)
 FAMILY_V1 = ("tests/metaopt/training/test_family_v1.py",)
+FINDER_OPTIONS = ("tests/geodesics/test_finder_options.py",)
 
 MUTANTS: list[Mutant] = [
     # -- envs/gym ------------------------------------------------------------------------------------------------
@@ -1274,6 +1275,114 @@ RECENT: list[Mutant] = [
         "sys.modules[__name__] = _module",
         "_module = _module",
         ("tests/test_layering.py",),
+    ),
+    # -- a path finder's own options: dss.finder {name, options} (geodesics/finders/base.py, settings.py) ----------
+    M(
+        "an older key read by another finder is kept, not dropped",
+        "geodesics/finders/base.py",
+        "        if name is not None and name not in readers:",
+        "        if name is not None and name in readers:",
+        FINDER_OPTIONS,
+    ),
+    M(
+        "an older nested mapping (neb:) is moved whole instead of its options",
+        "geodesics/finders/base.py",
+        "            options.update({k: value[k] for k in value})",
+        "            options[key] = value",
+        FINDER_OPTIONS,
+    ),
+    M(
+        "options are not spelled out in the saved settings",
+        "geodesics/finders/base.py",
+        "            self.finder.options = {f.name: getattr(own, f.name) for f in dataclasses.fields(own)}",
+        "            pass",
+        FINDER_OPTIONS,
+    ),
+    M(
+        "with_options replaces the options instead of updating them",
+        "geodesics/finders/base.py",
+        "{**self.finder.options, **options}",
+        "dict(options)",
+        FINDER_OPTIONS,
+    ),
+    M(
+        "using() sends shared settings to the finder",
+        "geodesics/finders/base.py",
+        "        own = {key: value for key, value in settings.items() if key not in shared}",
+        "        own = dict(settings)",
+        FINDER_OPTIONS,
+    ),
+    M(
+        "greedy's finish is not handed to the bead trainer",
+        "geodesics/finders/settings.py",
+        "finish=self.finish, finish_steps=self.finish_steps, restarts=self.restarts",
+        "finish_steps=self.finish_steps, restarts=self.restarts",
+        ("tests/geodesics/test_low_levels.py",),
+    ),
+    M(
+        "accept_factor below 1 let through",
+        "geodesics/finders/settings.py",
+        '        check_range(self, "accept_factor", low=1)',
+        '        check_range(self, "accept_factor", low=0)',
+        ("tests/geodesics/test_paper_preset.py",),
+    ),
+    M(
+        "constrained stages of 0 let through",
+        "geodesics/finders/settings.py",
+        '        check_range(self, "stages", low=1, integer=True)',
+        '        check_range(self, "stages", low=0, integer=True)',
+        ("tests/geodesics/test_bad_values.py", "tests/geodesics/test_finder_options.py"),
+    ),
+    # -- compare-paths: each finder with its own options (geodesics/commands/compare_paths.py) --------------------
+    M(
+        "a finder's options in finders are dropped",
+        "geodesics/commands/compare_paths.py",
+        'FinderChoice(str(entry["name"]), dict(entry.get("options") or {}))',
+        'FinderChoice(str(entry["name"]))',
+        FINDER_OPTIONS,
+    ),
+    M(
+        "an older shared finder option goes to every finder",
+        "geodesics/commands/compare_paths.py",
+        "                if name not in readers:\n                    continue",
+        "                if name is None:\n                    continue",
+        FINDER_OPTIONS,
+    ),
+    M(
+        "compare-paths reads dss.finder silently",
+        "geodesics/commands/compare_paths.py",
+        "        if self.dss.finder != DSSConfig().finder:",
+        "        if False:",
+        FINDER_OPTIONS,
+    ),
+    # -- the config seams: saved runs read as today, help of nested choices (envs/tooling) -------------------------
+    M(
+        "a saved run is compared as written, not as read today",
+        "envs/tooling/runs.py",
+        "        saved = saved_as_today(type(config), existing)",
+        "        saved = None",
+        FINDER_OPTIONS,
+    ),
+    M(
+        "the defaults keep the old entry's options on a rename",
+        "envs/tooling/config.py",
+        "_forget_options_of_renamed([base, *layers], overrides)",
+        "_forget_options_of_renamed(layers, overrides)",
+        ("tests/geodesics/test_paper_preset.py", "tests/geodesics/test_finder_options.py"),
+    ),
+    M(
+        "a schema's own upgrade hook is skipped",
+        "envs/tooling/config.py",
+        "    if hook is not None:\n        hook(node, prefix, notes)",
+        "    if hook is None:\n        hook(node, prefix, notes)",
+        FINDER_OPTIONS,
+    ),
+    M(
+        "help does not descend into nested settings",
+        "envs/tooling/cli.py",
+        "                visit(value, key + \".\")",
+        "                pass",
+        FINDER_OPTIONS,
     ),
 ]
 

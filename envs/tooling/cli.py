@@ -86,13 +86,19 @@ def _entries_help(schema: type, config: str | None, overrides: Sequence[str]) ->
         cfg: Any = load_config(schema, config, overrides)
     except Exception:  # --help must print even beside a broken override
         cfg = schema()
-    parts = []
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if isinstance(value, Choice) and value.registry:
-            registry = resolve(value.registry)
-            if value.name in registry and len(registry.describe(value.name).splitlines()) > 1:
-                parts.append(f"{f.name}.options (of {f.name}.name={value.name}); " + registry.describe(value.name))
+    parts: list[str] = []
+
+    def visit(node: Any, prefix: str) -> None:
+        for f in dataclasses.fields(node):
+            value, key = getattr(node, f.name), prefix + f.name
+            if isinstance(value, Choice) and value.registry:
+                registry = resolve(value.registry)
+                if value.name in registry and len(registry.describe(value.name).splitlines()) > 1:
+                    parts.append(f"{key}.options (of {key}.name={value.name}); " + registry.describe(value.name))
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):  # dss.finder, stages.*.rule
+                visit(value, key + ".")
+
+    visit(cfg, "")
     return "\n\n".join(parts)
 
 

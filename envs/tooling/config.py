@@ -146,8 +146,12 @@ def find_config(path: str | Path) -> Path:
     raise ConfigError(f"config file {str(path)!r} not found; shipped configs: {', '.join(shipped)}")
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+def load_config(
+    schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = (), *, quiet: bool = False
+) -> T:
     """Merge ``schema`` defaults, the YAML file at ``path`` and ``key=value`` ``overrides``; return a ``schema``.
+
+    Keys of older shapes are read at their new place, with one line on stderr naming them (none when ``quiet``).
 
     Raises:
         ConfigError: an unknown key, a wrong type, a malformed override or an unreadable file, naming the key and
@@ -167,9 +171,9 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     malformed = [o for o in overrides if "=" not in o]
     if malformed:
         raise ConfigError(f"overrides must look like key=value, got {', '.join(map(repr, malformed))}")
-    overrides = _upgrade(schema, layers, overrides)
+    overrides = _upgrade(schema, layers, overrides, quiet)
     if overrides:
-        _forget_options_of_renamed(layers, overrides)
+        _forget_options_of_renamed([base, *layers], overrides)  # the defaults too: DSSConfig spells its options out
         layers.append(OmegaConf.from_dotlist(list(overrides)))
     _import_modules([str(m) for layer in layers if isinstance(layer.get("imports"), ListConfig) for m in layer.imports])
     try:
@@ -224,7 +228,7 @@ def _nested_schemas(schema: type) -> dict[str, type]:
             if isinstance(kind, type) and dataclasses.is_dataclass(kind) and not issubclass(kind, Choice)}  # fmt: skip
 
 
-def _upgrade(schema: type, layers: list[DictConfig], overrides: Sequence[str]) -> list[str]:
+def _upgrade(schema: type, layers: list[DictConfig], overrides: Sequence[str], quiet: bool = False) -> list[str]:
     """Read older config shapes as today's: a choice given by its bare name, and keys a schema renamed.
 
     A choice (``rule: tiny``, ``rule=tiny``) becomes ``{name: tiny}`` (so a rename drops the file's options, see
@@ -236,13 +240,21 @@ def _upgrade(schema: type, layers: list[DictConfig], overrides: Sequence[str]) -
     for layer in layers:
         _upgrade_node(schema, layer, "", notes)
     upgraded = [_upgrade_override(schema, item, notes) for item in overrides]
-    if notes:
+    if notes and not quiet:
         moved = ", ".join(f"{old} -> {new}" for old, new in notes.items())
         print(f"deprecated config keys, read as their new names: {moved}", file=sys.stderr)
     return upgraded
 
 
 def _upgrade_node(schema: type, node: DictConfig, prefix: str, notes: dict[str, str]) -> None:
+    """Upgrade one mapping read for ``schema`` in place.
+
+    A schema with a static ``upgrade_node(node, prefix, notes)`` reads older shapes the generic renames cannot (keys
+    that move or drop depending on another key); it runs first.
+    """
+    hook = getattr(schema, "upgrade_node", None)
+    if hook is not None:
+        hook(node, prefix, notes)
     for name in _choice_fields(schema):
         if name in node and isinstance(node[name], str):
             node[name] = {"name": node[name]}
@@ -285,7 +297,8 @@ def _forget_options_of_renamed(layers: list[DictConfig], overrides: Sequence[str
             continue
         for layer in layers:
             node = OmegaConf.select(layer, key[: -len(".name")])
-            if isinstance(node, DictConfig) and "options" in node and str(node.get("name")) != value:
+            named = isinstance(node, DictConfig) and node.get("name") is not None  # unnamed: options of the rename
+            if named and "options" in node and str(node.get("name")) != value:
                 node.options = {}
 
 
@@ -344,6 +357,18 @@ def _paths_of(schema: type, owner: type, prefix: tuple[str, ...] = ()) -> list[l
         elif inner is not None:
             found += _paths_of(inner, owner, (*prefix, f.name, "<key>"))
     return found
+
+
+def saved_as_today(schema: type, path: Path) -> str | None:
+    """The YAML text a run directory's saved config would have if it were written today.
+
+    Read as ``schema`` (older keys at their new place, options spelled out, defaults of options added since) and
+    written again; None when it cannot be read so (then it is compared as written).
+    """
+    try:
+        return to_yaml(load_config(schema, path, quiet=True))
+    except (ConfigError, OSError):
+        return None
 
 
 def to_yaml(cfg: Any) -> str:

@@ -429,7 +429,14 @@ def _same_config(existing: Path, text: str, has_work: bool, config: Any = None) 
     Raises:
         ConfigError: the configs differ in keys that change results and the run there already did work.
     """
-    old = _without_neutral(OmegaConf.to_container(OmegaConf.load(existing)))
+    saved = None
+    if config is not None and dataclasses.is_dataclass(config):  # a run saved before a key moved compares as today's
+        from envs.tooling.config import saved_as_today
+
+        saved = saved_as_today(type(config), existing)
+    old = _without_neutral(
+        OmegaConf.to_container(OmegaConf.load(existing) if saved is None else OmegaConf.create(saved))
+    )
     new = _without_neutral(OmegaConf.to_container(OmegaConf.create(text)))
     if config is not None and isinstance(old, dict) and isinstance(new, dict):
         _fill_defaults(old, new, config)

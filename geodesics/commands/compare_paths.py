@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from envs.errors import InvalidValue
 from envs.tooling import distributed
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.runs import Run, atomic_torch_save
@@ -36,7 +38,8 @@ from geodesics.alignment import align, check_alignment
 from geodesics.commands.preamble import command_space
 from geodesics.commands.report import csv_text, log_string
 from geodesics.endpoints import train_endpoints
-from geodesics.finders import DSSConfig, connect, get_finder
+from geodesics.finders import DSSConfig, FinderChoice, connect
+from geodesics.finders.base import LEGACY_KEYS
 from geodesics.path import BeadString
 from geodesics.plots import plot_paths_loss
 from geodesics.space import ParamSpace, check_strategy
@@ -69,8 +72,9 @@ class ComparePathsConfig(RunOptions):
     """Base seed of the endpoints."""
     train_steps: int = 0
     """Step budget to train each endpoint below L0 (0: five times the task's recipe steps)."""
-    finders: list[str] = field(default_factory=lambda: list(ALL_FINDERS))
-    """Registered path finders to compare, in the order of the tables."""
+    finders: list[Any] = field(default_factory=lambda: list(ALL_FINDERS))
+    """Path finders to compare, in the order of the tables: registered names, or ``{name, options}`` for a finder
+    with options of its own (``{name: neb, options: {climb: false}}``); each name once."""
     align: str = "none"
     """Before the finders: ``none``, or ``weight_matching`` (B's hidden units permuted to match A's, same function)."""
     strategy: str = "auto"
@@ -78,8 +82,8 @@ class ComparePathsConfig(RunOptions):
     ``loop`` (exact: each model as if alone), ``vmap``, or ``bmm`` (MLP tasks only: explicit batched matmuls and a
     hand-written backward, several times faster than the loop on CPU; agrees with it to rounding)."""
     dss: DSSConfig = field(default_factory=_budgeted)
-    """Settings every finder gets (``method`` is set per finder); ``max_evaluations`` and ``max_seconds`` are the
-    budget of each finder on each pair."""
+    """Settings every finder shares (``dss.finder`` is not read: each entry of ``finders`` is one);
+    ``max_evaluations`` and ``max_seconds`` are the budget of each finder on each pair."""
 
     def __post_init__(self) -> None:
         check_range(self, "threshold", low=0, low_open=True)
@@ -88,17 +92,71 @@ class ComparePathsConfig(RunOptions):
         check_range(self, "train_steps", low=0, integer=True)
         check_alignment(self)
         check_strategy(self)
-        if not self.finders or len(set(self.finders)) != len(self.finders):
-            raise ValueError(f"finders must name each path finder once, got {self.finders}")
-        for name in self.finders:
-            get_finder(name)
+        names = [_finder_name(entry) for entry in self.finders]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"finders must name each path finder once, got {names}")
+        if self.dss.finder != DSSConfig().finder:
+            message = "is not read by compare-paths; give a finder's options in finders: [{name: NAME, options: ...}]"
+            raise InvalidValue(type(self), "dss.finder", self.dss.finder.name, message)
+        for i, entry in enumerate(self.finders):
+            try:
+                settings = self.settings_of(entry)
+            except InvalidValue as exc:  # name the entry of finders
+                raise InvalidValue(type(self), f"finders[{i}].{exc.key.removeprefix('finder.')}", exc.value,
+                                   exc.message) from None  # fmt: skip
+            if not isinstance(entry, str):  # spelled out, as the saved config says every option a finder ran with
+                self.finders[i] = {"name": settings.finder.name, "options": dict(settings.finder.options)}
+
+    @staticmethod
+    def upgrade_node(node: MutableMapping[str, Any], prefix: str, notes: dict[str, str]) -> None:
+        """Read finder options under ``dss`` (the older shape: ``dss.trained_curve.lr``) as the finders' own.
+
+        They become options of the entries of ``finders`` that read them (for config files and saved runs, as
+        ``geodesics.finders.base.upgrade_flat`` does for one finder).
+        """
+        dss = node.get("dss")
+        if not isinstance(dss, MutableMapping) or not any(key in dss for key in LEGACY_KEYS):
+            return
+        finders = [entry for entry in node.get("finders", ALL_FINDERS)]
+        for key, readers in LEGACY_KEYS.items():
+            if key not in dss:
+                continue
+            value = dss.pop(key)
+            notes[f"{prefix}dss.{key}"] = f"{prefix}finders[{'|'.join(readers)}].options"
+            for i, entry in enumerate(finders):
+                name = _finder_name(entry)
+                if name not in readers:
+                    continue
+                options = {} if isinstance(entry, str) else {k: v for k, v in (entry.get("options") or {}).items()}
+                options.update({k: value[k] for k in value} if key in ("neb", "trained_curve") else {key: value})
+                finders[i] = {"name": name, "options": options}
+        node["finders"] = finders
+
+    def settings_of(self, entry: str | Mapping[str, Any]) -> DSSConfig:
+        """The settings one entry of ``finders`` runs with: ``dss`` with that finder and its options."""
+        if isinstance(entry, str):
+            return replace(self.dss, finder=FinderChoice(entry))
+        return replace(self.dss, finder=FinderChoice(str(entry["name"]), dict(entry.get("options") or {})))
+
+    def finder_settings(self) -> dict[str, DSSConfig]:
+        """The settings of every finder of ``finders``, by name, in order."""
+        return {_finder_name(entry): self.settings_of(entry) for entry in self.finders}
+
+
+def _finder_name(entry: str | Mapping[str, Any]) -> str:
+    if isinstance(entry, str):
+        return entry
+    if not isinstance(entry, Mapping) or "name" not in entry or set(entry) - {"name", "options"}:
+        raise ValueError(f"an entry of finders is a path finder's name or {{name, options}}, got {entry!r}")
+    return str(entry["name"])
 
 
 def trained_points(string: BeadString) -> tuple[int, str]:
     """What a finder trains, endpoints included: ``(count, kind)`` (DSS beads, NEB images, curve control points)."""
     kind = _POINT_KINDS.get(string.method, "beads")
     if string.method in ("bezier", "polychain"):
-        bends = int(string.config.get("trained_curve", {}).get("bends", string.num_beads - 2))
+        saved = string.config.get("finder", {}).get("options") or string.config.get("trained_curve", {})  # or older
+        bends = int(saved.get("bends", string.num_beads - 2))
         return (bends + 2 if string.num_beads > 2 else 2), "control points"
     return string.num_beads, kind
 
@@ -134,7 +192,7 @@ def _unit(cfg: ComparePathsConfig, space: ParamSpace, run: Run, pair: int, finde
         return {**record, "connected": False, "reason": f"endpoints: not trained below L0 within {steps} steps"}
     evaluations, gradients, started = space.evaluations, space.gradients, time.perf_counter()
     a, b = space.check(ends["a"]), space.check(ends["b"])
-    string = connect(space, a, b, cfg.threshold, replace(cfg.dss, method=finder))
+    string = connect(space, a, b, cfg.threshold, cfg.finder_settings()[finder])
     seconds = time.perf_counter() - started
     path = run.subdir("strings") / f"pair{pair:03d}-{finder}.pt"
     string.save(path)
@@ -243,7 +301,8 @@ def run_compare_paths(cfg: ComparePathsConfig, on_unit: Any = None) -> list[dict
     run.announce(tensorboard=False)
     with run:
         done = {(r["pair"], r["finder"]) for r in run.agreed_records("path")}
-        units = [(p, f) for p in range(cfg.pairs) for f in cfg.finders]
+        names = list(cfg.finder_settings())
+        units = [(p, f) for p in range(cfg.pairs) for f in names]
         todo = [u for u in units if u not in done]
         pairs = distributed.shard(sorted({p for p, _ in todo}))
         with tqdm(total=len(units), initial=len(units) - len(todo), desc="compare-paths", unit="path",
@@ -259,9 +318,9 @@ def run_compare_paths(cfg: ComparePathsConfig, on_unit: Any = None) -> list[dict
             if "string" in record:
                 string = BeadString.load(run.path / record["string"])
                 log_string(run, string, prefix=f"geodesic/compare/pair{record['pair']:03d}/{record['finder']}")
-        order = {f: i for i, f in enumerate(cfg.finders)}
+        order = {f: i for i, f in enumerate(names)}
         records = sorted(run.records("path"), key=lambda r: (r["pair"], order[r["finder"]]))
-        rows = summarize(records, cfg.finders)
+        rows = summarize(records, names)
         if not main:
             return rows
         for pair in sorted({r["pair"] for r in records if "string" in r}):

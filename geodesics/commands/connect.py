@@ -39,7 +39,7 @@ class ConnectConfig(RunOptions):
     b: EndpointConfig = field(default_factory=lambda: EndpointConfig(seed=1))
     """Second endpoint."""
     dss: DSSConfig = field(default_factory=DSSConfig)
-    """Path finder (``dss.method``) and its settings."""
+    """Path finder (``dss.finder``: name and options), shared budgets and checks."""
     align: str = "none"
     """Before the path finder: ``none``, or ``weight_matching`` (B's hidden units permuted to match A's, the same
     function; the path then ends at the aligned B)."""
@@ -51,9 +51,11 @@ class ConnectConfig(RunOptions):
     def __post_init__(self) -> None:
         check_range(self, "threshold", low=0, low_open=True)
         check_range(self, "threshold_end", low=0)
-        if self.threshold_end > 0 and not takes_profiles(self.dss.method):
+        if self.threshold_end > 0 and not takes_profiles(self.dss.finder.name):
             able = ", ".join(name for name in list_finders() if takes_profiles(name))
-            raise ValueError(f"threshold_end (a level profile) needs dss.method {able}, got {self.dss.method}")
+            raise ValueError(
+                f"threshold_end (a level profile) needs dss.finder.name {able}, got {self.dss.finder.name}"
+            )
         check_alignment(self)
         check_strategy(self)
 

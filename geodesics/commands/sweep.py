@@ -67,7 +67,7 @@ class SweepConfig(RunOptions):
     train_finish_steps: int = 2000
     """L-BFGS iterations at most per endpoint with ``train_finish=lbfgs`` (at least 1)."""
     dss: DSSConfig = field(default_factory=DSSConfig)
-    """Path finder (``dss.method``) and its settings."""
+    """Path finder (``dss.finder``: name and options), shared budgets and checks."""
     align: str = "none"
     """Before connecting each pair: ``none``, or ``weight_matching`` (B's hidden units permuted to match A's)."""
     strategy: str = "auto"

@@ -69,7 +69,7 @@ class TopologyConfig(RunOptions):
     train_steps: int = 0
     """Step budget to train each endpoint below L0 (0: five times the task's recipe steps)."""
     dss: DSSConfig = field(default_factory=DSSConfig)
-    """Path finder (``dss.method``) and its settings, the same for every value."""
+    """Path finder (``dss.finder``: name and options), shared budgets and checks, the same for every value."""
     align: str = "none"
     """Before connecting each pair: ``none``, or ``weight_matching`` (B's hidden units permuted to match A's)."""
     strategy: str = "auto"
@@ -175,7 +175,8 @@ def _report(cfg: TopologyConfig, table: list[dict[str, Any]], variants: dict[int
     lines = [
         f"# geodesics topology: {cfg.task.name}, {cfg.vary} varied\n",
         f"Task options: {options or 'defaults'}; {cfg.vary} in {list(cfg.values)}. {cfg.pairs} pairs per "
-        f"({cfg.vary}, L0) from seeds {cfg.seed}...; DSS `{cfg.dss.method}`, at most {cfg.dss.max_rounds} rounds of "
+        f"({cfg.vary}, L0) from seeds {cfg.seed}...; path finder `{cfg.dss.finder.name}`, at most "
+        f"{cfg.dss.max_rounds} rounds of "
         f"{cfg.dss.max_steps} steps per bead; align={cfg.align}.\n",
     ]
     sections = [

@@ -1,30 +1,32 @@
 """The path-finder seam: the settings every finder receives (``DSSConfig``), its interface and the registry.
 
 A path finder connects pairs of endpoints inside the level set {theta : F(theta) <= L0} of each pair's threshold and
-returns one :class:`~geodesics.path.BeadString` per pair. ``DSSConfig.method`` names the finder ``connect`` runs; the
-name must be registered (:func:`register_finder`). The built-in finders are registered by the package
-(``geodesics.finders``): ``greedy`` (DSS paper, Algorithm 1), ``constrained`` (Appendix A), ``neb`` (AutoNEB) and
-``bezier`` / ``polychain`` (Garipov et al.). A new finder is one
-module holding a function with the :class:`PathFinder` signature, and one line ``register_finder("name", function)``.
+returns one :class:`~geodesics.path.BeadString` per pair. ``DSSConfig.finder`` chooses the finder ``connect`` runs,
+``{name, options}``: the name must be registered (:func:`register_finder`), the options are the fields of the
+dataclass it was registered with, and everything the finders share (budgets, bead optimizer, checks) sits beside it
+in ``DSSConfig``. The built-in finders are registered by the package (``geodesics.finders``): ``greedy`` (DSS paper,
+Algorithm 1), ``constrained`` (Appendix A), ``neb`` (AutoNEB) and ``bezier`` / ``polychain`` (Garipov et al.). A new
+finder is one module holding a function with the :class:`PathFinder` signature and its options' dataclass, and one
+line ``register_finder("name", function, config=Options)``; the function reads its options with
+``config.options(Options)``.
 A finder registered with ``level_profiles=True`` (greedy and constrained DSS) also takes a level that varies along
 the path (:mod:`geodesics.levels`); the others get plain floats, and ``connect`` refuses a varying profile for them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from torch import Tensor
 
 from envs.errors import InvalidValue
 from envs.tooling.config import check_range
-from envs.tooling.registry import Registry
-from geodesics.beads import FINISHES, BeadSchedule
+from envs.tooling.registry import Choice, Registry
 from geodesics.curve import CurveConfig
-from geodesics.finders.settings import NEBConfig, TrainedCurveConfig
 from geodesics.levels import LevelProfile
 from geodesics.path import BeadString
 from geodesics.space import ParamSpace
@@ -33,6 +35,7 @@ __all__ = [
     "ConstantLevelFinder",
     "DSSConfig",
     "FINDERS",
+    "FinderChoice",
     "Pair",
     "PathFinder",
     "get_finder",
@@ -46,7 +49,7 @@ Pair = tuple[Tensor, Tensor]
 
 
 class PathFinder(Protocol):
-    """Connects every pair inside its level set; what ``connect_many`` calls for ``DSSConfig.method``."""
+    """Connects every pair inside its level set; what ``connect_many`` calls for ``DSSConfig.finder``."""
 
     def __call__(
         self,
@@ -68,7 +71,8 @@ class PathFinder(Protocol):
             endpoint_losses: evaluation losses of the endpoints ``(N, 2)`` in float64.
             keys: the random stream of each pair (``envs.seeding.generator(config.seed, ..., key)``), so a pair's
                 result does not depend on the pairs beside it.
-            config: the settings (budgets, bead training, segment checks, finder options).
+            config: the settings (budgets, bead training, segment checks); the finder's own options are
+                ``config.options(ItsConfig)``.
         """
         ...
 
@@ -93,12 +97,15 @@ FINDERS: Registry[PathFinder] = Registry("path finder")
 """The registered path finders, flag ``level_profiles``."""
 
 
-def register_finder(name: str, finder: PathFinder | ConstantLevelFinder, *, level_profiles: bool = False) -> None:
-    """Make ``finder`` available as ``DSSConfig(method=name)``.
+def register_finder(
+    name: str, finder: PathFinder | ConstantLevelFinder, *, config: type | None = None, level_profiles: bool = False
+) -> None:
+    """Make ``finder`` available as ``DSSConfig(finder=name)`` (``dss.finder.name=NAME`` in a config).
 
     Args:
-        name: the method name.
+        name: the finder's name.
         finder: the function.
+        config: the dataclass of its own options (``dss.finder.options``); None for a finder without any.
         level_profiles: whether it takes level profiles that vary along the path (its ``thresholds`` may then hold
             :class:`~geodesics.levels.LevelProfile` objects beside floats).
 
@@ -106,7 +113,7 @@ def register_finder(name: str, finder: PathFinder | ConstantLevelFinder, *, leve
         ValueError: ``name`` is already taken by another finder.
     """
     # a finder registered without ``level_profiles`` is only ever called with floats: connect_many refuses profiles
-    FINDERS.register(name, typing.cast(PathFinder, finder), level_profiles=level_profiles)
+    FINDERS.register(name, typing.cast(PathFinder, finder), config=config, level_profiles=level_profiles)
 
 
 def takes_profiles(name: str) -> bool:
@@ -122,32 +129,58 @@ def list_finders() -> list[str]:
 def get_finder(name: str) -> PathFinder:
     """The finder registered as ``name``; a clear error naming the valid choices otherwise."""
     if name not in FINDERS:
-        raise ValueError(_unknown(name))
+        raise ValueError(f"finder {_unknown(name)}")
     return FINDERS.get(name)
 
 
 def _unknown(name: str) -> str:
-    return f"method must be one of the registered path finders ({', '.join(list_finders())}), got {name!r}"
+    return f"must be one of the registered path finders ({', '.join(list_finders())}), got {name!r}"
+
+
+@dataclass
+class FinderChoice(Choice):
+    """A path finder by registered name with its own options (the fields of the ``Config`` it was registered with)."""
+
+    registry: ClassVar[str] = "geodesics.finders.base:FINDERS"
+
+
+LEGACY_KEYS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("accept_factor", "split_chord", "finish", "finish_steps", "restarts", "hyperplane"), ("greedy",)),
+    **dict.fromkeys(("spring", "kappa", "stages"), ("constrained",)),
+    "neb": ("neb",),
+    "trained_curve": ("bezier", "polychain"),
+}
+"""Keys of the older flat ``DSSConfig`` that are a finder's own options now, with the finders that read them;
+``neb`` and ``trained_curve`` held a nested mapping of options."""
+
+C = TypeVar("C")
 
 
 @dataclass
 class DSSConfig:
-    """Settings of ``connect``: which path finder, its budgets, bead training and segment checks."""
+    """Settings of ``connect``: the path finder with its own options, the shared budgets, bead training and checks."""
 
-    method: str = "greedy"
-    """Path finder by registered name: ``greedy`` (Algorithm 1, breadth-first), ``constrained`` (Appendix A),
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "method": "finder.name", "neb": "finder.options", "trained_curve": "finder.options",
+        **{key: f"finder.options.{key}" for key in LEGACY_KEYS if key not in ("neb", "trained_curve")},
+    }  # fmt: skip
+    """Keys of the older flat shape on the command line (``dss.method=neb``), read at their new place."""
+
+    finder: FinderChoice = field(default_factory=lambda: FinderChoice("greedy"))
+    """The path finder, ``{name, options}``: ``greedy`` (Algorithm 1, breadth-first), ``constrained`` (Appendix A),
     ``neb`` (nudged elastic band, AutoNEB), ``bezier`` or ``polychain`` (curves trained by sampling t, Garipov et
-    al.), or any name given to ``geodesics.finders.register_finder``."""
+    al.), or any name given to ``geodesics.finders.register_finder``; options are the fields of its Config
+    (``--help dss.finder.name=NAME`` lists them)."""
     alpha: float = 0.95
-    """New beads are trained until their loss is at most alpha * L0."""
+    """New beads (and images, control points) are trained until their loss is at most alpha * L0."""
     t_star: str = "argmax"
-    """Where a failing segment gets its bead: ``argmax`` of its curve or ``midpoint``."""
+    """Greedy and constrained DSS: where a failing segment gets its bead: ``argmax`` of its curve or ``midpoint``."""
     max_rounds: int = 10
-    """Rounds of bead insertion at most."""
+    """Rounds of bead insertion at most (NEB: cycles; curves: rounds of ``max_steps`` training steps)."""
     max_beads: int = 256
     """Beads on the string at most, endpoints included."""
     max_steps: int = 2000
-    """Training steps per bead at most (constrained: per stage)."""
+    """Training steps per bead at most (constrained: per stage; NEB: iterations per cycle)."""
     max_seconds: float = 0.0
     """Wall-time budget in seconds (0: none)."""
     max_evaluations: int = 0
@@ -169,79 +202,120 @@ class DSSConfig:
     """Keep a copy of the string after every round (for the Appendix D snapshot plots)."""
     curve: CurveConfig = field(default_factory=CurveConfig)
     """Grid and refinement of the segment checks."""
-    accept_factor: float = 1.0
-    """Greedy only: a segment passes when its checked maximum is at most accept_factor * L0 (the public reference
-    code accepts at 1.1 L0; the bead target stays alpha * L0). Above 1 a connected string may exceed L0."""
-    split_chord: bool = False
-    """Greedy only: the first round puts a bead on the straight segment even when it passes (the reference code's
-    recursion trains its first midpoint before it checks anything, so its bead count always includes it)."""
-    finish: str = "none"
-    """Greedy only: what becomes of a bead still above its target after ``max_steps``: ``none`` (it misses its
-    target and the string fails) or ``lbfgs`` (up to ``finish_steps`` iterations of L-BFGS with a strong-Wolfe line
-    search, one bead at a time on one training batch, checked every ``check_every`` iterations; for small full-batch
-    tasks such as the paper's regressions, where Adam at a fixed rate stalls above targets near the minimum)."""
-    finish_steps: int = 2000
-    """Greedy only: L-BFGS iterations at most per bead when ``finish`` is ``lbfgs`` (at least 1)."""
-    restarts: int = 0
-    """Greedy only: a bead still above its target after ``max_steps`` (and the finish) trains again from where it
-    stopped with fresh optimizer state, up to this many times, before the string fails on it."""
-    hyperplane: bool = False
-    """Greedy only: a new bead moves only in the hyperplane through its starting point orthogonal to its segment
-    (each gradient and each update projected onto it, the L-BFGS finish's too), so it keeps its place t* along the
-    segment and cannot slide past its neighbours; the hard form of constrained DSS's kappa term, and NEB's
-    perpendicular force. For the low levels, where free beads overshoot their segments' ends."""
-    spring: float = 0.0
-    """Constrained only: C, weight of the spring term sum of distances to the neighbours."""
-    kappa: float = 1.0
-    """Constrained only: weight of the distance to the bisecting hyperplane of the neighbours."""
-    stages: int = 4
-    """Constrained only: number of target levels from the initial peak down to L0."""
-    neb: NEBConfig = field(default_factory=NEBConfig)
-    """NEB only: images, climbing image, spacing (``max_rounds`` counts its cycles, ``max_steps`` the iterations of
-    one, ``max_beads`` its images with the endpoints)."""
-    trained_curve: TrainedCurveConfig = field(default_factory=TrainedCurveConfig)
-    """Bezier and polychain only: control points, t samples per step, polyline resolution (``max_rounds`` counts
-    rounds of ``max_steps`` training steps, each ended by the certification)."""
-
-    def beads(self, lr: float) -> BeadSchedule:
-        """The bead trainer's slice of these settings, at learning rate ``lr`` (``self.lr`` or the task's recipe)."""
-        return BeadSchedule(max_steps=self.max_steps, lr=lr, optimizer=self.optimizer, check_every=self.check_every,
-                            finish=self.finish, finish_steps=self.finish_steps, restarts=self.restarts)  # fmt: skip
 
     def __post_init__(self) -> None:
         # a config rebuilt from a saved dict (``BeadString.config``) holds its nested settings as dicts
         if isinstance(self.curve, dict):
             self.curve = CurveConfig(**self.curve)
-        if isinstance(self.neb, dict):
-            self.neb = NEBConfig(**self.neb)
-        if isinstance(self.trained_curve, dict):
-            self.trained_curve = TrainedCurveConfig(**self.trained_curve)
-        if self.method not in FINDERS:
-            raise ValueError(_unknown(self.method))
+        if isinstance(self.finder, str):
+            self.finder = FinderChoice(self.finder)
+        elif isinstance(self.finder, dict):
+            self.finder = FinderChoice(**self.finder)
+        if self.finder.name not in FINDERS:
+            raise InvalidValue(type(self), "finder.name", self.finder.name, _unknown(self.finder.name))
+        try:
+            own = finder_config(self.finder.name, self.finder.options)
+        except InvalidValue as exc:  # name the option by its full key
+            raise InvalidValue(type(self), f"finder.options.{exc.key}", exc.value, exc.message) from None
+        except ValueError as exc:  # an unknown option
+            raise InvalidValue(type(self), "finder.options", dict(self.finder.options), str(exc)) from None
+        if own is not None:  # spelled out: a saved config says every option the finder ran with
+            self.finder.options = {f.name: getattr(own, f.name) for f in dataclasses.fields(own)}
         if self.t_star not in ("argmax", "midpoint"):
             raise ValueError(f"t_star must be argmax or midpoint, got {self.t_star!r}")
         check_range(self, "alpha", low=0, high=1, low_open=True)
         check_range(self, "max_rounds", low=0, integer=True)
         check_range(self, "max_beads", low=2, integer=True)
         check_range(self, "max_steps", low=1, integer=True)
-        check_range(self, "stages", low=1, integer=True)
         check_range(self, "check_every", low=1, integer=True)
         check_range(self, "seed", low=0, integer=True)
         check_range(self, "max_seconds", low=0)
         check_range(self, "max_evaluations", low=0, integer=True)
         check_range(self, "lr", low=0)
         check_range(self, "bead_noise", low=0)
-        check_range(self, "spring", low=0)
-        check_range(self, "kappa", low=0)
-        check_range(self, "accept_factor", low=1)
-        if self.finish not in FINISHES:
-            message = f"must be one of {', '.join(FINISHES)}, got {self.finish!r}"
-            raise InvalidValue(type(self), "finish", self.finish, message)
-        check_range(self, "finish_steps", low=1, integer=True)
-        check_range(self, "restarts", low=0, integer=True)
-        greedy_only = {"accept_factor": 1.0, "split_chord": False, "finish": "none", "restarts": 0, "hyperplane": False}
-        for key, default in greedy_only.items():
-            if self.method != "greedy" and getattr(self, key) != default:
-                raise InvalidValue(
-                    type(self), key, getattr(self, key), f"is read by greedy DSS only; method is {self.method!r}"
-                )
+
+    def options(self, kind: type[C]) -> C:
+        """The chosen finder's options as its ``Config`` (``kind``: the class it was registered with).
+
+        Raises:
+            TypeError: the chosen finder's options are not a ``kind`` (a finder reading another finder's options).
+        """
+        own = finder_config(self.finder.name, self.finder.options)
+        if not isinstance(own, kind):
+            raise TypeError(f"path finder {self.finder.name!r} has options {type(own).__name__}, not {kind.__name__}")
+        return own
+
+    @classmethod
+    def using(cls, finder: str = "greedy", **settings: Any) -> DSSConfig:
+        """Settings for the finder named ``finder``, its own options and the shared settings as keyword arguments.
+
+        Arguments that are fields of ``DSSConfig`` are the shared settings, the others the finder's own options:
+        ``DSSConfig.using("neb", climb=False, max_rounds=3)``.
+        """
+        shared = {f.name for f in dataclasses.fields(cls)}
+        own = {key: value for key, value in settings.items() if key not in shared}
+        return cls(finder=FinderChoice(finder, own), **{k: v for k, v in settings.items() if k in shared})
+
+    def with_options(self, **options: Any) -> DSSConfig:
+        """A copy whose finder's own options are updated by ``options`` (``config.with_options(finish="lbfgs")``)."""
+        return dataclasses.replace(self, finder=FinderChoice(self.finder.name, {**self.finder.options, **options}))
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any]) -> DSSConfig:
+        """Settings saved as a mapping: a string's ``config``, a target shard's ``dss``.
+
+        Of today's shape or the older flat one (``method``, ``neb``, ``accept_factor``, ...).
+        """
+        upgraded = dict(settings)
+        upgrade_flat(upgraded, "", {})
+        return cls(**upgraded)
+
+    @staticmethod
+    def upgrade_node(node: MutableMapping[str, Any], prefix: str, notes: dict[str, str]) -> None:
+        """Read a mapping of the older flat shape as today's (see :func:`upgrade_flat`); for config files."""
+        upgrade_flat(node, prefix, notes)
+
+
+def finder_config(name: str, options: Mapping[str, Any]) -> Any:
+    """The ``Config`` of finder ``name`` from its options (None for a finder registered without options).
+
+    Raises:
+        ValueError: unknown options, or options for a finder that takes none.
+    """
+    if FINDERS.entry(name).config is None:
+        if options:
+            raise ValueError(f"path finder {name!r} takes no options, got {', '.join(options)}")
+        return None
+    return FINDERS.config(name, options)
+
+
+def upgrade_flat(node: MutableMapping[str, Any], prefix: str, notes: dict[str, str]) -> None:
+    """Move the keys of the older flat ``DSSConfig`` shape into ``finder: {name, options}``, in place.
+
+    ``method`` becomes ``finder.name``; a key of :data:`LEGACY_KEYS` becomes one of ``finder.options`` when the
+    chosen finder reads it (or no finder is named in ``node``), and is dropped otherwise (that finder never read it,
+    as before). ``notes`` gains ``old -> new`` for the deprecation line.
+    """
+    if "method" not in node and not any(key in node for key in LEGACY_KEYS):
+        return
+    finder = node.pop("finder", None)
+    finder = {} if finder is None else {k: finder[k] for k in finder}
+    if "method" in node:
+        finder["name"] = node.pop("method")
+        notes[f"{prefix}method"] = f"{prefix}finder.name"
+    name = finder.get("name")
+    options = {k: v for k, v in (finder.get("options") or {}).items()}
+    for key, readers in LEGACY_KEYS.items():
+        if key not in node:
+            continue
+        value = node.pop(key)
+        if name is not None and name not in readers:
+            notes[f"{prefix}{key}"] = f"dropped (read by {' and '.join(readers)} only)"
+        elif key in ("neb", "trained_curve"):
+            options.update({k: value[k] for k in value})
+            notes[f"{prefix}{key}"] = f"{prefix}finder.options"
+        else:
+            options[key] = value
+            notes[f"{prefix}{key}"] = f"{prefix}finder.options.{key}"
+    finder["options"] = options
+    node["finder"] = finder

@@ -39,6 +39,7 @@ from geodesics.finders.common import (
     round_record,
     string_stretches,
 )
+from geodesics.finders.settings import ConstrainedConfig
 from geodesics.levels import LevelProfile
 from geodesics.path import BeadString
 from geodesics.space import ParamSpace
@@ -96,7 +97,8 @@ def _connect_pair(
     lr = config.lr or space.task.recipe.lr
     jitter = bead_jitter(config, key)
     start = max(initial, threshold)
-    factors = [(start / threshold) ** ((config.stages - s) / config.stages) for s in range(1, config.stages + 1)]
+    own = config.options(ConstrainedConfig)
+    factors = [(start / threshold) ** ((own.stages - s) / own.stages) for s in range(1, own.stages + 1)]
     losses = endpoint_losses.tolist()
     reason = ""
     round_ = 0
@@ -131,7 +133,7 @@ def _connect_pair(
                 max_steps=config.max_steps, lr=lr, optimizer=config.optimizer, check_every=config.check_every
             )  # no finish, no restarts: the string is one penalty
             trained = train_beads(space, interior, targets, schedule, seed=config.seed * 1000 + round_,
-                                  penalty=string_penalty(a, b, config.spring, config.kappa))  # fmt: skip
+                                  penalty=string_penalty(a, b, own.spring, own.kappa))  # fmt: skip
             beads = [a, *trained.beads.unbind(0), b]
             losses = [losses[0], *trained.losses.tolist(), losses[-1]]
             checks = check(stage)

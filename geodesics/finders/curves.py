@@ -31,6 +31,7 @@ from envs.seeding import derive_seed, generator
 from geodesics.curve import SegmentMax, segment_maxima
 from geodesics.finders.base import DSSConfig, Pair
 from geodesics.finders.common import Budget, StackOptimizer, bead_jitter, finish_string, pair_by_pair, round_record
+from geodesics.finders.settings import TrainedCurveConfig
 from geodesics.path import BeadString, RoundRecord
 from geodesics.space import ParamSpace
 
@@ -92,7 +93,7 @@ class _Curve:
 
     def __init__(self, space: ParamSpace, a: Tensor, b: Tensor, key: int, config: DSSConfig, kind: str):
         self.space, self.a, self.b, self.config, self.kind = space, a, b, config, kind
-        settings = config.trained_curve
+        settings = config.options(TrainedCurveConfig)
         self.bends, self.samples = settings.bends, settings.samples
         self.weights: Weights = bezier_weights if kind == "bezier" else polychain_weights
         knots = torch.linspace(0.0, 1.0, self.bends + 2, dtype=torch.float64, device=a.device)[1:-1]
@@ -110,7 +111,7 @@ class _Curve:
     @property
     def num_vertices(self) -> int:
         """Vertices of the polyline, endpoints included."""
-        return self.config.trained_curve.points if self.kind == "bezier" else self.bends + 2
+        return self.config.options(TrainedCurveConfig).points if self.kind == "bezier" else self.bends + 2
 
     def vertices(self) -> Tensor:
         """The polyline ``(K, P)``: the chain itself, or the Bezier curve at evenly spaced t (ends exactly A and B)."""

@@ -1,4 +1,4 @@
-"""``connect`` and ``connect_many``: check the pairs, then run the path finder ``DSSConfig.method`` names.
+"""``connect`` and ``connect_many``: check the pairs, then run the path finder ``DSSConfig.finder`` names.
 
 The level of a pair is a number L0 or a :class:`~geodesics.levels.LevelProfile`; a constant profile reaches the
 finder as its float (so every finder takes it, with today's results), a varying one only a finder registered with
@@ -64,13 +64,13 @@ def connect_many(
     levels = [_level(t) for t in given]
     if len(keys) != len(pairs) or len(levels) != len(pairs):
         raise ValueError(f"got {len(keys)} keys and {len(levels)} thresholds for {len(pairs)} pairs")
-    finder = get_finder(config.method)
+    finder = get_finder(config.finder.name)
     varying = [level for level in levels if isinstance(level, LevelProfile)]
-    if varying and not takes_profiles(config.method):
+    if varying and not takes_profiles(config.finder.name):
         able = ", ".join(name for name in list_finders() if takes_profiles(name))
         raise ValueError(
-            f"method {config.method} certifies a path against one constant level; the level profile {varying[0]} "
-            f"varies along the path, which only {able} take"
+            f"path finder {config.finder.name} certifies a path against one constant level; the level profile "
+            f"{varying[0]} varies along the path, which only {able} take"
         )
     checked, losses = check_pairs(space, pairs, levels)
     if not checked:

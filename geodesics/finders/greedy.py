@@ -35,6 +35,7 @@ from geodesics.finders.common import (
     round_record,
     string_stretches,
 )
+from geodesics.finders.settings import GreedyConfig
 from geodesics.levels import LevelProfile
 from geodesics.path import BeadString, RoundRecord
 from geodesics.space import ParamSpace
@@ -52,7 +53,7 @@ class _GreedyString:
     ):
         self.profile = level if isinstance(level, LevelProfile) else None
         self.threshold = level.reference if isinstance(level, LevelProfile) else level
-        self.accept = config.accept_factor * self.threshold
+        self.accept = config.options(GreedyConfig).accept_factor * self.threshold
         self.beads = [a, b]
         self.losses = losses
         self.checks: list[SegmentMax] = []
@@ -66,7 +67,7 @@ class _GreedyString:
     def plan(self, config: DSSConfig, round_: int, budget: Budget) -> list[Tensor]:
         """New beads for this round (empty when the string is done, with its reason set when it failed)."""
         self.failing = [i for i, c in enumerate(self.checks) if c.upper > self.accept]
-        if round_ == 1 and config.split_chord:
+        if round_ == 1 and config.options(GreedyConfig).split_chord:
             self.failing = [0]
         if not self.failing:
             self.done = True
@@ -102,11 +103,12 @@ class _GreedyString:
             row = int((~reached).nonzero()[0])
             position = self.failing[row] + 1 + row  # where the bead landed once the earlier ones were inserted
             target = "alpha*L0" if self.profile is None else "alpha*L(s)"
+            own = config.options(GreedyConfig)
             self.reason = (
                 f"bead {position} could not reach its target {target} = {self.targets[row]:.6g} within "
                 f"max_steps={config.max_steps}"
-                + (f" and finish_steps={config.finish_steps} ({config.finish})" if config.finish != "none" else "")
-                + (f", restarted {config.restarts} times" if config.restarts else "")
+                + (f" and finish_steps={own.finish_steps} ({own.finish})" if own.finish != "none" else "")
+                + (f", restarted {own.restarts} times" if own.restarts else "")
                 + f" (its loss: {float(losses[row]):.6g})"
             )
             self.done = True
@@ -143,6 +145,7 @@ def connect_greedy(
     config: DSSConfig,
 ) -> list[BeadString]:
     """Greedy DSS of every pair (a :class:`~geodesics.finders.base.PathFinder`, registered as ``greedy``)."""
+    own = config.options(GreedyConfig)
     budget = Budget.of(config, space)
     strings = [
         _GreedyString(key, a, b, pair_losses.tolist(), level, config)
@@ -155,7 +158,7 @@ def connect_greedy(
         s.checks = [check]
         s.history.append(round_record(0, s.beads, 0, s.checks, s.accept, 0, budget, config))
     initial = [s.checks[0].upper for s in strings]
-    lr = config.lr or space.task.recipe.lr
+    schedule = own.schedule(config.max_steps, config.lr or space.task.recipe.lr, config.optimizer, config.check_every)
     for round_ in range(1, config.max_rounds + 1):
         plans = [(s, s.plan(config, round_, budget)) for s in strings if not s.done]
         plans = [(s, inits) for s, inits in plans if inits]
@@ -164,10 +167,10 @@ def connect_greedy(
         inits = torch.stack([bead for _, beads in plans for bead in beads])
         targets = torch.tensor([target for s, _ in plans for target in s.targets], dtype=torch.float64)
         normals = None
-        if config.hyperplane:  # each bead's segment direction: it moves orthogonally to it
+        if own.hyperplane:  # each bead's segment direction: it moves orthogonally to it
             directions = torch.stack([s.beads[i + 1] - s.beads[i] for s, _ in plans for i in s.failing])
             normals = directions / directions.norm(dim=1, keepdim=True).clamp(min=torch.finfo(directions.dtype).tiny)
-        trained = train_beads(space, inits, targets, config.beads(lr), seed=config.seed * 1000 + round_,
+        trained = train_beads(space, inits, targets, schedule, seed=config.seed * 1000 + round_,
                               normals=normals)  # fmt: skip
         rows, offset = [], 0
         for s, beads in plans:
@@ -195,7 +198,7 @@ def connect_greedy(
         remaining = sum(c.upper > s.accept for c in s.checks)
         if remaining and not s.reason:
             level = "L0" if s.profile is None else "their level"
-            level = level if config.accept_factor == 1 else f"{config.accept_factor:g} times {level}"
+            level = level if own.accept_factor == 1 else f"{own.accept_factor:g} times {level}"
             s.reason = f"rounds: max_rounds={config.max_rounds} used and {remaining} segments are still above {level}"
         out.append(finish_string(space, s.beads, s.losses, s.checks, s.threshold, reason=s.reason, method="greedy",
                                  history=s.history, config=config, initial_segment_max=peak,

@@ -40,6 +40,7 @@ from geodesics.finders.common import (
     pair_by_pair,
     round_record,
 )
+from geodesics.finders.settings import NEBConfig
 from geodesics.path import BeadString
 from geodesics.space import ParamSpace
 
@@ -137,12 +138,12 @@ def _insertions(
     jitter: torch.Generator,
 ) -> list[tuple[int, Tensor]]:  # fmt: skip
     """``(segment, image)`` to insert before a cycle: evenly on the chord first, then into the worst failing ones."""
-    if cycle == 0 and config.neb.initial_images:
-        count = config.neb.initial_images
+    if cycle == 0 and config.options(NEBConfig).initial_images:
+        count = config.options(NEBConfig).initial_images
         evenly = [SegmentMax(t=(k + 1) / (count + 1), value=0.0, tolerance=0.0, evaluations=0) for k in range(count)]
         return [(0, new_bead(path[0], path[1], check, config, jitter)) for check in evenly]
     failing = sorted((i for i, c in enumerate(checks) if c.upper > threshold), key=lambda i: -checks[i].upper)
-    chosen = sorted(failing[: config.neb.insert_per_cycle])
+    chosen = sorted(failing[: config.options(NEBConfig).insert_per_cycle])
     return [(i, new_bead(path[i], path[i + 1], checks[i], config, jitter)) for i in chosen]
 
 
@@ -188,7 +189,7 @@ def _relax(
     seed: int,
 ) -> tuple[Tensor, Tensor, int]:  # fmt: skip
     """One NEB cycle: ``(images, their evaluation losses, iterations)``."""
-    neb = config.neb
+    neb = config.options(NEBConfig)
     optimizer = StackOptimizer(config, space, images)
     batches = space.task.batches(seed)
     ends, end_batch, end_energies = torch.stack([a, b]), None, torch.empty(0)

@@ -49,7 +49,9 @@ LEVEL_BINS = (1.0, 1.5, 3.0, 10.0, math.inf)
 
 
 def _low_level_dss() -> DSSConfig:
-    return DSSConfig(max_rounds=16, max_steps=2000, lr=0.005, finish="lbfgs", finish_steps=2000, restarts=2)
+    return DSSConfig.using(
+        "greedy", max_rounds=16, max_steps=2000, lr=0.005, finish="lbfgs", finish_steps=2000, restarts=2
+    )
 
 
 @dataclass

@@ -88,11 +88,11 @@ class TargetsConfig(RunOptions):
             raise ValueError(f"between needs q + slack < 1, got q = {self.q}, slack = {self.slack}")
         if self.level not in LEVEL_RULES:
             raise ValueError(f"level must be one of {', '.join(LEVEL_RULES)}, got {self.level!r}")
-        if self.level == "descent" and not takes_profiles(self.dss.method):
+        if self.level == "descent" and not takes_profiles(self.dss.finder.name):
             able = ", ".join(name for name in list_finders() if takes_profiles(name))
             raise InvalidValue(
-                TargetsConfig, "dss.method", self.dss.method,
-                f"must be one of {able} with level=descent (a level profile), got {self.dss.method!r}",
+                TargetsConfig, "dss.finder.name", self.dss.finder.name,
+                f"must be one of {able} with level=descent (a level profile), got {self.dss.finder.name!r}",
             )  # fmt: skip
 
 

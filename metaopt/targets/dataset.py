@@ -128,7 +128,7 @@ class TargetDataset:
         """The DSS settings the dataset was built with (of its first shard)."""
         settings = dict(self.shards[0]["dss"])
         curve = CurveConfig(**settings.pop("curve"))
-        return DSSConfig(**settings, curve=curve)
+        return DSSConfig.from_dict({**settings, "curve": curve})
 
     def iterates_of(self, window: TargetWindow) -> Tensor:
         """The base run's iterates ``(N + 1, P)`` a window was cut from."""

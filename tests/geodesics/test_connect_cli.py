@@ -80,7 +80,7 @@ def test_connect_loads_endpoints_from_fit_checkpoints(tmp_path: Path) -> None:
     [
         (["threshold=0.00001", "a.max_steps=50"], "above the threshold"),
         (["a.checkpoint=/nonexistent.pt"], "does not exist"),
-        (["dss.method=fancy"], "method must be one of the registered path finders (bezier, constrained, greedy"),
+        (["dss.finder=fancy"], "dss.finder.name must be one of the registered path finders (bezier, constrained"),
     ],
 )
 def test_bad_input_is_one_message(overrides: list[str], message: str, tmp_path: Path, capsys) -> None:  # noqa: ANN001

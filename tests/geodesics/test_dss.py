@@ -33,7 +33,7 @@ def poly_cubic() -> tuple[ParamSpace, torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("method", ["greedy", "constrained"])
 def test_annulus_half_circle(method: str) -> None:
     space = ParamSpace(AnalyticTask(annulus))
-    string = connect(space, A, B, threshold=0.01, config=DSSConfig(method=method, check_every=1))
+    string = connect(space, A, B, threshold=0.01, config=DSSConfig.using(method, check_every=1))
     assert string.connected and string.reason == ""
     assert bool((string.segment_upper <= 0.01).all())  # every segment's certified maximum is below L0
     assert 1.3 <= string.normalized_length <= HALF_CIRCLE + 0.05

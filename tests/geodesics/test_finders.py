@@ -28,7 +28,7 @@ def test_built_in_finders_are_registered_under_their_names() -> None:
 def test_an_unknown_method_names_the_valid_choices() -> None:
     choices = r"\(bezier, constrained, greedy, neb, polychain, straight\)"
     with pytest.raises(ValueError, match=rf"registered path finders {choices}, got 'fancy'"):
-        DSSConfig(method="fancy")
+        DSSConfig(finder="fancy")
     with pytest.raises(ValueError, match="got 'fancy'"):
         get_finder("fancy")
 
@@ -43,7 +43,7 @@ def test_a_taken_name_is_refused_and_registering_again_is_harmless() -> None:
 def test_straight_finder_through_the_library() -> None:
     space = ParamSpace(AnalyticTask(annulus))
     a, b, c = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 0.0]), torch.tensor([0.98, 0.199])
-    across, near = connect_many(space, [(a, b), (a, c)], 0.01, DSSConfig(method="straight"))
+    across, near = connect_many(space, [(a, b), (a, c)], 0.01, DSSConfig(finder="straight"))
     assert not across.connected and across.reason.startswith("chord:")  # the chord crosses the hole
     assert near.connected and near.num_beads == 2 and near.method == "straight"
     for string, (x, y) in zip((across, near), [(a, b), (a, c)]):
@@ -52,16 +52,16 @@ def test_straight_finder_through_the_library() -> None:
 
 def test_straight_finder_end_to_end_through_geodesics_connect(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    argv = ["connect", "geodesics/connect/poly_cubic.yaml", "dss.method=straight", f"out={out}", "device=cpu"]
+    argv = ["connect", "geodesics/connect/poly_cubic.yaml", "dss.finder=straight", f"out={out}", "device=cpu"]
     assert main([*argv, "threshold=0.1"]) == 0
     string = BeadString.load(out / "string.pt")
     record = json.loads((out / "records.jsonl").read_text().splitlines()[-1])
-    assert string.method == "straight" and string.config["method"] == "straight"
+    assert string.method == "straight" and string.config["finder"]["name"] == "straight"
     assert string.num_beads == record["num_beads"] == 2
     assert string.connected == record["connected"] == bool(string.segment_upper[0] <= 0.1)
     # the run holds what the library gives for the same endpoints
     again = connect(ParamSpace(envs.make_task("poly_cubic")), string.beads[0], string.beads[-1], 0.1,
-                    DSSConfig(method="straight"))  # fmt: skip
+                    DSSConfig(finder="straight"))  # fmt: skip
     assert torch.equal(again.segment_upper, string.segment_upper) and again.reason == string.reason
     assert record["linear_barrier"] == pytest.approx(string.linear_barrier)
     assert (out / "plots" / "path_loss.png").is_file()

@@ -74,8 +74,9 @@ def cubic() -> tuple[ParamSpace, torch.Tensor, torch.Tensor, float]:
 def test_a_constant_profile_gives_todays_string_bit_for_bit(problem, method: str, rounds: int) -> None:  # noqa: ANN001
     space, a, b, level = problem()
     toy = problem is ring
-    config = DSSConfig(method=method, max_rounds=rounds, max_steps=300 if toy else 100, check_every=1 if toy else 10,
-                       stages=2)  # fmt: skip
+    stages = {"stages": 2} if method == "constrained" else {}
+    config = DSSConfig.using(method, max_rounds=rounds, max_steps=300 if toy else 100, check_every=1 if toy else 10,
+                             **stages)  # fmt: skip
     today = connect(space, a, b, level, config)
     assert today.num_beads > 2  # the chord leaves the level set: beads were trained
     if problem is ring:  # these two reach the finder as the float itself
@@ -94,9 +95,9 @@ def test_a_descent_path_stays_under_its_profile_at_every_fraction_and_bends_roun
     fine = torch.linspace(0.0, 1.0, 4001, dtype=torch.float64)
     chord_losses = space.batched_eval_loss(torch.lerp(A[None], B[None], fine[:, None].float())).double()
     assert float((chord_losses - DESCENT(fine)).max()) > 0.04  # the chord rises above the profile ...
-    assert connect(space, A, B, DESCENT.start, DSSConfig(method=method)).num_beads == 2  # ... not above F(A)
+    assert connect(space, A, B, DESCENT.start, DSSConfig.using(method)).num_beads == 2  # ... not above F(A)
 
-    string = connect(space, A, B, DESCENT, DSSConfig(method=method))
+    string = connect(space, A, B, DESCENT, DSSConfig.using(method))
     assert string.connected and string.reason == "" and string.threshold == DESCENT.start
     assert string.num_beads > 2 and string.normalized_length > 1.001
     assert torch.equal(string.beads[0], A) and torch.equal(string.beads[-1], B)
@@ -109,7 +110,7 @@ def test_a_descent_path_stays_under_its_profile_at_every_fraction_and_bends_roun
 def test_the_final_checks_are_those_of_the_final_fractions(method: str) -> None:
     space = ParamSpace(AnalyticTask(bumped_slope))
     for rounds in (1, 3):
-        string = connect(space, A, B, DESCENT, DSSConfig(method=method, max_rounds=rounds))
+        string = connect(space, A, B, DESCENT, DSSConfig.using(method, max_rounds=rounds))
         beads = list(string.beads.unbind(0))
         again = profile_checks(space, string.beads[:-1], string.beads[1:], DSSConfig().curve,
                                string_stretches(beads, DESCENT))  # fmt: skip
@@ -137,7 +138,7 @@ def test_bead_targets_are_alpha_times_the_profile_where_the_bead_goes() -> None:
     string = connect(space, A, B, DESCENT, config)  # one step is too few: the bead's target is in the reason
     assert string.failure == "bead 1 untrainable"
     assert f"alpha*L(s) = {0.9 * DESCENT.at(0.5):.6g}" in string.reason
-    constrained = connect(space, A, B, DESCENT, DSSConfig(method="constrained", stages=1, **_untrainable()))
+    constrained = connect(space, A, B, DESCENT, DSSConfig.using("constrained", stages=1, **_untrainable()))
     assert f"alpha*L(s) = {0.9 * DESCENT.at(0.5):.6g}" in constrained.reason
 
 
@@ -148,11 +149,11 @@ def _untrainable() -> dict:
 @pytest.mark.parametrize("method", METHODS)
 def test_budgets_end_a_profile_run_with_todays_reasons(method: str) -> None:
     space = ParamSpace(AnalyticTask(bumped_slope))
-    rounds = connect(space, A, B, DESCENT, DSSConfig(method=method, max_rounds=0))
+    rounds = connect(space, A, B, DESCENT, DSSConfig.using(method, max_rounds=0))
     assert not rounds.connected and rounds.failure == "rounds"
-    beads = connect(space, A, B, DESCENT, DSSConfig(method=method, max_beads=2))
+    beads = connect(space, A, B, DESCENT, DSSConfig.using(method, max_beads=2))
     assert not beads.connected and beads.failure == "beads"
-    evaluations = connect(space, A, B, DESCENT, DSSConfig(method=method, max_evaluations=1))
+    evaluations = connect(space, A, B, DESCENT, DSSConfig.using(method, max_evaluations=1))
     assert not evaluations.connected and evaluations.failure == "evaluations"
 
 
@@ -168,9 +169,9 @@ def test_bad_profiles_and_finders_without_profiles_are_refused() -> None:
         as_profile("0.1")  # type: ignore[arg-type]
     space = ParamSpace(AnalyticTask(bumped_slope))
     for method in ("neb", "bezier", "polychain"):
-        with pytest.raises(ValueError, match=f"method {method} certifies a path against one constant level.*greedy"):
-            connect(space, A, B, DESCENT, DSSConfig(method=method))
-    assert connect(space, A, B, Constant(1.1), DSSConfig(method="neb", max_rounds=1)).threshold == 1.1
+        with pytest.raises(ValueError, match=f"path finder {method} certifies a path against one constant level"):
+            connect(space, A, B, DESCENT, DSSConfig.using(method))
+    assert connect(space, A, B, Constant(1.1), DSSConfig.using("neb", max_rounds=1)).threshold == 1.1
     with pytest.raises(ValueError, match="endpoint b has evaluation loss 0.5 above its level L\\(1\\) = 0.4"):
         connect(space, A, B, Linear(1.1, 0.4))
 
@@ -180,7 +181,7 @@ def test_bad_profiles_and_finders_without_profiles_are_refused() -> None:
     [
         (["threshold_end=nan"], "threshold_end must be a finite number in [0, inf), got nan"),
         (["threshold_end=-0.1"], "threshold_end must be a finite number in [0, inf), got -0.1"),
-        (["threshold_end=0.04", "dss.method=neb"], "threshold_end (a level profile) needs dss.method constrained"),
+        (["threshold_end=0.04", "dss.finder=neb"], "threshold_end (a level profile) needs dss.finder.name constrained"),
     ],
 )
 def test_bad_profile_values_at_the_command_line_exit_2(argv: list[str], message: str, tmp_path: Path, capsys) -> None:  # noqa: ANN001

@@ -1,4 +1,4 @@
-"""The low levels: the opt-in L-BFGS finish of the bead trainer (``dss.finish``).
+"""The low levels: the opt-in L-BFGS finish of the bead trainer (greedy DSS's ``finish`` option).
 
 Near the minimum of the paper's regressions Adam at a fixed rate stalls above the bead target; the finish hands the
 beads it leaves there to L-BFGS. Off (the default) it changes nothing.
@@ -6,7 +6,6 @@ beads it leaves there to L-BFGS. Off (the default) it changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -83,12 +82,12 @@ def test_greedy_dss_connects_with_the_finish_where_the_default_stops(
     default = DSSConfig(max_steps=ADAM["max_steps"], max_rounds=14, keep_snapshots=False)
     plain = connect(space, a, b, LEVEL, default)
     assert not plain.connected and "could not reach its target" in plain.reason
-    finished = connect(space, a, b, LEVEL, replace(default, finish="lbfgs", finish_steps=500))
+    finished = connect(space, a, b, LEVEL, default.with_options(finish="lbfgs", finish_steps=500))
     assert finished.connected, finished.reason
     assert finished.max_loss <= LEVEL
     assert torch.equal(finished.beads[0], a) and torch.equal(finished.beads[-1], b)
     # off, whatever finish_steps says, the string is the default's, bit for bit
-    off = connect(space, a, b, LEVEL, replace(default, finish_steps=7))
+    off = connect(space, a, b, LEVEL, default.with_options(finish_steps=7))
     assert torch.equal(off.beads, plain.beads) and off.reason == plain.reason
 
 
@@ -97,8 +96,8 @@ def test_batched_strings_with_the_finish_give_what_each_gives_alone(
 ) -> None:
     space, _ = small
     a, b = pair
-    config = DSSConfig(max_steps=ADAM["max_steps"], max_rounds=3, finish="lbfgs", finish_steps=300,
-                       keep_snapshots=False)  # fmt: skip
+    config = DSSConfig.using("greedy", max_steps=ADAM["max_steps"], max_rounds=3, finish="lbfgs", finish_steps=300,
+                             keep_snapshots=False)  # fmt: skip
     together = connect_many(space, [(a, b), (b, a)], LEVEL, config, keys=[0, 1])
     alone = [connect_many(space, [(a, b)], LEVEL, config, keys=[0])[0],
              connect_many(space, [(b, a)], LEVEL, config, keys=[1])[0]]  # fmt: skip
@@ -109,24 +108,25 @@ def test_batched_strings_with_the_finish_give_what_each_gives_alone(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"finish": "newton"}, "finish must be one of none, lbfgs, got 'newton'"),
-        ({"finish": "lbfgs", "finish_steps": 0}, "finish_steps must be an integer in [1, inf), got 0"),
-        ({"finish_steps": 2.5}, "finish_steps must be an integer in [1, inf), got 2.5"),
-        ({"method": "constrained", "finish": "lbfgs"}, "finish is read by greedy DSS only; method is 'constrained'"),
+        ({"finish": "newton"}, "finder.options.finish must be one of none, lbfgs, got 'newton'"),
+        ({"finish": "lbfgs", "finish_steps": 0}, "finder.options.finish_steps must be an integer in [1, inf), got 0"),
+        ({"finish_steps": 2.5}, "finder.options.finish_steps must be an integer in [1, inf), got 2.5"),
     ],
 )
 def test_bad_finish_settings_name_the_key_and_the_valid_values(options: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidValue) as caught:
-        DSSConfig(**options)  # type: ignore[arg-type]
+        DSSConfig.using("greedy", **options)
     assert str(caught.value) == message
+    with pytest.raises(InvalidValue, match="path finder 'constrained' has no option finish; its options: spring, "):
+        DSSConfig.using("constrained", finish="lbfgs")
 
 
 def test_bad_finish_at_the_command_line_exits_2_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "run"
-    assert main(["connect", "dss.finish=bfgs", f"out={out}"]) == 2
-    assert "dss.finish must be one of none, lbfgs, got 'bfgs'" in capsys.readouterr().err
+    assert main(["connect", "dss.finder.options.finish=bfgs", f"out={out}"]) == 2
+    assert "dss.finder.options.finish must be one of none, lbfgs, got 'bfgs'" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -146,7 +146,7 @@ def test_train_beads_refuses_bad_finish_arguments(small: tuple[ParamSpace, Tenso
 def test_low_sweeps_load_and_train_the_shipped_sweeps_endpoints(name: str, first: int) -> None:
     low = load_config(SweepConfig, f"geodesics/sweep/low/{name}.yaml", [])
     shipped = load_config(SweepConfig, f"geodesics/sweep/{name}.yaml", [])
-    assert low.dss.finish == "lbfgs" and low.task.name == name
+    assert low.dss.finder.options["finish"] == "lbfgs" and low.task.name == name
     for k, threshold in enumerate(low.thresholds):
         assert shipped.thresholds[first + k] == threshold
         for p in range(low.pairs):
@@ -177,8 +177,8 @@ def test_greedy_dss_on_hyperplanes_keeps_every_new_bead_at_its_place_on_the_segm
 ) -> None:
     space, _ = small
     a, b = pair
-    config = DSSConfig(max_steps=ADAM["max_steps"], max_rounds=14, finish="lbfgs", finish_steps=500,
-                       hyperplane=True, bead_noise=0.0)  # fmt: skip
+    config = DSSConfig.using("greedy", max_steps=ADAM["max_steps"], max_rounds=14, finish="lbfgs", finish_steps=500,
+                             hyperplane=True, bead_noise=0.0)  # fmt: skip
     string = connect(space, a, b, 2.5 * LEVEL, config)
     assert string.connected, string.reason
     assert len(string.beads) > 3
@@ -199,8 +199,8 @@ def test_greedy_dss_on_hyperplanes_keeps_every_new_bead_at_its_place_on_the_segm
 
 
 def test_hyperplane_is_greedy_only() -> None:
-    with pytest.raises(InvalidValue, match="hyperplane is read by greedy DSS only"):
-        DSSConfig(method="constrained", hyperplane=True)
+    with pytest.raises(InvalidValue, match="path finder 'constrained' has no option hyperplane"):
+        DSSConfig.using("constrained", hyperplane=True)
 
 
 def test_a_restart_continues_a_bead_from_where_it_stopped(small: tuple[ParamSpace, Tensor]) -> None:
@@ -226,10 +226,10 @@ def test_a_restart_continues_a_bead_from_where_it_stopped(small: tuple[ParamSpac
 
 def test_bad_restarts_name_the_key_and_the_range() -> None:
     with pytest.raises(InvalidValue) as caught:
-        DSSConfig(restarts=-1)
-    assert str(caught.value) == "restarts must be an integer in [0, inf), got -1"
-    with pytest.raises(InvalidValue, match="restarts is read by greedy DSS only"):
-        DSSConfig(method="neb", restarts=1)
+        DSSConfig.using("greedy", restarts=-1)
+    assert str(caught.value) == "finder.options.restarts must be an integer in [0, inf), got -1"
+    with pytest.raises(InvalidValue, match="path finder 'neb' has no option restarts"):
+        DSSConfig.using("neb", restarts=1)
 
 
 def test_the_endpoint_finish_trains_what_adam_leaves_above_the_level(small: tuple[ParamSpace, Tensor]) -> None:

@@ -19,6 +19,7 @@ from geodesics import CurveConfig, DSSConfig, ParamSpace, SegmentMax, connect, s
 from geodesics.cli import main
 from geodesics.commands import SweepConfig
 from geodesics.finders.common import new_bead
+from geodesics.finders.settings import GreedyConfig
 from tests.geodesics.toys import AnalyticTask, annulus
 
 PRESETS = Path(__file__).resolve().parents[2] / "configs" / "geodesics" / "sweep" / "paper"
@@ -32,7 +33,9 @@ def paper_dss(task: str = "poly_quadratic") -> DSSConfig:
 def test_the_new_options_at_their_defaults_give_the_certified_run_bit_for_bit() -> None:
     space = ParamSpace(AnalyticTask(annulus))
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 0.0])
-    explicit = DSSConfig(accept_factor=1.0, split_chord=False, curve=CurveConfig(include_end=True, bound=True))
+    explicit = DSSConfig.using(
+        "greedy", accept_factor=1.0, split_chord=False, curve=CurveConfig(include_end=True, bound=True)
+    )
     implicit, spelled = connect(space, a, b, 0.02, DSSConfig()), connect(space, a, b, 0.02, explicit)
     assert torch.equal(implicit.beads, spelled.beads) and torch.equal(implicit.segment_upper, spelled.segment_upper)
     # the numbers of the run before the options existed (measured at the parent commit, same machine)
@@ -44,7 +47,7 @@ def test_the_new_options_at_their_defaults_give_the_certified_run_bit_for_bit() 
 
 def test_the_preset_puts_its_first_bead_at_the_chords_midpoint_even_when_the_chord_passes() -> None:
     config = paper_dss()
-    assert config.t_star == "midpoint" and config.bead_noise == 0 and config.split_chord
+    assert config.t_star == "midpoint" and config.bead_noise == 0 and config.options(GreedyConfig).split_chord
     a, b = torch.tensor([0.0, 0.0]), torch.tensor([1.0, 2.0])
     off_centre = SegmentMax(t=0.2, value=1.0, tolerance=0.0, evaluations=1)
     assert torch.equal(new_bead(a, b, off_centre, config, torch.Generator()), torch.lerp(a, b, 0.5))
@@ -52,7 +55,7 @@ def test_the_preset_puts_its_first_bead_at_the_chords_midpoint_even_when_the_cho
     frozen = replace(config, max_steps=1, lr=1e-12, check_every=1)
     split = connect(flat, a, b, 0.1, frozen)
     assert split.connected and split.num_beads == 3 and torch.allclose(split.beads[1], torch.lerp(a, b, 0.5))
-    assert connect(flat, a, b, 0.1, replace(frozen, split_chord=False)).num_beads == 2
+    assert connect(flat, a, b, 0.1, frozen.with_options(split_chord=False)).num_beads == 2
 
 
 def spike_before_the_end(theta: torch.Tensor) -> torch.Tensor:
@@ -69,7 +72,7 @@ def broad_bump(theta: torch.Tensor) -> torch.Tensor:
 def test_the_paper_check_accepts_a_segment_the_certified_check_refuses(fn) -> None:
     space = ParamSpace(AnalyticTask(fn))
     a, b = torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0])
-    paper = replace(paper_dss(), split_chord=False, max_rounds=0)
+    paper = replace(paper_dss().with_options(split_chord=False), max_rounds=0)
     (grid,) = segment_maxima(space, a[None], b[None], paper.curve)
     (certified,) = segment_maxima(space, a[None], b[None], CurveConfig())
     assert grid.tolerance == 0 and grid.evaluations == 100 and grid.t < 1
@@ -89,12 +92,18 @@ def test_the_paper_grid_never_reaches_t1_and_spaces_its_points_by_one_hundredth(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["dss.accept_factor=0.5"], "dss.accept_factor must be a finite number in [1, inf), got 0.5"),
-        (["dss.accept_factor=nan"], "dss.accept_factor must be a finite number in [1, inf)"),
-        (["dss.method=neb", "dss.accept_factor=1.1"], "dss.accept_factor is read by greedy DSS only"),
         (
-            ["dss.method=bezier", "dss.accept_factor=1", "dss.split_chord=true"],
-            "dss.split_chord is read by greedy DSS only",
+            ["dss.finder.options.accept_factor=0.5"],
+            "dss.finder.options.accept_factor must be a finite number in [1, inf), got 0.5",
+        ),
+        (
+            ["dss.finder.options.accept_factor=nan"],
+            "dss.finder.options.accept_factor must be a finite number in [1, inf)",
+        ),
+        (["dss.finder=neb", "dss.finder.options.accept_factor=1.1"], "path finder 'neb' has no option accept_factor"),
+        (
+            ["dss.finder=bezier", "dss.finder.options.split_chord=true"],
+            "path finder 'bezier' has no option split_chord; its options: bends, samples, points, lr",
         ),
         (["train_lr=-1"], "train_lr must be a finite number in [0, inf), got -1"),
         (["train_optimizer=nope"], "train_optimizer must be empty or a registered optimizer"),
@@ -118,7 +127,7 @@ def test_the_presets_load_with_the_reference_conventions() -> None:
         sweep = load_config(SweepConfig, PRESETS / f"{task}.yaml")
         assert sweep.task.name == task and sweep.train_optimizer == "adam" and sweep.train_lr == 1e-3
         dss = sweep.dss
-        assert (dss.optimizer, dss.lr, dss.accept_factor) == ("adam", 1e-3, 1.1)
+        assert (dss.optimizer, dss.lr, dss.options(GreedyConfig).accept_factor) == ("adam", 1e-3, 1.1)
         assert (dss.curve.num_points, dss.curve.include_end, dss.curve.refine_rounds, dss.curve.bound) == (
             100, False, 0, False,
         )  # fmt: skip

@@ -8,6 +8,7 @@ arithmetic is checked on its own.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -33,7 +34,8 @@ SEGMENT_CHECK = 64 + 2 * 4 * 8  # evaluations of one certified segment with the 
 def settings(method: str, **overrides: object) -> DSSConfig:
     """Settings under which each finder connects the annulus at L0 = 0.01 (the chain needs three bends)."""
     bends = 3 if method == "polychain" else 1
-    return DSSConfig(method=method, check_every=1, trained_curve=TrainedCurveConfig(bends=bends), **overrides)
+    curve = {"bends": bends} if method in ("bezier", "polychain") else {}
+    return DSSConfig.using(method, check_every=1, **curve, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def test_a_convex_task_gives_the_chord_at_length_one(method: str) -> None:
     task = envs.make_task("quadratic")
     space = ParamSpace(task)
     a, b = train_to_threshold(task, 0, 2.5), train_to_threshold(task, 1, 2.5)
-    string = connect(space, a, b, 2.5, DSSConfig(method=method))
+    string = connect(space, a, b, 2.5, DSSConfig.using(method))
     assert string.connected and string.num_beads == 2
     assert string.normalized_length == pytest.approx(1.0, abs=1e-12)
     assert torch.equal(string.beads[0], a) and torch.equal(string.beads[1], b)
@@ -75,7 +77,7 @@ def test_a_convex_task_gives_the_chord_at_length_one(method: str) -> None:
 @pytest.mark.parametrize("method", FINDERS)
 def test_the_appendix_e_pair_is_not_connected_and_says_why(method: str, appendix_e) -> None:  # noqa: ANN001
     space, a, b = appendix_e
-    string = connect(space, a, b, 0.01, DSSConfig(method=method, max_rounds=2, max_steps=200))
+    string = connect(space, a, b, 0.01, DSSConfig.using(method, max_rounds=2, max_steps=200))
     assert not string.connected and string.reason and string.failure
     assert torch.equal(string.beads[0], a) and torch.equal(string.beads[-1], b)
     assert string.max_loss_upper > 0.01
@@ -102,7 +104,7 @@ def _overshoot(config: DSSConfig, method: str, points: int) -> int:
         return int(points * (config.max_steps * (1 + 1 / config.check_every) + 1)) + certify
     if method == "neb":  # checked before each iteration: one iteration, its check and the ends' energies
         return 2 * points + 2 + certify
-    return config.trained_curve.samples + points + certify  # a training step and its vertex check
+    return config.options(TrainedCurveConfig).samples + points + certify  # a training step and its vertex check
 
 
 @pytest.mark.parametrize("method", FINDERS)
@@ -216,15 +218,30 @@ def test_curve_weights_give_the_papers_curves() -> None:
     torch.testing.assert_close(curve_points(bezier_weights(ts[5:6], 1), a, b, c), torch.tensor([[1.0, 1.0]]))
 
 
-def test_nested_settings_load_validate_and_rebuild_from_a_saved_dict() -> None:
-    cfg = load_config(ConnectConfig, None, ["dss.method=neb", "dss.neb.initial_images=5", "dss.trained_curve.bends=2"])
-    assert cfg.dss.neb.initial_images == 5 and cfg.dss.trained_curve.bends == 2
-    with pytest.raises(ConfigError, match=r"dss.trained_curve.bends must be an integer in \[1, inf\)"):
-        load_config(ConnectConfig, None, ["dss.trained_curve.bends=0"])
+def test_a_finders_options_load_validate_and_rebuild_from_a_saved_dict(capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_config(ConnectConfig, None, ["dss.finder=neb", "dss.finder.options.initial_images=5"])
+    assert cfg.dss.options(NEBConfig) == NEBConfig(initial_images=5)
+    assert cfg.dss.finder.options == dataclasses.asdict(NEBConfig(initial_images=5))  # spelled out
+    with pytest.raises(ConfigError, match=r"dss.finder.options.bends must be an integer in \[1, inf\)"):
+        load_config(ConnectConfig, None, ["dss.finder=bezier", "dss.finder.options.bends=0"])
+    with pytest.raises(ConfigError, match="path finder 'greedy' has no option bends; its options: accept_factor"):
+        load_config(ConnectConfig, None, ["dss.finder.options.bends=2"])
     with pytest.raises(ConfigError, match="dss.max_evaluations"):
         load_config(ConnectConfig, None, ["dss.max_evaluations=-1"])
-    rebuilt = DSSConfig(**{**DSSConfig().__dict__, "neb": {"climb": False}, "trained_curve": {"samples": 4}})
-    assert rebuilt.neb == NEBConfig(climb=False) and rebuilt.trained_curve == TrainedCurveConfig(samples=4)
+    with pytest.raises(TypeError, match="path finder 'neb' has options NEBConfig, not TrainedCurveConfig"):
+        cfg.dss.options(TrainedCurveConfig)
+    assert DSSConfig.from_dict(dataclasses.asdict(cfg.dss)) == cfg.dss
+    capsys.readouterr()
+    # the older flat shape, on the command line and in a saved dict: the same settings, one deprecation line
+    old = load_config(ConnectConfig, None, ["dss.method=neb", "dss.neb.initial_images=5"])
+    assert old.dss == cfg.dss
+    assert capsys.readouterr().err.splitlines() == [
+        "deprecated config keys, read as their new names: dss.method -> dss.finder.name, dss.neb -> dss.finder.options"
+    ]
+    flat = {"method": "neb", "neb": {"initial_images": 5}, "trained_curve": {"samples": 4}, "accept_factor": 1.0}
+    assert DSSConfig.from_dict(flat) == cfg.dss  # another finder's settings were never read: dropped
+    curve = DSSConfig.from_dict({"method": "polychain", "trained_curve": {"samples": 4}, "spring": 0.0})
+    assert curve.options(TrainedCurveConfig) == TrainedCurveConfig(samples=4)
 
 
 def test_a_trained_curve_step_samples_t_once_per_stratum_and_averages_its_gradients() -> None:
@@ -234,7 +251,7 @@ def test_a_trained_curve_step_samples_t_once_per_stratum_and_averages_its_gradie
 
     space = ParamSpace.from_task(envs.make_task("poly_cubic"))
     a, b = space.flatten(space.task.init_model(0)), space.flatten(space.task.init_model(1))
-    config = DSSConfig(method="polychain", optimizer="sgd", bead_noise=0.0)  # SGD: the gradient's scale shows
+    config = DSSConfig.using("polychain", optimizer="sgd", bead_noise=0.0)  # SGD: the gradient's scale shows
     curve, twin = (curves._Curve(space, a, b, 0, config, "polychain") for _ in range(2))
     assert curve.bends == 1
     seen: dict[str, torch.Tensor] = {}

@@ -9,6 +9,7 @@ import pytest
 
 from geodesics.cli import main as geodesics_main
 from geodesics.finders.base import FINDERS
+from geodesics.path import BeadString
 from metaopt.cli import main as metaopt_main
 from metaopt.objectives.registry import OBJECTIVES
 
@@ -20,11 +21,30 @@ register_objective("user_loss_{tag}", loss_objective)
 '''
 
 FINDER_MODULE = '''
-"""A user's path finder with its own module: greedy DSS under another name."""
-from geodesics.finders import register_finder
+"""A user's path finder with its own module and options: greedy DSS with at most bead_limit beads."""
+import dataclasses
+
+from envs.errors import InvalidValue
+from geodesics.finders import FinderChoice, register_finder
 from geodesics.finders.greedy import connect_greedy
 
-register_finder("user_greedy_{tag}", connect_greedy, level_profiles=True)
+
+@dataclasses.dataclass
+class Options:
+    bead_limit: int = 5
+
+    def __post_init__(self):
+        if self.bead_limit < 2:
+            raise InvalidValue(Options, "bead_limit", self.bead_limit, "must be at least 2")
+
+
+def connect_capped(space, pairs, thresholds, losses, keys, config):
+    limit = min(config.max_beads, config.options(Options).bead_limit)
+    greedy = dataclasses.replace(config, finder=FinderChoice("greedy"), max_beads=limit)
+    return connect_greedy(space, pairs, thresholds, losses, keys, greedy)
+
+
+register_finder("user_capped_{tag}", connect_capped, config=Options, level_profiles=True)
 '''
 
 
@@ -49,17 +69,23 @@ def test_metaopt_train_imports_a_users_objective_from_the_working_directory(
         OBJECTIVES.unregister(f"user_loss_{name}")  # the registries are global: leave them as the other tests expect
 
 
-def test_geodesics_connect_imports_a_users_path_finder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_geodesics_connect_imports_a_users_path_finder_with_its_own_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     name = _module(tmp_path, "my_finder_a", FINDER_MODULE)
     out = tmp_path / "run"
-    argv = ["connect", "geodesics/connect/poly_cubic.yaml", f"imports=[{name}]", f"dss.method=user_greedy_{name}",
-            "device=cpu", "threshold=0.1", "dss.max_rounds=3", f"out={out}"]  # fmt: skip
+    argv = ["connect", "geodesics/connect/poly_cubic.yaml", f"imports=[{name}]", f"dss.finder.name=user_capped_{name}",
+            "device=cpu", "threshold=0.03", "dss.max_rounds=3", f"out={out}"]  # fmt: skip
     try:
-        assert geodesics_main(argv) == 0
-        assert (out / "string.pt").is_file()
+        assert geodesics_main([*argv, "dss.finder.options.bead_limit=1"]) == 2  # its own check, by its full key
+        assert "dss.finder.options.bead_limit must be at least 2" in capsys.readouterr().err and not out.exists()
+        assert geodesics_main([*argv, "dss.finder.options.bead_limit=3"]) == 0
+        string = BeadString.load(out / "string.pt")
+        assert string.num_beads <= 3 and "bead_limit: 3" in (out / "config.yaml").read_text()
+        assert not string.connected and "max_beads=3" in string.reason  # poly_cubic at 0.03 needs more beads
     finally:
-        FINDERS.unregister(f"user_greedy_{name}")
+        FINDERS.unregister(f"user_capped_{name}")
 
 
 def test_a_module_that_cannot_be_imported_is_one_message_and_nothing_is_written(

@@ -37,8 +37,8 @@ TRAIN = ["train", "metaopt/quadratic.yaml"]
         ([*TRAIN, "objective.name=geodesic"], "bad value for targets: objective.name=geodesic imitates target points"),
         ([*TRAIN, "objective.name=geodesic", "targets=/nonexistent/run"], "bad value for targets: no target shards in"),
         (
-            ["targets", "metaopt/targets/poly_cubic.yaml", "level=descent", "dss.method=neb"],
-            "bad value for dss.method: dss.method must be one of constrained, greedy",
+            ["targets", "metaopt/targets/poly_cubic.yaml", "level=descent", "dss.finder=neb"],
+            "bad value for dss.finder.name: dss.finder.name must be one of constrained, greedy",
         ),
     ],
 )
