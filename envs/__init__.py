@@ -16,23 +16,23 @@ from envs import gym as _gym  # noqa: F401  (registers the reference tasks' Gymn
 from envs.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from envs.contract import TaskContractError, check_task
     from envs.errors import ConfigError, DataNotFoundError, TaskError
     from envs.gym import ENV_IDS, LR_ENV_IDS, LRControlEnv, OptimizeeEnv, OptimizerPolicy
-    from envs.registry import get_task_class, list_tasks, make_task, register_task, task_from_spec
     from envs.task import Batch, Recipe, Task
+    from envs.task.contract import TaskContractError, check_task
+    from envs.task.registry import get_task_class, list_tasks, make_task, register_task, task_from_spec
     from envs.training.fit import FitResult, fit
     from envs.training.optim import list_optimizers, make_optimizer, register_optimizer
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "envs.contract": ["TaskContractError", "check_task"],
+        "envs.task.contract": ["TaskContractError", "check_task"],
         "envs.errors": ["ConfigError", "DataNotFoundError", "TaskError"],
         "envs.training.fit": ["FitResult", "fit"],
         "envs.gym": ["ENV_IDS", "LR_ENV_IDS", "LRControlEnv", "OptimizeeEnv", "OptimizerPolicy"],
         "envs.training.optim": ["list_optimizers", "make_optimizer", "register_optimizer"],
-        "envs.registry": ["get_task_class", "list_tasks", "make_task", "register_task", "task_from_spec"],
+        "envs.task.registry": ["get_task_class", "list_tasks", "make_task", "register_task", "task_from_spec"],
         "envs.task": ["Batch", "Recipe", "Task"],
     },
 )

@@ -20,9 +20,9 @@ for task in digits_mlp poly_cubic; do
   fi
   metaopt train "configs/metaopt/$task.yaml" "${loss_args[@]}" device="$device" \
     "$(resume_or_out "runs/ablation/$task-loss")"
-  metaopt train "configs/metaopt/geodesic/$task.yaml" objective.loss_weight=0.0 device="$device" \
+  metaopt train "configs/metaopt/geodesic/$task.yaml" objective.options.loss_weight=0.0 device="$device" \
     "$(resume_or_out "runs/ablation/$task-geodesic")"
-  metaopt train "configs/metaopt/geodesic/$task.yaml" objective.loss_weight=0.05 device="$device" \
+  metaopt train "configs/metaopt/geodesic/$task.yaml" objective.options.loss_weight=0.05 device="$device" \
     "$(resume_or_out "runs/ablation/$task-mixed")"
   if [ "$task" = digits_mlp ]; then  # the control: the loss objective on the dataset windows, no imitation
     metaopt train "configs/metaopt/geodesic/$task.yaml" objective.name=loss device="$device" \

@@ -18,11 +18,11 @@ metaopt targets configs/metaopt/targets/digits_mlp.yaml seeds=32 level=between q
   out="$root/targets-between" device="$device"
 declare -A arm_args=(
   [loss]="targets=$root/targets-between objective.name=loss"
-  [teacher]="targets=$root/targets-between objective.name=teacher objective.loss_weight=0.0"
-  [chord]="targets=$root/targets-start objective.name=geodesic objective.loss_weight=0.0"
-  [bent]="targets=$root/targets-between objective.name=geodesic objective.loss_weight=0.0"
-  [bent_loss]="targets=$root/targets-between objective.name=geodesic objective.loss_weight=0.05"
-  [chord_loss]="targets=$root/targets-start objective.name=geodesic objective.loss_weight=0.05"
+  [teacher]="targets=$root/targets-between objective.name=teacher objective.options.loss_weight=0.0"
+  [chord]="targets=$root/targets-start objective.name=geodesic objective.options.loss_weight=0.0"
+  [bent]="targets=$root/targets-between objective.name=geodesic objective.options.loss_weight=0.0"
+  [bent_loss]="targets=$root/targets-between objective.name=geodesic objective.options.loss_weight=0.05"
+  [chord_loss]="targets=$root/targets-start objective.name=geodesic objective.options.loss_weight=0.05"
 )
 for arm in loss teacher chord bent bent_loss chord_loss; do
   for seed in 0 1 2; do

@@ -15,7 +15,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from envs.registry import task_from_spec
+from envs.task.registry import task_from_spec
 from geodesics import BeadString, CurveConfig, ParamSpace, segment_maxima
 
 

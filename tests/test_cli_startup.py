@@ -101,7 +101,7 @@ def test_the_task_registry_loads_the_reference_tasks_when_consulted_directly() -
 import dataclasses
 import importlib
 import json
-from envs.registry import make_task
+from envs.task.registry import make_task
 task = make_task("quadratic")
 print(json.dumps({"task": task.name}))
 """

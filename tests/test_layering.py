@@ -51,3 +51,21 @@ def test_the_foundations_old_module_names_are_the_moved_modules(name: str) -> No
     import importlib
 
     assert importlib.import_module(f"envs.{name}") is importlib.import_module(f"envs.training.{name}")
+
+
+@pytest.mark.parametrize("name", ["registry", "contract", "nn"])
+def test_the_task_modules_old_names_are_the_moved_modules(name: str) -> None:
+    import importlib
+
+    assert importlib.import_module(f"envs.{name}") is importlib.import_module(f"envs.task.{name}")
+
+
+TASK_SIDE = [p for package in ("envs/task", "envs/tasks", "envs/data") for p in files(package)]
+
+
+@pytest.mark.parametrize("path", TASK_SIDE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_tasks_and_data_never_import_the_training_loop_or_the_run_tooling(path: Path) -> None:
+    """What a task is stands apart from how it is trained and from the command lines (the generic registry apart)."""
+    modules = imported_modules(path)
+    assert not [m for m in modules if under(m, "envs.training") or under(m, "envs.commands")]
+    assert not [m for m in modules if under(m, "envs.tooling") and m != "envs.tooling.registry"]

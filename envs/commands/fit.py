@@ -8,7 +8,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from envs.registry import make_task
+from envs.task.registry import make_task
 from envs.tooling.config import RunOptions, TaskConfig
 from envs.tooling.runs import Run, atomic_torch_save
 from envs.training.fit import fit

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import gymnasium as gym
 
 from envs.lazy import lazy_exports
-from envs.registry import get_task_class, list_tasks
+from envs.task.registry import get_task_class, list_tasks
 
 if TYPE_CHECKING:
     from envs.gym.lr_env import LRControlEnv

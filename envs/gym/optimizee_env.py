@@ -11,8 +11,8 @@ import torch
 from gymnasium import spaces
 from typing_extensions import override
 
-from envs.registry import make_task
 from envs.task import Task
+from envs.task.registry import make_task
 
 __all__ = ["OptimizeeEnv"]
 

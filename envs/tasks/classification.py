@@ -20,9 +20,9 @@ from typing_extensions import override
 
 from envs.data import load_cifar10, load_digits_split, load_mnist
 from envs.errors import TaskError
-from envs.nn import ACTIVATIONS, mlp
-from envs.registry import register_task
 from envs.task import Batch, Recipe, Task, minibatches
+from envs.task.nn import ACTIVATIONS, mlp
+from envs.task.registry import register_task
 
 __all__ = [
     "Cifar10CNNTask",

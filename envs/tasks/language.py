@@ -18,10 +18,10 @@ from typing_extensions import override
 
 from envs.data import load_ptb, python_docs_text
 from envs.errors import TaskError
-from envs.nn import CharLSTM
-from envs.registry import register_task
 from envs.seeding import generator
 from envs.task import Batch, Recipe, Task
+from envs.task.nn import CharLSTM
+from envs.task.registry import register_task
 
 __all__ = ["CharLMOptions", "CharLMTask", "PTBOptions", "PTBTask"]
 

@@ -16,10 +16,10 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from envs.nn import mlp
-from envs.registry import register_task
 from envs.seeding import generator
 from envs.task import Batch, Recipe, Task, full_batches
+from envs.task.nn import mlp
+from envs.task.registry import register_task
 
 __all__ = ["PolyCubicTask", "PolyQuadraticTask", "PolynomialOptions"]
 

@@ -16,9 +16,9 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from envs.registry import register_task
 from envs.seeding import generator
 from envs.task import Batch, Recipe, Task, full_batches
+from envs.task.registry import register_task
 
 __all__ = ["QuadraticModel", "QuadraticOptions", "QuadraticTask"]
 

@@ -22,9 +22,9 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from envs.errors import TaskError
-from envs.nn import ACTIVATIONS, mlp
-from envs.registry import register_task
 from envs.task import Batch, Recipe, Task, minibatches
+from envs.task.nn import ACTIVATIONS, mlp
+from envs.task.registry import register_task
 
 __all__ = ["DATASETS", "TabularMLPOptions", "TabularMLPTask", "load_table", "split_rows"]
 

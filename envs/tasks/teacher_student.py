@@ -18,10 +18,10 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from envs.nn import ACTIVATIONS, mlp
-from envs.registry import register_task
 from envs.seeding import generator
 from envs.task import Batch, Recipe, Task, full_batches
+from envs.task.nn import ACTIVATIONS, mlp
+from envs.task.registry import register_task
 
 __all__ = ["TeacherStudentOptions", "TeacherStudentTask"]
 

@@ -255,9 +255,13 @@ def _upgrade_node(schema: type, node: DictConfig, prefix: str, notes: dict[str, 
     hook = getattr(schema, "upgrade_node", None)
     if hook is not None:
         hook(node, prefix, notes)
+    hints = typing.get_type_hints(schema)
     for name in _choice_fields(schema):
         if name in node and isinstance(node[name], str):
             node[name] = {"name": node[name]}
+        choice_hook = getattr(hints[name], "upgrade_node", None)  # a choice with older keys of its own
+        if choice_hook is not None and name in node and isinstance(node[name], DictConfig):
+            choice_hook(node[name], f"{prefix}{name}.", notes)
     for old, new in getattr(schema, "RENAMED_KEYS", {}).items():
         if old in node:
             value = node.pop(old)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 __all__ = ["Choice", "Entry", "Registry"]
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,20 @@ class Choice:
     """The entry's options (the fields of its Config dataclass)."""
 
     registry: ClassVar[str] = ""
-    """Where the registry lives, ``"module:attribute"`` (imported only for ``--help``)."""
+    """Where the registry lives, ``"module:attribute"`` (imported only for ``--help`` and :meth:`config_as`)."""
+
+    def config_as(self, kind: type[C]) -> C:
+        """The chosen entry's options as its ``Config`` (``kind``: the dataclass it was registered with).
+
+        Raises:
+            TypeError: the entry's options are another dataclass (code reading another entry's options).
+        """
+        from envs.lazy import resolve
+
+        own = resolve(self.registry).config(self.name, self.options)
+        if not isinstance(own, kind):
+            raise TypeError(f"{self.name!r} has options {type(own).__name__}, not {kind.__name__}")
+        return own
 
 
 class Registry(Generic[T]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from envs.registry import task_from_spec
+from envs.task.registry import task_from_spec
 from envs.tooling.config import RunOptions
 from geodesics.path import BeadString
 from geodesics.plots import plot_path_loss, plot_snapshots, plot_string_pca

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from envs.registry import make_task
+from envs.task.registry import make_task
 from geodesics.alignment import check_alignable
 from geodesics.endpoints import PROGRESS
 from geodesics.space import ParamSpace

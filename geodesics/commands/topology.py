@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.errors import ConfigError, InvalidValue
-from envs.registry import get_task_class, make_task
+from envs.task.registry import get_task_class, make_task
 from envs.tooling import distributed
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.plots import save_figure, subplots

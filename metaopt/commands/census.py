@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from envs.errors import InvalidValue
-from envs.registry import make_task
+from envs.task.registry import make_task
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.plots import save_figure, subplots
 from envs.tooling.runs import Run

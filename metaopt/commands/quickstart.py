@@ -45,7 +45,7 @@ __all__ = ["QuickstartConfig", "run_quickstart"]
 
 def _train() -> TrainConfig:
     return TrainConfig(
-        tasks=[FamilyTaskConfig(name="digits_mlp")], objective=ObjectiveConfig(name="geodesic", loss_weight=0.05)
+        tasks=[FamilyTaskConfig(name="digits_mlp")], objective=ObjectiveConfig("geodesic", {"loss_weight": 0.05})
     )
 
 

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from envs.errors import InvalidValue
-from envs.registry import make_task
+from envs.task.registry import make_task
 from envs.tooling import distributed
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.plots import save_figure, subplots

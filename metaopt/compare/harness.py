@@ -28,8 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from envs.errors import ConfigError
-from envs.registry import make_task
 from envs.task import Task
+from envs.task.registry import make_task
 from envs.tooling import distributed
 from envs.tooling.runs import Run
 from envs.training.functional import FunctionalOptimizer, functional_from_spec

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from metaopt.inner.unroll import Trajectory
 from metaopt.objectives.loss import optimizee_loss
-from metaopt.objectives.registry import Objective, ObjectiveConfig
+from metaopt.objectives.registry import ImitationOptions, Objective, ObjectiveConfig
 
 __all__ = ["geodesic_objective", "imitation_loss", "teacher_objective"]
 
@@ -44,6 +44,7 @@ def imitation_loss(iterates: Tensor, targets: Tensor) -> Tensor:
 
 def _imitation_objective(config: ObjectiveConfig, key: str) -> Objective:
     """Imitation of the points ``trajectory.context[key]`` plus ``loss_weight`` x L2L."""
+    weight = config.config_as(ImitationOptions).loss_weight
 
     def objective(trajectory: Trajectory) -> Tensor:
         targets = trajectory.context.get(key)
@@ -52,8 +53,8 @@ def _imitation_objective(config: ObjectiveConfig, key: str) -> Objective:
                 f"the {config.name} objective needs dataset windows: train with targets=<metaopt targets run>"
             )
         value = imitation_loss(trajectory.iterates, targets.to(trajectory.iterates))
-        if config.loss_weight:
-            value = value + config.loss_weight * optimizee_loss(trajectory, config.loss_weights)
+        if weight:
+            value = value + weight * optimizee_loss(trajectory, config.loss_weights)
         return value
 
     return objective

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from envs.registry import task_from_spec
 from envs.task import Task
+from envs.task.registry import task_from_spec
 
 __all__ = [
     "FEATURES",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from envs.errors import InvalidValue
-from envs.registry import get_task_class, validate_options
+from envs.task.registry import get_task_class, validate_options
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 from envs.tooling.registry import Choice
 from metaopt.compare.config import DEFAULT_LR_GRID
@@ -95,7 +95,8 @@ class TrainConfig(RunOptions):
     """Configuration of ``metaopt train`` (the files under ``configs/metaopt/``)."""
 
     RENAMED_KEYS: ClassVar[dict[str, str]] = {
-        "net": "rule.options", "rule_options": "rule.options", "estimator_options": "estimator.options"
+        "net": "rule.options", "rule_options": "rule.options", "estimator_options": "estimator.options",
+        "objective.loss_weight": "objective.options.loss_weight",
     }  # fmt: skip
     """Keys of older configs and run directories, read at their new place."""
 

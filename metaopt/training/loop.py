@@ -34,8 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from envs.devices import resolve_device, resolve_dtype
-from envs.registry import make_task
 from envs.seeding import seeded
+from envs.task.registry import make_task
 from envs.tooling import distributed
 from envs.tooling.runs import Run
 from metaopt.checkpoint import load_checkpoint, load_weights, save_checkpoint

@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from envs.errors import ConfigError, TaskError
-from envs.registry import get_task_class, make_task, validate_options
+from envs.task.registry import get_task_class, make_task, validate_options
 from metaopt.objectives.registry import needs_held_out, needs_targets
 from metaopt.rules.registry import make_rule
 from metaopt.targets.dataset import TargetDataset, TargetsError

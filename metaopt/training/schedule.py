@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from envs.registry import make_task, task_from_spec
 from envs.seeding import generator
 from envs.task import Task
+from envs.task.registry import make_task, task_from_spec
 from envs.training.fit import fit
 from geodesics import DSSConfig, ParamSpace, connect
 from metaopt.inner import InnerState, advance, start_episode, start_window

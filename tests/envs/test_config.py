@@ -34,7 +34,7 @@ def test_task_configs_name_their_task_with_valid_options(path: Path) -> None:
     cfg = load_config(FitConfig, path)
     assert cfg.task.name == path.stem
     cls = envs.get_task_class(cfg.task.name)
-    envs.registry.validate_options(cls, cfg.task.options)
+    envs.task.registry.validate_options(cls, cfg.task.options)
 
 
 def test_every_task_has_a_config() -> None:

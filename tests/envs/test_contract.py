@@ -11,9 +11,9 @@ import torch
 from torch import Tensor, nn
 
 import envs
-from envs.contract import TaskContractError, check_task
-from envs.registry import TASKS
 from envs.task import Batch, Recipe, Task, full_batches
+from envs.task.contract import TaskContractError, check_task
+from envs.task.registry import TASKS
 from envs.tasks.classification import DigitsMLPTask
 
 

@@ -34,7 +34,7 @@ def test_every_task_is_registered_under_the_namespace() -> None:
 
 
 def test_a_task_registered_later_gets_its_ids() -> None:
-    from envs.registry import TASKS
+    from envs.task.registry import TASKS
     from envs.tasks.quadratic import QuadraticTask
 
     @envs.register_task

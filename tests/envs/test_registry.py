@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from envs.registry import TASKS
+from envs.task.registry import TASKS
 from envs.tooling.registry import Registry
 from envs.training.optim import OPTIMIZERS, get_optimizer_spec, register_optimizer
 from geodesics.finders.base import FINDERS

@@ -8,6 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from envs.errors import InvalidValue
 from envs.tooling.config import load_config, saved_as_today
 from geodesics import ParamSpace, connect
 from geodesics.cli import main
@@ -39,6 +40,10 @@ def test_a_finder_reads_only_its_own_options_and_the_shared_settings() -> None:
     assert DSSConfig(finder=FinderChoice("greedy", {"restarts": 1})).options(GreedyConfig).restarts == 1
     with pytest.raises(TypeError, match="not GreedyConfig"):
         config.options(GreedyConfig)
+    with pytest.raises(InvalidValue, match=r"finder.options.stages must be an integer in \[1, inf\), got 0"):
+        DSSConfig.using("constrained", stages=0)
+    with pytest.raises(InvalidValue, match=r"finder.options.kappa must be a finite number in \[0, inf\)"):
+        DSSConfig.using("constrained", kappa=-1.0)
     # the same finder and options give the same string, whichever way the settings were spelled
     space = ParamSpace(AnalyticTask(annulus))
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 0.0])

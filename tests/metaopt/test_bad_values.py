@@ -33,7 +33,10 @@ TRAIN = ["train", "metaopt/quadratic.yaml"]
         ([*TRAIN, "rule.options.hidden_size=0"], "rule.options.hidden_size must be an integer in [1, inf), got 0"),
         ([*TRAIN, "estimator=es", "estimator.options={sigma: 0}"], "estimator.options.sigma must be a finite number"),
         ([*TRAIN, "rule=mlp", "rule.options={hidden_size: 1}"], "rule.options.hidden_size must be an integer in [2"),
-        ([*TRAIN, "objective.loss_weight=nan"], "objective.loss_weight must be a finite number in [0, inf), got nan"),
+        (
+            [*TRAIN, "objective.name=teacher", "objective.options.loss_weight=-1"],
+            "objective.options.loss_weight must be a finite number in [0, inf), got -1",
+        ),
         (["targets", "steps=0"], "steps must be an integer in [1, inf), got 0"),
         (["targets", "seeds=0"], "seeds must be an integer in [1, inf), got 0"),
         (["targets", "lr=-0.1"], "lr must be a finite number in [0, inf), got -0.1"),

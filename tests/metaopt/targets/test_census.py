@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from envs.registry import make_task
+from envs.task.registry import make_task
 from envs.tooling.config import load_config
 from geodesics import CurveConfig, DSSConfig, ParamSpace
 from metaopt.commands import census as census_command

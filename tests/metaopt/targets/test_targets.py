@@ -138,8 +138,8 @@ def test_warm_state_is_the_network_run_over_the_base_gradients() -> None:
 
 def test_geodesic_meta_training_runs_from_the_dataset(dataset_dir: Path, tmp_path: Path) -> None:
     overrides = [
-        f"targets={dataset_dir}", "objective.name=geodesic", "objective.loss_weight=0.1", "truncation=10", "steps=30",
-        "episodes=3", "meta_batch=2", "val_every=3", "val_seeds=2", "tune_seeds=1", "lr_grid=[0.01,0.1]",
+        f"targets={dataset_dir}", "objective.name=geodesic", "objective.options.loss_weight=0.1", "truncation=10",
+        "steps=30", "episodes=3", "meta_batch=2", "val_every=3", "val_seeds=2", "tune_seeds=1", "lr_grid=[0.01,0.1]",
         "tasks=[{name: poly_cubic}]", "device=cpu", "warm_start=true", "on_policy_every=2", f"out={tmp_path / 'run'}",
     ]  # fmt: skip
     metrics = run_train(load_config(TrainConfig, "metaopt/quadratic.yaml", overrides))

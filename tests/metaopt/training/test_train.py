@@ -16,6 +16,7 @@ from envs.tooling.config import load_config
 from metaopt import CoordinateLSTM, TrainConfig, load_net, optimizee_loss, register_objective, start_episode, unroll
 from metaopt.cli import main
 from metaopt.commands.train import resume_config, run_train
+from metaopt.objectives import ImitationOptions, ObjectiveConfig, make_objective
 from metaopt.training import FAR_WORSE_RATIO, MetaTrainingError, far_worse_than_adam
 from tests.metaopt.sizes import TINY_TRAIN
 
@@ -47,6 +48,30 @@ def test_configs_of_the_older_shape_load_as_today_with_one_deprecation_line(
     assert load_config(TrainConfig, new, ["rule.name=mlp"]).rule.options["hidden_size"] == 32  # mlp's default
     explicit = load_config(TrainConfig, new, ["rule.options.output_scale=0.1"])  # lstm's default, spelled out
     assert explicit == load_config(TrainConfig, new)
+
+
+def test_the_objective_is_chosen_as_name_and_options_and_reads_its_older_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text("tasks: [{name: quadratic, options: {dim: 4}}]\nobjective: {name: teacher, loss_weight: 0.05}\n")
+    new = tmp_path / "new.yaml"
+    new.write_text(
+        "tasks: [{name: quadratic, options: {dim: 4}}]\nobjective: {name: teacher, options: {loss_weight: 0.05}}\n"
+    )
+    read = load_config(TrainConfig, new, ["targets="])
+    assert load_config(TrainConfig, old, ["targets="]) == read
+    assert read.objective.config_as(ImitationOptions) == ImitationOptions(loss_weight=0.05)
+    assert "objective.loss_weight -> objective.options.loss_weight" in capsys.readouterr().err
+    # a saved run of the older shape spelled loss_weight out for every objective: dropped where it was never read
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("tasks: [{name: quadratic, options: {dim: 4}}]\nobjective: {name: loss, loss_weight: 0.0}\n")
+    assert load_config(TrainConfig, plain).objective == ObjectiveConfig("loss")
+    with pytest.raises(ConfigError, match="objective.options is not read: objective 'loss' takes no options"):
+        load_config(TrainConfig, None, ["objective.options={loss_weight: 0.1}"])
+    with pytest.raises(ConfigError, match="objective 'teacher' has no option weight; its options: loss_weight"):
+        load_config(TrainConfig, None, ["objective=teacher", "objective.options={weight: 0.1}"])
+    assert make_objective(ObjectiveConfig("teacher", {"loss_weight": 0.5})) is not None
 
 
 def test_meta_training_lowers_the_meta_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
