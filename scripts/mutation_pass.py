@@ -1422,6 +1422,13 @@ RECENT: list[Mutant] = [
         ("tests/metaopt/training/test_train.py",),
     ),
     M(
+        "an objective's options are not spelled out",
+        "metaopt/objectives/registry.py",
+        "        self.options = {f.name: getattr(own, f.name) for f in dataclasses.fields(own)}  # spelled out",
+        "        pass",
+        ("tests/metaopt/training/test_train.py",),
+    ),
+    M(
         "the imitation objectives drop their L2L term",
         "metaopt/objectives/imitation.py",
         "        if weight:",

@@ -62,6 +62,8 @@ def test_the_objective_is_chosen_as_name_and_options_and_reads_its_older_shape(
     read = load_config(TrainConfig, new, ["targets="])
     assert load_config(TrainConfig, old, ["targets="]) == read
     assert read.objective.config_as(ImitationOptions) == ImitationOptions(loss_weight=0.05)
+    with pytest.raises(TypeError, match="'teacher' has options ImitationOptions, not TrainConfig"):
+        read.objective.config_as(TrainConfig)  # code reading another entry's options
     assert "objective.loss_weight -> objective.options.loss_weight" in capsys.readouterr().err
     # a saved run of the older shape spelled loss_weight out for every objective: dropped where it was never read
     plain = tmp_path / "plain.yaml"
@@ -72,6 +74,9 @@ def test_the_objective_is_chosen_as_name_and_options_and_reads_its_older_shape(
     with pytest.raises(ConfigError, match="objective 'teacher' has no option weight; its options: loss_weight"):
         load_config(TrainConfig, None, ["objective=teacher", "objective.options={weight: 0.1}"])
     assert make_objective(ObjectiveConfig("teacher", {"loss_weight": 0.5})) is not None
+    # options spelled out: the same objective however it was written (and so the same saved config)
+    assert ObjectiveConfig("teacher") == ObjectiveConfig("teacher", {"loss_weight": 0.0})
+    assert ObjectiveConfig("teacher").options == {"loss_weight": 0.0}
 
 
 def test_meta_training_lowers_the_meta_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
