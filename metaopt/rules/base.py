@@ -120,6 +120,16 @@ class LearnedRule(nn.Module, ABC):
         return None
 
     @property
+    def separable(self) -> bool:
+        """Whether a step over several models' tensors, concatenated, is each model's own step.
+
+        True when nothing in a step couples tensors: every quantity is per coordinate or per tensor, and none depends
+        on a tensor's place in the list. Meta-training may then step a whole meta-batch with one call
+        (:func:`metaopt.inner.stacked.unroll_many`). False unless a rule says otherwise.
+        """
+        return False
+
+    @property
     def dtype(self) -> torch.dtype:
         """Floating dtype of the rule's weights (gradients are cast to it)."""
         return next(self.parameters()).dtype

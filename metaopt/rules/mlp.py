@@ -118,6 +118,12 @@ class PerParameterMLP(LearnedRule):
 
     # -- state ----------------------------------------------------------------------------------------------------
 
+    @property
+    @override
+    def separable(self) -> bool:
+        """True: features, normalisation and factored moments are per coordinate or per tensor."""
+        return True
+
     @override
     def init_state(self, param: Tensor) -> ParamState:
         dtype, device, n = self.dtype, param.device, param.numel()

@@ -249,6 +249,12 @@ class TinyRule(LearnedRule):
             decays.append(cfg.adamw_betas[1])
         return decays
 
+    @property
+    @override
+    def separable(self) -> bool:
+        """True unless ``learned_tensors: hidden`` (first and last matrices by place) or the global scheduler."""
+        return self.config.learned_tensors != "hidden" and self.schedule is None
+
     @override
     def init_state(self, param: Tensor) -> ParamState:
         dtype, device, n = self.dtype, param.device, param.numel()
