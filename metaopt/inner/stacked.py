@@ -155,11 +155,7 @@ def _groups(inners: Sequence[InnerState]) -> list[_Group]:
 
 def _loss_function(task: Task, model: nn.Module, count: int) -> Callable[[dict[str, Tensor], list[Batch]], Tensor]:
     """``(stacked params, batches) -> (G,)`` losses of the ``count`` members of a group, vmapped where it can be."""
-    scorer = _TaskLoss(task, model)
-
-    def one(params: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
-        return functional_call(scorer, {f"model.{k}": v for k, v in params.items()}, (inputs, targets))
-
+    one = _TaskLoss(task, model)
     if count == 1 or any(True for _ in model.buffers()):  # buffers would be shared by the members under vmap
 
         def looped(params: dict[str, Tensor], batches: list[Batch]) -> Tensor:
@@ -175,8 +171,40 @@ def _loss_function(task: Task, model: nn.Module, count: int) -> Callable[[dict[s
     return stacked
 
 
-class _TaskLoss(nn.Module):
-    """``task.loss(model, batch)`` as a module's forward, so ``functional_call`` can swap the model's parameters."""
+class _TaskLoss:
+    """``task.loss`` of ``model`` with its parameters swapped for given tensors: ``functional_call``, made cheaper.
+
+    The tensors are put in the modules' parameter dicts for the call and the parameters put back after it (what
+    ``torch.func.functional_call`` does, without walking the module tree at every call); a model with tied
+    parameters goes through ``functional_call``.
+    """
+
+    def __init__(self, task: Task, model: nn.Module):
+        self.task, self.model = task, model
+        self.tied = len(list(model.named_parameters(remove_duplicate=False))) != len(list(model.parameters()))
+        self.slots = {}
+        for name, _ in model.named_parameters():
+            prefix, _, attr = name.rpartition(".")
+            self.slots[name] = (model.get_submodule(prefix), attr)
+
+    def __call__(self, params: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
+        if self.tied:
+            return functional_call(_Loss(self.task, self.model), {f"model.{k}": v for k, v in params.items()},
+                                   (inputs, targets))  # fmt: skip
+        saved = []
+        try:
+            for name, value in params.items():
+                module, attr = self.slots[name]
+                saved.append((module, attr, module._parameters[attr]))
+                module._parameters[attr] = value  # type: ignore[assignment]
+            return self.task.loss(self.model, (inputs, targets))
+        finally:
+            for module, attr, original in saved:
+                module._parameters[attr] = original
+
+
+class _Loss(nn.Module):
+    """``task.loss(model, batch)`` as a module's forward, for ``functional_call``."""
 
     def __init__(self, task: Task, model: nn.Module):
         super().__init__()

@@ -80,6 +80,7 @@ def test_stacked_meta_gradient_equals_the_loop(rule_name: str, objective: str) -
     assert_same(estimates("stack", rule, stacked_inners, objective), estimates("loop", rule, looped_inners, objective))
     for a, b in zip(stacked_inners, looped_inners):  # carried alike: parameters, steps, rule state, next batch
         assert a.step == b.step == T * TRUNCATIONS
+        assert all(isinstance(p, torch.nn.Parameter) and p.grad_fn is None for p in a.model.parameters())  # put back
         for pa, pb in zip(a.model.parameters(), b.model.parameters()):  # after 15 steps: rounding has accumulated
             torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-6)
         state_a, state_b = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
