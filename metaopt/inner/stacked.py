@@ -53,7 +53,8 @@ class _Group:
     model_names: list[str]
     """Parameter names in ``model.parameters()`` order (the order of the flat iterates)."""
     params: dict[str, Tensor]
-    """``(G, *shape)`` per name, on the meta-graph."""
+    """``(G, *shape)`` per name, on the meta-graph; a group of one keeps the parameter's own shape (no stacking, so
+    no select on the graph: most groups of a varied family are single)."""
     options: dict[str, tuple[float, float]]
     """``(lr, weight_decay)`` per name."""
     loss: Callable[[dict[str, Tensor], list[Batch]], Tensor]
@@ -61,7 +62,14 @@ class _Group:
 
     def flat(self) -> Tensor:
         """``(G, P)``: each member's parameters flattened in ``model.parameters()`` order."""
+        if len(self.members) == 1:
+            return torch.cat([self.params[name].reshape(-1) for name in self.model_names])[None]
         return torch.cat([self.params[name].flatten(1) for name in self.model_names], dim=1)
+
+    def tensors(self, name: str) -> list[Tensor]:
+        """Parameter ``name`` of each member, as the rule sees it."""
+        p = self.params[name]
+        return [p] if len(self.members) == 1 else list(p.unbind())
 
 
 def unroll_many(
@@ -97,7 +105,8 @@ def unroll_many(
         for i in group.members:
             inners[i].next_batch = next(inners[i].batches)
         losses[g].append(group.loss(group.params, [inners[i].next_batch for i in group.members]))  # type: ignore[misc]
-    _carry(inners, groups, slots, rule.split(state, [groups[g].params[name][k] for g, name, k in slots]))
+    _carry(inners, groups, slots, rule.split(state, [p for group in groups for name in group.names
+                                                      for p in group.tensors(name)]))  # fmt: skip
     trajectories: list[Trajectory | None] = [None] * len(inners)
     for g, group in enumerate(groups):
         curves, paths = torch.stack(losses[g], dim=1), torch.stack(iterates[g], dim=1)  # (G, T + 1), (G, T + 1, P)
@@ -115,11 +124,10 @@ def _step(groups: list[_Group], rule: LearnedRule, total: Tensor, state: object,
     """One step of every optimizee from the sum of their losses; the groups' parameters replaced; the new state."""
     names = [(group, name) for group in groups for name in group.names]
     params = [group.params[name] for group, name in names]
+    # first order: gradients without a graph of their own, what the twin's detached ones are (and cheaper to take)
     grads = torch.autograd.grad(total, params, create_graph=not first_order, retain_graph=True)
     flat = torch.cat([g.reshape(-1) for g in grads]).to(rule.dtype)
-    if first_order:
-        flat = flat.detach()
-    per_tensor = [p[k] for p in params for k in range(p.shape[0])]
+    per_tensor = [p for group, name in names for p in group.tensors(name)]
     update, new_state = rule.step(flat, state, per_tensor)
     for (group, name), p, delta in zip(names, params, update.split([p.numel() for p in params])):
         lr, weight_decay = group.options[name]
@@ -142,13 +150,12 @@ def _groups(inners: Sequence[InnerState]) -> list[_Group]:
         names = [by_param[p] for group in first.optimizer.param_groups for p in group["params"]]
         options = {by_param[p]: (float(group["lr"]), float(group["weight_decay"]))
                    for group in first.optimizer.param_groups for p in group["params"]}  # fmt: skip
-        stacked = {
-            name: torch.stack(
-                [dict(inners[i].model.named_parameters())[name].detach() for i in members]
-            ).requires_grad_()
-            for name in names
-        }
-        groups.append(_Group(members, names, list(dict(first.model.named_parameters())), stacked, options,
+        found = [dict(inners[i].model.named_parameters()) for i in members]
+        if len(members) == 1:  # a copy: the model's own parameters are overwritten at the end
+            params = {name: found[0][name].detach().clone().requires_grad_() for name in names}
+        else:
+            params = {name: torch.stack([f[name].detach() for f in found]).requires_grad_() for name in names}
+        groups.append(_Group(members, names, list(found[0]), params, options,
                              _loss_function(first.task, first.model, len(members))))  # fmt: skip
     return groups
 
@@ -156,7 +163,13 @@ def _groups(inners: Sequence[InnerState]) -> list[_Group]:
 def _loss_function(task: Task, model: nn.Module, count: int) -> Callable[[dict[str, Tensor], list[Batch]], Tensor]:
     """``(stacked params, batches) -> (G,)`` losses of the ``count`` members of a group, vmapped where it can be."""
     one = _TaskLoss(task, model)
-    if count == 1 or any(True for _ in model.buffers()):  # buffers would be shared by the members under vmap
+    if count == 1:
+
+        def single(params: dict[str, Tensor], batches: list[Batch]) -> Tensor:
+            return one(params, *batches[0])[None]
+
+        return single
+    if any(True for _ in model.buffers()):  # buffers would be shared by the members under vmap
 
         def looped(params: dict[str, Tensor], batches: list[Batch]) -> Tensor:
             return torch.stack([one({k: v[m] for k, v in params.items()}, *batch) for m, batch in enumerate(batches)])
@@ -232,7 +245,7 @@ def _carry(inners: Sequence[InnerState], groups: list[_Group], slots: list[tuple
         for group in groups:
             for k, i in enumerate(group.members):
                 for name, p in inners[i].model.named_parameters():
-                    p.copy_(group.params[name][k])
+                    p.copy_(group.tensors(name)[k])
     for (g, name, k), piece in zip(slots, pieces):
         inner = inners[groups[g].members[k]]
         param = dict(inner.model.named_parameters())[name]

@@ -118,6 +118,37 @@ def test_second_order_and_lstm() -> None:
                 estimates("loop", rule, looped, "loss", second_order=True, truncations=2))  # fmt: skip
 
 
+def test_group_options_lr_and_weight_decay() -> None:
+    """A group's lr and decoupled weight decay act as in the twin (meta-training leaves them at 1 and 0)."""
+    rule = rule_named("mlp")
+    task = digits(8)
+
+    def batch() -> list[InnerState]:
+        inners = meta_batch([task] * 2, rule, held_out=False)
+        for inner in inners:
+            inner.optimizer.param_groups[0].update(lr=0.5, weight_decay=0.3)
+        return inners
+
+    assert_same(estimates("stack", rule, batch(), "loss", truncations=2),
+                estimates("loop", rule, batch(), "loss", truncations=2))  # fmt: skip
+
+
+def test_which_rules_are_separable() -> None:
+    """The rules whose steps are per coordinate or per tensor say so; place-dependent or global parts do not."""
+
+    class Coupled(LearnedRule):
+        Config = TruncatedBackpropConfig  # any dataclass: the rule has no options
+        init_state = join = split = step = None  # type: ignore[assignment]
+
+    assert not Coupled().separable  # a rule that says nothing is not stacked
+    assert make_rule("mlp", {}).separable and make_rule("lstm", {}).separable
+    assert (
+        make_rule("tiny", {"learned_tensors": "all"}).separable
+        and make_rule("tiny", {"learned_tensors": "none"}).separable
+    )
+    assert not make_rule("tiny", {"scheduler": True}).separable  # one global factor from every tensor's statistics
+
+
 def test_a_rule_that_couples_tensors_runs_in_the_loop() -> None:
     """The tiny rule's hybrid (first and last matrices by place) is not separable: the loop's results, bit for bit."""
     torch.manual_seed(0)
