@@ -209,8 +209,8 @@ MUTANTS: list[Mutant] = [
     M(
         "second_order never reaches the unroll",
         "metaopt/outer/truncated_backprop.py",
-        "first_order=not setup.second_order",
-        "first_order=True",
+        "unroll(inner, setup.truncation, first_order=not setup.second_order)",
+        "unroll(inner, setup.truncation, first_order=True)",
         ("tests/metaopt/test_invariants.py", "tests/metaopt/inner/test_unroll.py"),
     ),
     M(
@@ -1345,6 +1345,13 @@ RECENT: list[Mutant] = [
         "metaopt/outer/truncated_backprop.py",
         'if self.config.optimizees == "stack" and rule.separable:',
         'if self.config.optimizees == "stack":',
+        STACKED,
+    ),
+    M(
+        "second_order never reaches the stacked unroll",
+        "metaopt/outer/truncated_backprop.py",
+        "unroll_many(inners, rule, setup.truncation, first_order=not setup.second_order)",
+        "unroll_many(inners, rule, setup.truncation, first_order=True)",
         STACKED,
     ),
     M(
