@@ -1391,8 +1391,8 @@ RECENT: list[Mutant] = [
     M(
         "the mlp rule not separable (the stacked path never taken)",
         "metaopt/rules/mlp.py",
-        '"""True: features, normalisation and factored moments are per coordinate or per tensor."""\n        return True',
-        '"""True: features, normalisation and factored moments are per coordinate or per tensor."""\n        return False',
+        'factored moments are per coordinate or per tensor."""\n        return True',
+        'factored moments are per coordinate or per tensor."""\n        return False',
         STACKED,
     ),
     M(
@@ -1414,6 +1414,20 @@ RECENT: list[Mutant] = [
         "metaopt/rules/tiny.py",
         'return self.config.learned_tensors != "hidden" and self.schedule is None',
         'return self.config.learned_tensors != "hidden"',
+        STACKED,
+    ),
+    M(
+        "the mlp rule's layouts unbounded (stacked families grow its memory)",
+        "metaopt/rules/mlp.py",
+        "            if len(self._layouts) >= MAX_LAYOUTS:",
+        "            if False:",
+        STACKED,
+    ),
+    M(
+        "the tiny rule's layouts unbounded",
+        "metaopt/rules/tiny.py",
+        "            if len(self._layouts) >= MAX_LAYOUTS:",
+        "            if False:",
         STACKED,
     ),
     M(

@@ -5,17 +5,20 @@ same trajectories, and the same optimizees and rule states carried into the next
 
 * the optimizees are grouped by :func:`stack_key`: the same task object (so the same data and loss), the same model
   structure, the same parameter shapes and optimizer options. A group's parameters are stacked, ``(G, *shape)`` per
-  parameter, and its losses are one ``torch.func.vmap`` call of ``task.loss`` over ``functional_call`` (a group of
-  one, or a model that vmap cannot batch, such as one with buffers, is called directly);
+  parameter, and its losses are one ``torch.func.vmap`` call of ``task.loss`` with the parameters swapped into the
+  model (a group of one is called directly, and the members of a model with buffers one by one: vmap would share the
+  buffers);
 * one ``torch.autograd.grad`` call gives every optimizee's gradient (the losses are independent, so the gradient of
   their sum is each one's own);
 * one rule call steps every coordinate of every optimizee. This is exact only for a rule whose step is
   :attr:`~metaopt.rules.LearnedRule.separable` (per coordinate or per tensor): its tensors are the optimizees'
   parameters in the order parameter, then optimizee within a group, then group.
 
-The arithmetic is that of ``DifferentiableLearnedOptimizer`` (gradients cast to the rule's dtype, detached when
-``first_order``; ``p (1 - lr wd) + lr update``). Only the rounding differs from the per-optimizee unrolls (batched
-matrix products, sums over more coordinates in one call): trajectories and meta-gradients agree to float32 rounding.
+The arithmetic is that of ``DifferentiableLearnedOptimizer`` (gradients cast to the rule's dtype, taken without a
+graph when ``first_order``; ``p (1 - lr wd) + lr update``). Every parameter must get a gradient (autograd raises
+otherwise), and the optimizer must hold every parameter of the model, as meta-training's do. Only the rounding
+differs from the per-optimizee unrolls (batched matrix products, sums over more coordinates in one call): trajectories
+and meta-gradients agree to float32 rounding.
 """
 
 from __future__ import annotations

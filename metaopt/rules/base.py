@@ -24,7 +24,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LearnedRule", "ParamState", "RuleState", "detach_state", "plain_tensors"]
+__all__ = ["MAX_LAYOUTS", "LearnedRule", "ParamState", "RuleState", "detach_state", "plain_tensors"]
+
+MAX_LAYOUTS = 32
+"""Lists of parameter shapes whose constants (indices, averaging matrices) a rule keeps; the oldest goes first."""
 
 ParamState = dict[str, Tensor]
 """The rule's state of one parameter tensor, as stored in ``Optimizer.state[p]`` (e.g. ``{"hidden": (n, L, 2, H)}``)."""

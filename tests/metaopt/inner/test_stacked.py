@@ -24,6 +24,7 @@ from metaopt.objectives import ObjectiveConfig, make_objective
 from metaopt.outer import EstimatorSetup, MetaGradient, TruncatedBackprop
 from metaopt.outer.truncated_backprop import TruncatedBackpropConfig
 from metaopt.rules import LearnedRule, make_rule
+from metaopt.rules.base import MAX_LAYOUTS
 from metaopt.training.augment import rescale_gradients
 
 T, TRUNCATIONS, RTOL = 5, 3, 1e-5
@@ -93,18 +94,19 @@ def test_stacked_meta_gradient_equals_the_loop(rule_name: str, objective: str) -
 
 
 def test_mixed_shapes_tasks_and_gradient_scales_stack_apart() -> None:
-    """Different widths, depths, a convnet and a rescaled twin each form their own group; one rule call for all."""
+    """Different widths, depths, a convnet and rescaled twins each form their own group; one rule call for all."""
     rule = rule_named("mlp")
     narrow = digits(12)  # one task object, as the family's schedule builds once per drawn spec
-    tasks = [narrow, digits(20, 2), narrow, envs.make_task("digits_cnn", channels=2, valid_size=200)]
+    tasks = [narrow, digits(20, 2), narrow, envs.make_task("digits_cnn", channels=2, valid_size=200), narrow, narrow]
 
     def batch() -> list[InnerState]:
-        inners = meta_batch([*tasks, tasks[0]], rule, held_out=False)
-        rescale_gradients(inners[-1], 3.0)  # same shapes as slots 0 and 2, another function: a group of its own
+        inners = meta_batch(tasks, rule, held_out=False)
+        rescale_gradients(inners[2], 0.5)  # same shapes as slots 0 and 5, other functions: groups of their own,
+        rescale_gradients(inners[4], 3.0)  # and apart from each other (the same wrapper, another factor)
         return inners
 
     stacked, looped = batch(), batch()
-    assert len({stack_key(inner) for inner in stacked}) == 4
+    assert len({stack_key(inner) for inner in stacked}) == 5  # {0, 5} stacked, the others alone
     assert_same(
         estimates("stack", rule, stacked, "loss", truncations=2), estimates("loop", rule, looped, "loss", truncations=2)
     )
@@ -169,3 +171,20 @@ def test_the_option_is_checked() -> None:
     with pytest.raises(ValueError, match="optimizees must be one of loop, stack"):
         TruncatedBackpropConfig(optimizees="vmap")
     assert copy.deepcopy(TruncatedBackpropConfig()).optimizees == "loop"  # the default keeps old runs bit for bit
+
+
+@pytest.mark.parametrize("rule_name", ["mlp", "tiny"])
+def test_a_rule_keeps_a_bounded_number_of_layouts(rule_name: str) -> None:
+    """A stacked family meets a new list of shapes at most meta-steps: the rule's per-list constants stay bounded."""
+    rule = rule_named(rule_name)
+    for size in range(1, MAX_LAYOUTS + 4):
+        params = [torch.randn(size, 3), torch.randn(size)]
+        state = rule.join([rule.init_state(p) for p in params])
+        with torch.no_grad():
+            update, _ = rule.step(torch.randn(4 * size), state, params)
+        assert torch.isfinite(update).all()
+    layouts = rule._layouts  # type: ignore[attr-defined]
+    assert len(layouts) == MAX_LAYOUTS
+    assert ((torch.Size([MAX_LAYOUTS + 3, 3]), torch.Size([MAX_LAYOUTS + 3])), torch.float32, torch.device("cpu")) in [
+        (tuple(torch.Size(s) for s in key[0]), key[1], key[2]) for key in layouts
+    ]  # the newest is kept, the oldest went
