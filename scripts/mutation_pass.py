@@ -1334,6 +1334,13 @@ RECENT: list[Mutant] = [
         STACKED,
     ),
     M(
+        "stacked loss: tied parameters swapped one slot at a time",
+        "metaopt/inner/stacked.py",
+        "self.tied = len(list(model.named_parameters(remove_duplicate=False))) != len(list(model.parameters()))",
+        "self.tied = False",
+        STACKED,
+    ),
+    M(
         "stacked unroll: no held-out losses",
         "metaopt/inner/stacked.py",
         "if inners[group.members[0]].valid_batches is not None:",

@@ -34,7 +34,7 @@ from envs.task import Batch, Task
 from metaopt.inner.unroll import InnerState, Trajectory
 from metaopt.rules import LearnedRule, ParamState, detach_state
 
-__all__ = ["stack_key", "unroll_many"]
+__all__ = ["TaskLossModule", "stack_key", "unroll_many"]
 
 
 def stack_key(inner: InnerState) -> tuple:
@@ -205,7 +205,7 @@ class _TaskLoss:
 
     def __call__(self, params: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
         if self.tied:
-            return functional_call(_Loss(self.task, self.model), {f"model.{k}": v for k, v in params.items()},
+            return functional_call(TaskLossModule(self.task, self.model), {f"model.{k}": v for k, v in params.items()},
                                    (inputs, targets))  # fmt: skip
         saved = []
         try:
@@ -219,8 +219,12 @@ class _TaskLoss:
                 module._parameters[attr] = original
 
 
-class _Loss(nn.Module):
-    """``task.loss(model, batch)`` as a module's forward, for ``functional_call``."""
+class TaskLossModule(nn.Module):
+    """``task.loss(model, batch)`` as a module's forward, so ``functional_call`` can swap the model's parameters.
+
+    (A task may score more than ``criterion(model(x), y)``.) Used here for models with tied parameters, and by the
+    vectorised ES population.
+    """
 
     def __init__(self, task: Task, model: nn.Module):
         super().__init__()
@@ -228,6 +232,7 @@ class _Loss(nn.Module):
         self.model = model
 
     def forward(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """The task's loss on ``(inputs, targets)``."""
         return self.task.loss(self.model, (inputs, targets))
 
 

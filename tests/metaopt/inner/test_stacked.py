@@ -19,7 +19,7 @@ import torch
 import envs
 from envs.task import Task
 from metaopt.inner import InnerState, start_episode
-from metaopt.inner.stacked import stack_key, unroll_many
+from metaopt.inner.stacked import _TaskLoss, stack_key, unroll_many
 from metaopt.objectives import ObjectiveConfig, make_objective
 from metaopt.outer import EstimatorSetup, MetaGradient, TruncatedBackprop
 from metaopt.outer.truncated_backprop import TruncatedBackpropConfig
@@ -188,3 +188,23 @@ def test_a_rule_keeps_a_bounded_number_of_layouts(rule_name: str) -> None:
     assert ((torch.Size([MAX_LAYOUTS + 3, 3]), torch.Size([MAX_LAYOUTS + 3])), torch.float32, torch.device("cpu")) in [
         (tuple(torch.Size(s) for s in key[0]), key[1], key[2]) for key in layouts
     ]  # the newest is kept, the oldest went
+
+
+def test_the_swapped_loss_equals_functional_call_tied_parameters_too() -> None:
+    """The stacked path's loss swaps parameters into the modules; a model with tied weights goes through the tie."""
+
+    class SumTask:
+        def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            return (model(batch[0]) * batch[1]).sum()
+
+    torch.manual_seed(0)
+    for tied in (False, True):
+        model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Tanh(), torch.nn.Linear(3, 3))
+        if tied:
+            model[2].weight = model[0].weight
+        params = {name: torch.randn_like(p) for name, p in model.named_parameters()}
+        inputs, targets = torch.randn(5, 3), torch.randn(5, 3)
+        swapped = _TaskLoss(SumTask(), model)(params, inputs, targets)  # type: ignore[arg-type]
+        expected = torch.func.functional_call(model, params, (inputs,))
+        torch.testing.assert_close(swapped, (expected * targets).sum(), rtol=0, atol=0)
+        assert all(isinstance(p, torch.nn.Parameter) for p in model.parameters())
