@@ -12,12 +12,14 @@ meta-gradient at the 1e-2 level or more.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 
 import envs
 from envs.task import Task
+from metaopt.commands.train import resume_config, run_train
 from metaopt.inner import InnerState, start_episode
 from metaopt.inner.stacked import _TaskLoss, stack_key, unroll_many
 from metaopt.objectives import ObjectiveConfig, make_objective
@@ -26,6 +28,7 @@ from metaopt.outer.truncated_backprop import TruncatedBackpropConfig
 from metaopt.rules import LearnedRule, make_rule
 from metaopt.rules.base import MAX_LAYOUTS
 from metaopt.training.augment import rescale_gradients
+from tests.metaopt.training.test_train import config
 
 T, TRUNCATIONS, RTOL = 5, 3, 1e-5
 
@@ -208,3 +211,25 @@ def test_the_swapped_loss_equals_functional_call_tied_parameters_too() -> None:
         expected = torch.func.functional_call(model, params, (inputs,))
         torch.testing.assert_close(swapped, (expected * targets).sum(), rtol=0, atol=0)
         assert all(isinstance(p, torch.nn.Parameter) for p in model.parameters())
+
+
+def test_a_stacked_family_run_trains_and_resumes_bit_for_bit(tmp_path: Path) -> None:
+    """Through ``metaopt train``: the stacked path with the family's sampling, start offsets and held-out objective."""
+    family = "tasks=[{name: digits_mlp, options: {width: 6, valid_size: 200}, choices: {activation: [sigmoid, relu]}}]"
+    common = [family, "task_sampling=random", "start_offset=3", "objective.name=eval_loss", "episodes=3",
+              "meta_batch=3", "rule.name=mlp", "rule.options.hidden_size=4", "val_every=3", "val_seeds=1",
+              "estimator.options.optimizees=stack"]  # fmt: skip
+    run_train(config(tmp_path / "a", *common))
+
+    def stop(episode: int) -> None:
+        if episode == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_train(config(tmp_path / "b", *common), callback=stop)
+    run_train(resume_config(tmp_path / "b" / "run"))
+    a, b = (
+        torch.load(p / "run" / "checkpoints" / "last.pt", weights_only=True) for p in (tmp_path / "a", tmp_path / "b")
+    )
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert a["trainer"]["progress"]["meta_step"] == 3 * 2 and a["trainer"]["progress"]["skipped"] == 0
