@@ -19,7 +19,6 @@ import torch
 
 import envs
 from envs.task import Task
-from metaopt.commands.train import resume_config, run_train
 from metaopt.inner import InnerState, start_episode
 from metaopt.inner.stacked import _TaskLoss, stack_key, unroll_many
 from metaopt.objectives import ObjectiveConfig, make_objective
@@ -28,7 +27,7 @@ from metaopt.outer.truncated_backprop import TruncatedBackpropConfig
 from metaopt.rules import LearnedRule, make_rule
 from metaopt.rules.base import MAX_LAYOUTS
 from metaopt.training.augment import rescale_gradients
-from tests.metaopt.training.test_train import config
+from tests.metaopt.training.test_family import assert_resumes_bit_for_bit
 
 T, TRUNCATIONS, RTOL = 5, 3, 1e-5
 
@@ -219,17 +218,5 @@ def test_a_stacked_family_run_trains_and_resumes_bit_for_bit(tmp_path: Path) -> 
     common = [family, "task_sampling=random", "start_offset=3", "objective.name=eval_loss", "episodes=3",
               "meta_batch=3", "rule.name=mlp", "rule.options.hidden_size=4", "val_every=3", "val_seeds=1",
               "estimator.options.optimizees=stack"]  # fmt: skip
-    run_train(config(tmp_path / "a", *common))
-
-    def stop(episode: int) -> None:
-        if episode == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_train(config(tmp_path / "b", *common), callback=stop)
-    run_train(resume_config(tmp_path / "b" / "run"))
-    a, b = (
-        torch.load(p / "run" / "checkpoints" / "last.pt", weights_only=True) for p in (tmp_path / "a", tmp_path / "b")
-    )
-    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    a = assert_resumes_bit_for_bit(tmp_path, common)
     assert a["trainer"]["progress"]["meta_step"] == 3 * 2 and a["trainer"]["progress"]["skipped"] == 0
