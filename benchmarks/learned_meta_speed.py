@@ -16,15 +16,25 @@ unperturbed run); then one per estimator with the ratio of every rule to the fir
 and the load average. On CUDA the device is synchronized around the timed episodes and the peak
 ``torch.cuda.max_memory_allocated`` is added.
 
+With ``--configs configs/metaopt/family.yaml ...``: meta-trains as ``metaopt train`` does with each config (its
+task family, sampling, start offsets, horizons and objective; ``--rules``, default ``mlp tiny``, replace its rule,
+keeping its options when the names agree) for ``--episodes`` episodes, with ``truncated_backprop`` unrolling the
+meta-batch one optimizee after another (``optimizees: loop``, before) and together (``stack``, after), alternating in
+``--repeats`` rounds in one process and keeping each one's best round (validation, which both share, excluded). One
+JSON line per config, rule and mode: the unrolled inner steps per second across the meta-batch (start offsets'
+plain steps are timed but not counted), the thread count and the load average before and after; then the speedup.
+
     OMP_NUM_THREADS=1 python benchmarks/learned_meta_speed.py [--task digits_mlp] [--option depth=4] [--episodes 3]
         [--rules lstm mlp] [--estimators backprop es pes] [--meta-batch 2] [--pairs 4] [--repeats 2]
-        [--device cpu|cuda|auto]
+        [--configs configs/metaopt/family.yaml configs/metaopt/family_v2.yaml] [--device cpu|cuda|auto]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import resource
 import time
@@ -37,11 +47,14 @@ from torch import Tensor
 from typing_extensions import override
 
 import envs
+from envs.tooling.config import load_config
 from metaopt import CoordinateLSTM, DifferentiableLearnedOptimizer, LearnedOptimizer, optimizee_loss
 from metaopt.inner import InnerState, start_episode, unroll
 from metaopt.objectives import ObjectiveConfig, make_objective
 from metaopt.outer import EstimatorSetup, make_estimator
 from metaopt.rules import LearnedRule, make_rule
+from metaopt.training.config import EstimatorChoice, RuleChoice, TrainConfig
+from metaopt.training.schedule import FreshEpisodes
 
 ESTIMATOR_NAMES = {
     "backprop": "truncated_backprop",
@@ -180,6 +193,79 @@ def compare_rules(task: envs.Task, args: argparse.Namespace, device: torch.devic
         print(json.dumps({"benchmark": "learned_meta_speed/ratio", "estimator": estimator, **common, **ratios}))
 
 
+def family_seconds(cfg: TrainConfig, initial: dict[str, Tensor], episodes: int) -> tuple[float, int]:
+    """Seconds of ``episodes`` meta-training episodes of ``cfg`` from the rule weights ``initial``; inner steps run.
+
+    The loop of :class:`metaopt.training.loop.MetaTrainer` without its logs, checkpoints and validation: the schedule's
+    optimizees (start offsets included), one estimate and one clipped meta-Adam step per truncation.
+    """
+    device = torch.device(cfg.device)
+    tasks = [envs.make_task(t.name, device=device, **t.options) for t in cfg.tasks]
+    rule = make_rule(cfg.rule.name, cfg.rule_config()).to(device)
+    rule.load_state_dict(initial)
+    meta_opt = torch.optim.Adam(rule.parameters(), lr=cfg.meta_lr)
+    setup = EstimatorSetup(cfg.truncation, make_objective(cfg.objective), cfg.second_order, cfg.seed)
+    estimator = make_estimator(cfg.estimator.name, cfg.estimator_config(), setup)
+    fresh = FreshEpisodes(cfg, tasks)
+    weights = list(rule.parameters())
+    steps, meta_step = 0, 0
+    sync(device)
+    started = time.perf_counter()
+    for episode in range(episodes):
+        inners = fresh.inners(episode, rule)
+        for _ in range(fresh.truncations):
+            estimate = estimator.estimate(rule, inners, meta_step=meta_step)
+            meta_step += 1
+            steps += len(inners) * cfg.truncation
+            for weight, grad in zip(weights, estimate.grads):
+                weight.grad = grad
+            if not math.isfinite(float(torch.nn.utils.clip_grad_norm_(weights, cfg.clip_grad_norm or math.inf))):
+                break  # as the loop does: the episode's optimizees are dropped
+            meta_opt.step()
+    sync(device)
+    return time.perf_counter() - started, steps
+
+
+def compare_stacking(args: argparse.Namespace, device: torch.device) -> None:
+    """Inner steps per second of every config and rule, optimizees in a loop and stacked, alternating."""
+    rules = args.rules or ["mlp", "tiny"]
+    cases: dict[tuple[str, str, str], TrainConfig] = {}
+    initial: dict[tuple[str, str], dict[str, Tensor]] = {}
+    for path in args.configs:
+        base = load_config(TrainConfig, path, [f"device={device}"])
+        for rule_name in rules:
+            options = base.rule.options if rule_name == base.rule.name else {}
+            cfg = dataclasses.replace(base, rule=RuleChoice(rule_name, dict(options)))
+            with torch.random.fork_rng():
+                torch.manual_seed(cfg.seed)
+                initial[path, rule_name] = make_rule(rule_name, cfg.rule_config()).state_dict()
+            for mode in ("loop", "stack"):
+                estimator = EstimatorChoice("truncated_backprop", {"optimizees": mode})
+                cases[path, rule_name, mode] = dataclasses.replace(cfg, estimator=estimator)
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    best = dict.fromkeys(cases, (math.inf, 0))
+    for round_index in range(args.repeats + 1):  # round 0 warms up
+        for key, cfg in cases.items():  # alternate, so a change in the machine's load hits every case alike
+            seconds, steps = family_seconds(cfg, initial[key[:2]], args.episodes)
+            if round_index and seconds < best[key][0]:
+                best[key] = (seconds, steps)
+    common = {"device": str(device), "threads": machine()["threads"], "episodes": args.episodes,
+              "repeats": args.repeats, "load_average_before": load_before,
+              "load_average_after": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+    rates = {}
+    for (path, rule_name, mode), (seconds, steps) in best.items():
+        rates[path, rule_name, mode] = steps / seconds
+        print(json.dumps({"benchmark": "learned_meta_speed/stacking", "config": path, "rule": rule_name,
+                          "optimizees": mode, "meta_batch": cases[path, rule_name, mode].meta_batch,
+                          "inner_steps": steps, "seconds": round(seconds, 3),
+                          "inner_steps_per_s": round(steps / seconds, 1), **common}))  # fmt: skip
+    for path in args.configs:
+        for rule_name in rules:
+            speedup = rates[path, rule_name, "stack"] / rates[path, rule_name, "loop"]
+            print(json.dumps({"benchmark": "learned_meta_speed/stacking_speedup", "config": path, "rule": rule_name,
+                              "stack_over_loop": round(speedup, 2), **common}))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="digits_mlp")
@@ -197,9 +283,15 @@ def main() -> None:
     parser.add_argument("--meta-batch", type=int, default=2, help="episodes per meta-step (rule comparison)")
     parser.add_argument("--pairs", type=int, default=4, help="ES/PES antithetic pairs (rule comparison)")
     parser.add_argument("--repeats", type=int, default=2, help="timed rounds of the rule comparison (best kept)")
+    parser.add_argument(
+        "--configs", nargs="+", help="meta-training configs: compare optimizees loop and stack (e.g. family.yaml)"
+    )
     add_device_argument(parser, default="cpu")
     args = parser.parse_args()
     device = parse_device(parser, args.device)
+    if args.configs:
+        compare_stacking(args, device)
+        return
     options = dict(item.split("=", 1) for item in args.option)
     task = envs.make_task(args.task, device=device, **options)
     if args.rules or args.estimators:

@@ -55,6 +55,7 @@ TINY_INPLACE = (
 TINY = ("tests/metaopt/rules/test_tiny.py", *TINY_INPLACE)
 FAMILY_V1 = ("tests/metaopt/training/test_family_v1.py",)
 FINDER_OPTIONS = ("tests/geodesics/test_finder_options.py",)
+STACKED = ("tests/metaopt/inner/test_stacked.py",)
 
 MUTANTS: list[Mutant] = [
     # -- envs/gym ------------------------------------------------------------------------------------------------
@@ -209,8 +210,8 @@ MUTANTS: list[Mutant] = [
     M(
         "second_order never reaches the unroll",
         "metaopt/outer/truncated_backprop.py",
-        "first_order=not setup.second_order",
-        "first_order=True",
+        "unroll(inner, setup.truncation, first_order=not setup.second_order)",
+        "unroll(inner, setup.truncation, first_order=True)",
         ("tests/metaopt/test_invariants.py", "tests/metaopt/inner/test_unroll.py"),
     ),
     M(
@@ -1441,6 +1442,174 @@ RECENT: list[Mutant] = [
         "        if not isinstance(own, kind):",
         "        if False:",
         ("tests/geodesics/test_finder_options.py", "tests/metaopt/training/test_train.py"),
+    ),
+    # -- the stacked meta-batch (metaopt/inner/stacked.py, truncated_backprop optimizees=stack) --------------------
+    M(
+        "stacked step: the update subtracted",
+        "metaopt/inner/stacked.py",
+        "group.params[name] = p + (delta if lr == 1 else lr * delta)",
+        "group.params[name] = p - (delta if lr == 1 else lr * delta)",
+        STACKED,
+    ),
+    M(
+        "stacked step: weight decay not scaled by lr",
+        "metaopt/inner/stacked.py",
+        "p = p * (1 - lr * weight_decay)",
+        "p = p * (1 - weight_decay)",
+        STACKED,
+    ),
+    M(
+        "stacked step: the rule reads detached parameter values",
+        "metaopt/inner/stacked.py",
+        "per_tensor = [p for group, name in names for p in group.tensors(name)]",
+        "per_tensor = [p.detach() for group, name in names for p in group.tensors(name)]",
+        STACKED,
+    ),
+    M(
+        "stacked unroll: second order dropped",
+        "metaopt/inner/stacked.py",
+        "create_graph=not first_order",
+        "create_graph=False",
+        STACKED,
+    ),
+    M(
+        "stacked unroll: the rule state restarts every truncation",
+        "metaopt/inner/stacked.py",
+        "return inner.optimizer.state[param] or rule.init_state(param)",
+        "return rule.init_state(param)",
+        STACKED,
+    ),
+    M(
+        "stacked unroll: every member carries the first member's parameters",
+        "metaopt/inner/stacked.py",
+        "p.copy_(group.tensors(name)[k])",
+        "p.copy_(group.tensors(name)[0])",
+        STACKED,
+    ),
+    M(
+        "stack key: models that print differently (gradient factors) stacked together",
+        "metaopt/inner/stacked.py",
+        "return (id(inner.task), type(model), repr(model), params, options, inner.valid_batches is None)",
+        "return (id(inner.task), type(model), params, options, inner.valid_batches is None)",
+        STACKED,
+    ),
+    M(
+        "stacked loss: the model's parameters not put back",
+        "metaopt/inner/stacked.py",
+        "                module._parameters[attr] = original",
+        "                pass",
+        STACKED,
+    ),
+    M(
+        "stacked loss: tied parameters swapped one slot at a time",
+        "metaopt/inner/stacked.py",
+        "self.tied = len(list(model.named_parameters(remove_duplicate=False))) != len(list(model.parameters()))",
+        "self.tied = False",
+        STACKED,
+    ),
+    M(
+        "stacked unroll: no held-out losses",
+        "metaopt/inner/stacked.py",
+        "if inners[group.members[0]].valid_batches is not None:",
+        "if inners[group.members[0]].valid_batches is None:",
+        STACKED,
+    ),
+    M(
+        "optimizees=stack taken for a rule that couples tensors",
+        "metaopt/outer/truncated_backprop.py",
+        'if self.config.optimizees == "stack" and rule.separable:',
+        'if self.config.optimizees == "stack":',
+        STACKED,
+    ),
+    M(
+        "second_order never reaches the stacked unroll",
+        "metaopt/outer/truncated_backprop.py",
+        "unroll_many(inners, rule, setup.truncation, first_order=not setup.second_order)",
+        "unroll_many(inners, rule, setup.truncation, first_order=True)",
+        STACKED,
+    ),
+    M(
+        "stacked estimate: the meta-loss not divided by the meta-batch",
+        "metaopt/outer/truncated_backprop.py",
+        "meta_losses = [setup.objective(trajectory) / len(inners) for trajectory in trajectories]",
+        "meta_losses = [setup.objective(trajectory) for trajectory in trajectories]",
+        STACKED,
+    ),
+    M(
+        "stacked estimate: the first optimizee's updates shown",
+        "metaopt/outer/truncated_backprop.py",
+        "[float(t.losses[-1].detach()) for t in trajectories], trajectories[-1]",
+        "[float(t.losses[-1].detach()) for t in trajectories], trajectories[0]",
+        STACKED,
+    ),
+    M(
+        "optimizees=stack by default (old runs no longer bit for bit)",
+        "metaopt/outer/truncated_backprop.py",
+        'optimizees: str = "loop"',
+        'optimizees: str = "stack"',
+        STACKED,
+    ),
+    M(
+        "a rule that says nothing counts as separable",
+        "metaopt/rules/base.py",
+        """        return False
+
+    @property
+    def dtype(self) -> torch.dtype:""",
+        """        return True
+
+    @property
+    def dtype(self) -> torch.dtype:""",
+        STACKED,
+    ),
+    M(
+        "the mlp rule not separable (the stacked path never taken)",
+        "metaopt/rules/mlp.py",
+        'factored moments are per coordinate or per tensor."""\n        return True',
+        'factored moments are per coordinate or per tensor."""\n        return False',
+        STACKED,
+    ),
+    M(
+        "the lstm rule not separable",
+        "metaopt/rules/lstm.py",
+        '"""True: the LSTM and its preprocessing are coordinatewise."""\n        return True',
+        '"""True: the LSTM and its preprocessing are coordinatewise."""\n        return False',
+        STACKED,
+    ),
+    M(
+        "the tiny rule's hybrid counted separable",
+        "metaopt/rules/tiny.py",
+        'return self.config.learned_tensors != "hidden" and self.schedule is None',
+        "return self.schedule is None",
+        STACKED,
+    ),
+    M(
+        "the tiny rule's global scheduler counted separable",
+        "metaopt/rules/tiny.py",
+        'return self.config.learned_tensors != "hidden" and self.schedule is None',
+        'return self.config.learned_tensors != "hidden"',
+        STACKED,
+    ),
+    M(
+        "the mlp rule's layouts unbounded (stacked families grow its memory)",
+        "metaopt/rules/mlp.py",
+        "            if len(self._layouts) >= MAX_LAYOUTS:",
+        "            if False:",
+        STACKED,
+    ),
+    M(
+        "the tiny rule's layouts unbounded",
+        "metaopt/rules/tiny.py",
+        "            if len(self._layouts) >= MAX_LAYOUTS:",
+        "            if False:",
+        STACKED,
+    ),
+    M(
+        "gradient-scaled models print alike (stacked with unscaled ones)",
+        "metaopt/training/augment.py",
+        'return f"scale={self.scale!r}"',
+        'return "scale"',
+        STACKED,
     ),
 ]
 

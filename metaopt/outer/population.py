@@ -37,6 +37,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from typing_extensions import override
 
 from envs.task import Batch, Task
+from metaopt.inner.stacked import TaskLossModule
 from metaopt.inner.unroll import InnerState, Trajectory
 from metaopt.rules import CoordinateLSTM, LearnedRule, RuleState
 from metaopt.rules.features import preprocess
@@ -120,7 +121,7 @@ def _stacked_functions(
     count = weights.shape[0]
     names = _names_in_step_order(inner)
     options = _group_options(inner)
-    stepper, scorer = _stepper(rule), _TaskLoss(task, model)
+    stepper, scorer = _stepper(rule), TaskLossModule(task, model)
     rule_names = [f"rule.{name}" for name, _ in rule.named_parameters()]
     shapes = [w.shape for w in rule.parameters()]
     pieces = weights.split([shape.numel() for shape in shapes], dim=1)
@@ -258,18 +259,6 @@ class _CoordinateLSTMStep(_RuleStep):
 def _stepper(rule: LearnedRule) -> _RuleStep:
     """The module whose forward is ``rule.step``, written so vmap can batch it (exact types: a subclass may differ)."""
     return _CoordinateLSTMStep(rule) if type(rule) is CoordinateLSTM else _RuleStep(rule)
-
-
-class _TaskLoss(nn.Module):
-    """``task.loss(model, batch)`` as a module's forward (a task may score more than ``criterion(model(x), y)``)."""
-
-    def __init__(self, task: Task, model: nn.Module):
-        super().__init__()
-        self.task = task
-        self.model = model
-
-    def forward(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        return self.task.loss(self.model, (inputs, targets))
 
 
 def _check_vmappable(inner: InnerState) -> None:

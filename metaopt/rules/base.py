@@ -24,7 +24,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LearnedRule", "ParamState", "RuleState", "detach_state", "plain_tensors"]
+__all__ = ["MAX_LAYOUTS", "LearnedRule", "ParamState", "RuleState", "detach_state", "plain_tensors"]
+
+MAX_LAYOUTS = 32
+"""Lists of parameter shapes whose constants (indices, averaging matrices) a rule keeps; the oldest goes first."""
 
 ParamState = dict[str, Tensor]
 """The rule's state of one parameter tensor, as stored in ``Optimizer.state[p]`` (e.g. ``{"hidden": (n, L, 2, H)}``)."""
@@ -118,6 +121,16 @@ class LearnedRule(nn.Module, ABC):
             True: applied; False: an update was not finite, nothing changed; None: not handled, nothing changed.
         """
         return None
+
+    @property
+    def separable(self) -> bool:
+        """Whether a step over several models' tensors, concatenated, is each model's own step.
+
+        True when nothing in a step couples tensors: every quantity is per coordinate or per tensor, and none depends
+        on a tensor's place in the list. Meta-training may then step a whole meta-batch with one call
+        (:func:`metaopt.inner.stacked.unroll_many`). False unless a rule says otherwise.
+        """
+        return False
 
     @property
     def dtype(self) -> torch.dtype:

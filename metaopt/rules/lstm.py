@@ -104,6 +104,12 @@ class CoordinateLSTM(LearnedRule):
         update = self.readout(x).squeeze(-1) * self.config.output_scale
         return update, tuple(new_state)
 
+    @property
+    @override
+    def separable(self) -> bool:
+        """True: the LSTM and its preprocessing are coordinatewise."""
+        return True
+
     @override
     def init_state(self, param: Tensor) -> ParamState:
         return {"hidden": pack_state(initial_state(self, param.numel(), device=param.device))}

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from envs.tooling.config import check_range
-from metaopt.rules.base import LearnedRule, ParamState, plain_tensors
+from metaopt.rules.base import MAX_LAYOUTS, LearnedRule, ParamState, plain_tensors
 
 __all__ = ["MLPConfig", "PerParameterMLP", "adam_weights"]
 
@@ -117,6 +117,12 @@ class PerParameterMLP(LearnedRule):
         self._layouts: dict[tuple, _Layout] = {}  # per list of parameter shapes (and dtype, device): the constants
 
     # -- state ----------------------------------------------------------------------------------------------------
+
+    @property
+    @override
+    def separable(self) -> bool:
+        """True: features, normalisation and factored moments are per coordinate or per tensor."""
+        return True
 
     @override
     def init_state(self, param: Tensor) -> ParamState:
@@ -314,6 +320,8 @@ class PerParameterMLP(LearnedRule):
         layout = self._layouts.get(key)
         if layout is None:
             shapes = tuple(tuple(shape) for shape in key[0])
+            if len(self._layouts) >= MAX_LAYOUTS:  # the oldest goes: a stacked family meets a new list of shapes often
+                del self._layouts[next(iter(self._layouts))]
             layout = self._layouts[key] = _Layout(shapes, self.config, grads.dtype, grads.device)
         return layout
 

@@ -51,7 +51,7 @@ from typing_extensions import override
 
 from envs.errors import InvalidValue
 from envs.tooling.config import check_range
-from metaopt.rules.base import LearnedRule, ParamState, plain_tensors
+from metaopt.rules.base import MAX_LAYOUTS, LearnedRule, ParamState, plain_tensors
 from metaopt.rules.scheduler import GlobalScheduler, scheduler_features
 from metaopt.rules.tiny_inplace import in_place_step
 
@@ -249,6 +249,12 @@ class TinyRule(LearnedRule):
             decays.append(cfg.adamw_betas[1])
         return decays
 
+    @property
+    @override
+    def separable(self) -> bool:
+        """True unless ``learned_tensors: hidden`` (first and last matrices by place) or the global scheduler."""
+        return self.config.learned_tensors != "hidden" and self.schedule is None
+
     @override
     def init_state(self, param: Tensor) -> ParamState:
         dtype, device, n = self.dtype, param.device, param.numel()
@@ -413,6 +419,8 @@ class TinyRule(LearnedRule):
         key = (tuple(tuple(p.shape) for p in params), grads.dtype, grads.device)
         layout = self._layouts.get(key)
         if layout is None:
+            if len(self._layouts) >= MAX_LAYOUTS:  # the oldest goes: a stacked family meets a new list of shapes often
+                del self._layouts[next(iter(self._layouts))]
             layout = self._layouts[key] = _Layout(key[0], self, grads.dtype, grads.device)
         return layout
 

@@ -57,6 +57,10 @@ class GradScaled(nn.Module):
         self.model = model
         self.scale = float(scale)
 
+    def extra_repr(self) -> str:
+        """The factor, so that models wrapped with different factors print (and stack) apart."""
+        return f"scale={self.scale!r}"
+
     def forward(self, *args: Any) -> Any:
         """The wrapped model's output (a tensor, or a tuple whose tensors are), its gradient to be scaled."""
         out = self.model(*args)

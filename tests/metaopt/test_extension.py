@@ -149,7 +149,7 @@ def test_a_registered_estimator_trains_through_the_command_and_the_loop_applies_
         ("rule=nope", "unknown rule 'nope'; valid rules: .*log_lr_sgd.*lstm"),
         ("estimator=nope", "unknown estimator 'nope'; valid estimators: .*constant.*truncated_backprop"),
         ("rule.options={lr: 0.1}", "rule 'lstm' has no option lr"),
-        ("estimator.options={sigma: 1}", "estimator 'truncated_backprop' has no option sigma; its options: none"),
+        ("estimator.options={sigma: 1}", "estimator 'truncated_backprop' has no option sigma; its options: optimizees"),
     ],
 )
 def test_bad_rule_or_estimator_names_the_choices(override: str, match: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -127,20 +127,26 @@ def test_a_family_run_with_eval_loss_trains_and_resumes_bit_for_bit(tmp_path: Pa
     family = "tasks=[{name: digits_mlp, options: {width: 6, valid_size: 200}, choices: {activation: [sigmoid, relu]}}]"
     common = [family, "task_sampling=random", "start_offset=3", "objective.name=eval_loss", "episodes=3"]
     common += ["rule.options.hidden_size=4", "val_every=3", "val_seeds=1"]
-    run_train(config(tmp_path / "a", *common))
+    a = assert_resumes_bit_for_bit(tmp_path, common)
+    assert a["trainer"]["progress"]["meta_step"] == 3 * 2 and a["trainer"]["progress"]["skipped"] == 0
+
+
+def assert_resumes_bit_for_bit(tmp_path: Path, overrides: list[str]) -> dict:
+    """Train with ``overrides`` whole and interrupted after episode 1 then resumed; the two ``last.pt`` agree."""
+    run_train(config(tmp_path / "a", *overrides))
 
     def stop(episode: int) -> None:
         if episode == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_train(config(tmp_path / "b", *common), callback=stop)
+        run_train(config(tmp_path / "b", *overrides), callback=stop)
     run_train(resume_config(tmp_path / "b" / "run"))
     a, b = (
         torch.load(p / "run" / "checkpoints" / "last.pt", weights_only=True) for p in (tmp_path / "a", tmp_path / "b")
     )
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-    assert a["trainer"]["progress"]["meta_step"] == 3 * 2 and a["trainer"]["progress"]["skipped"] == 0
+    return a
 
 
 @pytest.mark.parametrize(

@@ -150,7 +150,7 @@ def test_cli_train_help_and_bad_config(capsys: pytest.CaptureFixture[str]) -> No
     for key in ("tasks", "rule.name", "rule.options", "estimator.name", "truncation", "meta_batch", "resume"):
         assert f"{key} = " in out
     assert "options of rule 'lstm':\n  features: str = 'log_sign'" in out  # the default rule's own options
-    assert "estimator 'truncated_backprop'" not in out  # an entry without options gets no heading
+    assert "options of estimator 'truncated_backprop':\n  optimizees: str = 'loop'" in out  # the default's too
     with pytest.raises(SystemExit):
         main(["train", "metaopt/quadratic.yaml", "rule.name=tiny", "estimator=pes", "--help"])
     out = capsys.readouterr().out  # the options of the entries the command line picks

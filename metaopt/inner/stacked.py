@@ -1,0 +1,265 @@
+"""A meta-batch unrolled together: one rule call per step for every optimizee, same-shape optimizees evaluated stacked.
+
+:func:`unroll_many` returns what :func:`~metaopt.inner.unroll.unroll` returns for each optimizee of a meta-batch (the
+same trajectories, and the same optimizees and rule states carried into the next truncation), computed together:
+
+* the optimizees are grouped by :func:`stack_key`: the same task object (so the same data and loss), the same model
+  structure, the same parameter shapes and optimizer options. A group's parameters are stacked, ``(G, *shape)`` per
+  parameter, and its losses are one ``torch.func.vmap`` call of ``task.loss`` with the parameters swapped into the
+  model (a group of one is called directly, and the members of a model with buffers one by one: vmap would share the
+  buffers);
+* one ``torch.autograd.grad`` call gives every optimizee's gradient (the losses are independent, so the gradient of
+  their sum is each one's own);
+* one rule call steps every coordinate of every optimizee. This is exact only for a rule whose step is
+  :attr:`~metaopt.rules.LearnedRule.separable` (per coordinate or per tensor): its tensors are the optimizees'
+  parameters in the order parameter, then optimizee within a group, then group.
+
+The arithmetic is that of ``DifferentiableLearnedOptimizer`` (gradients cast to the rule's dtype, taken without a
+graph when ``first_order``; ``p (1 - lr wd) + lr update``). Every parameter must get a gradient (autograd raises
+otherwise), and the optimizer must hold every parameter of the model, as meta-training's do. Only the rounding
+differs from the per-optimizee unrolls (batched matrix products, sums over more coordinates in one call): trajectories
+and meta-gradients agree to float32 rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from envs.task import Batch, Task
+from metaopt.inner.unroll import InnerState, Trajectory
+from metaopt.rules import LearnedRule, ParamState, detach_state
+
+__all__ = ["TaskLossModule", "stack_key", "unroll_many"]
+
+
+def stack_key(inner: InnerState) -> tuple:
+    """Optimizees with equal keys are evaluated as one stacked model: same task, model structure and options."""
+    model = inner.model
+    params = tuple((name, tuple(p.shape), p.dtype) for name, p in model.named_parameters())
+    options = tuple((len(g["params"]), g["lr"], g["weight_decay"]) for g in inner.optimizer.param_groups)
+    return (id(inner.task), type(model), repr(model), params, options, inner.valid_batches is None)
+
+
+@dataclass
+class _Group:
+    """Optimizees of one stack key, their parameters stacked (the arrays are rebuilt at every step)."""
+
+    members: list[int]
+    """Indices of the optimizees in the meta-batch."""
+    names: list[str]
+    """Parameter names in the optimizer's step order."""
+    model_names: list[str]
+    """Parameter names in ``model.parameters()`` order (the order of the flat iterates)."""
+    params: dict[str, Tensor]
+    """``(G, *shape)`` per name, on the meta-graph; a group of one keeps the parameter's own shape (no stacking, so
+    no select on the graph: most groups of a varied family are single)."""
+    options: dict[str, tuple[float, float]]
+    """``(lr, weight_decay)`` per name."""
+    loss: Callable[[dict[str, Tensor], list[Batch]], Tensor]
+    """``(params, one batch per member) -> (G,)`` losses."""
+
+    def flat(self) -> Tensor:
+        """``(G, P)``: each member's parameters flattened in ``model.parameters()`` order."""
+        if len(self.members) == 1:
+            return torch.cat([self.params[name].reshape(-1) for name in self.model_names])[None]
+        return torch.cat([self.params[name].flatten(1) for name in self.model_names], dim=1)
+
+    def tensors(self, name: str) -> list[Tensor]:
+        """Parameter ``name`` of each member, as the rule sees it."""
+        p = self.params[name]
+        return [p] if len(self.members) == 1 else list(p.unbind())
+
+
+def unroll_many(
+    inners: Sequence[InnerState], rule: LearnedRule, steps: int, *, first_order: bool = False
+) -> list[Trajectory]:
+    """Run ``steps`` differentiable steps of every optimizee of ``inners`` together; one trajectory each, in order.
+
+    Args:
+        inners: the meta-batch (modified: each ends ``steps`` further, as :func:`~metaopt.inner.unroll.unroll` leaves
+            it); their optimizers must use ``rule``.
+        rule: the live rule; :attr:`~metaopt.rules.LearnedRule.separable` (else a ``ValueError``).
+        steps: T.
+        first_order: feed the rule detached gradients.
+    """
+    if not rule.separable:
+        raise ValueError(f"rule {type(rule).__name__} couples tensors in its step; unroll the optimizees one by one")
+    groups = _groups(inners)
+    slots = [(g, name, k) for g, group in enumerate(groups) for name in group.names for k in range(len(group.members))]
+    state = rule.join([_piece(inners, groups, slot, rule) for slot in slots])
+    losses: list[list[Tensor]] = [[] for _ in groups]
+    valid: list[list[Tensor]] = [[] for _ in groups]
+    iterates = [[group.flat()] for group in groups]
+    for _ in range(steps):
+        step_losses = [group.loss(group.params, [inners[i].take_batch() for i in group.members]) for group in groups]
+        for g, loss in enumerate(step_losses):
+            losses[g].append(loss)
+        state = _step(groups, rule, torch.cat(step_losses).sum(), state, first_order)
+        for g, group in enumerate(groups):
+            iterates[g].append(group.flat())
+            if inners[group.members[0]].valid_batches is not None:
+                valid[g].append(group.loss(group.params, [_next_valid(inners[i]) for i in group.members]))
+    for g, group in enumerate(groups):
+        for i in group.members:
+            inners[i].next_batch = next(inners[i].batches)
+        losses[g].append(group.loss(group.params, [inners[i].next_batch for i in group.members]))  # type: ignore[misc]
+    _carry(inners, groups, slots, rule.split(state, [p for group in groups for name in group.names
+                                                      for p in group.tensors(name)]))  # fmt: skip
+    trajectories: list[Trajectory | None] = [None] * len(inners)
+    for g, group in enumerate(groups):
+        curves, paths = torch.stack(losses[g], dim=1), torch.stack(iterates[g], dim=1)  # (G, T + 1), (G, T + 1, P)
+        held = torch.stack(valid[g], dim=1) if valid[g] else None
+        for k, i in enumerate(group.members):
+            inner = inners[i]
+            trajectories[i] = Trajectory(
+                curves[k], paths[k], inner.step, inner.context, None if held is None else held[k]
+            )
+            inner.step += steps
+    return [t for t in trajectories if t is not None]
+
+
+def _step(groups: list[_Group], rule: LearnedRule, total: Tensor, state: object, first_order: bool) -> object:
+    """One step of every optimizee from the sum of their losses; the groups' parameters replaced; the new state."""
+    names = [(group, name) for group in groups for name in group.names]
+    params = [group.params[name] for group, name in names]
+    # first order: gradients without a graph of their own, what the twin's detached ones are (and cheaper to take)
+    grads = torch.autograd.grad(total, params, create_graph=not first_order, retain_graph=True)
+    flat = torch.cat([g.reshape(-1) for g in grads]).to(rule.dtype)
+    per_tensor = [p for group, name in names for p in group.tensors(name)]
+    update, new_state = rule.step(flat, state, per_tensor)
+    for (group, name), p, delta in zip(names, params, update.split([p.numel() for p in params])):
+        lr, weight_decay = group.options[name]
+        if weight_decay:
+            p = p * (1 - lr * weight_decay)
+        delta = delta.view_as(p).to(p.dtype)
+        group.params[name] = p + (delta if lr == 1 else lr * delta)
+    return new_state
+
+
+def _groups(inners: Sequence[InnerState]) -> list[_Group]:
+    """The meta-batch's optimizees grouped by :func:`stack_key`, in order of first appearance."""
+    keys: dict[tuple, list[int]] = {}
+    for i, inner in enumerate(inners):
+        keys.setdefault(stack_key(inner), []).append(i)
+    groups = []
+    for members in keys.values():
+        first = inners[members[0]]
+        by_param = {p: name for name, p in first.model.named_parameters()}
+        names = [by_param[p] for group in first.optimizer.param_groups for p in group["params"]]
+        options = {by_param[p]: (float(group["lr"]), float(group["weight_decay"]))
+                   for group in first.optimizer.param_groups for p in group["params"]}  # fmt: skip
+        found = [dict(inners[i].model.named_parameters()) for i in members]
+        if len(members) == 1:  # a copy: the model's own parameters are overwritten at the end
+            params = {name: found[0][name].detach().clone().requires_grad_() for name in names}
+        else:
+            params = {name: torch.stack([f[name].detach() for f in found]).requires_grad_() for name in names}
+        groups.append(_Group(members, names, list(found[0]), params, options,
+                             _loss_function(first.task, first.model, len(members))))  # fmt: skip
+    return groups
+
+
+def _loss_function(task: Task, model: nn.Module, count: int) -> Callable[[dict[str, Tensor], list[Batch]], Tensor]:
+    """``(stacked params, batches) -> (G,)`` losses of the ``count`` members of a group, vmapped where it can be."""
+    one = _TaskLoss(task, model)
+    if count == 1:
+
+        def single(params: dict[str, Tensor], batches: list[Batch]) -> Tensor:
+            return one(params, *batches[0])[None]
+
+        return single
+    if any(True for _ in model.buffers()):  # buffers would be shared by the members under vmap
+
+        def looped(params: dict[str, Tensor], batches: list[Batch]) -> Tensor:
+            return torch.stack([one({k: v[m] for k, v in params.items()}, *batch) for m, batch in enumerate(batches)])
+
+        return looped
+    batched = vmap(one)
+
+    def stacked(params: dict[str, Tensor], batches: list[Batch]) -> Tensor:
+        inputs, targets = (torch.stack(parts) for parts in zip(*batches))
+        return batched(params, inputs, targets)
+
+    return stacked
+
+
+class _TaskLoss:
+    """``task.loss`` of ``model`` with its parameters swapped for given tensors: ``functional_call``, made cheaper.
+
+    The tensors are put in the modules' parameter dicts for the call and the parameters put back after it (what
+    ``torch.func.functional_call`` does, without walking the module tree at every call); a model with tied
+    parameters goes through ``functional_call``.
+    """
+
+    def __init__(self, task: Task, model: nn.Module):
+        self.task, self.model = task, model
+        self.tied = len(list(model.named_parameters(remove_duplicate=False))) != len(list(model.parameters()))
+        self.slots = {}
+        for name, _ in model.named_parameters():
+            prefix, _, attr = name.rpartition(".")
+            self.slots[name] = (model.get_submodule(prefix), attr)
+
+    def __call__(self, params: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
+        if self.tied:
+            return functional_call(TaskLossModule(self.task, self.model), {f"model.{k}": v for k, v in params.items()},
+                                   (inputs, targets))  # fmt: skip
+        saved = []
+        try:
+            for name, value in params.items():
+                module, attr = self.slots[name]
+                saved.append((module, attr, module._parameters[attr]))
+                module._parameters[attr] = value  # type: ignore[assignment]
+            return self.task.loss(self.model, (inputs, targets))
+        finally:
+            for module, attr, original in saved:
+                module._parameters[attr] = original
+
+
+class TaskLossModule(nn.Module):
+    """``task.loss(model, batch)`` as a module's forward, so ``functional_call`` can swap the model's parameters.
+
+    (A task may score more than ``criterion(model(x), y)``.) Used here for models with tied parameters, and by the
+    vectorised ES population.
+    """
+
+    def __init__(self, task: Task, model: nn.Module):
+        super().__init__()
+        self.task = task
+        self.model = model
+
+    def forward(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """The task's loss on ``(inputs, targets)``."""
+        return self.task.loss(self.model, (inputs, targets))
+
+
+def _piece(
+    inners: Sequence[InnerState], groups: list[_Group], slot: tuple[int, str, int], rule: LearnedRule
+) -> ParamState:
+    """The rule state a slot (group, parameter name, member) starts from: its optimizer's, or a fresh one."""
+    g, name, k = slot
+    inner = inners[groups[g].members[k]]
+    param = dict(inner.model.named_parameters())[name]
+    return inner.optimizer.state[param] or rule.init_state(param)
+
+
+def _carry(inners: Sequence[InnerState], groups: list[_Group], slots: list[tuple[int, str, int]],
+           pieces: list[ParamState]) -> None:  # fmt: skip
+    """Write the groups' parameters and the rule state, detached, back into the optimizees."""
+    with torch.no_grad():
+        for group in groups:
+            for k, i in enumerate(group.members):
+                for name, p in inners[i].model.named_parameters():
+                    p.copy_(group.tensors(name)[k])
+    for (g, name, k), piece in zip(slots, pieces):
+        inner = inners[groups[g].members[k]]
+        param = dict(inner.model.named_parameters())[name]
+        inner.optimizer.state[param].update(detach_state(piece))
+
+
+def _next_valid(inner: InnerState) -> Batch:
+    assert inner.valid_batches is not None
+    return next(inner.valid_batches)
