@@ -19,6 +19,8 @@
 #   compare_sweep     the metaopt compare sweep, batched vs one run at a time (quadratic, 235 runs)
 #   learned_meta      meta-training throughput, one batched LSTM call vs one per tensor
 #   learned_dropin    learned optimizer step cost vs Adam, a size sweep from 10k to 10M parameters
+#   learned_meta_stack  family meta-training, the meta-batch one optimizee after another vs stacked (inner steps/s)
+#   learned_dropin_tiny the tiny rule's eager drop-in step (whole-vector path on an accelerator), 100k to 10M
 #   threads           host threads 1 vs 2 with the model on the GPU
 #   distributed       whole commands: geodesics sweep, metaopt train, metaopt targets (1 rank; 2 ranks with >= 2 GPUs)
 #   census_cnn        the curvature census (metaopt census) on digits_cnn at 10 seeds, its report under $OUT/census-cnn
@@ -26,7 +28,8 @@
 # Runtime on one H200, measured once (docs/results.md, "On one NVIDIA H200"): the first 11 steps took 450 s, with
 # gemm_share and compare_sweep cut by their timeouts, which are now longer; plan on about 10 minutes in all, so a
 # 15-minute device budget holds the machine's start and one run. Every step has its own timeout; the total is the last
-# line of gpu.jsonl. Steps whose figures are already in docs/results.md can be skipped: SKIP="curve_throughput finders".
+# line of gpu.jsonl. Steps whose figures are already in docs/results.md can be skipped: SKIP="curve_throughput finders";
+# ONLY="learned_meta_stack learned_dropin_tiny" runs just those.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -55,8 +58,8 @@ started=$(date +%s)
 step() {
     local name=$1 limit=$2 script=$3
     shift 3
-    if [[ " ${SKIP:-} " == *" $name "* ]]; then
-        echo "== $name skipped (SKIP)" >&2
+    if [[ " ${SKIP:-} " == *" $name "* ]] || { [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; }; then
+        echo "== $name skipped (SKIP or ONLY)" >&2
         return 0
     fi
     local t0 rc=0
@@ -85,11 +88,13 @@ step learned_meta 45 learned_meta_speed.py --episodes 2 --steps 100 --truncation
 step es_population 45 es_population.py --task digits_mlp --repeats 2
 step learned_dropin 90 learned_dropin_speed.py --sizes 10000 100000 1000000 10000000 --rules mlp lstm --repeats 2
 step learned_meta_rules 60 learned_meta_speed.py --rules lstm mlp --estimators backprop --steps 40 --truncation 20 --meta-batch 2 --repeats 1
+step learned_meta_stack 150 learned_meta_speed.py --configs configs/metaopt/family.yaml configs/metaopt/family_v2.yaml configs/metaopt/digits_mlp.yaml --episodes 2 --repeats 2
+step learned_dropin_tiny 90 learned_dropin_speed.py --rules tiny tiny:learned_tensors=hidden --sizes 100000 1000000 10000000 --repeats 2
 step threads 30 threads.py --tasks digits_mlp digits_cnn --threads 1 2 --steps 50 --repeats 2
 step distributed 120 distributed.py --ranks 1 2 --repeats 1 --workloads sweep train targets
 
 # The curvature census on the convnet at more seeds (a science run, not a benchmark: its report is the result).
-if [[ " ${SKIP:-} " != *" census_cnn "* ]]; then
+if [[ " ${SKIP:-} " != *" census_cnn "* ]] && { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" census_cnn "* ]]; }; then
     echo "== census_cnn (limit 240s)" >&2
     t0=$(date +%s) rc=0
     timeout --kill-after=10 240 "$PYTHON" -m metaopt census metaopt/census/census.yaml "tasks=[{name: digits_cnn}]" \
