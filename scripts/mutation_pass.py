@@ -54,6 +54,7 @@ TINY_INPLACE = (
 # the drop-in step runs in place: the functional step is checked against it
 TINY = ("tests/metaopt/rules/test_tiny.py", *TINY_INPLACE)
 FAMILY_V1 = ("tests/metaopt/training/test_family_v1.py",)
+FAMILY_V3 = ("tests/metaopt/training/test_family_v3.py",)
 
 MUTANTS: list[Mutant] = [
     # -- envs/gym ------------------------------------------------------------------------------------------------
@@ -900,8 +901,8 @@ RECENT: list[Mutant] = [
     M(
         "augment: a running optimizee may be rescaled",
         "metaopt/training/augment.py",
-        "    if inner.step:\n",
-        "    if False:\n",
+        '    if inner.step:\n        raise ValueError("gradients',
+        '    if False:\n        raise ValueError("gradients',
         FAMILY_V1,
     ),
     M(
@@ -1274,6 +1275,77 @@ RECENT: list[Mutant] = [
         "sys.modules[__name__] = _module",
         "_module = _module",
         ("tests/test_layering.py",),
+    ),
+    # -- recipe v3: weight reparameterization, the teacher-student held-out sample ---------------------------------
+    M(
+        "a reparameterized layer divides its weight instead of multiplying it",
+        "metaopt/training/augment.py",
+        "            layer.weight.mul_(self.scale)",
+        "            layer.weight.div_(self.scale)",
+        FAMILY_V3,
+    ),
+    M(
+        "a reparameterized layer multiplies its input instead of dividing it",
+        "metaopt/training/augment.py",
+        "return self.layer(inputs / self.scale)",
+        "return self.layer(inputs * self.scale)",
+        FAMILY_V3,
+    ),
+    M(
+        "convolutions left out of weight reparameterization",
+        "metaopt/training/augment.py",
+        "REPARAMETERIZED = (nn.Linear, nn.Conv1d, nn.Conv2d)",
+        "REPARAMETERIZED = (nn.Linear,)",
+        FAMILY_V3,
+    ),
+    M(
+        "a running optimizee may be reparameterized",
+        "metaopt/training/augment.py",
+        '    if inner.step:\n        raise ValueError("weights',
+        '    if False:\n        raise ValueError("weights',
+        FAMILY_V3,
+    ),
+    M(
+        "weight factors drawn from the gradient factors' stream",
+        "metaopt/training/schedule.py",
+        'g = generator(self.cfg.seed, "param_scale", episode, slot)',
+        'g = generator(self.cfg.seed, "grad_scale", episode, slot)',
+        FAMILY_V3,
+    ),
+    M(
+        "weight factors drawn but never applied",
+        "metaopt/training/schedule.py",
+        "            if self.cfg.param_scales:",
+        "            if not self.cfg.param_scales:",
+        FAMILY_V3,
+    ),
+    M(
+        "a weight factor of zero accepted",
+        "metaopt/training/config.py",
+        'check_range(self, "param_scales", low=0, low_open=True)',
+        'check_range(self, "param_scales", low=0)',
+        FAMILY_V3,
+    ),
+    M(
+        "the teacher-student held-out inputs drawn from the training stream",
+        "envs/tasks/teacher_student.py",
+        'g = generator(o.data_seed, self.name, "valid_inputs")',
+        'g = generator(o.data_seed, self.name, "inputs")',
+        FAMILY_V3,
+    ),
+    M(
+        "the teacher-student held-out targets not scaled like the training targets",
+        "envs/tasks/teacher_student.py",
+        "            y = self._teacher_outputs(x) / self._scale",
+        "            y = self._teacher_outputs(x)",
+        FAMILY_V3,
+    ),
+    M(
+        "the teacher-student held-out split offered without valid_points",
+        "envs/tasks/teacher_student.py",
+        "        if not self.options.valid_points:",
+        "        if self.options.valid_points:",
+        FAMILY_V3,
     ),
 ]
 
