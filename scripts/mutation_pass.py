@@ -1347,6 +1347,27 @@ RECENT: list[Mutant] = [
         "        if self.options.valid_points:",
         FAMILY_V3,
     ),
+    M(
+        "the muP cap raises small factors instead of capping large ones",
+        "metaopt/rules/tiny_inplace.py",
+        "return min(factor, 1.0) if cap else factor",
+        "return max(factor, 1.0) if cap else factor",
+        TINY,
+    ),
+    M(
+        "the functional step ignores mup_cap",
+        "metaopt/rules/tiny.py",
+        "factors = [mup_factor(cfg.base_fan_in, f, cfg.mup_cap) for f in fan_ins]",
+        "factors = [mup_factor(cfg.base_fan_in, f, False) for f in fan_ins]",
+        TINY,
+    ),
+    M(
+        "the in-place step ignores mup_cap",
+        "metaopt/rules/tiny_inplace.py",
+        "mup_factor(cfg.base_fan_in, math.prod(shape[1:]), cfg.mup_cap)",
+        "mup_factor(cfg.base_fan_in, math.prod(shape[1:]), False)",
+        ("tests/metaopt/rules/test_tiny_inplace.py",),
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""
