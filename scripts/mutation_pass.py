@@ -788,7 +788,7 @@ RECENT: list[Mutant] = [
     M(
         "tiny: no muP factor",
         "metaopt/rules/tiny.py",
-        "[cfg.base_fan_in / f for f in fan_ins]",
+        "[mup_factor(cfg.base_fan_in, f, cfg.mup_cap) for f in fan_ins]",
         "[1.0 for f in fan_ins]",
         TINY,
     ),
@@ -859,8 +859,8 @@ RECENT: list[Mutant] = [
     M(
         "tiny in place: muP's fan-in is the second dimension only",
         "metaopt/rules/tiny_inplace.py",
-        "cfg.base_fan_in / math.prod(shape[1:])",
-        "cfg.base_fan_in / shape[1]",
+        "mup_factor(cfg.base_fan_in, math.prod(shape[1:]), cfg.mup_cap)",
+        "mup_factor(cfg.base_fan_in, shape[1], cfg.mup_cap)",
         TINY_INPLACE,
     ),
     M(
