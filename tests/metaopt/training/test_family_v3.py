@@ -141,3 +141,26 @@ def test_the_family_v3_recipe_loads() -> None:
     assert cfg.rule.name == "tiny" and cfg.rule_config().learned_tensors == "all"
     assert cfg.truncation == 50 and max(cfg.horizons) == 1000
     assert {t.name for t in cfg.tasks} == {"digits_mlp", "digits_cnn", "teacher_student"}
+
+
+def test_no_task_of_the_held_out_suite_is_a_member_of_the_v3_family() -> None:
+    import itertools
+
+    from metaopt.compare.config import CompareConfig
+
+    def options(name: str, given: dict) -> dict:
+        spec = envs.make_task(name, **given).spec["options"]
+        return {k: v for k, v in spec.items() if k != "valid_size"}  # the held-out split's size is no other task
+
+    family = load_config(TrainConfig, "metaopt/family_v3.yaml")
+    members = []
+    for task in family.tasks:
+        keys = list(task.choices)
+        for values in itertools.product(*(task.choices[k] for k in keys)):
+            members.append((task.name, options(task.name, {**task.options, **dict(zip(keys, values))})))
+    assert len(members) > 200
+    suite = load_config(CompareConfig, "compare/heldout_suite.yaml")
+    for label, task in suite.tasks.items():
+        assert (task.name, options(task.name, task.options)) not in members, label
+    assert ("digits_mlp", options("digits_mlp", {"width": 16, "activation": "tanh"})) in members  # the check can match
+    assert max(family.horizons) < suite.tasks["horizon2500"].steps
