@@ -56,6 +56,7 @@ TINY = ("tests/metaopt/rules/test_tiny.py", *TINY_INPLACE)
 FAMILY_V1 = ("tests/metaopt/training/test_family_v1.py",)
 FINDER_OPTIONS = ("tests/geodesics/test_finder_options.py",)
 STACKED = ("tests/metaopt/inner/test_stacked.py",)
+FAMILY_V3 = ("tests/metaopt/training/test_family_v3.py",)
 
 MUTANTS: list[Mutant] = [
     # -- envs/gym ------------------------------------------------------------------------------------------------
@@ -789,7 +790,7 @@ RECENT: list[Mutant] = [
     M(
         "tiny: no muP factor",
         "metaopt/rules/tiny.py",
-        "[cfg.base_fan_in / f for f in fan_ins]",
+        "[mup_factor(cfg.base_fan_in, f, cfg.mup_cap) for f in fan_ins]",
         "[1.0 for f in fan_ins]",
         TINY,
     ),
@@ -860,8 +861,8 @@ RECENT: list[Mutant] = [
     M(
         "tiny in place: muP's fan-in is the second dimension only",
         "metaopt/rules/tiny_inplace.py",
-        "cfg.base_fan_in / math.prod(shape[1:])",
-        "cfg.base_fan_in / shape[1]",
+        "mup_factor(cfg.base_fan_in, math.prod(shape[1:]), cfg.mup_cap)",
+        "mup_factor(cfg.base_fan_in, shape[1], cfg.mup_cap)",
         TINY_INPLACE,
     ),
     M(
@@ -902,8 +903,8 @@ RECENT: list[Mutant] = [
     M(
         "augment: a running optimizee may be rescaled",
         "metaopt/training/augment.py",
-        "    if inner.step:\n",
-        "    if False:\n",
+        '    if inner.step:\n        raise ValueError("gradients',
+        '    if False:\n        raise ValueError("gradients',
         FAMILY_V1,
     ),
     M(
@@ -1610,6 +1611,98 @@ RECENT: list[Mutant] = [
         'return f"scale={self.scale!r}"',
         'return "scale"',
         STACKED,
+    ),
+    # -- recipe v3: weight reparameterization, the teacher-student held-out sample ---------------------------------
+    M(
+        "a reparameterized layer divides its weight instead of multiplying it",
+        "metaopt/training/augment.py",
+        "            layer.weight.mul_(self.scale)",
+        "            layer.weight.div_(self.scale)",
+        FAMILY_V3,
+    ),
+    M(
+        "a reparameterized layer multiplies its input instead of dividing it",
+        "metaopt/training/augment.py",
+        "return self.layer(inputs / self.scale)",
+        "return self.layer(inputs * self.scale)",
+        FAMILY_V3,
+    ),
+    M(
+        "convolutions left out of weight reparameterization",
+        "metaopt/training/augment.py",
+        "REPARAMETERIZED = (nn.Linear, nn.Conv1d, nn.Conv2d)",
+        "REPARAMETERIZED = (nn.Linear,)",
+        FAMILY_V3,
+    ),
+    M(
+        "a running optimizee may be reparameterized",
+        "metaopt/training/augment.py",
+        '    if inner.step:\n        raise ValueError("weights',
+        '    if False:\n        raise ValueError("weights',
+        FAMILY_V3,
+    ),
+    M(
+        "weight factors drawn from the gradient factors' stream",
+        "metaopt/training/schedule.py",
+        'g = generator(self.cfg.seed, "param_scale", episode, slot)',
+        'g = generator(self.cfg.seed, "grad_scale", episode, slot)',
+        FAMILY_V3,
+    ),
+    M(
+        "weight factors drawn but never applied",
+        "metaopt/training/schedule.py",
+        "            if self.cfg.param_scales:",
+        "            if not self.cfg.param_scales:",
+        FAMILY_V3,
+    ),
+    M(
+        "a weight factor of zero accepted",
+        "metaopt/training/config.py",
+        'check_range(self, "param_scales", low=0, low_open=True)',
+        'check_range(self, "param_scales", low=0)',
+        FAMILY_V3,
+    ),
+    M(
+        "the teacher-student held-out inputs drawn from the training stream",
+        "envs/tasks/teacher_student.py",
+        'g = generator(o.data_seed, self.name, "valid_inputs")',
+        'g = generator(o.data_seed, self.name, "inputs")',
+        FAMILY_V3,
+    ),
+    M(
+        "the teacher-student held-out targets not scaled like the training targets",
+        "envs/tasks/teacher_student.py",
+        "            y = self._teacher_outputs(x) / self._scale",
+        "            y = self._teacher_outputs(x)",
+        FAMILY_V3,
+    ),
+    M(
+        "the teacher-student held-out split offered without valid_points",
+        "envs/tasks/teacher_student.py",
+        "        if not self.options.valid_points:",
+        "        if self.options.valid_points:",
+        FAMILY_V3,
+    ),
+    M(
+        "the muP cap raises small factors instead of capping large ones",
+        "metaopt/rules/tiny_inplace.py",
+        "return min(factor, 1.0) if cap else factor",
+        "return max(factor, 1.0) if cap else factor",
+        TINY,
+    ),
+    M(
+        "the functional step ignores mup_cap",
+        "metaopt/rules/tiny.py",
+        "factors = [mup_factor(cfg.base_fan_in, f, cfg.mup_cap) for f in fan_ins]",
+        "factors = [mup_factor(cfg.base_fan_in, f, False) for f in fan_ins]",
+        TINY,
+    ),
+    M(
+        "the in-place step ignores mup_cap",
+        "metaopt/rules/tiny_inplace.py",
+        "mup_factor(cfg.base_fan_in, math.prod(shape[1:]), cfg.mup_cap)",
+        "mup_factor(cfg.base_fan_in, math.prod(shape[1:]), False)",
+        ("tests/metaopt/rules/test_tiny_inplace.py",),
     ),
 ]
 

@@ -6,7 +6,8 @@ over the training sample is 1 (the zero predictor has loss 1 there, so levels re
 power), plus optional Gaussian label noise. The *student* is an MLP with ``depth`` hidden layers of ``width`` units
 and the ``activation`` of choice; ``activation=identity`` makes it a deep linear network (Section 2.2), ``depth=1``
 with ``relu`` the one-hidden-layer half-rectified network of Theorem 2.4. Mean squared error, full batch; the
-evaluation set is a second, independent sample of the same distribution.
+evaluation set is a second, independent sample of the same distribution; with ``valid_points`` a third one, from its
+own random streams, is the held-out split that an ``eval_loss`` meta-objective scores (the first two do not move).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class TeacherStudentOptions:
     """Training examples."""
     eval_points: int = 1000
     """Evaluation examples, an independent sample."""
+    valid_points: int = 0
+    """Held-out examples for an eval_loss meta-objective, a third independent sample (0: no held-out split)."""
     data_seed: int = 0
     """Seed of the teacher's weights, the inputs and the noise."""
 
@@ -65,6 +68,8 @@ class TeacherStudentOptions:
         for key in ("input_dim", "output_dim", "width", "teacher_width", "num_points", "eval_points"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.valid_points < 0:
+            raise ValueError(f"valid_points must be >= 0 (0: no held-out split), got {self.valid_points}")
         if self.depth < 0:
             raise ValueError(f"depth must be >= 0, got {self.depth}")
         if not self.noise >= 0:
@@ -104,7 +109,22 @@ class TeacherStudentTask(Task):
             x, y = x.to(self.device, self.dtype), y.to(self.device, self.dtype)
             n = o.num_points
             self._data = ((x[:n], y[:n]), (x[n:], y[n:]))
+            self._scale = scale
         return self._data
+
+    def held_out_data(self) -> Batch:
+        """The held-out sample ``(x (valid_points, d), y)``: same teacher, scale and noise level, its own streams."""
+        o = self.options
+        if not hasattr(self, "_held_out"):
+            self._samples()  # the training sample's scale
+            g = generator(o.data_seed, self.name, "valid_inputs")
+            x = torch.randn(o.valid_points, o.input_dim, generator=g, dtype=torch.float64)
+            y = self._teacher_outputs(x) / self._scale
+            if o.noise > 0:
+                y = y + o.noise * torch.randn(y.shape, generator=generator(o.data_seed, self.name, "valid_noise"),
+                                              dtype=torch.float64)  # fmt: skip
+            self._held_out = (x.to(self.device, self.dtype), y.to(self.device, self.dtype))
+        return self._held_out
 
     @override
     def build_model(self) -> nn.Module:
@@ -123,6 +143,12 @@ class TeacherStudentTask(Task):
     @override
     def batches(self, seed: int) -> Iterator[Batch]:
         return full_batches(self.train_data())
+
+    @override
+    def valid_batches(self, seed: int) -> Iterator[Batch]:
+        if not self.options.valid_points:
+            return super().valid_batches(seed)
+        return full_batches(self.held_out_data())
 
     @override
     def eval_data(self) -> Batch:

@@ -16,7 +16,8 @@ What each part follows, and what this project changed:
 * **muP scaling** (muLO, Thérien et al. 2024): the inputs are O(1) whatever the width (they are normalised per
   tensor), and the step of a tensor with two or more dimensions is multiplied by ``base_fan_in / fan_in`` (fan-in:
   the product of all dimensions but the first), muP's Adam rule for hidden and output matrices; vectors keep the
-  plain step. The first matrix's fan-in is the input size, which does not grow with width.
+  plain step. The first matrix's fan-in is the input size, which does not grow with width; a small one (a table of
+  4 columns) would get a step 16x the base, which ``mup_cap`` caps at 1x.
 * **Relative to the parameter** (VeLO, Metz et al. 2022), optional: ``param_scale`` multiplies each tensor's step
   by ``max(rms(p), param_floor)``, so the step is a fraction of the weights' size.
 * **Hybrid** (Celo2's harness), optional: with ``learned_tensors: hidden`` the rule drives only hidden weight
@@ -53,7 +54,7 @@ from envs.errors import InvalidValue
 from envs.tooling.config import check_range
 from metaopt.rules.base import MAX_LAYOUTS, LearnedRule, ParamState, plain_tensors
 from metaopt.rules.scheduler import GlobalScheduler, scheduler_features
-from metaopt.rules.tiny_inplace import in_place_step
+from metaopt.rules.tiny_inplace import in_place_step, mup_factor
 
 __all__ = ["LEARNED_TENSORS", "TRAIN_PARTS", "TinyConfig", "TinyRule", "learned_tensor_mask"]
 
@@ -90,6 +91,9 @@ class TinyConfig:
     """Multiply the step of tensors with two or more dimensions by base_fan_in / fan_in."""
     base_fan_in: int = 64
     """Fan-in at which the muP factor is 1."""
+    mup_cap: bool = False
+    """Cap the muP factor at 1: a tensor with a fan-in below base_fan_in (the input layer of a small table) keeps the
+    base step instead of a larger one."""
     param_scale: bool = False
     """Multiply each tensor's step by max(rms(p), param_floor) (VeLO)."""
     param_floor: float = 0.001
@@ -487,7 +491,8 @@ class _Layout:
         self.adamw = _Segments(rest, sizes, offsets, not chosen, dtype, device) if rest else None
         if self.learned is not None and cfg.mup:
             fan_ins = [math.prod(shapes[i][1:]) if len(shapes[i]) >= 2 else cfg.base_fan_in for i in chosen]
-            self.learned.mup = torch.tensor([cfg.base_fan_in / f for f in fan_ins], dtype=dtype, device=device)
+            factors = [mup_factor(cfg.base_fan_in, f, cfg.mup_cap) for f in fan_ins]
+            self.learned.mup = torch.tensor(factors, dtype=dtype, device=device)
         self.momentum_decays = rule._momentum_decays
         second_decays = rule._second_decays
         self.momentum_complements = 1 - torch.tensor(self.momentum_decays, dtype=dtype, device=device)[:, None]

@@ -46,7 +46,7 @@ from metaopt.rules.scheduler import scheduler_features
 if TYPE_CHECKING:
     from metaopt.rules.tiny import TinyRule
 
-__all__ = ["in_place_step"]
+__all__ = ["in_place_step", "mup_factor"]
 
 _TINY = 1e-30
 """The rule's floor of the divisions by a second moment or a root mean square (:data:`metaopt.rules.tiny._TINY`)."""
@@ -95,6 +95,12 @@ class Plan:
     adamw_weight_decay: float
 
 
+def mup_factor(base_fan_in: int, fan_in: int, cap: bool) -> float:
+    """The muP factor of a matrix's step, ``base_fan_in / fan_in``; with ``cap`` at most 1."""
+    factor = base_fan_in / fan_in
+    return min(factor, 1.0) if cap else factor
+
+
 def make_plan(rule: TinyRule, shapes: Sequence[tuple[int, ...]]) -> Plan:
     """The plan of a step of ``rule`` (a ``TinyRule``) over parameters of ``shapes``."""
     from metaopt.rules.tiny import learned_tensor_mask  # tiny imports this module
@@ -103,7 +109,9 @@ def make_plan(rule: TinyRule, shapes: Sequence[tuple[int, ...]]) -> Plan:
     sizes = tuple(math.prod(shape) for shape in shapes)
     learned = tuple(learned_tensor_mask(shapes, cfg.learned_tensors))
     mup = tuple(
-        cfg.base_fan_in / math.prod(shape[1:]) if cfg.mup and chosen and len(shape) >= 2 else 1.0
+        mup_factor(cfg.base_fan_in, math.prod(shape[1:]), cfg.mup_cap)
+        if cfg.mup and chosen and len(shape) >= 2
+        else 1.0
         for shape, chosen in zip(shapes, learned)
     )
     momentum_decays, second_decays = rule._momentum_decays, rule._second_decays

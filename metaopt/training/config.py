@@ -117,6 +117,10 @@ class TrainConfig(RunOptions):
     grad_scales: list[float] = field(default_factory=list)
     """Gradient rescaling: each optimizee's gradients are multiplied by a factor drawn from this list (its losses
     unchanged; seeded by episode and slot); empty: no rescaling."""
+    param_scales: list[float] = field(default_factory=list)
+    """Weight reparameterization: each linear or convolutional layer of each optimizee stores its weight times a
+    factor drawn from this list and divides its input by it (the same function; seeded by episode and slot); empty:
+    none."""
     name: str = "train"
     """Prefix of the run directory name."""
     rule: RuleChoice = field(default_factory=lambda: RuleChoice("lstm"))
@@ -200,6 +204,12 @@ class TrainConfig(RunOptions):
             if self.targets:
                 raise InvalidValue(
                     TrainConfig, "grad_scales", self.grad_scales, "rescales fresh episodes; drop targets="
+                )
+        if self.param_scales:
+            check_range(self, "param_scales", low=0, low_open=True)
+            if self.targets:
+                raise InvalidValue(
+                    TrainConfig, "param_scales", self.param_scales, "reparameterizes fresh episodes; drop targets="
                 )
         if needs_held_out(self.objective) and self.targets:
             raise InvalidValue(

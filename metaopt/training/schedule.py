@@ -27,7 +27,7 @@ from metaopt.inner import InnerState, advance, start_episode, start_window
 from metaopt.objectives import needs_held_out
 from metaopt.rules import LearnedRule
 from metaopt.targets import TargetDataset, TargetWindow
-from metaopt.training.augment import rescale_gradients
+from metaopt.training.augment import reparameterizable_layers, reparameterize_weights, rescale_gradients
 from metaopt.training.config import TrainConfig, train_seed
 
 __all__ = ["DatasetWindows", "FreshEpisodes", "on_policy_targets"]
@@ -42,7 +42,8 @@ class FreshEpisodes:
     spec. With ``start_offset`` the optimizee first takes a drawn number of plain steps of the current rule. With a
     held-out objective (``eval_loss``) every optimizee carries its task's held-out batches. With ``horizons`` each
     episode draws its length (stream ``(seed, "horizon", e)``), with ``grad_scales`` each optimizee its gradient
-    factor (stream ``(seed, "grad_scale", e, i)``): separate streams, so the other draws do not move.
+    factor (stream ``(seed, "grad_scale", e, i)``), with ``param_scales`` each of its layers a weight factor (stream
+    ``(seed, "param_scale", e, i)``): separate streams, so the other draws do not move.
     """
 
     def __init__(self, cfg: TrainConfig, tasks: list[Task]):
@@ -73,6 +74,14 @@ class FreshEpisodes:
         g = generator(self.cfg.seed, "grad_scale", episode, slot)
         return float(scales[int(torch.randint(len(scales), (), generator=g))])
 
+    def param_scales_of(self, episode: int, slot: int, layers: int) -> list[float]:
+        """The weight factors of the ``layers`` layers of ``slot`` in ``episode``: drawn from ``param_scales``, or 1."""
+        scales = self.cfg.param_scales
+        if not scales:
+            return [1.0] * layers
+        g = generator(self.cfg.seed, "param_scale", episode, slot)
+        return [float(scales[int(i)]) for i in torch.randint(len(scales), (layers,), generator=g)]
+
     def task_of(self, episode: int, slot: int) -> tuple[Task, int]:
         """The task of ``slot`` in ``episode`` and its plain-step offset."""
         cfg = self.cfg
@@ -100,6 +109,9 @@ class FreshEpisodes:
         for slot in range(cfg.meta_batch):
             task, offset = self.task_of(episode, slot)
             inner = start_episode(task, train_seed(episode, slot, cfg.meta_batch), rule, held_out=self.held_out)
+            if self.cfg.param_scales:
+                layers = len(reparameterizable_layers(inner.model))
+                reparameterize_weights(inner, self.param_scales_of(episode, slot, layers))
             scale = self.grad_scale_of(episode, slot)
             if scale != 1.0:
                 rescale_gradients(inner, scale)

@@ -94,6 +94,20 @@ def test_a_tensor_s_update_size_follows_mup_across_widths() -> None:
     assert sizes[32][1] == pytest.approx(0.01, rel=1e-9) and sizes[128][1] == pytest.approx(0.01, rel=1e-9)
 
 
+def test_with_mup_cap_a_small_fan_in_keeps_the_base_step_and_a_large_one_still_shrinks() -> None:
+    sizes = {}
+    for cap in (False, True):
+        rule = perturbed(TinyConfig(base_fan_in=64, step_size=0.01, mup_cap=cap))
+        for fan_in in (4, 16, 128):
+            params = [torch.randn(8, fan_in, dtype=torch.float64)]
+            grads = torch.randn(params[0].numel(), dtype=torch.float64)
+            update, _ = rule.step(grads, rule.join([rule.init_state(p) for p in params]), params)
+            sizes[cap, fan_in] = update.pow(2).mean().sqrt().item()
+    assert sizes[False, 4] == pytest.approx(0.01 * 16, rel=1e-9) and sizes[False, 16] == pytest.approx(0.04, rel=1e-9)
+    assert sizes[True, 4] == pytest.approx(0.01, rel=1e-9) and sizes[True, 16] == pytest.approx(0.01, rel=1e-9)
+    assert sizes[True, 128] == pytest.approx(0.005, rel=1e-9) == sizes[False, 128]
+
+
 def test_in_a_model_the_hidden_matrices_update_scales_as_one_over_width() -> None:
     rule = perturbed(TinyConfig(learned_tensors="hidden"))
     rms = []

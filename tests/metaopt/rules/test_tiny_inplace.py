@@ -143,7 +143,8 @@ def test_the_eager_in_place_step_equals_the_functional_step(learned_tensors: str
 
 @pytest.mark.parametrize(
     "options",
-    [{"param_scale": True}, {"param_feature": False, "num_layers": 3, "hidden_size": 5}, {"scheduler": True},
+    [{"param_scale": True}, {"mup_cap": True}, {"param_feature": False, "num_layers": 3, "hidden_size": 5},
+     {"scheduler": True},
      {"momentum_decays": [0.5, 0.9, 0.99], "adamw_betas": [0.8, 0.99], "learned_tensors": "hidden"}],
 )  # fmt: skip
 def test_other_options_follow_the_functional_step_too(options: dict) -> None:
