@@ -1423,6 +1423,28 @@ RECENT: list[Mutant] = [
         "            if False:\n                message",
         ("tests/metaopt/training/test_train.py",),
     ),
+    # -- the tasks' building blocks (envs/task/nn.py, moved with the task modules) --------------------------------
+    M(
+        "the unrolled LSTM's input and forget gates swapped",
+        "envs/task/nn.py",
+        "c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)",
+        "c = torch.sigmoid(i) * c + torch.sigmoid(f) * torch.tanh(g)",
+        ("tests/envs/test_task_nn.py",),
+    ),
+    M(
+        "mlp puts an activation after its last layer",
+        "envs/task/nn.py",
+        "        if i < len(sizes) - 2:",
+        "        if i < len(sizes) - 1:",
+        ("tests/envs/test_task_nn.py",),
+    ),
+    M(
+        "mlp ignores bias=False",
+        "envs/task/nn.py",
+        "layers.append(nn.Linear(n_in, n_out, bias=bias))",
+        "layers.append(nn.Linear(n_in, n_out))",
+        ("tests/envs/test_task_nn.py",),
+    ),
     M(
         "an objective's options are not spelled out",
         "metaopt/objectives/registry.py",
