@@ -94,7 +94,7 @@ class _Curve:
     def __init__(self, space: ParamSpace, a: Tensor, b: Tensor, key: int, config: DSSConfig, kind: str):
         self.space, self.a, self.b, self.config, self.kind = space, a, b, config, kind
         settings = config.options(TrainedCurveConfig)
-        self.bends, self.samples = settings.bends, settings.samples
+        self.bends, self.samples, self.points = settings.bends, settings.samples, settings.points
         self.weights: Weights = bezier_weights if kind == "bezier" else polychain_weights
         knots = torch.linspace(0.0, 1.0, self.bends + 2, dtype=torch.float64, device=a.device)[1:-1]
         self.controls = torch.lerp(a.unsqueeze(0), b.unsqueeze(0), knots.to(a.dtype).unsqueeze(1))
@@ -105,13 +105,13 @@ class _Curve:
         self.optimizer = StackOptimizer(config, space, self.controls, settings.lr)
         self.ts = generator(config.seed, "curve-t", key)
         self.batches = space.task.batches(derive_seed(config.seed, "curve-batches", key))
-        grid = torch.linspace(0.0, 1.0, settings.points, dtype=torch.float64, device=a.device)
+        grid = torch.linspace(0.0, 1.0, self.points, dtype=torch.float64, device=a.device)
         self.grid_weights = bezier_weights(grid, self.bends) if kind == "bezier" else None
 
     @property
     def num_vertices(self) -> int:
         """Vertices of the polyline, endpoints included."""
-        return self.config.options(TrainedCurveConfig).points if self.kind == "bezier" else self.bends + 2
+        return self.points if self.kind == "bezier" else self.bends + 2
 
     def vertices(self) -> Tensor:
         """The polyline ``(K, P)``: the chain itself, or the Bezier curve at evenly spaced t (ends exactly A and B)."""
