@@ -57,6 +57,7 @@ FAMILY_V1 = ("tests/metaopt/training/test_family_v1.py",)
 FINDER_OPTIONS = ("tests/geodesics/test_finder_options.py",)
 STACKED = ("tests/metaopt/inner/test_stacked.py",)
 FAMILY_V3 = ("tests/metaopt/training/test_family_v3.py",)
+LEARNED_LR_GRID = ("tests/metaopt/compare/test_learned_lr_grid.py",)
 
 MUTANTS: list[Mutant] = [
     # -- envs/gym ------------------------------------------------------------------------------------------------
@@ -262,7 +263,7 @@ MUTANTS: list[Mutant] = [
     M(
         "learned checkpoints in compare checked only when they run",
         "metaopt/compare/harness.py",
-        "        _check_builds(name, registered, options, cfg.lr_grid[0] if spec.tunable_lr else None)\n",
+        "        _check_builds(name, registered, options, grid[0] if tunable else None)\n",
         "",
         ("tests/metaopt/test_compare_learned.py",),
     ),
@@ -1725,6 +1726,48 @@ RECENT: list[Mutant] = [
         "mup_factor(cfg.base_fan_in, math.prod(shape[1:]), cfg.mup_cap)",
         "mup_factor(cfg.base_fan_in, math.prod(shape[1:]), False)",
         ("tests/metaopt/rules/test_tiny_inplace.py",),
+    ),
+    M(
+        "the tuned learned arm's multiplier tuned on the baselines' lr_grid",
+        "metaopt/compare/config.py",
+        "return self.learned_lr_grid if optimizer in self.tuned_learned else self.lr_grid",
+        "return self.lr_grid",
+        LEARNED_LR_GRID,
+    ),
+    M(
+        "the tuned learned arm not tuned (its multiplier left at the rule's own)",
+        "metaopt/compare/harness.py",
+        "tunable = spec.tunable_lr or name in cfg.tuned_learned",
+        "tunable = spec.tunable_lr",
+        LEARNED_LR_GRID,
+    ),
+    M(
+        "a multiplier of zero accepted",
+        "metaopt/compare/config.py",
+        'check_range(self, "learned_lr_grid", low=0, low_open=True)',
+        'check_range(self, "learned_lr_grid", low=0)',
+        LEARNED_LR_GRID,
+    ),
+    M(
+        "a tuned learned arm added with an empty learned_lr_grid",
+        "metaopt/compare/config.py",
+        "for arm in [label, label + TUNED_SUFFIX] if self.learned_lr_grid else [label]:",
+        "for arm in [label, label + TUNED_SUFFIX]:",
+        LEARNED_LR_GRID,
+    ),
+    M(
+        "the chosen step multiplier shown as a learning rate",
+        "metaopt/compare/report.py",
+        "lr = _lr_text(row, row.optimizer in cfg.tuned_learned)",
+        "lr = _lr_text(row)",
+        LEARNED_LR_GRID,
+    ),
+    M(
+        "the tuned learned arm's tuning read back on the baselines' grid",
+        "metaopt/compare/results.py",
+        "seeds, grid = cfg.tuning_seed_list, cfg.grid_of(optimizer)",
+        "seeds, grid = cfg.tuning_seed_list, cfg.lr_grid",
+        LEARNED_LR_GRID,
     ),
 ]
 

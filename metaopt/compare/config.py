@@ -8,7 +8,9 @@ from typing import Any
 
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 
-__all__ = ["DEFAULT_LR_GRID", "DEFAULT_OPTIMIZERS", "CompareConfig", "CompareTaskConfig", "learned_label"]
+__all__ = [
+    "DEFAULT_LR_GRID", "DEFAULT_OPTIMIZERS", "TUNED_SUFFIX", "CompareConfig", "CompareTaskConfig", "learned_label"
+]  # fmt: skip
 
 DEFAULT_LR_GRID = [round(10 ** (-4 + k / 2), 12) for k in range(9)]
 """1e-4 to 1 in half decades: 1e-4, 3.16e-4, 1e-3, ..., 0.316, 1."""
@@ -23,6 +25,10 @@ def learned_label(checkpoint: str) -> str:
     if _LABEL.match(checkpoint):
         return checkpoint
     return "learned-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", checkpoint).strip("_.-")
+
+
+TUNED_SUFFIX = "-tuned"
+"""Label suffix of a learned checkpoint's second arm, whose step multiplier is tuned on ``learned_lr_grid``."""
 
 
 @dataclass
@@ -67,6 +73,10 @@ class CompareConfig(RunOptions):
     """Optimizer that speed-ups and paired differences are measured against (one of optimizers)."""
     lr_grid: list[float] = field(default_factory=lambda: list(DEFAULT_LR_GRID))
     """Learning rates tried for every optimizer that has one (default 1e-4 to 1 in half decades)."""
+    learned_lr_grid: list[float] = field(default_factory=list)
+    """Step multipliers (the learned optimizer's ``lr``, 1 = the rule as trained) for a second arm of every
+    ``learned`` checkpoint, labelled ``<label>-tuned``, whose multiplier is tuned per task like a baseline's learning
+    rate (same tuning seeds, same choice) and evaluated on the same seeds; the untuned arm stays. Empty: no such arm."""
     tuning_seeds: int = 5
     """Tuning runs per learning rate; seeds tuning_seed_offset, ..., tuning_seed_offset + tuning_seeds - 1."""
     tuning_seed_offset: int = 0
@@ -99,6 +109,8 @@ class CompareConfig(RunOptions):
         if len(set(self.optimizers)) != len(self.optimizers):
             raise ValueError(f"optimizers lists a name twice: {self.optimizers}")
         check_range(self, "lr_grid", low=0, low_open=True)
+        if self.learned_lr_grid:  # empty: no tuned learned arms
+            check_range(self, "learned_lr_grid", low=0, low_open=True)
         for key in ("tuning_seeds", "eval_seeds", "final_window", "max_stacked_runs"):
             check_range(self, key, low=1, integer=True)
         for key in ("tuning_seed_offset", "eval_seed_offset", "threads"):
@@ -115,17 +127,32 @@ class CompareConfig(RunOptions):
                 raise ValueError(f"final_window={self.final_window} exceeds the {task.steps} steps of task {label!r}")
 
     def _expand_learned(self) -> None:
-        """Each ``learned`` checkpoint as an optimizer, alias and options entry (idempotent: a saved config reloads)."""
+        """Each ``learned`` checkpoint as an optimizer, alias and options entry (idempotent: a saved config reloads).
+
+        With ``learned_lr_grid`` set, each is followed by its ``-tuned`` twin (same alias and options).
+        """
         for checkpoint in self.learned:
             label = learned_label(checkpoint)
             options = {"checkpoint": checkpoint}
-            if label in self.optimizers:
-                if self.aliases.get(label) == "learned" and self.optimizer_options.get(label) == options:
-                    continue  # expanded before (a resolved config read back)
-                raise ValueError(f"learned: {checkpoint!r} is labelled {label!r}, already among optimizers")
-            self.optimizers.append(label)
-            self.aliases[label] = "learned"
-            self.optimizer_options[label] = options
+            for arm in [label, label + TUNED_SUFFIX] if self.learned_lr_grid else [label]:
+                if arm in self.optimizers:
+                    if self.aliases.get(arm) == "learned" and self.optimizer_options.get(arm) == options:
+                        continue  # expanded before (a resolved config read back)
+                    raise ValueError(f"learned: {checkpoint!r} is labelled {arm!r}, already among optimizers")
+                self.optimizers.append(arm)
+                self.aliases[arm] = "learned"
+                self.optimizer_options[arm] = dict(options)
+
+    @property
+    def tuned_learned(self) -> list[str]:
+        """Labels of the learned arms whose step multiplier is tuned on ``learned_lr_grid`` (empty grid: none)."""
+        if not self.learned_lr_grid:
+            return []
+        return [learned_label(checkpoint) + TUNED_SUFFIX for checkpoint in self.learned]
+
+    def grid_of(self, optimizer: str) -> list[float]:
+        """The grid ``optimizer`` is tuned on: ``learned_lr_grid`` for a tuned learned arm, else ``lr_grid``."""
+        return self.learned_lr_grid if optimizer in self.tuned_learned else self.lr_grid
 
     @property
     def tuning_seed_list(self) -> list[int]:

@@ -92,6 +92,9 @@ class Contender:
     """Whether its learning rate is tuned on the grid."""
     registry: str = ""
     """The registry name it is built from (``name`` unless the config gives an alias)."""
+    grid: tuple[float, ...] = ()
+    """The values its learning rate is tuned on (``lr_grid``, or ``learned_lr_grid`` for the step multiplier of a
+    tuned learned arm); empty when it is not tuned."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ class Plan:
     def total_units(self) -> int:
         """Units of the whole comparison (evaluation counted even where tuning may find nothing stable)."""
         cfg = self.cfg
-        tuning = len(cfg.lr_grid) * cfg.tuning_seeds * sum(c.tunable for c in self.contenders)
+        tuning = cfg.tuning_seeds * sum(len(c.grid) for c in self.contenders if c.tunable)
         return len(self.tasks) * (tuning + cfg.eval_seeds * len(self.contenders))
 
 
@@ -154,8 +157,11 @@ def make_plan(cfg: CompareConfig) -> Plan:
         registered = cfg.aliases.get(name, name)
         spec = get_optimizer_spec(registered)
         options = dict(cfg.optimizer_options.get(name, {}))
-        _check_builds(name, registered, options, cfg.lr_grid[0] if spec.tunable_lr else None)
-        contenders.append(Contender(name, options, functional_from_spec(spec, options), spec.tunable_lr, registered))
+        tunable = spec.tunable_lr or name in cfg.tuned_learned  # a tuned learned arm: its step multiplier
+        grid = tuple(float(lr) for lr in cfg.grid_of(name)) if tunable else ()
+        _check_builds(name, registered, options, grid[0] if tunable else None)
+        twin = functional_from_spec(spec, options)
+        contenders.append(Contender(name, options, twin, tunable, registered, grid))
     if cfg.reference not in cfg.optimizers:
         raise ConfigError(f"reference={cfg.reference!r} is not among optimizers {cfg.optimizers}; add it or change it")
     tasks: dict[str, Task] = {}
@@ -193,8 +199,8 @@ def sweep(plan: Plan, run: Run, *, progress: bool = True) -> Records:
             for contender in plan.contenders
             if contender.tunable
             for chunk in _chunks(plan, contender, [
-                Unit("tune", label, contender.name, float(lr), seed)
-                for lr in cfg.lr_grid
+                Unit("tune", label, contender.name, lr, seed)
+                for lr in contender.grid
                 for seed in cfg.tuning_seed_list
             ])
         ]  # fmt: skip

@@ -36,12 +36,13 @@ def _num(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def _lr_text(row: OptimizerResult) -> str:
+def _lr_text(row: OptimizerResult, multiplier: bool = False) -> str:
+    """The chosen learning rate; ``×m`` for the step multiplier of a tuned learned arm."""
     if row.tuning is None:
         return "own (not tuned)"
     if row.tuning.chosen is None:
         return "none stable"
-    return f"{row.tuning.chosen:.3g}" + (" (grid edge)" if row.tuning.at_edge else "")
+    return ("×" if multiplier else "") + f"{row.tuning.chosen:.3g}" + (" (grid edge)" if row.tuning.at_edge else "")
 
 
 def _steps_text(target: TargetResult) -> str:
@@ -83,7 +84,8 @@ def results_table(task: TaskResult, cfg: CompareConfig) -> str:
             else "–"
         )
         speedup = "–" if row.speedup is None else f"{row.speedup:.3g}×"
-        cells = [row.optimizer, _lr_text(row), str(row.final), str(row.eval_loss), paired, paired_eval, speedup]
+        lr = _lr_text(row, row.optimizer in cfg.tuned_learned)
+        cells = [row.optimizer, lr, str(row.final), str(row.eval_loss), paired, paired_eval, speedup]
         for reached in row.targets:
             cells += [_steps_text(reached), reached.speedup_text]
         if cfg.timing:
@@ -113,12 +115,18 @@ def short_lines(task: TaskResult, cfg: CompareConfig) -> list[str]:
     return lines
 
 
-def _tuning_table(task: TaskResult, cfg: CompareConfig) -> str:
-    tuned = [row for row in task.optimizers if row.tuning is not None]
+def _tuning_table(task: TaskResult, cfg: CompareConfig, multipliers: bool = False) -> str:
+    """The tuning scores of the tuned baselines (or, ``multipliers``, of the tuned learned arms' step multipliers)."""
+    tuned = [
+        row for row in task.optimizers if row.tuning is not None and (row.optimizer in cfg.tuned_learned) == multipliers
+    ]
     if not tuned:
         return ""
     lrs = tuned[0].tuning.lrs if tuned[0].tuning else ()
-    header = ["optimizer", *(f"{lr:.3g}" for lr in lrs)]
+    header = [
+        "learned arm" if multipliers else "optimizer",
+        *(("×" if multipliers else "") + f"{lr:.3g}" for lr in lrs),
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in tuned:
         assert row.tuning is not None
@@ -182,6 +190,14 @@ def summary_table(tasks: Sequence[TaskResult], cfg: CompareConfig) -> str:
 def _conventions(cfg: CompareConfig) -> str:
     tune, evaluation = cfg.tuning_seed_list, cfg.eval_seed_list
     grid = ", ".join(f"{lr:.3g}" for lr in cfg.lr_grid)
+    multipliers = (
+        f" Arms labelled `-tuned` ({', '.join(cfg.tuned_learned)}) are learned rules whose step multiplier (their"
+        f" lr, 1 = the rule as trained; shown as ×m) is tuned the same way, on the same tuning seeds, over"
+        f" {', '.join(f'{m:.3g}' for m in cfg.learned_lr_grid)}: it is chosen on these tasks, as the baselines'"
+        f" learning rates are."
+        if cfg.tuned_learned
+        else ""
+    )
     timing = (
         " Wall time: median step time of one plain-loop run (batch, forward, backward, optimizer step) on the first"
         " evaluation seed at the chosen learning rate, the cost as a drop-in optimizer; batched: wall time of the"
@@ -205,7 +221,7 @@ def _conventions(cfg: CompareConfig) -> str:
         f" or below {cfg.reference}'s, {cfg.reference}'s steps to reach its own final loss / the optimizer's steps to"
         f" reach it; otherwise {cfg.reference}'s steps to reach the optimizer's final loss / the horizon (below 1×)."
         f" Across tasks: its interquartile mean (IQM, the middle half of the tasks; a task with no finished run"
-        f" counts 0×).{timing}"
+        f" counts 0×).{multipliers}{timing}"
     )
 
 
@@ -236,6 +252,10 @@ def render_report(cfg: CompareConfig, tasks: Sequence[TaskResult], *, level: int
             if tuning:
                 parts += ["", "Tuning: mean final training loss per learning rate (**chosen**; div k/n: diverged on k"
                           " of n tuning seeds).", "", tuning]  # fmt: skip
+            tuning = _tuning_table(task, cfg, multipliers=True)
+            if tuning:
+                parts += ["", "Tuning of the learned arms' step multiplier: mean final training loss per multiplier"
+                          " (**chosen**; div k/n: diverged on k of n tuning seeds).", "", tuning]  # fmt: skip
     return "\n".join(parts) + "\n"
 
 

@@ -73,16 +73,19 @@ class Records:
 
 
 def tuning_of(records: Records, cfg: CompareConfig, label: str, optimizer: str) -> Tuning:
-    """Learning-rate choice of ``optimizer`` on task ``label`` from its finished tuning units."""
-    seeds = cfg.tuning_seed_list
-    finals = np.empty((len(cfg.lr_grid), len(seeds)))
+    """Learning-rate choice of ``optimizer`` on task ``label`` from its finished tuning units.
+
+    On its grid (:meth:`CompareConfig.grid_of`): ``lr_grid``, or ``learned_lr_grid`` for a tuned learned arm.
+    """
+    seeds, grid = cfg.tuning_seed_list, cfg.grid_of(optimizer)
+    finals = np.empty((len(grid), len(seeds)))
     diverged = np.zeros_like(finals, dtype=bool)
-    for i, lr in enumerate(cfg.lr_grid):
+    for i, lr in enumerate(grid):
         for j, seed in enumerate(seeds):
             losses, div, _ = records.run_curve(("tune", label, optimizer, float(lr), seed))
             finals[i, j] = final_loss(losses, cfg.final_window)
             diverged[i, j] = div
-    return choose_lr(cfg.lr_grid, finals, diverged)
+    return choose_lr(grid, finals, diverged)
 
 
 @dataclass(frozen=True)
