@@ -1769,6 +1769,20 @@ RECENT: list[Mutant] = [
         "seeds, grid = cfg.tuning_seed_list, cfg.lr_grid",
         LEARNED_LR_GRID,
     ),
+    M(
+        "the training loop's checkpoint written before its TensorBoard events are flushed",
+        "metaopt/training/loop.py",
+        "self.run.flush()  # every event before the resume point",
+        "pass  # every event before the resume point",
+        ("tests/metaopt/training/test_family_v1.py",),
+    ),
+    M(
+        "a run's flush that does not reach the writer",
+        "envs/tooling/runs.py",
+        "self._writer.flush()",
+        "pass",
+        ("tests/metaopt/training/test_family_v1.py",),
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""

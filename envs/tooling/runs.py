@@ -365,6 +365,15 @@ class Run:
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(f"{group}/{key}", value, step)
 
+    def flush(self) -> None:
+        """Write the TensorBoard events logged so far to disk.
+
+        Called before a checkpoint that a resumed run starts from: a killed run must not lose events it will not log
+        again.
+        """
+        if self._writer is not None:
+            self._writer.flush()
+
     def close(self) -> None:
         """Flush and close the TensorBoard writer; release the directory's lock."""
         if self._writer is not None:

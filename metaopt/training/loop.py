@@ -225,6 +225,7 @@ class MetaTrainer:
                 distributed.broadcast_object(shared)  # rank 0 validated: every rank reports the same metrics
             )
         if self.main:
+            self.run.flush()  # every event before the resume point on disk: a resumed run does not log it again
             self.save_last()
             self.run.append_record(record)
         if self.callback is not None:

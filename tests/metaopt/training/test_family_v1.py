@@ -58,6 +58,35 @@ def test_killed_with_sigkill_and_resumed_it_ends_with_the_same_checkpoint(tmp_pa
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
+def test_every_tensorboard_event_before_a_checkpoint_is_on_disk_when_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a kill -9 right after an episode's checkpoint must not lose the events the resumed run will not log again: the
+    # writer is flushed before each checkpoint (its background thread may otherwise still hold the last events)
+    from torch.utils.tensorboard import SummaryWriter
+
+    from envs.tooling.rundiff import tensorboard_values
+
+    flushes: list[int] = []
+    original = SummaryWriter.flush
+
+    def counted(self: SummaryWriter) -> None:
+        flushes.append(1)
+        original(self)
+
+    monkeypatch.setattr(SummaryWriter, "flush", counted)
+    seen: list[int] = []
+
+    def read_the_disk(episode: int) -> None:
+        assert len(flushes) >= episode
+        meta_steps = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["info"]["meta_step"]
+        assert len(tensorboard_values(tmp_path)["tb/meta/grad_norm"]) == meta_steps
+        seen.append(episode)
+
+    run_train(config(tmp_path, "episodes=2", "val_every=2", "val_seeds=1"), callback=read_the_disk)
+    assert seen == [1, 2]
+
+
 def test_random_horizons_draw_each_episode_s_length_reproducibly(tmp_path: Path) -> None:
     cfg = config(tmp_path, "horizons=[5, 10, 20]", "task_sampling=cycle", "start_offset=0", "grad_scales=[]")
     schedule = FreshEpisodes(cfg, [envs.make_task(t.name, **t.options) for t in cfg.tasks])
