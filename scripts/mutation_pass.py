@@ -58,6 +58,7 @@ FINDER_OPTIONS = ("tests/geodesics/test_finder_options.py",)
 STACKED = ("tests/metaopt/inner/test_stacked.py",)
 FAMILY_V3 = ("tests/metaopt/training/test_family_v3.py",)
 LEARNED_LR_GRID = ("tests/metaopt/compare/test_learned_lr_grid.py",)
+MUON = ("tests/envs/test_muon.py",)
 
 MUTANTS: list[Mutant] = [
     # -- envs/gym ------------------------------------------------------------------------------------------------
@@ -1782,6 +1783,62 @@ RECENT: list[Mutant] = [
         "self._writer.flush()",
         "pass",
         ("tests/metaopt/training/test_family_v1.py",),
+    ),
+    M(
+        "Newton-Schulz with the cubic term's coefficient where the linear one belongs",
+        "envs/training/muon.py",
+        "x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)",
+        "x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=c)",
+        MUON,
+    ),
+    M(
+        "Muon's rate adjusted by the smaller side of the matrix",
+        "envs/training/muon.py",
+        "scale = 0.2 * math.sqrt(max(flat.shape))",
+        "scale = 0.2 * math.sqrt(min(flat.shape))",
+        MUON,
+    ),
+    M(
+        "Muon's Nesterov look-ahead without the momentum factor",
+        "envs/training/muon.py",
+        'direction = grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer',
+        'direction = grad.add(buffer) if group["nesterov"] else buffer',
+        MUON,
+    ),
+    M(
+        "hidden matrices that include the last one",
+        "envs/training/muon.py",
+        'chosen = set(positions) if matrices == "all" else set(positions[1:-1]) if matrices == "hidden" else set()',
+        'chosen = set(positions) if matrices == "all" else set(positions[1:]) if matrices == "hidden" else set()',
+        MUON,
+    ),
+    M(
+        "Muon's momentum as an average instead of a sum",
+        "envs/training/muon.py",
+        'buffer.mul_(group["momentum"]).add_(grad)',
+        'buffer.lerp_(grad, 1 - group["momentum"])',
+        MUON,
+    ),
+    M(
+        "the tiny rule's matrices orthogonalized as columns by rows",
+        "metaopt/rules/tiny.py",
+        "self.learned.matrices = [(shapes[i][0], sizes[i] // shapes[i][0]) if len(shapes[i]) >= 2 and sizes[i]",
+        "self.learned.matrices = [(sizes[i] // shapes[i][0], shapes[i][0]) if len(shapes[i]) >= 2 and sizes[i]",
+        ("tests/metaopt/rules/test_tiny.py",),
+    ),
+    M(
+        "the tiny rule's orthogonalization with one Newton-Schulz iteration",
+        "metaopt/rules/tiny.py",
+        "piece if shape is None else orthogonalize(piece.view(shape), cfg.ns_steps).reshape(-1)",
+        "piece if shape is None else orthogonalize(piece.view(shape), 1).reshape(-1)",
+        ("tests/metaopt/rules/test_tiny.py",),
+    ),
+    M(
+        "the tiny rule's vectors orthogonalized as one-row matrices",
+        "metaopt/rules/tiny.py",
+        "self.learned.matrices = [(shapes[i][0], sizes[i] // shapes[i][0]) if len(shapes[i]) >= 2 and sizes[i]",
+        "self.learned.matrices = [(shapes[i][0], sizes[i] // shapes[i][0]) if len(shapes[i]) >= 1 and sizes[i]",
+        ("tests/metaopt/rules/test_tiny.py",),
     ),
 ]
 

@@ -1,7 +1,8 @@
 """Optimizers by name: one registry for task recipes, the comparison harness and the gymnasium adapter.
 
-Built in: ``sgd``, ``momentum`` (SGD, 0.9), ``nesterov`` (SGD, 0.9, Nesterov), ``rmsprop``, ``adam``, ``adamw``
-and ``adamw_cosine`` (AdamW with a cosine schedule over the run's horizon, :mod:`envs.training.schedules`).
+Built in: ``sgd``, ``momentum`` (SGD, 0.9), ``nesterov`` (SGD, 0.9, Nesterov), ``rmsprop``, ``adam``, ``adamw``,
+``adamw_cosine`` (AdamW with a cosine schedule over the run's horizon, :mod:`envs.training.schedules`) and ``muon``
+(Muon on weight matrices, AdamW on the rest, one learning rate, :mod:`envs.training.muon`).
 Other optimizers join with :func:`register_optimizer` (the learned optimizer of :mod:`metaopt` registers itself as
 ``learned``). A factory may be given as a ``"module:attribute"`` string, imported on first use: the built-ins are
 ``torch.optim`` classes named so, and importing this module (or ``envs``, or ``metaopt``) does not import torch.
@@ -110,3 +111,4 @@ register_optimizer("rmsprop", "torch.optim:RMSprop")
 register_optimizer("adam", "torch.optim:Adam")
 register_optimizer("adamw", "torch.optim:AdamW")
 register_optimizer("adamw_cosine", "envs.training.schedules:AdamWCosine", horizon_option="total_steps")
+register_optimizer("muon", "envs.training.muon:MuonAdamW")

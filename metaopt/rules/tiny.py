@@ -27,6 +27,13 @@ What each part follows, and what this project changed:
   on every tensor (exactly ``torch.optim.AdamW``), ``all`` the learned rule on every tensor. The hybrid lives in the
   rule, so both optimizer shells serve it unchanged. A learned scalar ``adamw_log_scale`` (0 at the start)
   multiplies AdamW's rate by ``exp``; it is a meta-parameter like the MLP's weights.
+* **Orthogonalized matrices** (Celo2's harness, after Muon, Jordan et al. 2024), optional: with ``orthogonalize``
+  the MLP's direction over each learned tensor of two or more dimensions, seen as ``rows x the rest``, goes through
+  ``ns_steps`` Newton-Schulz iterations (:func:`envs.training.muon.orthogonalize`, float32, not bfloat16) before the
+  per-tensor normalisation, so the learned rule picks the direction and the iteration spreads it over every singular
+  direction of the matrix; vectors keep the plain direction. Celo2 orthogonalizes only with AdamW on the vectors; here
+  the two options are independent. The drop-in step then runs the generic path (the in-place kernel has no
+  orthogonalization), which costs a few matrix products per matrix and step.
 * **Learned global scheduler** (Celo), optional: :mod:`metaopt.rules.scheduler` multiplies every tensor's step by
   one learned factor per step. ``train: scheduler`` with ``init_from`` trains it in a second stage: the other
   weights are loaded from a checkpoint and kept as buffers (not meta-parameters) under the same names.
@@ -52,6 +59,7 @@ from typing_extensions import override
 
 from envs.errors import InvalidValue
 from envs.tooling.config import check_range
+from envs.training.muon import orthogonalize
 from metaopt.rules.base import MAX_LAYOUTS, LearnedRule, ParamState, plain_tensors
 from metaopt.rules.scheduler import GlobalScheduler, scheduler_features
 from metaopt.rules.tiny_inplace import in_place_step, mup_factor
@@ -109,6 +117,10 @@ class TinyConfig:
     """AdamW's epsilon."""
     adamw_weight_decay: float = 0.0
     """AdamW's decoupled weight decay."""
+    orthogonalize: bool = False
+    """Orthogonalize each learned matrix's direction (Newton-Schulz, as Muon and Celo2) before the normalisation."""
+    ns_steps: int = 5
+    """Newton-Schulz iterations of orthogonalize."""
     scheduler: bool = False
     """Multiply every step by a learned global scheduler's factor."""
     scheduler_hidden: int = 8
@@ -133,6 +145,7 @@ class TinyConfig:
         check_range(self, "adamw_eps", low=0)
         check_range(self, "adamw_weight_decay", low=0)
         check_range(self, "scheduler_hidden", low=1, integer=True)
+        check_range(self, "ns_steps", low=1, integer=True)
         if len(self.adamw_betas) != 2:
             raise InvalidValue(TinyConfig, "adamw_betas", self.adamw_betas, "must be two numbers [beta1, beta2]")
         for key, valid in (("learned_tensors", LEARNED_TENSORS), ("train", TRAIN_PARTS)):
@@ -336,7 +349,7 @@ class TinyRule(LearnedRule):
         compile: bool = False,
     ) -> bool | None:
         """The drop-in step tensor by tensor on the parameters' storage (:mod:`metaopt.rules.tiny_inplace`)."""
-        if not plain_tensors():
+        if not plain_tensors() or self.config.orthogonalize:  # no in-place kernel for orthogonalized matrices
             return None
         return in_place_step(self, params, grads, state, options, compile)
 
@@ -384,6 +397,12 @@ class TinyRule(LearnedRule):
         for layer in range(1, cfg.num_layers):
             hidden = torch.addmm(getattr(self, f"b_{layer}")[:, None], getattr(self, f"w_{layer}"), hidden).relu()
         direction = torch.addmm(self.w_skip @ x, self.w_out, hidden)[0]  # (L,)
+        if cfg.orthogonalize:
+            pieces = direction.split(part.sizes)
+            direction = torch.cat([
+                piece if shape is None else orthogonalize(piece.view(shape), cfg.ns_steps).reshape(-1)
+                for piece, shape in zip(pieces, part.matrices)
+            ])  # fmt: skip
         rms = part.mean((direction * direction)[None])[0]  # (T_l,)
         scale = torch.rsqrt(rms + _TINY) * (mean_v > 0).to(rms.dtype) * part.mup * (cfg.step_size * self.log_step.exp())
         if cfg.param_scale:
@@ -461,6 +480,8 @@ class _Segments:
             self.averager = (torch.nn.functional.one_hot(self.ids, len(own)).to(dtype) / counts).contiguous()
         self.mup = torch.ones(len(tensors), dtype=dtype, device=device)
         """``(T_l,)``: the muP factor of each tensor (set by the layout)."""
+        self.matrices: list[tuple[int, int] | None] = [None] * len(tensors)
+        """Each tensor as ``(rows, the rest)`` when it has two or more dimensions, else None (set by the layout)."""
 
     def mean(self, values: Tensor) -> Tensor:
         """``(F, T_l)``: the mean of each row of ``values: (F, n)`` over each tensor's coordinates."""
@@ -493,6 +514,9 @@ class _Layout:
             fan_ins = [math.prod(shapes[i][1:]) if len(shapes[i]) >= 2 else cfg.base_fan_in for i in chosen]
             factors = [mup_factor(cfg.base_fan_in, f, cfg.mup_cap) for f in fan_ins]
             self.learned.mup = torch.tensor(factors, dtype=dtype, device=device)
+        if self.learned is not None:
+            self.learned.matrices = [(shapes[i][0], sizes[i] // shapes[i][0]) if len(shapes[i]) >= 2 and sizes[i]
+                                     else None for i in chosen]  # fmt: skip
         self.momentum_decays = rule._momentum_decays
         second_decays = rule._second_decays
         self.momentum_complements = 1 - torch.tensor(self.momentum_decays, dtype=dtype, device=device)[:, None]

@@ -66,11 +66,13 @@ def trajectory(model: nn.Module, opt: torch.optim.Optimizer, steps: int, scale: 
 
 
 FULL = TinyConfig(scheduler=True, param_scale=True, step_size=0.05)
+ORTHO = TinyConfig(scheduler=True, param_scale=True, step_size=0.05, orthogonalize=True)
 
 
+@pytest.mark.parametrize("config", [FULL, ORTHO], ids=["plain", "orthogonalized"])
 @pytest.mark.parametrize("scale", [1e-3, 37.0, 1e4])
-def test_scaling_the_loss_leaves_the_sequence_of_updates_unchanged(scale: float) -> None:
-    rule = perturbed(FULL)
+def test_scaling_the_loss_leaves_the_sequence_of_updates_unchanged(scale: float, config: TinyConfig) -> None:
+    rule = perturbed(config)
     base_model, scaled_model = mlp(), mlp()
     base = trajectory(base_model, LearnedOptimizer(base_model.parameters(), rule=rule), 15)
     scaled = trajectory(scaled_model, LearnedOptimizer(scaled_model.parameters(), rule=rule), 15, scale)
@@ -92,6 +94,36 @@ def test_a_tensor_s_update_size_follows_mup_across_widths() -> None:
     assert sizes[32][0] == pytest.approx(0.01 * 64 / 32, rel=1e-9)
     assert sizes[128][0] == pytest.approx(0.01 * 64 / 128, rel=1e-9)
     assert sizes[32][1] == pytest.approx(0.01, rel=1e-9) and sizes[128][1] == pytest.approx(0.01, rel=1e-9)
+
+
+def test_orthogonalize_flattens_each_matrix_s_spectrum_and_keeps_its_size_and_the_vectors_updates() -> None:
+    torch.manual_seed(3)
+    params = [torch.randn(12, 40, dtype=torch.float64), torch.randn(12, dtype=torch.float64),
+              torch.randn(3, 2, 2, 5, dtype=torch.float64)]  # fmt: skip
+    sizes = [p.numel() for p in params]
+
+    def gradient() -> Tensor:  # matrices dominated by one direction: the plain update is nearly rank one
+        pieces = [torch.outer(torch.randn(len(p)), torch.randn(p[0].numel())) + 0.3 * torch.randn(len(p), p[0].numel())
+                  if p.dim() >= 2 else torch.randn(p.shape) for p in params]  # fmt: skip
+        return torch.cat([piece.reshape(-1) for piece in pieces]).double()
+
+    grads = [gradient() for _ in range(3)]
+    updates = {}
+    for orthogonalize in (False, True):
+        rule = perturbed(TinyConfig(orthogonalize=orthogonalize, step_size=0.01))
+        state = rule.join([rule.init_state(p) for p in params])
+        for g in grads:
+            update, state = rule.step(g, state, params)
+        updates[orthogonalize] = update.split(sizes)
+    for index, rows in ((0, 12), (2, 3)):
+        plain, ortho = (updates[o][index].view(rows, -1) for o in (False, True))
+        spread = torch.linalg.svdvals(ortho)
+        assert spread.max() / spread.min() <= 2.0 < (lambda s: s.max() / s.min())(torch.linalg.svdvals(plain))
+        assert ortho.pow(2).mean().sqrt().item() == pytest.approx(plain.pow(2).mean().sqrt().item(), rel=1e-9)
+        assert torch.nn.functional.cosine_similarity(ortho.flatten(), plain.flatten(), dim=0) > 0.5
+    assert torch.equal(updates[True][1], updates[False][1])  # a vector's update is the plain rule's
+    rule = perturbed(TinyConfig(orthogonalize=True))
+    assert rule.step_in_place(params, params, {}, [(1.0, 0.0)] * 3) is None  # the shell runs the generic step
 
 
 def test_with_mup_cap_a_small_fan_in_keeps_the_base_step_and_a_large_one_still_shrinks() -> None:
@@ -155,9 +187,13 @@ def test_the_hybrid_gives_adamw_the_other_tensors_and_the_rule_the_hidden_matric
     del rule
 
 
-@pytest.mark.parametrize("learned_tensors", ["all", "hidden", "none"])
-def test_zero_gradients_from_the_first_step_leave_a_frozen_tensor_where_it_is(learned_tensors: str) -> None:
-    rule = perturbed(TinyConfig(learned_tensors=learned_tensors, scheduler=True, param_scale=True))
+@pytest.mark.parametrize(("learned_tensors", "orthogonalize"), [("all", False), ("hidden", False), ("none", False),
+                                                                 ("all", True)])  # fmt: skip
+def test_zero_gradients_from_the_first_step_leave_a_frozen_tensor_where_it_is(
+    learned_tensors: str, orthogonalize: bool
+) -> None:
+    rule = perturbed(TinyConfig(learned_tensors=learned_tensors, scheduler=True, param_scale=True,
+                                orthogonalize=orthogonalize))  # fmt: skip
     for frozen in (0, 2, 3):
         model = mlp()
         start = [p.detach().clone() for p in model.parameters()]
@@ -185,9 +221,10 @@ def meta_loss(rule: TinyRule, steps: int = 4) -> Tensor:
     return optimizee_loss(unroll(start_episode(task, seed=3, rule=rule), steps, first_order=False))
 
 
-@pytest.mark.parametrize("learned_tensors", ["all", "hidden"])
-def test_meta_gradients_through_higher_match_central_differences(learned_tensors: str) -> None:
-    rule = perturbed(TinyConfig(learned_tensors=learned_tensors, scheduler=True, step_size=0.05, adamw_lr=0.05))
+@pytest.mark.parametrize(("learned_tensors", "orthogonalize"), [("all", False), ("hidden", False), ("all", True)])
+def test_meta_gradients_through_higher_match_central_differences(learned_tensors: str, orthogonalize: bool) -> None:
+    rule = perturbed(TinyConfig(learned_tensors=learned_tensors, scheduler=True, step_size=0.05, adamw_lr=0.05,
+                                orthogonalize=orthogonalize))  # fmt: skip
     meta_loss(rule).backward()
     eps, checked = 1e-6, 0
     for name, param in rule.named_parameters():
@@ -282,6 +319,7 @@ def test_a_second_stage_trains_the_scheduler_alone_from_a_checkpoint(tmp_path) -
         ("rule.options={adamw_betas: [0.9]}", "rule.options.adamw_betas"),
         ("rule.options={step_size: 0}", "rule.options.step_size"),
         ("rule.options={train: scheduler}", "rule.options.train"),
+        ("rule.options={orthogonalize: true, ns_steps: 0}", "rule.options.ns_steps"),
     ],
 )
 def test_bad_options_name_the_key(override: str, key: str) -> None:

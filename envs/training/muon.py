@@ -1,0 +1,164 @@
+"""Muon on weight matrices and AdamW on the rest, as one optimizer: ``muon``.
+
+Muon (Jordan et al. 2024, "Muon: an optimizer for hidden layers in neural networks"; Liu et al. 2025, "Muon is
+scalable for LLM training") replaces a weight matrix's step by its momentum *orthogonalized*: a few Newton-Schulz
+iterations push every singular value of the (Nesterov) momentum towards 1, so that the step moves all directions of
+the matrix by the same amount instead of mostly its top singular directions. ``torch.optim.Muon`` implements it for 2D
+tensors only and leaves the rest (biases, and whatever the user chooses) to another optimizer; this class is both in
+one ``torch.optim.Optimizer`` with one learning rate, so the comparison harness can tune it on its grid like Adam:
+
+* the matrices (``matrices: all``, every tensor of two or more dimensions, a convolution's kernel seen as
+  ``out x (in * kh * kw)``; ``hidden``, all of them but the first and the last in the parameters' order, Muon's own
+  recommendation for large models; ``none``, none) get Muon's step, with the learning rate multiplied by
+  ``0.2 sqrt(max(rows, cols))`` (Liu et al.'s adjustment: the step's root mean square is then AdamW's, so one rate
+  serves both parts);
+* the other tensors get ``torch.optim.AdamW``'s step at the same rate.
+
+What this project changed: the Newton-Schulz iterations run in the parameter's dtype (``torch.optim.Muon`` runs them in
+bfloat16, which rounds away more than a small model's step can afford); the quintic coefficients, the Nesterov
+momentum and the decoupled weight decay are ``torch.optim.Muon``'s. Weight decay defaults to 0, as the other
+baselines' (the harness compares optimizers, not regularisers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["MATRICES", "MuonAdamW", "orthogonalize"]
+
+MATRICES = ("all", "hidden", "none")
+"""Which tensors of two or more dimensions get Muon's step (the rest get AdamW's)."""
+
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+"""The quintic Newton-Schulz coefficients of Muon (and ``torch.optim.Muon``)."""
+
+
+def orthogonalize(matrix: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
+    """``matrix`` (2D) with its singular values pushed towards 1 by ``steps`` quintic Newton-Schulz iterations.
+
+    Returns ``U S' V^T`` where ``U S V^T`` is the SVD of ``matrix`` and ``S'`` lies roughly in [0.7, 1.2] for the
+    singular values that are not tiny (the coefficients trade exactness for speed, as Muon's do); the result has the
+    dtype of ``matrix``.
+    """
+    a, b, c = NS_COEFFICIENTS
+    wide = matrix.shape[0] <= matrix.shape[1]
+    x = matrix if wide else matrix.T
+    x = x / x.norm().clamp_min(eps)  # every singular value <= 1: inside the iteration's basin
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x if wide else x.T
+
+
+def _matrix_mask(shapes: list[torch.Size], matrices: str) -> list[bool]:
+    """Which tensors (in order) get Muon's step."""
+    positions = [i for i, shape in enumerate(shapes) if len(shape) >= 2]
+    chosen = set(positions) if matrices == "all" else set(positions[1:-1]) if matrices == "hidden" else set()
+    return [i in chosen for i in range(len(shapes))]
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon on weight matrices, AdamW on every other tensor, one learning rate (see the module docstring).
+
+    Args:
+        params: parameters or parameter groups; the choice of matrices follows their order across groups.
+        lr: learning rate of both parts (Muon's is multiplied by ``0.2 sqrt(max(rows, cols))`` per matrix).
+        momentum: Muon's momentum.
+        nesterov: Muon's Nesterov momentum.
+        ns_steps: Newton-Schulz iterations.
+        betas: AdamW's moment decays.
+        eps: AdamW's epsilon.
+        weight_decay: decoupled weight decay of both parts.
+        matrices: ``all``, ``hidden`` or ``none`` (then exactly ``torch.optim.AdamW``).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        matrices: str = "all",
+    ):
+        if matrices not in MATRICES:
+            raise ValueError(f"matrices must be one of {', '.join(MATRICES)}, got {matrices!r}")
+        if not lr >= 0:
+            raise ValueError(f"lr must be >= 0, got {lr!r}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or ns_steps < 1:
+            raise ValueError(f"ns_steps must be an integer >= 1, got {ns_steps!r}")
+        given = list(params)
+        groups: list[dict[str, Any]] = [g for g in given if isinstance(g, dict)] or [{"params": given}]
+        groups = [{**group, "params": list(group["params"])} for group in groups]  # a generator is read once
+        shapes = [p.shape for group in groups for p in group["params"]]
+        mask = iter(_matrix_mask(shapes, matrices))
+        for group in groups:
+            group["muon"] = [next(mask) for _ in group["params"]]
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas, eps=eps,
+                        weight_decay=weight_decay)  # fmt: skip
+        super().__init__(groups, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]  # torch's signature, untyped there
+        """One step of every parameter with a gradient; ``closure`` re-evaluates the loss (returned)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, decay = group["lr"], group["weight_decay"]
+            for param, is_matrix in zip(group["params"], group["muon"]):
+                if param.grad is None:
+                    continue
+                if torch.is_complex(param) or param.grad.is_sparse:
+                    raise RuntimeError("muon: complex parameters and sparse gradients are not supported")
+                state = self.state[param]
+                if decay:
+                    param.mul_(1 - lr * decay)
+                if is_matrix:
+                    self._muon(param, state, group)
+                else:
+                    self._adamw(param, state, group)
+        return loss
+
+    @staticmethod
+    def _muon(param: Tensor, state: dict, group: dict) -> None:
+        grad = param.grad
+        assert grad is not None
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(grad)
+        buffer = state["momentum_buffer"]
+        buffer.mul_(group["momentum"]).add_(grad)
+        direction = grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer
+        flat = direction.reshape(direction.shape[0], -1)
+        update = orthogonalize(flat, group["ns_steps"])
+        scale = 0.2 * math.sqrt(max(flat.shape))
+        param.add_(update.view_as(param), alpha=-group["lr"] * scale)
+
+    @staticmethod
+    def _adamw(param: Tensor, state: dict, group: dict) -> None:
+        grad = param.grad
+        assert grad is not None
+        if "step" not in state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        beta1, beta2 = group["betas"]
+        state["step"] += 1
+        t = state["step"]
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_size = group["lr"] / (1 - beta1**t)
+        denominator = (exp_avg_sq.sqrt() / (1 - beta2**t) ** 0.5).add_(group["eps"])
+        param.addcdiv_(exp_avg, denominator, value=-step_size)

@@ -1,0 +1,128 @@
+"""Muon on matrices and AdamW on the rest: torch's AdamW where no matrix is chosen, torch's Muon on 2D matrices (to
+its bfloat16 rounding), the Newton-Schulz iteration's invariants, the choice of matrices, resuming."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from envs.training.muon import MuonAdamW, orthogonalize
+from envs.training.optim import make_optimizer
+
+
+def _model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 9), nn.Tanh(), nn.Linear(9, 3))
+
+
+def _train(model: nn.Module, opt: torch.optim.Optimizer, steps: int, seed: int = 1) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x, y = torch.randn(16, 6, generator=generator), torch.randn(16, 3, generator=generator)
+        opt.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_with_no_matrix_chosen_it_is_adamw_bit_for_bit(weight_decay: float) -> None:
+    ours, theirs = _model(), _model()
+    _train(ours, MuonAdamW(ours.parameters(), lr=0.02, weight_decay=weight_decay, matrices="none"), 6)
+    _train(theirs, torch.optim.AdamW(theirs.parameters(), lr=0.02, weight_decay=weight_decay, foreach=False), 6)
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("momentum", "nesterov", "weight_decay"), [(0.95, True, 0.0), (0.8, False, 0.1)])
+def test_on_matrices_it_is_torch_muon_to_its_bfloat16_rounding(momentum: float, nesterov: bool, weight_decay: float):
+    torch.manual_seed(0)
+    start = [torch.randn(24, 10), torch.randn(7, 30)]
+    ours = [w.clone().requires_grad_() for w in start]
+    theirs = [w.clone().requires_grad_() for w in start]
+    lr = 0.01
+    a = MuonAdamW(ours, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    b = torch.optim.Muon(theirs, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                         adjust_lr_fn="match_rms_adamw")  # fmt: skip
+    for _ in range(5):
+        for opt, ws in ((a, ours), (b, theirs)):
+            opt.zero_grad()
+            sum(((w - 1) ** 4).sum() for w in ws).backward()
+            opt.step()
+    for w0, x, y in zip(start, ours, theirs):
+        moved = (x - w0).norm()
+        assert moved > 0.05  # five steps of about lr * 0.2 sqrt(max(A, B)) per coordinate
+        assert (x - y).norm() <= 0.03 * moved  # bfloat16 Newton-Schulz in torch's, float32 here
+
+
+@pytest.mark.parametrize("shape", [(5, 40), (40, 5), (16, 16), (3, 1)])
+def test_newton_schulz_flattens_the_spectrum_and_keeps_the_singular_vectors(shape: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    g = torch.randn(*shape) @ torch.diag(torch.logspace(0, -1, shape[1]))  # singular values over a decade
+    o = orthogonalize(g)
+    values = torch.linalg.svdvals(o)
+    assert values.min() >= 0.6 and values.max() <= 1.25, values
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    polar = u @ vh
+    assert torch.nn.functional.cosine_similarity(o.flatten(), polar.flatten(), dim=0) >= 0.97
+
+
+def test_newton_schulz_is_scale_free_and_commutes_with_transpose() -> None:
+    torch.manual_seed(1)
+    g = torch.randn(9, 14, dtype=torch.float64)
+    assert torch.allclose(orthogonalize(1e4 * g), orthogonalize(g), rtol=1e-9, atol=1e-12)
+    assert torch.allclose(orthogonalize(g.T), orthogonalize(g).T, rtol=1e-9, atol=1e-12)
+
+
+def test_hidden_gives_the_first_and_last_matrices_adamw() -> None:
+    ours, theirs = _model(), _model()
+    groups = [{"params": (p for p in ours[:2].parameters())}, {"params": ours[2:].parameters()}]  # order across groups
+    _train(ours, MuonAdamW(groups, lr=0.02, matrices="hidden"), 1)  # one step: same gradients in both
+    _train(theirs, torch.optim.AdamW(theirs.parameters(), lr=0.02, weight_decay=0.0, foreach=False), 1)
+    same = [torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters())]
+    assert same == [True, True, False, True, True, True]  # only the middle weight matrix gets Muon's step
+
+
+def test_a_convolution_kernel_is_orthogonalized_as_out_by_the_rest() -> None:
+    torch.manual_seed(2)
+    kernel = torch.randn(4, 3, 3, 3, requires_grad=True)
+    start = kernel.detach().clone()
+    opt = MuonAdamW([kernel], lr=0.1, momentum=0.0, nesterov=False)
+    grad = torch.randn(4, 3, 3, 3)
+    kernel.grad = grad.clone()
+    opt.step()
+    expected = start - 0.1 * 0.2 * 27**0.5 * orthogonalize(grad.reshape(4, 27)).reshape(4, 3, 3, 3)
+    assert torch.allclose(kernel.detach(), expected, rtol=0, atol=1e-6)
+
+
+def test_the_state_resumes_and_copies() -> None:
+    whole, first = _model(), _model()
+    opt_whole = MuonAdamW(whole.parameters(), lr=0.01)
+    _train(whole, opt_whole, 6)
+    opt_first = MuonAdamW(first.parameters(), lr=0.01)
+    _train(first, opt_first, 3)
+    resumed = copy.deepcopy(first)
+    opt_resumed = MuonAdamW(resumed.parameters(), lr=0.01)
+    opt_resumed.load_state_dict(pickle.loads(pickle.dumps(opt_first.state_dict())))
+    generator = torch.Generator().manual_seed(1)  # the last three steps see the batches of steps 4-6
+    for _ in range(3):
+        torch.randn(16, 6, generator=generator), torch.randn(16, 3, generator=generator)
+    for _ in range(3):
+        x, y = torch.randn(16, 6, generator=generator), torch.randn(16, 3, generator=generator)
+        opt_resumed.zero_grad()
+        ((resumed(x) - y) ** 2).mean().backward()
+        opt_resumed.step()
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_registered_and_refuses_bad_options() -> None:
+    model = _model()
+    assert isinstance(make_optimizer("muon", model.parameters(), lr=0.01), MuonAdamW)
+    with pytest.raises(ValueError, match="matrices must be one of all, hidden, none"):
+        MuonAdamW(model.parameters(), matrices="some")
+    with pytest.raises(ValueError, match="ns_steps"):
+        MuonAdamW(model.parameters(), ns_steps=0)
