@@ -47,15 +47,17 @@ def test_on_matrices_it_is_torch_muon_to_its_bfloat16_rounding(momentum: float, 
     a = MuonAdamW(ours, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     b = torch.optim.Muon(theirs, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                          adjust_lr_fn="match_rms_adamw")  # fmt: skip
-    for _ in range(5):
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):  # gradients that change direction from step to step: the momentum's weighting shows
+        grads = [torch.randn(w.shape, generator=generator) for w in start]
         for opt, ws in ((a, ours), (b, theirs)):
-            opt.zero_grad()
-            sum(((w - 1) ** 4).sum() for w in ws).backward()
+            for w, g in zip(ws, grads):
+                w.grad = g.clone()
             opt.step()
     for w0, x, y in zip(start, ours, theirs):
         moved = (x - w0).norm()
         assert moved > 0.05  # five steps of about lr * 0.2 sqrt(max(A, B)) per coordinate
-        assert (x - y).norm() <= 0.03 * moved  # bfloat16 Newton-Schulz in torch's, float32 here
+        assert (x - y).norm() <= 0.02 * moved  # bfloat16 Newton-Schulz in torch's, float32 here
 
 
 @pytest.mark.parametrize("shape", [(5, 40), (40, 5), (16, 16), (3, 1)])
