@@ -60,6 +60,23 @@ def test_on_matrices_it_is_torch_muon_to_its_bfloat16_rounding(momentum: float, 
         assert (x - y).norm() <= 0.02 * moved  # bfloat16 Newton-Schulz in torch's, float32 here
 
 
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_the_matrix_step_follows_muon_s_equations_in_float64(nesterov: bool) -> None:
+    torch.manual_seed(3)
+    w = torch.randn(6, 9, dtype=torch.float64, requires_grad=True)
+    expected, buffer = w.detach().clone(), torch.zeros(6, 9, dtype=torch.float64)
+    lr, momentum = 0.03, 0.5
+    opt = MuonAdamW([w], lr=lr, momentum=momentum, nesterov=nesterov)
+    for _ in range(4):
+        g = torch.randn(6, 9, dtype=torch.float64)
+        w.grad = g.clone()
+        opt.step()
+        buffer = momentum * buffer + g  # B_t = mu B_{t-1} + g_t
+        direction = g + momentum * buffer if nesterov else buffer
+        expected = expected - lr * 0.2 * 9**0.5 * orthogonalize(direction)
+        torch.testing.assert_close(w.detach(), expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("shape", [(5, 40), (40, 5), (16, 16), (3, 1)])
 def test_newton_schulz_flattens_the_spectrum_and_keeps_the_singular_vectors(shape: tuple[int, int]) -> None:
     torch.manual_seed(0)
