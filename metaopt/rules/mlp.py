@@ -115,6 +115,12 @@ class PerParameterMLP(LearnedRule):
             self.readout.weight.mul_(1e-3)
             self.readout.bias.zero_()
         self._layouts: dict[tuple, _Layout] = {}  # per list of parameter shapes (and dtype, device): the constants
+        self._features: Tensor | None = None  # the drop-in step's feature buffer (see :meth:`_feature_buffer`)
+
+    @override
+    def __getstate__(self) -> dict:
+        # copies and pickles go without the feature buffer: it holds nothing between steps
+        return {**super().__getstate__(), "_features": None}
 
     # -- state ----------------------------------------------------------------------------------------------------
 
@@ -174,10 +180,12 @@ class PerParameterMLP(LearnedRule):
     @override
     def step(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
         layout = self._layout(params, grads)
-        raw, scales, progress, new_state = self._inputs(grads, state, params, layout)
         scalars = layout.scalars(self.config)
-        if plain_tensors():  # the drop-in step: in cache-sized blocks of coordinates, biases folded
-            return self._blocked_update(raw, scales, progress, layout, scalars), new_state
+        if plain_tensors():  # the drop-in step: in cache-sized blocks of coordinates, biases and scales folded
+            raw = self._feature_buffer(layout, grads)
+            _, scales, progress, new_state = self._inputs(grads, state, params, layout, out=raw[:-1])
+            return self._blocked_update(raw, scales, progress, layout), new_state
+        raw, scales, progress, new_state = self._inputs(grads, state, params, layout)
         hidden, new_state = self._assemble(raw, scales, progress, new_state, layout)
         # feature-major (F, N): each layer is one product W @ h, the fastest layout when N >> F
         for layer in self._linears:
@@ -193,64 +201,101 @@ class PerParameterMLP(LearnedRule):
             raw = raw * layout.expand(scales)
         return torch.cat([raw, layout.expand(progress)]), new_state
 
-    def _blocked_update(
-        self, raw: Tensor, scales: Tensor | None, progress: Tensor, layout: _Layout, scalars: _Scalars
-    ) -> Tensor:
+    def _blocked_update(self, raw: Tensor, scales: Tensor | None, progress: Tensor, layout: _Layout) -> Tensor:
         """The MLP's update ``(N,)`` from the parts :meth:`_inputs` returns, ``_BLOCK`` coordinates at a time.
 
-        No autograd. A block's features are assembled in a buffer (the normalisation and the progress features
-        spread from their per-tensor values for the block's coordinates only, never for all ``N``), and its
-        activations stay in the cache between the layers (the unblocked products write and read ``(H, N)`` from
-        memory, and the broadcast bias is a further ``(H, N)`` copy per layer); each bias is folded into its product
-        as the last column of the weight against a row of ones below the block's inputs, which ReLU keeps, so a
-        layer is one ``mm`` into a buffer reused by every block.
+        No autograd. ``raw: (F - S + 1, N)`` holds the raw features over a row of ones. The activations of a block
+        stay in the cache between the layers (the unblocked products write and read ``(H, N)`` from memory), and
+        each bias is folded into its product as the last column of the weight against the row of ones, which ReLU
+        keeps, so a layer is one ``mm`` into a buffer reused by every block. What is per tensor is folded into the
+        first layer: a block inside one tensor multiplies its raw features in place by that tensor's weights, the
+        normalisation scaling their columns and the progress features added to the bias (:meth:`_per_tensor_first`),
+        so its features are never copied; only a block across tensors assembles its features in a buffer, spreading
+        the per-tensor values to its coordinates. The readout's rows are scaled by ``step_mult`` and ``exp_mult``.
         """
-        weights = self._folded_weights(raw.dtype)
-        num_raw, num = raw.shape
-        num_features = num_raw + progress.shape[0]
-        inputs = raw
-        update = inputs.new_empty(num)
+        first, *weights = self._folded_weights(raw.dtype)
+        per_tensor = self._per_tensor_first(first, scales, progress).unbind()  # (H, F - S + 1) each
+        num_raw, num = raw.shape[0] - 1, raw.shape[1]
+        readouts = raw.new_empty(2, num)  # direction and magnitude
         block = min(_BLOCK if raw.device.type == "cpu" else _DEVICE_BLOCK, num)
-        buffers = [inputs.new_empty(w.shape[1], block) for w in weights]  # (in + 1, block): the rows of ones last
-        for buffer in buffers:
+        # (rows + 1, block): the rows of ones last; ``spread`` holds a block's features when it spans tensors
+        spread, *buffers = [raw.new_empty(w.shape[1], block) for w in [first, *weights]]
+        for buffer in [spread, *buffers]:
             buffer[-1].fill_(1.0)
-        readout = inputs.new_empty(2, block)
-        for start in range(0, num, block):
-            stop = min(start + block, num)
-            if stop - start < block:  # the last, shorter block: buffers of its width
-                block = stop - start
-                buffers = [buffer[:, :block].clone() for buffer in buffers]
-                readout = readout[:, :block].clone()
-            ids = layout.ids[start:stop]
-            if scales is None:
-                buffers[0][:num_raw].copy_(raw[:, start:stop])
+        blocks = zip(
+            range(0, num, block), raw.split(block, dim=1), readouts.split(block, dim=1), layout.block_tensors(block)
+        )
+        for start, inputs, target, tensor in blocks:
+            if inputs.shape[1] < block:  # the last, shorter block: buffers of its width
+                block = inputs.shape[1]
+                spread, *buffers = [buffer[:, :block].clone() for buffer in [spread, *buffers]]
+            if tensor >= 0:
+                torch.mm(per_tensor[tensor], inputs, out=buffers[0][:-1]).relu_()
             else:
-                torch.mul(raw[:, start:stop], scales.index_select(1, ids), out=buffers[0][:num_raw])
-            torch.index_select(progress, 1, ids, out=buffers[0][num_raw:num_features])
-            for weight, source, target in zip(weights[:-1], buffers[:-1], buffers[1:]):
-                torch.mm(weight, source, out=target[:-1]).relu_()
-            torch.mm(weights[-1], buffers[-1], out=readout)
-            direction, magnitude = readout.unbind()
-            torch.mul(direction, magnitude.mul_(scalars.exp_mult).exp_(), out=update[start:stop])
-        return update.mul_(scalars.step_mult)
+                ids = layout.ids[start : start + block]
+                if scales is None:
+                    spread[:num_raw].copy_(inputs[:-1])
+                else:
+                    torch.mul(inputs[:-1], scales.index_select(1, ids), out=spread[:num_raw])
+                torch.index_select(progress, 1, ids, out=spread[num_raw:-1])
+                torch.mm(first, spread, out=buffers[0][:-1]).relu_()
+            for weight, source, hidden in zip(weights[:-1], buffers[:-1], buffers[1:]):
+                torch.mm(weight, source, out=hidden[:-1]).relu_()
+            torch.mm(weights[-1], buffers[-1], out=target)
+        direction, magnitude = readouts.unbind()
+        return direction.mul_(magnitude.exp_())
 
     def _folded_weights(self, dtype: torch.dtype) -> list[Tensor]:
         """Each layer's ``[W | b]`` (hidden layers, then the readout), in ``dtype``.
 
-        Built at every step (a few thousand floats): a cache keyed on the weights' versions would miss a change made
-        through ``.data`` (as ``vector_to_parameters`` and ES perturbations do).
+        The readout's direction row is multiplied by ``step_mult`` and its magnitude row by ``exp_mult``. Built at
+        every step (a few thousand floats): a cache keyed on the weights' versions would miss a change made through
+        ``.data`` (as ``vector_to_parameters`` and ES perturbations do).
         """
         layers = [*self._linears, self.readout]
-        return [torch.cat([layer.weight, layer.bias[:, None]], dim=1).to(dtype) for layer in layers]
+        folded = [torch.cat([layer.weight, layer.bias[:, None]], dim=1).to(dtype) for layer in layers]
+        folded[-1].mul_(folded[-1].new_tensor([[self.config.step_mult], [self.config.exp_mult]]))
+        return folded
+
+    def _feature_buffer(self, layout: _Layout, like: Tensor) -> Tensor:
+        """``(F - S + 1, N)``: the drop-in step's raw features over a row of ones, one buffer kept between steps.
+
+        In ``like``'s dtype and on its device. A fresh one at every step costs more than its arithmetic from about
+        700k coordinates (float32), where the allocator maps it anew and each of its pages faults on its first write
+        (about 20 ms a step at 1M). So the rule keeps one, for the last list of shapes it stepped: 48 bytes per
+        coordinate in float32, not in copies or pickles; two steps of one rule must not run concurrently.
+        """
+        shape = (layout.num_raw + 1, layout.num)
+        buffer = self._features
+        if buffer is None or buffer.shape != shape or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = self._features = like.new_empty(shape)
+            buffer[-1].fill_(1.0)
+        return buffer
+
+    @staticmethod
+    def _per_tensor_first(first: Tensor, scales: Tensor | None, progress: Tensor) -> Tensor:
+        """``(T, H, F - S + 1)``: each tensor's first layer ``[W_raw diag(scales) | b + W_progress progress]``.
+
+        ``first = [W_raw | W_progress | b]`` reads the normalised features; the folded weight reads the raw ones.
+        """
+        num_progress = progress.shape[0]
+        weight, bias = first[:, : -num_progress - 1], first[:, -1:]
+        biases = torch.addmm(bias, first[:, -num_progress - 1 : -1], progress)  # (H, T)
+        if scales is None:
+            weights = weight.expand(progress.shape[1], *weight.shape)
+        else:
+            weights = weight * scales.t()[:, None, :]
+        return torch.cat([weights, biases.t()[:, :, None]], dim=2)
 
     def _inputs(
-        self, grads: Tensor, state: dict, params: Sequence[Tensor], layout: _Layout
+        self, grads: Tensor, state: dict, params: Sequence[Tensor], layout: _Layout, out: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor, dict]:
         """``(raw (F - S, N), scales (F - S, T) or None, progress (S, T), new_state)``: the parts of the features.
 
         The features, feature-major in the order of the module docstring, are ``raw`` times each tensor's
         normalisation ``scales`` (None without ``normalize``) spread to its coordinates, then the ``progress``
-        features spread likewise (:meth:`_assemble`; the blocked step spreads them block by block).
+        features spread likewise (:meth:`_assemble`; the blocked step folds them into its first layer). ``raw`` is
+        written into ``out`` when given (no autograd).
 
         Every operation covers all coordinates of all tensors at once (the step's cost is a fixed number of tensor
         operations, whatever the number of tensors): what is per tensor (bias corrections, progress, the factored
@@ -285,8 +330,15 @@ class PerParameterMLP(LearnedRule):
         values = torch.cat([p.reshape(-1) for p in params])
         if values.dtype != grads.dtype:
             values = values.to(grads.dtype)
-        raw = torch.vstack([grads, values, momenta, momenta * rsqrt, rsqrt, adam, factored])  # (11, N)
-        scales = torch.rsqrt(layout.segment_mean(raw * raw) + scalars.norm_floor) if cfg.normalize else None
+        k = len(cfg.momentum_decays)
+        if out is None:
+            raw = torch.vstack([grads, values, momenta, momenta * rsqrt, rsqrt, adam, factored])  # (11, N)
+        else:  # the products straight into their rows, the rest copied around them
+            raw = out
+            torch.mul(momenta, rsqrt, out=raw[2 + k : 2 + 2 * k])
+            torch.vstack([grads, values, momenta], out=raw[: 2 + k])
+            torch.vstack([rsqrt, adam, factored], out=raw[2 + 2 * k :])
+        scales = torch.rsqrt(layout.segment_mean_square(raw) + scalars.norm_floor) if cfg.normalize else None
         new_state = {"momenta": momenta, "second_moment": second, "factored": factored_state, "steps": steps}
         return raw, scales, per_tensor[3:], new_state
 
@@ -339,6 +391,9 @@ _BLOCK = 2048
 
 _DEVICE_BLOCK = 1 << 20
 """Coordinates per block on an accelerator, where a block costs kernel launches and no cache is to be kept."""
+
+_SQUARE_CHUNK = 1 << 17
+"""Coordinates per chunk of the squares summed for the per-tensor means when they are not one product."""
 
 _DENSE_AVERAGE_LIMIT = 2**20
 """Largest N * T for which per-tensor means are one product with a dense (T, N) averaging matrix (4 MB in float32)."""
@@ -433,6 +488,8 @@ class _Layout:
     ):
         self.sizes = [math.prod(shape) for shape in shapes]
         self.num = sum(self.sizes)
+        self.num_raw = config.num_features - len(config.time_scales)
+        """Features per coordinate before the progress ones (F - S)."""
         self.lengths = torch.tensor(self.sizes, device=device)
         ids = torch.repeat_interleave(torch.arange(len(self.sizes), device=device), self.lengths)
         self.ids = ids.to(torch.int32)
@@ -454,6 +511,7 @@ class _Layout:
         matrices = any(r > 0 for r, _ in factored)
         self.factored = _FactoredLayout(factored, self.sizes, dtype, device) if matrices else None
         self._scalars: _Scalars | None = None
+        self._block_tensors: dict[int, list[int]] = {}
 
     def scalars(self, config: MLPConfig) -> _Scalars:
         """The step's scalars for ``config`` (rebuilt when an option they hold changes, as ``adam_weights`` does)."""
@@ -462,17 +520,35 @@ class _Layout:
             scalars = self._scalars = _Scalars(config, self.bases.dtype, self.bases.device)
         return scalars
 
+    def block_tensors(self, block: int) -> list[int]:
+        """The tensor of each block of ``block`` coordinates (the last shorter), or -1 for a block across tensors."""
+        tensors = self._block_tensors.get(block)
+        if tensors is None:
+            firsts = self.ids[::block]
+            lasts = self.ids[torch.arange(block, self.num + block, block).clamp_(max=self.num) - 1]
+            tensors = self._block_tensors[block] = torch.where(firsts == lasts, firsts, -1).tolist()
+        return tensors
+
     def expand(self, per_tensor: Tensor) -> Tensor:
         """``(F, N)``: each tensor's column of ``per_tensor: (F, T)`` repeated for its coordinates."""
         return per_tensor.index_select(1, self.ids)
 
-    def segment_mean(self, values: Tensor) -> Tensor:
-        """``(F, T)``: the mean of each row of ``values: (F, N)`` over the coordinates of each tensor."""
+    def segment_mean_square(self, values: Tensor) -> Tensor:
+        """``(F, T)``: the mean of the squares of each row of ``values: (F, N)`` over the coordinates of each tensor."""
         if self.averager is not None:
-            return values @ self.averager
-        # one contiguous row-slice sum per tensor: no transposed copy of ``values`` (segment_reduce's layout)
-        sums = torch.stack([part.sum(1) for part in values.split(self.sizes, dim=1)], dim=1)  # (F, T)
-        return sums * self.inv_counts
+            return (values * values) @ self.averager
+        parts = values.split(self.sizes, dim=1)
+        if not plain_tensors():
+            # one contiguous row-slice sum per tensor: no transposed copy of ``values`` (segment_reduce's layout)
+            return torch.stack([(part * part).sum(1) for part in parts], dim=1) * self.inv_counts
+        # the squares in chunks of columns through one buffer: a fresh (F, N) of squares at every step costs more in
+        # page faults than its arithmetic
+        scratch = values.new_empty(values.shape[0], min(_SQUARE_CHUNK, self.num))
+        sums = values.new_zeros(len(parts), values.shape[0])  # (T, F)
+        for part, total in zip(parts, sums):
+            for piece in part.split(_SQUARE_CHUNK, dim=1):
+                total += torch.mul(piece, piece, out=scratch[:, : piece.shape[1]]).sum(1)
+        return sums.t() * self.inv_counts
 
 
 @torch.no_grad()
