@@ -218,19 +218,18 @@ class PerParameterMLP(LearnedRule):
         num_raw, num = raw.shape[0] - 1, raw.shape[1]
         readouts = raw.new_empty(2, num)  # direction and magnitude
         block = min(_BLOCK if raw.device.type == "cpu" else _DEVICE_BLOCK, num)
-        # (rows + 1, block): the rows of ones last; ``spread`` holds a block's features when it spans tensors
-        spread, *buffers = [raw.new_empty(w.shape[1], block) for w in [first, *weights]]
-        for buffer in [spread, *buffers]:
-            buffer[-1].fill_(1.0)
+        spread, buffers, outputs = _block_buffers([first, *weights], block, raw)
+        layers = list(zip(weights[:-1], buffers[:-1], outputs[1:]))  # the hidden layers after the first
         blocks = zip(
             range(0, num, block), raw.split(block, dim=1), readouts.split(block, dim=1), layout.block_tensors(block)
         )
         for start, inputs, target, tensor in blocks:
             if inputs.shape[1] < block:  # the last, shorter block: buffers of its width
                 block = inputs.shape[1]
-                spread, *buffers = [buffer[:, :block].clone() for buffer in [spread, *buffers]]
+                spread, buffers, outputs = _block_buffers([first, *weights], block, raw)
+                layers = list(zip(weights[:-1], buffers[:-1], outputs[1:]))
             if tensor >= 0:
-                torch.mm(per_tensor[tensor], inputs, out=buffers[0][:-1]).relu_()
+                torch.mm(per_tensor[tensor], inputs, out=outputs[0]).relu_()
             else:
                 ids = layout.ids[start : start + block]
                 if scales is None:
@@ -238,9 +237,9 @@ class PerParameterMLP(LearnedRule):
                 else:
                     torch.mul(inputs[:-1], scales.index_select(1, ids), out=spread[:num_raw])
                 torch.index_select(progress, 1, ids, out=spread[num_raw:-1])
-                torch.mm(first, spread, out=buffers[0][:-1]).relu_()
-            for weight, source, hidden in zip(weights[:-1], buffers[:-1], buffers[1:]):
-                torch.mm(weight, source, out=hidden[:-1]).relu_()
+                torch.mm(first, spread, out=outputs[0]).relu_()
+            for weight, source, output in layers:
+                torch.mm(weight, source, out=output).relu_()
             torch.mm(weights[-1], buffers[-1], out=target)
         direction, magnitude = readouts.unbind()
         return direction.mul_(magnitude.exp_())
@@ -378,6 +377,18 @@ class PerParameterMLP(LearnedRule):
         return layout
 
 
+def _block_buffers(weights: list[Tensor], block: int, like: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """The blocked step's buffers for blocks of ``block`` coordinates: ``(rows + 1, block)`` each, the last row ones.
+
+    ``(spread, buffers, outputs)``: ``spread`` holds the features of a block across tensors (the first layer's
+    input), ``buffers[i]`` the input of layer ``i + 1``, ``outputs[i]`` its rows above the ones (layer ``i``'s output).
+    """
+    made = [like.new_empty(weight.shape[1], block) for weight in weights]
+    for buffer in made:
+        buffer[-1].fill_(1.0)
+    return made[0], made[1:], [buffer[:-1] for buffer in made[1:]]
+
+
 def _factored_shape(param: Tensor | tuple[int, ...]) -> tuple[int, int]:
     """(rows, cols) of a parameter's factored moment: (shape[0], prod(shape[1:])), or (0, 0) for vectors."""
     shape = tuple(param.shape) if isinstance(param, Tensor) else param
@@ -386,7 +397,7 @@ def _factored_shape(param: Tensor | tuple[int, ...]) -> tuple[int, int]:
     return int(shape[0]), int(math.prod(shape[1:]))
 
 
-_BLOCK = 2048
+_BLOCK = 4096
 """Coordinates per block of the drop-in step's MLP: its activations, (H + 1) * _BLOCK floats a layer, stay in cache."""
 
 _DEVICE_BLOCK = 1 << 20
@@ -394,6 +405,9 @@ _DEVICE_BLOCK = 1 << 20
 
 _SQUARE_CHUNK = 1 << 17
 """Coordinates per chunk of the squares summed for the per-tensor means when they are not one product."""
+
+_FEW_TENSORS = 16
+"""Tensors up to which the drop-in step sums each tensor's squares rather than multiplying by the averager."""
 
 _DENSE_AVERAGE_LIMIT = 2**20
 """Largest N * T for which per-tensor means are one product with a dense (T, N) averaging matrix (4 MB in float32)."""
@@ -535,14 +549,16 @@ class _Layout:
 
     def segment_mean_square(self, values: Tensor) -> Tensor:
         """``(F, T)``: the mean of the squares of each row of ``values: (F, N)`` over the coordinates of each tensor."""
-        if self.averager is not None:
+        plain = plain_tensors()
+        if self.averager is not None and not (plain and len(self.sizes) <= _FEW_TENSORS):
             return (values * values) @ self.averager
         parts = values.split(self.sizes, dim=1)
-        if not plain_tensors():
+        if not plain:
             # one contiguous row-slice sum per tensor: no transposed copy of ``values`` (segment_reduce's layout)
             return torch.stack([(part * part).sum(1) for part in parts], dim=1) * self.inv_counts
         # the squares in chunks of columns through one buffer: a fresh (F, N) of squares at every step costs more in
-        # page faults than its arithmetic
+        # page faults than its arithmetic; and a few tensors' sums cost less than the product with the averager,
+        # whose (N, T) operand is too narrow for the matmul kernels
         scratch = values.new_empty(values.shape[0], min(_SQUARE_CHUNK, self.num))
         sums = values.new_zeros(len(parts), values.shape[0])  # (T, F)
         for part, total in zip(parts, sums):
