@@ -314,29 +314,32 @@ class PerParameterMLP(LearnedRule):
         per_tensor = torch.cat([corrections, factored_scale, torch.tanh(steps * layout.inv_scales)])  # (3 + S, T)
         spread = layout.expand(per_tensor[:3])  # (3, N)
         inv_correction1, inv_correction2, factored_scale = spread.unbind()
+        k = len(cfg.momentum_decays)
+        # where the features computed here go: their rows of ``out``, or new tensors stacked below
+        rows: list[Tensor | None] = [None] * layout.num_raw if out is None else list(out)
         v_hat = second * inv_correction2
         v_floored = v_hat + scalars.eps_squared
-        rsqrt = torch.rsqrt(v_floored)
-        adam = momenta[cfg.adam_momentum] * inv_correction1 / (v_hat.sqrt() + scalars.adam_eps)
+        rsqrt = torch.rsqrt(v_floored, out=rows[2 + 2 * k])
+        adam = torch.div(
+            momenta[cfg.adam_momentum] * inv_correction1, v_hat.sqrt() + scalars.adam_eps, out=rows[3 + 2 * k]
+        )
         if layout.factored is None:  # no matrices: every coordinate is over its own second moment
-            factored = grads * rsqrt
+            factored = torch.mul(grads, rsqrt, out=rows[4 + 2 * k])
         else:  # g_ij / sqrt(row_i col_j / (mean(row) (1 - b2^t))), the per-tensor scale spread as factored_scale
             row, col = factored_state.index_select(0, layout.factored.index).view(2, -1).unbind()
             v = row * col * factored_scale
             if layout.factored.is_matrix is not None:
                 v = torch.where(layout.factored.is_matrix, v, v_floored)
-            factored = grads * torch.rsqrt(v)
+            factored = torch.mul(grads, torch.rsqrt(v), out=rows[4 + 2 * k])
+        momenta_rsqrt = torch.mul(momenta, rsqrt, out=None if out is None else out[2 + k : 2 + 2 * k])
         values = torch.cat([p.reshape(-1) for p in params])
         if values.dtype != grads.dtype:
             values = values.to(grads.dtype)
-        k = len(cfg.momentum_decays)
         if out is None:
-            raw = torch.vstack([grads, values, momenta, momenta * rsqrt, rsqrt, adam, factored])  # (11, N)
-        else:  # the products straight into their rows, the rest copied around them
+            raw = torch.vstack([grads, values, momenta, momenta_rsqrt, rsqrt, adam, factored])  # (11, N)
+        else:  # the rest of the features copied around those written in place
             raw = out
-            torch.mul(momenta, rsqrt, out=raw[2 + k : 2 + 2 * k])
             torch.vstack([grads, values, momenta], out=raw[: 2 + k])
-            torch.vstack([rsqrt, adam, factored], out=raw[2 + 2 * k :])
         scales = torch.rsqrt(layout.segment_mean_square(raw) + scalars.norm_floor) if cfg.normalize else None
         new_state = {"momenta": momenta, "second_moment": second, "factored": factored_state, "steps": steps}
         return raw, scales, per_tensor[3:], new_state
@@ -353,7 +356,8 @@ class PerParameterMLP(LearnedRule):
             return accumulators, inv_correction2
         axes = layout.factored
         g2 = squares + layout.scalars(self.config).eps_squared
-        sums = g2.new_zeros(axes.num + 1).index_add_(0, axes.sum_index, torch.cat([g2, g2]))[:-1]  # vectors: slot -1
+        rows, cols = axes.sum_index.view(2, -1)  # the rows' sums, then the columns': g2 is never copied twice
+        sums = g2.new_zeros(axes.num + 1).index_add_(0, rows, g2).index_add_(0, cols, g2)[:-1]  # vectors: slot -1
         new = torch.lerp(accumulators, sums * axes.inv_length, 1 - self.config.second_moment_decay)
         if axes.row_averager is not None:  # 1 for vectors: no division by 0
             row_means = torch.addmv(axes.is_vector, axes.row_averager, new)
