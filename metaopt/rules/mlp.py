@@ -356,8 +356,13 @@ class PerParameterMLP(LearnedRule):
             return accumulators, inv_correction2
         axes = layout.factored
         g2 = squares + layout.scalars(self.config).eps_squared
-        rows, cols = axes.sum_index.view(2, -1)  # the rows' sums, then the columns': g2 is never copied twice
-        sums = g2.new_zeros(axes.num + 1).index_add_(0, rows, g2).index_add_(0, cols, g2)[:-1]  # vectors: slot -1
+        if plain_tensors() and len(layout.sizes) <= _FEW_TENSORS:  # a few reductions cost less than scattered adds
+            pieces = g2.split(layout.sizes)
+            matrices = [piece.view(r, c) for piece, r, c in zip(pieces, layout.row_sizes, layout.col_sizes) if r]
+            sums = torch.cat([m.sum(1) for m in matrices] + [m.sum(0) for m in matrices])
+        else:
+            rows, cols = axes.sum_index.view(2, -1)  # the rows' sums, then the columns': g2 is never copied twice
+            sums = g2.new_zeros(axes.num + 1).index_add_(0, rows, g2).index_add_(0, cols, g2)[:-1]  # vectors: slot -1
         new = torch.lerp(accumulators, sums * axes.inv_length, 1 - self.config.second_moment_decay)
         if axes.row_averager is not None:  # 1 for vectors: no division by 0
             row_means = torch.addmv(axes.is_vector, axes.row_averager, new)
@@ -411,7 +416,8 @@ _SQUARE_CHUNK = 1 << 17
 """Coordinates per chunk of the squares summed for the per-tensor means when they are not one product."""
 
 _FEW_TENSORS = 16
-"""Tensors up to which the drop-in step sums each tensor's squares rather than multiplying by the averager."""
+"""Tensors up to which the drop-in step reduces tensor by tensor (the sums of squares of the per-tensor means, the
+factored moments' row and column sums) rather than by one product or scattered adds over all coordinates."""
 
 _DENSE_AVERAGE_LIMIT = 2**20
 """Largest N * T for which per-tensor means are one product with a dense (T, N) averaging matrix (4 MB in float32)."""
