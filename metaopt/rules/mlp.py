@@ -28,7 +28,11 @@ One step is a fixed number of tensor operations whatever the number of tensors (
 the MLP): the features are built feature-major, ``(F, N)``, from flat buffers of every coordinate; what is per tensor
 (bias corrections, progress, the factored scale, the normalisation's means) is computed on ``(., T)`` and spread to
 the coordinates by index; the factored accumulators of all matrices are one buffer updated by one ``index_add``. The
-same code serves the in-place optimizer (under ``no_grad``) and the differentiable unroll.
+same code serves the in-place optimizer (under ``no_grad``) and the differentiable unroll. The in-place optimizer's
+step (the drop-in step) differs in how, not in what: it writes the features into a buffer it keeps, runs the MLP in
+cache-sized blocks with each tensor's normalisation and progress features folded into the first layer's weights (so
+they are never spread to the coordinates of a block inside one tensor), and with a few tensors
+(``_FEW_TENSORS``) reduces tensor by tensor where scattered adds and narrow products cost more.
 """
 
 from __future__ import annotations
@@ -253,7 +257,9 @@ class PerParameterMLP(LearnedRule):
         """
         layers = [*self._linears, self.readout]
         folded = [torch.cat([layer.weight, layer.bias[:, None]], dim=1).to(dtype) for layer in layers]
-        folded[-1].mul_(folded[-1].new_tensor([[self.config.step_mult], [self.config.exp_mult]]))
+        readout = folded[-1]
+        readout[0].mul_(self.config.step_mult)  # the update's scale
+        readout[1].mul_(self.config.exp_mult)  # the magnitude's, inside the exponential
         return folded
 
     def _feature_buffer(self, layout: _Layout, like: Tensor) -> Tensor:
