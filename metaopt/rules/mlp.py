@@ -31,8 +31,8 @@ the coordinates by index; the factored accumulators of all matrices are one buff
 same code serves the in-place optimizer (under ``no_grad``) and the differentiable unroll. The in-place optimizer's
 step (the drop-in step) differs in how, not in what: it writes the features into a buffer it keeps, runs the MLP in
 cache-sized blocks with each tensor's normalisation and progress features folded into the first layer's weights (so
-they are never spread to the coordinates of a block inside one tensor), and with a few tensors
-(``_FEW_TENSORS``) reduces tensor by tensor where scattered adds and narrow products cost more.
+they are never spread to the coordinates of a block inside one tensor), and with a few large
+tensors (``_FEW_TENSORS``) reduces tensor by tensor where scattered adds and narrow products cost more.
 """
 
 from __future__ import annotations
@@ -362,7 +362,7 @@ class PerParameterMLP(LearnedRule):
             return accumulators, inv_correction2
         axes = layout.factored
         g2 = squares + layout.scalars(self.config).eps_squared
-        if plain_tensors() and len(layout.sizes) <= _FEW_TENSORS:  # a few reductions cost less than scattered adds
+        if layout.by_tensor and plain_tensors():  # a few reductions cost less than scattered adds
             pieces = g2.split(layout.sizes)
             matrices = [piece.view(r, c) for piece, r, c in zip(pieces, layout.row_sizes, layout.col_sizes) if r]
             sums = torch.cat([m.sum(1) for m in matrices] + [m.sum(0) for m in matrices])
@@ -423,7 +423,10 @@ _SQUARE_CHUNK = 1 << 17
 
 _FEW_TENSORS = 16
 """Tensors up to which the drop-in step reduces tensor by tensor (the sums of squares of the per-tensor means, the
-factored moments' row and column sums) rather than by one product or scattered adds over all coordinates."""
+factored moments' row and column sums) rather than by one product or scattered adds over all coordinates..."""
+
+_LARGE_TENSORS = 1 << 13
+"""...when they hold this many coordinates on average (below it, the more operations cost more than they save)."""
 
 _DENSE_AVERAGE_LIMIT = 2**20
 """Largest N * T for which per-tensor means are one product with a dense (T, N) averaging matrix (4 MB in float32)."""
@@ -520,6 +523,8 @@ class _Layout:
         self.num = sum(self.sizes)
         self.num_raw = config.num_features - len(config.time_scales)
         """Features per coordinate before the progress ones (F - S)."""
+        self.by_tensor = len(self.sizes) <= _FEW_TENSORS and self.num >= _LARGE_TENSORS * len(self.sizes)
+        """Whether the drop-in step reduces tensor by tensor (see ``_FEW_TENSORS``)."""
         self.lengths = torch.tensor(self.sizes, device=device)
         ids = torch.repeat_interleave(torch.arange(len(self.sizes), device=device), self.lengths)
         self.ids = ids.to(torch.int32)
@@ -566,7 +571,7 @@ class _Layout:
     def segment_mean_square(self, values: Tensor) -> Tensor:
         """``(F, T)``: the mean of the squares of each row of ``values: (F, N)`` over the coordinates of each tensor."""
         plain = plain_tensors()
-        if self.averager is not None and not (plain and len(self.sizes) <= _FEW_TENSORS):
+        if self.averager is not None and not (plain and self.by_tensor):
             return (values * values) @ self.averager
         parts = values.split(self.sizes, dim=1)
         if not plain:

@@ -89,14 +89,17 @@ def test_blocked_step_follows_in_place_changes_of_the_weights(name: str) -> None
     torch.testing.assert_close(changed, expected.detach(), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("few_tensors", [0, 16], ids=["scattered", "per tensor"])
+@pytest.mark.parametrize("few_tensors", [0, 16], ids=["scattered", "by tensor"])
 def test_the_mlp_drop_in_reductions_equal_the_differentiable_step(
     few_tensors: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the per-tensor means of the squares in chunks (several per tensor), and the factored sums both ways
     monkeypatch.setattr(mlp_module, "_FEW_TENSORS", few_tensors)
+    monkeypatch.setattr(mlp_module, "_LARGE_TENSORS", 1)
     monkeypatch.setattr(mlp_module, "_DENSE_AVERAGE_LIMIT", 0)
     monkeypatch.setattr(mlp_module, "_SQUARE_CHUNK", 1000)
+    layout = make_rule("mlp", {})._layout(_params(torch.float64), torch.zeros(1, dtype=torch.float64))
+    assert layout.by_tensor == bool(few_tensors) and layout.averager is None
     blocked, plain = _two_paths("mlp", torch.float64)
     for blocked_step, plain_step in zip(blocked, plain):
         for mine, theirs in zip(blocked_step, plain_step):
