@@ -306,8 +306,8 @@ MUTANTS: list[Mutant] = [
     M(
         "Adam-mimic rule without the first moment's bias correction",
         "metaopt/rules/mlp.py",
-        "adam = momenta[cfg.adam_momentum] * inv_correction1 / (v_hat.sqrt() + scalars.adam_eps)",
-        "adam = momenta[cfg.adam_momentum] / (v_hat.sqrt() + scalars.adam_eps)",
+        "momenta[cfg.adam_momentum] * inv_correction1, v_hat.sqrt() + scalars.adam_eps, out=rows[3 + 2 * k]",
+        "momenta[cfg.adam_momentum], v_hat.sqrt() + scalars.adam_eps, out=rows[3 + 2 * k]",
         ("tests/metaopt/rules/test_mlp.py",),
     ),
     M(
@@ -941,15 +941,15 @@ RECENT: list[Mutant] = [
     M(
         "blocked MLP step misses the progress features",
         "metaopt/rules/mlp.py",
-        "torch.index_select(progress, 1, ids, out=buffers[0][num_raw:num_features])",
-        "buffers[0][num_raw:num_features].zero_()",
+        "torch.index_select(progress, 1, ids, out=spread[num_raw:-1])",
+        "spread[num_raw:-1].zero_()",
         ("tests/metaopt/rules/test_blocked_step.py",),
     ),
     M(
         "blocked MLP step without the magnitude's scale",
         "metaopt/rules/mlp.py",
-        "magnitude.mul_(scalars.exp_mult).exp_()",
-        "magnitude.exp_()",
+        "readout[1].mul_(self.config.exp_mult)",
+        "readout[1].mul_(1.0)",
         ("tests/metaopt/rules/test_blocked_step.py",),
     ),
     M(
@@ -1839,6 +1839,48 @@ RECENT: list[Mutant] = [
         "self.learned.matrices = [(shapes[i][0], sizes[i] // shapes[i][0]) if len(shapes[i]) >= 2 and sizes[i]",
         "self.learned.matrices = [(shapes[i][0], sizes[i] // shapes[i][0]) if len(shapes[i]) >= 1 and sizes[i]",
         ("tests/metaopt/rules/test_tiny.py",),
+    ),
+    M(
+        "the mlp drop-in step's folded first layer without the progress features",
+        "metaopt/rules/mlp.py",
+        "biases = torch.addmm(bias, first[:, -num_progress - 1 : -1], progress)  # (H, T)",
+        "biases = bias.expand(-1, progress.shape[1])  # (H, T)",
+        ("tests/metaopt/rules/test_blocked_step.py",),
+    ),
+    M(
+        "the mlp drop-in step's folded first layer unnormalised",
+        "metaopt/rules/mlp.py",
+        "            weights = weight * scales.t()[:, None, :]",
+        "            weights = weight.expand(progress.shape[1], *weight.shape)",
+        ("tests/metaopt/rules/test_blocked_step.py",),
+    ),
+    M(
+        "an mlp block across tensors taken for a block of its first tensor",
+        "metaopt/rules/mlp.py",
+        "tensors = self._block_tensors[block] = torch.where(firsts == lasts, firsts, -1).tolist()",
+        "tensors = self._block_tensors[block] = firsts.tolist()",
+        ("tests/metaopt/rules/test_blocked_step.py",),
+    ),
+    M(
+        "the mlp's chunked sums of squares keep only each tensor's last chunk",
+        "metaopt/rules/mlp.py",
+        "total += torch.mul(piece, piece, out=scratch[:, : piece.shape[1]]).sum(1)",
+        "total.copy_(torch.mul(piece, piece, out=scratch[:, : piece.shape[1]]).sum(1))",
+        ("tests/metaopt/rules/test_blocked_step.py",),
+    ),
+    M(
+        "the mlp's factored row and column sums swapped (per-tensor reductions)",
+        "metaopt/rules/mlp.py",
+        "sums = torch.cat([m.sum(1) for m in matrices] + [m.sum(0) for m in matrices])",
+        "sums = torch.cat([m.sum(0) for m in matrices] + [m.sum(1) for m in matrices])",
+        ("tests/metaopt/rules/test_blocked_step.py",),
+    ),
+    M(
+        "the mlp's feature buffer kept in copies and pickles",
+        "metaopt/rules/mlp.py",
+        'return {**super().__getstate__(), "_features": None}',
+        "return super().__getstate__()",
+        ("tests/metaopt/rules/test_blocked_step.py",),
     ),
 ]
 

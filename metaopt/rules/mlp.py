@@ -28,7 +28,11 @@ One step is a fixed number of tensor operations whatever the number of tensors (
 the MLP): the features are built feature-major, ``(F, N)``, from flat buffers of every coordinate; what is per tensor
 (bias corrections, progress, the factored scale, the normalisation's means) is computed on ``(., T)`` and spread to
 the coordinates by index; the factored accumulators of all matrices are one buffer updated by one ``index_add``. The
-same code serves the in-place optimizer (under ``no_grad``) and the differentiable unroll.
+same code serves the in-place optimizer (under ``no_grad``) and the differentiable unroll. The in-place optimizer's
+step (the drop-in step) differs in how, not in what: it writes the features into a buffer it keeps, runs the MLP in
+cache-sized blocks with each tensor's normalisation and progress features folded into the first layer's weights (so
+they are never spread to the coordinates of a block inside one tensor), and with a few large
+tensors (``_FEW_TENSORS``) reduces tensor by tensor where scattered adds and narrow products cost more.
 """
 
 from __future__ import annotations
@@ -115,6 +119,12 @@ class PerParameterMLP(LearnedRule):
             self.readout.weight.mul_(1e-3)
             self.readout.bias.zero_()
         self._layouts: dict[tuple, _Layout] = {}  # per list of parameter shapes (and dtype, device): the constants
+        self._features: Tensor | None = None  # the drop-in step's feature buffer (see :meth:`_feature_buffer`)
+
+    @override
+    def __getstate__(self) -> dict:
+        # copies and pickles go without the feature buffer: it holds nothing between steps
+        return {**super().__getstate__(), "_features": None}
 
     # -- state ----------------------------------------------------------------------------------------------------
 
@@ -174,10 +184,12 @@ class PerParameterMLP(LearnedRule):
     @override
     def step(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
         layout = self._layout(params, grads)
-        raw, scales, progress, new_state = self._inputs(grads, state, params, layout)
         scalars = layout.scalars(self.config)
-        if plain_tensors():  # the drop-in step: in cache-sized blocks of coordinates, biases folded
-            return self._blocked_update(raw, scales, progress, layout, scalars), new_state
+        if plain_tensors():  # the drop-in step: in cache-sized blocks of coordinates, biases and scales folded
+            raw = self._feature_buffer(layout, grads)
+            _, scales, progress, new_state = self._inputs(grads, state, params, layout, out=raw[:-1])
+            return self._blocked_update(raw, scales, progress, layout), new_state
+        raw, scales, progress, new_state = self._inputs(grads, state, params, layout)
         hidden, new_state = self._assemble(raw, scales, progress, new_state, layout)
         # feature-major (F, N): each layer is one product W @ h, the fastest layout when N >> F
         for layer in self._linears:
@@ -193,64 +205,102 @@ class PerParameterMLP(LearnedRule):
             raw = raw * layout.expand(scales)
         return torch.cat([raw, layout.expand(progress)]), new_state
 
-    def _blocked_update(
-        self, raw: Tensor, scales: Tensor | None, progress: Tensor, layout: _Layout, scalars: _Scalars
-    ) -> Tensor:
+    def _blocked_update(self, raw: Tensor, scales: Tensor | None, progress: Tensor, layout: _Layout) -> Tensor:
         """The MLP's update ``(N,)`` from the parts :meth:`_inputs` returns, ``_BLOCK`` coordinates at a time.
 
-        No autograd. A block's features are assembled in a buffer (the normalisation and the progress features
-        spread from their per-tensor values for the block's coordinates only, never for all ``N``), and its
-        activations stay in the cache between the layers (the unblocked products write and read ``(H, N)`` from
-        memory, and the broadcast bias is a further ``(H, N)`` copy per layer); each bias is folded into its product
-        as the last column of the weight against a row of ones below the block's inputs, which ReLU keeps, so a
-        layer is one ``mm`` into a buffer reused by every block.
+        No autograd. ``raw: (F - S + 1, N)`` holds the raw features over a row of ones. The activations of a block
+        stay in the cache between the layers (the unblocked products write and read ``(H, N)`` from memory), and
+        each bias is folded into its product as the last column of the weight against the row of ones, which ReLU
+        keeps, so a layer is one ``mm`` into a buffer reused by every block. What is per tensor is folded into the
+        first layer: a block inside one tensor multiplies its raw features in place by that tensor's weights, the
+        normalisation scaling their columns and the progress features added to the bias (:meth:`_per_tensor_first`),
+        so its features are never copied; only a block across tensors assembles its features in a buffer, spreading
+        the per-tensor values to its coordinates. The readout's rows are scaled by ``step_mult`` and ``exp_mult``.
         """
-        weights = self._folded_weights(raw.dtype)
-        num_raw, num = raw.shape
-        num_features = num_raw + progress.shape[0]
-        inputs = raw
-        update = inputs.new_empty(num)
+        first, *weights = self._folded_weights(raw.dtype)
+        per_tensor = self._per_tensor_first(first, scales, progress).unbind()  # (H, F - S + 1) each
+        num_raw, num = raw.shape[0] - 1, raw.shape[1]
+        readouts = raw.new_empty(2, num)  # direction and magnitude
         block = min(_BLOCK if raw.device.type == "cpu" else _DEVICE_BLOCK, num)
-        buffers = [inputs.new_empty(w.shape[1], block) for w in weights]  # (in + 1, block): the rows of ones last
-        for buffer in buffers:
-            buffer[-1].fill_(1.0)
-        readout = inputs.new_empty(2, block)
-        for start in range(0, num, block):
-            stop = min(start + block, num)
-            if stop - start < block:  # the last, shorter block: buffers of its width
-                block = stop - start
-                buffers = [buffer[:, :block].clone() for buffer in buffers]
-                readout = readout[:, :block].clone()
-            ids = layout.ids[start:stop]
-            if scales is None:
-                buffers[0][:num_raw].copy_(raw[:, start:stop])
+        spread, buffers, outputs = _block_buffers([first, *weights], block, raw)
+        layers = list(zip(weights[:-1], buffers[:-1], outputs[1:]))  # the hidden layers after the first
+        blocks = zip(
+            range(0, num, block), raw.split(block, dim=1), readouts.split(block, dim=1), layout.block_tensors(block)
+        )
+        for start, inputs, target, tensor in blocks:
+            if inputs.shape[1] < block:  # the last, shorter block: buffers of its width
+                block = inputs.shape[1]
+                spread, buffers, outputs = _block_buffers([first, *weights], block, raw)
+                layers = list(zip(weights[:-1], buffers[:-1], outputs[1:]))
+            if tensor >= 0:
+                torch.mm(per_tensor[tensor], inputs, out=outputs[0]).relu_()
             else:
-                torch.mul(raw[:, start:stop], scales.index_select(1, ids), out=buffers[0][:num_raw])
-            torch.index_select(progress, 1, ids, out=buffers[0][num_raw:num_features])
-            for weight, source, target in zip(weights[:-1], buffers[:-1], buffers[1:]):
-                torch.mm(weight, source, out=target[:-1]).relu_()
-            torch.mm(weights[-1], buffers[-1], out=readout)
-            direction, magnitude = readout.unbind()
-            torch.mul(direction, magnitude.mul_(scalars.exp_mult).exp_(), out=update[start:stop])
-        return update.mul_(scalars.step_mult)
+                ids = layout.ids[start : start + block]
+                if scales is None:
+                    spread[:num_raw].copy_(inputs[:-1])
+                else:
+                    torch.mul(inputs[:-1], scales.index_select(1, ids), out=spread[:num_raw])
+                torch.index_select(progress, 1, ids, out=spread[num_raw:-1])
+                torch.mm(first, spread, out=outputs[0]).relu_()
+            for weight, source, output in layers:
+                torch.mm(weight, source, out=output).relu_()
+            torch.mm(weights[-1], buffers[-1], out=target)
+        direction, magnitude = readouts.unbind()
+        return direction.mul_(magnitude.exp_())
 
     def _folded_weights(self, dtype: torch.dtype) -> list[Tensor]:
         """Each layer's ``[W | b]`` (hidden layers, then the readout), in ``dtype``.
 
-        Built at every step (a few thousand floats): a cache keyed on the weights' versions would miss a change made
-        through ``.data`` (as ``vector_to_parameters`` and ES perturbations do).
+        The readout's direction row is multiplied by ``step_mult`` and its magnitude row by ``exp_mult``. Built at
+        every step (a few thousand floats): a cache keyed on the weights' versions would miss a change made through
+        ``.data`` (as ``vector_to_parameters`` and ES perturbations do).
         """
         layers = [*self._linears, self.readout]
-        return [torch.cat([layer.weight, layer.bias[:, None]], dim=1).to(dtype) for layer in layers]
+        folded = [torch.cat([layer.weight, layer.bias[:, None]], dim=1).to(dtype) for layer in layers]
+        readout = folded[-1]
+        readout[0].mul_(self.config.step_mult)  # the update's scale
+        readout[1].mul_(self.config.exp_mult)  # the magnitude's, inside the exponential
+        return folded
+
+    def _feature_buffer(self, layout: _Layout, like: Tensor) -> Tensor:
+        """``(F - S + 1, N)``: the drop-in step's raw features over a row of ones, one buffer kept between steps.
+
+        In ``like``'s dtype and on its device. A fresh one at every step costs more than its arithmetic from about
+        700k coordinates (float32), where the allocator maps it anew and each of its pages faults on its first write
+        (about 20 ms a step at 1M). So the rule keeps one, for the last list of shapes it stepped: 48 bytes per
+        coordinate in float32, not in copies or pickles; two steps of one rule must not run concurrently.
+        """
+        shape = (layout.num_raw + 1, layout.num)
+        buffer = self._features
+        if buffer is None or buffer.shape != shape or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = self._features = like.new_empty(shape)
+            buffer[-1].fill_(1.0)
+        return buffer
+
+    @staticmethod
+    def _per_tensor_first(first: Tensor, scales: Tensor | None, progress: Tensor) -> Tensor:
+        """``(T, H, F - S + 1)``: each tensor's first layer ``[W_raw diag(scales) | b + W_progress progress]``.
+
+        ``first = [W_raw | W_progress | b]`` reads the normalised features; the folded weight reads the raw ones.
+        """
+        num_progress = progress.shape[0]
+        weight, bias = first[:, : -num_progress - 1], first[:, -1:]
+        biases = torch.addmm(bias, first[:, -num_progress - 1 : -1], progress)  # (H, T)
+        if scales is None:
+            weights = weight.expand(progress.shape[1], *weight.shape)
+        else:
+            weights = weight * scales.t()[:, None, :]
+        return torch.cat([weights, biases.t()[:, :, None]], dim=2)
 
     def _inputs(
-        self, grads: Tensor, state: dict, params: Sequence[Tensor], layout: _Layout
+        self, grads: Tensor, state: dict, params: Sequence[Tensor], layout: _Layout, out: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor, dict]:
         """``(raw (F - S, N), scales (F - S, T) or None, progress (S, T), new_state)``: the parts of the features.
 
         The features, feature-major in the order of the module docstring, are ``raw`` times each tensor's
         normalisation ``scales`` (None without ``normalize``) spread to its coordinates, then the ``progress``
-        features spread likewise (:meth:`_assemble`; the blocked step spreads them block by block).
+        features spread likewise (:meth:`_assemble`; the blocked step folds them into its first layer). ``raw`` is
+        written into ``out`` when given (no autograd).
 
         Every operation covers all coordinates of all tensors at once (the step's cost is a fixed number of tensor
         operations, whatever the number of tensors): what is per tensor (bias corrections, progress, the factored
@@ -270,23 +320,33 @@ class PerParameterMLP(LearnedRule):
         per_tensor = torch.cat([corrections, factored_scale, torch.tanh(steps * layout.inv_scales)])  # (3 + S, T)
         spread = layout.expand(per_tensor[:3])  # (3, N)
         inv_correction1, inv_correction2, factored_scale = spread.unbind()
+        k = len(cfg.momentum_decays)
+        # where the features computed here go: their rows of ``out``, or new tensors stacked below
+        rows: list[Tensor | None] = [None] * layout.num_raw if out is None else list(out)
         v_hat = second * inv_correction2
         v_floored = v_hat + scalars.eps_squared
-        rsqrt = torch.rsqrt(v_floored)
-        adam = momenta[cfg.adam_momentum] * inv_correction1 / (v_hat.sqrt() + scalars.adam_eps)
+        rsqrt = torch.rsqrt(v_floored, out=rows[2 + 2 * k])
+        adam = torch.div(
+            momenta[cfg.adam_momentum] * inv_correction1, v_hat.sqrt() + scalars.adam_eps, out=rows[3 + 2 * k]
+        )
         if layout.factored is None:  # no matrices: every coordinate is over its own second moment
-            factored = grads * rsqrt
+            factored = torch.mul(grads, rsqrt, out=rows[4 + 2 * k])
         else:  # g_ij / sqrt(row_i col_j / (mean(row) (1 - b2^t))), the per-tensor scale spread as factored_scale
             row, col = factored_state.index_select(0, layout.factored.index).view(2, -1).unbind()
             v = row * col * factored_scale
             if layout.factored.is_matrix is not None:
                 v = torch.where(layout.factored.is_matrix, v, v_floored)
-            factored = grads * torch.rsqrt(v)
+            factored = torch.mul(grads, torch.rsqrt(v), out=rows[4 + 2 * k])
+        momenta_rsqrt = torch.mul(momenta, rsqrt, out=None if out is None else out[2 + k : 2 + 2 * k])
         values = torch.cat([p.reshape(-1) for p in params])
         if values.dtype != grads.dtype:
             values = values.to(grads.dtype)
-        raw = torch.vstack([grads, values, momenta, momenta * rsqrt, rsqrt, adam, factored])  # (11, N)
-        scales = torch.rsqrt(layout.segment_mean(raw * raw) + scalars.norm_floor) if cfg.normalize else None
+        if out is None:
+            raw = torch.vstack([grads, values, momenta, momenta_rsqrt, rsqrt, adam, factored])  # (11, N)
+        else:  # the rest of the features copied around those written in place
+            raw = out
+            torch.vstack([grads, values, momenta], out=raw[: 2 + k])
+        scales = torch.rsqrt(layout.segment_mean_square(raw) + scalars.norm_floor) if cfg.normalize else None
         new_state = {"momenta": momenta, "second_moment": second, "factored": factored_state, "steps": steps}
         return raw, scales, per_tensor[3:], new_state
 
@@ -302,7 +362,13 @@ class PerParameterMLP(LearnedRule):
             return accumulators, inv_correction2
         axes = layout.factored
         g2 = squares + layout.scalars(self.config).eps_squared
-        sums = g2.new_zeros(axes.num + 1).index_add_(0, axes.sum_index, torch.cat([g2, g2]))[:-1]  # vectors: slot -1
+        if layout.by_tensor and plain_tensors():  # a few reductions cost less than scattered adds
+            pieces = g2.split(layout.sizes)
+            matrices = [piece.view(r, c) for piece, r, c in zip(pieces, layout.row_sizes, layout.col_sizes) if r]
+            sums = torch.cat([m.sum(1) for m in matrices] + [m.sum(0) for m in matrices])
+        else:
+            rows, cols = axes.sum_index.view(2, -1)  # the rows' sums, then the columns': g2 is never copied twice
+            sums = g2.new_zeros(axes.num + 1).index_add_(0, rows, g2).index_add_(0, cols, g2)[:-1]  # vectors: slot -1
         new = torch.lerp(accumulators, sums * axes.inv_length, 1 - self.config.second_moment_decay)
         if axes.row_averager is not None:  # 1 for vectors: no division by 0
             row_means = torch.addmv(axes.is_vector, axes.row_averager, new)
@@ -326,6 +392,18 @@ class PerParameterMLP(LearnedRule):
         return layout
 
 
+def _block_buffers(weights: list[Tensor], block: int, like: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """The blocked step's buffers for blocks of ``block`` coordinates: ``(rows + 1, block)`` each, the last row ones.
+
+    ``(spread, buffers, outputs)``: ``spread`` holds the features of a block across tensors (the first layer's
+    input), ``buffers[i]`` the input of layer ``i + 1``, ``outputs[i]`` its rows above the ones (layer ``i``'s output).
+    """
+    made = [like.new_empty(weight.shape[1], block) for weight in weights]
+    for buffer in made:
+        buffer[-1].fill_(1.0)
+    return made[0], made[1:], [buffer[:-1] for buffer in made[1:]]
+
+
 def _factored_shape(param: Tensor | tuple[int, ...]) -> tuple[int, int]:
     """(rows, cols) of a parameter's factored moment: (shape[0], prod(shape[1:])), or (0, 0) for vectors."""
     shape = tuple(param.shape) if isinstance(param, Tensor) else param
@@ -334,11 +412,21 @@ def _factored_shape(param: Tensor | tuple[int, ...]) -> tuple[int, int]:
     return int(shape[0]), int(math.prod(shape[1:]))
 
 
-_BLOCK = 2048
+_BLOCK = 4096
 """Coordinates per block of the drop-in step's MLP: its activations, (H + 1) * _BLOCK floats a layer, stay in cache."""
 
 _DEVICE_BLOCK = 1 << 20
 """Coordinates per block on an accelerator, where a block costs kernel launches and no cache is to be kept."""
+
+_SQUARE_CHUNK = 1 << 17
+"""Coordinates per chunk of the squares summed for the per-tensor means when they are not one product."""
+
+_FEW_TENSORS = 16
+"""Tensors up to which the drop-in step reduces tensor by tensor (the sums of squares of the per-tensor means, the
+factored moments' row and column sums) rather than by one product or scattered adds over all coordinates..."""
+
+_LARGE_TENSORS = 1 << 13
+"""...when they hold this many coordinates on average (below it, the more operations cost more than they save)."""
 
 _DENSE_AVERAGE_LIMIT = 2**20
 """Largest N * T for which per-tensor means are one product with a dense (T, N) averaging matrix (4 MB in float32)."""
@@ -433,6 +521,10 @@ class _Layout:
     ):
         self.sizes = [math.prod(shape) for shape in shapes]
         self.num = sum(self.sizes)
+        self.num_raw = config.num_features - len(config.time_scales)
+        """Features per coordinate before the progress ones (F - S)."""
+        self.by_tensor = len(self.sizes) <= _FEW_TENSORS and self.num >= _LARGE_TENSORS * len(self.sizes)
+        """Whether the drop-in step reduces tensor by tensor (see ``_FEW_TENSORS``)."""
         self.lengths = torch.tensor(self.sizes, device=device)
         ids = torch.repeat_interleave(torch.arange(len(self.sizes), device=device), self.lengths)
         self.ids = ids.to(torch.int32)
@@ -454,6 +546,7 @@ class _Layout:
         matrices = any(r > 0 for r, _ in factored)
         self.factored = _FactoredLayout(factored, self.sizes, dtype, device) if matrices else None
         self._scalars: _Scalars | None = None
+        self._block_tensors: dict[int, list[int]] = {}
 
     def scalars(self, config: MLPConfig) -> _Scalars:
         """The step's scalars for ``config`` (rebuilt when an option they hold changes, as ``adam_weights`` does)."""
@@ -462,17 +555,37 @@ class _Layout:
             scalars = self._scalars = _Scalars(config, self.bases.dtype, self.bases.device)
         return scalars
 
+    def block_tensors(self, block: int) -> list[int]:
+        """The tensor of each block of ``block`` coordinates (the last shorter), or -1 for a block across tensors."""
+        tensors = self._block_tensors.get(block)
+        if tensors is None:
+            firsts = self.ids[::block]
+            lasts = self.ids[torch.arange(block, self.num + block, block).clamp_(max=self.num) - 1]
+            tensors = self._block_tensors[block] = torch.where(firsts == lasts, firsts, -1).tolist()
+        return tensors
+
     def expand(self, per_tensor: Tensor) -> Tensor:
         """``(F, N)``: each tensor's column of ``per_tensor: (F, T)`` repeated for its coordinates."""
         return per_tensor.index_select(1, self.ids)
 
-    def segment_mean(self, values: Tensor) -> Tensor:
-        """``(F, T)``: the mean of each row of ``values: (F, N)`` over the coordinates of each tensor."""
-        if self.averager is not None:
-            return values @ self.averager
-        # one contiguous row-slice sum per tensor: no transposed copy of ``values`` (segment_reduce's layout)
-        sums = torch.stack([part.sum(1) for part in values.split(self.sizes, dim=1)], dim=1)  # (F, T)
-        return sums * self.inv_counts
+    def segment_mean_square(self, values: Tensor) -> Tensor:
+        """``(F, T)``: the mean of the squares of each row of ``values: (F, N)`` over the coordinates of each tensor."""
+        plain = plain_tensors()
+        if self.averager is not None and not (plain and self.by_tensor):
+            return (values * values) @ self.averager
+        parts = values.split(self.sizes, dim=1)
+        if not plain:
+            # one contiguous row-slice sum per tensor: no transposed copy of ``values`` (segment_reduce's layout)
+            return torch.stack([(part * part).sum(1) for part in parts], dim=1) * self.inv_counts
+        # the squares in chunks of columns through one buffer: a fresh (F, N) of squares at every step costs more in
+        # page faults than its arithmetic; and a few tensors' sums cost less than the product with the averager,
+        # whose (N, T) operand is too narrow for the matmul kernels
+        scratch = values.new_empty(values.shape[0], min(_SQUARE_CHUNK, self.num))
+        sums = values.new_zeros(len(parts), values.shape[0])  # (T, F)
+        for part, total in zip(parts, sums):
+            for piece in part.split(_SQUARE_CHUNK, dim=1):
+                total += torch.mul(piece, piece, out=scratch[:, : piece.shape[1]]).sum(1)
+        return sums.t() * self.inv_counts
 
 
 @torch.no_grad()

@@ -7,6 +7,9 @@ of several blocks with a partial last one, in float32 (to rounding) and float64 
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 from torch import nn
@@ -84,3 +87,44 @@ def test_blocked_step_follows_in_place_changes_of_the_weights(name: str) -> None
     expected, _ = rule.step(grads, state, params)
     assert not torch.allclose(changed, after)
     torch.testing.assert_close(changed, expected.detach(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("few_tensors", [0, 16], ids=["scattered", "by tensor"])
+def test_the_mlp_drop_in_reductions_equal_the_differentiable_step(
+    few_tensors: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the per-tensor means of the squares in chunks (several per tensor), and the factored sums both ways
+    monkeypatch.setattr(mlp_module, "_FEW_TENSORS", few_tensors)
+    monkeypatch.setattr(mlp_module, "_LARGE_TENSORS", 1)
+    monkeypatch.setattr(mlp_module, "_DENSE_AVERAGE_LIMIT", 0)
+    monkeypatch.setattr(mlp_module, "_SQUARE_CHUNK", 1000)
+    layout = make_rule("mlp", {})._layout(_params(torch.float64), torch.zeros(1, dtype=torch.float64))
+    assert layout.by_tensor == bool(few_tensors) and layout.averager is None
+    blocked, plain = _two_paths("mlp", torch.float64)
+    for blocked_step, plain_step in zip(blocked, plain):
+        for mine, theirs in zip(blocked_step, plain_step):
+            torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-14)
+
+
+def test_the_mlp_blocks_know_their_tensor() -> None:
+    rule = make_rule("mlp", {})
+    layout = rule._layout(_params(torch.float32), torch.zeros(1))
+    # tensors end at 2257, 2318, 3053, 3054, 5054, 8954: blocks of 1000 inside one tensor, or across (-1)
+    assert layout.block_tensors(1000) == [0, 0, -1, -1, 4, -1, 5, 5, 5]
+    assert layout.block_tensors(2257) == [0, -1, -1, 5]
+
+
+def test_the_mlp_feature_buffer_is_kept_between_steps_but_not_in_copies() -> None:
+    rule = make_rule("mlp", {})
+    params = _params(torch.float32)
+    grads = torch.randn(sum(p.numel() for p in params))
+    state = rule.join([rule.init_state(p) for p in params])
+    with torch.no_grad():
+        rule.step(grads, state, params)
+        buffer = rule._features
+        update, _ = rule.step(grads, state, params)
+    assert buffer is not None and rule._features is buffer
+    for other in (copy.deepcopy(rule), pickle.loads(pickle.dumps(rule))):
+        assert other._features is None
+        with torch.no_grad():
+            torch.testing.assert_close(other.step(grads, state, params)[0], update, rtol=0, atol=0)
