@@ -3,6 +3,7 @@ layer and reproducibly), the teacher-student task's held-out sample, and the rec
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,16 @@ def test_the_family_v3_recipe_loads() -> None:
     assert {t.name for t in cfg.tasks} == {"digits_mlp", "digits_cnn", "teacher_student"}
 
 
-def test_no_task_of_the_held_out_suite_is_a_member_of_the_v3_family() -> None:
+def test_the_family_v4_recipe_is_v3_with_orthogonalized_matrices() -> None:
+    v3 = load_config(TrainConfig, "metaopt/family_v3.yaml")
+    v4 = load_config(TrainConfig, "metaopt/family_v4.yaml")
+    assert v4.rule_config().orthogonalize and not v3.rule_config().orthogonalize
+    assert dataclasses.replace(v4.rule_config(), orthogonalize=False) == v3.rule_config()
+    assert dataclasses.replace(v4, rule=v3.rule, name=v3.name) == v3  # nothing else differs
+
+
+@pytest.mark.parametrize("recipe", ["family_v3", "family_v4"])
+def test_no_task_of_the_held_out_suite_is_a_member_of_the_family(recipe: str) -> None:
     import itertools
 
     from metaopt.compare.config import CompareConfig
@@ -152,7 +162,7 @@ def test_no_task_of_the_held_out_suite_is_a_member_of_the_v3_family() -> None:
         spec = envs.make_task(name, **given).spec["options"]
         return {k: v for k, v in spec.items() if k != "valid_size"}  # the held-out split's size is no other task
 
-    family = load_config(TrainConfig, "metaopt/family_v3.yaml")
+    family = load_config(TrainConfig, f"metaopt/{recipe}.yaml")
     members = []
     for task in family.tasks:
         keys = list(task.choices)
