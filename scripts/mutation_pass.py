@@ -1787,8 +1787,8 @@ RECENT: list[Mutant] = [
     M(
         "Newton-Schulz with the cubic term's coefficient where the linear one belongs",
         "envs/training/muon.py",
-        "x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)",
-        "x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=c)",
+        "x = product(x, product(gram, gram, gram, beta=b, alpha=c), x, beta=a)",
+        "x = product(x, product(gram, gram, gram, beta=b, alpha=c), x, beta=c)",
         MUON,
     ),
     M(
@@ -1881,6 +1881,27 @@ RECENT: list[Mutant] = [
         'return {**super().__getstate__(), "_features": None}',
         "return super().__getstate__()",
         ("tests/metaopt/rules/test_blocked_step.py",),
+    ),
+    M(
+        "the functional Muon's momentum as an average",
+        "envs/training/functional.py",
+        'buffer = state["momentum_buffer"][name] * self.momentum + g',
+        'buffer = state["momentum_buffer"][name] * self.momentum + (1 - self.momentum) * g',
+        MUON,
+    ),
+    M(
+        "the functional Muon's matrices chosen with the run dimension counted",
+        "envs/training/functional.py",
+        "mask = matrix_mask([tuple(p.shape[1:]) for p in params.values()], self.matrices)",
+        "mask = matrix_mask([tuple(p.shape) for p in params.values()], self.matrices)",
+        MUON,
+    ),
+    M(
+        "the functional Muon's weight decay without the rate",
+        "envs/training/functional.py",
+        "p = p * per_run(1 - lr * self.weight_decay, p)\n            buffer",
+        "p = p * per_run(1 - self.weight_decay + 0 * lr, p)\n            buffer",
+        MUON,
     ),
 ]
 

@@ -1,4 +1,4 @@
-"""Pure functional SGD, momentum, Nesterov, RMSprop, Adam and cosine-scheduled AdamW over stacked runs.
+"""Pure functional SGD, momentum, Nesterov, RMSprop, Adam, cosine-scheduled AdamW and Muon over stacked runs.
 
 They are the batched twins of torch.optim.
 
@@ -27,11 +27,14 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
+from envs.training.muon import MuonAdamW, matrix_mask, orthogonalize
 from envs.training.optim import OptimizerSpec
 from envs.training.schedules import AdamWCosine as TorchAdamWCosine
 from envs.training.schedules import cosine_factor
 
-__all__ = ["Adam", "AdamWCosine", "FunctionalOptimizer", "OptState", "Params", "RMSprop", "SGD", "functional_from_spec"]
+__all__ = [
+    "Adam", "AdamWCosine", "FunctionalOptimizer", "Muon", "OptState", "Params", "RMSprop", "SGD", "functional_from_spec"
+]  # fmt: skip
 
 Params = dict[str, Tensor]
 """Parameters (or gradients, or one state buffer) by name; every tensor is ``(R, *shape)`` for ``R`` stacked runs."""
@@ -253,12 +256,74 @@ class AdamWCosine(Adam):
         return new_params, new_state
 
 
+@dataclass(frozen=True)
+class Muon(FunctionalOptimizer):
+    """:class:`envs.training.muon.MuonAdamW`: Muon on the weight matrices, AdamW on the rest, one rate per run.
+
+    The matrices are chosen from the parameters' order and shapes (without the run dimension) as the class chooses
+    them; each run's matrices are orthogonalized as one batch.
+    """
+
+    momentum: float = 0.95
+    """Muon's momentum."""
+    nesterov: bool = True
+    """Muon's Nesterov momentum."""
+    ns_steps: int = 5
+    """Newton-Schulz iterations."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's moment decays."""
+    eps: float = 1e-8
+    """AdamW's epsilon."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay of both parts."""
+    matrices: str = "all"
+    """Which tensors of two or more dimensions get Muon's step: all, hidden or none."""
+
+    def _chosen(self, params: Params) -> set[str]:
+        mask = matrix_mask([tuple(p.shape[1:]) for p in params.values()], self.matrices)
+        return {name for name, chosen in zip(params, mask) if chosen}
+
+    @override
+    def init(self, params: Params) -> OptState:
+        chosen = self._chosen(params)
+        rest = {name: p for name, p in params.items() if name not in chosen}
+        return {"momentum_buffer": _zeros({name: params[name] for name in chosen}), **self._adamw().init(rest)}
+
+    def _adamw(self) -> Adam:
+        return Adam(betas=self.betas, eps=self.eps, decoupled_weight_decay=True, weight_decay=self.weight_decay)
+
+    @override
+    def update(self, params: Params, grads: Params, state: OptState, lr: Tensor, step: int) -> tuple[Params, OptState]:
+        chosen = self._chosen(params)
+        rest = [name for name in params if name not in chosen]
+        adamw_state = {key: value for key, value in state.items() if key != "momentum_buffer"}
+        rest_params, new_state = self._adamw().update({n: params[n] for n in rest}, {n: grads[n] for n in rest},
+                                                      adamw_state, lr, step)  # fmt: skip
+        new_params: Params = {}
+        buffers: Params = {}
+        for name, p in params.items():
+            if name not in chosen:
+                new_params[name] = rest_params[name]
+                continue
+            g = grads[name]
+            if self.weight_decay != 0:
+                p = p * per_run(1 - lr * self.weight_decay, p)
+            buffer = state["momentum_buffer"][name] * self.momentum + g
+            buffers[name] = buffer
+            direction = g + self.momentum * buffer if self.nesterov else buffer
+            flat = direction.reshape(direction.shape[0], direction.shape[1], -1)
+            update = orthogonalize(flat, self.ns_steps).view_as(p)
+            new_params[name] = p - per_run(lr * (0.2 * math.sqrt(max(flat.shape[1:]))), p) * update
+        return new_params, {"momentum_buffer": buffers, **new_state}
+
+
 _TWINS: dict[type, tuple[type[FunctionalOptimizer], dict[str, Any]]] = {
     torch.optim.SGD: (SGD, {}),
     torch.optim.RMSprop: (RMSprop, {}),
     torch.optim.Adam: (Adam, {}),
     torch.optim.AdamW: (Adam, {"decoupled_weight_decay": True}),
     TorchAdamWCosine: (AdamWCosine, {}),
+    MuonAdamW: (Muon, {}),
 }
 """Exact ``torch.optim`` classes with a functional twin (a subclass may change ``step``, so it gets none)."""
 

@@ -23,13 +23,13 @@ baselines' (the harness compares optimizers, not regularisers).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["MATRICES", "MuonAdamW", "orthogonalize"]
+__all__ = ["MATRICES", "MuonAdamW", "matrix_mask", "orthogonalize"]
 
 MATRICES = ("all", "hidden", "none")
 """Which tensors of two or more dimensions get Muon's step (the rest get AdamW's)."""
@@ -39,23 +39,26 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalize(matrix: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
-    """``matrix`` (2D) with its singular values pushed towards 1 by ``steps`` quintic Newton-Schulz iterations.
+    """``matrix`` with its singular values pushed towards 1 by ``steps`` quintic Newton-Schulz iterations.
 
-    Returns ``U S' V^T`` where ``U S V^T`` is the SVD of ``matrix`` and ``S'`` lies roughly in [0.7, 1.2] for the
-    singular values that are not tiny (the coefficients trade exactness for speed, as Muon's do); the result has the
-    dtype of ``matrix``.
+    ``matrix`` is 2D or a batch ``(R, m, n)`` (each matrix its own result). Returns ``U S' V^T`` where ``U S V^T`` is
+    the SVD of ``matrix`` and ``S'`` lies roughly in [0.7, 1.2] for the singular values that are not tiny (the
+    coefficients trade exactness for speed, as Muon's do); the result has the dtype of ``matrix``.
     """
     a, b, c = NS_COEFFICIENTS
-    wide = matrix.shape[0] <= matrix.shape[1]
-    x = matrix if wide else matrix.T
-    x = x / x.norm().clamp_min(eps)  # every singular value <= 1: inside the iteration's basin
+    wide = matrix.shape[-2] <= matrix.shape[-1]
+    x = matrix if wide else matrix.mT
+    batched = x.dim() == 3
+    product = torch.baddbmm if batched else torch.addmm
+    norm = x.norm(dim=(-2, -1), keepdim=True) if batched else x.norm()
+    x = x / norm.clamp_min(eps)  # every singular value <= 1: inside the iteration's basin
     for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x if wide else x.T
+        gram = x @ x.mT
+        x = product(x, product(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x if wide else x.mT
 
 
-def _matrix_mask(shapes: list[torch.Size], matrices: str) -> list[bool]:
+def matrix_mask(shapes: Sequence[tuple[int, ...]], matrices: str) -> list[bool]:
     """Which tensors (in order) get Muon's step."""
     positions = [i for i, shape in enumerate(shapes) if len(shape) >= 2]
     chosen = set(positions) if matrices == "all" else set(positions[1:-1]) if matrices == "hidden" else set()
@@ -100,8 +103,8 @@ class MuonAdamW(torch.optim.Optimizer):
         given = list(params)
         groups: list[dict[str, Any]] = [g for g in given if isinstance(g, dict)] or [{"params": given}]
         groups = [{**group, "params": list(group["params"])} for group in groups]  # a generator is read once
-        shapes = [p.shape for group in groups for p in group["params"]]
-        mask = iter(_matrix_mask(shapes, matrices))
+        shapes = [tuple(p.shape) for group in groups for p in group["params"]]
+        mask = iter(matrix_mask(shapes, matrices))
         for group in groups:
             group["muon"] = [next(mask) for _ in group["params"]]
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas, eps=eps,

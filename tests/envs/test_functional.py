@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch.func import grad, vmap
 
-from envs.training.functional import SGD, Adam, FunctionalOptimizer, RMSprop, functional_from_spec
+from envs.training.functional import SGD, Adam, FunctionalOptimizer, Muon, RMSprop, functional_from_spec
+from envs.training.muon import MuonAdamW
 from envs.training.optim import OptimizerSpec, get_optimizer_spec
 
 DIM, STEPS = 6, 30
@@ -89,7 +90,8 @@ def test_functional_matches_torch_optim_trajectory_by_trajectory(
 
 
 @pytest.mark.parametrize(
-    ("twin", "cls"), [(SGD, torch.optim.SGD), (RMSprop, torch.optim.RMSprop), (Adam, torch.optim.Adam)]
+    ("twin", "cls"),
+    [(SGD, torch.optim.SGD), (RMSprop, torch.optim.RMSprop), (Adam, torch.optim.Adam), (Muon, MuonAdamW)],
 )
 def test_twin_defaults_are_torch_defaults(twin: type, cls: type) -> None:
     signature = inspect.signature(cls.__init__).parameters
@@ -105,6 +107,8 @@ def test_registry_names_map_to_their_twins() -> None:
     assert functional_from_spec(get_optimizer_spec("rmsprop")) == RMSprop()
     assert functional_from_spec(get_optimizer_spec("adam")) == Adam()
     assert functional_from_spec(get_optimizer_spec("adam"), {"betas": [0.8, 0.99]}) == Adam(betas=(0.8, 0.99))
+    assert functional_from_spec(get_optimizer_spec("muon")) == Muon()
+    assert functional_from_spec(get_optimizer_spec("muon"), {"matrices": "hidden"}) == Muon(matrices="hidden")
 
 
 class MySGD(torch.optim.SGD):

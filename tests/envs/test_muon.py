@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from envs.training.functional import functional_from_spec
 from envs.training.muon import MuonAdamW, orthogonalize
-from envs.training.optim import make_optimizer
+from envs.training.optim import get_optimizer_spec, make_optimizer
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -145,3 +146,40 @@ def test_registered_and_refuses_bad_options() -> None:
         MuonAdamW(model.parameters(), matrices="some")
     with pytest.raises(ValueError, match="ns_steps"):
         MuonAdamW(model.parameters(), ns_steps=0)
+
+
+def test_a_batch_of_matrices_is_orthogonalized_each_on_its_own() -> None:
+    torch.manual_seed(4)
+    for shape in ((3, 5, 8), (3, 8, 5)):
+        batch = torch.randn(*shape, dtype=torch.float64)
+        torch.testing.assert_close(orthogonalize(batch), torch.stack([orthogonalize(m) for m in batch]),
+                                   rtol=1e-12, atol=1e-12)  # fmt: skip
+
+
+@pytest.mark.parametrize(("matrices", "weight_decay", "nesterov"), [("all", 0.0, True), ("hidden", 0.05, False)])
+def test_the_functional_twin_follows_the_optimizer_run_by_run(matrices: str, weight_decay: float, nesterov: bool):
+    from torch.func import functional_call, grad, vmap
+
+    lrs = [0.003, 0.01, 0.03]
+    options = {"matrices": matrices, "weight_decay": weight_decay, "nesterov": nesterov}
+    x, y = torch.randn(32, 6, dtype=torch.float64), torch.randn(32, 3, dtype=torch.float64)
+    skeleton = _model().double()
+    twin = functional_from_spec(get_optimizer_spec("muon"), options)
+    assert twin is not None
+    params = {name: p.detach().expand(len(lrs), *p.shape).clone() for name, p in skeleton.named_parameters()}
+
+    def loss(p: dict) -> torch.Tensor:
+        return ((functional_call(skeleton, p, (x,)) - y) ** 2).mean()
+
+    state, lr = twin.init(params), torch.tensor(lrs, dtype=torch.float64)
+    for step in range(1, 7):
+        params, state = twin.update(params, vmap(grad(loss))(params), state, lr, step)
+    for i, rate in enumerate(lrs):
+        model = _model().double()
+        opt = MuonAdamW(model.parameters(), lr=rate, **options)
+        for _ in range(6):
+            opt.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            opt.step()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(params[name][i], p.detach(), rtol=1e-9, atol=1e-11, msg=f"{name}, lr={rate}")
