@@ -29,7 +29,7 @@ What each part follows, and what this project changed:
   multiplies AdamW's rate by ``exp``; it is a meta-parameter like the MLP's weights.
 * **Orthogonalized matrices** (Celo2's harness, after Muon, Jordan et al. 2024), optional: with ``orthogonalize``
   the MLP's direction over each learned tensor of two or more dimensions, seen as ``rows x the rest``, goes through
-  ``ns_steps`` Newton-Schulz iterations (:func:`envs.training.muon.orthogonalize`, float32, not bfloat16) before the
+  ``ns_steps`` Newton-Schulz iterations (:func:`envs.training.muon.orthogonalize`, in the rule's dtype) before the
   per-tensor normalisation, so the learned rule picks the direction and the iteration spreads it over every singular
   direction of the matrix; vectors keep the plain direction. Celo2 orthogonalizes only with AdamW on the vectors; here
   the two options are independent. The drop-in step then runs the generic path (the in-place kernel has no
