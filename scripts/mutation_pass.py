@@ -806,8 +806,8 @@ RECENT: list[Mutant] = [
     M(
         "tiny: the hybrid gives the last matrix to the rule",
         "metaopt/rules/tiny.py",
-        "hidden = set(matrices[1:-1])",
-        "hidden = set(matrices[1:])",
+        'return matrix_mask(shapes, "hidden")',
+        'return matrix_mask(shapes, "all")',
         TINY,
     ),
     M(

@@ -59,7 +59,7 @@ from typing_extensions import override
 
 from envs.errors import InvalidValue
 from envs.tooling.config import check_range
-from envs.training.muon import orthogonalize
+from envs.training.muon import matrix_mask, orthogonalize
 from metaopt.rules.base import MAX_LAYOUTS, LearnedRule, ParamState, plain_tensors
 from metaopt.rules.scheduler import GlobalScheduler, scheduler_features
 from metaopt.rules.tiny_inplace import in_place_step, mup_factor
@@ -177,9 +177,7 @@ def learned_tensor_mask(shapes: Sequence[tuple[int, ...]], learned_tensors: str)
         return [True] * len(shapes)
     if learned_tensors == "none":
         return [False] * len(shapes)
-    matrices = [i for i, shape in enumerate(shapes) if len(shape) >= 2]
-    hidden = set(matrices[1:-1])
-    return [i in hidden for i in range(len(shapes))]
+    return matrix_mask(shapes, "hidden")  # Muon's choice of hidden matrices
 
 
 class TinyRule(LearnedRule):
