@@ -1903,6 +1903,41 @@ RECENT: list[Mutant] = [
         "p = p * per_run(1 - self.weight_decay + 0 * lr, p)\n            buffer",
         MUON,
     ),
+    M(
+        "the step-size adaptation climbs the hypergradient",
+        "metaopt/rules/tiny.py",
+        "log_adapt = (log_adapt - cfg.adapt_rate * cosine).clamp(-limit, limit)",
+        "log_adapt = (log_adapt + cfg.adapt_rate * cosine).clamp(-limit, limit)",
+        TINY,
+    ),
+    M(
+        "the adaptation's cosine not divided by the gradient's size",
+        "metaopt/rules/tiny.py",
+        "cosine = sums[0] * torch.rsqrt(sums[1] * sums[2] + _TINY)",
+        "cosine = sums[0] * torch.rsqrt(sums[2] + _TINY)",
+        TINY,
+    ),
+    M(
+        "the adaptation compares the gradient with the last gradient",
+        "metaopt/rules/tiny.py",
+        'new_state["last"] = update',
+        'new_state["last"] = grads',
+        TINY,
+    ),
+    M(
+        "the adaptation without its lower limit",
+        "metaopt/rules/tiny.py",
+        "log_adapt = (log_adapt - cfg.adapt_rate * cosine).clamp(-limit, limit)",
+        "log_adapt = (log_adapt - cfg.adapt_rate * cosine).clamp(max=limit)",
+        TINY,
+    ),
+    M(
+        "the adaptation's factor applied before it is updated",
+        "metaopt/rules/tiny.py",
+        "return update * part.spread(log_adapt.exp()[None])[0], new",
+        'return update * part.spread(state["log_adapt"].index_select(0, part.tensors).exp()[None])[0], new',
+        TINY,
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""

@@ -121,6 +121,11 @@ class TinyConfig:
     """Orthogonalize each learned matrix's direction (Newton-Schulz, as Muon and Celo2) before the normalisation."""
     ns_steps: int = 5
     """Newton-Schulz iterations of orthogonalize."""
+    adapt_rate: float = 0.0
+    """Rate of each learned tensor's online step-size adaptation (0: off): its log step moves by minus this times the
+    cosine between the tensor's gradient and its previous update."""
+    adapt_limit: float = 10.0
+    """Largest factor (and 1 / the smallest) the adaptation may multiply a tensor's step by."""
     scheduler: bool = False
     """Multiply every step by a learned global scheduler's factor."""
     scheduler_hidden: int = 8
@@ -146,6 +151,8 @@ class TinyConfig:
         check_range(self, "adamw_weight_decay", low=0)
         check_range(self, "scheduler_hidden", low=1, integer=True)
         check_range(self, "ns_steps", low=1, integer=True)
+        check_range(self, "adapt_rate", low=0)
+        check_range(self, "adapt_limit", low=1)
         if len(self.adamw_betas) != 2:
             raise InvalidValue(TinyConfig, "adamw_betas", self.adamw_betas, "must be two numbers [beta1, beta2]")
         for key, valid in (("learned_tensors", LEARNED_TENSORS), ("train", TRAIN_PARTS)):
@@ -280,6 +287,9 @@ class TinyRule(LearnedRule):
         }
         if self.config.scheduler:
             state["first_square"] = torch.zeros(1, dtype=dtype, device=device)
+        if self.config.adapt_rate:
+            state["last"] = torch.zeros(n, dtype=dtype, device=device)
+            state["log_adapt"] = torch.zeros(1, dtype=dtype, device=device)
         return state
 
     @override
@@ -290,6 +300,8 @@ class TinyRule(LearnedRule):
             "second": torch.cat([p["second"] for p in pieces], dim=1).to(dtype),
             "steps": torch.cat([p["step"] for p in pieces]).to(dtype),
         }
+        for key in _TENSOR_STATE if self.config.adapt_rate else ():
+            joined[key] = torch.cat([p[key] for p in pieces]).to(dtype)
         if self.config.scheduler:
             joined["first_square"] = torch.cat([p["first_square"] for p in pieces]).to(dtype)
         return joined
@@ -304,6 +316,9 @@ class TinyRule(LearnedRule):
         if self.config.scheduler:
             for piece, first in zip(pieces, state["first_square"].split(1)):
                 piece["first_square"] = first
+        if self.config.adapt_rate:
+            for piece, last, log_adapt in zip(pieces, state["last"].split(sizes), state["log_adapt"].split(1)):
+                piece["last"], piece["log_adapt"] = last, log_adapt
         return pieces
 
     # -- the step -------------------------------------------------------------------------------------------------
@@ -324,18 +339,44 @@ class TinyRule(LearnedRule):
             multiplier = self.schedule(scheduler_features(steps, layout.inv_scales, mean_square, first))
         parts = []
         if layout.learned is not None:
-            parts.append((layout.learned, self._learned_update(grads, momenta, second, corrections, steps, params,
-                                                               multiplier, layout)))  # fmt: skip
+            learned = self._learned_update(grads, momenta, second, corrections, steps, params, multiplier, layout)
+            if self.config.adapt_rate:
+                learned, new_state["log_adapt"] = self._adapt(learned, grads, state, layout.learned)
+            parts.append((layout.learned, learned))
         if layout.adamw is not None:
             parts.append((layout.adamw, self._adamw_update(grads, momenta, second, corrections, params, multiplier,
                                                            layout)))  # fmt: skip
         if len(parts) == 1:
-            return parts[0][1], new_state
-        update = grads.new_zeros(grads.shape)
-        for part, values in parts:
-            assert part.index is not None  # both parts present: neither is the whole vector
-            update = update.index_copy(0, part.index, values)
+            update = parts[0][1]
+        else:
+            update = grads.new_zeros(grads.shape)
+            for part, values in parts:
+                assert part.index is not None  # both parts present: neither is the whole vector
+                update = update.index_copy(0, part.index, values)
+        if self.config.adapt_rate:
+            new_state["last"] = update
         return update, new_state
+
+    def _adapt(self, update: Tensor, grads: Tensor, state: dict, part: _Segments) -> tuple[Tensor, Tensor]:
+        """The learned update with each tensor's step-size adaptation applied, and the new ``log_adapt`` ``(T,)``.
+
+        Hypergradient descent on the log step (Baydin et al. 2018), per tensor and scale-free: the derivative of the
+        loss with respect to the last step's size is the gradient's dot product with the last update, so a gradient
+        that still points against the last update (the step was too short) lengthens the next, one that has turned
+        (it overshot) shortens it. The cosine replaces the dot product, so neither the loss's scale nor the
+        update's changes the rate.
+        """
+        cfg = self.config
+        last = state["last"]
+        if part.index is not None:
+            grads, last = grads.index_select(0, part.index), last.index_select(0, part.index)
+        sums = part.mean(torch.stack([grads * last, grads * grads, last * last]))  # (3, T_l)
+        cosine = sums[0] * torch.rsqrt(sums[1] * sums[2] + _TINY)  # 0 at the first step (no last update)
+        limit = math.log(cfg.adapt_limit)
+        log_adapt = state["log_adapt"].index_select(0, part.tensors)
+        log_adapt = (log_adapt - cfg.adapt_rate * cosine).clamp(-limit, limit)
+        new = state["log_adapt"].index_copy(0, part.tensors, log_adapt)
+        return update * part.spread(log_adapt.exp()[None])[0], new
 
     @override
     def step_in_place(
@@ -347,8 +388,8 @@ class TinyRule(LearnedRule):
         compile: bool = False,
     ) -> bool | None:
         """The drop-in step tensor by tensor on the parameters' storage (:mod:`metaopt.rules.tiny_inplace`)."""
-        if not plain_tensors() or self.config.orthogonalize:  # no in-place kernel for orthogonalized matrices
-            return None
+        if not plain_tensors() or self.config.orthogonalize or self.config.adapt_rate:
+            return None  # no in-place kernel for orthogonalized matrices or the step-size adaptation
         return in_place_step(self, params, grads, state, options, compile)
 
     def _learned_update(
@@ -445,6 +486,9 @@ class TinyRule(LearnedRule):
             layout = self._layouts[key] = _Layout(key[0], self, grads.dtype, grads.device)
         return layout
 
+
+_TENSOR_STATE = ("last", "log_adapt")
+"""State of the step-size adaptation: the last update (per coordinate) and each tensor's log factor."""
 
 _DENSE_AVERAGE_LIMIT = 2**20
 """Largest N * T for which per-tensor means are one product with a dense ``(N, T)`` averaging matrix."""

@@ -67,9 +67,10 @@ def trajectory(model: nn.Module, opt: torch.optim.Optimizer, steps: int, scale: 
 
 FULL = TinyConfig(scheduler=True, param_scale=True, step_size=0.05)
 ORTHO = TinyConfig(scheduler=True, param_scale=True, step_size=0.05, orthogonalize=True)
+ADAPT = TinyConfig(scheduler=True, param_scale=True, step_size=0.05, adapt_rate=0.3)
 
 
-@pytest.mark.parametrize("config", [FULL, ORTHO], ids=["plain", "orthogonalized"])
+@pytest.mark.parametrize("config", [FULL, ORTHO, ADAPT], ids=["plain", "orthogonalized", "adapted"])
 @pytest.mark.parametrize("scale", [1e-3, 37.0, 1e4])
 def test_scaling_the_loss_leaves_the_sequence_of_updates_unchanged(scale: float, config: TinyConfig) -> None:
     rule = perturbed(config)
@@ -124,6 +125,63 @@ def test_orthogonalize_flattens_each_matrix_s_spectrum_and_keeps_its_size_and_th
     assert torch.equal(updates[True][1], updates[False][1])  # a vector's update is the plain rule's
     rule = perturbed(TinyConfig(orthogonalize=True))
     assert rule.step_in_place(params, params, {}, [(1.0, 0.0)] * 3) is None  # the shell runs the generic step
+
+
+def rms_per_tensor(update: Tensor, sizes: list[int]) -> list[float]:
+    return [piece.pow(2).mean().sqrt().item() for piece in update.split(sizes)]
+
+
+def test_the_step_size_adaptation_follows_the_cosine_of_each_gradient_with_the_last_update() -> None:
+    rule = perturbed(TinyConfig(step_size=0.01, adapt_rate=0.2, adapt_limit=3.0))
+    params = [torch.randn(16, 64, dtype=torch.float64), torch.randn(16, dtype=torch.float64)]  # muP factor 1 both
+    sizes = [p.numel() for p in params]
+    state = rule.join([rule.init_state(p) for p in params])
+    g = torch.Generator().manual_seed(4)
+    drift = torch.randn(sum(sizes), generator=g, dtype=torch.float64)
+    expected, last = [0.0, 0.0], None
+    for _ in range(12):
+        grads = drift + 0.7 * torch.randn(sum(sizes), generator=g, dtype=torch.float64)
+        if last is not None:
+            for i, (gi, ui) in enumerate(zip(grads.split(sizes), last.split(sizes))):
+                cosine = (gi @ ui / (gi.norm() * ui.norm())).item()
+                expected[i] = min(max(expected[i] - 0.2 * cosine, -math.log(3.0)), math.log(3.0))
+        update, state = rule.step(grads, state, params)
+        for size, log_factor in zip(rms_per_tensor(update, sizes), expected):
+            assert size == pytest.approx(0.01 * math.exp(log_factor), rel=1e-9)
+        last = update
+    assert max(abs(e) for e in expected) > 0.1  # it adapted
+
+
+@pytest.mark.parametrize(("sign", "factor"), [(1.0, 3.0), (-1.0, 1 / 3.0)])
+def test_a_steady_gradient_lengthens_the_step_to_its_limit_and_an_alternating_one_shortens_it(
+    sign: float, factor: float
+) -> None:
+    rule = TinyRule(TinyConfig(step_size=0.01, adapt_rate=0.5, adapt_limit=3.0)).double()  # a normalised Adam
+    params = [torch.randn(8, 64, dtype=torch.float64), torch.randn(8, dtype=torch.float64)]
+    sizes = [p.numel() for p in params]
+    state = rule.join([rule.init_state(p) for p in params])
+    grads = torch.randn(sum(sizes), dtype=torch.float64)
+    for t in range(10):
+        update, state = rule.step(grads * sign**t, state, params)
+    assert rms_per_tensor(update, sizes) == pytest.approx([0.01 * factor] * 2, rel=1e-9)
+
+
+def test_the_adapted_rule_runs_the_generic_step_and_equals_the_rule_s_own_step() -> None:
+    rule = perturbed(TinyConfig(adapt_rate=0.3, step_size=0.05))
+    model = mlp()
+    assert rule.step_in_place([], [], {}, []) is None
+    params = [p.detach().clone() for p in model.parameters()]
+    moved = trajectory(model, LearnedOptimizer(model.parameters(), rule=rule), 6)
+    state = rule.join([rule.init_state(p) for p in params])
+    x, y = data()
+    for after in moved:
+        for p in params:
+            p.requires_grad_(True)
+        grads = torch.autograd.grad(((torch.func.functional_call(mlp(), dict(zip(
+            [n for n, _ in mlp().named_parameters()], params)), (x,)) - y) ** 2).mean(), params)  # fmt: skip
+        update, state = rule.step(torch.cat([g.reshape(-1) for g in grads]), state, params)
+        params = [(p.detach() + u.view_as(p)) for p, u in zip(params, update.split([p.numel() for p in params]))]
+        torch.testing.assert_close(torch.cat([p.reshape(-1) for p in params]), after, rtol=1e-12, atol=1e-12)
 
 
 def test_with_mup_cap_a_small_fan_in_keeps_the_base_step_and_a_large_one_still_shrinks() -> None:
@@ -187,13 +245,14 @@ def test_the_hybrid_gives_adamw_the_other_tensors_and_the_rule_the_hidden_matric
     del rule
 
 
-@pytest.mark.parametrize(("learned_tensors", "orthogonalize"), [("all", False), ("hidden", False), ("none", False),
-                                                                 ("all", True)])  # fmt: skip
+@pytest.mark.parametrize(("learned_tensors", "orthogonalize", "adapt_rate"),
+                         [("all", False, 0.0), ("hidden", False, 0.0), ("none", False, 0.0), ("all", True, 0.0),
+                          ("hidden", False, 0.3)])  # fmt: skip
 def test_zero_gradients_from_the_first_step_leave_a_frozen_tensor_where_it_is(
-    learned_tensors: str, orthogonalize: bool
+    learned_tensors: str, orthogonalize: bool, adapt_rate: float
 ) -> None:
     rule = perturbed(TinyConfig(learned_tensors=learned_tensors, scheduler=True, param_scale=True,
-                                orthogonalize=orthogonalize))  # fmt: skip
+                                orthogonalize=orthogonalize, adapt_rate=adapt_rate))  # fmt: skip
     for frozen in (0, 2, 3):
         model = mlp()
         start = [p.detach().clone() for p in model.parameters()]
@@ -221,10 +280,13 @@ def meta_loss(rule: TinyRule, steps: int = 4) -> Tensor:
     return optimizee_loss(unroll(start_episode(task, seed=3, rule=rule), steps, first_order=False))
 
 
-@pytest.mark.parametrize(("learned_tensors", "orthogonalize"), [("all", False), ("hidden", False), ("all", True)])
-def test_meta_gradients_through_higher_match_central_differences(learned_tensors: str, orthogonalize: bool) -> None:
+@pytest.mark.parametrize(("learned_tensors", "orthogonalize", "adapt_rate"),
+                         [("all", False, 0.0), ("hidden", False, 0.0), ("all", True, 0.0), ("hidden", False, 0.3)])
+def test_meta_gradients_through_higher_match_central_differences(
+    learned_tensors: str, orthogonalize: bool, adapt_rate: float
+) -> None:
     rule = perturbed(TinyConfig(learned_tensors=learned_tensors, scheduler=True, step_size=0.05, adamw_lr=0.05,
-                                orthogonalize=orthogonalize))  # fmt: skip
+                                orthogonalize=orthogonalize, adapt_rate=adapt_rate))  # fmt: skip
     meta_loss(rule).backward()
     eps, checked = 1e-6, 0
     for name, param in rule.named_parameters():
@@ -320,6 +382,8 @@ def test_a_second_stage_trains_the_scheduler_alone_from_a_checkpoint(tmp_path) -
         ("rule.options={step_size: 0}", "rule.options.step_size"),
         ("rule.options={train: scheduler}", "rule.options.train"),
         ("rule.options={orthogonalize: true, ns_steps: 0}", "rule.options.ns_steps"),
+        ("rule.options={adapt_rate: -0.1}", "rule.options.adapt_rate"),
+        ("rule.options={adapt_rate: 0.1, adapt_limit: 0.5}", "rule.options.adapt_limit"),
     ],
 )
 def test_bad_options_name_the_key(override: str, key: str) -> None:
@@ -327,8 +391,9 @@ def test_bad_options_name_the_key(override: str, key: str) -> None:
         load_config(TrainConfig, "metaopt/quadratic.yaml", [*TINY_TRAIN, "rule=tiny", override])
 
 
-def test_state_round_trips_through_state_dict() -> None:
-    rule = perturbed(TinyConfig(learned_tensors="hidden", scheduler=True))
+@pytest.mark.parametrize("adapt_rate", [0.0, 0.3])
+def test_state_round_trips_through_state_dict(adapt_rate: float) -> None:
+    rule = perturbed(TinyConfig(learned_tensors="hidden", scheduler=True, adapt_rate=adapt_rate))
     model = mlp()
     twin = copy.deepcopy(model)
     opt = LearnedOptimizer(model.parameters(), rule=rule)
