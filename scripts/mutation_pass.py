@@ -1938,6 +1938,27 @@ RECENT: list[Mutant] = [
         'return update * part.spread(state["log_adapt"].index_select(0, part.tensors).exp()[None])[0], new',
         TINY,
     ),
+    M(
+        "the learned tensors' weight decay pushes the weights out",
+        "metaopt/rules/tiny.py",
+        "update = update - cfg.weight_decay * values * part.spread(size[None])[0]",
+        "update = update + cfg.weight_decay * values * part.spread(size[None])[0]",
+        TINY,
+    ),
+    M(
+        "the learned tensors' weight decay at the base step size (no muP, scheduler or adaptation)",
+        "metaopt/rules/tiny.py",
+        "update = update - cfg.weight_decay * values * part.spread(size[None])[0]",
+        "update = update - cfg.weight_decay * values * cfg.step_size",
+        TINY,
+    ),
+    M(
+        "the learned tensors' weight decay moves frozen tensors",
+        "metaopt/rules/tiny.py",
+        "size = (mean_v > 0).to(rms.dtype) * part.mup * (cfg.step_size * self.log_step.exp())  # each tensor's step",
+        "size = part.mup * (cfg.step_size * self.log_step.exp())  # each tensor's step",
+        TINY,
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""

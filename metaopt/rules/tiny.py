@@ -34,6 +34,13 @@ What each part follows, and what this project changed:
   direction of the matrix; vectors keep the plain direction. Celo2 orthogonalizes only with AdamW on the vectors; here
   the two options are independent. The drop-in step then runs the generic path (the in-place kernel has no
   orthogonalization), which costs a few matrix products per matrix and step.
+* **Online step-size adaptation** (hypergradient descent, Baydin et al. 2018), optional: with ``adapt_rate`` > 0
+  each learned tensor keeps a log factor on its step, moved every step by ``-adapt_rate`` times the cosine between
+  the tensor's gradient and its previous update, within ``[-log adapt_limit, log adapt_limit]``. A gradient that
+  still points against the last update (the step fell short) lengthens the next step; one that has turned (it
+  overshot) shortens it. Baydin et al. adapt one global rate by the dot product; here each tensor has its own factor,
+  and the cosine keeps the updates independent of the loss's scale. It costs one more number per coordinate of state
+  (the last update) and three reductions per step; the drop-in step runs the generic path.
 * **Learned global scheduler** (Celo), optional: :mod:`metaopt.rules.scheduler` multiplies every tensor's step by
   one learned factor per step. ``train: scheduler`` with ``init_from`` trains it in a second stage: the other
   weights are loaded from a checkpoint and kept as buffers (not meta-parameters) under the same names.
@@ -126,6 +133,9 @@ class TinyConfig:
     cosine between the tensor's gradient and its previous update."""
     adapt_limit: float = 10.0
     """Largest factor (and 1 / the smallest) the adaptation may multiply a tensor's step by."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay of the learned tensors, times each tensor's step size (AdamW's, with the step size as
+    the rate): the weights' root mean square cannot grow far past 1 / weight_decay."""
     scheduler: bool = False
     """Multiply every step by a learned global scheduler's factor."""
     scheduler_hidden: int = 8
@@ -153,6 +163,7 @@ class TinyConfig:
         check_range(self, "ns_steps", low=1, integer=True)
         check_range(self, "adapt_rate", low=0)
         check_range(self, "adapt_limit", low=1)
+        check_range(self, "weight_decay", low=0)
         if len(self.adamw_betas) != 2:
             raise InvalidValue(TinyConfig, "adamw_betas", self.adamw_betas, "must be two numbers [beta1, beta2]")
         for key, valid in (("learned_tensors", LEARNED_TENSORS), ("train", TRAIN_PARTS)):
@@ -388,8 +399,9 @@ class TinyRule(LearnedRule):
         compile: bool = False,
     ) -> bool | None:
         """The drop-in step tensor by tensor on the parameters' storage (:mod:`metaopt.rules.tiny_inplace`)."""
-        if not plain_tensors() or self.config.orthogonalize or self.config.adapt_rate:
-            return None  # no in-place kernel for orthogonalized matrices or the step-size adaptation
+        cfg = self.config
+        if not plain_tensors() or cfg.orthogonalize or cfg.adapt_rate or cfg.weight_decay:
+            return None  # the in-place kernel has no orthogonalization, step-size adaptation or weight decay
         return in_place_step(self, params, grads, state, options, compile)
 
     def _learned_update(
@@ -419,7 +431,7 @@ class TinyRule(LearnedRule):
         v_hat = second * spread[k]
         squares = [v_hat]
         values = None
-        if cfg.param_feature or cfg.param_scale:
+        if cfg.param_feature or cfg.param_scale or cfg.weight_decay:
             values = torch.cat([params[i].reshape(-1) for i in part.tensor_list]).to(grads.dtype)
             squares.append(values * values)
         means = part.mean(torch.stack(squares))  # (1 or 2, T_l)
@@ -443,10 +455,15 @@ class TinyRule(LearnedRule):
                 for piece, shape in zip(pieces, part.matrices)
             ])  # fmt: skip
         rms = part.mean((direction * direction)[None])[0]  # (T_l,)
-        scale = torch.rsqrt(rms + _TINY) * (mean_v > 0).to(rms.dtype) * part.mup * (cfg.step_size * self.log_step.exp())
+        size = (mean_v > 0).to(rms.dtype) * part.mup * (cfg.step_size * self.log_step.exp())  # each tensor's step
         if cfg.param_scale:
-            scale = scale * torch.sqrt(means[1].clamp_min(cfg.param_floor**2))  # max(rms(p), floor), no 1/0 slope
-        return direction * part.spread((scale * multiplier)[None])[0]
+            size = size * torch.sqrt(means[1].clamp_min(cfg.param_floor**2))  # max(rms(p), floor), no 1/0 slope
+        size = size * multiplier
+        update = direction * part.spread((torch.rsqrt(rms + _TINY) * size)[None])[0]
+        if cfg.weight_decay:
+            assert values is not None
+            update = update - cfg.weight_decay * values * part.spread(size[None])[0]
+        return update
 
     def _adamw_update(
         self,

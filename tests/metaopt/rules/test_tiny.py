@@ -67,7 +67,7 @@ def trajectory(model: nn.Module, opt: torch.optim.Optimizer, steps: int, scale: 
 
 FULL = TinyConfig(scheduler=True, param_scale=True, step_size=0.05)
 ORTHO = TinyConfig(scheduler=True, param_scale=True, step_size=0.05, orthogonalize=True)
-ADAPT = TinyConfig(scheduler=True, param_scale=True, step_size=0.05, adapt_rate=0.3)
+ADAPT = TinyConfig(scheduler=True, param_scale=True, step_size=0.05, adapt_rate=0.3, weight_decay=0.2)
 
 
 @pytest.mark.parametrize("config", [FULL, ORTHO, ADAPT], ids=["plain", "orthogonalized", "adapted"])
@@ -166,8 +166,35 @@ def test_a_steady_gradient_lengthens_the_step_to_its_limit_and_an_alternating_on
     assert rms_per_tensor(update, sizes) == pytest.approx([0.01 * factor] * 2, rel=1e-9)
 
 
+def test_weight_decay_subtracts_the_rate_times_each_tensor_s_step_size_times_the_weights() -> None:
+    params = [torch.randn(16, 32, dtype=torch.float64), torch.randn(16, dtype=torch.float64)]  # muP factors 2 and 1
+    sizes = [p.numel() for p in params]
+    grads = torch.randn(sum(sizes), dtype=torch.float64)
+    updates = {}
+    for decay in (0.0, 0.7):
+        rule = perturbed(TinyConfig(step_size=0.01, scheduler=True, weight_decay=decay))  # a scheduler factor != 1
+        state = rule.join([rule.init_state(p) for p in params])
+        for _ in range(3):
+            update, state = rule.step(grads, state, params)
+        updates[decay] = update.split(sizes)
+    for plain, decayed, p in zip(updates[0.0], updates[0.7], params):
+        step_size = plain.pow(2).mean().sqrt()  # the normalised direction's size is the tensor's step size
+        torch.testing.assert_close(decayed - plain, -0.7 * step_size * p.reshape(-1), rtol=1e-9, atol=1e-15)
+
+
+def test_with_weight_decay_a_steady_push_leaves_the_weights_at_root_mean_square_one_over_the_decay() -> None:
+    rule = TinyRule(TinyConfig(step_size=0.05, weight_decay=2.0, param_feature=False)).double()
+    p = torch.zeros(8, 64, dtype=torch.float64)
+    state = rule.join([rule.init_state(p)])
+    grads = torch.randn(p.numel(), dtype=torch.float64)
+    for _ in range(400):
+        update, state = rule.step(grads, state, [p])
+        p = p + update.view_as(p)
+    assert p.pow(2).mean().sqrt().item() == pytest.approx(1 / 2.0, rel=1e-3)
+
+
 def test_the_adapted_rule_runs_the_generic_step_and_equals_the_rule_s_own_step() -> None:
-    rule = perturbed(TinyConfig(adapt_rate=0.3, step_size=0.05))
+    rule = perturbed(TinyConfig(adapt_rate=0.3, weight_decay=0.2, step_size=0.05))
     model = mlp()
     assert rule.step_in_place([], [], {}, []) is None
     params = [p.detach().clone() for p in model.parameters()]
@@ -252,7 +279,8 @@ def test_zero_gradients_from_the_first_step_leave_a_frozen_tensor_where_it_is(
     learned_tensors: str, orthogonalize: bool, adapt_rate: float
 ) -> None:
     rule = perturbed(TinyConfig(learned_tensors=learned_tensors, scheduler=True, param_scale=True,
-                                orthogonalize=orthogonalize, adapt_rate=adapt_rate))  # fmt: skip
+                                orthogonalize=orthogonalize, adapt_rate=adapt_rate,
+                                weight_decay=adapt_rate))  # fmt: skip
     for frozen in (0, 2, 3):
         model = mlp()
         start = [p.detach().clone() for p in model.parameters()]
@@ -286,7 +314,8 @@ def test_meta_gradients_through_higher_match_central_differences(
     learned_tensors: str, orthogonalize: bool, adapt_rate: float
 ) -> None:
     rule = perturbed(TinyConfig(learned_tensors=learned_tensors, scheduler=True, step_size=0.05, adamw_lr=0.05,
-                                orthogonalize=orthogonalize, adapt_rate=adapt_rate))  # fmt: skip
+                                orthogonalize=orthogonalize, adapt_rate=adapt_rate,
+                                weight_decay=adapt_rate))  # fmt: skip
     meta_loss(rule).backward()
     eps, checked = 1e-6, 0
     for name, param in rule.named_parameters():
@@ -384,6 +413,7 @@ def test_a_second_stage_trains_the_scheduler_alone_from_a_checkpoint(tmp_path) -
         ("rule.options={orthogonalize: true, ns_steps: 0}", "rule.options.ns_steps"),
         ("rule.options={adapt_rate: -0.1}", "rule.options.adapt_rate"),
         ("rule.options={adapt_rate: 0.1, adapt_limit: 0.5}", "rule.options.adapt_limit"),
+        ("rule.options={weight_decay: -1}", "rule.options.weight_decay"),
     ],
 )
 def test_bad_options_name_the_key(override: str, key: str) -> None:
