@@ -308,8 +308,10 @@ def meta_loss(rule: TinyRule, steps: int = 4) -> Tensor:
     return optimizee_loss(unroll(start_episode(task, seed=3, rule=rule), steps, first_order=False))
 
 
-@pytest.mark.parametrize(("learned_tensors", "orthogonalize", "adapt_rate"),
-                         [("all", False, 0.0), ("hidden", False, 0.0), ("all", True, 0.0), ("hidden", False, 0.3)])
+@pytest.mark.parametrize(
+    ("learned_tensors", "orthogonalize", "adapt_rate"),
+    [("all", False, 0.0), ("hidden", False, 0.0), ("all", True, 0.0), ("hidden", False, 0.3)],
+)
 def test_meta_gradients_through_higher_match_central_differences(
     learned_tensors: str, orthogonalize: bool, adapt_rate: float
 ) -> None:
