@@ -12,6 +12,7 @@ inconsistent file) raises one :class:`CheckpointError` that names the problem an
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +150,14 @@ def load_weights(rule: LearnedRule, state_dict: Any, source: str | Path) -> None
     rule.load_state_dict(state_dict)
 
 
-def load_net(path: str | Path) -> LearnedRule:
+def load_net(path: str | Path, options: Mapping[str, Any] | None = None) -> LearnedRule:
     """The rule stored in a checkpoint, on CPU in the dtype it was saved in.
+
+    Args:
+        path: a checkpoint written by ``metaopt train``, or the name of a shipped rule.
+        options: rule options that replace the recorded ones (those that keep the weights' shapes, e.g. the ``tiny``
+            rule's ``adapt_rate`` or ``weight_decay``); an unknown option or a bad value raises ``ValueError`` naming
+            it, one that changes the weights' shapes a :class:`CheckpointError`.
 
     Raises:
         CheckpointError: as :func:`load_checkpoint`, or when the file names a rule that is not registered, an
@@ -164,6 +171,8 @@ def load_net(path: str | Path) -> LearnedRule:
     except (TypeError, ValueError, KeyError) as exc:
         known = f"{path} records a rule or architecture this code does not know ({exc})"
         raise CheckpointError(f"{known}; {_FIX}") from None
+    if options:
+        config = rule_config(str(payload.get("rule")), {**dataclasses.asdict(config), **options})
     state_dict = _tensors(payload.get("state_dict"), path)
     net = cls(config)
     if state_dict:

@@ -19,7 +19,7 @@ import math
 import operator
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +67,16 @@ class LearnedOptimizer(torch.optim.Optimizer):
         rule: a rule to use as is (shared, not copied: meta-training passes its live rule here).
         net: the same as ``rule`` (its name from before rules were pluggable).
         lr: multiplier of the update (default 1.0; None means 1.0).
-        weight_decay: decoupled weight decay (default 0).
+        weight_decay: decoupled weight decay, a fixed fraction ``lr * weight_decay`` of each weight per step (default
+            0). The ``tiny`` rule's own ``weight_decay`` option (``options=``) instead scales with each tensor's step.
         divergence_ratio: the divergence watch's threshold (> 1; default 10).
         compile: run the rule's compiled in-place step where it has one (the ``tiny`` rule): compiled with
             ``torch.compile`` at the first step over a list of parameter shapes (seconds to a minute), then several
             times faster than the eager step on large models; where compilation fails the eager step runs, with one
             warning. Default False.
+        options: rule options that replace the checkpoint's (those that keep its weights' shapes), e.g.
+            ``{"adapt_rate": 0.03, "weight_decay": 0.3}`` on a shipped ``tiny`` rule; an unknown option or a bad value
+            raises ``ValueError`` naming it. Only with ``checkpoint``.
     """
 
     GROUP_KEYS = ("params", "lr", "weight_decay")
@@ -94,6 +98,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         divergence_ratio: float = 10.0,
         compile: bool = False,
+        options: Mapping[str, Any] | None = None,
     ):
         lr = 1.0 if lr is None else lr
         if not (divergence_ratio > 1 and divergence_ratio != float("inf")):
@@ -106,6 +111,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
         rule = rule if rule is not None else net
         if (checkpoint is None) == (rule is None):
             raise ValueError("LearnedOptimizer needs exactly one of checkpoint=PATH (from `metaopt train`) or net=")
+        if options and checkpoint is None:
+            raise ValueError("options= change a checkpoint's rule; with rule= set them on the rule's config")
         super().__init__(params, defaults={"lr": lr, "weight_decay": weight_decay})  # sets ``state``: the setter
         self.skipped_steps = 0
         """Steps skipped because the rule's update was not finite."""
@@ -120,7 +127,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self._cast_rules: dict[torch.dtype, tuple[LearnedRule, LearnedRule]] = {}
         device = self.param_groups[0]["params"][0].device if self.param_groups[0]["params"] else None
         if rule is None:
-            rule = load_net(checkpoint).requires_grad_(False)  # type: ignore[arg-type]
+            rule = load_net(checkpoint, options).requires_grad_(False)  # type: ignore[arg-type]
             if device is not None:
                 rule = rule.to(device)
         elif device is not None and rule.device != device:

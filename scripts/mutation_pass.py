@@ -1959,6 +1959,27 @@ RECENT: list[Mutant] = [
         "size = part.mup * (cfg.step_size * self.log_step.exp())  # each tensor's step",
         TINY,
     ),
+    M(
+        "a checkpoint's recorded options win over the ones passed at load",
+        "metaopt/checkpoint.py",
+        "config = rule_config(str(payload.get(\"rule\")), {**dataclasses.asdict(config), **options})",
+        "config = rule_config(str(payload.get(\"rule\")), {**options, **dataclasses.asdict(config)})",
+        ("tests/metaopt/test_conventions.py",),
+    ),
+    M(
+        "the optimizer drops the options passed with a checkpoint",
+        "metaopt/shells.py",
+        "rule = load_net(checkpoint, options).requires_grad_(False)",
+        "rule = load_net(checkpoint).requires_grad_(False)",
+        ("tests/metaopt/test_conventions.py",),
+    ),
+    M(
+        "options beside a live rule are ignored",
+        "metaopt/shells.py",
+        "if options and checkpoint is None:",
+        "if options and rule is None:",
+        ("tests/metaopt/test_conventions.py",),
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""

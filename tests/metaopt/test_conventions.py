@@ -144,3 +144,23 @@ def test_family_v2_loads_by_name_as_the_orthogonalizing_tiny_rule_and_trains_dig
     result = envs.fit(task, model=model, optimizer=opt, steps=200, evaluate=False, batches=task.batches(1000))
     final = sum(result.losses[-10:]) / 10
     assert not result.diverged and final < 0.011, final  # it reaches 0.0091; family-v1 0.014, tuned Adam 0.015
+
+
+def test_options_replace_a_shipped_rule_s_options_keep_its_weights_and_are_checked() -> None:
+    model = envs.make_task("digits_mlp", width=6).init_model(0)
+    plain = LearnedOptimizer(model.parameters(), checkpoint="family-v2")
+    decayed = LearnedOptimizer(model.parameters(), checkpoint="family-v2",
+                               options={"adapt_rate": 0.03, "weight_decay": 0.3})  # fmt: skip
+    assert (decayed.rule.config.adapt_rate, decayed.rule.config.weight_decay) == (0.03, 0.3)
+    assert plain.rule.config.weight_decay == 0.0 and plain.rule.config.orthogonalize
+    assert decayed.rule.config.orthogonalize  # the rest as recorded
+    for (name, a), b in zip(plain.rule.state_dict().items(), decayed.rule.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="no option bogus"):
+        LearnedOptimizer(model.parameters(), checkpoint="family-v2", options={"bogus": 1})
+    with pytest.raises(ValueError, match="weight_decay"):
+        LearnedOptimizer(model.parameters(), checkpoint="family-v2", options={"weight_decay": -1})
+    with pytest.raises(CheckpointError):
+        LearnedOptimizer(model.parameters(), checkpoint="family-v2", options={"hidden_size": 4})  # other shapes
+    with pytest.raises(ValueError, match="options"):
+        LearnedOptimizer(model.parameters(), rule=plain.rule, options={"weight_decay": 0.3})

@@ -152,7 +152,15 @@ def test_the_family_v4_recipe_is_v3_with_orthogonalized_matrices() -> None:
     assert dataclasses.replace(v4, rule=v3.rule, name=v3.name) == v3  # nothing else differs
 
 
-@pytest.mark.parametrize("recipe", ["family_v3", "family_v4"])
+def test_the_family_v5_recipe_is_v4_with_step_size_adaptation_and_weight_decay() -> None:
+    v4 = load_config(TrainConfig, "metaopt/family_v4.yaml")
+    v5 = load_config(TrainConfig, "metaopt/family_v5.yaml")
+    assert (v5.rule_config().adapt_rate, v5.rule_config().weight_decay) == (0.03, 0.3)
+    assert dataclasses.replace(v5.rule_config(), adapt_rate=0.0, weight_decay=0.0) == v4.rule_config()
+    assert dataclasses.replace(v5, rule=v4.rule, name=v4.name) == v4  # nothing else differs
+
+
+@pytest.mark.parametrize("recipe", ["family_v3", "family_v4", "family_v5"])
 def test_no_task_of_the_held_out_suite_is_a_member_of_the_family(recipe: str) -> None:
     import itertools
 
