@@ -1962,8 +1962,8 @@ RECENT: list[Mutant] = [
     M(
         "a checkpoint's recorded options win over the ones passed at load",
         "metaopt/checkpoint.py",
-        "config = rule_config(str(payload.get(\"rule\")), {**dataclasses.asdict(config), **options})",
-        "config = rule_config(str(payload.get(\"rule\")), {**options, **dataclasses.asdict(config)})",
+        'config = rule_config(str(payload.get("rule")), {**dataclasses.asdict(config), **options})',
+        'config = rule_config(str(payload.get("rule")), {**options, **dataclasses.asdict(config)})',
         ("tests/metaopt/test_conventions.py",),
     ),
     M(
