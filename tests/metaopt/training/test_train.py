@@ -151,6 +151,7 @@ def test_cli_train_help_and_bad_config(capsys: pytest.CaptureFixture[str]) -> No
         assert f"{key} = " in out
     assert "options of rule 'lstm':\n  features: str = 'log_sign'" in out  # the default rule's own options
     assert "options of estimator 'truncated_backprop':\n  optimizees: str = 'loop'" in out  # the default's too
+    assert out.count(".options (of ") == 2  # an entry without options (the objective) gets no heading
     with pytest.raises(SystemExit):
         main(["train", "metaopt/quadratic.yaml", "rule.name=tiny", "estimator=pes", "--help"])
     out = capsys.readouterr().out  # the options of the entries the command line picks
