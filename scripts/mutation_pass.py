@@ -785,8 +785,8 @@ RECENT: list[Mutant] = [
     M(
         "tiny: the update is not normalised per tensor",
         "metaopt/rules/tiny.py",
-        "scale = torch.rsqrt(rms + _TINY) * (mean_v > 0)",
-        "scale = (rms * 0 + 1) * (mean_v > 0)",
+        "update = direction * part.spread((torch.rsqrt(rms + _TINY) * size)[None])[0]",
+        "update = direction * part.spread(((rms * 0 + 1) * size)[None])[0]",
         TINY,
     ),
     M(
@@ -799,8 +799,8 @@ RECENT: list[Mutant] = [
     M(
         "tiny: a frozen tensor is not gated",
         "metaopt/rules/tiny.py",
-        "* (mean_v > 0).to(rms.dtype) *",
-        "*",
+        "size = (mean_v > 0).to(rms.dtype) * part.mup",
+        "size = part.mup",
         TINY,
     ),
     M(
@@ -1950,13 +1950,6 @@ RECENT: list[Mutant] = [
         "metaopt/rules/tiny.py",
         "update = update - cfg.weight_decay * values * part.spread(size[None])[0]",
         "update = update - cfg.weight_decay * values * cfg.step_size",
-        TINY,
-    ),
-    M(
-        "the learned tensors' weight decay moves frozen tensors",
-        "metaopt/rules/tiny.py",
-        "size = (mean_v > 0).to(rms.dtype) * part.mup * (cfg.step_size * self.log_step.exp())  # each tensor's step",
-        "size = part.mup * (cfg.step_size * self.log_step.exp())  # each tensor's step",
         TINY,
     ),
     M(
