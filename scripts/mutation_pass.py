@@ -1973,6 +1973,34 @@ RECENT: list[Mutant] = [
         "if options and rule is None:",
         ("tests/metaopt/test_conventions.py",),
     ),
+    M(
+        "the in-place adaptation climbs the hypergradient",
+        "metaopt/rules/tiny_inplace.py",
+        "updated = (log_adapt[index] - cfg.adapt_rate * cosine).clamp(-limit, limit)",
+        "updated = (log_adapt[index] + cfg.adapt_rate * cosine).clamp(-limit, limit)",
+        TINY_INPLACE,
+    ),
+    M(
+        "the in-place decay ignores the group's learning rate",
+        "metaopt/rules/tiny_inplace.py",
+        "keeps[t] -= lr * decay",
+        "keeps[t] -= decay",
+        TINY_INPLACE,
+    ),
+    M(
+        "the in-place step leaves out the adapted factor",
+        "metaopt/rules/tiny_inplace.py",
+        "moves[t] *= factors[t]",
+        "moves[t] *= 1.0",
+        TINY_INPLACE,
+    ),
+    M(
+        "the in-place last update records the decay with the wrong sign",
+        "metaopt/rules/tiny_inplace.py",
+        "last_t.add_(flat, alpha=-decay)",
+        "last_t.add_(flat, alpha=decay)",
+        TINY_INPLACE,
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""

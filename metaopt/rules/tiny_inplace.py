@@ -219,12 +219,69 @@ def in_place_step(
         return False
     moves = [lr * scale for (lr, _), scale in zip(options, scales.tolist())]
     keeps = [1 - lr * decay for lr, decay in options]
+    if cfg.adapt_rate or cfg.weight_decay:
+        _adapt_and_decay(rule, plan, list(grads), list(params), state, found, scales, options, moves, keeps)
     lerp_weights = (momentum_weights.flatten().tolist(), second_weights.flatten().tolist())
     commit(plan, *reads, lerp_weights, found, moves, keeps)
     steps.copy_(new_steps)
     if first is not None:
         state["first_square"].copy_(first)
     return True
+
+
+def _adapt_and_decay(
+    rule: TinyRule,
+    plan: Plan,
+    grads: list[Tensor],
+    params: list[Tensor],
+    state: dict[str, Tensor],
+    found: list[Tensor],
+    scales: Tensor,
+    options: Sequence[tuple[float, float]],
+    moves: list[float],
+    keeps: list[float],
+) -> None:
+    """The step-size adaptation and the learned tensors' weight decay, once the guard passed (eager only).
+
+    Each learned tensor's update is ``factor * (scale * direction - weight_decay * size * p)`` (the functional step's),
+    with ``size`` its step size (``scale`` times the direction's root mean square) and ``factor`` its adapted step
+    factor: ``moves`` and ``keeps`` are adjusted to it, and the adaptation's state (each tensor's log factor, the last
+    update, from the parameters before they move) is written.
+    """
+    cfg = rule.config
+    spans = [(start, start + size) for start, size in zip(plan.offsets, plan.sizes)]
+    chosen = [t for t in range(len(spans)) if plan.learned[t] and plan.sizes[t]]
+    factors = [1.0] * len(spans)
+    if cfg.adapt_rate and chosen:  # as TinyRule._adapt: the cosine of the gradient with the last update, per tensor
+        last, log_adapt = state["last"], state["log_adapt"]
+        sums = torch.stack(
+            [
+                torch.stack([(g * u).sum(), (g * g).sum(), (u * u).sum()]) / plan.sizes[t]
+                for t in chosen
+                for g, u in [(grads[t].view(-1), last[spans[t][0] : spans[t][1]])]
+            ]
+        )
+        cosine = sums[:, 0] * torch.rsqrt(sums[:, 1] * sums[:, 2] + _TINY)
+        index = torch.tensor(chosen, device=log_adapt.device)
+        limit = math.log(cfg.adapt_limit)
+        updated = (log_adapt[index] - cfg.adapt_rate * cosine).clamp(-limit, limit)
+        log_adapt[index] = updated
+        for t, factor in zip(chosen, updated.exp().tolist()):
+            factors[t] = factor
+    scale_list = scales.tolist()
+    for t, (start, stop) in enumerate(spans):
+        direction, flat = found[t], params[t].view(-1)
+        lr = options[t][0]
+        decay = 0.0
+        if plan.learned[t] and cfg.weight_decay and plan.sizes[t]:
+            size = scale_list[t] * math.sqrt(float((direction * direction).sum()) / plan.sizes[t] + _TINY)
+            decay = cfg.weight_decay * size * factors[t]
+        if cfg.adapt_rate:  # the update the functional step returns, from the parameters before they move
+            last_t = torch.mul(direction, scale_list[t] * factors[t], out=state["last"][start:stop])
+            if decay:
+                last_t.add_(flat, alpha=-decay)
+        moves[t] *= factors[t]
+        keeps[t] -= lr * decay
 
 
 def _weights(rule: TinyRule, plan: Plan) -> list[Tensor]:

@@ -145,7 +145,10 @@ def test_the_eager_in_place_step_equals_the_functional_step(learned_tensors: str
     "options",
     [{"param_scale": True}, {"mup_cap": True}, {"param_feature": False, "num_layers": 3, "hidden_size": 5},
      {"scheduler": True}, {"num_layers": 1, "scheduler": True, "mup_cap": True},
-     {"momentum_decays": [0.5, 0.9, 0.99], "adamw_betas": [0.8, 0.99], "learned_tensors": "hidden"}],
+     {"momentum_decays": [0.5, 0.9, 0.99], "adamw_betas": [0.8, 0.99], "learned_tensors": "hidden"},
+     {"adapt_rate": 0.3, "weight_decay": 0.5}, {"weight_decay": 0.5, "scheduler": True},
+     {"adapt_rate": 0.3, "weight_decay": 0.5, "param_scale": True, "learned_tensors": "hidden"},
+     {"adapt_rate": 0.3, "adapt_limit": 1.5, "scheduler": True}],
 )  # fmt: skip
 def test_other_options_follow_the_functional_step_too(options: dict) -> None:
     rule = _rule(options.pop("learned_tensors", "all"), torch.float64, **options)
@@ -181,6 +184,24 @@ def test_a_non_finite_step_changes_nothing(compile: bool) -> None:
     expected = _reference(rule, dtype, 3)
     got = _in_place(rule, dtype, 3, compile=compile, nan_at=1)
     _assert_same(dtype, got[:2], expected)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_adaptation_and_decay_run_in_place_eager_even_when_compiled_and_equal_the_functional_step(
+    compile: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(plan: object) -> None:
+        raise AssertionError("the compiled kernel has no adaptation or decay")
+
+    monkeypatch.setattr(tiny_inplace, "_compiled", refuse)
+    dtype = torch.float32
+    rule = _rule("all", dtype, adapt_rate=0.3, weight_decay=0.5)
+    param = torch.randn(64, 512, dtype=dtype)  # large enough for the eager in-place step
+    state = rule.join([rule.init_state(param)])
+    with torch.no_grad():
+        assert rule.step_in_place([param], [torch.randn_like(param)], state, [(1.0, 0.0)], compile=compile) is True
+    expected = _reference(rule, dtype, 4)
+    _assert_same(dtype, _in_place(rule, dtype, 4, compile=compile)[:2], expected)
 
 
 def test_inputs_it_does_not_take_go_to_the_functional_step() -> None:
