@@ -40,7 +40,7 @@ What each part follows, and what this project changed:
   still points against the last update (the step fell short) lengthens the next step; one that has turned (it
   overshot) shortens it. Baydin et al. adapt one global rate by the dot product; here each tensor has its own factor,
   and the cosine keeps the updates independent of the loss's scale. It costs one more number per coordinate of state
-  (the last update) and three reductions per step. The in-place drop-in step has it (eager, not compiled).
+  (the last update) and three reductions per step; the in-place drop-in step has it (compiled or not).
 * **Learned global scheduler** (Celo), optional: :mod:`metaopt.rules.scheduler` multiplies every tensor's step by
   one learned factor per step. ``train: scheduler`` with ``init_from`` trains it in a second stage: the other
   weights are loaded from a checkpoint and kept as buffers (not meta-parameters) under the same names.
@@ -402,8 +402,6 @@ class TinyRule(LearnedRule):
         cfg = self.config
         if not plain_tensors() or cfg.orthogonalize:
             return None  # the in-place kernel has no orthogonalization
-        if cfg.adapt_rate or cfg.weight_decay:
-            compile = False  # the compiled kernel has neither the step-size adaptation nor the decay: the eager one
         return in_place_step(self, params, grads, state, options, compile)
 
     def _learned_update(

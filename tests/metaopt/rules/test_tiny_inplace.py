@@ -187,21 +187,19 @@ def test_a_non_finite_step_changes_nothing(compile: bool) -> None:
 
 
 @pytest.mark.parametrize("compile", [False, True])
-def test_adaptation_and_decay_run_in_place_eager_even_when_compiled_and_equal_the_functional_step(
-    compile: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def refuse(plan: object) -> None:
-        raise AssertionError("the compiled kernel has no adaptation or decay")
-
-    monkeypatch.setattr(tiny_inplace, "_compiled", refuse)
+def test_adaptation_and_decay_run_in_place_compiled_or_not_and_equal_the_functional_step(compile: bool) -> None:
     dtype = torch.float32
     rule = _rule("all", dtype, adapt_rate=0.3, weight_decay=0.5)
-    param = torch.randn(64, 512, dtype=dtype)  # large enough for the eager in-place step
+    param = torch.randn(64, 512, dtype=dtype)
     state = rule.join([rule.init_state(param)])
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
         assert rule.step_in_place([param], [torch.randn_like(param)], state, [(1.0, 0.0)], compile=compile) is True
     expected = _reference(rule, dtype, 4)
-    _assert_same(dtype, _in_place(rule, dtype, 4, compile=compile)[:2], expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = _in_place(rule, dtype, 4, compile=compile)
+    _assert_same(dtype, got[:2], expected)
 
 
 def test_inputs_it_does_not_take_go_to_the_functional_step() -> None:
