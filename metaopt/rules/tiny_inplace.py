@@ -10,7 +10,8 @@ computes the same maths tensor by tensor on the parameters' own storage, in thre
 2. the per-coordinate MLP's direction (or AdamW's update on AdamW's tensors) and its root mean square, which gives
    the tensor's step scale;
 3. only when every tensor's update is finite (the shell's guard: a non-finite step changes nothing), the moments are
-   written into the rule's joined state through views and the scaled direction is added to the parameter.
+   written into the rule's joined state through views and the scaled direction is added to the parameter (with the
+   ``adapt_rate`` and ``weight_decay`` options, their factors and state are applied first, in a few eager passes).
 
 No pass concatenates, splits or gathers the whole state, and the state keeps the rule's joined ``(K, N)`` layout, so
 checkpoints, ``state_dict()`` and the differentiable path see no difference. The direction's MLP runs in one of two
@@ -241,7 +242,7 @@ def _adapt_and_decay(
     moves: list[float],
     keeps: list[float],
 ) -> None:
-    """The step-size adaptation and the learned tensors' weight decay, once the guard passed (eager only).
+    """The step-size adaptation and the learned tensors' weight decay, in eager passes once the guard passed.
 
     Each learned tensor's update is ``factor * (scale * direction - weight_decay * size * p)`` (the functional step's),
     with ``size`` its step size (``scale`` times the direction's root mean square) and ``factor`` its adapted step
