@@ -433,6 +433,8 @@ class TinyRule(LearnedRule):
         values = None
         if cfg.param_feature or cfg.param_scale or cfg.weight_decay:
             values = torch.cat([params[i].reshape(-1) for i in part.tensor_list]).to(grads.dtype)
+        if cfg.param_feature or cfg.param_scale:  # the parameter's root mean square (the decay needs only the values)
+            assert values is not None
             squares.append(values * values)
         means = part.mean(torch.stack(squares))  # (1 or 2, T_l)
         mean_v = means[0]
