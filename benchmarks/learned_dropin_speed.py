@@ -5,10 +5,11 @@ For each parameter count of ``--sizes`` (default 1.5k, 10k, 100k, 1M; add 10M on
 rows, in a plain loop (forward, backward, ``step()``), with ``torch.optim.Adam(foreach=True)`` and with
 ``torch.optim.AdamW(foreach=True)`` and ``LearnedOptimizer`` over each rule of ``--rules`` (a registered rule name,
 made with its default options or with ``NAME:key=value,...`` options such as ``tiny:learned_tensors=hidden``, or a
-shipped rule's name such as ``family-mlp-v0``; the cost does not depend on the weights), and with ``--compile`` also
-over each rule with the optimizer's ``compile=True`` (rows ``NAME+compile``; compiled in the warm-up, which is not
-timed). The optimizers alternate in ``--repeats`` rounds in one process and each keeps its best round, so a change in
-the machine's load hits all alike. Per size and rule one JSON line:
+shipped rule's name such as ``family-mlp-v0``, also with options that keep its weights, ``family-v3:ns_block=64``;
+the cost does not depend on the weights), and with ``--compile`` also over each rule with the optimizer's
+``compile=True`` (rows ``NAME+compile``; compiled in the warm-up, which is not timed). The optimizers alternate in
+``--repeats`` rounds in one process and each keeps its best round, so a change in the machine's load hits all alike.
+Per size and rule one JSON line:
 
 * ``step_ratio``, ``train_step_ratio``: the rule's ``step()`` and whole training step over Adam's (``*_adamw``: over
   AdamW's, the baseline of the hybrid ``learned_tensors`` options);
@@ -72,11 +73,14 @@ def parse_rule(spec: str) -> tuple[str, dict[str, object]]:
 
 
 def make_named_rule(spec: str, device: torch.device) -> LearnedRule:
-    """A registered rule (``NAME[:key=value,...]``), or a shipped rule by name (a registered name wins)."""
+    """A registered rule (``NAME[:key=value,...]``), or a shipped rule by name, with options that keep its weights.
+
+    ``family-v3:ns_block=64`` is the shipped rule with that option; a registered name wins.
+    """
     name, options = parse_rule(spec)
     if name in list_rules():
         return make_rule(name, options).to(device)
-    return load_net(name).to(device)
+    return load_net(name, options or None).to(device)
 
 
 def timed(width: int, make: Maker, steps: int, batch: int, device: torch.device) -> tuple[float, float, float]:

@@ -59,6 +59,12 @@ STACKED = ("tests/metaopt/inner/test_stacked.py",)
 FAMILY_V3 = ("tests/metaopt/training/test_family_v3.py",)
 LEARNED_LR_GRID = ("tests/metaopt/compare/test_learned_lr_grid.py",)
 MUON = ("tests/envs/test_muon.py",)
+ORTHO = (
+    "tests/envs/test_muon.py",
+    "tests/metaopt/rules/test_tiny_inplace.py::test_other_options_follow_the_functional_step_too",
+    "tests/metaopt/rules/test_tiny_inplace.py::"
+    "test_tall_wide_and_convolution_matrices_are_orthogonalized_in_blocks_as_the_functional_step",
+)
 
 MUTANTS: list[Mutant] = [
     # -- envs/gym ------------------------------------------------------------------------------------------------
@@ -2000,6 +2006,48 @@ RECENT: list[Mutant] = [
         "last_t.add_(flat, alpha=-decay)",
         "last_t.add_(flat, alpha=decay)",
         TINY_INPLACE,
+    ),
+    M(
+        "blocks of the wrong count",
+        "envs/training/muon.py",
+        "whole = rows // block * block",
+        "whole = rows // block",
+        ORTHO,
+    ),
+    M(
+        "the rows past the last whole block dropped",
+        "envs/training/muon.py",
+        "x = torch.cat(parts, dim=-2)",
+        "x = torch.cat(parts[:1], dim=-2)",
+        ORTHO,
+    ),
+    M(
+        "the in-place step orthogonalizes whole matrices whatever ns_block",
+        "metaopt/rules/tiny_inplace.py",
+        "ns_block=cfg.ns_block,",
+        "ns_block=0,",
+        ORTHO,
+    ),
+    M(
+        "the in-place step skips the orthogonalization",
+        "metaopt/rules/tiny_inplace.py",
+        "matrices=matrices if cfg.orthogonalize else (),",
+        "matrices=(),",
+        ORTHO,
+    ),
+    M(
+        "the in-place step sees a matrix transposed",
+        "metaopt/rules/tiny_inplace.py",
+        "(shape[0], size // shape[0]) if chosen and len(shape) >= 2 and size else None",
+        "(size // shape[0], shape[0]) if chosen and len(shape) >= 2 and size else None",
+        ORTHO,
+    ),
+    M(
+        "the functional step orthogonalizes whole matrices whatever ns_block",
+        "metaopt/rules/tiny.py",
+        '"block": cfg.ns_block}',
+        '"block": 0}',
+        ORTHO,
     ),
 ]
 

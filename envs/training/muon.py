@@ -38,16 +38,32 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 """The quintic Newton-Schulz coefficients of Muon (and ``torch.optim.Muon``)."""
 
 
-def orthogonalize(matrix: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
+def orthogonalize(matrix: Tensor, steps: int = 5, eps: float = 1e-7, block: int = 0) -> Tensor:
     """``matrix`` with its singular values pushed towards 1 by ``steps`` quintic Newton-Schulz iterations.
 
     ``matrix`` is 2D or a batch ``(R, m, n)`` (each matrix its own result). Returns ``U S' V^T`` where ``U S V^T`` is
     the SVD of ``matrix`` and ``S'`` lies roughly in [0.7, 1.2] for the singular values that are not tiny (the
     coefficients trade exactness for speed, as Muon's do); the result has the dtype of ``matrix``.
+
+    ``block`` > 0 caps the cost where both sides are longer than ``block``: the shorter side is cut into groups of
+    ``block`` (the last one shorter) and each group, ``block x`` the longer side, is orthogonalized on its own, in one
+    batched iteration. An ``m x n`` matrix (``m <= n``) then costs about ``10 block m n`` multiply-adds instead of
+    ``10 m^2 n + 5 m^3``, a fixed cost per coordinate whatever the width; the rows of one group come out orthogonal to
+    each other, not to the other groups' (the block-wise orthogonalization of MuonBP, Khaled et al. 2025, without
+    its periodic full step). A matrix with a side of at most ``block`` is orthogonalized whole, as with ``block=0``.
     """
-    a, b, c = NS_COEFFICIENTS
     wide = matrix.shape[-2] <= matrix.shape[-1]
     x = matrix if wide else matrix.mT
+    if 0 < block < x.shape[-2]:
+        rows, cols = x.shape[-2:]
+        whole = rows // block * block
+        head = x[..., :whole, :].reshape(-1, block, cols)
+        parts = [orthogonalize(head, steps, eps).reshape(*x.shape[:-2], whole, cols)]
+        if whole < rows:
+            parts.append(orthogonalize(x[..., whole:, :], steps, eps))
+        x = torch.cat(parts, dim=-2)
+        return x if wide else x.mT
+    a, b, c = NS_COEFFICIENTS
     batched = x.dim() == 3
     product = torch.baddbmm if batched else torch.addmm
     norm = x.norm(dim=(-2, -1), keepdim=True) if batched else x.norm()

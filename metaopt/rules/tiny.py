@@ -32,8 +32,12 @@ What each part follows, and what this project changed:
   ``ns_steps`` Newton-Schulz iterations (:func:`envs.training.muon.orthogonalize`, in the rule's dtype) before the
   per-tensor normalisation, so the learned rule picks the direction and the iteration spreads it over every singular
   direction of the matrix; vectors keep the plain direction. Celo2 orthogonalizes only with AdamW on the vectors; here
-  the two options are independent. The drop-in step then runs the generic path (the in-place kernel has no
-  orthogonalization), which costs a few matrix products per matrix and step.
+  the two options are independent. It costs a few matrix products per matrix and step, about ``10 m`` multiply-adds
+  per coordinate of an ``m x n`` matrix (``m <= n``): the cost per coordinate grows with the width, and at a width
+  of a few hundred it is most of the step. ``ns_block`` caps it: groups of at most ``ns_block`` rows of the shorter
+  side are orthogonalized each on its own (block-wise orthogonalization, as MuonBP's local steps, Khaled et al. 2025),
+  about ``10 ns_block`` multiply-adds per coordinate whatever the width; matrices with a side of at most
+  ``ns_block`` are orthogonalized whole, exactly as without it.
 * **Online step-size adaptation** (hypergradient descent, Baydin et al. 2018), optional: with ``adapt_rate`` > 0
   each learned tensor keeps a log factor on its step, moved every step by ``-adapt_rate`` times the cosine between
   the tensor's gradient and its previous update, within ``[-log adapt_limit, log adapt_limit]``. A gradient that
@@ -128,6 +132,9 @@ class TinyConfig:
     """Orthogonalize each learned matrix's direction (Newton-Schulz, as Muon and Celo2) before the normalisation."""
     ns_steps: int = 5
     """Newton-Schulz iterations of orthogonalize."""
+    ns_block: int = 0
+    """0: orthogonalize each matrix whole; n > 0: where both sides are longer than n, in groups of n rows of the
+    shorter side, each on its own (a cost per coordinate that no longer grows with the width)."""
     adapt_rate: float = 0.0
     """Rate of each learned tensor's online step-size adaptation (0: off): its log step moves by minus this times the
     cosine between the tensor's gradient and its previous update."""
@@ -161,6 +168,7 @@ class TinyConfig:
         check_range(self, "adamw_weight_decay", low=0)
         check_range(self, "scheduler_hidden", low=1, integer=True)
         check_range(self, "ns_steps", low=1, integer=True)
+        check_range(self, "ns_block", low=0, integer=True)
         check_range(self, "adapt_rate", low=0)
         check_range(self, "adapt_limit", low=1)
         check_range(self, "weight_decay", low=0)
@@ -399,9 +407,8 @@ class TinyRule(LearnedRule):
         compile: bool = False,
     ) -> bool | None:
         """The drop-in step tensor by tensor on the parameters' storage (:mod:`metaopt.rules.tiny_inplace`)."""
-        cfg = self.config
-        if not plain_tensors() or cfg.orthogonalize:
-            return None  # the in-place kernel has no orthogonalization
+        if not plain_tensors():
+            return None
         return in_place_step(self, params, grads, state, options, compile)
 
     def _learned_update(
@@ -452,8 +459,9 @@ class TinyRule(LearnedRule):
         direction = torch.addmm(self.w_skip @ x, self.w_out, hidden)[0]  # (L,)
         if cfg.orthogonalize:
             pieces = direction.split(part.sizes)
+            ns = {"steps": cfg.ns_steps, "block": cfg.ns_block}
             direction = torch.cat([
-                piece if shape is None else orthogonalize(piece.view(shape), cfg.ns_steps).reshape(-1)
+                piece if shape is None else orthogonalize(piece.view(shape), **ns).reshape(-1)
                 for piece, shape in zip(pieces, part.matrices)
             ])  # fmt: skip
         rms = part.mean((direction * direction)[None])[0]  # (T_l,)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from envs.training.muon import orthogonalize
 from metaopt.rules.scheduler import scheduler_features
 
 if TYPE_CHECKING:
@@ -94,6 +95,11 @@ class Plan:
     adamw_lr: float
     adamw_eps: float
     adamw_weight_decay: float
+    matrices: tuple[tuple[int, int] | None, ...] = ()
+    """With ``orthogonalize``: each learned matrix's shape as ``rows x the rest`` (its direction is orthogonalized),
+    None for the other tensors; empty without it."""
+    ns_steps: int = 5
+    ns_block: int = 0
 
 
 def mup_factor(base_fan_in: int, fan_in: int, cap: bool) -> float:
@@ -117,6 +123,10 @@ def make_plan(rule: TinyRule, shapes: Sequence[tuple[int, ...]]) -> Plan:
     )
     momentum_decays, second_decays = rule._momentum_decays, rule._second_decays
     hybrid = cfg.learned_tensors != "all"
+    matrices = tuple(
+        (shape[0], size // shape[0]) if chosen and len(shape) >= 2 and size else None
+        for shape, size, chosen in zip(shapes, sizes, learned)
+    )
     return Plan(
         sizes=sizes,
         offsets=tuple(sum(sizes[:i]) for i in range(len(sizes))),
@@ -136,6 +146,9 @@ def make_plan(rule: TinyRule, shapes: Sequence[tuple[int, ...]]) -> Plan:
         adamw_lr=cfg.adamw_lr,
         adamw_eps=cfg.adamw_eps,
         adamw_weight_decay=cfg.adamw_weight_decay,
+        matrices=matrices if cfg.orthogonalize else (),
+        ns_steps=cfg.ns_steps,
+        ns_block=cfg.ns_block,
     )
 
 
@@ -441,6 +454,8 @@ def _learned(
     else:
         features[num_inputs].fill_(1.0)
         direction = _direction_blocked(features, bias, *network)
+    if plan.matrices and plan.matrices[t] is not None:  # as the functional step: before the normalisation
+        direction = orthogonalize(direction.view(plan.matrices[t]), plan.ns_steps, block=plan.ns_block).reshape(-1)
     rms = (direction * direction).sum() / n
     scale = torch.rsqrt(rms + _TINY) * (mean_v > 0).to(rms.dtype) * (plan.mup[t] * learned_step)
     if plan.param_scale:

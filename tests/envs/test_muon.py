@@ -183,3 +183,28 @@ def test_the_functional_twin_follows_the_optimizer_run_by_run(matrices: str, wei
             opt.step()
         for name, p in model.named_parameters():
             torch.testing.assert_close(params[name][i], p.detach(), rtol=1e-9, atol=1e-11, msg=f"{name}, lr={rate}")
+
+
+@pytest.mark.parametrize("shape", [(10, 23), (23, 10), (12, 12), (3, 10, 23)])
+def test_in_blocks_each_group_of_the_shorter_side_is_orthogonalized_on_its_own(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(5)
+    g = torch.randn(*shape, dtype=torch.float64)
+    wide = shape[-2] <= shape[-1]
+    x = g if wide else g.mT  # the shorter side as rows
+    expected = torch.cat([orthogonalize(part) for part in x.split(4, dim=-2)], dim=-2)  # groups 4, 4, (...), rest
+    blocked = orthogonalize(g, block=4)
+    torch.testing.assert_close(blocked if wide else blocked.mT, expected, rtol=1e-12, atol=1e-12)
+    for part in x.split(4, dim=-2):  # each group's rows near orthonormal, whatever the others
+        values = torch.linalg.svdvals(orthogonalize(part))
+        assert values.min() >= 0.6 and values.max() <= 1.25
+    rows = (blocked if wide else blocked.mT).reshape(-1, *x.shape[-2:])[0]
+    across = rows[:4] @ rows[4:8].T  # two groups are not orthogonal to each other
+    assert across.abs().max() > 0.05
+
+
+def test_a_block_as_long_as_the_shorter_side_changes_nothing() -> None:
+    torch.manual_seed(6)
+    g = torch.randn(8, 30)
+    assert torch.equal(orthogonalize(g, block=8), orthogonalize(g))
+    assert torch.equal(orthogonalize(g.T, block=64), orthogonalize(g.T))
+    assert not torch.allclose(orthogonalize(g, block=7), orthogonalize(g), atol=1e-3)

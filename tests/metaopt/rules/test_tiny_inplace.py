@@ -148,7 +148,9 @@ def test_the_eager_in_place_step_equals_the_functional_step(learned_tensors: str
      {"momentum_decays": [0.5, 0.9, 0.99], "adamw_betas": [0.8, 0.99], "learned_tensors": "hidden"},
      {"adapt_rate": 0.3, "weight_decay": 0.5}, {"weight_decay": 0.5, "scheduler": True},
      {"adapt_rate": 0.3, "weight_decay": 0.5, "param_scale": True, "learned_tensors": "hidden"},
-     {"adapt_rate": 0.3, "adapt_limit": 1.5, "scheduler": True}],
+     {"adapt_rate": 0.3, "adapt_limit": 1.5, "scheduler": True}, {"orthogonalize": True},
+     {"orthogonalize": True, "ns_block": 4, "ns_steps": 3, "adapt_rate": 0.3, "weight_decay": 0.5},
+     {"orthogonalize": True, "ns_block": 8, "learned_tensors": "hidden", "scheduler": True}],
 )  # fmt: skip
 def test_other_options_follow_the_functional_step_too(options: dict) -> None:
     rule = _rule(options.pop("learned_tensors", "all"), torch.float64, **options)
@@ -170,6 +172,37 @@ def test_the_compiled_step_of_a_one_hidden_layer_rule_with_the_scheduler_equals_
     # float64: in float32 one coordinate of 8,302 (an update that nearly cancels) differs by 2.3x the tolerance
     dtype = torch.float64
     rule = _rule("all", dtype, num_layers=1, scheduler=True, mup_cap=True)
+    expected = _reference(rule, dtype, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
+        got = _in_place(rule, dtype, 3, compile=True)
+    _assert_same(dtype, got[:2], expected)
+
+
+@pytest.mark.parametrize("shape", [(48, 20), (20, 48), (6, 2, 3, 3)])
+@pytest.mark.parametrize("compile", [False, True])
+def test_tall_wide_and_convolution_matrices_are_orthogonalized_in_blocks_as_the_functional_step(
+    shape: tuple[int, ...], compile: bool
+) -> None:
+    dtype = torch.float64
+    rule = _rule("all", dtype, orthogonalize=True, ns_block=8)
+    param = torch.randn(*shape, dtype=dtype)
+    mine, theirs = param.clone(), param.clone()
+    state = rule.join([rule.init_state(param)])
+    mine_state = {key: value.clone() for key, value in state.items()}
+    for step in range(3):
+        grad = torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(step))
+        with torch.no_grad():
+            update, state = rule.step(grad.reshape(-1), state, [theirs])
+            theirs += update.view(shape)
+            assert rule.step_in_place([mine], [grad], mine_state, [(1.0, 0.0)], compile=compile) is True
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(theirs, param)
+
+
+def test_the_compiled_step_orthogonalizes_as_the_functional_step() -> None:
+    dtype = torch.float64
+    rule = _rule("all", dtype, orthogonalize=True, ns_block=8, weight_decay=0.5, scheduler=True)
     expected = _reference(rule, dtype, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
