@@ -1835,8 +1835,8 @@ RECENT: list[Mutant] = [
     M(
         "the tiny rule's orthogonalization with one Newton-Schulz iteration",
         "metaopt/rules/tiny.py",
-        "piece if shape is None else orthogonalize(piece.view(shape), cfg.ns_steps).reshape(-1)",
-        "piece if shape is None else orthogonalize(piece.view(shape), 1).reshape(-1)",
+        'ns = {"steps": cfg.ns_steps, "block": cfg.ns_block}',
+        'ns = {"steps": 1, "block": cfg.ns_block}',
         ("tests/metaopt/rules/test_tiny.py",),
     ),
     M(
