@@ -26,8 +26,10 @@ diverged.
 normalisation, as Muon's momentum does), seed 2 of five, about 13 CPU-minutes; the checkpoint with the best
 in-distribution validation, episode 40 of 80. On the nine held-out tasks (docs/results.md, "Orthogonalized
 directions"): lower training loss than tuned Adam (8 of 10 paired seeds) on 5 of 9, evaluation loss at or below tuned
-Adam's on 5 of 9; never diverged. Its drop-in step runs the generic path and costs a few matrix products per weight
-matrix: 5x Adam's step at 10k parameters, 35x at 100k and about 200x at 1M on one CPU thread (``family-v1``: 3-10x).
+Adam's on 5 of 9; never diverged. Its drop-in step costs a few matrix products per weight matrix: about 7x Adam's
+step at 10k parameters, 34x at 100k and 160x at 1M on one CPU thread (``family-v1``: 3-10x); with the option
+``ns_block`` 64 (matrices wider than 64 orthogonalized in groups of 64 rows) 18x at 100k and 1M (docs/results.md,
+"Orthogonalization at width").
 
 ``family-v3``: ``family-v2``'s weights with two options of the tiny rule: ``adapt_rate`` 0.03 (each tensor's step size
 adapted online by the cosine between its gradient and its last update) and ``weight_decay`` 0.3 (decoupled weight

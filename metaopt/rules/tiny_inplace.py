@@ -454,8 +454,9 @@ def _learned(
     else:
         features[num_inputs].fill_(1.0)
         direction = _direction_blocked(features, bias, *network)
-    if plan.matrices and plan.matrices[t] is not None:  # as the functional step: before the normalisation
-        direction = orthogonalize(direction.view(plan.matrices[t]), plan.ns_steps, block=plan.ns_block).reshape(-1)
+    shape = plan.matrices[t] if plan.matrices else None
+    if shape is not None:  # as the functional step: before the normalisation
+        direction = orthogonalize(direction.view(shape), plan.ns_steps, block=plan.ns_block).reshape(-1)
     rms = (direction * direction).sum() / n
     scale = torch.rsqrt(rms + _TINY) * (mean_v > 0).to(rms.dtype) * (plan.mup[t] * learned_step)
     if plan.param_scale:
