@@ -2049,6 +2049,27 @@ RECENT: list[Mutant] = [
         '"block": 0}',
         ORTHO,
     ),
+    M(
+        "the decay follows the muP factor whatever weight_decay_mup",
+        "metaopt/rules/tiny.py",
+        "decay_size = size if cfg.weight_decay_mup else size / part.mup",
+        "decay_size = size",
+        TINY,
+    ),
+    M(
+        "the decay without the muP factor multiplied by it once more",
+        "metaopt/rules/tiny.py",
+        "decay_size = size if cfg.weight_decay_mup else size / part.mup",
+        "decay_size = size if cfg.weight_decay_mup else size * part.mup",
+        TINY,
+    ),
+    M(
+        "the in-place decay follows the muP factor whatever weight_decay_mup",
+        "metaopt/rules/tiny_inplace.py",
+        "decay = cfg.weight_decay * size * factors[t] / (1.0 if cfg.weight_decay_mup else plan.mup[t])",
+        "decay = cfg.weight_decay * size * factors[t]",
+        TINY_INPLACE,
+    ),
 ]
 
 """The mutants of the modules added or rewritten since the last audit of the tests (``--recent``)."""

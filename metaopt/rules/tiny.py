@@ -45,6 +45,12 @@ What each part follows, and what this project changed:
   overshot) shortens it. Baydin et al. adapt one global rate by the dot product; here each tensor has its own factor,
   and the cosine keeps the updates independent of the loss's scale. It costs one more number per coordinate of state
   (the last update) and three reductions per step; the in-place drop-in step has it (compiled or not).
+* **Decoupled weight decay** (AdamW's, Loshchilov and Hutter 2019), optional: ``weight_decay`` subtracts that
+  rate times each learned tensor's step size times its weights, so the weights' root mean square settles near
+  ``1 / weight_decay`` under a steady push, whatever the step size. The step size includes the muP factor, so the
+  decay per step weakens as ``1 / fan-in`` past ``base_fan_in``; ``weight_decay_mup: false`` leaves the factor out
+  of the decay (the same decay per step at every width, the width-independent decay Wortsman et al. 2023 advise
+  for muP-scaled AdamW).
 * **Learned global scheduler** (Celo), optional: :mod:`metaopt.rules.scheduler` multiplies every tensor's step by
   one learned factor per step. ``train: scheduler`` with ``init_from`` trains it in a second stage: the other
   weights are loaded from a checkpoint and kept as buffers (not meta-parameters) under the same names.
@@ -143,6 +149,9 @@ class TinyConfig:
     weight_decay: float = 0.0
     """Decoupled weight decay of the learned tensors, times each tensor's step size (AdamW's, with the step size as
     the rate): the weights' root mean square cannot grow far past 1 / weight_decay."""
+    weight_decay_mup: bool = True
+    """True: the decay at each tensor's step size, muP factor included (it weakens as 1 / fan-in past base_fan_in);
+    false: without the muP factor, the same decay per step at every width."""
     scheduler: bool = False
     """Multiply every step by a learned global scheduler's factor."""
     scheduler_hidden: int = 8
@@ -472,7 +481,8 @@ class TinyRule(LearnedRule):
         update = direction * part.spread((torch.rsqrt(rms + _TINY) * size)[None])[0]
         if cfg.weight_decay:
             assert values is not None
-            update = update - cfg.weight_decay * values * part.spread(size[None])[0]
+            decay_size = size if cfg.weight_decay_mup else size / part.mup
+            update = update - cfg.weight_decay * values * part.spread(decay_size[None])[0]
         return update
 
     def _adamw_update(

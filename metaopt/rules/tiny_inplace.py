@@ -289,7 +289,7 @@ def _adapt_and_decay(
         decay = 0.0
         if plan.learned[t] and cfg.weight_decay and plan.sizes[t]:
             size = scale_list[t] * math.sqrt(float((direction * direction).sum()) / plan.sizes[t] + _TINY)
-            decay = cfg.weight_decay * size * factors[t]
+            decay = cfg.weight_decay * size * factors[t] / (1.0 if cfg.weight_decay_mup else plan.mup[t])
         if cfg.adapt_rate:  # the update the functional step returns, from the parameters before they move
             last_t = torch.mul(direction, scale_list[t] * factors[t], out=state["last"][start:stop])
             if decay:

@@ -182,6 +182,27 @@ def test_weight_decay_subtracts_the_rate_times_each_tensor_s_step_size_times_the
         torch.testing.assert_close(decayed - plain, -0.7 * step_size * p.reshape(-1), rtol=1e-9, atol=1e-15)
 
 
+def test_without_the_mup_factor_the_decay_is_the_same_per_step_at_every_width() -> None:
+    params = [torch.randn(16, 256, dtype=torch.float64), torch.randn(16, dtype=torch.float64)]  # muP factors 1/4, 1
+    sizes = [p.numel() for p in params]
+    grads = torch.randn(sum(sizes), dtype=torch.float64)
+    updates = {}
+    for decay, follows_mup in ((0.0, True), (0.7, True), (0.7, False)):
+        config = TinyConfig(step_size=0.01, mup_cap=True, weight_decay=decay, weight_decay_mup=follows_mup)
+        rule = perturbed(config)
+        state = rule.join([rule.init_state(p) for p in params])
+        for _ in range(3):
+            update, state = rule.step(grads, state, params)
+        updates[decay, follows_mup] = update.split(sizes)
+    for t, (mup, p) in enumerate(zip((0.25, 1.0), params)):
+        plain = updates[0.0, True][t]
+        step_size = plain.pow(2).mean().sqrt()
+        torch.testing.assert_close(updates[0.7, True][t] - plain, -0.7 * step_size * p.reshape(-1), rtol=1e-9,
+                                   atol=1e-15)  # fmt: skip
+        torch.testing.assert_close(updates[0.7, False][t] - plain, -0.7 * step_size / mup * p.reshape(-1), rtol=1e-9,
+                                   atol=1e-15)  # fmt: skip
+
+
 def test_with_weight_decay_a_steady_push_leaves_the_weights_at_root_mean_square_one_over_the_decay() -> None:
     rule = TinyRule(TinyConfig(step_size=0.05, weight_decay=2.0, param_feature=False)).double()
     p = torch.zeros(8, 64, dtype=torch.float64)
