@@ -7,8 +7,9 @@ computes the same maths tensor by tensor on the parameters' own storage, in thre
 
 1. the new moments (``lerp`` of the stored ones towards the gradient) and the tensor's means of the bias-corrected
    second moment and of the squared parameter (the per-tensor reductions the inputs need);
-2. the per-coordinate MLP's direction (or AdamW's update on AdamW's tensors) and its root mean square, which gives
-   the tensor's step scale;
+2. the per-coordinate MLP's direction (or AdamW's update on AdamW's tensors; with ``orthogonalize``, each learned
+   matrix's direction through Newton-Schulz, whole or in groups of ``ns_block`` rows) and its root mean square, which
+   gives the tensor's step scale;
 3. only when every tensor's update is finite (the shell's guard: a non-finite step changes nothing), the moments are
    written into the rule's joined state through views and the scaled direction is added to the parameter (with the
    ``adapt_rate`` and ``weight_decay`` options, their factors and state are applied first, in a few eager passes).
