@@ -1947,14 +1947,14 @@ RECENT: list[Mutant] = [
     M(
         "the learned tensors' weight decay pushes the weights out",
         "metaopt/rules/tiny.py",
-        "update = update - cfg.weight_decay * values * part.spread(size[None])[0]",
-        "update = update + cfg.weight_decay * values * part.spread(size[None])[0]",
+        "update = update - cfg.weight_decay * values * part.spread(decay_size[None])[0]",
+        "update = update + cfg.weight_decay * values * part.spread(decay_size[None])[0]",
         TINY,
     ),
     M(
         "the learned tensors' weight decay at the base step size (no muP, scheduler or adaptation)",
         "metaopt/rules/tiny.py",
-        "update = update - cfg.weight_decay * values * part.spread(size[None])[0]",
+        "update = update - cfg.weight_decay * values * part.spread(decay_size[None])[0]",
         "update = update - cfg.weight_decay * values * cfg.step_size",
         TINY,
     ),
