@@ -2017,7 +2017,7 @@ RECENT: list[Mutant] = [
     M(
         "the rows past the last whole block dropped",
         "envs/training/muon.py",
-        "x = torch.cat(parts, dim=-2)",
+        "x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)",
         "x = torch.cat(parts[:1], dim=-2)",
         ORTHO,
     ),

@@ -61,7 +61,7 @@ def orthogonalize(matrix: Tensor, steps: int = 5, eps: float = 1e-7, block: int 
         parts = [orthogonalize(head, steps, eps).reshape(*x.shape[:-2], whole, cols)]
         if whole < rows:
             parts.append(orthogonalize(x[..., whole:, :], steps, eps))
-        x = torch.cat(parts, dim=-2)
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)  # no copy when the groups divide evenly
         return x if wide else x.mT
     a, b, c = NS_COEFFICIENTS
     batched = x.dim() == 3
