@@ -59,6 +59,11 @@ STACKED = ("tests/metaopt/inner/test_stacked.py",)
 FAMILY_V3 = ("tests/metaopt/training/test_family_v3.py",)
 LEARNED_LR_GRID = ("tests/metaopt/compare/test_learned_lr_grid.py",)
 MUON = ("tests/envs/test_muon.py",)
+NS_BF16 = (
+    "tests/metaopt/rules/test_tiny_inplace.py::test_bfloat16_iterations_run_in_place_as_in_the_functional_step",
+    "tests/metaopt/rules/test_tiny_inplace.py::"
+    "test_compiled_bfloat16_iterations_round_differently_but_to_bfloat16s_size",
+)
 ORTHO = (
     "tests/envs/test_muon.py",
     "tests/metaopt/rules/test_tiny_inplace.py::test_other_options_follow_the_functional_step_too",
@@ -1835,8 +1840,8 @@ RECENT: list[Mutant] = [
     M(
         "the tiny rule's orthogonalization with one Newton-Schulz iteration",
         "metaopt/rules/tiny.py",
-        'ns = {"steps": cfg.ns_steps, "block": cfg.ns_block}',
-        'ns = {"steps": 1, "block": cfg.ns_block}',
+        "ns = functools.partial(orthogonalize, steps=cfg.ns_steps,",
+        "ns = functools.partial(orthogonalize, steps=1,",
         ("tests/metaopt/rules/test_tiny.py",),
     ),
     M(
@@ -2045,8 +2050,8 @@ RECENT: list[Mutant] = [
     M(
         "the functional step orthogonalizes whole matrices whatever ns_block",
         "metaopt/rules/tiny.py",
-        '"block": cfg.ns_block}',
-        '"block": 0}',
+        "block=cfg.ns_block, dtype=dtype)",
+        "block=0, dtype=dtype)",
         ORTHO,
     ),
     M(
@@ -2069,6 +2074,41 @@ RECENT: list[Mutant] = [
         "decay = cfg.weight_decay * size * factors[t] / (1.0 if cfg.weight_decay_mup else plan.mup[t])",
         "decay = cfg.weight_decay * size * factors[t]",
         TINY_INPLACE,
+    ),
+    M(
+        "bfloat16 iterations not cast back to the matrix's dtype",
+        "envs/training/muon.py",
+        "return orthogonalize(matrix.to(dtype), steps, eps, block).to(matrix.dtype)",
+        "return orthogonalize(matrix.to(dtype), steps, eps, block)",
+        MUON,
+    ),
+    M(
+        "the iterations in the other dtype only when it is the matrix's own",
+        "envs/training/muon.py",
+        "if dtype is not None and dtype != matrix.dtype:",
+        "if dtype is not None and dtype == matrix.dtype:",
+        MUON,
+    ),
+    M(
+        "the iterations in another dtype forget the blocks",
+        "envs/training/muon.py",
+        "return orthogonalize(matrix.to(dtype), steps, eps, block).to(matrix.dtype)",
+        "return orthogonalize(matrix.to(dtype), steps, eps).to(matrix.dtype)",
+        MUON,
+    ),
+    M(
+        "the functional step ignores ns_dtype",
+        "metaopt/rules/tiny.py",
+        "dtype = ns_dtype(cfg.ns_dtype)",
+        "dtype = None",
+        NS_BF16,
+    ),
+    M(
+        "the in-place step ignores ns_dtype",
+        "metaopt/rules/tiny_inplace.py",
+        "ns_dtype=ns_dtype(cfg.ns_dtype),",
+        "ns_dtype=None,",
+        NS_BF16,
     ),
 ]
 

@@ -38,7 +38,9 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 """The quintic Newton-Schulz coefficients of Muon (and ``torch.optim.Muon``)."""
 
 
-def orthogonalize(matrix: Tensor, steps: int = 5, eps: float = 1e-7, block: int = 0) -> Tensor:
+def orthogonalize(
+    matrix: Tensor, steps: int = 5, eps: float = 1e-7, block: int = 0, dtype: torch.dtype | None = None
+) -> Tensor:
     """``matrix`` with its singular values pushed towards 1 by ``steps`` quintic Newton-Schulz iterations.
 
     ``matrix`` is 2D or a batch ``(R, m, n)`` (each matrix its own result). Returns ``U S' V^T`` where ``U S V^T`` is
@@ -51,7 +53,13 @@ def orthogonalize(matrix: Tensor, steps: int = 5, eps: float = 1e-7, block: int 
     ``10 m^2 n + 5 m^3``, a fixed cost per coordinate whatever the width; the rows of one group come out orthogonal to
     each other, not to the other groups' (the block-wise orthogonalization of MuonBP, Khaled et al. 2025, without
     its periodic full step). A matrix with a side of at most ``block`` is orthogonalized whole, as with ``block=0``.
+
+    ``dtype`` (default: the matrix's) is the dtype the iterations run in; ``torch.bfloat16`` is Muon's choice: about
+    2x faster products where the processor has bfloat16 arithmetic (AVX512-BF16, AMX, a GPU's tensor cores), and the
+    result off by about 1% relative, small beside the spread of the iteration's singular values.
     """
+    if dtype is not None and dtype != matrix.dtype:
+        return orthogonalize(matrix.to(dtype), steps, eps, block).to(matrix.dtype)
     wide = matrix.shape[-2] <= matrix.shape[-1]
     x = matrix if wide else matrix.mT
     if 0 < block < x.shape[-2]:

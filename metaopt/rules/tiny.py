@@ -66,6 +66,7 @@ state stays joined (feature-major ``(K, N)`` moments), per-tensor quantities are
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ from envs.tooling.config import check_range
 from envs.training.muon import matrix_mask, orthogonalize
 from metaopt.rules.base import MAX_LAYOUTS, LearnedRule, ParamState, plain_tensors
 from metaopt.rules.scheduler import GlobalScheduler, scheduler_features
-from metaopt.rules.tiny_inplace import in_place_step, mup_factor
+from metaopt.rules.tiny_inplace import NS_DTYPES, in_place_step, mup_factor, ns_dtype
 
 __all__ = ["LEARNED_TENSORS", "TRAIN_PARTS", "TinyConfig", "TinyRule", "learned_tensor_mask"]
 
@@ -141,6 +142,9 @@ class TinyConfig:
     ns_block: int = 0
     """0: orthogonalize each matrix whole; n > 0: where both sides are longer than n, in groups of n rows of the
     shorter side, each on its own (a cost per coordinate that no longer grows with the width)."""
+    ns_dtype: str = "rule"
+    """rule: the Newton-Schulz iterations in the rule's dtype; bfloat16: in bfloat16, as Muon (about 2x faster
+    products where the processor has bfloat16 arithmetic, the direction off by about 1% relative)."""
     adapt_rate: float = 0.0
     """Rate of each learned tensor's online step-size adaptation (0: off): its log step moves by minus this times the
     cosine between the tensor's gradient and its previous update."""
@@ -183,7 +187,7 @@ class TinyConfig:
         check_range(self, "weight_decay", low=0)
         if len(self.adamw_betas) != 2:
             raise InvalidValue(TinyConfig, "adamw_betas", self.adamw_betas, "must be two numbers [beta1, beta2]")
-        for key, valid in (("learned_tensors", LEARNED_TENSORS), ("train", TRAIN_PARTS)):
+        for key, valid in (("learned_tensors", LEARNED_TENSORS), ("train", TRAIN_PARTS), ("ns_dtype", NS_DTYPES)):
             if getattr(self, key) not in valid:
                 raise InvalidValue(
                     TinyConfig,
@@ -468,9 +472,10 @@ class TinyRule(LearnedRule):
         direction = torch.addmm(self.w_skip @ x, self.w_out, hidden)[0]  # (L,)
         if cfg.orthogonalize:
             pieces = direction.split(part.sizes)
-            ns = {"steps": cfg.ns_steps, "block": cfg.ns_block}
+            dtype = ns_dtype(cfg.ns_dtype)
+            ns = functools.partial(orthogonalize, steps=cfg.ns_steps, block=cfg.ns_block, dtype=dtype)
             direction = torch.cat([
-                piece if shape is None else orthogonalize(piece.view(shape), **ns).reshape(-1)
+                piece if shape is None else ns(piece.view(shape)).reshape(-1)
                 for piece, shape in zip(pieces, part.matrices)
             ])  # fmt: skip
         rms = part.mean((direction * direction)[None])[0]  # (T_l,)

@@ -101,6 +101,16 @@ class Plan:
     None for the other tensors; empty without it."""
     ns_steps: int = 5
     ns_block: int = 0
+    ns_dtype: torch.dtype | None = None
+
+
+NS_DTYPES = ("rule", "bfloat16")
+"""Values of the tiny rule's ``ns_dtype``: the dtype of its Newton-Schulz iterations."""
+
+
+def ns_dtype(name: str) -> torch.dtype | None:
+    """The dtype the Newton-Schulz iterations run in for the option ``ns_dtype`` (None: the rule's own)."""
+    return None if name == "rule" else getattr(torch, name)
 
 
 def mup_factor(base_fan_in: int, fan_in: int, cap: bool) -> float:
@@ -150,6 +160,7 @@ def make_plan(rule: TinyRule, shapes: Sequence[tuple[int, ...]]) -> Plan:
         matrices=matrices if cfg.orthogonalize else (),
         ns_steps=cfg.ns_steps,
         ns_block=cfg.ns_block,
+        ns_dtype=ns_dtype(cfg.ns_dtype),
     )
 
 
@@ -457,7 +468,8 @@ def _learned(
         direction = _direction_blocked(features, bias, *network)
     shape = plan.matrices[t] if plan.matrices else None
     if shape is not None:  # as the functional step: before the normalisation
-        direction = orthogonalize(direction.view(shape), plan.ns_steps, block=plan.ns_block).reshape(-1)
+        direction = orthogonalize(direction.view(shape), plan.ns_steps, block=plan.ns_block, dtype=plan.ns_dtype)
+        direction = direction.reshape(-1)
     rms = (direction * direction).sum() / n
     scale = torch.rsqrt(rms + _TINY) * (mean_v > 0).to(rms.dtype) * (plan.mup[t] * learned_step)
     if plan.param_scale:

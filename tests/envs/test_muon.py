@@ -208,3 +208,16 @@ def test_a_block_as_long_as_the_shorter_side_changes_nothing() -> None:
     assert torch.equal(orthogonalize(g, block=8), orthogonalize(g))
     assert torch.equal(orthogonalize(g.T, block=64), orthogonalize(g.T))
     assert not torch.allclose(orthogonalize(g, block=7), orthogonalize(g), atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(10, 23), (23, 10), (3, 10, 23)])
+def test_in_bfloat16_the_iterations_round_to_bfloat16_and_the_result_keeps_the_dtype(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(7)
+    g = torch.randn(*shape)
+    got = orthogonalize(g, dtype=torch.bfloat16, block=4)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, orthogonalize(g.bfloat16(), block=4).float())  # the iterations in bfloat16, then cast
+    exact = orthogonalize(g, block=4)
+    assert not torch.equal(got, exact)
+    assert (got - exact).norm() <= 0.03 * exact.norm()  # bfloat16's rounding, no more
+    assert torch.equal(orthogonalize(g, dtype=torch.float32), orthogonalize(g))  # its own dtype: nothing changes

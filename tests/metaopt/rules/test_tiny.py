@@ -434,6 +434,7 @@ def test_a_second_stage_trains_the_scheduler_alone_from_a_checkpoint(tmp_path) -
         ("rule.options={train: scheduler}", "rule.options.train"),
         ("rule.options={orthogonalize: true, ns_steps: 0}", "rule.options.ns_steps"),
         ("rule.options={orthogonalize: true, ns_block: -1}", "rule.options.ns_block"),
+        ("rule.options={orthogonalize: true, ns_dtype: float8}", "rule.options.ns_dtype"),
         ("rule.options={adapt_rate: -0.1}", "rule.options.adapt_rate"),
         ("rule.options={adapt_rate: 0.1, adapt_limit: 0.5}", "rule.options.adapt_limit"),
         ("rule.options={weight_decay: -1}", "rule.options.weight_decay"),

@@ -201,6 +201,32 @@ def test_tall_wide_and_convolution_matrices_are_orthogonalized_in_blocks_as_the_
     assert not torch.allclose(theirs, param)
 
 
+def test_bfloat16_iterations_run_in_place_as_in_the_functional_step() -> None:
+    # float64: a float32 rounding difference of the direction moves a coordinate across a bfloat16 rounding boundary
+    dtype = torch.float64
+    rule = _rule("all", dtype, orthogonalize=True, ns_block=8, ns_dtype="bfloat16")
+    expected = _reference(rule, dtype, 3)
+    _assert_same(dtype, _in_place(rule, dtype, 3, compile=False)[:2], expected)
+    plain = _reference(_rule("all", dtype, orthogonalize=True, ns_block=8), dtype, 3)
+    for mine, theirs in zip(expected[0], plain[0]):  # another step than the float64 iterations', near it
+        assert not torch.equal(mine, theirs)
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0.01)
+
+
+def test_compiled_bfloat16_iterations_round_differently_but_to_bfloat16s_size() -> None:
+    """The compiler fuses the casts and the products' epilogues, so its bfloat16 rounding is not the eager one."""
+    dtype = torch.float64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
+        got = _in_place(_rule("all", dtype, orthogonalize=True, ns_block=8, ns_dtype="bfloat16"), dtype, 3, True)[0]
+        plain = _in_place(_rule("all", dtype, orthogonalize=True, ns_block=8), dtype, 3, True)[0]
+    exact = _reference(_rule("all", dtype, orthogonalize=True, ns_block=8), dtype, 3)[0]
+    for mine, theirs, reference in zip(got, plain, exact):
+        assert not torch.equal(mine, theirs)  # the option reaches the compiled step
+        torch.testing.assert_close(theirs, reference, rtol=0, atol=1e-12)
+        torch.testing.assert_close(mine, reference, rtol=0, atol=0.01)
+
+
 def test_the_compiled_step_orthogonalizes_as_the_functional_step() -> None:
     dtype = torch.float64
     rule = _rule("all", dtype, orthogonalize=True, ns_block=8, weight_decay=0.5, scheduler=True)
