@@ -27,11 +27,12 @@ import higher
 import torch
 from higher.optim import DifferentiableOptimizer
 from torch import Tensor
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from torch._utils import _flatten_dense_tensors
 from typing_extensions import override
 
 from metaopt.checkpoint import load_net
 from metaopt.rules import LearnedRule, RuleState, detach_state
+from metaopt.rules.base import apply_update, finite
 
 __all__ = ["DifferentiableLearnedOptimizer", "LearnedOptimizer"]
 
@@ -322,30 +323,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
             return loss
         flat_grads = _flatten_dense_tensors(grads).to(joined.dtype)  # one call: the cat of every gradient, flattened
         update, new_state = joined.step_rule.step(flat_grads, joined.state, params)
-        if not _finite(update):
+        if not finite(update):
             self.skipped_steps += 1  # the guard: a non-finite update changes nothing
             return loss
         joined.state = new_state
-        deltas = _unflatten_dense_tensors(update, params)  # one call: a view of each parameter's piece, shaped
-        if joined.same_dtype and options.count(options[0]) == len(options):  # one group's options: foreach calls
-            lr, weight_decay = options[0]
-            if weight_decay:
-                torch._foreach_mul_(params, 1 - lr * weight_decay)
-            torch._foreach_add_(params, deltas, alpha=lr)
-            return loss
-        for p, delta, (lr, weight_decay) in zip(params, deltas, options):
-            if weight_decay:
-                p.mul_(1 - lr * weight_decay)
-            p.add_(delta.to(p.dtype), alpha=lr)
+        apply_update(params, update, options)
         return loss
-
-
-def _finite(update: Tensor) -> bool:
-    """Whether every entry of ``update`` is finite: its least and greatest are (one pass; NaN propagates to both)."""
-    if update.numel() == 0:
-        return True
-    low, high = torch.aminmax(update)
-    return math.isfinite(low.item()) and math.isfinite(high.item())
 
 
 class _JoinedState:
@@ -374,8 +357,6 @@ class _JoinedState:
         self.dtype = step_rule.dtype
         """The dtype of the state, the gradients fed to the rule and its update."""
         self.state = state
-        self.same_dtype = all(param_dtype == self.dtype for _, param_dtype in signature)
-        """Whether every parameter has the state's dtype (the update needs no cast)."""
         self.weights = list(rule.parameters())
         """The rule's weights, whose dtype follows the rule's (``rule.to(...)`` converts them in place)."""
         self.rule_dtype = self.weights[0].dtype if self.weights else None

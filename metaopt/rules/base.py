@@ -17,14 +17,25 @@ what a checkpoint records beside the rule's registered name.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch._utils import _unflatten_dense_tensors
 
-__all__ = ["MAX_LAYOUTS", "LearnedRule", "ParamState", "RuleState", "detach_state", "plain_tensors"]
+__all__ = [
+    "MAX_LAYOUTS",
+    "LearnedRule",
+    "ParamState",
+    "RuleState",
+    "apply_update",
+    "detach_state",
+    "finite",
+    "plain_tensors",
+]
 
 MAX_LAYOUTS = 32
 """Lists of parameter shapes whose constants (indices, averaging matrices) a rule keeps; the oldest goes first."""
@@ -54,6 +65,34 @@ def plain_tensors() -> bool:
     with autograd it must stay functional.
     """
     return not torch.is_grad_enabled() and torch._C._functorch.peek_interpreter_stack() is None
+
+
+def finite(update: Tensor) -> bool:
+    """Whether every entry of ``update`` is finite: its least and greatest are (one pass; NaN propagates to both)."""
+    if update.numel() == 0:
+        return True
+    low, high = torch.aminmax(update)
+    return math.isfinite(low.item()) and math.isfinite(high.item())
+
+
+def apply_update(params: Sequence[Tensor], update: Tensor, options: Sequence[tuple[float, float]]) -> None:
+    """The drop-in step's last move: ``p <- p (1 - lr wd) + lr delta`` for each parameter and its piece of ``update``.
+
+    ``update`` is the flat update of ``params`` (in order), ``options`` each one's ``(lr, weight_decay)``; with one
+    dtype and one group's options it is two ``foreach`` calls.
+    """
+    params = list(params)
+    deltas = list(_unflatten_dense_tensors(update, params))  # one call: a view of each parameter's piece, shaped
+    if all(p.dtype == update.dtype for p in params) and options.count(options[0]) == len(options):
+        lr, weight_decay = options[0]
+        if weight_decay:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        torch._foreach_add_(params, deltas, alpha=lr)
+        return
+    for p, delta, (lr, weight_decay) in zip(params, deltas, options):
+        if weight_decay:
+            p.mul_(1 - lr * weight_decay)
+        p.add_(delta.to(p.dtype), alpha=lr)
 
 
 class LearnedRule(nn.Module, ABC):

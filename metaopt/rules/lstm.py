@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch._utils import _flatten_dense_tensors
 from typing_extensions import override
 
 from envs.tooling.config import check_range
-from metaopt.rules.base import LearnedRule, ParamState, plain_tensors
+from metaopt.rules.base import LearnedRule, ParamState, apply_update, finite, plain_tensors
 from metaopt.rules.features import FEATURE_MODES, num_features, preprocess
 
 __all__ = [
@@ -84,6 +85,12 @@ class CoordinateLSTM(LearnedRule):
         sizes = [num_features(self.config.features)] + [self.config.hidden_size] * self.config.num_layers
         self.cells = nn.ModuleList(nn.LSTMCell(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.readout = nn.Linear(self.config.hidden_size, 1)
+        self._spare: list[Tensor] | None = None  # the in-place step's second set of state tensors (see step_in_place)
+
+    @override
+    def __getstate__(self) -> dict:
+        # copies and pickles go without the spare state: it holds nothing between steps
+        return {**super().__getstate__(), "_spare": None}
 
     def forward(self, features: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         """One step for every row.
@@ -131,56 +138,93 @@ class CoordinateLSTM(LearnedRule):
             return self._blocked_step(features, state)
         return self(features, state)
 
-    def _blocked_step(self, features: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
-        """:meth:`forward` without autograd, ``_BLOCK`` coordinates at a time, feature-major inside a block.
+    @override
+    def step_in_place(
+        self,
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        state: LSTMState,
+        options: Sequence[tuple[float, float]],
+        compile: bool = False,
+    ) -> bool | None:
+        """The drop-in step with the new state written into a second set of state tensors kept between steps.
 
-        A layer's gates are one product ``[W_ih | W_hh | b_ih + b_hh] @ [x; h; 1]`` (the biases folded in) on a
-        block whose inputs, gates and outputs stay in the cache; its rows are ordered input, forget, output, cell
-        gate, so the three sigmoids are one contiguous pass and the tanh another. The new ``h`` of a layer is
-        written straight into the next layer's input rows, and every new state tensor is written once, in place of
-        the ``(N, 4H)`` gates and the ``(N, H)`` intermediates of :meth:`forward`.
+        A fresh ``(N, H)`` state at every step costs more than its arithmetic at a million coordinates (the allocator
+        maps it anew and each page faults on its first write). Here the blocked step writes into the spare set; once
+        the update is finite the two sets swap storages (``state``'s tensors then hold the new state, the old one is
+        the next step's spare) and the parameters move as the shell moves them. ``compile`` is not used: the step is
+        one product and a few passes per block already. Returns None (the shell's path) if two of ``state``'s tensors
+        share memory.
+        """
+        if len({part.data_ptr() for part in state}) < len(state):
+            return None
+        cfg = self.config
+        flat = _flatten_dense_tensors(list(grads)).to(self.dtype)
+        features = preprocess(flat, cfg.features, p=cfg.p, scale=cfg.input_scale)
+        spare = self._spare
+        if spare is None or any(a.shape != b.shape or a.dtype != b.dtype or a.device != b.device
+                                for a, b in zip(spare, state)):  # fmt: skip
+            spare = [torch.empty_like(part) for part in state]
+        update, _ = self._blocked_step(features, state, out=spare)
+        if not finite(update):
+            self._spare = spare
+            return False
+        old = [_alias(part) for part in state]  # their storages
+        for part, new in zip(state, spare):
+            part.set_(new.untyped_storage(), new.storage_offset(), new.shape, new.stride())
+        self._spare = old
+        apply_update(params, update, options)
+        return True
+
+    def _blocked_step(
+        self, features: Tensor, state: LSTMState, out: Sequence[Tensor] | None = None
+    ) -> tuple[Tensor, LSTMState]:
+        """:meth:`forward` without autograd, ``_BLOCK`` coordinates at a time, row-major as the state.
+
+        A layer's gates are one product ``[x, h, 1] @ [W_ih | W_hh | b_ih + b_hh]^T`` (the biases folded in) on a
+        block whose inputs, gates and outputs stay in the cache, with the state's rows read and written where they
+        lie (no transposed copies). Every nonlinearity is a sigmoid, one pass over all the gates: the cell gate's
+        weights are multiplied by -2, so ``tanh(z) = 1 - 2 sigmoid(-2 z)`` comes out of the same pass, and the
+        squashed cell is ``1 - 2 sigmoid(-2 c)``, each folded into a multiply-add (on a CPU ``tanh`` costs several
+        times a ``sigmoid``; the identity costs a rounding of the float's size). The new state is written once, in
+        place of the ``(N, 4H)`` gates and the ``(N, H)`` intermediates of :meth:`forward`, into ``out`` if given
+        (tensors shaped as ``state``'s, not sharing its memory).
         """
         num, num_features = features.shape
         hidden = self.config.hidden_size
         weights, readout = self._folded_weights(features.dtype)
-        new_state = [torch.empty_like(part) for part in state]
+        new_state = list(out) if out is not None else [torch.empty_like(part) for part in state]
         update = features.new_empty(num)
         block = min(_BLOCK if features.device.type == "cpu" else _DEVICE_BLOCK, num)
-        sources = [features.new_empty(w.shape[1], block) for w in weights] + [features.new_empty(hidden + 1, block)]
+        sources = [features.new_empty(block, w.shape[0]) for w in weights] + [features.new_empty(block, hidden + 1)]
         for source in sources:
-            source[-1].fill_(1.0)
-        gates = features.new_empty(4 * hidden, block)
-        cell = features.new_empty(hidden, block)
-        squashed = features.new_empty(hidden, block)
+            source[:, -1].fill_(1.0)
+        gates = features.new_empty(block, 4 * hidden)
+        squashed = features.new_empty(block, hidden)
         for start in range(0, num, block):
             stop = min(start + block, num)
-            if stop - start < block:  # the last, shorter block: buffers of its width
-                block = stop - start
-                sources = [source[:, :block].clone() for source in sources]
-                gates, cell, squashed = (buffer[:, :block].clone() for buffer in (gates, cell, squashed))
-            sources[0][:num_features].copy_(features[start:stop].t())
+            rows = stop - start  # the last block may be shorter: the first rows of the buffers
+            sources[0][:rows, :num_features].copy_(features[start:stop])
             for index, weight in enumerate(weights):
-                source, target = sources[index], sources[index + 1]
-                width = source.shape[0] - hidden - 1
-                source[width:-1].copy_(state[2 * index][start:stop].t())
-                torch.mm(weight, source, out=gates)
-                gates[: 3 * hidden].sigmoid_()
-                gates[3 * hidden :].tanh_()
-                in_gate, forget_gate, out_gate, cell_gate = gates.split(hidden)
-                torch.mul(forget_gate, state[2 * index + 1][start:stop].t(), out=cell)
-                cell.add_(in_gate.mul_(cell_gate))
-                new_state[2 * index + 1][start:stop].t().copy_(cell)
-                torch.mul(out_gate, torch.tanh(cell, out=squashed), out=target[:hidden])
-                new_state[2 * index][start:stop].t().copy_(target[:hidden])
-            torch.mv(sources[-1].t(), readout, out=update[start:stop])
+                source, target = sources[index][:rows], sources[index + 1][:rows]
+                width = source.shape[1] - hidden - 1
+                source[:, width:-1].copy_(state[2 * index][start:stop])
+                block_gates = torch.mm(source, weight, out=gates[:rows]).sigmoid_()
+                in_gate, forget_gate, out_gate, cell_gate = block_gates.split(hidden, dim=1)  # the last: s(-2 z)
+                h, c = new_state[2 * index][start:stop], new_state[2 * index + 1][start:stop]
+                torch.addcmul(in_gate, forget_gate, state[2 * index + 1][start:stop], out=c)
+                c.addcmul_(in_gate, cell_gate, value=-2.0)  # c = f c + i tanh(z), tanh(z) = 1 - 2 s(-2 z)
+                squashed_cell = torch.mul(c, -2.0, out=squashed[:rows]).sigmoid_()
+                target[:, :hidden].copy_(torch.addcmul(out_gate, out_gate, squashed_cell, value=-2.0, out=h))
+            torch.mv(sources[-1][:rows], readout, out=update[start:stop])
         return update.mul_(self.config.output_scale), tuple(new_state)
 
     def _folded_weights(self, dtype: torch.dtype) -> tuple[list[Tensor], Tensor]:
-        """Each layer's ``[W_ih | W_hh | b_ih + b_hh]`` ``(4H, F + H + 1)`` and the readout's ``[w, b]``, in ``dtype``.
+        """Each layer's ``[W_ih | W_hh | b_ih + b_hh]^T`` ``(F + H + 1, 4H)`` and the readout ``[w, b]``, in ``dtype``.
 
-        The gate rows are ordered i, f, o, g. Built at every step (a few thousand floats): a cache keyed on the
-        weights' versions would miss a change made through ``.data`` (as ``vector_to_parameters`` and ES
-        perturbations do).
+        The gate columns are ordered i, f, o, g, the cell gate's times -2 (its tanh comes from a sigmoid). Built at
+        every step (a few thousand floats): a cache keyed on the weights' versions would miss a change made through
+        ``.data`` (as ``vector_to_parameters`` and ES perturbations do).
         """
         hidden = self.config.hidden_size
         weights = []
@@ -188,12 +232,18 @@ class CoordinateLSTM(LearnedRule):
             assert isinstance(cell, nn.LSTMCell)
             folded = torch.cat([cell.weight_ih, cell.weight_hh, (cell.bias_ih + cell.bias_hh)[:, None]], dim=1)
             i_f, cell_gate, out_gate = folded.split([2 * hidden, hidden, hidden])
-            weights.append(torch.cat([i_f, out_gate, cell_gate]).to(dtype))
+            weights.append(torch.cat([i_f, out_gate, -2 * cell_gate]).t().contiguous().to(dtype))
         return weights, torch.cat([self.readout.weight[0], self.readout.bias]).to(dtype)
 
 
+def _alias(tensor: Tensor) -> Tensor:
+    """A new tensor object over ``tensor``'s memory (it keeps that memory when ``tensor`` is pointed elsewhere)."""
+    alias = tensor.new_empty(0)
+    return alias.set_(tensor.untyped_storage(), tensor.storage_offset(), tensor.shape, tensor.stride())
+
+
 _BLOCK = 1024
-"""Coordinates per block of the drop-in step: a layer's inputs and gates, (F + 7H + 1) * _BLOCK floats, stay cached."""
+"""Coordinates per block of the drop-in step: a layer's inputs and gates, (F + 6H + 1) * _BLOCK floats, stay cached."""
 
 _DEVICE_BLOCK = 1 << 20
 """Coordinates per block on an accelerator, where a block costs kernel launches and no cache is to be kept."""
