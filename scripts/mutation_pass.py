@@ -59,6 +59,11 @@ STACKED = ("tests/metaopt/inner/test_stacked.py",)
 FAMILY_V3 = ("tests/metaopt/training/test_family_v3.py",)
 LEARNED_LR_GRID = ("tests/metaopt/compare/test_learned_lr_grid.py",)
 MUON = ("tests/envs/test_muon.py",)
+LSTM_INPLACE = (
+    "tests/metaopt/rules/test_lstm_inplace.py",
+    "tests/metaopt/rules/test_blocked_step.py",
+    "tests/metaopt/rules/test_rule_reference_updates.py",
+)
 NS_BF16 = (
     "tests/metaopt/rules/test_tiny_inplace.py::test_bfloat16_iterations_run_in_place_as_in_the_functional_step",
     "tests/metaopt/rules/test_tiny_inplace.py::"
@@ -2109,6 +2114,62 @@ RECENT: list[Mutant] = [
         "ns_dtype=ns_dtype(cfg.ns_dtype),",
         "ns_dtype=None,",
         NS_BF16,
+    ),
+    M(
+        "the in-place LSTM step commits a non-finite update",
+        "metaopt/rules/lstm.py",
+        "        if not finite(update):\n            self._spare = spare",
+        "        if False:\n            self._spare = spare",
+        LSTM_INPLACE,
+    ),
+    M(
+        "the in-place LSTM step leaves the old state in place",
+        "metaopt/rules/lstm.py",
+        "for part, new in zip(state, spare):",
+        "for part, new in zip(state, state):",
+        LSTM_INPLACE,
+    ),
+    M(
+        "the in-place LSTM step drops the swapped-out state instead of keeping it as the spare",
+        "metaopt/rules/lstm.py",
+        "self._spare = old",
+        "self._spare = None",
+        LSTM_INPLACE,
+    ),
+    M(
+        "the in-place LSTM step steps state tensors that share memory",
+        "metaopt/rules/lstm.py",
+        "if len({part.data_ptr() for part in state}) < len(state):",
+        "if len({part.data_ptr() for part in state}) < 1:",
+        LSTM_INPLACE,
+    ),
+    M(
+        "the cell gate's tanh from a sigmoid with the wrong sign",
+        "metaopt/rules/lstm.py",
+        "c.addcmul_(in_gate, cell_gate, value=-2.0)",
+        "c.addcmul_(in_gate, cell_gate, value=2.0)",
+        LSTM_INPLACE,
+    ),
+    M(
+        "the cell gate's weights doubled without the sign",
+        "metaopt/rules/lstm.py",
+        "torch.cat([i_f, out_gate, -2 * cell_gate])",
+        "torch.cat([i_f, out_gate, 2 * cell_gate])",
+        LSTM_INPLACE,
+    ),
+    M(
+        "the squashed cell's sigmoid of +2c",
+        "metaopt/rules/lstm.py",
+        "torch.mul(c, -2.0, out=squashed[:rows])",
+        "torch.mul(c, 2.0, out=squashed[:rows])",
+        LSTM_INPLACE,
+    ),
+    M(
+        "the drop-in update takes the first group's options whatever the groups",
+        "metaopt/rules/base.py",
+        "if all(p.dtype == update.dtype for p in params) and options.count(options[0]) == len(options):",
+        "if all(p.dtype == update.dtype for p in params):",
+        LSTM_INPLACE,
     ),
 ]
 

@@ -36,7 +36,11 @@ adapted online by the cosine between its gradient and its last update) and ``wei
 decay at each tensor's step size). The options were chosen on tasks of the family's own distribution at longer
 horizons, not on the held-out suite. On the nine held-out tasks, full suite (docs/results.md, "Step size that
 transfers"): evaluation loss at or below tuned Adam's on 8 of 9 (``family-v2`` 5), lower training loss than tuned Adam
-(8 of 10 paired seeds) on 5 of 9; never diverged. Its step costs about what ``family-v2``'s does (2-20% more).
+(8 of 10 paired seeds) on 5 of 9; never diverged. Its step costs about what ``family-v2``'s does (2-20% more). A third
+option, ``ns_block`` 256, caps the cost of orthogonalization on wide matrices: a matrix with both sides longer than
+256 is orthogonalized in groups of 256 rows (nothing changes on the held-out suite, whose matrices all have a side of
+at most 64); checked on two-layer digits nets of width 512 before it was set (docs/results.md, "Orthogonalization in
+bfloat16, and blocks of 256 in the shipped rule").
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ DESCRIPTIONS: dict[str, str] = {
     "family-v2": "tiny rule as family-v1 with Newton-Schulz orthogonalized matrix directions, "
     "configs/metaopt/family_v4.yaml: the same family, 380 meta-steps, seed 2 of 5",
     "family-v3": "family-v2's weights with online step-size adaptation (adapt_rate 0.03) and weight decay 0.3 at each "
-    "tensor's step, options chosen on in-family dev tasks",
+    "tensor's step, options chosen on in-family dev tasks; Newton-Schulz in groups of 256 rows on wider matrices",
 }
 """Shipped rule name -> one line on how it was trained."""
 

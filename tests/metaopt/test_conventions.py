@@ -167,11 +167,11 @@ def test_options_replace_a_shipped_rule_s_options_keep_its_weights_and_are_check
         LearnedOptimizer(model.parameters(), rule=plain.rule, options={"weight_decay": 0.3})
 
 
-def test_family_v3_is_family_v2_s_weights_with_step_size_adaptation_and_decay_and_trains_digits() -> None:
+def test_family_v3_is_family_v2_s_weights_with_step_size_adaptation_decay_and_blocks_and_trains_digits() -> None:
     assert "family-v3" in metaopt.list_pretrained()
     v2, v3 = metaopt.load_net("family-v2"), metaopt.load_net("family-v3")
-    assert (v3.config.adapt_rate, v3.config.weight_decay) == (0.03, 0.3)
-    assert dataclasses.replace(v3.config, adapt_rate=0.0, weight_decay=0.0) == v2.config
+    assert (v3.config.adapt_rate, v3.config.weight_decay, v3.config.ns_block) == (0.03, 0.3, 256)
+    assert dataclasses.replace(v3.config, adapt_rate=0.0, weight_decay=0.0, ns_block=0) == v2.config
     for (name, a), b in zip(v2.state_dict().items(), v3.state_dict().values()):
         assert torch.equal(a, b), name
     task = envs.make_task("digits_mlp", width=16, activation="tanh")  # a validation net of its recipe
