@@ -943,8 +943,8 @@ RECENT: list[Mutant] = [
     M(
         "blocked LSTM step orders the folded gates as nn.LSTMCell does (i, f, g, o) while reading i, f, o, g",
         "metaopt/rules/lstm.py",
-        "weights.append(torch.cat([i_f, out_gate, cell_gate]).to(dtype))",
-        "weights.append(torch.cat([i_f, cell_gate, out_gate]).to(dtype))",
+        "weights.append(torch.cat([i_f, out_gate, -2 * cell_gate])",
+        "weights.append(torch.cat([i_f, -2 * cell_gate, out_gate])",
         ("tests/metaopt/rules/test_blocked_step.py",),
     ),
     M(
