@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from metaopt import CoordinateLSTM, LearnedOptimizer, LSTMConfig
+from metaopt.rules import lstm as lstm_module
 from metaopt.rules.lstm import initial_state
 
 GROUPS = ((0.7, 0.0), (1.3, 0.2))
@@ -23,7 +24,7 @@ def _net() -> CoordinateLSTM:
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(40, 30), nn.Tanh(), nn.Linear(30, 3)).double()  # 1,323 coordinates: two blocks
+    return nn.Sequential(nn.Linear(40, 200), nn.Tanh(), nn.Linear(200, 3)).double()  # 8,803 coordinates: two blocks
 
 
 def _loss(model: nn.Module, step: int) -> torch.Tensor:
@@ -35,6 +36,7 @@ def _loss(model: nn.Module, step: int) -> torch.Tensor:
 def _optimizer(model: nn.Module, net: CoordinateLSTM) -> LearnedOptimizer:
     params = list(model.parameters())
     groups = [params[:2], params[2:]]
+    assert sum(p.numel() for p in params) > lstm_module._BLOCK
     return LearnedOptimizer(
         [{"params": group, "lr": lr, "weight_decay": wd} for group, (lr, wd) in zip(groups, GROUPS)], net=net
     )
