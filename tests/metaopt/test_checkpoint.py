@@ -120,7 +120,9 @@ def test_a_checkpoint_written_before_rules_were_pluggable_gives_the_same_updates
         opt.zero_grad()
         problem.loss(model, next(batches)).backward()
         opt.step()
-        assert torch.equal(flat(model), row)
+        # the drop-in step's gates are all sigmoids now (tanh through the identity): float32 rounding, not bit for bit
+        torch.testing.assert_close(flat(model), row, rtol=1e-5, atol=1e-6)
+    assert (flat(model) - flat(problem.init_model(0))).abs().max() > 1e-3  # the steps moved the parameters
     model, batches = problem.init_model(0), problem.batches(0)
     with higher.innerloop_ctx(model, LearnedOptimizer(model.parameters(), checkpoint=path)) as (fmodel, diffopt):
         for row in expected["twin"]:
