@@ -186,9 +186,9 @@ class CoordinateLSTM(LearnedRule):
         nonlinearity is a sigmoid, one pass over all the gates: the cell gate's weights are multiplied by -2, so
         ``tanh(z) = 1 - 2 sigmoid(-2 z)`` comes out of the same pass, and the squashed cell is ``1 - 2 sigmoid(-2 c)``,
         each folded into a multiply-add (on a CPU ``tanh`` costs several times a ``sigmoid``; the identity costs a
-        rounding of the float's size). The new state is written once, in
-        place of the ``(N, 4H)`` gates and the ``(N, H)`` intermediates of :meth:`forward`, into ``out`` if given
-        (tensors shaped as ``state``'s, not sharing its memory).
+        rounding of the float's size). The new state is written once, in place of the ``(N, 4H)`` gates and the
+        ``(N, H)`` intermediates of :meth:`forward`, into ``out`` if given (tensors shaped as ``state``'s, not sharing
+        its memory).
         """
         num, num_features = features.shape
         hidden = self.config.hidden_size
