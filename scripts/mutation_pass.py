@@ -69,6 +69,11 @@ NS_BF16 = (
     "tests/metaopt/rules/test_tiny_inplace.py::"
     "test_compiled_bfloat16_iterations_round_differently_but_to_bfloat16s_size",
 )
+NS_MATRICES = (
+    "tests/metaopt/rules/test_tiny.py::test_ns_matrices_hidden_leaves_the_first_and_last_matrix_to_the_plain_direction",
+    "tests/metaopt/rules/test_tiny.py::test_bad_options_name_the_key",
+    "tests/metaopt/rules/test_tiny_inplace.py::test_other_options_follow_the_functional_step_too",
+)
 ORTHO = (
     "tests/envs/test_muon.py",
     "tests/metaopt/rules/test_tiny_inplace.py::test_other_options_follow_the_functional_step_too",
@@ -2170,6 +2175,41 @@ RECENT: list[Mutant] = [
         "if all(p.dtype == update.dtype for p in params) and options.count(options[0]) == len(options):",
         "if all(p.dtype == update.dtype for p in params):",
         LSTM_INPLACE,
+    ),
+    M(
+        "the functional step orthogonalizes every matrix whatever ns_matrices",
+        "metaopt/rules/tiny.py",
+        "ortho = matrix_mask(shapes, cfg.ns_matrices)",
+        'ortho = matrix_mask(shapes, "all")',
+        NS_MATRICES,
+    ),
+    M(
+        "the functional step's matrices ignore the ns_matrices mask",
+        "metaopt/rules/tiny.py",
+        "if ortho[i] and sizes[i]",
+        "if len(shapes[i]) >= 2 and sizes[i]",
+        NS_MATRICES,
+    ),
+    M(
+        "the in-place step orthogonalizes every matrix whatever ns_matrices",
+        "metaopt/rules/tiny_inplace.py",
+        "ortho = matrix_mask(shapes, cfg.ns_matrices)",
+        'ortho = matrix_mask(shapes, "all")',
+        NS_MATRICES,
+    ),
+    M(
+        "the in-place step's matrices ignore the ns_matrices mask",
+        "metaopt/rules/tiny_inplace.py",
+        "if chosen and ortho_i and size else None",
+        "if chosen and len(shape) >= 2 and size else None",
+        NS_MATRICES,
+    ),
+    M(
+        "ns_matrices accepts a name it does not know",
+        "metaopt/rules/tiny.py",
+        'NS_MATRICES = ("all", "hidden")',
+        'NS_MATRICES = ("all", "hidden", "first")',
+        NS_MATRICES,
     ),
 ]
 

@@ -87,6 +87,8 @@ __all__ = ["LEARNED_TENSORS", "TRAIN_PARTS", "TinyConfig", "TinyRule", "learned_
 
 LEARNED_TENSORS = ("all", "hidden", "none")
 """Which tensors the learned rule drives (the rest get AdamW)."""
+NS_MATRICES = ("all", "hidden")
+"""Which learned matrices ``orthogonalize`` orthogonalizes (:func:`envs.training.muon.matrix_mask`'s choices)."""
 TRAIN_PARTS = ("all", "scheduler")
 """Which weights are meta-parameters: all of them, or only the scheduler's (second stage)."""
 
@@ -143,6 +145,9 @@ class TinyConfig:
     ns_block: int = 0
     """0: orthogonalize each matrix whole; n > 0: where both sides are longer than n, in groups of n rows of the
     shorter side, each on its own (a cost per coordinate that no longer grows with the width)."""
+    ns_matrices: str = "all"
+    """Which learned matrices orthogonalize orthogonalizes: all, or hidden (not the first and the last matrix in the
+    step's order, Muon's choice; those two keep the MLP's plain direction)."""
     ns_dtype: str = "rule"
     """rule: the Newton-Schulz iterations in the rule's dtype; bfloat16: in bfloat16, as Muon (about 2x faster
     products where the processor has bfloat16 arithmetic, the direction off by about 1% relative)."""
@@ -188,7 +193,12 @@ class TinyConfig:
         check_range(self, "weight_decay", low=0)
         if len(self.adamw_betas) != 2:
             raise InvalidValue(TinyConfig, "adamw_betas", self.adamw_betas, "must be two numbers [beta1, beta2]")
-        for key, valid in (("learned_tensors", LEARNED_TENSORS), ("train", TRAIN_PARTS), ("ns_dtype", NS_DTYPES)):
+        for key, valid in (
+            ("learned_tensors", LEARNED_TENSORS),
+            ("train", TRAIN_PARTS),
+            ("ns_dtype", NS_DTYPES),
+            ("ns_matrices", NS_MATRICES),
+        ):
             if getattr(self, key) not in valid:
                 raise InvalidValue(
                     TinyConfig,
@@ -600,7 +610,8 @@ class _Layout:
             factors = [mup_factor(cfg.base_fan_in, f, cfg.mup_cap) for f in fan_ins]
             self.learned.mup = torch.tensor(factors, dtype=dtype, device=device)
         if self.learned is not None:
-            self.learned.matrices = [(shapes[i][0], sizes[i] // shapes[i][0]) if len(shapes[i]) >= 2 and sizes[i]
+            ortho = matrix_mask(shapes, cfg.ns_matrices)
+            self.learned.matrices = [(shapes[i][0], sizes[i] // shapes[i][0]) if ortho[i] and sizes[i]
                                      else None for i in chosen]  # fmt: skip
         self.momentum_decays = rule._momentum_decays
         second_decays = rule._second_decays

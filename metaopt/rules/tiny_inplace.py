@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from envs.training.muon import orthogonalize
+from envs.training.muon import matrix_mask, orthogonalize
 from metaopt.rules.scheduler import scheduler_features
 
 if TYPE_CHECKING:
@@ -134,9 +134,10 @@ def make_plan(rule: TinyRule, shapes: Sequence[tuple[int, ...]]) -> Plan:
     )
     momentum_decays, second_decays = rule._momentum_decays, rule._second_decays
     hybrid = cfg.learned_tensors != "all"
+    ortho = matrix_mask(shapes, cfg.ns_matrices)
     matrices = tuple(
-        (shape[0], size // shape[0]) if chosen and len(shape) >= 2 and size else None
-        for shape, size, chosen in zip(shapes, sizes, learned)
+        (shape[0], size // shape[0]) if chosen and ortho_i and size else None
+        for shape, size, chosen, ortho_i in zip(shapes, sizes, learned, ortho)
     )
     return Plan(
         sizes=sizes,

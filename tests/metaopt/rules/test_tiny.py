@@ -127,6 +127,27 @@ def test_orthogonalize_flattens_each_matrix_s_spectrum_and_keeps_its_size_and_th
     assert rule.step_in_place(params, params, {}, [(1.0, 0.0)] * 3) is None  # the shell runs the generic step
 
 
+def test_ns_matrices_hidden_leaves_the_first_and_last_matrix_to_the_plain_direction() -> None:
+    torch.manual_seed(5)
+    params = [torch.randn(6, 3, 2, 2, dtype=torch.float64), torch.randn(6, dtype=torch.float64),
+              torch.randn(9, 24, dtype=torch.float64), torch.randn(7, 9, dtype=torch.float64),
+              torch.randn(3, 7, dtype=torch.float64), torch.randn(3, dtype=torch.float64)]  # fmt: skip
+    sizes = [p.numel() for p in params]
+    grads = [torch.randn(sum(sizes), dtype=torch.float64) for _ in range(3)]
+    updates = {}
+    for name, options in (("plain", {}), ("all", {"orthogonalize": True}),
+                          ("hidden", {"orthogonalize": True, "ns_matrices": "hidden"})):  # fmt: skip
+        rule = perturbed(TinyConfig(step_size=0.01, adapt_rate=0.2, weight_decay=0.5, **options))
+        state = rule.join([rule.init_state(p) for p in params])
+        for g in grads:
+            update, state = rule.step(g, state, params)
+        updates[name] = update.split(sizes)
+    for index, expected in ((0, "plain"), (1, "plain"), (2, "all"), (3, "all"), (4, "plain"), (5, "plain")):
+        torch.testing.assert_close(updates["hidden"][index], updates[expected][index], rtol=1e-12, atol=1e-15)
+    assert not torch.allclose(updates["all"][0], updates["plain"][0])  # the first matrix is orthogonalized by "all"
+    assert not torch.allclose(updates["all"][4], updates["plain"][4])  # and so is the last
+
+
 def rms_per_tensor(update: Tensor, sizes: list[int]) -> list[float]:
     return [piece.pow(2).mean().sqrt().item() for piece in update.split(sizes)]
 
@@ -435,6 +456,7 @@ def test_a_second_stage_trains_the_scheduler_alone_from_a_checkpoint(tmp_path) -
         ("rule.options={orthogonalize: true, ns_steps: 0}", "rule.options.ns_steps"),
         ("rule.options={orthogonalize: true, ns_block: -1}", "rule.options.ns_block"),
         ("rule.options={orthogonalize: true, ns_dtype: float8}", "rule.options.ns_dtype"),
+        ("rule.options={orthogonalize: true, ns_matrices: first}", "rule.options.ns_matrices"),
         ("rule.options={adapt_rate: -0.1}", "rule.options.adapt_rate"),
         ("rule.options={adapt_rate: 0.1, adapt_limit: 0.5}", "rule.options.adapt_limit"),
         ("rule.options={weight_decay: -1}", "rule.options.weight_decay"),

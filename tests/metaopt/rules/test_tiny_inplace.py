@@ -151,6 +151,7 @@ def test_the_eager_in_place_step_equals_the_functional_step(learned_tensors: str
      {"adapt_rate": 0.3, "adapt_limit": 1.5, "scheduler": True}, {"orthogonalize": True},
      {"orthogonalize": True, "ns_block": 4, "ns_steps": 3, "adapt_rate": 0.3, "weight_decay": 0.5},
      {"orthogonalize": True, "ns_block": 8, "learned_tensors": "hidden", "scheduler": True},
+     {"orthogonalize": True, "ns_matrices": "hidden", "ns_block": 8, "adapt_rate": 0.3, "weight_decay": 0.5},
      {"weight_decay": 0.5, "weight_decay_mup": False, "adapt_rate": 0.3, "mup_cap": True}],
 )  # fmt: skip
 def test_other_options_follow_the_functional_step_too(options: dict) -> None:
