@@ -1843,8 +1843,8 @@ RECENT: list[Mutant] = [
     M(
         "the tiny rule's matrices orthogonalized as columns by rows",
         "metaopt/rules/tiny.py",
-        "self.learned.matrices = [(shapes[i][0], sizes[i] // shapes[i][0]) if len(shapes[i]) >= 2 and sizes[i]",
-        "self.learned.matrices = [(sizes[i] // shapes[i][0], shapes[i][0]) if len(shapes[i]) >= 2 and sizes[i]",
+        "self.learned.matrices = [(shapes[i][0], sizes[i] // shapes[i][0]) if ortho[i] and sizes[i]",
+        "self.learned.matrices = [(sizes[i] // shapes[i][0], shapes[i][0]) if ortho[i] and sizes[i]",
         ("tests/metaopt/rules/test_tiny.py",),
     ),
     M(
@@ -1857,8 +1857,8 @@ RECENT: list[Mutant] = [
     M(
         "the tiny rule's vectors orthogonalized as one-row matrices",
         "metaopt/rules/tiny.py",
-        "self.learned.matrices = [(shapes[i][0], sizes[i] // shapes[i][0]) if len(shapes[i]) >= 2 and sizes[i]",
-        "self.learned.matrices = [(shapes[i][0], sizes[i] // shapes[i][0]) if len(shapes[i]) >= 1 and sizes[i]",
+        "ortho = matrix_mask(shapes, cfg.ns_matrices)",
+        "ortho = [True] * len(shapes)",
         ("tests/metaopt/rules/test_tiny.py",),
     ),
     M(
@@ -2053,8 +2053,8 @@ RECENT: list[Mutant] = [
     M(
         "the in-place step sees a matrix transposed",
         "metaopt/rules/tiny_inplace.py",
-        "(shape[0], size // shape[0]) if chosen and len(shape) >= 2 and size else None",
-        "(size // shape[0], shape[0]) if chosen and len(shape) >= 2 and size else None",
+        "(shape[0], size // shape[0]) if chosen and ortho_i and size else None",
+        "(size // shape[0], shape[0]) if chosen and ortho_i and size else None",
         ORTHO,
     ),
     M(
