@@ -38,7 +38,8 @@ What each part follows, and what this project changed:
   side are orthogonalized each on its own (block-wise orthogonalization, as MuonBP's local steps, Khaled et al. 2025),
   about ``10 ns_block`` multiply-adds per coordinate whatever the width; matrices with a side of at most
   ``ns_block`` are orthogonalized whole, exactly as without it. ``ns_dtype: bfloat16`` runs the iterations in
-  bfloat16, as Muon's (faster on wide matrices where the processor has bfloat16 arithmetic).
+  bfloat16, as Muon's (faster on wide matrices where the processor has bfloat16 arithmetic). ``ns_matrices: hidden``
+  orthogonalizes only the hidden matrices, as Muon does (the first and the last matrix keep the MLP's direction).
 * **Online step-size adaptation** (hypergradient descent, Baydin et al. 2018), optional: with ``adapt_rate`` > 0
   each learned tensor keeps a log factor on its step, moved every step by ``-adapt_rate`` times the cosine between
   the tensor's gradient and its previous update, within ``[-log adapt_limit, log adapt_limit]``. A gradient that
