@@ -160,7 +160,15 @@ def test_the_family_v5_recipe_is_v4_with_step_size_adaptation_and_weight_decay()
     assert dataclasses.replace(v5, rule=v4.rule, name=v4.name) == v4  # nothing else differs
 
 
-@pytest.mark.parametrize("recipe", ["family_v3", "family_v4", "family_v5"])
+def test_the_family_v6_recipe_is_v4_orthogonalizing_only_the_hidden_matrices() -> None:
+    v4 = load_config(TrainConfig, "metaopt/family_v4.yaml")
+    v6 = load_config(TrainConfig, "metaopt/family_v6.yaml")
+    assert v6.rule_config().ns_matrices == "hidden" and v4.rule_config().ns_matrices == "all"
+    assert dataclasses.replace(v6.rule_config(), ns_matrices="all") == v4.rule_config()
+    assert dataclasses.replace(v6, rule=v4.rule, name=v4.name) == v4  # nothing else differs
+
+
+@pytest.mark.parametrize("recipe", ["family_v3", "family_v4", "family_v5", "family_v6"])
 def test_no_task_of_the_held_out_suite_is_a_member_of_the_family(recipe: str) -> None:
     import itertools
 
