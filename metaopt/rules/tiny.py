@@ -147,8 +147,8 @@ class TinyConfig:
     """0: orthogonalize each matrix whole; n > 0: where both sides are longer than n, in groups of n rows of the
     shorter side, each on its own (a cost per coordinate that no longer grows with the width)."""
     ns_matrices: str = "all"
-    """Which learned matrices orthogonalize orthogonalizes: all, or hidden (not the first and the last matrix in the
-    step's order, Muon's choice; those two keep the MLP's plain direction)."""
+    """Which learned matrices the ``orthogonalize`` option orthogonalizes: all, or hidden (not the first and the last
+    matrix in the step's order, Muon's choice; those two keep the MLP's plain direction)."""
     ns_dtype: str = "rule"
     """rule: the Newton-Schulz iterations in the rule's dtype; bfloat16: in bfloat16, as Muon (about 2x faster
     products where the processor has bfloat16 arithmetic, the direction off by about 1% relative)."""
