@@ -59,10 +59,11 @@ def test_resumed_sweep_equals_uninterrupted(sweep_dir: Path, tmp_path: Path) -> 
     def kill(*_: object) -> None:
         raise Killed
 
+    from envs.tooling.cli import intra_op_threads
     from envs.tooling.config import load_config
 
     cfg = load_config(SweepConfig, "geodesics/sweep/poly_cubic.yaml", [f"out={out}", *SMALL])
-    with pytest.raises(Killed):
+    with pytest.raises(Killed), intra_op_threads(cfg.threads):  # the command's threads: sums round by their count
         run_sweep(cfg, on_group=kill)  # dies after the first group (threshold 0.2)
     assert len([line for line in (out / "records.jsonl").read_text().splitlines() if line]) == 2
     run(out)  # the same command continues

@@ -19,7 +19,9 @@ def test_updates_and_meta_gradient_match_the_recording(name: str) -> None:
     now = compute(name)
     recorded = RECORDED[name]
     for key in ("params", "twin"):
-        torch.testing.assert_close(now[key], recorded[key], rtol=1e-5, atol=1e-6)
+        # atol 1e-5 on the parameters: the recording was made on another CPU, whose vectorized kernels round a few
+        # updates differently in the last bit; over five steps that adds up to 6e-6 (the updates' median is 3e-2)
+        torch.testing.assert_close(now[key], recorded[key], rtol=1e-5, atol=1e-5)
         # the updates themselves (differences of consecutive parameters), not only the parameters they move
         torch.testing.assert_close(now[key].diff(dim=0), recorded[key].diff(dim=0), rtol=1e-5, atol=2e-6)
     scale = recorded["meta_grad"].abs().max().item()

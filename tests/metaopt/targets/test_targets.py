@@ -189,7 +189,10 @@ def test_a_dataset_written_before_the_restructuring_loads_and_its_base_run_is_re
     (shard,) = dataset.shards
     task = envs.make_task("poly_cubic")
     iterates, losses = base_trajectory(task, 0, shard["optimizer"], shard["lr"], shard["steps"])
-    assert torch.equal(iterates, shard["iterates"]) and torch.equal(losses, shard["train_losses"])
+    # to float32 rounding: the file was written on another CPU, whose kernels round a few sums differently (2e-7 here,
+    # against steps of 2e-2); on the CPU that wrote it, bit for bit
+    torch.testing.assert_close(iterates, shard["iterates"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses, shard["train_losses"], rtol=1e-5, atol=1e-6)
     window = dataset[1]
     inner = start_window(task, window, CoordinateLSTM(), dataset.iterates_of(window), warm=True)
     assert torch.equal(torch.cat([p.detach().reshape(-1) for p in inner.model.parameters()]), window.start)
