@@ -69,6 +69,7 @@ NS_BF16 = (
     "tests/metaopt/rules/test_tiny_inplace.py::"
     "test_compiled_bfloat16_iterations_round_differently_but_to_bfloat16s_size",
 )
+META_AVERAGE = ("tests/metaopt/training/test_meta_average.py",)
 NS_MATRICES = (
     "tests/metaopt/rules/test_tiny.py::test_ns_matrices_hidden_leaves_the_first_and_last_matrix_to_the_plain_direction",
     "tests/metaopt/rules/test_tiny.py::test_bad_options_name_the_key",
@@ -2210,6 +2211,48 @@ RECENT: list[Mutant] = [
         'NS_MATRICES = ("all", "hidden")',
         'NS_MATRICES = ("all", "hidden", "first")',
         NS_MATRICES,
+    ),
+    M(
+        "the weights' average moves the wrong way (towards its past, not the rule)",
+        "metaopt/training/loop.py",
+        "torch._foreach_lerp_(self.average, [w.detach() for w in self.rule.parameters()], 1 - decay)",
+        "torch._foreach_lerp_(self.average, [w.detach() for w in self.rule.parameters()], decay)",
+        META_AVERAGE,
+    ),
+    M(
+        "the weights' average without its warm-up (the start weighs decay^t)",
+        "metaopt/training/loop.py",
+        "decay = min(self.cfg.meta_average, (1 + step) / (10 + step))",
+        "decay = self.cfg.meta_average",
+        META_AVERAGE,
+    ),
+    M(
+        "validation leaves the averaged weights in the rule (training goes on from them)",
+        "metaopt/training/loop.py",
+        "                torch._foreach_copy_(weights, raw)",
+        "                pass",
+        META_AVERAGE,
+    ),
+    M(
+        "a resumed run starts a fresh average",
+        "metaopt/training/loop.py",
+        "                kept.copy_(saved)",
+        "                pass",
+        META_AVERAGE,
+    ),
+    M(
+        "validation and best.pt see the raw rule, not the average",
+        "metaopt/training/loop.py",
+        "            torch._foreach_copy_(weights, self.average)",
+        "            pass",
+        META_AVERAGE,
+    ),
+    M(
+        "meta_average accepts 1 (an average that never moves)",
+        "metaopt/training/config.py",
+        'check_range(self, "meta_average", low=0, high=1, high_open=True)',
+        'check_range(self, "meta_average", low=0, high=1)',
+        META_AVERAGE,
     ),
 ]
 

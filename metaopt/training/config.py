@@ -143,6 +143,10 @@ class TrainConfig(RunOptions):
     """Learning rate of the meta-optimizer (Adam)."""
     clip_grad_norm: float = 1.0
     """Clip the meta-gradient to this global norm (0 disables clipping)."""
+    meta_average: float = 0.0
+    """Average the rule's weights over meta-steps (an exponential moving average with this decay per meta-step, its
+    decay at meta-step t at most (1 + t) / (10 + t) so the start weighs little): validation, ``best.pt`` and the
+    run's result use the average, the meta-optimizer goes on from the raw weights; 0 (the default) keeps no average."""
     second_order: bool = False
     """Backpropagate through the optimizee's gradients too (the paper drops these terms: false)."""
     max_skips: int = 10
@@ -183,6 +187,7 @@ class TrainConfig(RunOptions):
             raise ValueError(f"truncation ({self.truncation}) must divide steps ({self.steps})")
         check_range(self, "meta_lr", low=0, low_open=True)
         check_range(self, "clip_grad_norm", low=0)
+        check_range(self, "meta_average", low=0, high=1, high_open=True)
         check_range(self, "val_seeds", low=1, high=TUNE_SEED_BASE - VAL_SEED_BASE, integer=True)
         check_range(self, "tune_seeds", low=1, high=TRAIN_SEED_BASE - TUNE_SEED_BASE, integer=True)
         check_range(self, "lr_grid", low=0, low_open=True)

@@ -26,7 +26,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,10 @@ class MetaTrainer:
             self.rule = make_rule(cfg.rule.name, cfg.rule_config())
         self.rule.to(device=self.device, dtype=self.dtype)
         self.meta_opt = torch.optim.Adam(self.rule.parameters(), lr=cfg.meta_lr)
+        self.average: list[torch.Tensor] | None = None
+        """The rule's weights averaged over meta-steps (``meta_average`` > 0), else None."""
+        if cfg.meta_average > 0:
+            self.average = [w.detach().clone() for w in self.rule.parameters()]
         setup = EstimatorSetup(cfg.truncation, make_objective(cfg.objective), cfg.second_order, cfg.seed)
         self.estimator = make_estimator(cfg.estimator.name, cfg.estimator_config(), setup)
         self.share = distributed.block(cfg.meta_batch)
@@ -110,6 +115,9 @@ class MetaTrainer:
         self.meta_opt.load_state_dict(trainer["meta_optimizer"])
         self.progress = _Progress(**trainer["progress"])
         torch.set_rng_state(trainer["rng"])
+        if self.average is not None:
+            for kept, saved in zip(self.average, trainer["average"], strict=True):
+                kept.copy_(saved)
         return True
 
     def save_last(self) -> None:
@@ -119,6 +127,8 @@ class MetaTrainer:
             "progress": dataclasses.asdict(self.progress),
             "rng": torch.get_rng_state(),
         }
+        if self.average is not None:
+            trainer["average"] = [a.clone() for a in self.average]
         save_checkpoint(self.checkpoints / "last.pt", self.rule, self.info(), trainer=trainer)
 
     def info(self) -> dict[str, Any]:
@@ -181,10 +191,36 @@ class MetaTrainer:
             self.skip(grad_norm)
             return False
         self.meta_opt.step()
+        self.update_average()
         progress.consecutive_skips = 0
         metrics = {**estimate.metrics, "grad_norm": grad_norm, "skipped_steps": progress.skipped}
         self.run.log_scalars("meta", metrics, progress.meta_step)
         return True
+
+    def update_average(self) -> None:
+        """Move the weights' average towards the rule after an applied meta-step (``meta_average``)."""
+        if self.average is None:
+            return
+        step = self.progress.meta_step - self.progress.skipped  # applied meta-steps, this one included
+        decay = min(self.cfg.meta_average, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.average, [w.detach() for w in self.rule.parameters()], 1 - decay)
+
+    @contextmanager
+    def averaged(self) -> Iterator[None]:
+        """The rule holds the averaged weights inside the block (unchanged without ``meta_average``)."""
+        if self.average is None:
+            yield
+            return
+        weights: list[torch.Tensor] = list(self.rule.parameters())
+        raw = [w.detach().clone() for w in weights]
+        with torch.no_grad():
+            torch._foreach_copy_(weights, self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(weights, raw)
 
     def skip(self, grad_norm: float) -> None:
         """Count a non-finite meta-gradient; stop training after ``max_skips`` in a row."""
@@ -211,14 +247,15 @@ class MetaTrainer:
         record: dict[str, Any] = {"kind": "episode", "episode": progress.episode, "meta_step": progress.meta_step}
         due = progress.episode % cfg.val_every == 0 or progress.episode == cfg.episodes
         if due and self.main:
-            metrics = validate(cfg, self.tasks, self.rule, progress.baseline)
-            progress.last_val = metrics["learned_final_loss"]
-            self.run.log_scalars("val", metrics, progress.meta_step)
-            record.update(metrics)
-            score = progress.last_val if not math.isnan(progress.last_val) else math.inf
-            if score < progress.best_val or progress.best_episode < 0:  # the first validation is kept whatever it is
-                progress.best_val, progress.best_episode = score, progress.episode
-                save_checkpoint(self.checkpoints / "best.pt", self.rule, self.info())
+            with self.averaged():  # the averaged weights are what is validated and kept (with meta_average)
+                metrics = validate(cfg, self.tasks, self.rule, progress.baseline)
+                progress.last_val = metrics["learned_final_loss"]
+                self.run.log_scalars("val", metrics, progress.meta_step)
+                record.update(metrics)
+                score = progress.last_val if not math.isnan(progress.last_val) else math.inf
+                if score < progress.best_val or progress.best_episode < 0:  # the first validation is kept anyway
+                    progress.best_val, progress.best_episode = score, progress.episode
+                    save_checkpoint(self.checkpoints / "best.pt", self.rule, self.info())
         if due and distributed.world_size() > 1:
             shared = (progress.last_val, progress.best_val, progress.best_episode, progress.baseline)
             progress.last_val, progress.best_val, progress.best_episode, progress.baseline = (

@@ -168,7 +168,14 @@ def test_the_family_v6_recipe_is_v4_orthogonalizing_only_the_hidden_matrices() -
     assert dataclasses.replace(v6, rule=v4.rule, name=v4.name) == v4  # nothing else differs
 
 
-@pytest.mark.parametrize("recipe", ["family_v3", "family_v4", "family_v5", "family_v6"])
+def test_the_family_v7_recipe_is_v4_keeping_the_average_of_its_weights() -> None:
+    v4 = load_config(TrainConfig, "metaopt/family_v4.yaml")
+    v7 = load_config(TrainConfig, "metaopt/family_v7.yaml")
+    assert v7.meta_average == 0.98 and v4.meta_average == 0.0
+    assert dataclasses.replace(v7, meta_average=0.0, name=v4.name) == v4  # nothing else differs
+
+
+@pytest.mark.parametrize("recipe", ["family_v3", "family_v4", "family_v5", "family_v6", "family_v7"])
 def test_no_task_of_the_held_out_suite_is_a_member_of_the_family(recipe: str) -> None:
     import itertools
 
