@@ -71,7 +71,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         weight_decay: decoupled weight decay, a fixed fraction ``lr * weight_decay`` of each weight per step (default
             0). The ``tiny`` rule's own ``weight_decay`` option (``options=``) instead scales with each tensor's step.
         divergence_ratio: the divergence watch's threshold (> 1; default 10).
-        compile: run the rule's compiled in-place step where it has one (the ``tiny`` rule): compiled with
+        compile: run the rule's compiled in-place step where it has one (the ``tiny`` and ``lstm`` rules): compiled with
             ``torch.compile`` at the first step over a list of parameter shapes (seconds to a minute), then several
             times faster than the eager step on large models; where compilation fails the eager step runs, with one
             warning. Default False.

@@ -69,6 +69,10 @@ NS_BF16 = (
     "tests/metaopt/rules/test_tiny_inplace.py::"
     "test_compiled_bfloat16_iterations_round_differently_but_to_bfloat16s_size",
 )
+LSTM_COMPILED = (
+    "tests/metaopt/rules/test_lstm_inplace.py::test_the_compiled_step_follows_the_functional_step",
+    "tests/metaopt/rules/test_lstm_inplace.py::test_where_compilation_fails_the_eager_step_runs_after_one_warning",
+)
 META_AVERAGE = ("tests/metaopt/training/test_meta_average.py",)
 NS_MATRICES = (
     "tests/metaopt/rules/test_tiny.py::test_ns_matrices_hidden_leaves_the_first_and_last_matrix_to_the_plain_direction",
@@ -2253,6 +2257,41 @@ RECENT: list[Mutant] = [
         'check_range(self, "meta_average", low=0, high=1, high_open=True)',
         'check_range(self, "meta_average", low=0, high=1)',
         META_AVERAGE,
+    ),
+    M(
+        "the compiled LSTM block's cell adds the input gate's term with the wrong sign",
+        "metaopt/rules/lstm.py",
+        "c = in_gate + forget_gate * c_old - 2.0 * in_gate * cell_gate",
+        "c = in_gate + forget_gate * c_old + 2.0 * in_gate * cell_gate",
+        LSTM_COMPILED,
+    ),
+    M(
+        "the compiled LSTM block squashes the cell with sigmoid(2c)",
+        "metaopt/rules/lstm.py",
+        "h = out_gate - 2.0 * out_gate * torch.sigmoid(-2.0 * c)",
+        "h = out_gate - 2.0 * out_gate * torch.sigmoid(2.0 * c)",
+        LSTM_COMPILED,
+    ),
+    M(
+        "the compiled LSTM block forgets the output scale",
+        "metaopt/rules/lstm.py",
+        "update.copy_(torch.mv(torch.cat([source, ones], dim=1), readout) * scale)",
+        "update.copy_(torch.mv(torch.cat([source, ones], dim=1), readout))",
+        LSTM_COMPILED,
+    ),
+    M(
+        "compile=True never reaches the LSTM's compiled blocks",
+        "metaopt/rules/lstm.py",
+        'if compile and features.device.type == "cpu":',
+        'if compile and features.device.type == "cuda":',
+        LSTM_COMPILED,
+    ),
+    M(
+        "a compiler failure is not remembered (tried again at every step)",
+        "metaopt/rules/lstm.py",
+        "            _FAILED_COMPILE.append(True)",
+        "            pass",
+        LSTM_COMPILED,
     ),
 ]
 

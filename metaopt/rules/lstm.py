@@ -15,7 +15,9 @@ slice or restack one big tensor at every step. Where one tensor per parameter is
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import types
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -152,9 +154,11 @@ class CoordinateLSTM(LearnedRule):
         A fresh ``(N, H)`` state at every step costs more than its arithmetic at a million coordinates (the allocator
         maps it anew and each page faults on its first write). Here the blocked step writes into the spare set; once
         the update is finite the two sets swap storages (``state``'s tensors then hold the new state, the old one is
-        the next step's spare) and the parameters move as the shell moves them. ``compile`` is not used: the step is
-        one product and a few passes per block already. Returns None (the shell's path) if two of ``state``'s tensors
-        share memory.
+        the next step's spare) and the parameters move as the shell moves them. With ``compile`` each block's layers
+        run as one function compiled by ``torch.compile`` (:func:`_compiled_block`: the products, and every gate's
+        elementwise work fused into loops around them; the same maths, so the same updates to float rounding); where
+        compilation fails the eager blocks run, with one warning. Returns None (the shell's path) if two of
+        ``state``'s tensors share memory.
         """
         if len({part.data_ptr() for part in state}) < len(state):
             return None
@@ -165,7 +169,11 @@ class CoordinateLSTM(LearnedRule):
         if spare is None or any(a.shape != b.shape or a.dtype != b.dtype or a.device != b.device
                                 for a, b in zip(spare, state)):  # fmt: skip
             spare = [torch.empty_like(part) for part in state]
-        update, _ = self._blocked_step(features, state, out=spare)
+        update = None
+        if compile and features.device.type == "cpu":
+            update = self._compiled_step(features, state, spare)
+        if update is None:
+            update, _ = self._blocked_step(features, state, out=spare)
         if not finite(update):
             self._spare = spare
             return False
@@ -219,6 +227,31 @@ class CoordinateLSTM(LearnedRule):
             torch.mv(sources[-1][:rows], readout, out=update[start:stop])
         return update.mul_(self.config.output_scale), tuple(new_state)
 
+    def _compiled_step(self, features: Tensor, state: LSTMState, out: Sequence[Tensor]) -> Tensor | None:
+        """:meth:`_blocked_step` with each block's layers in the compiled :func:`_block` (None where it cannot compile).
+
+        The blocks are ``_BLOCK`` coordinates as in the eager step (the last one shorter: a second compiled shape).
+        """
+        kernel = _compiled_block(self.config.num_layers)
+        if kernel is None:
+            return None
+        weights, readout = self._folded_weights(features.dtype)
+        num = features.shape[0]
+        update = features.new_empty(num)
+        scale = features.new_tensor(self.config.output_scale)
+        try:
+            for start in range(0, num, _BLOCK):
+                stop = min(start + _BLOCK, num)
+                kernel(
+                    features[start:stop], [part[start:stop] for part in state], [part[start:stop] for part in out],
+                    update[start:stop], weights, readout, scale,
+                )  # fmt: skip
+        except Exception as error:  # noqa: BLE001 -- any compiler failure: the eager step, said once
+            _FAILED_COMPILE.append(True)
+            _warn_once(error)
+            return None
+        return update
+
     def _folded_weights(self, dtype: torch.dtype) -> tuple[list[Tensor], Tensor]:
         """Each layer's ``[W_ih | W_hh | b_ih + b_hh]^T`` ``(F + H + 1, 4H)`` and the readout ``[w, b]``, in ``dtype``.
 
@@ -240,6 +273,66 @@ def _alias(tensor: Tensor) -> Tensor:
     """A new tensor object over ``tensor``'s memory (it keeps that memory when ``tensor`` is pointed elsewhere)."""
     alias = tensor.new_empty(0)
     return alias.set_(tensor.untyped_storage(), tensor.storage_offset(), tensor.shape, tensor.stride())
+
+
+def _block(
+    features: Tensor,
+    state: list[Tensor],
+    out: list[Tensor],
+    update: Tensor,
+    weights: list[Tensor],
+    readout: Tensor,
+    scale: Tensor,
+) -> None:
+    """One block of :meth:`CoordinateLSTM._blocked_step` as a pure function of its rows, writing ``out`` and ``update``.
+
+    The same maths as the eager blocks (folded weights, every nonlinearity a sigmoid), written for the compiler: each
+    layer is one product with the bias row, then elementwise work it fuses into a loop over the block.
+    """
+    source = features
+    ones = features.new_ones(features.shape[0], 1)
+    for index, weight in enumerate(weights):
+        h_old, c_old = state[2 * index], state[2 * index + 1]
+        gates = torch.mm(torch.cat([source, h_old, ones], dim=1), weight).sigmoid()
+        in_gate, forget_gate, out_gate, cell_gate = gates.chunk(4, dim=1)
+        c = in_gate + forget_gate * c_old - 2.0 * in_gate * cell_gate
+        h = out_gate - 2.0 * out_gate * torch.sigmoid(-2.0 * c)
+        out[2 * index].copy_(h)
+        out[2 * index + 1].copy_(c)
+        source = h
+    update.copy_(torch.mv(torch.cat([source, ones], dim=1), readout) * scale)
+
+
+_COMPILED_BLOCKS: dict[int, Callable[..., None]] = {}
+_FAILED_COMPILE: list[bool] = []
+_WARNED: list[bool] = []
+
+
+def _compiled_block(num_layers: int) -> Callable[..., None] | None:
+    """The compiled :func:`_block` for ``num_layers`` layers (built on first use); None after a compiler failure.
+
+    Each depth gets its own copy of the function's code object: ``torch.compile`` keeps its graphs per code object
+    (each shape a graph, their number capped).
+    """
+    if _FAILED_COMPILE:
+        return None
+    kernel = _COMPILED_BLOCKS.get(num_layers)
+    if kernel is None:
+        fresh = types.FunctionType(_block.__code__.replace(), _block.__globals__, _block.__name__)
+        kernel = _COMPILED_BLOCKS[num_layers] = torch.compile(fresh, fullgraph=True, dynamic=False)
+    return kernel
+
+
+def _warn_once(error: Exception) -> None:
+    """One warning per process that the compiled step is unavailable (the eager one runs instead)."""
+    if not _WARNED:
+        _WARNED.append(True)
+        warnings.warn(
+            f"lstm rule: the compiled step is unavailable ({type(error).__name__}: {str(error).splitlines()[0]}); "
+            "the eager step runs instead",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 _BLOCK = 8192

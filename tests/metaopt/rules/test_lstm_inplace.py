@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
+import pytest
 import torch
 from torch import nn
 
@@ -107,3 +111,62 @@ def test_state_tensors_that_share_memory_are_left_to_the_shells_path() -> None:
     shared = initial_state(net, 5)  # one zero tensor, four times
     assert net.step_in_place([param], [torch.ones(5, dtype=torch.float64)], shared, [(1.0, 0.0)]) is None
     assert torch.equal(param, torch.zeros(5, dtype=torch.float64))
+
+
+def test_the_compiled_step_follows_the_functional_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled_steps = []
+    original = CoordinateLSTM._compiled_step
+
+    def spy(self: CoordinateLSTM, *args: Any) -> torch.Tensor | None:
+        update = original(self, *args)
+        compiled_steps.append(update is not None)
+        return update
+
+    monkeypatch.setattr(CoordinateLSTM, "_compiled_step", spy)
+    net, model = _net(), _model()
+    params = list(model.parameters())
+    opt = LearnedOptimizer(
+        [{"params": group, "lr": lr, "weight_decay": wd} for group, (lr, wd) in zip([params[:2], params[2:]], GROUPS)],
+        net=net,
+        compile=True,
+    )
+    expected = _reference(3)
+    for step in range(3):  # two blocks a step: a full one and the rest, each shape compiled once
+        opt.zero_grad()
+        _loss(model, step).backward()
+        opt.step()
+        got = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        torch.testing.assert_close(got, expected[step], rtol=1e-10, atol=1e-12)
+    assert compiled_steps == [True] * 3 and not lstm_module._FAILED_COMPILE
+
+
+def test_where_compilation_fails_the_eager_step_runs_after_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lstm_module, "_FAILED_COMPILE", [])
+    monkeypatch.setattr(lstm_module, "_WARNED", [])
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("no C++ compiler\nmore lines")
+
+    monkeypatch.setattr(lstm_module, "_compiled_block", lambda num_layers: broken)
+    net, model = _net(), _model()
+    opt = _optimizer(model, net)
+    opt.compile = True
+    expected = _reference(2)
+    with pytest.warns(
+        RuntimeWarning, match=r"lstm rule: the compiled step is unavailable \(RuntimeError: no C\+\+ compiler\)"
+    ):
+        opt.zero_grad()
+        _loss(model, 0).backward()
+        opt.step()
+    torch.testing.assert_close(
+        torch.cat([p.detach().reshape(-1) for p in model.parameters()]), expected[0], rtol=1e-12, atol=1e-12
+    )
+    assert lstm_module._FAILED_COMPILE
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        opt.zero_grad()
+        _loss(model, 1).backward()
+        opt.step()
+    torch.testing.assert_close(
+        torch.cat([p.detach().reshape(-1) for p in model.parameters()]), expected[1], rtol=1e-12, atol=1e-12
+    )
