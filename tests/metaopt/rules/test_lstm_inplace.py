@@ -123,6 +123,7 @@ def test_the_compiled_step_follows_the_functional_step(monkeypatch: pytest.Monke
         return update
 
     monkeypatch.setattr(CoordinateLSTM, "_compiled_step", spy)
+    monkeypatch.setattr(lstm_module, "_COMPILED_BLOCK", 4096)  # blocks of 4,096, 4,096 and 611 coordinates
     net, model = _net(), _model()
     params = list(model.parameters())
     opt = LearnedOptimizer(
@@ -131,7 +132,7 @@ def test_the_compiled_step_follows_the_functional_step(monkeypatch: pytest.Monke
         compile=True,
     )
     expected = _reference(3)
-    for step in range(3):  # two blocks a step: a full one and the rest, each shape compiled once
+    for step in range(3):  # three blocks a step: two full ones and the rest, each shape compiled once
         opt.zero_grad()
         _loss(model, step).backward()
         opt.step()
