@@ -18,6 +18,7 @@ what a checkpoint records beside the rule's registered name.
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -35,6 +36,7 @@ __all__ = [
     "detach_state",
     "finite",
     "plain_tensors",
+    "warn_compile_unavailable",
 ]
 
 MAX_LAYOUTS = 32
@@ -180,3 +182,15 @@ class LearnedRule(nn.Module, ABC):
     def device(self) -> torch.device:
         """Device of the rule's weights."""
         return next(self.parameters()).device
+
+
+def warn_compile_unavailable(rule: str, error: Exception, warned: list[bool], stacklevel: int) -> None:
+    """One warning per process and rule (``warned`` is the rule's flag) that its compiled step is unavailable."""
+    if not warned:
+        warned.append(True)
+        warnings.warn(
+            f"{rule} rule: the compiled step is unavailable ({type(error).__name__}: {str(error).splitlines()[0]}); "
+            "the eager step runs instead",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )

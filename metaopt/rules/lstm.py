@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import types
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +25,14 @@ from torch._utils import _flatten_dense_tensors
 from typing_extensions import override
 
 from envs.tooling.config import check_range
-from metaopt.rules.base import LearnedRule, ParamState, apply_update, finite, plain_tensors
+from metaopt.rules.base import (
+    LearnedRule,
+    ParamState,
+    apply_update,
+    finite,
+    plain_tensors,
+    warn_compile_unavailable,
+)
 from metaopt.rules.features import FEATURE_MODES, num_features, preprocess
 
 __all__ = [
@@ -248,7 +254,7 @@ class CoordinateLSTM(LearnedRule):
                 )  # fmt: skip
         except Exception as error:  # noqa: BLE001 -- any compiler failure: the eager step, said once
             _FAILED_COMPILE.append(True)
-            _warn_once(error)
+            warn_compile_unavailable("lstm", error, _WARNED, stacklevel=3)
             return None
         return update
 
@@ -321,18 +327,6 @@ def _compiled_block(num_layers: int) -> Callable[..., None] | None:
         fresh = types.FunctionType(_block.__code__.replace(), _block.__globals__, _block.__name__)
         kernel = _COMPILED_BLOCKS[num_layers] = torch.compile(fresh, fullgraph=True, dynamic=False)
     return kernel
-
-
-def _warn_once(error: Exception) -> None:
-    """One warning per process that the compiled step is unavailable (the eager one runs instead)."""
-    if not _WARNED:
-        _WARNED.append(True)
-        warnings.warn(
-            f"lstm rule: the compiled step is unavailable ({type(error).__name__}: {str(error).splitlines()[0]}); "
-            "the eager step runs instead",
-            RuntimeWarning,
-            stacklevel=4,
-        )
 
 
 _BLOCK = 8192

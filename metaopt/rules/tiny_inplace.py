@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import types
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -44,6 +43,7 @@ import torch
 from torch import Tensor
 
 from envs.training.muon import matrix_mask, orthogonalize
+from metaopt.rules.base import warn_compile_unavailable
 from metaopt.rules.scheduler import scheduler_features
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ def in_place_step(
             )
         except Exception as error:  # noqa: BLE001 -- any compiler failure: the eager step, said once
             _FAILED.add(plan)
-            _warn_once(error)
+            warn_compile_unavailable("tiny", error, _WARNED, stacklevel=2)
             kernel = None
     if kernel is None:
         found, scales, applied = directions(
@@ -555,15 +555,3 @@ def _compiled(plan: Plan) -> _Kernel | None:
         body = torch.compile(fresh, fullgraph=True, dynamic=False)
         kernel = _COMPILED[plan] = lambda *arguments: body(plan, True, *arguments)
     return kernel
-
-
-def _warn_once(error: Exception) -> None:
-    """One warning per process that the compiled step is unavailable (the eager one runs instead)."""
-    if not _WARNED:
-        _WARNED.append(True)
-        warnings.warn(
-            f"tiny rule: the compiled step is unavailable ({type(error).__name__}: {str(error).splitlines()[0]}); "
-            "the eager step runs instead",
-            RuntimeWarning,
-            stacklevel=3,
-        )
