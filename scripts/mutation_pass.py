@@ -69,6 +69,8 @@ NS_BF16 = (
     "tests/metaopt/rules/test_tiny_inplace.py::"
     "test_compiled_bfloat16_iterations_round_differently_but_to_bfloat16s_size",
 )
+LOG_OBJECTIVE = ("tests/metaopt/training/test_log_objective.py",)
+BOOL_OPTIONS = ("tests/metaopt/test_bad_values.py", "tests/metaopt/training/test_log_objective.py")
 LSTM_COMPILED = (
     "tests/metaopt/rules/test_lstm_inplace.py::test_the_compiled_step_follows_the_functional_step",
     "tests/metaopt/rules/test_lstm_inplace.py::test_where_compilation_fails_the_eager_step_runs_after_one_warning",
@@ -2292,6 +2294,41 @@ RECENT: list[Mutant] = [
         "            _FAILED_COMPILE.append(True)",
         "            pass",
         LSTM_COMPILED,
+    ),
+    M(
+        "the log objective's floor added after the logarithm (a zero loss scores -inf)",
+        "metaopt/objectives/loss.py",
+        "losses = torch.log(losses + LOG_FLOOR)",
+        "losses = torch.log(losses) + LOG_FLOOR",
+        LOG_OBJECTIVE,
+    ),
+    M(
+        "the log objective refuses a loss of exactly zero",
+        "metaopt/objectives/loss.py",
+        "negative = losses.detach() < 0",
+        "negative = losses.detach() <= 0",
+        LOG_OBJECTIVE,
+    ),
+    M(
+        "eval_loss ignores its log option",
+        "metaopt/objectives/loss.py",
+        "    return lambda trajectory: heldout_loss(trajectory, config.loss_weights, log=log)",
+        "    return lambda trajectory: heldout_loss(trajectory, config.loss_weights)",
+        LOG_OBJECTIVE,
+    ),
+    M(
+        "the log objective drops the step weights",
+        "metaopt/objectives/loss.py",
+        "    if weights is None:\n        return losses.sum()",
+        "    if True:\n        return losses.sum()",
+        LOG_OBJECTIVE,
+    ),
+    M(
+        'a flag option takes any value ("maybe" reads as true)',
+        "envs/tooling/registry.py",
+        'if f.type in ("bool", bool) and f.name in options and not isinstance(options[f.name], bool):',
+        "if f.type is bool and f.name in options and not isinstance(options[f.name], bool):",
+        BOOL_OPTIONS,
     ),
 ]
 

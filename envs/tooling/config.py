@@ -172,6 +172,7 @@ def load_config(
     if malformed:
         raise ConfigError(f"overrides must look like key=value, got {', '.join(map(repr, malformed))}")
     overrides = _upgrade(schema, layers, overrides, quiet)
+    _forget_options_renamed_by_files(schema, [base, *layers])
     if overrides:
         _forget_options_of_renamed([base, *layers], overrides)  # the defaults too: DSSConfig spells its options out
         layers.append(OmegaConf.from_dotlist(list(overrides)))
@@ -304,6 +305,28 @@ def _forget_options_of_renamed(layers: list[DictConfig], overrides: Sequence[str
             named = isinstance(node, DictConfig) and node.get("name") is not None  # unnamed: options of the rename
             if named and "options" in node and str(node.get("name")) != value:
                 node.options = {}
+
+
+def _forget_options_renamed_by_files(schema: type, layers: list[DictConfig], prefix: tuple[str, ...] = ()) -> None:
+    """Drop an earlier layer's ``X.options`` where a later one names another entry for ``X``.
+
+    The defaults spell out their entry's options (``objective: {name: loss, options: {log: false}}``); a file that
+    chooses ``{name: teacher}`` means the teacher's options, not the loss's merged into them.
+    """
+    for name in _choice_fields(schema):
+        path, current = ".".join([*prefix, name]), None
+        for index, layer in enumerate(layers):
+            node = OmegaConf.select(layer, path)
+            if not isinstance(node, DictConfig) or node.get("name") is None:
+                continue
+            if current is not None and str(node.get("name")) != current:
+                for earlier in layers[:index]:
+                    old = OmegaConf.select(earlier, path)
+                    if isinstance(old, DictConfig) and "options" in old:
+                        old.options = {}
+            current = str(node.get("name"))
+    for name, nested in _nested_schemas(schema).items():
+        _forget_options_renamed_by_files(nested, layers, (*prefix, name))
 
 
 def _explain(schema: type, exc: OmegaConfBaseException) -> str:

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
+from envs.errors import InvalidValue
+
 __all__ = ["Choice", "Entry", "Registry"]
 
 T = TypeVar("T")
@@ -159,6 +161,10 @@ class Registry(Generic[T]):
             raise ValueError(
                 f"{self.kind} {name!r} has no option {', '.join(unknown)}; its options: {', '.join(valid) or 'none'}"
             )
+        for f in dataclasses.fields(config_cls):  # a flag given as "maybe" would otherwise read as true
+            if f.type in ("bool", bool) and f.name in options and not isinstance(options[f.name], bool):
+                value = options[f.name]
+                raise InvalidValue(config_cls, f.name, value, f"must be true or false, got {value!r}")
         return config_cls(**options)
 
     def describe(self, name: str) -> str:

@@ -7,7 +7,7 @@ and one ``register_objective`` line below.
 """
 
 from metaopt.objectives.imitation import geodesic_objective, imitation_loss, teacher_objective
-from metaopt.objectives.loss import eval_loss_objective, heldout_loss, loss_objective, optimizee_loss
+from metaopt.objectives.loss import LossOptions, eval_loss_objective, heldout_loss, loss_objective, optimizee_loss
 from metaopt.objectives.registry import (
     ImitationOptions,
     Objective,
@@ -19,13 +19,14 @@ from metaopt.objectives.registry import (
     register_objective,
 )
 
-register_objective("loss", loss_objective)
-register_objective("eval_loss", eval_loss_objective, held_out=True)
+register_objective("loss", loss_objective, config=LossOptions)
+register_objective("eval_loss", eval_loss_objective, config=LossOptions, held_out=True)
 register_objective("geodesic", geodesic_objective, config=ImitationOptions, targets=True)
 register_objective("teacher", teacher_objective, config=ImitationOptions, targets=True)
 
 __all__ = [
     "ImitationOptions",
+    "LossOptions",
     "Objective",
     "ObjectiveConfig",
     "eval_loss_objective",

@@ -42,12 +42,13 @@ class ObjectiveConfig(Choice):
     registry: ClassVar[str] = "metaopt.objectives.registry:OBJECTIVES"
 
     name: str = "loss"
-    """Objective name: loss (L2L, the weighted sum of optimizee losses), eval_loss (the same sum on held-out
-    batches; the tasks need a held-out split, options.valid_size for the data tasks), geodesic (imitation of
-    geodesic targets plus options.loss_weight times the L2L term; needs targets=), teacher (the same imitation of the
-    base optimizer's own iterates of each window; needs targets=) or one added with register_objective."""
+    """Objective name: loss (L2L, the weighted sum of optimizee losses, or of their logarithms with options.log),
+    eval_loss (the same sum on held-out batches; the tasks need a held-out split, options.valid_size for the data
+    tasks), geodesic (imitation of geodesic targets plus options.loss_weight times the L2L term; needs targets=),
+    teacher (the same imitation of the base optimizer's own iterates of each window; needs targets=) or one added
+    with register_objective."""
     options: dict[str, Any] = field(default_factory=dict)
-    """The objective's own options (geodesic and teacher: ``loss_weight``); none for loss and eval_loss."""
+    """The objective's own options (loss and eval_loss: ``log``; geodesic and teacher: ``loss_weight``)."""
     loss_weights: list[float] | None = None
     """Weights w_1..w_T of the optimizee losses in a truncation (None: all 1, as in the paper)."""
 

@@ -13,6 +13,7 @@ import envs
 from envs.errors import ConfigError, TaskError
 from envs.tooling.config import load_config
 from metaopt import TrainConfig, start_episode, unroll
+from metaopt.objectives import ObjectiveConfig
 from metaopt.rules import TinyRule
 from metaopt.training.augment import InputScaled, reparameterizable_layers, reparameterize_weights
 from metaopt.training.schedule import FreshEpisodes
@@ -175,7 +176,14 @@ def test_the_family_v7_recipe_is_v4_keeping_the_average_of_its_weights() -> None
     assert dataclasses.replace(v7, meta_average=0.0, name=v4.name) == v4  # nothing else differs
 
 
-@pytest.mark.parametrize("recipe", ["family_v3", "family_v4", "family_v5", "family_v6", "family_v7"])
+def test_the_family_v8_recipe_is_v7_on_the_logarithm_of_the_held_out_loss() -> None:
+    v7 = load_config(TrainConfig, "metaopt/family_v7.yaml")
+    v8 = load_config(TrainConfig, "metaopt/family_v8.yaml")
+    assert v8.objective == ObjectiveConfig("eval_loss", {"log": True}) and v7.objective == ObjectiveConfig("eval_loss")
+    assert dataclasses.replace(v8, objective=v7.objective, name=v7.name) == v7  # nothing else differs
+
+
+@pytest.mark.parametrize("recipe", ["family_v3", "family_v4", "family_v5", "family_v6", "family_v7", "family_v8"])
 def test_no_task_of_the_held_out_suite_is_a_member_of_the_family(recipe: str) -> None:
     import itertools
 

@@ -69,7 +69,7 @@ def test_the_objective_is_chosen_as_name_and_options_and_reads_its_older_shape(
     plain = tmp_path / "plain.yaml"
     plain.write_text("tasks: [{name: quadratic, options: {dim: 4}}]\nobjective: {name: loss, loss_weight: 0.0}\n")
     assert load_config(TrainConfig, plain).objective == ObjectiveConfig("loss")
-    with pytest.raises(ConfigError, match="objective.options is not read: objective 'loss' takes no options"):
+    with pytest.raises(ConfigError, match="objective 'loss' has no option loss_weight; its options: log"):
         load_config(TrainConfig, None, ["objective.options={loss_weight: 0.1}"])
     with pytest.raises(ConfigError, match="objective 'teacher' has no option weight; its options: loss_weight"):
         load_config(TrainConfig, None, ["objective=teacher", "objective.options={weight: 0.1}"])
@@ -151,7 +151,8 @@ def test_cli_train_help_and_bad_config(capsys: pytest.CaptureFixture[str]) -> No
         assert f"{key} = " in out
     assert "options of rule 'lstm':\n  features: str = 'log_sign'" in out  # the default rule's own options
     assert "options of estimator 'truncated_backprop':\n  optimizees: str = 'loop'" in out  # the default's too
-    assert out.count(".options (of ") == 2  # an entry without options (the objective) gets no heading
+    assert "options of objective 'loss':\n  log: bool = False" in out
+    assert out.count(".options (of ") == 3  # rule, estimator, objective
     with pytest.raises(SystemExit):
         main(["train", "metaopt/quadratic.yaml", "rule.name=tiny", "estimator=pes", "--help"])
     out = capsys.readouterr().out  # the options of the entries the command line picks
