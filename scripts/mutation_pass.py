@@ -2317,6 +2317,13 @@ RECENT: list[Mutant] = [
         LOG_OBJECTIVE,
     ),
     M(
+        "the log option is never read",
+        "metaopt/objectives/loss.py",
+        'return bool(config.options.get("log", False))',
+        "return False",
+        LOG_OBJECTIVE,
+    ),
+    M(
         "the log objective drops the step weights",
         "metaopt/objectives/loss.py",
         "    if weights is None:\n        return losses.sum()",

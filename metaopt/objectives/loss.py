@@ -84,13 +84,18 @@ def _weighted(losses: Tensor, weights: list[float] | None, log: bool = False) ->
     return (losses * torch.as_tensor(weights, dtype=losses.dtype, device=losses.device)).sum()
 
 
+def _log(config: ObjectiveConfig) -> bool:
+    """``options.log``; false where the factory is registered again without options (a user's renamed ``loss``)."""
+    return bool(config.options.get("log", False))
+
+
 def loss_objective(config: ObjectiveConfig) -> Objective:
     """The factory of ``loss``: :func:`optimizee_loss` with the config's ``loss_weights`` and ``options.log``."""
-    log = config.config_as(LossOptions).log
+    log = _log(config)
     return lambda trajectory: optimizee_loss(trajectory, config.loss_weights, log=log)
 
 
 def eval_loss_objective(config: ObjectiveConfig) -> Objective:
     """The factory of ``eval_loss``: :func:`heldout_loss` with the config's ``loss_weights`` and ``options.log``."""
-    log = config.config_as(LossOptions).log
+    log = _log(config)
     return lambda trajectory: heldout_loss(trajectory, config.loss_weights, log=log)
