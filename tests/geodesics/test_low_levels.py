@@ -218,7 +218,7 @@ def test_a_restart_continues_a_bead_from_where_it_stopped(small: tuple[ParamSpac
     again = train_beads(space, once.beads, targets, BeadSchedule(**short, restarts=2), seed=derive_seed(0, "restart"))
     assert torch.equal(again.beads, restarted.beads)
     # a bead that reached its target is not restarted
-    easy = torch.tensor([0.05, 0.95 * LEVEL], dtype=torch.float64)
+    easy = torch.tensor([0.07, 0.95 * LEVEL], dtype=torch.float64)  # bead 0 ends at 0.045-0.060 by the threads
     plain = train_beads(space, inits, easy, BeadSchedule(**short))
     mixed = train_beads(space, inits, easy, BeadSchedule(**short, restarts=2))
     assert bool(plain.reached[0]) and torch.equal(mixed.beads[0], plain.beads[0])
@@ -234,7 +234,7 @@ def test_bad_restarts_name_the_key_and_the_range() -> None:
 
 def test_the_endpoint_finish_trains_what_adam_leaves_above_the_level(small: tuple[ParamSpace, Tensor]) -> None:
     space, _ = small
-    seeds = [2, 3, 4]
+    seeds = [2, 3]  # seed 4's run is chaotic here: finished or not depending on the intra-op threads
     plain = train_endpoints(space, seeds, LEVEL, max_steps=1000, shared_batches=0)
     finished = train_endpoints(space, seeds, LEVEL, max_steps=1000, shared_batches=0, finish="lbfgs", finish_steps=500)
     assert not bool(plain.reached.all()) and bool(finished.reached.all())
