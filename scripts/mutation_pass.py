@@ -1038,6 +1038,27 @@ RECENT: list[Mutant] = [
         ("tests/envs/test_tabular.py",),
     ),
     M(
+        "synthetic tables drawn without a fixed seed (other rows at every load)",
+        "envs/tasks/tabular.py",
+        "data, target = getattr(sklearn.datasets, generator)(**arguments, random_state=0)",
+        "data, target = getattr(sklearn.datasets, generator)(**arguments)",
+        ("tests/envs/test_tabular.py",),
+    ),
+    M(
+        "synthetic classification table with the wrong number of classes",
+        "envs/tasks/tabular.py",
+        '"moons": 2, "classification": 3,',
+        '"moons": 2, "classification": 2,',
+        ("tests/envs/test_tabular.py",),
+    ),
+    M(
+        "class labels read as float targets",
+        "envs/tasks/tabular.py",
+        "y = np.asarray(target, dtype=np.int64 if DATASETS[dataset] else np.float64)",
+        "y = np.asarray(target, dtype=np.float64)",
+        ("tests/envs/test_tabular.py",),
+    ),
+    M(
         "the test split is a different draw each time",
         "envs/tasks/tabular.py",
         "order = np.random.RandomState(split_seed).permutation(n)",

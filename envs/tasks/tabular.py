@@ -1,19 +1,27 @@
-"""Small tabular problems that ship with scikit-learn: wine, breast_cancer and iris classification, diabetes regression.
+"""Small tabular problems from scikit-learn: four bundled tables and three synthetic ones drawn with a fixed seed.
+
+The bundled tables are wine, breast_cancer, iris (classification) and diabetes (regression); the synthetic ones are
+moons, classification and friedman1 (regression).
 
 A new user's first test of an optimizer is often a small MLP on one of these tables, and none of them is in any
-meta-training family here, so they serve as held-out tasks. The recipe is the textbook one (as in scikit-learn's
-``StandardScaler`` + ``train_test_split`` examples): a fixed random split (``split_seed``) keeps ``test_fraction`` of
-the rows apart as the evaluation set, and every feature is standardized with the mean and standard deviation of the
-rows that train, never of the held-out or evaluation rows (a scaler fitted on all rows leaks the test set into
-training). For ``diabetes`` the target is standardized the same way and the loss is the mean squared error, so a
-constant predictor scores about 1; the classification sets use cross-entropy and report accuracy. Nothing is
-downloaded: the data are files inside the scikit-learn package.
+meta-training family here, so they serve as held-out and development tasks. The recipe is the textbook one (as in
+scikit-learn's ``StandardScaler`` + ``train_test_split`` examples): a fixed random split (``split_seed``) keeps
+``test_fraction`` of the rows apart as the evaluation set, and every feature is standardized with the mean and standard
+deviation of the rows that train, never of the held-out or evaluation rows (a scaler fitted on all rows leaks the test
+set into training). For ``diabetes`` the target is standardized the same way and the loss is the mean squared error, so
+a constant predictor scores about 1; the classification sets use cross-entropy and report accuracy. Nothing is
+downloaded: the bundled tables are files inside the scikit-learn package, and the synthetic ones are drawn by
+``sklearn.datasets.make_*`` with fixed sizes, noise and ``random_state=0`` (:data:`SYNTHETIC`), so they are the same
+rows on every machine. The held-out suite uses the four bundled tables; the development suite
+(``configs/compare/dev_suite.yaml``, for choosing load-time options without looking at the held-out suite) the three
+synthetic ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,19 +34,42 @@ from envs.task import Batch, Recipe, Task, minibatches
 from envs.task.nn import ACTIVATIONS, mlp
 from envs.task.registry import register_task
 
-__all__ = ["DATASETS", "TabularMLPOptions", "TabularMLPTask", "load_table", "split_rows"]
+__all__ = ["DATASETS", "SYNTHETIC", "TabularMLPOptions", "TabularMLPTask", "load_table", "split_rows"]
 
-DATASETS = {"wine": 3, "breast_cancer": 2, "iris": 3, "diabetes": 0}
-"""The bundled tables and their number of classes (0: regression)."""
+DATASETS = {"wine": 3, "breast_cancer": 2, "iris": 3, "diabetes": 0, "moons": 2, "classification": 3, "friedman1": 0}
+"""The tables and their number of classes (0: regression)."""
+
+SYNTHETIC: dict[str, tuple[str, dict[str, Any]]] = {
+    "moons": ("make_moons", {"n_samples": 300, "noise": 0.25}),
+    "classification": (
+        "make_classification",
+        {
+            "n_samples": 300,
+            "n_features": 20,
+            "n_informative": 6,
+            "n_redundant": 4,
+            "n_classes": 3,
+            "class_sep": 2.0,
+            "flip_y": 0.02,
+        },
+    ),
+    "friedman1": ("make_friedman1", {"n_samples": 300, "n_features": 10, "noise": 1.0}),
+}
+"""The synthetic tables: the ``sklearn.datasets`` generator and its arguments (always with ``random_state=0``)."""
 
 
 def load_table(dataset: str) -> tuple[np.ndarray, np.ndarray]:
     """``(x (n, d) float64, y (n,))`` of a bundled scikit-learn table; ``y`` int64 classes or float64 targets."""
     import sklearn.datasets
 
-    bunch = getattr(sklearn.datasets, f"load_{dataset}")()
-    x = np.asarray(bunch.data, dtype=np.float64)
-    y = np.asarray(bunch.target, dtype=np.int64 if DATASETS[dataset] else np.float64)
+    if dataset in SYNTHETIC:
+        generator, arguments = SYNTHETIC[dataset]
+        data, target = getattr(sklearn.datasets, generator)(**arguments, random_state=0)
+    else:
+        bunch = getattr(sklearn.datasets, f"load_{dataset}")()
+        data, target = bunch.data, bunch.target
+    x = np.asarray(data, dtype=np.float64)
+    y = np.asarray(target, dtype=np.int64 if DATASETS[dataset] else np.float64)
     return x, y
 
 
@@ -56,7 +87,8 @@ class TabularMLPOptions:
     """Options of ``tabular_mlp``."""
 
     dataset: str = "wine"
-    """The table: wine, breast_cancer, iris (classification) or diabetes (regression)."""
+    """The table: wine, breast_cancer, iris, moons, classification (classification), diabetes or friedman1
+    (regression)."""
     width: int = 32
     """Hidden units per layer."""
     depth: int = 1

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import envs
-from envs.tasks.tabular import DATASETS, TabularMLPTask, load_table, split_rows
+from envs.tasks.tabular import DATASETS, SYNTHETIC, TabularMLPTask, load_table, split_rows
 
 DATASET_NAMES = sorted(DATASETS)
 
@@ -126,3 +126,38 @@ def test_valid_size_that_leaves_no_training_rows_is_refused() -> None:
     task = make(dataset="iris", valid_size=200)
     with pytest.raises(envs.TaskError, match="valid_size=200"):
         task.eval_data()
+
+
+def test_the_synthetic_tables_are_the_generators_rows_at_seed_zero() -> None:
+    import sklearn.datasets
+
+    for dataset, (generator, arguments) in SYNTHETIC.items():
+        x, y = load_table(dataset)
+        ref_x, ref_y = getattr(sklearn.datasets, generator)(**arguments, random_state=0)
+        assert np.array_equal(x, ref_x) and np.array_equal(y, ref_y)
+        assert np.array_equal(load_table(dataset)[0], x)  # the same rows at every call
+        assert y.dtype == (np.int64 if DATASETS[dataset] else np.float64)
+        if DATASETS[dataset]:
+            assert set(np.unique(y)) == set(range(DATASETS[dataset]))
+    assert load_table("moons")[0].shape == (300, 2) and load_table("friedman1")[0].shape == (300, 10)
+    assert load_table("classification")[0].shape == (300, 20)
+
+
+def test_the_development_suite_shares_no_task_with_the_held_out_suite_or_the_family() -> None:
+    from pathlib import Path
+
+    from envs.tooling.config import load_config
+    from metaopt.compare import CompareConfig
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    dev = load_config(CompareConfig, root / "compare" / "dev_suite.yaml")
+    held = load_config(CompareConfig, root / "compare" / "heldout_suite.yaml")
+    assert len(dev.tasks) >= 6 and not set(dev.tasks) & set(held.tasks)
+    held_keys = {(t.name, tuple(sorted(t.options.items())), t.steps) for t in held.tasks.values()}
+    assert not {(t.name, tuple(sorted(t.options.items())), t.steps) for t in dev.tasks.values()} & held_keys
+    dev_tables = {t.options["dataset"] for t in dev.tasks.values() if t.name == "tabular_mlp"}
+    held_tables = {t.options["dataset"] for t in held.tasks.values() if t.name == "tabular_mlp"}
+    assert dev_tables == set(SYNTHETIC) and not dev_tables & held_tables
+    family = (root / "metaopt" / "family_v7.yaml").read_text()
+    assert "tabular_mlp" not in family  # no table in meta-training
+    assert all(t.options.get("width", 0) > 64 for t in dev.tasks.values() if t.name == "digits_mlp" and t.steps <= 200)

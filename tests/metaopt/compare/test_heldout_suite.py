@@ -132,3 +132,16 @@ def test_tensorboard_has_no_run_without_scalars(smoke: tuple) -> None:
     acc = EventAccumulator(str(tb / cfg.reference))
     acc.Reload()
     assert acc.Tags()["tensors"]  # the config and report text live beside the reference's scalars
+
+
+def test_the_development_suite_runs_its_synthetic_tables_end_to_end(tmp_path: Path) -> None:
+    dev = SUITE.parent / "dev_suite.yaml"
+    cfg = load_config(CompareConfig, dev, ["tuning_seeds=2", "eval_seeds=3", "final_window=3", "lr_grid=[0.003,0.03]"])
+    assert cfg.optimizers == ["adam", "family-v3"] and cfg.reference == "adam" and cfg.eval_seeds == 3
+    tasks = {label: dataclasses.replace(cfg.tasks[label], steps=15) for label in ("moons", "friedman1")}
+    cfg = dataclasses.replace(cfg, tasks=tasks, out=str(tmp_path / "run"))
+    out = run_compare(cfg, progress=False)
+    for task in out["tasks"]:
+        rows = {row.optimizer: row for row in task.optimizers}
+        assert rows["family-v3"].paired_eval is not None and rows["family-v3"].seeds == 3
+        assert np.isfinite(rows["adam"].eval_by_seed).all()
