@@ -183,7 +183,16 @@ def test_the_family_v8_recipe_is_v7_on_the_logarithm_of_the_held_out_loss() -> N
     assert dataclasses.replace(v8, objective=v7.objective, name=v7.name) == v7  # nothing else differs
 
 
-@pytest.mark.parametrize("recipe", ["family_v3", "family_v4", "family_v5", "family_v6", "family_v7", "family_v8"])
+def test_the_family_v9_recipe_is_v7_on_the_logarithm_of_the_training_loss() -> None:
+    v7 = load_config(TrainConfig, "metaopt/family_v7.yaml")
+    v9 = load_config(TrainConfig, "metaopt/family_v9.yaml")
+    assert v9.objective == ObjectiveConfig("loss", {"log": True})
+    assert dataclasses.replace(v9, objective=v7.objective, name=v7.name) == v7  # nothing else differs
+
+
+@pytest.mark.parametrize(
+    "recipe", ["family_v3", "family_v4", "family_v5", "family_v6", "family_v7", "family_v8", "family_v9"]
+)
 def test_no_task_of_the_held_out_suite_is_a_member_of_the_family(recipe: str) -> None:
     import itertools
 
