@@ -1038,6 +1038,27 @@ RECENT: list[Mutant] = [
         ("tests/envs/test_tabular.py",),
     ),
     M(
+        "a learned entry's load-time options dropped",
+        "metaopt/compare/config.py",
+        'options["options"] = rule_options',
+        'options["options"] = {}',
+        ("tests/metaopt/compare/test_heldout_suite.py",),
+    ),
+    M(
+        "a learned entry's option values left as text",
+        "metaopt/compare/config.py",
+        "        return ast.literal_eval(text)",
+        "        return text",
+        ("tests/metaopt/compare/test_heldout_suite.py",),
+    ),
+    M(
+        "any colon read as the start of options (a path with a colon breaks)",
+        "metaopt/compare/config.py",
+        'if not sep or "=" not in tail:',
+        "if not sep:",
+        ("tests/metaopt/compare/test_heldout_suite.py",),
+    ),
+    M(
         "synthetic tables drawn without a fixed seed (other rows at every load)",
         "envs/tasks/tabular.py",
         "data, target = getattr(sklearn.datasets, generator)(**arguments, random_state=0)",
@@ -1103,7 +1124,7 @@ RECENT: list[Mutant] = [
     M(
         "learned arm labelled by the first checkpoint only",
         "metaopt/compare/config.py",
-        "            label = learned_label(checkpoint)",
+        "            label = learned_label(entry)",
         "            label = learned_label(self.learned[0])",
         ("tests/metaopt/compare/test_heldout_suite.py",),
     ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 
 __all__ = [
-    "DEFAULT_LR_GRID", "DEFAULT_OPTIMIZERS", "TUNED_SUFFIX", "CompareConfig", "CompareTaskConfig", "learned_label"
+    "DEFAULT_LR_GRID", "DEFAULT_OPTIMIZERS", "TUNED_SUFFIX", "CompareConfig", "CompareTaskConfig", "learned_label",
+    "split_learned",
 ]  # fmt: skip
 
 DEFAULT_LR_GRID = [round(10 ** (-4 + k / 2), 12) for k in range(9)]
@@ -25,6 +27,36 @@ def learned_label(checkpoint: str) -> str:
     if _LABEL.match(checkpoint):
         return checkpoint
     return "learned-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", checkpoint).strip("_.-")
+
+
+def _option_value(text: str) -> Any:
+    """A load-time option's value as written: true/false, a Python number or list, otherwise the word itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def split_learned(entry: str) -> tuple[str, dict[str, Any]]:
+    """``(checkpoint, options)`` of a ``learned`` entry, the checkpoint's load-time rule options after a colon.
+
+    ``family-v3`` or a file alone, or either followed by options: ``family-v3:weight_decay=0.6,adapt_rate=0.03``
+    (split at the last ``:`` when what follows holds an ``=``).
+    """
+    checkpoint, sep, tail = entry.rpartition(":")
+    if not sep or "=" not in tail:
+        return entry, {}
+    options: dict[str, Any] = {}
+    for item in tail.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(
+                f"learned: {entry!r} has option {item!r}; write key=value, e.g. {checkpoint}:weight_decay=0.6"
+            )
+        options[key.strip()] = _option_value(value.strip())
+    return checkpoint, options
 
 
 TUNED_SUFFIX = "-tuned"
@@ -66,7 +98,8 @@ class CompareConfig(RunOptions):
     e.g. {learned_loss: learned, learned_geodesic: learned}."""
     learned: list[str] = field(default_factory=list)
     """Learned-rule checkpoints compared as arms of their own, by pretrained name or file, e.g. [family-mlp-v0];
-    each becomes an optimizer labelled by the checkpoint (an alias of ``learned`` with that checkpoint)."""
+    each becomes an optimizer labelled by the checkpoint (an alias of ``learned`` with that checkpoint). Load-time
+    options of the rule follow a colon: ``family-v3:weight_decay=0.6,adapt_rate=0.03``."""
     imports: list[str] = field(default_factory=list)
     """Python modules imported first, so that the tasks or optimizers they register can be named here."""
     reference: str = "adam"
@@ -131,14 +164,17 @@ class CompareConfig(RunOptions):
 
         With ``learned_lr_grid`` set, each is followed by its ``-tuned`` twin (same alias and options).
         """
-        for checkpoint in self.learned:
-            label = learned_label(checkpoint)
-            options = {"checkpoint": checkpoint}
+        for entry in self.learned:
+            checkpoint, rule_options = split_learned(entry)
+            label = learned_label(entry)
+            options: dict[str, Any] = {"checkpoint": checkpoint}
+            if rule_options:
+                options["options"] = rule_options
             for arm in [label, label + TUNED_SUFFIX] if self.learned_lr_grid else [label]:
                 if arm in self.optimizers:
                     if self.aliases.get(arm) == "learned" and self.optimizer_options.get(arm) == options:
                         continue  # expanded before (a resolved config read back)
-                    raise ValueError(f"learned: {checkpoint!r} is labelled {arm!r}, already among optimizers")
+                    raise ValueError(f"learned: {entry!r} is labelled {arm!r}, already among optimizers")
                 self.optimizers.append(arm)
                 self.aliases[arm] = "learned"
                 self.optimizer_options[arm] = dict(options)

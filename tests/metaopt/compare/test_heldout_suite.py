@@ -145,3 +145,43 @@ def test_the_development_suite_runs_its_synthetic_tables_end_to_end(tmp_path: Pa
         rows = {row.optimizer: row for row in task.optimizers}
         assert rows["family-v3"].paired_eval is not None and rows["family-v3"].seeds == 3
         assert np.isfinite(rows["adam"].eval_by_seed).all()
+
+
+def test_a_learned_entry_carries_load_time_options_after_a_colon(tmp_path: Path) -> None:
+    from metaopt.compare.config import split_learned
+
+    assert split_learned("family-v3") == ("family-v3", {})
+    assert split_learned("runs/a:b/best.pt") == ("runs/a:b/best.pt", {})  # a colon without options is part of a path
+    assert split_learned("family-v3:weight_decay=0.6,adapt_rate=1e-2,mup_cap=false,ns_dtype=bfloat16") == (
+        "family-v3", {"weight_decay": 0.6, "adapt_rate": 0.01, "mup_cap": False, "ns_dtype": "bfloat16"}
+    )  # fmt: skip
+    assert split_learned("runs/x/best.pt:ns_block=64") == ("runs/x/best.pt", {"ns_block": 64})
+    with pytest.raises(ValueError, match="has option 'oops'; write key=value"):
+        split_learned("family-v3:weight_decay=0.6,oops")
+    cfg = load_config(
+        CompareConfig, SUITE.parent / "dev_suite.yaml", ["learned=['family-v3:weight_decay=0.6,adapt_rate=0.03']"]
+    )
+    label = "learned-family-v3_weight_decay_0.6_adapt_rate_0.03"
+    assert cfg.optimizers == ["adam", label]
+    assert cfg.optimizer_options[label] == {
+        "checkpoint": "family-v3",
+        "options": {"weight_decay": 0.6, "adapt_rate": 0.03},
+    }
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(cfg))
+    assert load_config(CompareConfig, saved).optimizers == cfg.optimizers  # a resolved config reloads unchanged
+
+
+def test_the_colon_form_runs_the_same_arm_as_an_alias_with_options(tmp_path: Path) -> None:
+    overrides = ["tuning_seeds=2", "eval_seeds=2", "final_window=3", "lr_grid=[0.003,0.03]",
+                 "learned=[family-v3:weight_decay=0.6,family-v3]", "optimizers=[adam,v3_decay06]",
+                 "aliases={v3_decay06: learned}",
+                 "optimizer_options={v3_decay06: {checkpoint: family-v3, options: {weight_decay: 0.6}}}"]  # fmt: skip
+    cfg = load_config(CompareConfig, SUITE.parent / "dev_suite.yaml", overrides)
+    cfg = dataclasses.replace(cfg, tasks={"moons": dataclasses.replace(cfg.tasks["moons"], steps=15)},
+                              out=str(tmp_path / "run"))  # fmt: skip
+    (task,) = run_compare(cfg, progress=False)["tasks"]
+    rows = {row.optimizer: row for row in task.optimizers}
+    colon, alias = rows["learned-family-v3_weight_decay_0.6"], rows["v3_decay06"]
+    assert np.array_equal(colon.eval_by_seed, alias.eval_by_seed)
+    assert not np.array_equal(colon.eval_by_seed, rows["family-v3"].eval_by_seed)  # the option took effect
