@@ -99,7 +99,7 @@ class CompareConfig(RunOptions):
     learned: list[str] = field(default_factory=list)
     """Learned-rule checkpoints compared as arms of their own, by pretrained name or file, e.g. [family-mlp-v0];
     each becomes an optimizer labelled by the checkpoint (an alias of ``learned`` with that checkpoint). Load-time
-    options of the rule follow a colon: ``family-v3:weight_decay=0.6,adapt_rate=0.03``."""
+    options of the rule follow a colon, ``checkpoint:key=value,key=value`` (quote an entry with commas)."""
     imports: list[str] = field(default_factory=list)
     """Python modules imported first, so that the tasks or optimizers they register can be named here."""
     reference: str = "adam"
