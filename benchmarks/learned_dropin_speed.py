@@ -36,11 +36,11 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
-import yaml
 from common import add_device_argument, emit, parse_device, sync
 from torch import nn
 
 from metaopt import LearnedOptimizer, list_pretrained, load_net
+from metaopt.compare.config import split_learned
 from metaopt.rules import LearnedRule, list_rules, make_rule
 
 Maker = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
@@ -61,15 +61,8 @@ def build_model(width: int, device: torch.device) -> nn.Module:
 
 
 def parse_rule(spec: str) -> tuple[str, dict[str, object]]:
-    """``NAME`` or ``NAME:key=value,key=value`` as the name and its options (values read as YAML scalars)."""
-    name, _, rest = spec.partition(":")
-    options: dict[str, object] = {}
-    for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"rule option {item!r} of {spec!r} is not key=value")
-        options[key] = yaml.safe_load(value)
-    return name, options
+    """``NAME`` or ``NAME:key=value,key=value`` as the name and its options (as a ``learned`` entry of a comparison)."""
+    return split_learned(spec)
 
 
 def make_named_rule(spec: str, device: torch.device) -> LearnedRule:
