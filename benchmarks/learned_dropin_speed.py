@@ -20,6 +20,9 @@ Per size and rule one JSON line:
   ``rule_compute_bound_ms`` (those FLOP at the matmul peak measured in the same rounds: 256-row products of the rule's
   own layer width, the shape its step multiplies) and ``rule_share`` (bound over measured step: 1 is the rule at its
   compute bound);
+* with ``--muon``: ``step_ratio_muon``, ``train_step_ratio_muon`` (the rule over Muon, ``envs.training.muon.MuonAdamW``
+  with every matrix orthogonalized whole in float32, AdamW on the rest: the baseline that pays for the same
+  orthogonalization) and ``muon_step_ratio_adam`` (Muon's step over Adam's);
 * ``state_bytes_per_param`` of the rule and of Adam; threads and load average. On CUDA the device is synchronized
   around each timed ``step()``.
 
@@ -39,6 +42,7 @@ import torch
 from common import add_device_argument, emit, parse_device, sync
 from torch import nn
 
+from envs.training.muon import MuonAdamW
 from metaopt import LearnedOptimizer, list_pretrained, load_net
 from metaopt.compare.config import split_learned
 from metaopt.rules import LearnedRule, list_rules, make_rule
@@ -130,6 +134,10 @@ def main() -> None:
                         help="registered rule names (NAME:key=value,... sets options), or shipped rules")  # fmt: skip
     parser.add_argument("--compile", action="store_true",
                         help="also time each rule with LearnedOptimizer(compile=True) (rows NAME+compile)")  # fmt: skip
+    parser.add_argument("--muon", action="store_true",
+                        help="also time Muon (envs.training.muon.MuonAdamW: every matrix orthogonalized whole, "
+                        "AdamW on the rest) in the same rounds: rows gain step_ratio_muon, "
+                        "train_step_ratio_muon")  # fmt: skip
     parser.add_argument("--batch", type=int, default=128, help="rows per training batch")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; each keeps its best")
     parser.add_argument("--budget", type=float, default=3e6,
@@ -176,6 +184,8 @@ def measure(
         "adam": lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True),
         "adamw": lambda params: torch.optim.AdamW(params, lr=1e-3, foreach=True),
     }
+    if args.muon:
+        makers["muon"] = lambda params: MuonAdamW(params, lr=1e-3)
     variants: dict[str, tuple[str, bool]] = {}  # row name: (rule spec, compiled)
     for name, rule in rules.items():
         makers[name] = learned_maker(rule)
@@ -232,6 +242,13 @@ def measure(
             "rule_share": round(bound / step, 3), "state_bytes_per_param": round(state, 2),
             "adam_state_bytes_per_param": round(adam_state, 2),
         })  # fmt: skip
+        if args.muon:
+            muon_step, muon_total, _ = best["muon"]
+            rows[-1].update({
+                "muon_step_ms": round(muon_step * 1e3, 4), "step_ratio_muon": round(step / muon_step, 2),
+                "train_step_ratio_muon": round(total / muon_total, 2),
+                "muon_step_ratio_adam": round(muon_step / adam_step, 2),
+            })  # fmt: skip
     return rows
 
 
