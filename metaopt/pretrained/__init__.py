@@ -36,7 +36,9 @@ adapted online by the cosine between its gradient and its last update) and ``wei
 decay at each tensor's step size). The options were chosen on tasks of the family's own distribution at longer
 horizons, not on the held-out suite. On the nine held-out tasks, full suite (docs/results.md, "Step size that
 transfers"): evaluation loss at or below tuned Adam's on 8 of 9 (``family-v2`` 5), lower training loss than tuned Adam
-(8 of 10 paired seeds) on 5 of 9; never diverged. Its step costs about what ``family-v2``'s does (2-20% more). A third
+(8 of 10 paired seeds) on 5 of 9 (6 of 9 on a later machine, one task at the threshold); never diverged. Its recipe's
+other four seeds with the same options: 4-5 of 9 in training, 7-8 held out (docs/results.md, "Every meta-training
+seed on the full held-out suite"). Its step costs about what ``family-v2``'s does (2-20% more). A third
 option, ``ns_block`` 256, caps the cost of orthogonalization on wide matrices: a matrix with both sides longer than
 256 is orthogonalized in groups of 256 rows (nothing changes on the held-out suite, whose matrices all have a side of
 at most 64); checked on two-layer digits nets of width 512 before it was set (docs/results.md, "Orthogonalization in
