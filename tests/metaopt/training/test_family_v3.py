@@ -190,8 +190,22 @@ def test_the_family_v9_recipe_is_v7_on_the_logarithm_of_the_training_loss() -> N
     assert dataclasses.replace(v9, objective=v7.objective, name=v7.name) == v7  # nothing else differs
 
 
+def test_the_family_v10_recipe_is_v7_for_half_the_episodes_from_family_v3s_weights() -> None:
+    from metaopt import load_net
+    from metaopt.rules import make_rule
+
+    v7 = load_config(TrainConfig, "metaopt/family_v7.yaml")
+    v10 = load_config(TrainConfig, "metaopt/family_v10.yaml")
+    assert v10.rule_config().init_from == "family-v3" and v10.episodes == 40
+    assert dataclasses.replace(v10.rule_config(), init_from=None) == v7.rule_config()
+    assert dataclasses.replace(v10, rule=v7.rule, episodes=v7.episodes, name=v7.name) == v7  # nothing else differs
+    start, shipped = make_rule(v10.rule.name, v10.rule_config()).state_dict(), load_net("family-v3").state_dict()
+    assert start.keys() == shipped.keys() and all(torch.equal(start[k], shipped[k]) for k in shipped)
+
+
 @pytest.mark.parametrize(
-    "recipe", ["family_v3", "family_v4", "family_v5", "family_v6", "family_v7", "family_v8", "family_v9"]
+    "recipe",
+    ["family_v3", "family_v4", "family_v5", "family_v6", "family_v7", "family_v8", "family_v9", "family_v10"],
 )
 def test_no_task_of_the_held_out_suite_is_a_member_of_the_family(recipe: str) -> None:
     import itertools
