@@ -64,17 +64,12 @@ def build_model(width: int, device: torch.device) -> nn.Module:
     )
 
 
-def parse_rule(spec: str) -> tuple[str, dict[str, object]]:
-    """``NAME`` or ``NAME:key=value,key=value`` as the name and its options (as a ``learned`` entry of a comparison)."""
-    return split_learned(spec)
-
-
 def make_named_rule(spec: str, device: torch.device) -> LearnedRule:
     """A registered rule (``NAME[:key=value,...]``), or a shipped rule by name, with options that keep its weights.
 
     ``family-v3:ns_block=64`` is the shipped rule with that option; a registered name wins.
     """
-    name, options = parse_rule(spec)
+    name, options = split_learned(spec)  # as a comparison's learned entry
     if name in list_rules():
         return make_rule(name, options).to(device)
     return load_net(name, options or None).to(device)
