@@ -58,6 +58,7 @@ FINDER_OPTIONS = ("tests/geodesics/test_finder_options.py",)
 STACKED = ("tests/metaopt/inner/test_stacked.py",)
 FAMILY_V3 = ("tests/metaopt/training/test_family_v3.py",)
 LEARNED_LR_GRID = ("tests/metaopt/compare/test_learned_lr_grid.py",)
+TUNE_ON = ("tests/metaopt/compare/test_tune_on.py",)
 MUON = ("tests/envs/test_muon.py",)
 LSTM_INPLACE = (
     "tests/metaopt/rules/test_lstm_inplace.py",
@@ -1825,6 +1826,34 @@ RECENT: list[Mutant] = [
         "for arm in [label, label + TUNED_SUFFIX] if self.learned_lr_grid else [label]:",
         "for arm in [label, label + TUNED_SUFFIX]:",
         LEARNED_LR_GRID,
+    ),
+    M(
+        "tune_on ignored: every rate chosen by the training loss",
+        "metaopt/compare/results.py",
+        'finals[i, j] = eval_loss if cfg.tune_on == "eval" else final_loss(losses, cfg.final_window)',
+        "finals[i, j] = final_loss(losses, cfg.final_window)",
+        TUNE_ON,
+    ),
+    M(
+        "an unknown tuning criterion accepted",
+        "metaopt/compare/config.py",
+        'TUNE_ON = ("train", "eval")',
+        'TUNE_ON = ("train", "eval", "test")',
+        TUNE_ON,
+    ),
+    M(
+        "the report says the training loss was minimised whatever tune_on says",
+        "metaopt/compare/report.py",
+        'return "mean evaluation loss (of the final weights)" if cfg.tune_on == "eval" else "mean final training loss"',
+        'return "mean final training loss"',
+        TUNE_ON,
+    ),
+    M(
+        "tuning.csv's score column named mean_final_loss under tune_on: eval",
+        "metaopt/compare/outputs.py",
+        "csv_text(tuning_rows(tasks, cfg.tune_on))",
+        "csv_text(tuning_rows(tasks))",
+        TUNE_ON,
     ),
     M(
         "the chosen step multiplier shown as a learning rate",

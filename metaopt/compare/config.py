@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from envs.errors import InvalidValue
 from envs.tooling.config import RunOptions, TaskConfig, check_range
 
 __all__ = [
@@ -58,6 +59,9 @@ def split_learned(entry: str) -> tuple[str, dict[str, Any]]:
         options[key.strip()] = _option_value(value.strip())
     return checkpoint, options
 
+
+TUNE_ON = ("train", "eval")
+"""What tuning minimises: the final training loss or the evaluation loss (``CompareConfig.tune_on``)."""
 
 TUNED_SUFFIX = "-tuned"
 """Label suffix of a learned checkpoint's second arm, whose step multiplier is tuned on ``learned_lr_grid``."""
@@ -112,6 +116,10 @@ class CompareConfig(RunOptions):
     rate (same tuning seeds, same choice) and evaluated on the same seeds; the untuned arm stays. Empty: no such arm."""
     tuning_seeds: int = 5
     """Tuning runs per learning rate; seeds tuning_seed_offset, ..., tuning_seed_offset + tuning_seeds - 1."""
+    tune_on: str = "train"
+    """What a learning rate is chosen by: ``train``, the lowest mean final training loss over the tuning seeds, or
+    ``eval``, the lowest mean evaluation-set loss of their final weights (a baseline tuned for generalisation; the
+    choice sees the evaluation set, on other seeds than the evaluation runs, so it favours the baseline)."""
     tuning_seed_offset: int = 0
     """First tuning seed."""
     eval_seeds: int = 20
@@ -148,6 +156,9 @@ class CompareConfig(RunOptions):
             check_range(self, key, low=1, integer=True)
         for key in ("tuning_seed_offset", "eval_seed_offset", "threads"):
             check_range(self, key, low=0, integer=True)
+        if self.tune_on not in TUNE_ON:
+            raise InvalidValue(CompareConfig, "tune_on", self.tune_on,
+                               f"must be one of {', '.join(TUNE_ON)}, got {self.tune_on!r}")  # fmt: skip
         tuning = range(self.tuning_seed_offset, self.tuning_seed_offset + self.tuning_seeds)
         evaluation = range(self.eval_seed_offset, self.eval_seed_offset + self.eval_seeds)
         if set(tuning) & set(evaluation):

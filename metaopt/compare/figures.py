@@ -46,13 +46,14 @@ def _target_label(task: TaskResult, target: float, reference: str) -> str:
     return f"target {target:.3g}"
 
 
-def plot_task(task: TaskResult, reference: str) -> Figure:
+def plot_task(task: TaskResult, reference: str, tune_on: str = "train") -> Figure:
     """Training-loss curves, final evaluation (held-out) losses, and tuning curves of one task.
 
     Left: mean training-loss curve of every optimizer with its 95% band (log scale) and the targets as labelled
     dotted lines. Middle: each optimizer's evaluation loss of the final weights (per seed, and the mean with its 95%
     interval) beside its final training loss, so an optimizer that overfits (low training, high evaluation loss)
-    shows; the reference's mean evaluation loss is a labelled dashed line. Right: the tuning curves.
+    shows; the reference's mean evaluation loss is a labelled dashed line. Right: the tuning curves (of the final
+    training loss, or with ``tune_on="eval"`` of the evaluation loss).
     """
     fig, (curves_ax, eval_ax, tuning_ax) = subplots(1, 3, figsize=(17, 4.8), layout="constrained",
                                                     gridspec_kw={"width_ratios": [3, 2, 2]})  # fmt: skip
@@ -91,7 +92,8 @@ def plot_task(task: TaskResult, reference: str) -> Figure:
         if tuning.chosen is not None:
             best = float(scores[list(lrs).index(tuning.chosen)])
             tuning_ax.plot([tuning.chosen], [best], "*", ms=12, color=color, mec="k")
-    tuning_ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="mean final loss (tuning seeds)")
+    score = "eval" if tune_on == "eval" else "final"
+    tuning_ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel=f"mean {score} loss (tuning seeds)")
     tuning_ax.set_title("tuning (★ chosen; gap: diverged; ▲: off the scale)")
     tuning_ax.grid(alpha=0.3, which="both")
     if tuning_ax.has_data():

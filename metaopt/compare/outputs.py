@@ -21,10 +21,10 @@ def write_outputs(run: Run, cfg: CompareConfig, tasks: list[TaskResult]) -> None
     """``report.md``, ``results.csv``, ``tuning.csv``, ``curves.csv``, ``plots/<task>.png`` and ``tb/``."""
     report = render_report(cfg, tasks)
     run.write_text("results.csv", csv_text(result_rows(cfg, tasks)))
-    run.write_text("tuning.csv", csv_text(tuning_rows(tasks)))
+    run.write_text("tuning.csv", csv_text(tuning_rows(tasks, cfg.tune_on)))
     run.write_text("curves.csv", csv_text(curve_rows(tasks)))
     plots = run.subdir("plots")
     for task in tasks:
-        save_figure(plot_task(task, cfg.reference), plots / f"{task.label}.png")
+        save_figure(plot_task(task, cfg.reference, cfg.tune_on), plots / f"{task.label}.png")
     write_tensorboard(run.path / "tb", tasks, to_yaml(cfg), report, cfg.reference)
     run.write_text("report.md", report)

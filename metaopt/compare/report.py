@@ -187,6 +187,18 @@ def summary_table(tasks: Sequence[TaskResult], cfg: CompareConfig) -> str:
     return "\n".join(lines)
 
 
+def tuning_score(cfg: CompareConfig) -> str:
+    """What the tuning minimises, in words: the mean final training loss or the mean evaluation loss."""
+    return "mean evaluation loss (of the final weights)" if cfg.tune_on == "eval" else "mean final training loss"
+
+
+def _eval_tuning_note(cfg: CompareConfig) -> str:
+    if cfg.tune_on != "eval":
+        return ""
+    return (" (`tune_on: eval`: the choice sees the evaluation set, on the tuning seeds, not on the evaluation seeds"
+            " below; it favours the tuned optimizers on the evaluation loss.)")  # fmt: skip
+
+
 def _conventions(cfg: CompareConfig) -> str:
     tune, evaluation = cfg.tuning_seed_list, cfg.eval_seed_list
     grid = ", ".join(f"{lr:.3g}" for lr in cfg.lr_grid)
@@ -207,9 +219,10 @@ def _conventions(cfg: CompareConfig) -> str:
     )
     return (
         f"Learning rates tuned on the grid {grid} with {len(tune)} tuning seeds ({tune[0]}–{tune[-1]}): the one with"
-        f" the lowest mean final training loss, where the *final loss* of a run is its mean training loss over the"
+        f" the lowest {tuning_score(cfg)}, where the *final loss* of a run is its mean training loss over the"
         f" last {cfg.final_window} steps; a learning rate that diverged (NaN or infinite loss) on any tuning seed is"
-        f" never chosen. Evaluation on {len(evaluation)} other seeds ({evaluation[0]}–{evaluation[-1]}), paired: on a"
+        f" never chosen.{_eval_tuning_note(cfg)} Evaluation on {len(evaluation)} other seeds"
+        f" ({evaluation[0]}–{evaluation[-1]}), paired: on a"
         f" seed every optimizer starts from the same weights and sees the same batches. Losses are training losses of"
         f" each step's batch before the update; the eval loss is the evaluation-set loss after the last step."
         f" Intervals are 95% t-intervals over the evaluation seeds; diverged runs are left out of every mean and"
@@ -250,11 +263,11 @@ def render_report(cfg: CompareConfig, tasks: Sequence[TaskResult], *, level: int
                       f" {task.config.steps} steps", "", results_table(task, cfg)]  # fmt: skip
             tuning = _tuning_table(task, cfg)
             if tuning:
-                parts += ["", "Tuning: mean final training loss per learning rate (**chosen**; div k/n: diverged on k"
+                parts += ["", f"Tuning: {tuning_score(cfg)} per learning rate (**chosen**; div k/n: diverged on k"
                           " of n tuning seeds).", "", tuning]  # fmt: skip
             tuning = _tuning_table(task, cfg, multipliers=True)
             if tuning:
-                parts += ["", "Tuning of the learned arms' step multiplier: mean final training loss per multiplier"
+                parts += ["", f"Tuning of the learned arms' step multiplier: {tuning_score(cfg)} per multiplier"
                           " (**chosen**; div k/n: diverged on k of n tuning seeds).", "", tuning]  # fmt: skip
     return "\n".join(parts) + "\n"
 
@@ -306,14 +319,19 @@ def result_rows(cfg: CompareConfig, tasks: Sequence[TaskResult]) -> list[dict[st
     return rows
 
 
-def tuning_rows(tasks: Sequence[TaskResult]) -> list[dict[str, Any]]:
-    """One row per (task, optimizer, grid learning rate) (``tuning.csv``)."""
+def tuning_rows(tasks: Sequence[TaskResult], tune_on: str = "train") -> list[dict[str, Any]]:
+    """One row per (task, optimizer, grid learning rate) (``tuning.csv``).
+
+    The score column is ``mean_final_loss``, or ``mean_eval_loss`` when the tuning minimised the evaluation loss
+    (``tune_on: eval``).
+    """
+    score_name = "mean_eval_loss" if tune_on == "eval" else "mean_final_loss"
     return [
         {
             "task": task.label,
             "optimizer": row.optimizer,
             "lr": lr,
-            "mean_final_loss": score,
+            score_name: score,
             "diverged_seeds": diverged,
             "tuning_seeds": row.tuning.seeds,
             "chosen": lr == row.tuning.chosen,

@@ -75,15 +75,16 @@ class Records:
 def tuning_of(records: Records, cfg: CompareConfig, label: str, optimizer: str) -> Tuning:
     """Learning-rate choice of ``optimizer`` on task ``label`` from its finished tuning units.
 
-    On its grid (:meth:`CompareConfig.grid_of`): ``lr_grid``, or ``learned_lr_grid`` for a tuned learned arm.
+    On its grid (:meth:`CompareConfig.grid_of`): ``lr_grid``, or ``learned_lr_grid`` for a tuned learned arm; by
+    the final training loss or, with ``tune_on: eval``, by the evaluation loss of each tuning run's final weights.
     """
     seeds, grid = cfg.tuning_seed_list, cfg.grid_of(optimizer)
     finals = np.empty((len(grid), len(seeds)))
     diverged = np.zeros_like(finals, dtype=bool)
     for i, lr in enumerate(grid):
         for j, seed in enumerate(seeds):
-            losses, div, _ = records.run_curve(("tune", label, optimizer, float(lr), seed))
-            finals[i, j] = final_loss(losses, cfg.final_window)
+            losses, div, eval_loss = records.run_curve(("tune", label, optimizer, float(lr), seed))
+            finals[i, j] = eval_loss if cfg.tune_on == "eval" else final_loss(losses, cfg.final_window)
             diverged[i, j] = div
     return choose_lr(grid, finals, diverged)
 
