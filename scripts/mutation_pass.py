@@ -59,6 +59,7 @@ STACKED = ("tests/metaopt/inner/test_stacked.py",)
 FAMILY_V3 = ("tests/metaopt/training/test_family_v3.py",)
 LEARNED_LR_GRID = ("tests/metaopt/compare/test_learned_lr_grid.py",)
 TUNE_ON = ("tests/metaopt/compare/test_tune_on.py",)
+OPERATING_POINTS = ("tests/metaopt/compare/test_operating_points.py",)
 MUON = ("tests/envs/test_muon.py",)
 LSTM_INPLACE = (
     "tests/metaopt/rules/test_lstm_inplace.py",
@@ -1854,6 +1855,27 @@ RECENT: list[Mutant] = [
         "csv_text(tuning_rows(tasks, cfg.tune_on))",
         "csv_text(tuning_rows(tasks))",
         TUNE_ON,
+    ),
+    M(
+        "operating points that count the tuning runs too",
+        "scripts/operating_points.py",
+        'if record.get("kind") != "unit" or record["phase"] != "eval" or record["diverged"]:',
+        'if record.get("kind") != "unit" or record["diverged"]:',
+        OPERATING_POINTS,
+    ),
+    M(
+        "an operating point's training loss averaged over the whole curve",
+        "scripts/operating_points.py",
+        'losses = [float(v) for v in record["losses"][-window:]]',
+        'losses = [float(v) for v in record["losses"]]',
+        OPERATING_POINTS,
+    ),
+    M(
+        "dominance on either loss instead of both",
+        "scripts/operating_points.py",
+        "if train <= point[0] and evaluation <= point[1]]",
+        "if train <= point[0] or evaluation <= point[1]]",
+        OPERATING_POINTS,
     ),
     M(
         "the chosen step multiplier shown as a learning rate",
