@@ -60,6 +60,7 @@ FAMILY_V3 = ("tests/metaopt/training/test_family_v3.py",)
 LEARNED_LR_GRID = ("tests/metaopt/compare/test_learned_lr_grid.py",)
 TUNE_ON = ("tests/metaopt/compare/test_tune_on.py",)
 OPERATING_POINTS = ("tests/metaopt/compare/test_operating_points.py",)
+FUNCTIONAL_TRUNCATION = ("tests/metaopt/inner/test_functional_truncation.py",)
 MUON = ("tests/envs/test_muon.py",)
 LSTM_INPLACE = (
     "tests/metaopt/rules/test_lstm_inplace.py",
@@ -1876,6 +1877,27 @@ RECENT: list[Mutant] = [
         "if train <= point[0] and evaluation <= point[1]]",
         "if train <= point[0] or evaluation <= point[1]]",
         OPERATING_POINTS,
+    ),
+    M(
+        "the functional step moves against the rule's update",
+        "benchmarks/compiled_unroll.py",
+        "return [p + u.view_as(p) for p, u in zip(params, update.split(sizes))], new_state, loss",
+        "return [p - u.view_as(p) for p, u in zip(params, update.split(sizes))], new_state, loss",
+        FUNCTIONAL_TRUNCATION,
+    ),
+    M(
+        "the functional truncation one batch late",
+        "benchmarks/compiled_unroll.py",
+        "for inputs, targets in batches[:steps]:",
+        "for inputs, targets in batches[1 : steps + 1]:",
+        FUNCTIONAL_TRUNCATION,
+    ),
+    M(
+        "the functional step first-order (the gradient enters the rule detached)",
+        "benchmarks/compiled_unroll.py",
+        "update, new_state = rule.step(torch.cat([g.reshape(-1) for g in grads]), state, params)",
+        "update, new_state = rule.step(torch.cat([g.reshape(-1) for g in grads]).detach(), state, params)",
+        FUNCTIONAL_TRUNCATION,
     ),
     M(
         "the chosen step multiplier shown as a learning rate",
