@@ -60,7 +60,8 @@ class Tuning:
     lrs: tuple[float, ...]
     """The grid, ascending."""
     scores: tuple[float, ...]
-    """Mean final loss over the tuning seeds per learning rate; NaN where a seed diverged."""
+    """Mean score over the tuning seeds per learning rate (the final training loss, or the evaluation loss with
+    ``tune_on: eval``); NaN where a seed diverged."""
     diverged: tuple[int, ...]
     """Number of tuning seeds that diverged per learning rate."""
     seeds: int
@@ -80,11 +81,11 @@ class Tuning:
 
 
 def choose_lr(lrs: Sequence[float], finals: np.ndarray, diverged: np.ndarray) -> Tuning:
-    """Pick the learning rate with the lowest mean final loss among those that never diverged.
+    """Pick the learning rate with the lowest mean score among those that never diverged.
 
     Args:
         lrs: learning rates, one per row.
-        finals: ``(L, S)`` final loss of each (learning rate, tuning seed).
+        finals: ``(L, S)`` score (final loss, or evaluation loss) of each (learning rate, tuning seed).
         diverged: ``(L, S)`` bool, True where that run diverged.
     """
     order = np.argsort(np.asarray(lrs), kind="stable")
