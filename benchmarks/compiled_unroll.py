@@ -14,8 +14,8 @@ steps from a fresh optimizee and the backward of its summed losses into the rule
 step through ``torch.compile``. Prints one JSON line per structure: the largest relative difference of the
 meta-gradient from ``higher``'s (the eager functional step is the same arithmetic; the compiled one rounds
 differently), the first compiled call's seconds (tracing and compiling; inductor's on-disk cache makes a second
-process faster: ``cold_cache`` is whether the cache directory was empty), and the best of ``--repeats`` alternating rounds
-of each way with the ratio ``higher / compiled``; threads and load average.
+process faster: ``cold_cache`` is whether the cache directory was empty), and the best of ``--repeats`` alternating
+rounds of each way with the ratio ``higher / compiled``; threads and load average.
 
     OMP_NUM_THREADS=1 python benchmarks/compiled_unroll.py [--widths 16 32] [--depths 1] [--activations tanh]
         [--truncation 50] [--repeats 3] [--dynamic] [--config configs/metaopt/family_v7.yaml] [--device cpu]
