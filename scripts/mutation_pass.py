@@ -1867,8 +1867,8 @@ RECENT: list[Mutant] = [
     M(
         "an operating point's training loss averaged over the whole curve",
         "scripts/operating_points.py",
-        'losses = [float(v) for v in record["losses"][-window:]]',
-        'losses = [float(v) for v in record["losses"]]',
+        'finals[key] = (final_loss([float(v) for v in record["losses"]], window), float(record["eval_loss"]))',
+        'finals[key] = (final_loss([float(v) for v in record["losses"]], 10**9), float(record["eval_loss"]))',
         OPERATING_POINTS,
     ),
     M(

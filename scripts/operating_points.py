@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from metaopt.compare.stats import final_loss
+
 Point = tuple[float, float, int]
 """(mean final training loss, mean evaluation loss, runs)."""
 
@@ -42,9 +44,8 @@ def operating_points(runs: Sequence[Path]) -> dict[str, dict[tuple[str, float | 
                 record = json.loads(line)
                 if record.get("kind") != "unit" or record["phase"] != "eval" or record["diverged"]:
                     continue
-                losses = [float(v) for v in record["losses"][-window:]]
                 key = (record["task"], record["optimizer"], record["lr"], record["seed"])
-                finals[key] = (float(np.mean(losses)), float(record["eval_loss"]))
+                finals[key] = (final_loss([float(v) for v in record["losses"]], window), float(record["eval_loss"]))
     grouped: dict[tuple[str, str, float | None], list[tuple[float, float]]] = defaultdict(list)
     for (task, optimizer, lr, _), value in finals.items():
         grouped[(task, optimizer, lr)].append(value)
