@@ -2210,8 +2210,8 @@ RECENT: list[Mutant] = [
     M(
         "bfloat16 iterations not cast back to the matrix's dtype",
         "envs/training/muon.py",
-        "return orthogonalize(matrix.to(dtype), steps, eps, block).to(matrix.dtype)",
-        "return orthogonalize(matrix.to(dtype), steps, eps, block)",
+        "return orthogonalize(matrix.to(dtype), steps, eps, block, method=method).to(matrix.dtype)",
+        "return orthogonalize(matrix.to(dtype), steps, eps, block, method=method)",
         MUON,
     ),
     M(
@@ -2224,8 +2224,43 @@ RECENT: list[Mutant] = [
     M(
         "the iterations in another dtype forget the blocks",
         "envs/training/muon.py",
-        "return orthogonalize(matrix.to(dtype), steps, eps, block).to(matrix.dtype)",
-        "return orthogonalize(matrix.to(dtype), steps, eps).to(matrix.dtype)",
+        "return orthogonalize(matrix.to(dtype), steps, eps, block, method=method).to(matrix.dtype)",
+        "return orthogonalize(matrix.to(dtype), steps, eps, method=method).to(matrix.dtype)",
+        MUON,
+    ),
+    M(
+        "the Gram form's polynomial with the constant coefficient where the linear one belongs",
+        "envs/training/muon.py",
+        "poly = torch.matmul(gram, gram).mul_(c).add_(gram, alpha=b)",
+        "poly = torch.matmul(gram, gram).mul_(c).add_(gram, alpha=a)",
+        MUON,
+    ),
+    M(
+        "the Gram form's next Gram matrix with one factor of the polynomial",
+        "envs/training/muon.py",
+        "gram = poly @ (poly @ gram)",
+        "gram = poly @ gram",
+        MUON,
+    ),
+    M(
+        "the Gram form keeps only the last polynomial",
+        "envs/training/muon.py",
+        "accumulated = poly if accumulated is None else poly @ accumulated",
+        "accumulated = poly",
+        MUON,
+    ),
+    M(
+        "the Gram form in bfloat16 too",
+        "envs/training/muon.py",
+        "return x.dtype in (torch.float32, torch.float64) and rows >= GRAM_MIN_ROWS and cols >= GRAM_MIN_ASPECT * rows",
+        "return rows >= GRAM_MIN_ROWS and cols >= GRAM_MIN_ASPECT * rows",
+        MUON,
+    ),
+    M(
+        "the Gram form on square matrices too",
+        "envs/training/muon.py",
+        "return x.dtype in (torch.float32, torch.float64) and rows >= GRAM_MIN_ROWS and cols >= GRAM_MIN_ASPECT * rows",
+        "return x.dtype in (torch.float32, torch.float64) and rows >= GRAM_MIN_ROWS",
         MUON,
     ),
     M(

@@ -15,9 +15,10 @@ one ``torch.optim.Optimizer`` with one learning rate, so the comparison harness 
 * the other tensors get ``torch.optim.AdamW``'s step at the same rate.
 
 What this project changed: the Newton-Schulz iterations run in the parameter's dtype (``torch.optim.Muon`` runs them in
-bfloat16, which rounds away more than a small model's step can afford); the quintic coefficients, the Nesterov
-momentum and the decoupled weight decay are ``torch.optim.Muon``'s. Weight decay defaults to 0, as the other
-baselines' (the harness compares optimizers, not regularisers).
+bfloat16, which rounds away more than a small model's step can afford), and on wide matrices of 128 rows or more
+they run on the Gram matrix (:func:`gram_newton_schulz`: the same iterations in exact arithmetic, fewer multiply-adds);
+the quintic coefficients, the Nesterov momentum and the decoupled weight decay are ``torch.optim.Muon``'s. Weight
+decay defaults to 0, as the other baselines' (the harness compares optimizers, not regularisers).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["MATRICES", "MuonAdamW", "matrix_mask", "orthogonalize"]
+__all__ = ["MATRICES", "MuonAdamW", "gram_newton_schulz", "gram_pays", "matrix_mask", "orthogonalize"]
 
 MATRICES = ("all", "hidden", "none")
 """Which tensors of two or more dimensions get Muon's step (the rest get AdamW's)."""
@@ -37,10 +38,20 @@ MATRICES = ("all", "hidden", "none")
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 """The quintic Newton-Schulz coefficients of Muon (and ``torch.optim.Muon``)."""
 
+NS_METHODS = ("auto", "standard", "gram")
+"""How ``orthogonalize`` computes the iterations (the same result in exact arithmetic)."""
+
+GRAM_MIN_ROWS = 128
+"""``auto`` iterates on the Gram matrix from this many rows (of the shorter side or of a block) ..."""
+
+GRAM_MIN_ASPECT = 2
+"""... where the longer side is at least this many times the shorter."""
+
 
 def orthogonalize(
-    matrix: Tensor, steps: int = 5, eps: float = 1e-7, block: int = 0, dtype: torch.dtype | None = None
-) -> Tensor:
+    matrix: Tensor, steps: int = 5, eps: float = 1e-7, block: int = 0, dtype: torch.dtype | None = None,
+    method: str = "auto",
+) -> Tensor:  # fmt: skip
     """``matrix`` with its singular values pushed towards 1 by ``steps`` quintic Newton-Schulz iterations.
 
     ``matrix`` is 2D or a batch ``(R, m, n)`` (each matrix its own result). Returns ``U S' V^T`` where ``U S V^T`` is
@@ -57,18 +68,26 @@ def orthogonalize(
     ``dtype`` (default: the matrix's) is the dtype the iterations run in; ``torch.bfloat16`` is Muon's choice: about
     2x faster products where the processor has bfloat16 arithmetic (AVX512-BF16, AMX, a GPU's tensor cores), and the
     result off by about 1% relative, small beside the spread of the iteration's singular values.
+
+    ``method`` picks how the iterations are computed; both give the same result in exact arithmetic. ``standard``
+    iterates on the ``m x n`` matrix itself (``m <= n``): ``10 m^2 n + 5 m^3`` multiply-adds. ``gram`` iterates on
+    its ``m x m`` Gram matrix alone (:func:`gram_newton_schulz`): ``2 m^2 n + 17 m^3``, fewer where the matrix (or
+    its block) is wide. ``auto`` (the default) takes ``gram`` where it pays and keeps its rounding close:
+    :func:`gram_pays`.
     """
+    if method not in NS_METHODS:
+        raise ValueError(f"method must be one of {', '.join(NS_METHODS)}, got {method!r}")
     if dtype is not None and dtype != matrix.dtype:
-        return orthogonalize(matrix.to(dtype), steps, eps, block).to(matrix.dtype)
+        return orthogonalize(matrix.to(dtype), steps, eps, block, method=method).to(matrix.dtype)
     wide = matrix.shape[-2] <= matrix.shape[-1]
     x = matrix if wide else matrix.mT
     if 0 < block < x.shape[-2]:
         rows, cols = x.shape[-2:]
         whole = rows // block * block
         head = x[..., :whole, :].reshape(-1, block, cols)
-        parts = [orthogonalize(head, steps, eps).reshape(*x.shape[:-2], whole, cols)]
+        parts = [orthogonalize(head, steps, eps, method=method).reshape(*x.shape[:-2], whole, cols)]
         if whole < rows:
-            parts.append(orthogonalize(x[..., whole:, :], steps, eps))
+            parts.append(orthogonalize(x[..., whole:, :], steps, eps, method=method))
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)  # no copy when the groups divide evenly
         return x if wide else x.mT
     a, b, c = NS_COEFFICIENTS
@@ -76,10 +95,52 @@ def orthogonalize(
     product = torch.baddbmm if batched else torch.addmm
     norm = x.norm(dim=(-2, -1), keepdim=True) if batched else x.norm()
     x = x / norm.clamp_min(eps)  # every singular value <= 1: inside the iteration's basin
+    if method == "gram" or (method == "auto" and gram_pays(x)):
+        x = gram_newton_schulz(x, steps)
+        return x if wide else x.mT
     for _ in range(steps):
         gram = x @ x.mT
         x = product(x, product(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x if wide else x.mT
+
+
+def gram_pays(x: Tensor) -> bool:
+    """Whether ``orthogonalize``'s ``auto`` iterates on the Gram matrix of ``x`` (``m x n``, ``m <= n``, or a batch).
+
+    Where ``m`` is at least ``GRAM_MIN_ROWS`` and ``n`` at least ``GRAM_MIN_ASPECT`` times ``m``, in float32 or
+    float64: there the Gram form's fewer multiply-adds pay for its more, smaller products (one thread on a CPU: 1.5x
+    faster at 128 x 512, 1.7x at 256 x 965, 3x at 64 x 965 in batches; 0.5x at 16 x 64, 0.75x square). Not in
+    bfloat16 or float16, where its rounding is 3-4x the standard iteration's (5% against 1.5%, relative to float64).
+    In float32 it differs from the standard iteration by about the standard's own error on well-conditioned matrices
+    and by up to about 2e-4 relative on ill-conditioned ones (the Gram matrix squares the condition number), beside
+    the iteration's spread of singular values over [0.7, 1.2].
+    """
+    rows, cols = x.shape[-2:]
+    return x.dtype in (torch.float32, torch.float64) and rows >= GRAM_MIN_ROWS and cols >= GRAM_MIN_ASPECT * rows
+
+
+def gram_newton_schulz(x: Tensor, steps: int) -> Tensor:
+    """Muon's quintic Newton-Schulz iterations of ``x`` computed on its Gram matrix.
+
+    ``x`` is ``m x n`` (``m <= n``) or a batch of them, already scaled to a norm of at most 1.
+
+    Each iteration is ``x <- p(A) x`` with ``A = x x^T`` and ``p(A) = a I + b A + c A^2``. Every ``p(A)`` is a
+    polynomial in the first Gram matrix ``A_0``, so they commute: after ``k`` iterations ``x_k = Q_k x_0`` with
+    ``Q_k = p(A_{k-1}) ... p(A_0)`` and ``A_k = x_k x_k^T = p(A_{k-1}) A_{k-1} p(A_{k-1})``. The ``m x n`` matrix is
+    touched twice (``A_0`` and ``Q x_0``), the rest is ``m x m`` products: ``2 m^2 n + 17 m^3`` multiply-adds for five
+    iterations against ``10 m^2 n + 5 m^3``.
+    """
+    a, b, c = NS_COEFFICIENTS
+    gram = x @ x.mT
+    accumulated: Tensor | None = None
+    for k in range(steps):
+        poly = torch.matmul(gram, gram).mul_(c).add_(gram, alpha=b)
+        poly.diagonal(dim1=-2, dim2=-1).add_(a)
+        accumulated = poly if accumulated is None else poly @ accumulated
+        if k < steps - 1:
+            gram = poly @ (poly @ gram)
+    assert accumulated is not None
+    return accumulated @ x
 
 
 def matrix_mask(shapes: Sequence[tuple[int, ...]], matrices: str) -> list[bool]:

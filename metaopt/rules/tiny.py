@@ -37,9 +37,12 @@ What each part follows, and what this project changed:
   of a few hundred it is most of the step. ``ns_block`` caps it: groups of at most ``ns_block`` rows of the shorter
   side are orthogonalized each on its own (block-wise orthogonalization, as MuonBP's local steps, Khaled et al. 2025),
   about ``10 ns_block`` multiply-adds per coordinate whatever the width; matrices with a side of at most
-  ``ns_block`` are orthogonalized whole, exactly as without it. ``ns_dtype: bfloat16`` runs the iterations in
-  bfloat16, as Muon's (faster on wide matrices where the processor has bfloat16 arithmetic). ``ns_matrices: hidden``
-  orthogonalizes only the hidden matrices, as Muon does (the first and the last matrix keep the MLP's direction).
+  ``ns_block`` are orthogonalized whole, exactly as without it. A matrix or group of at least 128 rows whose other
+  side is at least twice as long is iterated on its Gram matrix (:func:`envs.training.muon.gram_newton_schulz`,
+  about ``2 m + 17 m^2 / n`` multiply-adds per coordinate; the same iterations, float32 rounding apart).
+  ``ns_dtype: bfloat16`` runs the iterations in bfloat16, as Muon's (faster on wide matrices where the processor has
+  bfloat16 arithmetic). ``ns_matrices: hidden`` orthogonalizes only the hidden matrices, as Muon does (the first and
+  the last matrix keep the MLP's direction).
 * **Online step-size adaptation** (hypergradient descent, Baydin et al. 2018), optional: with ``adapt_rate`` > 0
   each learned tensor keeps a log factor on its step, moved every step by ``-adapt_rate`` times the cosine between
   the tensor's gradient and its previous update, within ``[-log adapt_limit, log adapt_limit]``. A gradient that

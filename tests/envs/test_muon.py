@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from envs.training.functional import functional_from_spec
-from envs.training.muon import MuonAdamW, orthogonalize
+from envs.training.muon import GRAM_MIN_ROWS, MuonAdamW, gram_pays, orthogonalize
 from envs.training.optim import get_optimizer_spec, make_optimizer
 
 
@@ -221,3 +221,60 @@ def test_in_bfloat16_the_iterations_round_to_bfloat16_and_the_result_keeps_the_d
     assert not torch.equal(got, exact)
     assert (got - exact).norm() <= 0.03 * exact.norm()  # bfloat16's rounding, no more
     assert torch.equal(orthogonalize(g, dtype=torch.float32), orthogonalize(g))  # its own dtype: nothing changes
+
+
+@pytest.mark.parametrize("shape", [(9, 30), (30, 9), (6, 6), (2, 5, 17), (1, 3)])
+@pytest.mark.parametrize("steps", [1, 2, 5])
+def test_the_gram_form_is_the_standard_iteration_in_exact_arithmetic(shape: tuple[int, ...], steps: int) -> None:
+    torch.manual_seed(8)
+    g = torch.randn(*shape, dtype=torch.float64) @ torch.diag(torch.logspace(0, -1, shape[-1])).double()
+    gram = orthogonalize(g, steps, method="gram")
+    torch.testing.assert_close(gram, orthogonalize(g, steps, method="standard"), rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(orthogonalize(g, steps, block=4, method="gram"),
+                               orthogonalize(g, steps, block=4, method="standard"), rtol=1e-11, atol=1e-12)  # fmt: skip
+
+
+def test_the_gram_form_is_differentiable_as_the_standard_iteration() -> None:
+    torch.manual_seed(9)
+    g = torch.randn(7, 19, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(7, 19, dtype=torch.float64)
+    grads = [torch.autograd.grad((orthogonalize(g, method=m) * weights).sum(), g)[0] for m in ("gram", "standard")]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-11)
+
+
+def test_auto_takes_the_gram_form_only_on_wide_float_matrices_of_enough_rows() -> None:
+    torch.manual_seed(10)
+    m = GRAM_MIN_ROWS
+    for shape, expected in (((m, 2 * m), True), ((2 * m, m), True), ((3, m, 2 * m + 1), True), ((m, 2 * m - 1), False),
+                            ((m - 1, 4 * m), False), ((2 * m, 2 * m), False)):  # fmt: skip
+        g = torch.randn(*shape)
+        x = g if shape[-2] <= shape[-1] else g.mT
+        assert gram_pays(x) is expected, shape
+        picked = "gram" if expected else "standard"
+        assert torch.equal(orthogonalize(g), orthogonalize(g, method=picked)), shape
+        other = "standard" if expected else "gram"
+        assert not torch.equal(orthogonalize(g), orthogonalize(g, method=other)), shape  # the two round differently
+    assert not gram_pays(torch.randn(m, 4 * m).bfloat16())
+    wide = torch.randn(2 * m + 5, 4 * m)  # blocks of m rows: each block is m x 4m, Gram; the 5 rows left: standard
+    blocks = orthogonalize(wide, block=m)
+    expected_parts = [orthogonalize(wide[:m], method="gram"), orthogonalize(wide[m:2 * m], method="gram"),
+                      orthogonalize(wide[2 * m:], method="standard")]  # fmt: skip
+    torch.testing.assert_close(blocks, torch.cat(expected_parts), rtol=0, atol=1e-6)
+
+
+def test_in_float32_the_gram_form_stays_within_its_documented_rounding() -> None:
+    torch.manual_seed(11)
+    m, n = GRAM_MIN_ROWS, 3 * GRAM_MIN_ROWS
+    u, _ = torch.linalg.qr(torch.randn(m, m, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n, m, dtype=torch.float64))
+    for spectrum in (torch.ones(m), torch.logspace(0, -8, m)):  # well and badly conditioned
+        g = (u * spectrum.double()) @ v.T
+        exact = orthogonalize(g)
+        for method, bound in (("standard", 5e-5), ("gram", 5e-4)):
+            got = orthogonalize(g.float(), method=method).double()
+            assert (got - exact).norm() <= bound * exact.norm(), (method, spectrum[-1])
+
+
+def test_an_unknown_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="method must be one of auto, standard, gram"):
+        orthogonalize(torch.randn(3, 4), method="svd")
