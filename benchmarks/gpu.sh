@@ -23,7 +23,7 @@
 #   learned_dropin_tiny the tiny rule's eager drop-in step (whole-vector path on an accelerator), 100k to 10M
 #   learned_dropin_family_v1  the shipped family-v1 rule, eager and compiled, 1M and 10M (about 1-2 minutes compiling)
 #   learned_dropin_family_v2  the shipped family-v2 rule (Newton-Schulz on each matrix: matmuls, where a GPU is fast)
-#   learned_dropin_family_v3  the shipped family-v3 rule (groups of 256 rows) and with groups of 64 in bfloat16, beside Muon
+#   learned_dropin_family_v3  the shipped family-v3 rule (groups of 256 rows), with groups of 64 in bfloat16 and on their Gram matrix, beside Muon
 #   orthogonalize     Newton-Schulz on the Gram matrix vs the standard iteration, the block shapes of the size sweep
 #   threads           host threads 1 vs 2 with the model on the GPU
 #   distributed       whole commands: geodesics sweep, metaopt train, metaopt targets (1 rank; 2 ranks with >= 2 GPUs)
@@ -96,7 +96,7 @@ step learned_meta_stack 150 learned_meta_speed.py --configs configs/metaopt/fami
 step learned_dropin_tiny 90 learned_dropin_speed.py --rules tiny tiny:learned_tensors=hidden --sizes 100000 1000000 10000000 --repeats 2
 step learned_dropin_family_v1 150 learned_dropin_speed.py --rules family-v1 --compile --sizes 1000000 10000000 --repeats 2
 step learned_dropin_family_v2 90 learned_dropin_speed.py --rules family-v2 --sizes 100000 1000000 10000000 --repeats 2
-step learned_dropin_family_v3 120 learned_dropin_speed.py --rules family-v3 family-v3:ns_block=64,ns_dtype=bfloat16 --muon --sizes 1000000 10000000 --repeats 2
+step learned_dropin_family_v3 150 learned_dropin_speed.py --rules family-v3 family-v3:ns_block=64,ns_dtype=bfloat16 family-v3:ns_block=64,ns_method=gram --muon --sizes 1000000 10000000 --repeats 2
 step orthogonalize 60 orthogonalize_speed.py --repeats 3
 step threads 30 threads.py --tasks digits_mlp digits_cnn --threads 1 2 --steps 50 --repeats 2
 step distributed 120 distributed.py --ranks 1 2 --repeats 1 --workloads sweep train targets

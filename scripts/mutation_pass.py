@@ -72,6 +72,10 @@ NS_BF16 = (
     "tests/metaopt/rules/test_tiny_inplace.py::"
     "test_compiled_bfloat16_iterations_round_differently_but_to_bfloat16s_size",
 )
+NS_METHOD = (
+    "tests/metaopt/rules/test_tiny_inplace.py::test_ns_method_reaches_both_steps_and_the_gram_form_gives_their_step",
+    "tests/metaopt/rules/test_tiny.py::test_bad_options_name_the_key",
+)
 LOG_OBJECTIVE = ("tests/metaopt/training/test_log_objective.py",)
 BOOL_OPTIONS = ("tests/metaopt/test_bad_values.py", "tests/metaopt/training/test_log_objective.py")
 LSTM_COMPILED = (
@@ -2182,8 +2186,8 @@ RECENT: list[Mutant] = [
     M(
         "the functional step orthogonalizes whole matrices whatever ns_block",
         "metaopt/rules/tiny.py",
-        "block=cfg.ns_block, dtype=dtype)",
-        "block=0, dtype=dtype)",
+        "block=cfg.ns_block, dtype=dtype,",
+        "block=0, dtype=dtype,",
         ORTHO,
     ),
     M(
@@ -2199,6 +2203,41 @@ RECENT: list[Mutant] = [
         "decay_size = size if cfg.weight_decay_mup else size / part.mup",
         "decay_size = size if cfg.weight_decay_mup else size * part.mup",
         TINY,
+    ),
+    M(
+        "the in-place step ignores ns_method",
+        "metaopt/rules/tiny_inplace.py",
+        "ns_method=cfg.ns_method,",
+        "",
+        NS_METHOD,
+    ),
+    M(
+        "the functional step ignores ns_method",
+        "metaopt/rules/tiny.py",
+        "method=cfg.ns_method)  # fmt: skip",
+        ")  # fmt: skip",
+        NS_METHOD,
+    ),
+    M(
+        "ns_method not checked",
+        "metaopt/rules/tiny.py",
+        '("ns_method", NS_METHODS),',
+        "",
+        NS_METHOD,
+    ),
+    M(
+        "the in-place adaptation's cosine of the gradient with itself",
+        "metaopt/rules/tiny_inplace.py",
+        "torch.stack([torch.dot(g, u), torch.dot(g, g), torch.dot(u, u)]) / plan.sizes[t]",
+        "torch.stack([torch.dot(g, g), torch.dot(g, g), torch.dot(u, u)]) / plan.sizes[t]",
+        TINY_INPLACE,
+    ),
+    M(
+        "the in-place parameter feature's mean square from the gradient",
+        "metaopt/rules/tiny_inplace.py",
+        "mean_p = _sum_of_products(p, p, traced) / n if plan.param_feature or plan.param_scale else None",
+        "mean_p = _sum_of_products(g, g, traced) / n if plan.param_feature or plan.param_scale else None",
+        TINY_INPLACE,
     ),
     M(
         "the in-place decay follows the muP factor whatever weight_decay_mup",

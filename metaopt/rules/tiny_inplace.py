@@ -102,6 +102,7 @@ class Plan:
     ns_steps: int = 5
     ns_block: int = 0
     ns_dtype: torch.dtype | None = None
+    ns_method: str = "auto"
 
 
 NS_DTYPES = ("rule", "bfloat16")
@@ -162,6 +163,7 @@ def make_plan(rule: TinyRule, shapes: Sequence[tuple[int, ...]]) -> Plan:
         ns_steps=cfg.ns_steps,
         ns_block=cfg.ns_block,
         ns_dtype=ns_dtype(cfg.ns_dtype),
+        ns_method=cfg.ns_method,
     )
 
 
@@ -283,7 +285,7 @@ def _adapt_and_decay(
         last, log_adapt = state["last"], state["log_adapt"]
         sums = torch.stack(
             [
-                torch.stack([(g * u).sum(), (g * g).sum(), (u * u).sum()]) / plan.sizes[t]
+                torch.stack([torch.dot(g, u), torch.dot(g, g), torch.dot(u, u)]) / plan.sizes[t]
                 for t in chosen
                 for g, u in [(grads[t].view(-1), last[spans[t][0] : spans[t][1]])]
             ]
@@ -301,7 +303,7 @@ def _adapt_and_decay(
         lr = options[t][0]
         decay = 0.0
         if plan.learned[t] and cfg.weight_decay and plan.sizes[t]:
-            size = scale_list[t] * math.sqrt(float((direction * direction).sum()) / plan.sizes[t] + _TINY)
+            size = scale_list[t] * math.sqrt(float(torch.dot(direction, direction)) / plan.sizes[t] + _TINY)
             decay = cfg.weight_decay * size * factors[t] / (1.0 if cfg.weight_decay_mup else plan.mup[t])
         if cfg.adapt_rate:  # the update the functional step returns, from the parameters before they move
             last_t = torch.mul(direction, scale_list[t] * factors[t], out=state["last"][start:stop])
@@ -450,7 +452,7 @@ def _learned(
     v_hat = second[0] * corrections[num_momenta, t]
     mean_v = v_hat.sum() / n
     denominator = torch.rsqrt(v_hat + (mean_v * plan.eps + _TINY))
-    mean_p = (p * p).sum() / n if plan.param_feature or plan.param_scale else None
+    mean_p = _sum_of_products(p, p, traced) / n if plan.param_feature or plan.param_scale else None
     num_inputs = 1 + plan.mlp_momenta + int(plan.param_feature)
     # eager: the inputs written straight into the rows of one (F + 1, n) buffer, the row of ones last
     features = None if traced else g.new_empty(num_inputs + 1, n)
@@ -469,14 +471,21 @@ def _learned(
         direction = _direction_blocked(features, bias, *network)
     shape = plan.matrices[t] if plan.matrices else None
     if shape is not None:  # as the functional step: before the normalisation
-        direction = orthogonalize(direction.view(shape), plan.ns_steps, block=plan.ns_block, dtype=plan.ns_dtype)
+        direction = orthogonalize(
+            direction.view(shape), plan.ns_steps, block=plan.ns_block, dtype=plan.ns_dtype, method=plan.ns_method
+        )
         direction = direction.reshape(-1)
-    rms = (direction * direction).sum() / n
+    rms = _sum_of_products(direction, direction, traced) / n
     scale = torch.rsqrt(rms + _TINY) * (mean_v > 0).to(rms.dtype) * (plan.mup[t] * learned_step)
     if plan.param_scale:
         assert mean_p is not None
         scale = scale * torch.sqrt(mean_p.clamp_min(plan.param_floor**2))
     return direction, scale
+
+
+def _sum_of_products(a: Tensor, b: Tensor, traced: bool) -> Tensor:
+    """``(a * b).sum()`` of two vectors: one fused loop when compiled, ``torch.dot`` (no temporary) when eager."""
+    return (a * b).sum() if traced else torch.dot(a, b)
 
 
 def _direction_unrolled(

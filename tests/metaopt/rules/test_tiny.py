@@ -456,6 +456,7 @@ def test_a_second_stage_trains_the_scheduler_alone_from_a_checkpoint(tmp_path) -
         ("rule.options={orthogonalize: true, ns_steps: 0}", "rule.options.ns_steps"),
         ("rule.options={orthogonalize: true, ns_block: -1}", "rule.options.ns_block"),
         ("rule.options={orthogonalize: true, ns_dtype: float8}", "rule.options.ns_dtype"),
+        ("rule.options={orthogonalize: true, ns_method: svd}", "rule.options.ns_method"),
         ("rule.options={orthogonalize: true, ns_matrices: first}", "rule.options.ns_matrices"),
         ("rule.options={adapt_rate: -0.1}", "rule.options.adapt_rate"),
         ("rule.options={adapt_rate: 0.1, adapt_limit: 0.5}", "rule.options.adapt_limit"),

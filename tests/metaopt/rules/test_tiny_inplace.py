@@ -341,3 +341,33 @@ def test_on_an_accelerator_the_eager_step_takes_the_whole_vector_path() -> None:
     params = [torch.zeros(256, 256, device="cuda")]
     state = rule.join([rule.init_state(p) for p in params])
     assert in_place_step(rule, params, [torch.ones_like(params[0])], state, [(1.0, 0.0)]) is None
+
+
+@pytest.mark.parametrize(("method", "compile"), [("auto", False), ("standard", False), ("gram", False), ("gram", True)])
+def test_ns_method_reaches_both_steps_and_the_gram_form_gives_their_step(
+    method: str, compile: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import envs.training.muon as muon
+    import metaopt.rules.tiny as tiny_module
+    import metaopt.rules.tiny_inplace as inplace_module
+
+    seen: list[str] = []
+
+    def spy(*args: object, **kwargs: object) -> Tensor:
+        seen.append(str(kwargs["method"]))
+        return muon.orthogonalize(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tiny_module, "orthogonalize", spy)
+    monkeypatch.setattr(inplace_module, "orthogonalize", spy)
+    dtype = torch.float64
+    options = {"orthogonalize": True, "ns_block": 8}
+    expected = _reference(_rule("all", dtype, **options), dtype, 3)  # the standard iterations (blocks of 8 rows)
+    assert set(seen) == {"auto"}
+    seen.clear()
+    rule = _rule("all", dtype, **options, ns_method=method)
+    got = _in_place(rule, dtype, 3, compile=compile)
+    assert seen and set(seen) == {method}  # compiled: the spy runs when the step is traced
+    _assert_same(dtype, got[:2], expected)  # in float64 the Gram form is the same step
+    seen.clear()
+    _reference(rule, dtype, 1)
+    assert seen and set(seen) == {method}
