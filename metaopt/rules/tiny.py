@@ -487,9 +487,9 @@ class TinyRule(LearnedRule):
         x = torch.cat([inputs[0][None], *inputs[1:]])  # (F, L)
         time = torch.tanh(steps.index_select(0, part.tensors)[None] * layout.inv_scales)  # (S, T_l)
         bias = part.spread(torch.addmm(self.b_in[:, None], self.w_time, time))  # (H, L)
-        hidden = torch.addmm(bias, self.w_in, x).relu()
+        hidden = torch.addmm(bias, self.w_in, x).relu_()
         for layer in range(1, cfg.num_layers):
-            hidden = torch.addmm(getattr(self, f"b_{layer}")[:, None], getattr(self, f"w_{layer}"), hidden).relu()
+            hidden = torch.addmm(getattr(self, f"b_{layer}")[:, None], getattr(self, f"w_{layer}"), hidden).relu_()
         direction = torch.addmm(self.w_skip @ x, self.w_out, hidden)[0]  # (L,)
         if cfg.orthogonalize:
             pieces = direction.split(part.sizes)
