@@ -109,8 +109,10 @@ def gram_pays(x: Tensor) -> bool:
 
     Where ``m`` is at least ``GRAM_MIN_ROWS`` and ``n`` at least ``GRAM_MIN_ASPECT`` times ``m``, in float32 or
     float64: there the Gram form's fewer multiply-adds pay for its more, smaller products (one thread on a CPU: 1.5x
-    faster at 128 x 512, 1.7x at 256 x 965, 3x at 64 x 965 in batches; 0.5x at 16 x 64, 0.75x square). Not in
-    bfloat16 or float16, where its rounding is 3-4x the standard iteration's (5% against 1.5%, relative to float64).
+    faster at 128 x 512, 1.7x at 256 x 965; 0.5x at 16 x 64, 0.75x square). It pays at 64 rows too (3x on batches of
+    64 x 965), but 64-row matrices keep the standard iteration under ``auto``, so that the 64-input layers of the
+    recorded comparisons keep their rounding (``method="gram"`` asks for it). Not in bfloat16 or float16, where its
+    rounding is 3-4x the standard iteration's (5% against 1.5%, relative to float64).
     In float32 it differs from the standard iteration by about the standard's own error on well-conditioned matrices
     and by up to about 2e-4 relative on ill-conditioned ones (the Gram matrix squares the condition number), beside
     the iteration's spread of singular values over [0.7, 1.2].
