@@ -17,8 +17,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from envs.training import muon
 from metaopt import LearnedOptimizer
-from metaopt.rules import TinyRule, make_rule, tiny_inplace
+from metaopt.rules import TinyRule, make_rule, tiny, tiny_inplace
 
 
 @pytest.fixture(autouse=True)
@@ -347,18 +348,14 @@ def test_on_an_accelerator_the_eager_step_takes_the_whole_vector_path() -> None:
 def test_ns_method_reaches_both_steps_and_the_gram_form_gives_their_step(
     method: str, compile: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import envs.training.muon as muon
-    import metaopt.rules.tiny as tiny_module
-    import metaopt.rules.tiny_inplace as inplace_module
-
     seen: list[str] = []
 
     def spy(*args: object, **kwargs: object) -> Tensor:
         seen.append(str(kwargs["method"]))
         return muon.orthogonalize(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(tiny_module, "orthogonalize", spy)
-    monkeypatch.setattr(inplace_module, "orthogonalize", spy)
+    monkeypatch.setattr(tiny, "orthogonalize", spy)
+    monkeypatch.setattr(tiny_inplace, "orthogonalize", spy)
     dtype = torch.float64
     options = {"orthogonalize": True, "ns_block": 8}
     expected = _reference(_rule("all", dtype, **options), dtype, 3)  # the standard iterations (blocks of 8 rows)
