@@ -862,15 +862,22 @@ RECENT: list[Mutant] = [
     M(
         "scheduler: an untrained scheduler does not multiply by 1",
         "metaopt/rules/scheduler.py",
-        "return 2.0 * torch.sigmoid(",
-        "return 2.5 * torch.sigmoid(",
+        "return 2.0 * torch.sigmoid(torch.addmv(",
+        "return 2.5 * torch.sigmoid(torch.addmv(",
         TINY,
+    ),
+    M(
+        "scheduler: the per-model factors not in (0, 2)",
+        "metaopt/rules/scheduler.py",
+        "return 2.0 * torch.sigmoid(torch.addmm(",
+        "return 2.5 * torch.sigmoid(torch.addmm(",
+        STACKED,
     ),
     M(
         "scheduler: the loss proxy is not a ratio (not scale-free)",
         "metaopt/rules/scheduler.py",
-        "torch.log((mean_square + _TINY) / (first_square + _TINY))",
-        "torch.log(mean_square + _TINY)",
+        "ratio = 0.5 * torch.log((mean_square + _TINY) / (first_square + _TINY)).mean()",
+        "ratio = 0.5 * torch.log(mean_square + _TINY).mean()",
         TINY,
     ),
     M(
@@ -1619,7 +1626,7 @@ RECENT: list[Mutant] = [
     M(
         "optimizees=stack taken for a rule that couples tensors",
         "metaopt/outer/truncated_backprop.py",
-        'if self.config.optimizees == "stack" and rule.separable:',
+        'if self.config.optimizees == "stack" and rule.separable_by_model:',
         'if self.config.optimizees == "stack":',
         STACKED,
     ),
@@ -1657,11 +1664,11 @@ RECENT: list[Mutant] = [
         """        return False
 
     @property
-    def dtype(self) -> torch.dtype:""",
+    def separable_by_model(self) -> bool:""",
         """        return True
 
     @property
-    def dtype(self) -> torch.dtype:""",
+    def separable_by_model(self) -> bool:""",
         STACKED,
     ),
     M(
@@ -2203,6 +2210,41 @@ RECENT: list[Mutant] = [
         "decay_size = size if cfg.weight_decay_mup else size / part.mup",
         "decay_size = size if cfg.weight_decay_mup else size * part.mup",
         TINY,
+    ),
+    M(
+        "the scheduler's per-model features summed over a model's tensors, not averaged",
+        "metaopt/rules/scheduler.py",
+        "average = onehot / onehot.sum(dim=1, keepdim=True)",
+        "average = onehot",
+        STACKED,
+    ),
+    M(
+        "every model stepped by the first model's scheduler factor",
+        "metaopt/rules/tiny.py",
+        "multiplier = self.schedule(features).index_select(0, models)",
+        "multiplier = self.schedule(features).index_select(0, torch.zeros_like(models))",
+        STACKED,
+    ),
+    M(
+        "a per-tensor scheduler factor averaged into one",
+        "metaopt/rules/tiny.py",
+        "return multiplier.index_select(0, part.tensors)",
+        "return multiplier.mean()",
+        STACKED,
+    ),
+    M(
+        "the stacked tensors' models numbered within their group, not across the meta-batch",
+        "metaopt/inner/stacked.py",
+        "[groups[g].members[k] for g, _, k in slots], device=rule.device)",
+        "[k for g, _, k in slots], device=rule.device)",
+        STACKED,
+    ),
+    M(
+        "the scheduler rule never takes the stacked path",
+        "metaopt/outer/truncated_backprop.py",
+        'if self.config.optimizees == "stack" and rule.separable_by_model:',
+        'if self.config.optimizees == "stack" and rule.separable:',
+        STACKED,
     ),
     M(
         "the in-place step ignores ns_method",

@@ -12,7 +12,9 @@ same trajectories, and the same optimizees and rule states carried into the next
   their sum is each one's own);
 * one rule call steps every coordinate of every optimizee. This is exact only for a rule whose step is
   :attr:`~metaopt.rules.LearnedRule.separable` (per coordinate or per tensor): its tensors are the optimizees'
-  parameters in the order parameter, then optimizee within a group, then group.
+  parameters in the order parameter, then optimizee within a group, then group. A rule that is
+  :attr:`~metaopt.rules.LearnedRule.separable_by_model` (the tiny rule's global scheduler: one factor per model from
+  all its tensors) is told which optimizee each tensor belongs to (:meth:`~metaopt.rules.LearnedRule.step_models`).
 
 The arithmetic is that of ``DifferentiableLearnedOptimizer`` (gradients cast to the rule's dtype, taken without a
 graph when ``first_order``; ``p (1 - lr wd) + lr update``). Every parameter must get a gradient (autograd raises
@@ -87,10 +89,12 @@ def unroll_many(
         steps: T.
         first_order: feed the rule detached gradients.
     """
-    if not rule.separable:
+    if not rule.separable_by_model:
         raise ValueError(f"rule {type(rule).__name__} couples tensors in its step; unroll the optimizees one by one")
     groups = _groups(inners)
     slots = [(g, name, k) for g, group in enumerate(groups) for name in group.names for k in range(len(group.members))]
+    # which optimizee each of the rule's tensors belongs to, for a rule that couples one model's tensors
+    models = None if rule.separable else torch.tensor([groups[g].members[k] for g, _, k in slots], device=rule.device)
     state = rule.join([_piece(inners, groups, slot, rule) for slot in slots])
     losses: list[list[Tensor]] = [[] for _ in groups]
     valid: list[list[Tensor]] = [[] for _ in groups]
@@ -99,7 +103,7 @@ def unroll_many(
         step_losses = [group.loss(group.params, [inners[i].take_batch() for i in group.members]) for group in groups]
         for g, loss in enumerate(step_losses):
             losses[g].append(loss)
-        state = _step(groups, rule, torch.cat(step_losses).sum(), state, first_order)
+        state = _step(groups, rule, torch.cat(step_losses).sum(), state, first_order, models)
         for g, group in enumerate(groups):
             iterates[g].append(group.flat())
             if inners[group.members[0]].valid_batches is not None:
@@ -123,15 +127,23 @@ def unroll_many(
     return [t for t in trajectories if t is not None]
 
 
-def _step(groups: list[_Group], rule: LearnedRule, total: Tensor, state: object, first_order: bool) -> object:
-    """One step of every optimizee from the sum of their losses; the groups' parameters replaced; the new state."""
+def _step(
+    groups: list[_Group], rule: LearnedRule, total: Tensor, state: object, first_order: bool, models: Tensor | None
+) -> object:
+    """One step of every optimizee from the sum of their losses; the groups' parameters replaced; the new state.
+
+    ``models``: the optimizee of each of the rule's tensors, for a rule that is separable only by model.
+    """
     names = [(group, name) for group in groups for name in group.names]
     params = [group.params[name] for group, name in names]
     # first order: gradients without a graph of their own, what the twin's detached ones are (and cheaper to take)
     grads = torch.autograd.grad(total, params, create_graph=not first_order, retain_graph=True)
     flat = torch.cat([g.reshape(-1) for g in grads]).to(rule.dtype)
     per_tensor = [p for group, name in names for p in group.tensors(name)]
-    update, new_state = rule.step(flat, state, per_tensor)
+    if models is None:
+        update, new_state = rule.step(flat, state, per_tensor)
+    else:
+        update, new_state = rule.step_models(flat, state, per_tensor, models)
     for (group, name), p, delta in zip(names, params, update.split([p.numel() for p in params])):
         lr, weight_decay = group.options[name]
         if weight_decay:

@@ -10,7 +10,7 @@ as in the paper.
 With ``optimizees: stack`` the meta-batch is unrolled together (:func:`~metaopt.inner.stacked.unroll_many`: one rule
 call per step for all optimizees, same-shape ones evaluated as one stacked model) and the mean meta-loss is
 backpropagated once: the same meta-gradient to float rounding, not bit for bit, so ``loop`` stays the default. A rule
-that is not :attr:`~metaopt.rules.LearnedRule.separable` is unrolled in the loop whatever the option says.
+that is not :attr:`~metaopt.rules.LearnedRule.separable_by_model` is unrolled in the loop whatever the option says.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class TruncatedBackprop(Estimator):
 
     @override
     def estimate(self, rule: LearnedRule, inners: Sequence[InnerState], *, meta_step: int) -> MetaGradient:
-        if self.config.optimizees == "stack" and rule.separable:
+        if self.config.optimizees == "stack" and rule.separable_by_model:
             return self._stacked(rule, inners)
         setup = self.setup
         weights = list(rule.parameters())

@@ -174,6 +174,27 @@ class LearnedRule(nn.Module, ABC):
         return False
 
     @property
+    def separable_by_model(self) -> bool:
+        """Whether :meth:`step_models`, told which model each tensor belongs to, is each model's own step.
+
+        True where :attr:`separable`; a rule whose step couples a model's tensors (a global factor from all of them)
+        may say True and take the models into account in :meth:`step_models`.
+        """
+        return self.separable
+
+    def step_models(
+        self, grads: Tensor, state: RuleState, params: Sequence[Tensor], models: Tensor
+    ) -> tuple[Tensor, RuleState]:
+        """:meth:`step` over the concatenated tensors of several models, ``models (T,)`` the model of each tensor.
+
+        It must give, for every model, :meth:`step` over that model's tensors alone (to rounding). The default, for a
+        separable rule, is :meth:`step` itself.
+        """
+        if not self.separable:
+            raise ValueError(f"rule {type(self).__name__} couples tensors in its step and does not step models apart")
+        return self.step(grads, state, params)
+
+    @property
     def dtype(self) -> torch.dtype:
         """Floating dtype of the rule's weights (gradients are cast to it)."""
         return next(self.parameters()).dtype

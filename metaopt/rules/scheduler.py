@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GlobalScheduler", "scheduler_features"]
+__all__ = ["GlobalScheduler", "scheduler_features", "scheduler_features_by_model"]
 
 _TINY = 1e-30
 """Floor inside the log ratio: a tensor whose gradients are all zero contributes log(1) = 0."""
@@ -39,6 +39,22 @@ def scheduler_features(steps: Tensor, inv_scales: Tensor, mean_square: Tensor, f
     progress = torch.tanh(steps * inv_scales).mean(dim=1)  # (S,)
     ratio = 0.5 * torch.log((mean_square + _TINY) / (first_square + _TINY)).mean()
     return torch.cat([progress, ratio.reshape(1)])
+
+
+def scheduler_features_by_model(
+    steps: Tensor, inv_scales: Tensor, mean_square: Tensor, first_square: Tensor, models: Tensor, count: int
+) -> Tensor:
+    """:func:`scheduler_features` of each of ``count`` models at once, ``(count, S + 1)``.
+
+    The tensors of several models are concatenated (a stacked meta-batch); ``models`` ``(T,)`` gives each tensor's
+    model, ``0 .. count - 1``. Row ``k`` is :func:`scheduler_features` of model ``k``'s tensors alone (to rounding:
+    its means are products with an averaging matrix).
+    """
+    onehot = torch.nn.functional.one_hot(models, count).t().to(mean_square.dtype)  # (M, T)
+    average = onehot / onehot.sum(dim=1, keepdim=True)
+    progress = torch.tanh(steps * inv_scales) @ average.t()  # (S, M)
+    ratio = average @ (0.5 * torch.log((mean_square + _TINY) / (first_square + _TINY)))  # (M,)
+    return torch.cat([progress.t(), ratio[:, None]], dim=1)
 
 
 class GlobalScheduler(nn.Module):
@@ -63,6 +79,9 @@ class GlobalScheduler(nn.Module):
         self.b2 = nn.Parameter(torch.zeros(1))
 
     def forward(self, features: Tensor) -> Tensor:
-        """The multiplier, a 0-d tensor, for ``features: (F,)``."""
+        """The multiplier, a 0-d tensor, for ``features: (F,)``; one per row, ``(M,)``, for ``features: (M, F)``."""
+        if features.dim() == 2:
+            hidden = torch.relu(torch.addmm(self.b1, features, self.w1.t()))
+            return 2.0 * torch.sigmoid(torch.addmm(self.b2, hidden, self.w2.t())).squeeze(1)
         hidden = torch.relu(torch.addmv(self.b1, self.w1, features))
         return 2.0 * torch.sigmoid(torch.addmv(self.b2, self.w2, hidden)).squeeze(0)

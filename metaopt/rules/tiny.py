@@ -84,7 +84,7 @@ from envs.errors import InvalidValue
 from envs.tooling.config import check_range
 from envs.training.muon import NS_METHODS, matrix_mask, orthogonalize
 from metaopt.rules.base import MAX_LAYOUTS, LearnedRule, ParamState, plain_tensors
-from metaopt.rules.scheduler import GlobalScheduler, scheduler_features
+from metaopt.rules.scheduler import GlobalScheduler, scheduler_features, scheduler_features_by_model
 from metaopt.rules.tiny_inplace import NS_DTYPES, in_place_step, mup_factor, ns_dtype
 
 __all__ = ["LEARNED_TENSORS", "TRAIN_PARTS", "TinyConfig", "TinyRule", "learned_tensor_mask"]
@@ -330,6 +330,19 @@ class TinyRule(LearnedRule):
         """True unless ``learned_tensors: hidden`` (first and last matrices by place) or the global scheduler."""
         return self.config.learned_tensors != "hidden" and self.schedule is None
 
+    @property
+    @override
+    def separable_by_model(self) -> bool:
+        """Also with the scheduler, when the learned rule drives every tensor: :meth:`step_models` gives each model
+        its own scheduler factor, from its own tensors' statistics."""
+        return self.separable or self.config.learned_tensors == "all"
+
+    @override
+    def step_models(self, grads: Tensor, state: dict, params: Sequence[Tensor], models: Tensor) -> tuple[Tensor, dict]:
+        if not self.separable_by_model:
+            raise ValueError("the tiny rule with learned_tensors: hidden places the first and last matrix by model")
+        return self._step(grads, state, params, models)
+
     @override
     def init_state(self, param: Tensor) -> ParamState:
         dtype, device, n = self.dtype, param.device, param.numel()
@@ -378,6 +391,10 @@ class TinyRule(LearnedRule):
 
     @override
     def step(self, grads: Tensor, state: dict, params: Sequence[Tensor]) -> tuple[Tensor, dict]:
+        return self._step(grads, state, params, None)
+
+    def _step(self, grads: Tensor, state: dict, params: Sequence[Tensor], models: Tensor | None) -> tuple[Tensor, dict]:
+        """:meth:`step`; with ``models`` (the model of each tensor), one scheduler factor per model."""
         layout = self._layout(params, grads)
         steps = state["steps"] + 1  # (T,)
         momenta = torch.lerp(state["momenta"], grads, layout.momentum_complements)  # (K, N)
@@ -389,7 +406,12 @@ class TinyRule(LearnedRule):
             mean_square = layout.all.mean((grads * grads)[None])[0]  # (T,)
             first = torch.where(steps == 1, mean_square, state["first_square"])
             new_state["first_square"] = first
-            multiplier = self.schedule(scheduler_features(steps, layout.inv_scales, mean_square, first))
+            if models is None:
+                multiplier = self.schedule(scheduler_features(steps, layout.inv_scales, mean_square, first))
+            else:  # each model's factor, spread to its tensors (T,)
+                count = int(models.max()) + 1
+                features = scheduler_features_by_model(steps, layout.inv_scales, mean_square, first, models, count)
+                multiplier = self.schedule(features).index_select(0, models)
         parts = []
         if layout.learned is not None:
             learned = self._learned_update(grads, momenta, second, corrections, steps, params, multiplier, layout)
@@ -504,7 +526,7 @@ class TinyRule(LearnedRule):
         size = (mean_v > 0).to(rms.dtype) * part.mup * (cfg.step_size * self.log_step.exp())  # each tensor's step
         if cfg.param_scale:
             size = size * torch.sqrt(means[1].clamp_min(cfg.param_floor**2))  # max(rms(p), floor), no 1/0 slope
-        size = size * multiplier
+        size = size * _of_part(multiplier, part)
         update = direction * part.spread((torch.rsqrt(rms + _TINY) * size)[None])[0]
         if cfg.weight_decay:
             assert values is not None
@@ -530,6 +552,7 @@ class TinyRule(LearnedRule):
         if part.index is not None:
             m, v = m.index_select(0, part.index), v.index_select(0, part.index)
         lr = cfg.adamw_lr * self.adamw_log_scale.exp() * multiplier
+        assert not isinstance(multiplier, Tensor) or multiplier.dim() == 0  # per model only with learned_tensors: all
         per_tensor = corrections.index_select(1, part.tensors)
         c1 = per_tensor[layout.adamw_momentum]
         c2 = per_tensor[len(layout.momentum_decays) + layout.adamw_second]
@@ -549,6 +572,13 @@ class TinyRule(LearnedRule):
                 del self._layouts[next(iter(self._layouts))]
             layout = self._layouts[key] = _Layout(key[0], self, grads.dtype, grads.device)
         return layout
+
+
+def _of_part(multiplier: Tensor | float, part: _Segments) -> Tensor | float:
+    """The scheduler's factor for the tensors of ``part``: one for all, or each tensor's own (a tensor ``(T,)``)."""
+    if isinstance(multiplier, Tensor) and multiplier.dim() == 1:
+        return multiplier.index_select(0, part.tensors)
+    return multiplier
 
 
 _TENSOR_STATE = ("last", "log_adapt")

@@ -23,7 +23,7 @@ from envs.task import Task
 from metaopt.inner import InnerState, start_episode
 from metaopt.inner.stacked import _TaskLoss, stack_key, unroll_many
 from metaopt.objectives import ObjectiveConfig, make_objective
-from metaopt.outer import EstimatorSetup, MetaGradient, TruncatedBackprop
+from metaopt.outer import EstimatorSetup, MetaGradient, TruncatedBackprop, truncated_backprop
 from metaopt.outer.truncated_backprop import TruncatedBackpropConfig
 from metaopt.rules import LearnedRule, make_rule
 from metaopt.rules.base import MAX_LAYOUTS
@@ -39,7 +39,11 @@ def digits(width: int = 12, depth: int = 1, **options: object) -> Task:
 
 def rule_named(name: str) -> LearnedRule:
     torch.manual_seed(0)
-    options = {"learned_tensors": "all"} if name == "tiny" else {}
+    options: dict[str, object] = {"learned_tensors": "all"} if name.startswith("tiny") else {}
+    if name == "tiny-scheduler":  # a global factor per model (the shipped recipe's rule adds orthogonalization)
+        name, options = "tiny", {**options, "scheduler": True}
+    elif name == "tiny-recipe":  # the shipped recipe's rule: the scheduler and orthogonalized matrices
+        name, options = "tiny", {**options, "scheduler": True, "orthogonalize": True}
     rule = make_rule(name, options)
     with torch.no_grad():  # away from the near-zero start, so every weight's meta-gradient is well above rounding
         for weight in rule.parameters():
@@ -72,7 +76,7 @@ def assert_same(stacked: list[MetaGradient], looped: list[MetaGradient], rtol: f
         )  # differences of O(1) iterates
 
 
-@pytest.mark.parametrize("rule_name", ["mlp", "tiny"])
+@pytest.mark.parametrize("rule_name", ["mlp", "tiny", "tiny-scheduler"])
 @pytest.mark.parametrize("objective", ["loss", "eval_loss"])
 def test_stacked_meta_gradient_equals_the_loop(rule_name: str, objective: str) -> None:
     task = digits()
@@ -96,9 +100,10 @@ def test_stacked_meta_gradient_equals_the_loop(rule_name: str, objective: str) -
         assert torch.equal(a.next_batch[0], b.next_batch[0])
 
 
-def test_mixed_shapes_tasks_and_gradient_scales_stack_apart() -> None:
+@pytest.mark.parametrize("rule_name", ["mlp", "tiny-scheduler"])
+def test_mixed_shapes_tasks_and_gradient_scales_stack_apart(rule_name: str) -> None:
     """Different widths, depths, a convnet and rescaled twins each form their own group; one rule call for all."""
-    rule = rule_named("mlp")
+    rule = rule_named(rule_name)
     narrow = digits(12)  # one task object, as the family's schedule builds once per drawn spec
     tasks = [narrow, digits(20, 2), narrow, envs.make_task("digits_cnn", channels=2, valid_size=200), narrow, narrow]
 
@@ -113,6 +118,25 @@ def test_mixed_shapes_tasks_and_gradient_scales_stack_apart() -> None:
     assert_same(
         estimates("stack", rule, stacked, "loss", truncations=2), estimates("loop", rule, looped, "loss", truncations=2)
     )
+
+
+def test_the_shipped_recipe_s_rule_stacks_in_float64() -> None:
+    """The scheduler with orthogonalized matrices: in float32 the iterations amplify the two paths' rounding (the
+    updates differ by up to 1e-6 where the scheduler alone stays at 1e-7), so it is checked in float64, over mixed
+    shapes (groups of two, one and one) and a rescaled twin."""
+    rule = rule_named("tiny-recipe").double()
+    narrow = digits(12, dtype=torch.float64)
+    tasks = [narrow, digits(20, 2, dtype=torch.float64), narrow, narrow]
+
+    def batch() -> list[InnerState]:
+        inners = meta_batch(tasks, rule, held_out=False)
+        rescale_gradients(inners[2], 2.0)
+        return inners
+
+    stacked, looped = batch(), batch()
+    assert len({stack_key(inner) for inner in stacked}) == 3
+    assert_same(estimates("stack", rule, stacked, "loss", truncations=2),
+                estimates("loop", rule, looped, "loss", truncations=2), rtol=1e-9)  # fmt: skip
 
 
 def test_second_order_and_lstm() -> None:
@@ -145,13 +169,49 @@ def test_which_rules_are_separable() -> None:
         Config = TruncatedBackpropConfig  # any dataclass: the rule has no options
         init_state = join = split = step = None  # type: ignore[assignment]
 
-    assert not Coupled().separable  # a rule that says nothing is not stacked
+    assert not Coupled().separable and not Coupled().separable_by_model  # a rule that says nothing is not stacked
+    with pytest.raises(ValueError, match="couples tensors"):
+        Coupled().step_models(torch.zeros(1), None, [torch.zeros(1)], torch.zeros(1, dtype=torch.long))
     assert make_rule("mlp", {}).separable and make_rule("lstm", {}).separable
+    assert make_rule("mlp", {}).separable_by_model and make_rule("lstm", {}).separable_by_model
     assert (
         make_rule("tiny", {"learned_tensors": "all"}).separable
         and make_rule("tiny", {"learned_tensors": "none"}).separable
     )
-    assert not make_rule("tiny", {"scheduler": True}).separable  # one global factor from every tensor's statistics
+    scheduled = make_rule("tiny", {"scheduler": True})
+    assert not scheduled.separable  # one global factor from every tensor's statistics ...
+    assert scheduled.separable_by_model  # ... which is per model when the rule is told the models
+    assert not make_rule("tiny", {"scheduler": True, "learned_tensors": "none"}).separable_by_model
+    assert not make_rule("tiny", {"learned_tensors": "hidden"}).separable_by_model
+
+
+def test_the_scheduler_steps_each_model_by_its_own_statistics() -> None:
+    """``step_models`` over two models' tensors is each model's own ``step``; ``step`` over both mixes them."""
+    rule = rule_named("tiny-scheduler").double()
+    generator = torch.Generator().manual_seed(4)
+    first = [
+        torch.randn(6, 5, generator=generator, dtype=torch.float64),
+        torch.randn(6, generator=generator, dtype=torch.float64),
+    ]
+    second = [torch.randn(3, 6, generator=generator, dtype=torch.float64)]
+    both = first + second
+    models = torch.tensor([0, 0, 1])
+    states = [rule.join([rule.init_state(p) for p in ps]) for ps in (first, second)]
+    joined = rule.join([rule.init_state(p) for p in both])
+    mixed = rule.join([rule.init_state(p) for p in both])
+    for step in range(3):
+        scale = 1.0 if step < 2 else 100.0  # the second model's gradients grow: its own factor moves, not the first's
+        grads = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in first]
+        grads += [scale * torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in second]
+        flat = [torch.cat([g.reshape(-1) for g in gs]) for gs in (grads[:2], grads[2:])]
+        alone = []
+        for k, (ps, g) in enumerate(zip((first, second), flat)):
+            update, states[k] = rule.step(g, states[k], ps)
+            alone.append(update)
+        together, joined = rule.step_models(torch.cat(flat), joined, both, models)
+        torch.testing.assert_close(together, torch.cat(alone), rtol=1e-12, atol=1e-14)
+        globally, mixed = rule.step(torch.cat(flat), mixed, both)
+    assert not torch.allclose(globally, torch.cat(alone))  # without the models, one factor from both
 
 
 def test_a_rule_that_couples_tensors_runs_in_the_loop() -> None:
@@ -221,3 +281,16 @@ def test_a_stacked_family_run_trains_and_resumes_bit_for_bit(tmp_path: Path) -> 
               "estimator.options.optimizees=stack"]  # fmt: skip
     a = assert_resumes_bit_for_bit(tmp_path, common)
     assert a["trainer"]["progress"]["meta_step"] == 3 * 2 and a["trainer"]["progress"]["skipped"] == 0
+
+
+def test_the_scheduler_rule_takes_the_stacked_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def spy(inners: list[InnerState], *args: object, **kwargs: object) -> object:
+        calls.append(len(inners))
+        return unroll_many(inners, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(truncated_backprop, "unroll_many", spy)
+    rule = rule_named("tiny-scheduler")
+    estimates("stack", rule, meta_batch([digits()] * 2, rule, False), "loss", truncations=1)
+    assert calls == [2]
