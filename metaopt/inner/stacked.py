@@ -94,7 +94,7 @@ def unroll_many(
     groups = _groups(inners)
     slots = [(g, name, k) for g, group in enumerate(groups) for name in group.names for k in range(len(group.members))]
     # which optimizee each of the rule's tensors belongs to, for a rule that couples one model's tensors
-    models = None if rule.separable else torch.tensor([groups[g].members[k] for g, _, k in slots], device=rule.device)
+    models = torch.tensor([groups[g].members[k] for g, _, k in slots], device=rule.device)
     state = rule.join([_piece(inners, groups, slot, rule) for slot in slots])
     losses: list[list[Tensor]] = [[] for _ in groups]
     valid: list[list[Tensor]] = [[] for _ in groups]
@@ -128,11 +128,11 @@ def unroll_many(
 
 
 def _step(
-    groups: list[_Group], rule: LearnedRule, total: Tensor, state: object, first_order: bool, models: Tensor | None
+    groups: list[_Group], rule: LearnedRule, total: Tensor, state: object, first_order: bool, models: Tensor
 ) -> object:
     """One step of every optimizee from the sum of their losses; the groups' parameters replaced; the new state.
 
-    ``models``: the optimizee of each of the rule's tensors, for a rule that is separable only by model.
+    ``models``: the optimizee of each of the rule's tensors (a separable rule's ``step_models`` is its ``step``).
     """
     names = [(group, name) for group in groups for name in group.names]
     params = [group.params[name] for group, name in names]
@@ -140,10 +140,7 @@ def _step(
     grads = torch.autograd.grad(total, params, create_graph=not first_order, retain_graph=True)
     flat = torch.cat([g.reshape(-1) for g in grads]).to(rule.dtype)
     per_tensor = [p for group, name in names for p in group.tensors(name)]
-    if models is None:
-        update, new_state = rule.step(flat, state, per_tensor)
-    else:
-        update, new_state = rule.step_models(flat, state, per_tensor, models)
+    update, new_state = rule.step_models(flat, state, per_tensor, models)
     for (group, name), p, delta in zip(names, params, update.split([p.numel() for p in params])):
         lr, weight_decay = group.options[name]
         if weight_decay:
