@@ -92,7 +92,7 @@ step learned_meta 45 learned_meta_speed.py --episodes 2 --steps 100 --truncation
 step es_population 45 es_population.py --task digits_mlp --repeats 2
 step learned_dropin 90 learned_dropin_speed.py --sizes 10000 100000 1000000 10000000 --rules mlp lstm --repeats 2
 step learned_meta_rules 60 learned_meta_speed.py --rules lstm mlp --estimators backprop --steps 40 --truncation 20 --meta-batch 2 --repeats 1
-step learned_meta_stack 150 learned_meta_speed.py --configs configs/metaopt/family.yaml configs/metaopt/family_v2.yaml configs/metaopt/digits_mlp.yaml --episodes 1 --repeats 2
+step learned_meta_stack 200 learned_meta_speed.py --configs configs/metaopt/family.yaml configs/metaopt/family_v2.yaml configs/metaopt/digits_mlp.yaml configs/metaopt/family_v7.yaml --episodes 1 --repeats 2
 step learned_dropin_tiny 90 learned_dropin_speed.py --rules tiny tiny:learned_tensors=hidden --sizes 100000 1000000 10000000 --repeats 2
 step learned_dropin_family_v1 150 learned_dropin_speed.py --rules family-v1 --compile --sizes 1000000 10000000 --repeats 2
 step learned_dropin_family_v2 90 learned_dropin_speed.py --rules family-v2 --sizes 100000 1000000 10000000 --repeats 2
