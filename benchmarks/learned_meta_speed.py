@@ -22,7 +22,9 @@ keeping its options when the names agree) for ``--episodes`` episodes, with ``tr
 meta-batch one optimizee after another (``optimizees: loop``, before) and together (``stack``, after), alternating in
 ``--repeats`` rounds in one process and keeping each one's best round (validation, which both share, excluded). One
 JSON line per config, rule and mode: the unrolled inner steps per second across the meta-batch (start offsets'
-plain steps are timed but not counted), the thread count and the load average before and after; then the speedup.
+plain steps are timed but not counted), the thread count and the load average before and after; then the speedup;
+then, for a config with start offsets, the seconds to build ``--offset-episodes`` meta-batches with their offsets
+taken one optimizee after another (``loop``) and together (``stack``), in the same alternating rounds.
 
     OMP_NUM_THREADS=1 python benchmarks/learned_meta_speed.py [--task digits_mlp] [--option depth=4] [--episodes 3]
         [--rules lstm mlp] [--estimators backprop es pes] [--meta-batch 2] [--pairs 4] [--repeats 2]
@@ -197,7 +199,8 @@ def family_seconds(cfg: TrainConfig, initial: dict[str, Tensor], episodes: int) 
     """Seconds of ``episodes`` meta-training episodes of ``cfg`` from the rule weights ``initial``; inner steps run.
 
     The loop of :class:`metaopt.training.loop.MetaTrainer` without its logs, checkpoints and validation: the schedule's
-    optimizees (start offsets included), one estimate and one clipped meta-Adam step per truncation.
+    optimizees (start offsets included, taken as the estimator takes them), one estimate and one clipped meta-Adam
+    step per truncation.
     """
     device = torch.device(cfg.device)
     tasks = [envs.make_task(t.name, device=device, **t.options) for t in cfg.tasks]
@@ -212,7 +215,7 @@ def family_seconds(cfg: TrainConfig, initial: dict[str, Tensor], episodes: int) 
     sync(device)
     started = time.perf_counter()
     for episode in range(episodes):
-        inners = fresh.inners(episode, rule)
+        inners = fresh.inners(episode, rule, advance=estimator.advance)
         for _ in range(fresh.truncations):
             estimate = estimator.estimate(rule, inners, meta_step=meta_step)
             meta_step += 1
@@ -222,6 +225,28 @@ def family_seconds(cfg: TrainConfig, initial: dict[str, Tensor], episodes: int) 
             if not math.isfinite(float(torch.nn.utils.clip_grad_norm_(weights, cfg.clip_grad_norm or math.inf))):
                 break  # as the loop does: the episode's optimizees are dropped
             meta_opt.step()
+    sync(device)
+    return time.perf_counter() - started, steps
+
+
+def offset_seconds(cfg: TrainConfig, initial: dict[str, Tensor], episodes: int) -> tuple[float, int]:
+    """Seconds to build ``episodes`` meta-batches of ``cfg`` with their start offsets taken; plain steps taken.
+
+    The offsets are taken as ``cfg``'s estimator takes them (``optimizees: loop``: one optimizee after another;
+    ``stack``: together); building the optimizees, the same in both, is timed too.
+    """
+    device = torch.device(cfg.device)
+    tasks = [envs.make_task(t.name, device=device, **t.options) for t in cfg.tasks]
+    rule = make_rule(cfg.rule.name, cfg.rule_config()).to(device)
+    rule.load_state_dict(initial)
+    setup = EstimatorSetup(cfg.truncation, make_objective(cfg.objective), cfg.second_order, cfg.seed)
+    estimator = make_estimator(cfg.estimator.name, cfg.estimator_config(), setup)
+    fresh = FreshEpisodes(cfg, tasks)
+    sync(device)
+    started = time.perf_counter()
+    steps = sum(
+        inner.step for episode in range(episodes) for inner in fresh.inners(episode, rule, advance=estimator.advance)
+    )
     sync(device)
     return time.perf_counter() - started, steps
 
@@ -244,11 +269,16 @@ def compare_stacking(args: argparse.Namespace, device: torch.device) -> None:
                 cases[path, rule_name, mode] = dataclasses.replace(cfg, estimator=estimator)
     load_before = [round(x, 2) for x in os.getloadavg()]
     best = dict.fromkeys(cases, (math.inf, 0))
+    offsets = dict.fromkeys(cases, (math.inf, 0))
     for round_index in range(args.repeats + 1):  # round 0 warms up
         for key, cfg in cases.items():  # alternate, so a change in the machine's load hits every case alike
             seconds, steps = family_seconds(cfg, initial[key[:2]], args.episodes)
             if round_index and seconds < best[key][0]:
                 best[key] = (seconds, steps)
+            if cfg.start_offset:
+                seconds, steps = offset_seconds(cfg, initial[key[:2]], args.offset_episodes)
+                if round_index and seconds < offsets[key][0]:
+                    offsets[key] = (seconds, steps)
     common = {"device": str(device), "threads": machine()["threads"], "episodes": args.episodes,
               "repeats": args.repeats, "load_average_before": load_before,
               "load_average_after": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
@@ -264,6 +294,12 @@ def compare_stacking(args: argparse.Namespace, device: torch.device) -> None:
             speedup = rates[path, rule_name, "stack"] / rates[path, rule_name, "loop"]
             print(json.dumps({"benchmark": "learned_meta_speed/stacking_speedup", "config": path, "rule": rule_name,
                               "stack_over_loop": round(speedup, 2), **common}))  # fmt: skip
+            (loop, steps), (stack, _) = offsets[path, rule_name, "loop"], offsets[path, rule_name, "stack"]
+            if steps:
+                print(json.dumps({"benchmark": "learned_meta_speed/offsets", "config": path, "rule": rule_name,
+                                  "offset_episodes": args.offset_episodes, "plain_steps": steps,
+                                  "loop_seconds": round(loop, 3), "stack_seconds": round(stack, 3),
+                                  "stack_over_loop": round(loop / stack, 2), **common}))  # fmt: skip
 
 
 def main() -> None:
@@ -285,6 +321,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed rounds of the rule comparison (best kept)")
     parser.add_argument(
         "--configs", nargs="+", help="meta-training configs: compare optimizees loop and stack (e.g. family.yaml)"
+    )
+    parser.add_argument(
+        "--offset-episodes", type=int, default=10, help="meta-batches whose start offsets are timed (with --configs)"
     )
     add_device_argument(parser, default="cpu")
     args = parser.parse_args()

@@ -56,6 +56,10 @@ TINY = ("tests/metaopt/rules/test_tiny.py", *TINY_INPLACE)
 FAMILY_V1 = ("tests/metaopt/training/test_family_v1.py",)
 FINDER_OPTIONS = ("tests/geodesics/test_finder_options.py",)
 STACKED = ("tests/metaopt/inner/test_stacked.py",)
+ADVANCE_MANY = ("tests/metaopt/inner/test_advance_many.py",)
+ES_TOGETHER = ("tests/metaopt/test_es_population.py",)
+SLOTS = ("tests/metaopt/training/test_family.py::test_a_share_of_the_slots_is_built_as_the_whole_meta_batch_builds_it",
+         "tests/metaopt/training/test_family.py::test_the_offsets_go_to_the_advance_given")  # fmt: skip
 FAMILY_V3 = ("tests/metaopt/training/test_family_v3.py",)
 LEARNED_LR_GRID = ("tests/metaopt/compare/test_learned_lr_grid.py",)
 TUNE_ON = ("tests/metaopt/compare/test_tune_on.py",)
@@ -1626,8 +1630,8 @@ RECENT: list[Mutant] = [
     M(
         "optimizees=stack taken for a rule that couples tensors",
         "metaopt/outer/truncated_backprop.py",
-        'if self.config.optimizees == "stack" and rule.separable_by_model:',
-        'if self.config.optimizees == "stack":',
+        'if self.config.optimizees == "stack" and rule.separable_by_model:\n            return self._stacked',
+        'if self.config.optimizees == "stack":\n            return self._stacked',
         STACKED,
     ),
     M(
@@ -2235,15 +2239,17 @@ RECENT: list[Mutant] = [
     M(
         "the stacked tensors' models numbered within their group, not across the meta-batch",
         "metaopt/inner/stacked.py",
-        "[groups[g].members[k] for g, _, k in slots], device=rule.device)",
-        "[k for g, _, k in slots], device=rule.device)",
+        "belongs to, for a rule that couples one model's tensors\n"
+        "    models = torch.tensor([groups[g].members[k] for g, _, k in slots], device=rule.device)",
+        "belongs to, for a rule that couples one model's tensors\n"
+        "    models = torch.tensor([k for g, _, k in slots], device=rule.device)",
         STACKED,
     ),
     M(
         "the scheduler rule never takes the stacked path",
         "metaopt/outer/truncated_backprop.py",
-        'if self.config.optimizees == "stack" and rule.separable_by_model:',
-        'if self.config.optimizees == "stack" and rule.separable:',
+        'if self.config.optimizees == "stack" and rule.separable_by_model:\n            return self._stacked',
+        'if self.config.optimizees == "stack" and rule.separable:\n            return self._stacked',
         STACKED,
     ),
     M(
@@ -2567,6 +2573,155 @@ RECENT: list[Mutant] = [
         'if f.type in ("bool", bool) and f.name in options and not isinstance(options[f.name], bool):',
         "if f.type is bool and f.name in options and not isinstance(options[f.name], bool):",
         BOOL_OPTIONS,
+    ),
+    # -- the start offsets taken together (metaopt/inner/stacked.py advance_many) --------------------------------------
+    M(
+        "offsets together: every optimizee advanced by the longest count",
+        "metaopt/inner/stacked.py",
+        "count = min(remaining[i] for i in active)",
+        "count = max(remaining[i] for i in active)",
+        ADVANCE_MANY,
+    ),
+    M(
+        "offsets together: a stopped optimizee draws a next batch",
+        "metaopt/inner/stacked.py",
+        "if remaining[i] == 0 and k not in stopped:",
+        "if remaining[i] == 0:",
+        ADVANCE_MANY,
+    ),
+    M(
+        "offsets together: the step at which an optimizee stopped is counted",
+        "metaopt/inner/stacked.py",
+        "for i in set(range(len(inners))) - stopped:",
+        "for i in range(len(inners)):",
+        ADVANCE_MANY,
+    ),
+    M(
+        "offsets together: a non-finite update taken (no guard)",
+        "metaopt/inner/stacked.py",
+        "        if stopped or not finite(update):",
+        "        if stopped:",
+        ADVANCE_MANY,
+    ),
+    M(
+        "offsets together: a guarded step not counted as skipped",
+        "metaopt/inner/stacked.py",
+        "for i in frozen - stopped:",
+        "for i in frozen & stopped:",
+        ADVANCE_MANY,
+    ),
+    M(
+        "offsets together: member by member, the update not kept",
+        "metaopt/inner/stacked.py",
+        "updates[j], pieces[j] = delta, piece",
+        "pieces[j] = piece",
+        ADVANCE_MANY,
+    ),
+    M(
+        "offsets together: a frozen optimizee's state piece replaced",
+        "metaopt/inner/stacked.py",
+        "        if not finite(update):\n            frozen.add(member)\n            continue",
+        "        if not finite(update):\n            frozen.add(member)",
+        ADVANCE_MANY,
+    ),
+    M(
+        "offsets together: the models numbered within their group (the scheduler mixes optimizees)",
+        "metaopt/inner/stacked.py",
+        "for k in range(len(group.members))]\n    models = torch.tensor([groups[g].members[k] for g, _, k in slots]",
+        "for k in range(len(group.members))]\n    models = torch.tensor([k for g, _, k in slots]",
+        ADVANCE_MANY,
+    ),
+    M(
+        "stack estimator: the offsets one by one",
+        "metaopt/outer/truncated_backprop.py",
+        "            advance_many(inners, rule, steps)",
+        "            super().advance(rule, inners, steps)",
+        ADVANCE_MANY,
+    ),
+    M(
+        "metaopt train: the offsets not through the estimator",
+        "metaopt/training/loop.py",
+        "self.fresh.inners(progress.episode, self.rule, self.share, self.estimator.advance)",
+        "self.fresh.inners(progress.episode, self.rule, self.share)",
+        ADVANCE_MANY,
+    ),
+    # -- ES/PES populations of one stack key together (metaopt/outer/population.py run_stacked_many) -------------------
+    M(
+        "ES together: every particle sees the first optimizee's batch",
+        "metaopt/outer/population.py",
+        "torch.cat([part.expand(count, *part.shape) for part, count in zip(parts, counts)])",
+        "torch.cat([parts[0].expand(count, *part.shape) for part, count in zip(parts, counts)])",
+        ES_TOGETHER,
+    ),
+    M(
+        "ES together: every optimizee's particles go on from the first one's parameters",
+        "metaopt/outer/population.py",
+        "mine.params = {name: value.split(counts)[k] for name, value in joined.params.items()}",
+        "mine.params = {name: value.split(counts)[0] for name, value in joined.params.items()}",
+        ES_TOGETHER,
+    ),
+    M(
+        "ES together: every optimizee's particles go on from the first one's rule state",
+        "metaopt/outer/population.py",
+        "    return t.split(counts)[k]",
+        "    return t.split(counts)[0]",
+        ES_TOGETHER,
+    ),
+    M(
+        "ES together: the trajectories keep the first optimizee's step",
+        "metaopt/outer/population.py",
+        "dataclasses.replace(next(trajectories), start_step=inner.step, context=inner.context)",
+        "dataclasses.replace(next(trajectories), context=inner.context)",
+        ES_TOGETHER,
+    ),
+    M(
+        "ES together: the losses of a group handed out in the wrong order",
+        "metaopt/outer/es.py",
+        "            for i, trajectories in zip(members, runs):",
+        "            for i, trajectories in zip(reversed(members), runs):",
+        ES_TOGETHER,
+    ),
+    M(
+        "ES: population=stack runs each optimizee's population alone",
+        "metaopt/outer/es.py",
+        'groups.setdefault(stack_key(d.inner) if self.config.population == "stack" else index, [])',
+        "groups.setdefault(index, [])",
+        ES_TOGETHER,
+    ),
+    M(
+        "ES: population=vmap runs the optimizees of one task together",
+        "metaopt/outer/es.py",
+        'groups.setdefault(stack_key(d.inner) if self.config.population == "stack" else index, [])',
+        'groups.setdefault(stack_key(d.inner) if self.config.population != "loop" else index, [])',
+        ES_TOGETHER,
+    ),
+    M(
+        "preflight: a stacked population counted for one optimizee",
+        "metaopt/training/preflight.py",
+        'together = cfg.meta_batch if population == "stack" else 1',
+        "together = 1",
+        ("tests/metaopt/test_preflight.py",),
+    ),
+    M(
+        "ES: the vmap population takes the offsets one by one",
+        "metaopt/outer/es.py",
+        "            advance_many(inners, rule, steps)",
+        "            super().advance(rule, inners, steps)",
+        ES_TOGETHER,
+    ),
+    M(
+        "schedule: a rank builds every slot",
+        "metaopt/training/schedule.py",
+        "for slot in range(cfg.meta_batch) if slots is None else slots:",
+        "for slot in range(cfg.meta_batch):",
+        SLOTS,
+    ),
+    M(
+        "schedule: the given advance ignored",
+        "metaopt/training/schedule.py",
+        "        if advance is None:\n",
+        "        if True:\n",
+        SLOTS,
     ),
 ]
 

@@ -34,9 +34,10 @@ from torch.func import functional_call, vmap
 
 from envs.task import Batch, Task
 from metaopt.inner.unroll import InnerState, Trajectory
-from metaopt.rules import LearnedRule, ParamState, detach_state
+from metaopt.rules import LearnedRule, ParamState, RuleState, detach_state
+from metaopt.rules.base import finite
 
-__all__ = ["TaskLossModule", "stack_key", "unroll_many"]
+__all__ = ["TaskLossModule", "advance_many", "stack_key", "unroll_many"]
 
 
 def stack_key(inner: InnerState) -> tuple:
@@ -125,6 +126,147 @@ def unroll_many(
             )
             inner.step += steps
     return [t for t in trajectories if t is not None]
+
+
+def advance_many(inners: Sequence[InnerState], rule: LearnedRule, steps: Sequence[int]) -> None:
+    """:func:`~metaopt.inner.unroll.advance` of every optimizee by its own number of plain steps, together.
+
+    The start offsets of a meta-batch: no meta-graph, one gradient call and one rule call (under ``no_grad``) per
+    step for all the optimizees that still have steps to take, same-shape ones evaluated stacked. Optimizees drop out
+    as their counts run out (the batch is regrouped, so it runs in as many phases as there are distinct counts). Each
+    ends where ``advance`` leaves it, to rounding: ``steps[i]`` steps further, its next batch drawn, its rule state in
+    its optimizer; an optimizee whose loss is non-finite stops there (no next batch drawn, as ``fit`` stops); one whose
+    update has a non-finite entry keeps its parameters and rule state and counts a skipped step (the drop-in step's
+    guard). On such a step every optimizee is stepped by a rule call of its own, so nothing non-finite reaches the
+    others' step through the rule's per-model sums.
+
+    Args:
+        inners: the optimizees (modified); their optimizers must use ``rule``.
+        rule: the live rule; :attr:`~metaopt.rules.LearnedRule.separable_by_model` (else a ``ValueError``).
+        steps: the number of plain steps of each optimizee (0: left as it is).
+    """
+    if not rule.separable_by_model:
+        raise ValueError(f"rule {type(rule).__name__} couples tensors in its step; advance the optimizees one by one")
+    if len(steps) != len(inners) or any(n < 0 for n in steps):
+        raise ValueError(f"advance_many needs one count >= 0 per optimizee, got {list(steps)} for {len(inners)}")
+    remaining = list(steps)
+    while True:
+        active = [i for i, n in enumerate(remaining) if n > 0]
+        if not active:
+            return
+        count = min(remaining[i] for i in active)
+        taken, stopped = _advance_phase([inners[i] for i in active], rule, count)
+        for k, i in enumerate(active):
+            remaining[i] = 0 if k in stopped else remaining[i] - taken
+            if remaining[i] == 0 and k not in stopped:
+                inners[i].next_batch = next(inners[i].batches)
+
+
+def _advance_phase(inners: Sequence[InnerState], rule: LearnedRule, steps: int) -> tuple[int, set[int]]:
+    """Up to ``steps`` plain steps of every optimizee of ``inners``, together; ``(steps taken, stopped members)``.
+
+    The phase ends early after a step at which some optimizee's loss was non-finite: those are the stopped ones (left
+    at that step, not counted); the others took the step.
+    """
+    groups = _groups(inners)
+    slots = [(g, name, k) for g, group in enumerate(groups) for name in group.names for k in range(len(group.members))]
+    models = torch.tensor([groups[g].members[k] for g, _, k in slots], device=rule.device)
+    state = rule.join([detach_state(_piece(inners, groups, slot, rule)) for slot in slots])
+    stopped: set[int] = set()
+    taken = 0
+    while taken < steps and not stopped:
+        losses = [group.loss(group.params, [inners[i].take_batch() for i in group.members]) for group in groups]
+        members = [i for group in groups for i in group.members]
+        stopped = {i for i, ok in zip(members, torch.isfinite(torch.cat(losses).detach()).tolist()) if not ok}
+        state = _plain_step(inners, groups, slots, rule, losses, state, models, stopped)
+        for i in set(range(len(inners))) - stopped:
+            inners[i].step += 1
+        taken += 1
+    _carry(inners, groups, slots, rule.split(state, [p for group in groups for name in group.names
+                                                      for p in group.tensors(name)]))  # fmt: skip
+    return taken, stopped
+
+
+def _plain_step(
+    inners: Sequence[InnerState],
+    groups: list[_Group],
+    slots: list[tuple[int, str, int]],
+    rule: LearnedRule,
+    losses: list[Tensor],
+    state: RuleState,
+    models: Tensor,
+    stopped: set[int],
+) -> RuleState:
+    """One drop-in step of every optimizee but the ``stopped`` ones (non-finite loss); the groups' parameters replaced.
+
+    One rule call for all. If its update has a non-finite entry, or some optimizee is stopped, each optimizee is
+    stepped by a call of its own from its own state; one whose update is not finite then keeps its parameters and
+    state and counts a skipped step, as do (without the count) the stopped ones.
+    """
+    names = [(group, name) for group in groups for name in group.names]
+    params = [group.params[name] for group, name in names]
+    total = torch.cat(losses)
+    keep = torch.isfinite(total.detach())
+    found: tuple[Tensor | None, ...] = (None,) * len(params)
+    if bool(keep.any()):
+        found = torch.autograd.grad(total[keep].sum(), params, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, found)]
+    per_tensor = [p.detach() for group, name in names for p in group.tensors(name)]
+    frozen: set[int] = set()
+    with torch.no_grad():
+        flat = torch.cat([g.reshape(-1) for g in grads]).to(rule.dtype)
+        # with a stopped optimizee the step goes member by member: its gradient never reaches the others' sums
+        update, new_state = (flat, state) if stopped else rule.step_models(flat, state, per_tensor, models)
+        if stopped or not finite(update):
+            update, new_state, frozen = _member_by_member(groups, slots, rule, flat, per_tensor, state, stopped)
+            for i in frozen - stopped:
+                inners[i].optimizer.skipped_steps += 1
+        for (group, name), p, delta in zip(names, params, update.split([p.numel() for p in params])):
+            lr, weight_decay = group.options[name]
+            old = p.detach()
+            new = (old * (1 - lr * weight_decay) if weight_decay else old) + lr * delta.view_as(p).to(p.dtype)
+            for k, i in enumerate(group.members):
+                if i in frozen:
+                    if len(group.members) > 1:
+                        new[k] = old[k]
+                    else:
+                        new = old
+            group.params[name] = new.requires_grad_()
+    return new_state
+
+
+def _member_by_member(
+    groups: list[_Group],
+    slots: list[tuple[int, str, int]],
+    rule: LearnedRule,
+    flat: Tensor,
+    per_tensor: list[Tensor],
+    state: RuleState,
+    stopped: set[int],
+) -> tuple[Tensor, RuleState, set[int]]:
+    """The step of each optimizee by a rule call of its own: ``(update, state, frozen optimizees)``.
+
+    A frozen optimizee (stopped, or its update not finite) gets a zero update and keeps its state pieces.
+    """
+    owner = [groups[g].members[k] for g, _, k in slots]
+    sizes = [p.numel() for p in per_tensor]
+    pieces = rule.split(state, per_tensor)
+    grads = list(flat.split(sizes))
+    updates = [torch.zeros_like(g) for g in grads]
+    frozen = set(stopped)
+    for member in dict.fromkeys(owner):
+        if member in stopped:
+            continue
+        mine = [j for j, i in enumerate(owner) if i == member]
+        tensors = [per_tensor[j] for j in mine]
+        state_of_member = rule.join([pieces[j] for j in mine])
+        update, new_state = rule.step(torch.cat([grads[j] for j in mine]), state_of_member, tensors)
+        if not finite(update):
+            frozen.add(member)
+            continue
+        for j, delta, piece in zip(mine, update.split([sizes[j] for j in mine]), rule.split(new_state, tensors)):
+            updates[j], pieces[j] = delta, piece
+    return torch.cat(updates), rule.join(pieces), frozen
 
 
 def _step(

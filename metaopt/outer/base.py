@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from metaopt.inner.unroll import InnerState
+from metaopt.inner.unroll import InnerState, advance
 from metaopt.objectives import Objective
 from metaopt.rules import LearnedRule
 
@@ -74,6 +74,16 @@ class Estimator(ABC):
     def __init__(self, config: Any, setup: EstimatorSetup):
         self.config = config if config is not None else self.Config()
         self.setup = setup
+
+    def advance(self, rule: LearnedRule, inners: Sequence[InnerState], steps: Sequence[int]) -> None:
+        """Move each optimizee on by its number of plain steps of the rule, no meta-graph (the start offsets).
+
+        One after another with :func:`~metaopt.inner.unroll.advance`; an estimator that runs its optimizees together
+        may advance them together too.
+        """
+        for inner, count in zip(inners, steps, strict=True):
+            if count:
+                advance(inner, count)
 
     @abstractmethod
     def estimate(self, rule: LearnedRule, inners: Sequence[InnerState], *, meta_step: int) -> MetaGradient:

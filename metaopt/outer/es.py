@@ -13,16 +13,24 @@ meta-graph: any meta-objective works, differentiable or not), and combine the me
   which makes it unbiased for the gradient of the whole episode's (smoothed) meta-loss.
 
 The optimizees the loop passes in advance with the unperturbed rule on the same batches as the particles, so the
-loop's metrics and the next truncation see the unperturbed run. The population of each optimizee runs in one of two
-ways (``population``): ``loop``, the default, one particle after another (a Python loop over ``2 K`` particles, each
-a plain :class:`~metaopt.shells.LearnedOptimizer` in ``envs.fit``), or ``vmap``, all ``2 K`` together, one
-``torch.func.vmap`` call per inner step over stacked optimizee parameters, rule states and rule weights
-(:mod:`metaopt.outer.population`: the same steps, NaN guard and divergence convention; the meta-losses agree with the
-loop's to rounding, not bit for bit). PES particles persist in either form, as optimizer objects or as stacked
-tensors. ``vmap`` needs a model without buffers or data-dependent control flow and says so otherwise (every reference
-task that could be tried qualifies); ``benchmarks/es_population.py`` measures the two. Under data-parallel
-meta-training each rank runs the populations of its share of the meta-batch; the noise of slot i is drawn from
-``(seed, "es", meta_step, i)`` whichever rank holds it.
+loop's metrics and the next truncation see the unperturbed run. The population of each optimizee runs in one of three
+ways (``population``):
+
+* ``loop``, the default: one particle after another (a Python loop over ``2 K`` particles, each a plain
+  :class:`~metaopt.shells.LearnedOptimizer` in ``envs.fit``);
+* ``vmap``: all ``2 K`` together, one ``torch.func.vmap`` call per inner step over stacked optimizee parameters, rule
+  states and rule weights (:mod:`metaopt.outer.population`: the same steps, NaN guard and divergence convention; the
+  meta-losses agree with the loop's to rounding, not bit for bit);
+* ``stack``: the particles of every optimizee of one stack key (the same task object, model structure and options:
+  optimizees of one task, not the members of a family) in one ``vmap`` call per inner step, each particle handed its
+  optimizee's batch.
+
+With ``vmap`` or ``stack`` the start offsets of the meta-batch are taken together too
+(:func:`~metaopt.inner.stacked.advance_many`). PES particles persist in any form, as optimizer objects or as stacked
+tensors. ``vmap`` and ``stack`` need a model without buffers or data-dependent control flow and say so otherwise
+(every reference task that could be tried qualifies); ``benchmarks/es_population.py`` measures the three. Under
+data-parallel meta-training each rank runs the populations of its share of the meta-batch; the noise of slot i is
+drawn from ``(seed, "es", meta_step, i)`` whichever rank holds it.
 """
 
 from __future__ import annotations
@@ -43,9 +51,10 @@ from envs.seeding import generator
 from envs.task import Batch
 from envs.tooling.config import check_range
 from envs.training.fit import fit
+from metaopt.inner.stacked import advance_many, stack_key
 from metaopt.inner.unroll import InnerState, Trajectory
 from metaopt.outer.base import Estimator, EstimatorSetup, MetaGradient
-from metaopt.outer.population import POPULATIONS, StackedParticles, run_stacked, stack_particles
+from metaopt.outer.population import POPULATIONS, StackedParticles, run_stacked_many, stack_particles
 from metaopt.rules import LearnedRule
 from metaopt.shells import LearnedOptimizer
 
@@ -61,7 +70,9 @@ class ESConfig:
     sigma: float = 0.01
     """Standard deviation of the perturbations of the rule's weights."""
     population: str = "loop"
-    """How the 2 K particles run: loop (one LearnedOptimizer after another) or vmap (all together, torch.func)."""
+    """How the 2 K particles run: loop (one LearnedOptimizer after another), vmap (all together, torch.func), or
+    stack (the particles of every optimizee of the same task and shape together, one vmap call a step). vmap and
+    stack also take the start offsets' plain steps of the meta-batch together."""
 
     def __post_init__(self) -> None:
         check_range(self, "pairs", low=1, integer=True)
@@ -121,6 +132,13 @@ class _EvolutionStrategy(Estimator):
         """``(len(inners), 2, K)``: the meta-losses of the last estimate's particles, + side first (diagnostics)."""
 
     @override
+    def advance(self, rule: LearnedRule, inners: Sequence[InnerState], steps: Sequence[int]) -> None:
+        if self.config.population != "loop" and rule.separable_by_model:
+            advance_many(inners, rule, steps)
+        else:
+            super().advance(rule, inners, steps)
+
+    @override
     def estimate(self, rule: LearnedRule, inners: Sequence[InnerState], *, meta_step: int) -> MetaGradient:
         cfg, setup = self.config, self.setup
         theta = parameters_to_vector(rule.parameters()).detach()
@@ -129,6 +147,7 @@ class _EvolutionStrategy(Estimator):
         working = self._working
         total = torch.zeros(theta.numel(), dtype=torch.float64, device=theta.device)
         meta_losses, final_losses, spreads, populations = [], [], [], []
+        drawn = []
         for index, inner in enumerate(inners):
             batches = [inner.take_batch()] + [next(inner.batches) for _ in range(setup.truncation)]
             valid = None  # the held-out batches of this truncation, the same for every particle
@@ -138,8 +157,14 @@ class _EvolutionStrategy(Estimator):
             eps = torch.randn(cfg.pairs, theta.numel(), generator=noise, dtype=torch.float64) * cfg.sigma
             eps = eps.to(theta.device)
             particles = self._particles_for(inner, working) if self.persistent else None
-            run = self._vmap_population if cfg.population == "vmap" else self._loop_population
-            signed = run(inner, working, theta, eps, batches, valid, particles)
+            drawn.append(_Drawn(inner, batches, valid, eps, particles))
+        if cfg.population != "loop":
+            signed_losses = self._vmap_populations(working, theta, drawn)
+        else:
+            signed_losses = [self._loop_population(d.inner, working, theta, d.eps, d.batches, d.valid, d.particles)
+                             for d in drawn]  # fmt: skip
+        for d, signed in zip(drawn, signed_losses):
+            inner, batches, valid, eps, particles = d.inner, d.batches, d.valid, d.eps, d.particles
             differences = torch.tensor([_finite_difference(float(a), float(b)) for a, b in zip(*signed)],
                                        dtype=torch.float64, device=theta.device)  # fmt: skip
             if particles is not None:
@@ -189,26 +214,31 @@ class _EvolutionStrategy(Estimator):
                 signed[side, pair] = float(self.setup.objective(rollout(start, batches, valid)))
         return signed
 
-    def _vmap_population(
-        self,
-        inner: InnerState,
-        working: LearnedRule,
-        theta: Tensor,
-        eps: Tensor,
-        batches: list[Batch],
-        valid: list[Batch] | None,
-        particles: _Particles | None,
-    ) -> Tensor:
-        """``(2, K)`` meta-losses of the + and - particles, all ``2 K`` advanced together (:mod:`.population`)."""
-        if particles is not None:
-            assert isinstance(particles.states, StackedParticles)
-            stacked = particles.states
-        else:
-            stacked = stack_particles(inner, working, 2 * self.config.pairs)
-        weights = torch.cat([theta.double() + eps, theta.double() - eps]).to(theta.dtype)  # + side, then - side
-        trajectories = run_stacked(inner, working, weights, stacked, batches, valid)
-        losses = [float(self.setup.objective(trajectory)) for trajectory in trajectories]
-        return torch.tensor(losses, dtype=torch.float64).view(2, self.config.pairs)
+    def _vmap_populations(self, working: LearnedRule, theta: Tensor, drawn: list[_Drawn]) -> list[Tensor]:
+        """``(2, K)`` meta-losses of the + and - particles of each optimizee (:mod:`.population`).
+
+        ``vmap``: the ``2 K`` particles of each optimizee together; ``stack``: those of every optimizee of one stack
+        key (same task, structure and options) together.
+        """
+        groups: dict[object, list[int]] = {}
+        for index, d in enumerate(drawn):
+            groups.setdefault(stack_key(d.inner) if self.config.population == "stack" else index, []).append(index)
+        signed: list[Tensor | None] = [None] * len(drawn)
+        for members in groups.values():
+            stacked, weights = [], []
+            for d in (drawn[i] for i in members):
+                if d.particles is not None:
+                    assert isinstance(d.particles.states, StackedParticles)
+                    stacked.append(d.particles.states)
+                else:
+                    stacked.append(stack_particles(d.inner, working, 2 * self.config.pairs))
+                weights.append(torch.cat([theta.double() + d.eps, theta.double() - d.eps]).to(theta.dtype))  # + first
+            runs = run_stacked_many([drawn[i].inner for i in members], working, weights, stacked,
+                                    [drawn[i].batches for i in members], [drawn[i].valid for i in members])  # fmt: skip
+            for i, trajectories in zip(members, runs):
+                losses = [float(self.setup.objective(trajectory)) for trajectory in trajectories]
+                signed[i] = torch.tensor(losses, dtype=torch.float64).view(2, self.config.pairs)
+        return [s for s in signed if s is not None]
 
     def _particles_for(self, inner: InnerState, working: LearnedRule) -> _Particles:
         """The inner's PES particles: kept while the same optimizee continues, fresh copies of it otherwise."""
@@ -218,7 +248,7 @@ class _EvolutionStrategy(Estimator):
             return held
         pairs = self.config.pairs
         states: tuple[list[InnerState], ...] | StackedParticles
-        if self.config.population == "vmap":
+        if self.config.population != "loop":
             states = stack_particles(inner, working, 2 * pairs)
         else:
             states = (
@@ -230,6 +260,21 @@ class _EvolutionStrategy(Estimator):
         particles = _Particles(weakref.ref(inner), inner.step, states, xi)
         self._particles[id(inner)] = particles
         return particles
+
+
+@dataclass
+class _Drawn:
+    """What one optimizee's population runs on in a truncation."""
+
+    inner: InnerState
+    batches: list[Batch]
+    """The T + 1 training batches (the last scores theta_{t+T})."""
+    valid: list[Batch] | None
+    """The T held-out batches, or None."""
+    eps: Tensor
+    """``(K, D)``: the perturbations of this truncation."""
+    particles: _Particles | None
+    """The persistent population (PES), or None."""
 
 
 @dataclass

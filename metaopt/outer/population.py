@@ -25,8 +25,9 @@ Python control flow (vmap raises; the error is re-raised naming the task). Every
 
 from __future__ import annotations
 
+import dataclasses
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -43,10 +44,11 @@ from metaopt.rules import CoordinateLSTM, LearnedRule, RuleState
 from metaopt.rules.features import preprocess
 from metaopt.shells import LearnedOptimizer
 
-__all__ = ["POPULATIONS", "StackedParticles", "run_stacked", "stack_particles"]
+__all__ = ["POPULATIONS", "StackedParticles", "run_stacked", "run_stacked_many", "stack_particles"]
 
-POPULATIONS = ("loop", "vmap")
-"""How an ES population runs: one particle after another (``loop``) or all together (``vmap``)."""
+POPULATIONS = ("loop", "vmap", "stack")
+"""How an ES population runs: one particle after another (``loop``), all of one optimizee together (``vmap``), or all
+of every optimizee of one stack key (same task, structure and options) together (``stack``)."""
 
 
 @dataclass
@@ -107,15 +109,68 @@ def run_stacked(
     return _trajectories(inner, losses, held_out, iterates, alive, len(batches), valid is not None)
 
 
+def run_stacked_many(
+    inners: Sequence[InnerState],
+    rule: LearnedRule,
+    weights: Sequence[Tensor],
+    particles: Sequence[StackedParticles],
+    batches: Sequence[list[Batch]],
+    valid: Sequence[list[Batch] | None],
+) -> list[list[Trajectory]]:
+    """:func:`run_stacked` for several optimizees of one stack key, all their particles by one vmapped call a step.
+
+    The optimizees share :func:`~metaopt.inner.stacked.stack_key` (the same task, model structure and options).
+    Each optimizee's particles see its own batches (every particle is handed its optimizee's batch), so each gets
+    what :func:`run_stacked` gives it alone, to the rounding of batched kernels over more particles. The arguments are
+    :func:`run_stacked`'s, one per optimizee; ``particles`` are modified as there.
+    """
+    if len(inners) == 1:
+        return [run_stacked(inners[0], rule, weights[0], particles[0], batches[0], valid[0])]
+    first = inners[0]
+    _check_vmappable(first)
+    counts = [w.shape[0] for w in weights]
+    step, score, stacked_weights = _stacked_functions(first, rule, torch.cat(list(weights)), own_data=True)
+    joined = StackedParticles(
+        {name: torch.cat([p.params[name] for p in particles]) for name in particles[0].params},
+        _map_many(torch.cat, [p.state for p in particles]),
+    )
+    data = [_per_particle(step_batches, counts) for step_batches in zip(*batches)]
+    held = None if valid[0] is None else [_per_particle(step_batches, counts) for step_batches in zip(*valid)]
+    model_names = [name for name, _ in first.model.named_parameters()]
+    losses, held_out, iterates, alive = _advance(step, score, stacked_weights, joined, data, held, model_names)
+    for k, mine in enumerate(particles):
+        mine.params = {name: value.split(counts)[k] for name, value in joined.params.items()}
+        mine.state = _map_state(partial(_piece_of, counts=counts, k=k), joined.state)
+    trajectories = iter(_trajectories(first, losses, held_out, iterates, alive, len(batches[0]), held is not None))
+    return [
+        [dataclasses.replace(next(trajectories), start_step=inner.step, context=inner.context) for _ in range(count)]
+        for inner, count in zip(inners, counts)
+    ]
+
+
+def _piece_of(t: Tensor, counts: list[int], k: int) -> Tensor:
+    """The ``k``-th optimizee's particles of a tensor whose leading dimension holds ``counts`` of each."""
+    return t.split(counts)[k]
+
+
+def _per_particle(batches: Sequence[Batch], counts: Sequence[int]) -> Batch:
+    """One batch per optimizee as one batch per particle: ``(inputs, targets)`` with a leading particle dimension."""
+    inputs, targets = (
+        torch.cat([part.expand(count, *part.shape) for part, count in zip(parts, counts)]) for parts in zip(*batches)
+    )
+    return inputs, targets
+
+
 def _stacked_functions(
-    inner: InnerState, rule: LearnedRule, weights: Tensor
+    inner: InnerState, rule: LearnedRule, weights: Tensor, own_data: bool = False
 ) -> tuple[Callable[..., Any], Callable[..., Any], dict[str, Tensor]]:
     """The first phase: one particle's step and score, vmapped over the particles, and their stacked rule weights.
 
     Returns:
         ``(step, score, stacked_weights)``: ``step(weights, params, state, inputs, targets) -> (loss, new params,
-        new state, update finite)`` and ``score(params, inputs, targets) -> loss``, both over every particle at once,
-        and the rule's weights of each particle by name (``rule.<name>``, shape ``(M, *shape)``).
+        new state, update finite)`` and ``score(params, inputs, targets) -> loss``, both over every particle at once
+        (with ``own_data`` each particle gets its own inputs and targets, a leading ``M`` dimension; else one batch
+        for all), and the rule's weights of each particle by name (``rule.<name>``, shape ``(M, *shape)``).
     """
     task, model = inner.task, inner.model
     count = weights.shape[0]
@@ -148,8 +203,9 @@ def _stacked_functions(
             new_params[name] = torch.add(p, delta.view_as(p).to(p.dtype), alpha=lr)
         return loss, new_params, new_state, torch.isfinite(update).all()
 
-    step = _explained(vmap(one_step, in_dims=(0, 0, 0, None, None)), task, rule)
-    score = _explained(vmap(loss_of, in_dims=(0, None, None)), task, rule)
+    data = 0 if own_data else None
+    step = _explained(vmap(one_step, in_dims=(0, 0, 0, data, data)), task, rule)
+    score = _explained(vmap(loss_of, in_dims=(0, data, data)), task, rule)
     return step, score, stacked_weights
 
 
@@ -319,6 +375,18 @@ def _map_state(fn: Callable[[Tensor], Tensor], state: RuleState) -> RuleState:
     if isinstance(state, (tuple, list)):
         return type(state)(_map_state(fn, value) for value in state)
     return state
+
+
+def _map_many(fn: Callable[[list[Tensor]], Tensor], states: Sequence[RuleState]) -> RuleState:
+    """``fn`` of the matching tensors of several rule states of the same layout (tuples, lists and dicts kept)."""
+    first = states[0]
+    if isinstance(first, Tensor):
+        return fn(list(states))  # type: ignore[arg-type]
+    if isinstance(first, dict):
+        return {key: _map_many(fn, [state[key] for state in states]) for key in first}  # type: ignore[index]
+    if isinstance(first, (tuple, list)):
+        return type(first)(_map_many(fn, list(parts)) for parts in zip(*states))  # type: ignore[call-overload]
+    return first
 
 
 def _map_states(fn: Callable[[Tensor, Tensor], Tensor], new: RuleState, old: RuleState) -> RuleState:

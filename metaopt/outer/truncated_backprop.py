@@ -9,8 +9,9 @@ as in the paper.
 
 With ``optimizees: stack`` the meta-batch is unrolled together (:func:`~metaopt.inner.stacked.unroll_many`: one rule
 call per step for all optimizees, same-shape ones evaluated as one stacked model) and the mean meta-loss is
-backpropagated once: the same meta-gradient to float rounding, not bit for bit, so ``loop`` stays the default. A rule
-that is not :attr:`~metaopt.rules.LearnedRule.separable_by_model` is unrolled in the loop whatever the option says.
+backpropagated once: the same meta-gradient to float rounding, not bit for bit, so ``loop`` stays the default. The
+start offsets' plain steps are then taken together too (:func:`~metaopt.inner.stacked.advance_many`). A rule that is
+not :attr:`~metaopt.rules.LearnedRule.separable_by_model` is unrolled in the loop whatever the option says.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from envs.errors import InvalidValue
-from metaopt.inner.stacked import unroll_many
+from metaopt.inner.stacked import advance_many, unroll_many
 from metaopt.inner.unroll import InnerState, Trajectory, unroll
 from metaopt.outer.base import Estimator, MetaGradient
 from metaopt.rules import LearnedRule
@@ -40,7 +41,8 @@ class TruncatedBackpropConfig:
 
     optimizees: str = "loop"
     """loop: one higher unroll per optimizee (bit for bit as before); stack: the meta-batch unrolled together, one
-    rule call per step and same-shape optimizees evaluated as one stacked model (faster; equal to rounding)."""
+    rule call per step and same-shape optimizees evaluated as one stacked model, the start offsets' plain steps
+    taken together too (faster; equal to rounding)."""
 
     def __post_init__(self) -> None:
         if self.optimizees not in OPTIMIZEES:
@@ -55,6 +57,13 @@ class TruncatedBackprop(Estimator):
 
     Config = TruncatedBackpropConfig
     config: TruncatedBackpropConfig
+
+    @override
+    def advance(self, rule: LearnedRule, inners: Sequence[InnerState], steps: Sequence[int]) -> None:
+        if self.config.optimizees == "stack" and rule.separable_by_model:
+            advance_many(inners, rule, steps)
+        else:
+            super().advance(rule, inners, steps)
 
     @override
     def estimate(self, rule: LearnedRule, inners: Sequence[InnerState], *, meta_step: int) -> MetaGradient:

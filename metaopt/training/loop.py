@@ -157,9 +157,7 @@ class MetaTrainer:
             inners = self.windows.inners([picks[i] for i in self.share], self.rule, progress.on_policy)
             truncations = self.windows.truncations
         else:
-            inners = self.fresh.inners(progress.episode, self.rule)
-            if len(self.share) < len(inners):
-                inners = inners[self.share.start : self.share.stop]
+            inners = self.fresh.inners(progress.episode, self.rule, self.share, self.estimator.advance)
             truncations = self.fresh.truncations
         for _ in range(truncations):
             self.meta_opt.zero_grad(set_to_none=True)

@@ -87,10 +87,12 @@ def _check_population(cfg: TrainConfig) -> None:
         return
     rule_params = sum(p.numel() for p in make_rule(cfg.rule.name, cfg.rule_config()).parameters())
     largest = max(_largest_optimizee(member) for member in cfg.tasks)
-    vmap = getattr(options, "population", "loop") == "vmap"
-    need, limit = population_bytes(pairs, rule_params, largest, vmap), memory_limit_bytes()
+    population = getattr(options, "population", "loop")
+    vmap = population != "loop"
+    together = cfg.meta_batch if population == "stack" else 1  # at most the whole meta-batch in one call
+    need, limit = population_bytes(pairs * together, rule_params, largest, vmap), memory_limit_bytes()
     if need > limit:
-        per_pair = max(1, population_bytes(1, rule_params, largest, vmap))
+        per_pair = max(1, population_bytes(together, rule_params, largest, vmap))
         raise ConfigError(
             f"bad value for estimator.options.pairs: {pairs} antithetic pairs need at least {need / 2**30:.3g} GiB "
             f"({rule_params} rule parameters, optimizees of up to {largest} parameters), more than the "

@@ -13,6 +13,7 @@ inside the window's level set).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,7 +24,8 @@ from envs.task import Task
 from envs.task.registry import make_task, task_from_spec
 from envs.training.fit import fit
 from geodesics import DSSConfig, ParamSpace, connect
-from metaopt.inner import InnerState, advance, start_episode, start_window
+from metaopt.inner import InnerState, start_episode, start_window
+from metaopt.inner import advance as advance_one
 from metaopt.objectives import needs_held_out
 from metaopt.rules import LearnedRule
 from metaopt.targets import TargetDataset, TargetWindow
@@ -102,11 +104,26 @@ class FreshEpisodes:
             self._built[key] = make_task(cfg.tasks[member].name, device=base.device, dtype=base.dtype, **options)
         return self._built[key], offset
 
-    def inners(self, episode: int, rule: LearnedRule) -> list[InnerState]:
-        """The optimizees of ``episode``."""
+    def inners(
+        self,
+        episode: int,
+        rule: LearnedRule,
+        slots: Sequence[int] | None = None,
+        advance: Callable[[LearnedRule, Sequence[InnerState], Sequence[int]], None] | None = None,
+    ) -> list[InnerState]:
+        """The optimizees of ``episode``.
+
+        Args:
+            episode: the episode.
+            rule: the live rule (the start offsets' plain steps are its).
+            slots: the meta-batch slots to build (default all; a rank of a data-parallel run builds its share, the
+                same optimizees as a single process builds for those slots).
+            advance: takes the start offsets' plain steps, ``(rule, optimizees, counts)`` (an estimator's
+                :meth:`~metaopt.outer.Estimator.advance`); default one optimizee after another.
+        """
         cfg = self.cfg
-        inners = []
-        for slot in range(cfg.meta_batch):
+        inners, offsets = [], []
+        for slot in range(cfg.meta_batch) if slots is None else slots:
             task, offset = self.task_of(episode, slot)
             inner = start_episode(task, train_seed(episode, slot, cfg.meta_batch), rule, held_out=self.held_out)
             if self.cfg.param_scales:
@@ -115,9 +132,14 @@ class FreshEpisodes:
             scale = self.grad_scale_of(episode, slot)
             if scale != 1.0:
                 rescale_gradients(inner, scale)
-            if offset:
-                advance(inner, offset)
             inners.append(inner)
+            offsets.append(offset)
+        if advance is None:
+            for inner, offset in zip(inners, offsets):
+                if offset:
+                    advance_one(inner, offset)
+        else:
+            advance(rule, inners, offsets)
         self._truncations = self.horizon_of(episode) // cfg.truncation
         return inners
 

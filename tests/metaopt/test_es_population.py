@@ -23,12 +23,13 @@ import envs
 from envs.task import Task
 from metaopt import optimizee_loss, start_episode
 from metaopt.cli import main
-from metaopt.inner import InnerState, Trajectory
+from metaopt.inner import InnerState, Trajectory, advance
 from metaopt.objectives import Objective
 from metaopt.objectives.loss import heldout_loss
 from metaopt.outer import ESConfig, EstimatorSetup, PersistentES, TruncatedES
+from metaopt.outer import es as es_module
 from metaopt.outer.es import _copy_inner, rollout
-from metaopt.outer.population import run_stacked, stack_particles
+from metaopt.outer.population import run_stacked, run_stacked_many, stack_particles
 from metaopt.rules import LearnedRule, make_rule
 from tests.metaopt.sizes import TINY_TRAIN
 from tests.metaopt.test_es import TwoScales
@@ -161,7 +162,7 @@ def test_diverged_pairs_count_as_no_information_in_both_populations() -> None:
 
 
 def test_bad_population_and_models_with_buffers_are_refused() -> None:
-    with pytest.raises(ValueError, match="population must be one of loop, vmap, got 'batched'"):
+    with pytest.raises(ValueError, match="population must be one of loop, vmap, stack, got 'batched'"):
         ESConfig(population="batched")
     rule = TwoScales()
     inner = start_episode(quadratic(), 3, rule)
@@ -192,3 +193,98 @@ def test_a_particle_whose_loss_overflowed_stays_where_it_stopped_while_others_go
     after = stopped.iterates[first_inf:]
     assert torch.equal(after, stopped.iterates[first_inf].expand_as(after))
     assert bool(torch.isfinite(got[0].losses).all()) and got[0].losses[-1] < got[0].losses[0]
+
+
+def meta_batch_estimates(
+    cls: type, population: str, rule: LearnedRule, tasks: list[Task], offsets: list[int], held_out: bool
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[InnerState]]:
+    """Two truncations of ES over a meta-batch (a start offset each, taken as the estimator takes them)."""
+    objective = heldout_loss if held_out else optimizee_loss
+    estimator = cls(ESConfig(pairs=3, sigma=0.05, population=population), EstimatorSetup(T, objective, seed=7))
+    inners = [start_episode(task, 20 + slot, rule, held_out=held_out) for slot, task in enumerate(tasks)]
+    estimator.advance(rule, inners, offsets)
+    out = []
+    for k in range(2):
+        grads = estimator.estimate(rule, inners, meta_step=k).grads
+        assert estimator.population_losses is not None
+        out.append((estimator.population_losses.clone(), torch.cat([g.reshape(-1) for g in grads])))
+    return out, inners
+
+
+@pytest.mark.parametrize("held_out", [False, True])
+@pytest.mark.parametrize("cls", [TruncatedES, PersistentES])
+def test_optimizees_of_one_task_run_their_populations_together_as_each_alone(
+    cls: type, held_out: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stack``: three optimizees of one digits task (one vmapped call a step) and a quadratic give the loop
+    population's losses and estimates, every optimizee (and PES particle) carried on as the loop carries it; ``vmap``
+    runs each optimizee's population alone."""
+    groups: list[int] = []
+    original = es_module.run_stacked_many
+
+    def spy(inners: list[InnerState], *args: object) -> object:
+        groups.append(len(inners))
+        return original(inners, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(es_module, "run_stacked_many", spy)
+    digits = envs.make_task("digits_mlp", width=6, dtype="float64", valid_size=200)
+    tasks = [digits, quadratic(), digits, digits] if not held_out else [digits, digits, digits]
+    rule = small_rule("mlp")
+    offsets = [2, 0, 1, 3][: len(tasks)]
+    loop, loop_inners = meta_batch_estimates(cls, "loop", rule, tasks, offsets, held_out)
+    assert groups == []
+    stacked, stacked_inners = meta_batch_estimates(cls, "stack", rule, tasks, offsets, held_out)
+    assert groups == ([3, 1] * 2 if not held_out else [3, 3])  # the quadratic alone (its own task instance)
+    groups.clear()
+    vmapped, _ = meta_batch_estimates(cls, "vmap", rule, tasks, offsets, held_out)
+    assert groups == [1] * len(tasks) * 2
+    assert_agree(loop, stacked)
+    assert_agree(loop, vmapped)
+    for a, b in zip(loop_inners, stacked_inners, strict=True):
+        assert a.step == b.step
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+
+
+def test_run_stacked_many_gives_each_optimizee_what_run_stacked_gives_it_alone() -> None:
+    task = envs.make_task("digits_mlp", width=6, dtype="float64", valid_size=200)
+    rule = small_rule("lstm")
+    inners = [start_episode(task, seed, rule, held_out=True) for seed in (1, 2)]
+    advance(inners[1], 3)  # another step count, so each trajectory must carry its own
+    inners[1].context = {"mine": 1}
+    torch.manual_seed(3)
+    theta = torch.nn.utils.parameters_to_vector(rule.parameters()).detach()
+    weights = [theta + 0.05 * torch.randn(4, theta.numel(), dtype=torch.float64) for _ in inners]
+    batches = [[next(inner.batches) for _ in range(T + 1)] for inner in inners]
+    valid = [[next(inner.valid_batches) for _ in range(T)] for inner in inners]  # type: ignore[arg-type]
+    alone = [stack_particles(inner, rule, 4) for inner in inners]
+    together = [stack_particles(inner, rule, 4) for inner in inners]
+    expected = [run_stacked(i, rule, w, p, b, v) for i, w, p, b, v in zip(inners, weights, alone, batches, valid)]
+    got = run_stacked_many(inners, rule, weights, together, batches, valid)
+    for want_runs, have_runs in zip(expected, got, strict=True):
+        assert len(have_runs) == 4
+        for want, have in zip(want_runs, have_runs, strict=True):
+            torch.testing.assert_close(have.losses, want.losses, rtol=LOSS_TOLERANCE, atol=0)
+            torch.testing.assert_close(have.valid_losses, want.valid_losses, rtol=LOSS_TOLERANCE, atol=0)
+            torch.testing.assert_close(have.iterates, want.iterates, rtol=LOSS_TOLERANCE, atol=0)
+            assert (have.start_step, have.context) == (want.start_step, want.context)
+    assert got[0][0].start_step == 0 and got[1][0].start_step == 3
+    for a, b in zip(alone, together, strict=True):  # the particles carried on, each optimizee's its own
+        for name in a.params:
+            torch.testing.assert_close(b.params[name], a.params[name], rtol=LOSS_TOLERANCE, atol=1e-14)
+        for x, y in zip(a.state, b.state, strict=True):  # type: ignore[arg-type]
+            torch.testing.assert_close(y, x, rtol=LOSS_TOLERANCE, atol=1e-14)
+
+
+@pytest.mark.parametrize("population", ["loop", "vmap", "stack"])
+def test_the_vmap_and_stack_populations_take_the_start_offsets_together(
+    population: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[int]] = []
+    monkeypatch.setattr(es_module, "advance_many", lambda inners, rule, counts: calls.append(list(counts)))
+    rule = small_rule("mlp")
+    inners = [start_episode(quadratic(), seed, rule) for seed in range(2)]
+    estimator = TruncatedES(ESConfig(pairs=2, population=population), EstimatorSetup(T, optimizee_loss))
+    estimator.advance(rule, inners, [2, 1])
+    assert calls == ([] if population == "loop" else [[2, 1]])
+    assert [inner.step for inner in inners] == ([2, 1] if population == "loop" else [0, 0])

@@ -7,13 +7,15 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
+from envs.errors import ConfigError
 from envs.gym import LRControlEnv
 from envs.tooling.config import load_config
 from geodesics.cli import main as geodesics_main
 from metaopt.cli import main as metaopt_main
 from metaopt.commands.train import divergence_warning
+from metaopt.rules import make_rule
 from metaopt.training import TrainConfig
-from metaopt.training.preflight import memory_limit_bytes, population_bytes
+from metaopt.training.preflight import _check_population, _largest_optimizee, memory_limit_bytes, population_bytes
 
 TRAIN = ["train", "metaopt/quadratic.yaml"]
 
@@ -112,3 +114,20 @@ def test_the_divergence_warning_names_a_short_run_as_the_likely_cause() -> None:
     assert (
         divergence_warning(load_config(TrainConfig, "metaopt/quadratic.yaml"), {"far_worse_than_adam": False}) is None
     )
+
+
+def test_a_stacked_population_counts_the_whole_meta_batch() -> None:
+    """population=stack may run every optimizee's particles in one call: the check counts meta_batch times the pairs."""
+
+    def config(population: str, pairs: int) -> TrainConfig:
+        return load_config(TrainConfig, "metaopt/quadratic.yaml", [
+            "estimator=es", f"estimator.options={{pairs: {pairs}, population: {population}}}", "meta_batch=4",
+        ])  # fmt: skip
+
+    base = config("vmap", 1)
+    rule_params = sum(p.numel() for p in make_rule(base.rule.name, base.rule_config()).parameters())
+    largest = _largest_optimizee(base.tasks[0])
+    fits = memory_limit_bytes() // population_bytes(1, rule_params, largest, vmap=True)
+    _check_population(config("vmap", fits // 2))  # fits alone
+    with pytest.raises(ConfigError, match="bad value for estimator.options.pairs"):
+        _check_population(config("stack", fits // 2))  # four optimizees of them do not

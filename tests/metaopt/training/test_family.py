@@ -97,6 +97,27 @@ def test_start_offsets_advance_each_optimizee_by_its_drawn_steps(tmp_path: Path)
             assert torch.equal(a, b)
 
 
+def test_a_share_of_the_slots_is_built_as_the_whole_meta_batch_builds_it(tmp_path: Path) -> None:
+    """What a rank of a data-parallel run builds (its slots only): those slots' optimizees, bit for bit."""
+    cfg = config(tmp_path, "meta_batch=4", "start_offset=7", "task_sampling=random", FAMILY)
+    rule = CoordinateLSTM(LSTMConfig())
+    for episode in range(2):
+        whole = schedule(cfg).inners(episode, rule)
+        share = schedule(cfg).inners(episode, rule, slots=range(1, 3))
+        assert len(share) == 2
+        for a, b in zip(share, whole[1:3], strict=True):
+            assert a.step == b.step and a.task.spec == b.task.spec
+            assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True))
+
+
+def test_the_offsets_go_to_the_advance_given(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "meta_batch=3", "start_offset=7")
+    calls: list[list[int]] = []
+    inners = schedule(cfg).inners(0, CoordinateLSTM(LSTMConfig()), advance=lambda _, i, c: calls.append(list(c)))
+    assert calls == [[schedule(cfg).task_of(0, slot)[1] for slot in range(3)]]
+    assert [inner.step for inner in inners] == [0, 0, 0]
+
+
 def test_eval_loss_scores_each_iterate_on_a_held_out_batch() -> None:
     task = envs.make_task("digits_mlp", width=8, valid_size=256)
     rule = CoordinateLSTM(LSTMConfig(hidden_size=4))
