@@ -11,6 +11,7 @@
 # What it measures, all with --device cuda at small but meaningful sizes:
 #   curve_throughput  batched curve evaluation vs one model at a time (512 and 2048 models; vmap and bmm), share of matmul peak
 #   es_population     ES / PES population, particle after particle vs one vmap call per inner step
+#   es_population_stack  four optimizees of one task: each population vmapped alone vs all in one call (population=stack)
 #   gemm_share        batched loss, gradient and bead step per ParamSpace strategy against the device's matmul peak
 #   strategy_speed    whole connect runs, vmap vs the exact loop strategy
 #   connect_speed     connect vs the reference-style and the optimized sequential DSS loops
@@ -19,7 +20,8 @@
 #   compare_sweep     the metaopt compare sweep, batched vs one run at a time (quadratic, 235 runs)
 #   learned_meta      meta-training throughput, one batched LSTM call vs one per tensor
 #   learned_dropin    learned optimizer step cost vs Adam, a size sweep from 10k to 10M parameters
-#   learned_meta_stack  family meta-training, the meta-batch one optimizee after another vs stacked (inner steps/s)
+#   learned_meta_stack  family meta-training, the meta-batch one optimizee after another vs stacked (inner steps/s),
+#                     and the start offsets taken one by one vs together
 #   learned_dropin_tiny the tiny rule's eager drop-in step (whole-vector path on an accelerator), 100k to 10M
 #   learned_dropin_family_v1  the shipped family-v1 rule, eager and compiled, 1M and 10M (about 1-2 minutes compiling)
 #   learned_dropin_family_v2  the shipped family-v2 rule (Newton-Schulz on each matrix: matmuls, where a GPU is fast)
@@ -90,9 +92,10 @@ step finders 120 finders.py --tasks poly_cubic digits_mlp --max-seconds 10
 step compare_sweep 120 compare_sweep.py --config compare/quadratic.yaml tuning_seeds=3 eval_seeds=20
 step learned_meta 45 learned_meta_speed.py --episodes 2 --steps 100 --truncation 20
 step es_population 45 es_population.py --task digits_mlp --repeats 2
+step es_population_stack 60 es_population.py --task digits_mlp --rules mlp tiny --optimizees 4 --pairs 4 --repeats 2
 step learned_dropin 90 learned_dropin_speed.py --sizes 10000 100000 1000000 10000000 --rules mlp lstm --repeats 2
 step learned_meta_rules 60 learned_meta_speed.py --rules lstm mlp --estimators backprop --steps 40 --truncation 20 --meta-batch 2 --repeats 1
-step learned_meta_stack 200 learned_meta_speed.py --configs configs/metaopt/family.yaml configs/metaopt/family_v2.yaml configs/metaopt/digits_mlp.yaml configs/metaopt/family_v7.yaml --episodes 1 --repeats 2
+step learned_meta_stack 200 learned_meta_speed.py --configs configs/metaopt/family.yaml configs/metaopt/family_v2.yaml configs/metaopt/digits_mlp.yaml configs/metaopt/family_v7.yaml --episodes 1 --repeats 2 --offset-episodes 3
 step learned_dropin_tiny 90 learned_dropin_speed.py --rules tiny tiny:learned_tensors=hidden --sizes 100000 1000000 10000000 --repeats 2
 step learned_dropin_family_v1 150 learned_dropin_speed.py --rules family-v1 --compile --sizes 1000000 10000000 --repeats 2
 step learned_dropin_family_v2 90 learned_dropin_speed.py --rules family-v2 --sizes 100000 1000000 10000000 --repeats 2
