@@ -2656,8 +2656,8 @@ RECENT: list[Mutant] = [
     M(
         "ES together: every optimizee's particles go on from the first one's parameters",
         "metaopt/outer/population.py",
-        "mine.params = {name: value.split(counts)[k] for name, value in joined.params.items()}",
-        "mine.params = {name: value.split(counts)[0] for name, value in joined.params.items()}",
+        "{name: value.split(list(counts))[k] for name, value in joined.params.items()}",
+        "{name: value.split(list(counts))[0] for name, value in joined.params.items()}",
         ES_TOGETHER,
     ),
     M(
@@ -2677,8 +2677,43 @@ RECENT: list[Mutant] = [
     M(
         "ES together: the losses of a group handed out in the wrong order",
         "metaopt/outer/es.py",
-        "            for i, trajectories in zip(members, runs):",
-        "            for i, trajectories in zip(reversed(members), runs):",
+        "            for i, trajectories, joined in zip(members, runs, stacked):",
+        "            for i, trajectories, joined in zip(reversed(members), runs, stacked):",
+        ES_TOGETHER,
+    ),
+    M(
+        "ES vmap: the unperturbed optimizee's rule state not carried",
+        "metaopt/outer/population.py",
+        "        inner.optimizer.state[by_name[name]].update(detach_state(piece))",
+        "        pass",
+        ES_TOGETHER,
+    ),
+    M(
+        "ES vmap: the unperturbed optimizee's parameters not carried",
+        "metaopt/outer/population.py",
+        "            p.copy_(particle.params[name][0])",
+        "            pass",
+        ES_TOGETHER,
+    ),
+    M(
+        "ES vmap: the unperturbed run takes the first + particle's weights",
+        "metaopt/outer/es.py",
+        "theta.double() - d.eps, theta.double()[None]]",
+        "theta.double() - d.eps, (theta.double() + d.eps)[:1]]",
+        ES_TOGETHER,
+    ),
+    M(
+        "ES vmap: the unperturbed optimizee's step count not advanced",
+        "metaopt/outer/es.py",
+        "                inner.step += setup.truncation\n",
+        "",
+        ES_TOGETHER,
+    ),
+    M(
+        "PES vmap: the particles restart from where the truncation began",
+        "metaopt/outer/es.py",
+        "particles.states.params, particles.states.state = population.params, population.state",
+        "pass",
         ES_TOGETHER,
     ),
     M(

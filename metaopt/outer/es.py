@@ -25,12 +25,14 @@ ways (``population``):
   optimizees of one task, not the members of a family) in one ``vmap`` call per inner step, each particle handed its
   optimizee's batch.
 
-With ``vmap`` or ``stack`` the start offsets of the meta-batch are taken together too
-(:func:`~metaopt.inner.stacked.advance_many`). PES particles persist in any form, as optimizer objects or as stacked
-tensors. ``vmap`` and ``stack`` need a model without buffers or data-dependent control flow and say so otherwise
-(every reference task that could be tried qualifies); ``benchmarks/es_population.py`` measures the three. Under
-data-parallel meta-training each rank runs the populations of its share of the meta-batch; the noise of slot i is
-drawn from ``(seed, "es", meta_step, i)`` whichever rank holds it.
+With ``vmap`` or ``stack`` the unperturbed optimizee runs as one more particle of its population (weights theta) and
+is carried back into the optimizee (:func:`~metaopt.outer.population.carry_particle`), and the start offsets of the
+meta-batch are taken together too (:func:`~metaopt.inner.stacked.advance_many`). PES particles persist in any form,
+as optimizer objects or as stacked tensors. ``vmap`` and ``stack`` need a model without buffers or data-dependent
+control flow and say so otherwise (every reference task that could be tried qualifies);
+``benchmarks/es_population.py`` measures the three. Under data-parallel meta-training each rank runs the populations
+of its share of the meta-batch; the noise of slot i is drawn from ``(seed, "es", meta_step, i)`` whichever rank holds
+it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,15 @@ from envs.training.fit import fit
 from metaopt.inner.stacked import advance_many, stack_key
 from metaopt.inner.unroll import InnerState, Trajectory
 from metaopt.outer.base import Estimator, EstimatorSetup, MetaGradient
-from metaopt.outer.population import POPULATIONS, StackedParticles, run_stacked_many, stack_particles
+from metaopt.outer.population import (
+    POPULATIONS,
+    StackedParticles,
+    carry_particle,
+    join_particles,
+    run_stacked_many,
+    split_particles,
+    stack_particles,
+)
 from metaopt.rules import LearnedRule
 from metaopt.shells import LearnedOptimizer
 
@@ -158,12 +168,13 @@ class _EvolutionStrategy(Estimator):
             eps = eps.to(theta.device)
             particles = self._particles_for(inner, working) if self.persistent else None
             drawn.append(_Drawn(inner, batches, valid, eps, particles))
+        runs: list[tuple[Tensor, tuple[Trajectory, StackedParticles] | None]]
         if cfg.population != "loop":
-            signed_losses = self._vmap_populations(working, theta, drawn)
+            runs = list(self._vmap_populations(working, theta, drawn))
         else:
-            signed_losses = [self._loop_population(d.inner, working, theta, d.eps, d.batches, d.valid, d.particles)
-                             for d in drawn]  # fmt: skip
-        for d, signed in zip(drawn, signed_losses):
+            runs = [(self._loop_population(d.inner, working, theta, d.eps, d.batches, d.valid, d.particles), None)
+                    for d in drawn]  # fmt: skip
+        for d, (signed, unperturbed) in zip(drawn, runs):
             inner, batches, valid, eps, particles = d.inner, d.batches, d.valid, d.eps, d.particles
             differences = torch.tensor([_finite_difference(float(a), float(b)) for a, b in zip(*signed)],
                                        dtype=torch.float64, device=theta.device)  # fmt: skip
@@ -174,7 +185,12 @@ class _EvolutionStrategy(Estimator):
             total += (differences[:, None] * direction).sum(0) / (2 * cfg.pairs * cfg.sigma**2)
             spreads.append(float(differences.abs().mean()))
             populations.append(signed)
-            trajectory = rollout(inner, batches, valid)  # the unperturbed optimizee, on the same batches
+            if unperturbed is None:
+                trajectory = rollout(inner, batches, valid)  # the unperturbed optimizee, on the same batches
+            else:  # it ran as one more particle of the population: carried into the optimizee
+                trajectory, particle = unperturbed
+                carry_particle(inner, working, particle)
+                inner.step += setup.truncation
             inner.next_batch = batches[-1]  # it scored theta_{t+T}; the next step trains on it
             meta_losses.append(float(setup.objective(trajectory)))
             final_losses.append(float(trajectory.losses[-1]))
@@ -214,31 +230,43 @@ class _EvolutionStrategy(Estimator):
                 signed[side, pair] = float(self.setup.objective(rollout(start, batches, valid)))
         return signed
 
-    def _vmap_populations(self, working: LearnedRule, theta: Tensor, drawn: list[_Drawn]) -> list[Tensor]:
-        """``(2, K)`` meta-losses of the + and - particles of each optimizee (:mod:`.population`).
+    def _vmap_populations(
+        self, working: LearnedRule, theta: Tensor, drawn: list[_Drawn]
+    ) -> list[tuple[Tensor, tuple[Trajectory, StackedParticles]]]:
+        """Per optimizee, ``(2, K)`` meta-losses of the + and - particles and the unperturbed run (:mod:`.population`).
 
-        ``vmap``: the ``2 K`` particles of each optimizee together; ``stack``: those of every optimizee of one stack
-        key (same task, structure and options) together.
+        The unperturbed optimizee runs as one more particle (weights theta) beside its ``2 K``: its trajectory and
+        its particle, to be carried into the optimizee. ``vmap``: each optimizee's ``2 K + 1`` particles together;
+        ``stack``: those of every optimizee of one stack key (same task, structure and options) together.
         """
+        pairs = self.config.pairs
         groups: dict[object, list[int]] = {}
         for index, d in enumerate(drawn):
             groups.setdefault(stack_key(d.inner) if self.config.population == "stack" else index, []).append(index)
-        signed: list[Tensor | None] = [None] * len(drawn)
+        found: dict[int, tuple[Tensor, tuple[Trajectory, StackedParticles]]] = {}
         for members in groups.values():
             stacked, weights = [], []
             for d in (drawn[i] for i in members):
                 if d.particles is not None:
                     assert isinstance(d.particles.states, StackedParticles)
-                    stacked.append(d.particles.states)
+                    population = d.particles.states
                 else:
-                    stacked.append(stack_particles(d.inner, working, 2 * self.config.pairs))
-                weights.append(torch.cat([theta.double() + d.eps, theta.double() - d.eps]).to(theta.dtype))  # + first
+                    population = stack_particles(d.inner, working, 2 * pairs)
+                stacked.append(join_particles([population, stack_particles(d.inner, working, 1)]))
+                weights.append(torch.cat([theta.double() + d.eps, theta.double() - d.eps, theta.double()[None]])
+                               .to(theta.dtype))  # + side, - side, then the unperturbed optimizee  # fmt: skip
             runs = run_stacked_many([drawn[i].inner for i in members], working, weights, stacked,
                                     [drawn[i].batches for i in members], [drawn[i].valid for i in members])  # fmt: skip
-            for i, trajectories in zip(members, runs):
-                losses = [float(self.setup.objective(trajectory)) for trajectory in trajectories]
-                signed[i] = torch.tensor(losses, dtype=torch.float64).view(2, self.config.pairs)
-        return [s for s in signed if s is not None]
+            for i, trajectories, joined in zip(members, runs, stacked):
+                population, unperturbed = split_particles(joined, [2 * pairs, 1])
+                particles = drawn[i].particles
+                if particles is not None:  # PES: the population goes on from here
+                    assert isinstance(particles.states, StackedParticles)
+                    particles.states.params, particles.states.state = population.params, population.state
+                losses = [float(self.setup.objective(trajectory)) for trajectory in trajectories[:-1]]
+                signed = torch.tensor(losses, dtype=torch.float64).view(2, pairs)
+                found[i] = (signed, (trajectories[-1], unperturbed))
+        return [found[i] for i in range(len(drawn))]
 
     def _particles_for(self, inner: InnerState, working: LearnedRule) -> _Particles:
         """The inner's PES particles: kept while the same optimizee continues, fresh copies of it otherwise."""

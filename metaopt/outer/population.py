@@ -6,7 +6,9 @@ rule with its own weights theta +- eps_i. Here the ``M = 2 K`` particles are sta
 parameter ``(M, *shape)`` and every leaf of the rule's joined state ``(M, ...)`` (:class:`StackedParticles`), and
 the rule's weights are one ``(M, D)`` matrix; one step of all of them is one ``torch.func.vmap`` call of a function
 that takes the optimizee's gradient (``grad_and_value`` of the task's loss over ``functional_call``) and applies the
-rule (``functional_call`` of its ``step``) with each particle's weights.
+rule (``functional_call`` of its ``step``) with each particle's weights. The estimator adds the unperturbed optimizee
+as one more particle (weights theta) and writes it back afterwards (:func:`carry_particle`); with ``population=stack``
+the particles of several optimizees of one task run in one call (:func:`run_stacked_many`).
 
 The step does the arithmetic of ``LearnedOptimizer.step`` on every particle: the group's ``lr`` multiplies the
 update, ``weight_decay`` decays the weights decoupled (``p * (1 - lr * wd)``), gradients are cast to the rule's dtype
@@ -40,11 +42,20 @@ from typing_extensions import override
 from envs.task import Batch, Task
 from metaopt.inner.stacked import TaskLossModule
 from metaopt.inner.unroll import InnerState, Trajectory
-from metaopt.rules import CoordinateLSTM, LearnedRule, RuleState
+from metaopt.rules import CoordinateLSTM, LearnedRule, RuleState, detach_state
 from metaopt.rules.features import preprocess
 from metaopt.shells import LearnedOptimizer
 
-__all__ = ["POPULATIONS", "StackedParticles", "run_stacked", "run_stacked_many", "stack_particles"]
+__all__ = [
+    "POPULATIONS",
+    "StackedParticles",
+    "carry_particle",
+    "join_particles",
+    "run_stacked",
+    "run_stacked_many",
+    "split_particles",
+    "stack_particles",
+]
 
 POPULATIONS = ("loop", "vmap", "stack")
 """How an ES population runs: one particle after another (``loop``), all of one optimizee together (``vmap``), or all
@@ -78,6 +89,37 @@ def stack_particles(inner: InnerState, rule: LearnedRule, count: int) -> Stacked
         {name: p.detach().expand(count, *p.shape).clone() for name, p in inner.model.named_parameters()},
         _map_state(lambda t: t.detach().expand(count, *t.shape).clone(), state),
     )
+
+
+def join_particles(parts: Sequence[StackedParticles]) -> StackedParticles:
+    """Several stacks of particles of one optimizee's shapes as one stack, in order (a copy)."""
+    return StackedParticles(
+        {name: torch.cat([part.params[name] for part in parts]) for name in parts[0].params},
+        _map_many(torch.cat, [part.state for part in parts]),
+    )
+
+
+def split_particles(joined: StackedParticles, counts: Sequence[int]) -> list[StackedParticles]:
+    """Inverse of :func:`join_particles`: ``counts`` particles each, in order (views of ``joined``)."""
+    return [
+        StackedParticles(
+            {name: value.split(list(counts))[k] for name, value in joined.params.items()},
+            _map_state(partial(_piece_of, counts=list(counts), k=k), joined.state),
+        )
+        for k in range(len(counts))
+    ]
+
+
+def carry_particle(inner: InnerState, rule: LearnedRule, particle: StackedParticles) -> None:
+    """Write a stack of one particle into the optimizee it shadows: its parameters and its optimizer's rule state."""
+    names = _names_in_step_order(inner)
+    by_name = dict(inner.model.named_parameters())
+    with torch.no_grad():
+        for name, p in by_name.items():
+            p.copy_(particle.params[name][0])
+    state = _map_state(lambda t: t[0], particle.state)
+    for name, piece in zip(names, rule.split(state, [by_name[name] for name in names])):
+        inner.optimizer.state[by_name[name]].update(detach_state(piece))
 
 
 def run_stacked(
@@ -130,17 +172,13 @@ def run_stacked_many(
     _check_vmappable(first)
     counts = [w.shape[0] for w in weights]
     step, score, stacked_weights = _stacked_functions(first, rule, torch.cat(list(weights)), own_data=True)
-    joined = StackedParticles(
-        {name: torch.cat([p.params[name] for p in particles]) for name in particles[0].params},
-        _map_many(torch.cat, [p.state for p in particles]),
-    )
+    joined = join_particles(particles)
     data = [_per_particle(step_batches, counts) for step_batches in zip(*batches)]
     held = None if valid[0] is None else [_per_particle(step_batches, counts) for step_batches in zip(*valid)]
     model_names = [name for name, _ in first.model.named_parameters()]
     losses, held_out, iterates, alive = _advance(step, score, stacked_weights, joined, data, held, model_names)
-    for k, mine in enumerate(particles):
-        mine.params = {name: value.split(counts)[k] for name, value in joined.params.items()}
-        mine.state = _map_state(partial(_piece_of, counts=counts, k=k), joined.state)
+    for mine, part in zip(particles, split_particles(joined, counts)):
+        mine.params, mine.state = part.params, part.state
     trajectories = iter(_trajectories(first, losses, held_out, iterates, alive, len(batches[0]), held is not None))
     return [
         [dataclasses.replace(next(trajectories), start_step=inner.step, context=inner.context) for _ in range(count)]

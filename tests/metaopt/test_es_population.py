@@ -205,9 +205,11 @@ def meta_batch_estimates(
     estimator.advance(rule, inners, offsets)
     out = []
     for k in range(2):
-        grads = estimator.estimate(rule, inners, meta_step=k).grads
+        estimate = estimator.estimate(rule, inners, meta_step=k)
         assert estimator.population_losses is not None
-        out.append((estimator.population_losses.clone(), torch.cat([g.reshape(-1) for g in grads])))
+        out.append((estimator.population_losses.clone(), torch.cat([g.reshape(-1) for g in estimate.grads])))
+        metrics = torch.tensor([estimate.metrics["loss"], estimate.metrics["final_loss"]], dtype=torch.float64)
+        out.append((metrics, metrics))  # the unperturbed optimizees' meta-loss and final loss
     return out, inners
 
 
@@ -240,10 +242,13 @@ def test_optimizees_of_one_task_run_their_populations_together_as_each_alone(
     assert groups == [1] * len(tasks) * 2
     assert_agree(loop, stacked)
     assert_agree(loop, vmapped)
-    for a, b in zip(loop_inners, stacked_inners, strict=True):
+    for a, b in zip(loop_inners, stacked_inners, strict=True):  # the unperturbed optimizees carried on alike
         assert a.step == b.step
+        assert all(torch.equal(x, y) for x, y in zip(a.next_batch, b.next_batch))  # type: ignore[arg-type]
         for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+            for key, value in a.optimizer.state[p].items():
+                torch.testing.assert_close(b.optimizer.state[q][key], value, rtol=1e-10, atol=1e-12)
 
 
 def test_run_stacked_many_gives_each_optimizee_what_run_stacked_gives_it_alone() -> None:
