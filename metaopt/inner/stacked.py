@@ -141,7 +141,8 @@ def advance_many(inners: Sequence[InnerState], rule: LearnedRule, steps: Sequenc
     others' step through the rule's per-model sums.
 
     Args:
-        inners: the optimizees (modified); their optimizers must use ``rule``.
+        inners: the optimizees (modified); their optimizers must use ``rule`` and hold every parameter of their model,
+            and every parameter must get a gradient (autograd raises otherwise), as for :func:`unroll_many`.
         rule: the live rule; :attr:`~metaopt.rules.LearnedRule.separable_by_model` (else a ``ValueError``).
         steps: the number of plain steps of each optimizee (0: left as it is).
     """
@@ -205,12 +206,8 @@ def _plain_step(
     """
     names = [(group, name) for group in groups for name in group.names]
     params = [group.params[name] for group, name in names]
-    total = torch.cat(losses)
-    keep = torch.isfinite(total.detach())
-    found: tuple[Tensor | None, ...] = (None,) * len(params)
-    if bool(keep.any()):
-        found = torch.autograd.grad(total[keep].sum(), params, allow_unused=True)
-    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, found)]
+    # each optimizee's gradient is its own loss's (a stopped one's, never used, may be NaN)
+    grads = torch.autograd.grad(torch.cat(losses).sum(), params)
     per_tensor = [p.detach() for group, name in names for p in group.tensors(name)]
     frozen: set[int] = set()
     with torch.no_grad():

@@ -159,6 +159,15 @@ def test_stack_takes_the_offsets_together_and_loop_one_by_one(
     assert calls == [[2, 1]] and [inner.step for inner in inners] == [2, 1]
 
 
+def test_a_parameter_without_a_gradient_is_refused_as_by_the_stacked_unroll() -> None:
+    rule = rule_named("mlp")
+    inner = start_episode(envs.make_task("digits_mlp", width=4), 0, rule)
+    inner.model.register_parameter("unused", nn.Parameter(torch.zeros(3)))
+    inner.optimizer = LearnedOptimizer(inner.model.parameters(), rule=rule)
+    with pytest.raises(RuntimeError, match="not have been used in the graph"):
+        advance_many([inner], rule, [2])
+
+
 def test_counts_are_checked() -> None:
     rule = rule_named("mlp")
     inners = [start_episode(envs.make_task("digits_mlp", width=4), 0, rule)]
