@@ -57,6 +57,7 @@ FAMILY_V1 = ("tests/metaopt/training/test_family_v1.py",)
 FINDER_OPTIONS = ("tests/geodesics/test_finder_options.py",)
 STACKED = ("tests/metaopt/inner/test_stacked.py",)
 ADVANCE_MANY = ("tests/metaopt/inner/test_advance_many.py",)
+MLP_BY_TENSOR = ("tests/metaopt/rules/test_blocked_step.py", "tests/metaopt/rules/test_mlp.py")
 ES_TOGETHER = ("tests/metaopt/test_es_population.py",)
 SLOTS = ("tests/metaopt/training/test_family.py::test_a_share_of_the_slots_is_built_as_the_whole_meta_batch_builds_it",
          "tests/metaopt/training/test_family.py::test_the_offsets_go_to_the_advance_given")  # fmt: skip
@@ -345,8 +346,8 @@ MUTANTS: list[Mutant] = [
     M(
         "Adam-mimic rule without the first moment's bias correction",
         "metaopt/rules/mlp.py",
-        "momenta[cfg.adam_momentum] * inv_correction1, v_hat.sqrt() + scalars.adam_eps, out=rows[3 + 2 * k]",
-        "momenta[cfg.adam_momentum], v_hat.sqrt() + scalars.adam_eps, out=rows[3 + 2 * k]",
+        "            _times(momenta[cfg.adam_momentum], 0, per_tensor, spread, layout),",
+        "            momenta[cfg.adam_momentum],",
         ("tests/metaopt/rules/test_mlp.py",),
     ),
     M(
@@ -2573,6 +2574,42 @@ RECENT: list[Mutant] = [
         'if f.type in ("bool", bool) and f.name in options and not isinstance(options[f.name], bool):',
         "if f.type is bool and f.name in options and not isinstance(options[f.name], bool):",
         BOOL_OPTIONS,
+    ),
+    # -- the mlp rule's per-tensor values tensor by tensor (metaopt/rules/mlp.py _times, _factored_by_tensor) -----------
+    M(
+        "mlp by tensor: the second moment corrected by the momentum's correction",
+        "metaopt/rules/mlp.py",
+        "v_hat = _times(second, 1, per_tensor, spread, layout)",
+        "v_hat = _times(second, 0, per_tensor, spread, layout)",
+        MLP_BY_TENSOR,
+    ),
+    M(
+        "mlp by tensor: every tensor by the first tensor's factor",
+        "metaopt/rules/mlp.py",
+        "        torch.mul(piece, factor, out=target)",
+        "        torch.mul(piece, per_tensor[row, 0], out=target)",
+        MLP_BY_TENSOR,
+    ),
+    M(
+        "mlp by tensor: every matrix reads the first matrix's column accumulators",
+        "metaopt/rules/mlp.py",
+        "row_at, col_at = row_at + rows, col_at + cols",
+        "row_at = row_at + rows",
+        MLP_BY_TENSOR,
+    ),
+    M(
+        "mlp by tensor: the factored estimate without its scale",
+        "metaopt/rules/mlp.py",
+        "torch.mul(row[:, None], col[None, :], out=target.view(rows, cols)).mul_(scale)",
+        "torch.mul(row[:, None], col[None, :], out=target.view(rows, cols))",
+        MLP_BY_TENSOR,
+    ),
+    M(
+        "mlp by tensor: a vector's estimate scaled as a matrix's",
+        "metaopt/rules/mlp.py",
+        "            target.copy_(floored)",
+        "            target.copy_(floored * scale)",
+        MLP_BY_TENSOR,
     ),
     # -- the start offsets taken together (metaopt/inner/stacked.py advance_many) --------------------------------------
     M(

@@ -318,24 +318,31 @@ class PerParameterMLP(LearnedRule):
         second = torch.lerp(state["second_moment"], squares, 1 - b2)
         factored_state, factored_scale = self._factored_moment(squares, state["factored"], corrections[1:], layout)
         per_tensor = torch.cat([corrections, factored_scale, torch.tanh(steps * layout.inv_scales)])  # (3 + S, T)
-        spread = layout.expand(per_tensor[:3])  # (3, N)
-        inv_correction1, inv_correction2, factored_scale = spread.unbind()
+        # the drop-in step over a few large tensors multiplies tensor by tensor by the per-tensor values (the same
+        # products); otherwise they are spread to the coordinates, one index_select for all tensors
+        by_tensor = out is not None and layout.by_tensor
+        spread = None if by_tensor else layout.expand(per_tensor[:3])  # (3, N)
         k = len(cfg.momentum_decays)
         # where the features computed here go: their rows of ``out``, or new tensors stacked below
         rows: list[Tensor | None] = [None] * layout.num_raw if out is None else list(out)
-        v_hat = second * inv_correction2
+        v_hat = _times(second, 1, per_tensor, spread, layout)
         v_floored = v_hat + scalars.eps_squared
         rsqrt = torch.rsqrt(v_floored, out=rows[2 + 2 * k])
         adam = torch.div(
-            momenta[cfg.adam_momentum] * inv_correction1, v_hat.sqrt() + scalars.adam_eps, out=rows[3 + 2 * k]
+            _times(momenta[cfg.adam_momentum], 0, per_tensor, spread, layout),
+            v_hat.sqrt() + scalars.adam_eps,
+            out=rows[3 + 2 * k],
         )
         if layout.factored is None:  # no matrices: every coordinate is over its own second moment
             factored = torch.mul(grads, rsqrt, out=rows[4 + 2 * k])
         else:  # g_ij / sqrt(row_i col_j / (mean(row) (1 - b2^t))), the per-tensor scale spread as factored_scale
-            row, col = factored_state.index_select(0, layout.factored.index).view(2, -1).unbind()
-            v = row * col * factored_scale
-            if layout.factored.is_matrix is not None:
-                v = torch.where(layout.factored.is_matrix, v, v_floored)
+            if spread is None:
+                v = _factored_by_tensor(factored_state, per_tensor[2], v_floored, layout)
+            else:
+                row, col = factored_state.index_select(0, layout.factored.index).view(2, -1).unbind()
+                v = row * col * spread[2]
+                if layout.factored.is_matrix is not None:
+                    v = torch.where(layout.factored.is_matrix, v, v_floored)
             factored = torch.mul(grads, torch.rsqrt(v), out=rows[4 + 2 * k])
         momenta_rsqrt = torch.mul(momenta, rsqrt, out=None if out is None else out[2 + k : 2 + 2 * k])
         values = torch.cat([p.reshape(-1) for p in params])
@@ -390,6 +397,39 @@ class PerParameterMLP(LearnedRule):
                 del self._layouts[next(iter(self._layouts))]
             layout = self._layouts[key] = _Layout(shapes, self.config, grads.dtype, grads.device)
         return layout
+
+
+def _times(values: Tensor, row: int, per_tensor: Tensor, spread: Tensor | None, layout: _Layout) -> Tensor:
+    """``values (N,)`` times each tensor's value in row ``row`` of ``per_tensor (., T)``.
+
+    By that row spread to the coordinates (``spread``: the first rows of ``per_tensor`` spread), or, without a spread,
+    tensor by tensor: the same products, without writing the spread row.
+    """
+    if spread is not None:
+        return values * spread[row]
+    result = torch.empty_like(values)
+    for piece, target, factor in zip(values.split(layout.sizes), result.split(layout.sizes), per_tensor[row].unbind()):
+        torch.mul(piece, factor, out=target)
+    return result
+
+
+def _factored_by_tensor(accumulators: Tensor, scales: Tensor, v_floored: Tensor, layout: _Layout) -> Tensor:
+    """``(N,)``: each matrix coordinate's factored second moment ``row_i col_j scale``, the vectors' ``v_floored``.
+
+    Tensor by tensor (an outer product of the matrix's row and column accumulators): what the spread path gives by
+    gathering every coordinate's accumulators, the same products in the same order.
+    """
+    v = torch.empty_like(v_floored)
+    row_at, col_at = 0, sum(layout.row_sizes)
+    pieces = zip(layout.row_sizes, layout.col_sizes, v.split(layout.sizes), v_floored.split(layout.sizes), scales)
+    for rows, cols, target, floored, scale in pieces:
+        if rows == 0:  # a vector: over its own second moment
+            target.copy_(floored)
+            continue
+        row, col = accumulators[row_at : row_at + rows], accumulators[col_at : col_at + cols]
+        torch.mul(row[:, None], col[None, :], out=target.view(rows, cols)).mul_(scale)
+        row_at, col_at = row_at + rows, col_at + cols
+    return v
 
 
 def _block_buffers(weights: list[Tensor], block: int, like: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:

@@ -106,6 +106,34 @@ def test_the_mlp_drop_in_reductions_equal_the_differentiable_step(
             torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-14)
 
 
+def test_the_mlp_drop_in_products_by_tensor_take_each_tensors_own_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensor by tensor, each tensor's bias corrections and factored scale are its own: step counts that differ per
+    tensor, and no normalisation (which would divide a per-tensor scale away)."""
+    monkeypatch.setattr(mlp_module, "_FEW_TENSORS", 16)
+    monkeypatch.setattr(mlp_module, "_LARGE_TENSORS", 1)
+    torch.manual_seed(4)
+    rule = make_rule("mlp", {"normalize": False}).double()
+    params = _params(torch.float64)
+    assert rule._layout(params, torch.zeros(1, dtype=torch.float64)).by_tensor
+    paths = []
+    for grad_enabled in (False, True):
+        generator = torch.Generator().manual_seed(2)
+        state = rule.join([rule.init_state(p) for p in params])
+        state["steps"] = torch.tensor([0.0, 3.0, 7.0, 1.0, 12.0, 4.0], dtype=torch.float64)
+        state["factored"] = torch.rand(state["factored"].shape, generator=generator, dtype=torch.float64) + 0.5
+        grads = torch.randn(sum(p.numel() for p in params), generator=generator, dtype=torch.float64) * 1e-2
+        with torch.set_grad_enabled(grad_enabled):
+            paths.append(rule.features(grads, state, params)[0].detach())
+            paths.append(rule.step(grads, state, params)[0].detach())
+    by_tensor_features, by_tensor_update, plain_features, plain_update = paths
+    with torch.no_grad():  # the drop-in features (written into the kept buffer) against the differentiable ones
+        layout = rule._layout(params, grads)
+        raw = rule._feature_buffer(layout, grads)
+        rule._inputs(grads, state, params, layout, out=raw[:-1])
+    torch.testing.assert_close(raw[:-1].t(), plain_features[:, : layout.num_raw], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(by_tensor_update, plain_update, rtol=1e-12, atol=1e-14)
+
+
 def test_the_mlp_blocks_know_their_tensor() -> None:
     rule = make_rule("mlp", {})
     layout = rule._layout(_params(torch.float32), torch.zeros(1))
