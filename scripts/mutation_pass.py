@@ -2575,7 +2575,7 @@ RECENT: list[Mutant] = [
         "if f.type is bool and f.name in options and not isinstance(options[f.name], bool):",
         BOOL_OPTIONS,
     ),
-    # -- the mlp rule's per-tensor values tensor by tensor (metaopt/rules/mlp.py _times, _factored_by_tensor) -----------
+    # -- the mlp rule's per-tensor values tensor by tensor (metaopt/rules/mlp.py _times, _factored_by_tensor) ----------
     M(
         "mlp by tensor: the second moment corrected by the momentum's correction",
         "metaopt/rules/mlp.py",

@@ -32,7 +32,8 @@ same code serves the in-place optimizer (under ``no_grad``) and the differentiab
 step (the drop-in step) differs in how, not in what: it writes the features into a buffer it keeps, runs the MLP in
 cache-sized blocks with each tensor's normalisation and progress features folded into the first layer's weights (so
 they are never spread to the coordinates of a block inside one tensor), and with a few large
-tensors (``_FEW_TENSORS``) reduces tensor by tensor where scattered adds and narrow products cost more.
+tensors (``_FEW_TENSORS``) reduces tensor by tensor where scattered adds and narrow products cost more, and multiplies
+each tensor's slice by its own bias corrections and factored estimate instead of spreading them (the same products).
 """
 
 from __future__ import annotations
