@@ -1561,8 +1561,8 @@ RECENT: list[Mutant] = [
     M(
         "stacked step: the update subtracted",
         "metaopt/inner/stacked.py",
-        "group.params[name] = p + (delta if lr == 1 else lr * delta)",
-        "group.params[name] = p - (delta if lr == 1 else lr * delta)",
+        "    return p + (delta if lr == 1 else lr * delta)",
+        "    return p - (delta if lr == 1 else lr * delta)",
         STACKED,
     ),
     M(
@@ -2652,6 +2652,13 @@ RECENT: list[Mutant] = [
         "metaopt/inner/stacked.py",
         "updates[j], pieces[j] = delta, piece",
         "pieces[j] = piece",
+        ADVANCE_MANY,
+    ),
+    M(
+        "offsets together: a frozen optimizee's parameters moved",
+        "metaopt/inner/stacked.py",
+        "                new[kept] = old[kept]",
+        "                pass",
         ADVANCE_MANY,
     ),
     M(

@@ -219,15 +219,13 @@ def _plain_step(
             for i in frozen - stopped:
                 inners[i].optimizer.skipped_steps += 1
         for (group, name), p, delta in zip(names, params, update.split([p.numel() for p in params])):
-            lr, weight_decay = group.options[name]
             old = p.detach()
-            new = (old * (1 - lr * weight_decay) if weight_decay else old) + lr * delta.view_as(p).to(p.dtype)
-            for k, i in enumerate(group.members):
-                if i in frozen:
-                    if len(group.members) > 1:
-                        new[k] = old[k]
-                    else:
-                        new = old
+            new = _moved(old, delta, *group.options[name])
+            kept = [k for k, i in enumerate(group.members) if i in frozen]
+            if kept and len(group.members) == 1:
+                new = old
+            elif kept:
+                new[kept] = old[kept]
             group.params[name] = new.requires_grad_()
     return new_state
 
@@ -281,12 +279,16 @@ def _step(
     per_tensor = [p for group, name in names for p in group.tensors(name)]
     update, new_state = rule.step_models(flat, state, per_tensor, models)
     for (group, name), p, delta in zip(names, params, update.split([p.numel() for p in params])):
-        lr, weight_decay = group.options[name]
-        if weight_decay:
-            p = p * (1 - lr * weight_decay)
-        delta = delta.view_as(p).to(p.dtype)
-        group.params[name] = p + (delta if lr == 1 else lr * delta)
+        group.params[name] = _moved(p, delta, *group.options[name])
     return new_state
+
+
+def _moved(p: Tensor, delta: Tensor, lr: float, weight_decay: float) -> Tensor:
+    """``p (1 - lr wd) + lr delta``: the optimizer shells' move of a parameter (``delta`` shaped and cast to it)."""
+    if weight_decay:
+        p = p * (1 - lr * weight_decay)
+    delta = delta.view_as(p).to(p.dtype)
+    return p + (delta if lr == 1 else lr * delta)
 
 
 def _groups(inners: Sequence[InnerState]) -> list[_Group]:

@@ -24,7 +24,7 @@ from envs.task import Batch, Task
 from envs.tasks.quadratic import QuadraticOptions, QuadraticTask
 from metaopt.commands.train import run_train
 from metaopt.inner import InnerState, advance, start_episode
-from metaopt.inner.stacked import advance_many
+from metaopt.inner.stacked import advance_many, stack_key
 from metaopt.outer import EstimatorSetup, TruncatedBackprop
 from metaopt.outer.truncated_backprop import TruncatedBackpropConfig
 from metaopt.rules import LearnedRule
@@ -106,8 +106,10 @@ def twins(tasks: list[Task], rule: LearnedRule, rates: dict[int, tuple[float, fl
 @pytest.mark.parametrize("rule_name", ["mlp", "lstm", "tiny-recipe"])
 def test_together_ends_where_each_advance_ends(rule_name: str) -> None:
     rule = rule_named(rule_name).to(F64)
-    tasks = [digits(12), digits(12), digits(8, depth=2), quadratic(), digits(12)]
+    twelve = digits(12)
+    tasks = [twelve, twelve, digits(8, depth=2), quadratic(), twelve]
     together, alone = twins(tasks, rule, {4: (0.5, 0.1)})
+    assert stack_key(together[0]) == stack_key(together[1]) != stack_key(together[4])  # a stacked pair; own rates
     counts = [3, 5, 0, 4, 5]
     advance_many(together, rule, counts)
     one_by_one(alone, counts)
@@ -190,3 +192,23 @@ def test_metaopt_train_takes_the_offsets_through_its_estimator(tmp_path: Path, m
                  "estimator.options.optimizees=stack"]  # fmt: skip
     run_train(config(tmp_path, *overrides))
     assert len(calls) == 2 and all(len(counts) == 2 for counts in calls)
+
+
+def test_an_optimizee_stopped_inside_a_stacked_group_is_left_as_it_was() -> None:
+    """Two optimizees of one task with a decay (one stacked group): the one whose loss is NaN from the start stops
+    there untouched (no decay either) while its twin takes every step, as each one's own ``advance`` does."""
+    rule = rule_named("mlp").to(F64)
+    task = digits(12)
+    together, alone = twins([task, task], rule, {0: (0.5, 0.1), 1: (0.5, 0.1)})
+    assert stack_key(together[0]) == stack_key(together[1])
+    for inners in (together, alone):
+        with torch.no_grad():
+            inners[0].model[-1].bias[0] = float("nan")  # type: ignore[index]
+    start = [p.detach().clone() for p in together[0].model.parameters()]
+    advance_many(together, rule, [3, 3])
+    one_by_one(alone, [3, 3])
+    assert [inner.step for inner in together] == [0, 3] and together[0].next_batch is None
+    for p, s in zip(together[0].model.parameters(), start, strict=True):
+        torch.testing.assert_close(p, s, rtol=0, atol=0, equal_nan=True)
+    for p, q in zip(together[1].model.parameters(), alone[1].model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
