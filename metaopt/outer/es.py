@@ -247,12 +247,11 @@ class _EvolutionStrategy(Estimator):
         for members in groups.values():
             stacked, weights = [], []
             for d in (drawn[i] for i in members):
-                if d.particles is not None:
+                if d.particles is not None:  # PES: its particles, then a copy of the optimizee
                     assert isinstance(d.particles.states, StackedParticles)
-                    population = d.particles.states
-                else:
-                    population = stack_particles(d.inner, working, 2 * pairs)
-                stacked.append(join_particles([population, stack_particles(d.inner, working, 1)]))
+                    stacked.append(join_particles([d.particles.states, stack_particles(d.inner, working, 1)]))
+                else:  # ES: every particle, and the unperturbed one, starts as a copy of the optimizee
+                    stacked.append(stack_particles(d.inner, working, 2 * pairs + 1))
                 weights.append(torch.cat([theta.double() + d.eps, theta.double() - d.eps, theta.double()[None]])
                                .to(theta.dtype))  # + side, - side, then the unperturbed optimizee  # fmt: skip
             runs = run_stacked_many([drawn[i].inner for i in members], working, weights, stacked,
