@@ -24,11 +24,15 @@ meta-batch one optimizee after another (``optimizees: loop``, before) and togeth
 JSON line per config, rule and mode: the unrolled inner steps per second across the meta-batch (start offsets'
 plain steps are timed but not counted), the thread count and the load average before and after; then the speedup;
 then, for a config with start offsets, the seconds to build ``--offset-episodes`` meta-batches with their offsets
-taken one optimizee after another (``loop``) and together (``stack``), in the same alternating rounds.
+taken one optimizee after another (``loop``) and together (``stack``), in the same alternating rounds. ``--modes loop
+stack compile`` adds the loop through compiled steps (``compile: true``): the tasks, rule and estimator of each case
+are kept from round to round, as one run keeps them, so every structure compiles in the warm-up round
+(``first_round_seconds``) and the timed rounds are a long run's steady state.
 
     OMP_NUM_THREADS=1 python benchmarks/learned_meta_speed.py [--task digits_mlp] [--option depth=4] [--episodes 3]
         [--rules lstm mlp] [--estimators backprop es pes] [--meta-batch 2] [--pairs 4] [--repeats 2]
-        [--configs configs/metaopt/family.yaml configs/metaopt/family_v2.yaml] [--device cpu|cuda|auto]
+        [--configs configs/metaopt/family.yaml configs/metaopt/family_v2.yaml] [--modes loop stack compile]
+        [--device cpu|cuda|auto]
 """
 
 from __future__ import annotations
@@ -195,20 +199,26 @@ def compare_rules(task: envs.Task, args: argparse.Namespace, device: torch.devic
         print(json.dumps({"benchmark": "learned_meta_speed/ratio", "estimator": estimator, **common, **ratios}))
 
 
-def family_seconds(cfg: TrainConfig, initial: dict[str, Tensor], episodes: int) -> tuple[float, int]:
+def family_seconds(
+    cfg: TrainConfig, initial: dict[str, Tensor], episodes: int, kept: dict[str, Any] | None = None
+) -> tuple[float, int]:
     """Seconds of ``episodes`` meta-training episodes of ``cfg`` from the rule weights ``initial``; inner steps run.
 
     The loop of :class:`metaopt.training.loop.MetaTrainer` without its logs, checkpoints and validation: the schedule's
     optimizees (start offsets included, taken as the estimator takes them), one estimate and one clipped meta-Adam
-    step per truncation.
+    step per truncation. ``kept`` (a dict, empty at first) keeps the tasks, rule and estimator between calls, as one
+    run keeps them: a compiling estimator compiles each structure once, not in every round.
     """
     device = torch.device(cfg.device)
-    tasks = [envs.make_task(t.name, device=device, **t.options) for t in cfg.tasks]
-    rule = make_rule(cfg.rule.name, cfg.rule_config()).to(device)
+    kept = {} if kept is None else kept
+    if not kept:
+        kept["tasks"] = [envs.make_task(t.name, device=device, **t.options) for t in cfg.tasks]
+        kept["rule"] = make_rule(cfg.rule.name, cfg.rule_config()).to(device)
+        setup = EstimatorSetup(cfg.truncation, make_objective(cfg.objective), cfg.second_order, cfg.seed)
+        kept["estimator"] = make_estimator(cfg.estimator.name, cfg.estimator_config(), setup)
+    tasks, rule, estimator = kept["tasks"], kept["rule"], kept["estimator"]
     rule.load_state_dict(initial)
     meta_opt = torch.optim.Adam(rule.parameters(), lr=cfg.meta_lr)
-    setup = EstimatorSetup(cfg.truncation, make_objective(cfg.objective), cfg.second_order, cfg.seed)
-    estimator = make_estimator(cfg.estimator.name, cfg.estimator_config(), setup)
     fresh = FreshEpisodes(cfg, tasks)
     weights = list(rule.parameters())
     steps, meta_step = 0, 0
@@ -264,18 +274,23 @@ def compare_stacking(args: argparse.Namespace, device: torch.device) -> None:
             with torch.random.fork_rng():
                 torch.manual_seed(cfg.seed)
                 initial[path, rule_name] = make_rule(rule_name, cfg.rule_config()).state_dict()
-            for mode in ("loop", "stack"):
-                estimator = EstimatorChoice("truncated_backprop", {"optimizees": mode})
+            for mode in args.modes:
+                options = {"optimizees": "loop", "compile": True} if mode == "compile" else {"optimizees": mode}
+                estimator = EstimatorChoice("truncated_backprop", options)
                 cases[path, rule_name, mode] = dataclasses.replace(cfg, estimator=estimator)
     load_before = [round(x, 2) for x in os.getloadavg()]
     best = dict.fromkeys(cases, (math.inf, 0))
+    first = dict.fromkeys(cases, 0.0)
     offsets = dict.fromkeys(cases, (math.inf, 0))
-    for round_index in range(args.repeats + 1):  # round 0 warms up
+    kept: dict[tuple[str, str, str], dict[str, Any]] = {key: {} for key in cases}
+    for round_index in range(args.repeats + 1):  # round 0 warms up (and compiles)
         for key, cfg in cases.items():  # alternate, so a change in the machine's load hits every case alike
-            seconds, steps = family_seconds(cfg, initial[key[:2]], args.episodes)
+            seconds, steps = family_seconds(cfg, initial[key[:2]], args.episodes, kept[key])
+            if not round_index:
+                first[key] = seconds
             if round_index and seconds < best[key][0]:
                 best[key] = (seconds, steps)
-            if cfg.start_offset:
+            if cfg.start_offset and key[2] != "compile":
                 seconds, steps = offset_seconds(cfg, initial[key[:2]], args.offset_episodes)
                 if round_index and seconds < offsets[key][0]:
                     offsets[key] = (seconds, steps)
@@ -288,12 +303,16 @@ def compare_stacking(args: argparse.Namespace, device: torch.device) -> None:
         print(json.dumps({"benchmark": "learned_meta_speed/stacking", "config": path, "rule": rule_name,
                           "optimizees": mode, "meta_batch": cases[path, rule_name, mode].meta_batch,
                           "inner_steps": steps, "seconds": round(seconds, 3),
-                          "inner_steps_per_s": round(steps / seconds, 1), **common}))  # fmt: skip
+                          "inner_steps_per_s": round(steps / seconds, 1),
+                          "first_round_seconds": round(first[path, rule_name, mode], 3), **common}))  # fmt: skip
     for path in args.configs:
         for rule_name in rules:
-            speedup = rates[path, rule_name, "stack"] / rates[path, rule_name, "loop"]
+            speedups = {f"{mode}_over_loop": round(rates[path, rule_name, mode] / rates[path, rule_name, "loop"], 2)
+                        for mode in args.modes if mode != "loop"}  # fmt: skip
             print(json.dumps({"benchmark": "learned_meta_speed/stacking_speedup", "config": path, "rule": rule_name,
-                              "stack_over_loop": round(speedup, 2), **common}))  # fmt: skip
+                              **speedups, **common}))  # fmt: skip
+            if "stack" not in args.modes:
+                continue
             (loop, steps), (stack, _) = offsets[path, rule_name, "loop"], offsets[path, rule_name, "stack"]
             if steps:
                 print(json.dumps({"benchmark": "learned_meta_speed/offsets", "config": path, "rule": rule_name,
@@ -325,10 +344,19 @@ def main() -> None:
     parser.add_argument(
         "--offset-episodes", type=int, default=10, help="meta-batches whose start offsets are timed (with --configs)"
     )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["loop", "stack"],
+        choices=["loop", "stack", "compile"],
+        help="how truncated_backprop unrolls (with --configs): loop, stack, compile (the loop, compiled); loop first",
+    )
     add_device_argument(parser, default="cpu")
     args = parser.parse_args()
     device = parse_device(parser, args.device)
     if args.configs:
+        if "loop" not in args.modes:
+            parser.error("--modes needs loop, the reference of the ratios")
         compare_stacking(args, device)
         return
     options = dict(item.split("=", 1) for item in args.option)

@@ -37,7 +37,7 @@ from metaopt.inner.unroll import InnerState, Trajectory
 from metaopt.rules import LearnedRule, ParamState, RuleState, detach_state
 from metaopt.rules.base import finite
 
-__all__ = ["TaskLossModule", "advance_many", "stack_key", "unroll_many"]
+__all__ = ["TaskLossModule", "advance_many", "moved", "stack_key", "unroll_many"]
 
 
 def stack_key(inner: InnerState) -> tuple:
@@ -220,7 +220,7 @@ def _plain_step(
                 inners[i].optimizer.skipped_steps += 1
         for (group, name), p, delta in zip(names, params, update.split([p.numel() for p in params])):
             old = p.detach()
-            new = _moved(old, delta, *group.options[name])
+            new = moved(old, delta, *group.options[name])
             kept = [k for k, i in enumerate(group.members) if i in frozen]
             if kept and len(group.members) == 1:
                 new = old
@@ -279,11 +279,11 @@ def _step(
     per_tensor = [p for group, name in names for p in group.tensors(name)]
     update, new_state = rule.step_models(flat, state, per_tensor, models)
     for (group, name), p, delta in zip(names, params, update.split([p.numel() for p in params])):
-        group.params[name] = _moved(p, delta, *group.options[name])
+        group.params[name] = moved(p, delta, *group.options[name])
     return new_state
 
 
-def _moved(p: Tensor, delta: Tensor, lr: float, weight_decay: float) -> Tensor:
+def moved(p: Tensor, delta: Tensor, lr: float, weight_decay: float) -> Tensor:
     """``p (1 - lr wd) + lr delta``: the optimizer shells' move of a parameter (``delta`` shaped and cast to it)."""
     if weight_decay:
         p = p * (1 - lr * weight_decay)
