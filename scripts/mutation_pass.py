@@ -66,6 +66,7 @@ LEARNED_LR_GRID = ("tests/metaopt/compare/test_learned_lr_grid.py",)
 TUNE_ON = ("tests/metaopt/compare/test_tune_on.py",)
 OPERATING_POINTS = ("tests/metaopt/compare/test_operating_points.py",)
 FUNCTIONAL_TRUNCATION = ("tests/metaopt/inner/test_functional_truncation.py",)
+COMPILED_UNROLL = ("tests/metaopt/inner/test_compiled_unroll.py",)
 MUON = ("tests/envs/test_muon.py",)
 LSTM_INPLACE = (
     "tests/metaopt/rules/test_lstm_inplace.py",
@@ -253,8 +254,8 @@ MUTANTS: list[Mutant] = [
     M(
         "second_order never reaches the unroll",
         "metaopt/outer/truncated_backprop.py",
-        "unroll(inner, setup.truncation, first_order=not setup.second_order)",
-        "unroll(inner, setup.truncation, first_order=True)",
+        "run(inner, setup.truncation, first_order=not setup.second_order)",
+        "run(inner, setup.truncation, first_order=True)",
         ("tests/metaopt/test_invariants.py", "tests/metaopt/inner/test_unroll.py"),
     ),
     M(
@@ -2801,6 +2802,62 @@ RECENT: list[Mutant] = [
         "        if advance is None:\n",
         "        if True:\n",
         SLOTS,
+    ),
+    M(
+        "compiled unroll: the first-order gradient enters the rule on the graph",
+        "metaopt/inner/compiled.py",
+        "flat = flat.detach()",
+        "flat = flat",
+        COMPILED_UNROLL,
+    ),
+    M(
+        "compiled unroll: the rule state not carried into the optimizee",
+        "metaopt/inner/compiled.py",
+        "inner.optimizer.state[p].update(detach_state(piece))",
+        "inner.optimizer.state[p].update({})",
+        COMPILED_UNROLL,
+    ),
+    M(
+        "compiled unroll: a group's lr and weight decay ignored",
+        "metaopt/inner/compiled.py",
+        "moved(p, delta, lr, wd)",
+        "moved(p, delta, 1.0, 0.0)",
+        COMPILED_UNROLL,
+    ),
+    M(
+        "compiled unroll: iterates flattened in the optimizer's order, not the model's",
+        "metaopt/inner/compiled.py",
+        "return torch.cat([params[i].reshape(-1) for i in order])",
+        "return torch.cat([p.reshape(-1) for p in params])",
+        COMPILED_UNROLL,
+    ),
+    M(
+        "compiled unroll: a parameter without a gradient compiled (it would get zeros)",
+        "metaopt/inner/compiled.py",
+        "return all(g is not None for g in grads)",
+        "return True",
+        COMPILED_UNROLL,
+    ),
+    M(
+        "compiled unroll: first- and second-order steps share one compiled step",
+        "metaopt/inner/compiled.py",
+        "key = (id(inner.task), type(model), repr(model), shapes, tuple(options), first_order)",
+        "key = (id(inner.task), type(model), repr(model), shapes, tuple(options))",
+        COMPILED_UNROLL,
+    ),
+    M(
+        "truncated_backprop: compile ignored",
+        "metaopt/outer/truncated_backprop.py",
+        "run = self._compiled.unroll",
+        "run = unroll",
+        COMPILED_UNROLL,
+    ),
+    M(
+        "truncated_backprop: compile with the stacked meta-batch accepted",
+        "metaopt/outer/truncated_backprop.py",
+        'if self.compile and self.optimizees != "loop":',
+        "if False:",
+        COMPILED_UNROLL,
     ),
 ]
 
