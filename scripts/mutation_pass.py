@@ -1722,8 +1722,8 @@ RECENT: list[Mutant] = [
     M(
         "gradient-scaled models print alike (stacked with unscaled ones)",
         "metaopt/training/augment.py",
-        'return f"scale={self.scale!r}"',
-        'return "scale"',
+        'wrapped with different factors print (and stack) apart."""\n        return f"scale={self.scale!r}"',
+        'wrapped with different factors print (and stack) apart."""\n        return "scale"',
         STACKED,
     ),
     # -- recipe v3: weight reparameterization, the teacher-student held-out sample ---------------------------------
@@ -2844,6 +2844,20 @@ RECENT: list[Mutant] = [
         "key = (id(inner.task), type(model), repr(model), shapes, tuple(options), first_order)",
         "key = (id(inner.task), type(model), repr(model), shapes, tuple(options))",
         COMPILED_UNROLL,
+    ),
+    M(
+        "compiled unroll: a problem family's optimizees compiled one by one",
+        "metaopt/inner/compiled.py",
+        "if type(inner.task).instance is not Task.instance:",
+        "if False:",
+        COMPILED_UNROLL,
+    ),
+    M(
+        "augment: layers reparameterized by other factors print alike (and stack together)",
+        "metaopt/training/augment.py",
+        'reparameterized by different factors print (and stack) apart."""\n        return f"scale={self.scale!r}"',
+        'reparameterized by different factors print (and stack) apart."""\n        return ""',
+        (*COMPILED_UNROLL, "tests/metaopt/inner/test_stacked.py"),
     ),
     M(
         "truncated_backprop: compile ignored",

@@ -17,10 +17,13 @@ times (one task, or a family of a few): not for a family of many widths, depths 
 arithmetic rounds differently from the eager one (float32 rounding, which long truncations can amplify); with the
 ``eager`` backend it is the eager arithmetic.
 
-Optimizees it does not compile run the ``higher`` unroll (the same results): models with buffers (a compiled
-``functional_call`` would not update them as the eager forward does), optimizers that do not hold exactly the model's
-parameters, and models with a parameter that gets no gradient (``higher`` leaves it out of the rule's step;
-``grad_and_value`` would give it zeros), checked once per structure on its first batch.
+Optimizees it does not compile run the ``higher`` unroll (the same results): those of a problem family whose every
+seed is a task object of its own (``Task.instance`` overridden, as the quadratics: each would compile on its own),
+models with buffers (a compiled ``functional_call`` would not update them as the eager forward does), optimizers that
+do not hold exactly the model's parameters, and models with a parameter that gets no gradient (``higher`` leaves it
+out of the rule's step; ``grad_and_value`` would give it zeros), checked once per structure on its first batch.
+Optimizees share a compiled step when their model prints alike (``repr``): what the forward pass reads besides its
+parameters and buffers (the augmentations' factors) must show in the printout, as the stacked meta-batch requires.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad_and_value
 
+from envs.task import Task
 from metaopt.inner.stacked import TaskLossModule, moved
 from metaopt.inner.unroll import InnerState, Trajectory, unroll
 from metaopt.rules import LearnedRule, detach_state
@@ -139,7 +143,9 @@ class CompiledUnroll:
 
     @staticmethod
     def _compilable(inner: InnerState, params: list[Tensor], model_params: list[Tensor]) -> bool:
-        """No buffers, the optimizer holds exactly the model's parameters, and each gets a gradient (first batch)."""
+        """Fixed data, no buffers, the optimizer holds the model's parameters, each gets a gradient (first batch)."""
+        if type(inner.task).instance is not Task.instance:  # a problem family: a task object per optimizee
+            return False
         if any(True for _ in inner.model.buffers()) or len(params) != len(model_params):
             return False
         if {id(p) for p in params} != {id(p) for p in model_params}:

@@ -119,6 +119,10 @@ class InputScaled(nn.Module):
         """The wrapped layer's output for ``inputs / scale``."""
         return self.layer(inputs / self.scale)
 
+    def extra_repr(self) -> str:
+        """The factor, so that layers reparameterized by different factors print (and stack) apart."""
+        return f"scale={self.scale!r}"
+
 
 def reparameterizable_layers(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear | nn.Conv1d | nn.Conv2d]]:
     """``(parent, name, layer)`` of each linear or convolutional layer below ``model``, in its parameters' order."""

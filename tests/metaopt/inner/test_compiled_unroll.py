@@ -25,6 +25,7 @@ from metaopt.objectives import ObjectiveConfig, make_objective
 from metaopt.outer import EstimatorSetup, TruncatedBackprop
 from metaopt.outer.truncated_backprop import TruncatedBackpropConfig
 from metaopt.rules import LearnedRule, make_rule
+from metaopt.training.augment import reparameterize_weights
 from tests.metaopt.training.test_family import assert_resumes_bit_for_bit, config
 
 T = 4
@@ -178,6 +179,36 @@ def test_what_it_does_not_compile_runs_the_higher_unroll(case: str) -> None:
     for pa, pb in zip(compiled.model.parameters(), reference.model.parameters()):
         assert torch.equal(pa, pb)
     assert compiled.step == reference.step == T
+
+
+def test_a_problem_family_s_optimizees_run_the_higher_unroll() -> None:
+    """Each quadratic is a task object of its own (``instance`` draws a new problem): it would compile per optimizee."""
+    rule = rule_named("lstm")
+    task = envs.make_task("quadratic", dim=4)
+    reference, compiled = (start_episode(task, 7, rule) for _ in range(2))
+    unrolls = CompiledUnroll(rule, backend="eager")
+    assert_same_truncation(unrolls.unroll(compiled, T), unroll(reference, T), rule)
+    [found] = unrolls._steps.values()
+    assert found.step is None
+
+
+def test_reparameterized_optimizees_compile_apart() -> None:
+    """The factors of weight reparameterization are read by the forward pass, not stored as parameters: two factors
+    are two structures, each the ``higher`` unroll's arithmetic."""
+    rule = rule_named("lstm")
+    task = digits(8, 1)
+
+    def pair() -> list[InnerState]:
+        inners = [start_episode(task, seed, rule) for seed in (1, 2)]
+        reparameterize_weights(inners[0], [2.0, 0.5])
+        reparameterize_weights(inners[1], [3.0, 1.5])
+        return inners
+
+    compiled, reference = pair(), pair()
+    unrolls = CompiledUnroll(rule, backend="eager")
+    for a, b in zip(compiled, reference):
+        assert_same_truncation(unrolls.unroll(a, T), unroll(b, T), rule)
+    assert len(unrolls._steps) == 2
 
 
 def test_one_compiled_step_per_structure() -> None:

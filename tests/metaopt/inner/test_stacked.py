@@ -27,7 +27,7 @@ from metaopt.outer import EstimatorSetup, MetaGradient, TruncatedBackprop, trunc
 from metaopt.outer.truncated_backprop import TruncatedBackpropConfig
 from metaopt.rules import LearnedRule, make_rule
 from metaopt.rules.base import MAX_LAYOUTS
-from metaopt.training.augment import rescale_gradients
+from metaopt.training.augment import reparameterize_weights, rescale_gradients
 from tests.metaopt.training.test_family import assert_resumes_bit_for_bit
 
 T, TRUNCATIONS, RTOL = 5, 3, 1e-5
@@ -115,6 +115,26 @@ def test_mixed_shapes_tasks_and_gradient_scales_stack_apart(rule_name: str) -> N
 
     stacked, looped = batch(), batch()
     assert len({stack_key(inner) for inner in stacked}) == 5  # {0, 5} stacked, the others alone
+    assert_same(
+        estimates("stack", rule, stacked, "loss", truncations=2), estimates("loop", rule, looped, "loss", truncations=2)
+    )
+
+
+def test_layers_reparameterized_by_other_factors_stack_apart() -> None:
+    """The factors are read by the forward pass, not stored as parameters: the model's printout must tell them apart,
+    or the second optimizee would be evaluated with the first one's factors."""
+    rule = rule_named("mlp")
+    task = digits()
+
+    def batch() -> list[InnerState]:
+        inners = meta_batch([task] * 3, rule, held_out=False)
+        reparameterize_weights(inners[0], [2.0, 0.5])
+        reparameterize_weights(inners[1], [3.0, 1.5])
+        reparameterize_weights(inners[2], [2.0, 0.5])
+        return inners
+
+    stacked, looped = batch(), batch()
+    assert len({stack_key(inner) for inner in stacked}) == 2  # {0, 2} stacked, 1 alone
     assert_same(
         estimates("stack", rule, stacked, "loss", truncations=2), estimates("loop", rule, looped, "loss", truncations=2)
     )
