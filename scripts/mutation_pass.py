@@ -2846,6 +2846,13 @@ RECENT: list[Mutant] = [
         COMPILED_UNROLL,
     ),
     M(
+        "mlp rule: the Adam feature's square root unclamped on the meta-graph (NaN meta-gradients at v = 0)",
+        "metaopt/rules/mlp.py",
+        "root = v_hat.clamp_min(_TINY).sqrt() if v_hat.requires_grad else v_hat.sqrt()",
+        "root = v_hat.sqrt()",
+        ("tests/metaopt/rules/test_mlp.py",),
+    ),
+    M(
         "compiled unroll: a problem family's optimizees compiled one by one",
         "metaopt/inner/compiled.py",
         "if type(inner.task).instance is not Task.instance:",

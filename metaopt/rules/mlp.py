@@ -53,6 +53,8 @@ from metaopt.rules.base import MAX_LAYOUTS, LearnedRule, ParamState, plain_tenso
 __all__ = ["MLPConfig", "PerParameterMLP", "adam_weights"]
 
 _EPS = 1e-8
+_TINY = 1e-30
+"""Floor of the second moment under the square root of the Adam feature, on the meta-graph only."""
 
 
 @dataclass
@@ -329,9 +331,12 @@ class PerParameterMLP(LearnedRule):
         v_hat = _times(second, 1, per_tensor, spread, layout)
         v_floored = v_hat + scalars.eps_squared
         rsqrt = torch.rsqrt(v_floored, out=rows[2 + 2 * k])
+        # on the meta-graph sqrt's slope at v = 0 (a coordinate whose gradients were all zero) is infinite, and times
+        # the zero that reaches it, NaN: the clamp keeps it finite (where v = 0 the momentum is 0: the feature is too)
+        root = v_hat.clamp_min(_TINY).sqrt() if v_hat.requires_grad else v_hat.sqrt()
         adam = torch.div(
             _times(momenta[cfg.adam_momentum], 0, per_tensor, spread, layout),
-            v_hat.sqrt() + scalars.adam_eps,
+            root + scalars.adam_eps,
             out=rows[3 + 2 * k],
         )
         if layout.factored is None:  # no matrices: every coordinate is over its own second moment

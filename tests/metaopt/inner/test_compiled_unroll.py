@@ -89,7 +89,7 @@ def assert_same_optimizee(a: InnerState, b: InnerState, exact: bool = True) -> N
 
 @pytest.mark.parametrize(
     ("rule_name", "first_order"),
-    [("tiny-recipe", False), ("tiny-recipe", True), ("lstm", False), ("lstm", True), ("mlp", True)],
+    [("tiny-recipe", False), ("tiny-recipe", True), ("lstm", False), ("lstm", True), ("mlp", False), ("mlp", True)],
 )
 def test_the_compiled_unroll_is_higher_s_arithmetic(rule_name: str, first_order: bool) -> None:
     rule = rule_named(rule_name)

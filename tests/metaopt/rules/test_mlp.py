@@ -73,6 +73,32 @@ def test_meta_gradient_through_higher_matches_central_differences() -> None:
     assert checked == len(list(rule.parameters()))
 
 
+def test_second_order_meta_gradient_is_finite_where_some_gradients_are_always_zero() -> None:
+    """The digits' border pixels are 0 in every image: their first-layer weights get zero gradients at every step.
+    Second order, the meta-gradient reaches the Adam feature's square root at v = 0, whose slope is infinite; it must
+    stay finite and equal central differences."""
+    torch.manual_seed(0)
+    rule = PerParameterMLP(MLPConfig(hidden_size=6, step_mult=0.05)).double()
+    task = envs.make_task("digits_mlp", width=4, depth=1, dtype="float64")
+
+    def loss() -> torch.Tensor:
+        return optimizee_loss(unroll(start_episode(task, seed=1, rule=rule), 3, first_order=False))
+
+    loss().backward()
+    eps = 1e-6
+    for param in rule.parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all()
+        flat, grad = param.data.view(-1), param.grad.view(-1)
+        index = int(grad.abs().argmax())
+        original = flat[index].item()
+        flat[index] = original + eps
+        plus = loss().item()
+        flat[index] = original - eps
+        minus = loss().item()
+        flat[index] = original
+        assert grad[index].item() == pytest.approx((plus - minus) / (2 * eps), rel=1e-4, abs=1e-9)
+
+
 def test_normalised_inputs_make_the_update_independent_of_the_loss_scale() -> None:
     torch.manual_seed(1)
     rule = PerParameterMLP().double()
