@@ -22,6 +22,8 @@
 #   learned_dropin    learned optimizer step cost vs Adam, a size sweep from 10k to 10M parameters
 #   learned_meta_stack  family meta-training, the meta-batch one optimizee after another vs stacked (inner steps/s),
 #                     and the start offsets taken one by one vs together
+#   learned_meta_compile  one-task meta-training, the loop through higher vs compiled steps (compile: true; the
+#                     warm-up round compiles, on a GPU with triton)
 #   learned_dropin_tiny the tiny rule's eager drop-in step (whole-vector path on an accelerator), 100k to 10M
 #   learned_dropin_family_v1  the shipped family-v1 rule, eager and compiled, 1M and 10M (about 1-2 minutes compiling)
 #   learned_dropin_family_v2  the shipped family-v2 rule (Newton-Schulz on each matrix: matmuls, where a GPU is fast)
@@ -96,6 +98,7 @@ step es_population_stack 60 es_population.py --task digits_mlp --rules mlp tiny 
 step learned_dropin 90 learned_dropin_speed.py --sizes 10000 100000 1000000 10000000 --rules mlp lstm --repeats 2
 step learned_meta_rules 60 learned_meta_speed.py --rules lstm mlp --estimators backprop --steps 40 --truncation 20 --meta-batch 2 --repeats 1
 step learned_meta_stack 200 learned_meta_speed.py --configs configs/metaopt/family.yaml configs/metaopt/family_v2.yaml configs/metaopt/digits_mlp.yaml configs/metaopt/family_v7.yaml --episodes 1 --repeats 2 --offset-episodes 3
+step learned_meta_compile 150 learned_meta_speed.py --configs configs/metaopt/digits_mlp.yaml --rules lstm tiny --modes loop compile --episodes 1 --repeats 2
 step learned_dropin_tiny 90 learned_dropin_speed.py --rules tiny tiny:learned_tensors=hidden --sizes 100000 1000000 10000000 --repeats 2
 step learned_dropin_family_v1 150 learned_dropin_speed.py --rules family-v1 --compile --sizes 1000000 10000000 --repeats 2
 step learned_dropin_family_v2 90 learned_dropin_speed.py --rules family-v2 --sizes 100000 1000000 10000000 --repeats 2
