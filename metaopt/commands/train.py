@@ -107,6 +107,9 @@ def run_train(cfg: TrainConfig, callback: Callable[[int], None] | None = None) -
         if changed and main:
             run.write_text("config.yaml", to_yaml(cfg))  # a later resume, or a rerun with out=, continues from here
             print(f"resuming with {', '.join(f'{key}={getattr(cfg, key)}' for key in changed)}")
+        if main and getattr(cfg.estimator_config(), "compile", False) is True:
+            print("compile: each optimizee structure compiles on its first truncation (15-30 s with an empty "
+                  "inductor cache, a few seconds once it holds the structure)")  # fmt: skip
         distributed.barrier()  # every rank restored before rank 0 writes last.pt again
         metrics = trainer.train()
         if not main:

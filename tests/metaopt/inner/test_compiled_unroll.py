@@ -257,14 +257,18 @@ def test_compile_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None
     assert "compile" in capsys.readouterr().err
 
 
-def test_metaopt_train_with_compile_resumes_bit_for_bit_and_equals_the_loop(tmp_path: Path) -> None:
+def test_metaopt_train_with_compile_resumes_bit_for_bit_and_equals_the_loop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     family = "tasks=[{name: digits_mlp, options: {width: 6, valid_size: 200}, choices: {activation: [tanh, relu]}}]"
     common = [family, "task_sampling=random", "start_offset=3", "objective.name=eval_loss", "episodes=3"]
     common += ["rule.name=tiny", "val_every=3", "val_seeds=1"]
     compiled = assert_resumes_bit_for_bit(
         tmp_path / "compiled", [*common, "estimator.options.compile=true", "estimator.options.compile_backend=eager"]
     )
+    assert "compile: each optimizee structure compiles on its first truncation" in capsys.readouterr().out
     run_train(config(tmp_path / "loop", *common))
+    assert "compile:" not in capsys.readouterr().out
     looped = torch.load(tmp_path / "loop" / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert compiled["state_dict"].keys() == looped["state_dict"].keys()
     assert all(torch.equal(compiled["state_dict"][k], looped["state_dict"][k]) for k in looped["state_dict"])
