@@ -4,8 +4,8 @@ Meta-training's time on small optimizees is the number of operations (docs/resul
 each differentiable inner step dispatches a few hundred small operations and their backward nodes. ``torch.compile``
 cannot fuse the project's unroll, which breaks its graph at ``torch.autograd.grad``; a step written functionally
 (``torch.func.grad_and_value`` of the task's loss through ``functional_call``, then the rule's own ``step`` and
-``p + update``) compiles whole, forward and backward. This script measures that path on one network structure at a
-time; it is not a training path of the package.
+``p + update``: :func:`metaopt.inner.compiled.functional_step`) compiles whole, forward and backward. This script
+measures that path on one network structure at a time; ``truncated_backprop``'s ``compile`` option trains through it.
 
 For each ``--widths`` x ``--depths`` x ``--activations`` digits MLP, with the rule of ``--config`` (default the
 shipped recipe's: ``tiny`` with the learned scheduler and orthogonalization), one truncation of ``--truncation``
@@ -34,11 +34,10 @@ from pathlib import Path
 import torch
 from common import add_device_argument, machine, parse_device
 from torch import Tensor
-from torch.func import functional_call, grad_and_value
 
 import envs
 from envs.tooling.config import load_config
-from metaopt.inner.stacked import TaskLossModule
+from metaopt.inner.compiled import functional_step
 from metaopt.inner.unroll import start_episode, unroll
 from metaopt.rules import LearnedRule, make_rule
 from metaopt.training.config import TrainConfig
@@ -51,24 +50,14 @@ def functional_truncation(
 ) -> tuple[Callable[..., tuple[list[Tensor], dict, Tensor]], Callable[[Callable], Tensor]]:
     """``(step, run)``: the functional inner step of a fresh optimizee, and a runner of ``steps`` of them.
 
+    The step is :func:`metaopt.inner.compiled.functional_step`'s (what ``truncated_backprop``'s ``compile`` compiles).
     ``run(step_fn)`` returns the summed losses f(theta_t) .. f(theta_{t+T}) on the batches ``unroll`` uses (the
     learning rate 1 and no weight decay of meta-training's optimizers).
     """
     inner = start_episode(task, seed, rule)
-    model = inner.model
-    names = ["model." + name for name, _ in model.named_parameters()]
-    start = [p.detach().clone() for p in model.parameters()]
-    sizes = [p.numel() for p in start]
-    loss_module = TaskLossModule(inner.task, model)
+    start = [p.detach().clone() for p in inner.model.parameters()]
+    step, loss_of = functional_step(inner, rule, list(inner.model.parameters()))
     batches = [inner.take_batch() for _ in range(steps + 1)]
-
-    def loss_of(params: list[Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
-        return functional_call(loss_module, dict(zip(names, params)), (inputs, targets))
-
-    def step(params: list[Tensor], state: dict, inputs: Tensor, targets: Tensor) -> tuple[list[Tensor], dict, Tensor]:
-        grads, loss = grad_and_value(loss_of)(params, inputs, targets)
-        update, new_state = rule.step(torch.cat([g.reshape(-1) for g in grads]), state, params)
-        return [p + u.view_as(p) for p, u in zip(params, update.split(sizes))], new_state, loss
 
     def run(step_fn: Callable) -> Tensor:
         params, state = list(start), rule.join([rule.init_state(p) for p in start])

@@ -1897,10 +1897,10 @@ RECENT: list[Mutant] = [
     ),
     M(
         "the functional step moves against the rule's update",
-        "benchmarks/compiled_unroll.py",
-        "return [p + u.view_as(p) for p, u in zip(params, update.split(sizes))], new_state, loss",
-        "return [p - u.view_as(p) for p, u in zip(params, update.split(sizes))], new_state, loss",
-        FUNCTIONAL_TRUNCATION,
+        "metaopt/inner/compiled.py",
+        "new = [moved(p, delta, lr, wd) for",
+        "new = [moved(p, -delta, lr, wd) for",
+        (*FUNCTIONAL_TRUNCATION, *COMPILED_UNROLL),
     ),
     M(
         "the functional truncation one batch late",
@@ -1911,10 +1911,10 @@ RECENT: list[Mutant] = [
     ),
     M(
         "the functional step first-order (the gradient enters the rule detached)",
-        "benchmarks/compiled_unroll.py",
-        "update, new_state = rule.step(torch.cat([g.reshape(-1) for g in grads]), state, params)",
-        "update, new_state = rule.step(torch.cat([g.reshape(-1) for g in grads]).detach(), state, params)",
-        FUNCTIONAL_TRUNCATION,
+        "metaopt/inner/compiled.py",
+        "        if first_order:\n            flat = flat.detach()",
+        "        if True:\n            flat = flat.detach()",
+        (*FUNCTIONAL_TRUNCATION, *COMPILED_UNROLL),
     ),
     M(
         "the chosen step multiplier shown as a learning rate",

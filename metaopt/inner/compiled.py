@@ -41,7 +41,7 @@ from metaopt.inner.stacked import TaskLossModule, moved
 from metaopt.inner.unroll import InnerState, Trajectory, unroll
 from metaopt.rules import LearnedRule, detach_state
 
-__all__ = ["BACKENDS", "CompiledUnroll"]
+__all__ = ["BACKENDS", "CompiledUnroll", "functional_step"]
 
 BACKENDS = ("inductor", "aot_eager", "eager")
 """``torch.compile`` backends: ``inductor`` generates code (the fast one); the other two trace the step and run it
@@ -158,25 +158,51 @@ class CompiledUnroll:
 
     def _compile(self, inner: InnerState, params: list[Tensor], options: list[tuple[float, float]], first_order: bool,
                  order: list[int]) -> _Step:  # fmt: skip
-        rule = self.rule
-        by_param: dict[Tensor, str] = {p: name for name, p in inner.model.named_parameters()}
-        names = ["model." + by_param[p] for p in params]
-        sizes = [p.numel() for p in params]
-        loss_module = TaskLossModule(inner.task, inner.model)
-
-        def loss_of(params: list[Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
-            return functional_call(loss_module, dict(zip(names, params)), (inputs, targets))
-
-        def step(
-            params: list[Tensor], state: object, inputs: Tensor, targets: Tensor
-        ) -> tuple[list[Tensor], object, Tensor]:
-            grads, loss = grad_and_value(loss_of)(params, inputs, targets)
-            flat = torch.cat([g.reshape(-1) for g in grads]).to(rule.dtype)
-            if first_order:
-                flat = flat.detach()
-            update, new_state = rule.step(flat, state, params)
-            new = [moved(p, delta, lr, wd) for p, delta, (lr, wd) in zip(params, update.split(sizes), options)]
-            return new, new_state, loss
-
+        step, loss_of = functional_step(inner, self.rule, params, options, first_order=first_order)
         compile_ = torch.compile(backend=self.backend)
         return _Step(compile_(step), compile_(loss_of), order)
+
+
+def functional_step(
+    inner: InnerState,
+    rule: LearnedRule,
+    params: list[Tensor],
+    options: list[tuple[float, float]] | None = None,
+    *,
+    first_order: bool = False,
+) -> tuple[Callable[[list[Tensor], object, Tensor, Tensor], tuple[list[Tensor], object, Tensor]],
+           Callable[[list[Tensor], Tensor, Tensor], Tensor]]:  # fmt: skip
+    """``(step, loss)``: the inner step of ``inner``'s structure written functionally, and its loss, not compiled.
+
+    ``step(params, state, inputs, targets) -> (new params, new state, loss)`` is ``DifferentiableLearnedOptimizer``'s
+    step (the same arithmetic); ``loss(params, inputs, targets)`` the task's loss with ``params`` swapped into the
+    model (``inner.model`` serves as the skeleton of every optimizee of its structure).
+
+    Args:
+        inner: an optimizee of the structure.
+        rule: the rule.
+        params: the model's parameters in the order the step takes them (the optimizer's).
+        options: ``(lr, weight_decay)`` of each; default ``(1, 0)``, meta-training's.
+        first_order: feed the rule the gradient detached.
+    """
+    by_param: dict[Tensor, str] = {p: name for name, p in inner.model.named_parameters()}
+    names = ["model." + by_param[p] for p in params]
+    sizes = [p.numel() for p in params]
+    moves = options if options is not None else [(1.0, 0.0)] * len(params)
+    loss_module = TaskLossModule(inner.task, inner.model)
+
+    def loss_of(params: list[Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
+        return functional_call(loss_module, dict(zip(names, params)), (inputs, targets))
+
+    def step(
+        params: list[Tensor], state: object, inputs: Tensor, targets: Tensor
+    ) -> tuple[list[Tensor], object, Tensor]:
+        grads, loss = grad_and_value(loss_of)(params, inputs, targets)
+        flat = torch.cat([g.reshape(-1) for g in grads]).to(rule.dtype)
+        if first_order:
+            flat = flat.detach()
+        update, new_state = rule.step(flat, state, params)
+        new = [moved(p, delta, lr, wd) for p, delta, (lr, wd) in zip(params, update.split(sizes), moves)]
+        return new, new_state, loss
+
+    return step, loss_of
