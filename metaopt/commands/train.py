@@ -108,8 +108,8 @@ def run_train(cfg: TrainConfig, callback: Callable[[int], None] | None = None) -
             run.write_text("config.yaml", to_yaml(cfg))  # a later resume, or a rerun with out=, continues from here
             print(f"resuming with {', '.join(f'{key}={getattr(cfg, key)}' for key in changed)}")
         if main and getattr(cfg.estimator_config(), "compile", False) is True:
-            print("compile: each optimizee structure compiles on its first truncation (15-30 s with an empty "
-                  "inductor cache, a few seconds once it holds the structure)")  # fmt: skip
+            print("compile: each optimizee structure compiles on its first truncation (about a minute with an empty "
+                  "inductor cache, less once it holds the structure)")  # fmt: skip
         distributed.barrier()  # every rank restored before rank 0 writes last.pt again
         metrics = trainer.train()
         if not main:
