@@ -2,6 +2,8 @@
 
 Everything here is plain ``Linear``/``Conv2d``/``Embedding`` arithmetic: no BatchNorm (DSS interpolates weights, and
 running statistics are not weights) and no fused ``nn.LSTM`` (it has no vmap batching rule), hence the explicit LSTM.
+The transformer's attention is written out (scores, causal mask, softmax) for the same reason: every operation has a
+vmap rule, and the positions are a fixed sinusoid computed in ``forward`` (no buffer, nothing to interpolate).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "CharLSTM", "LSTMLayer", "mlp"]
+__all__ = ["ACTIVATIONS", "CausalSelfAttention", "CharLSTM", "CharTransformer", "LSTMLayer", "TransformerBlock", "mlp"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -105,3 +107,96 @@ class CharLSTM(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.head(x)
+
+
+def sinusoid_positions(steps: int, width: int, like: Tensor) -> Tensor:
+    """``(steps, width)``: the fixed sinusoidal position code of Vaswani et al. (2017), in ``like``'s dtype and device.
+
+    Column ``2i`` is ``sin(t / 10000^(2i / width))`` and column ``2i + 1`` the cosine at the same frequency.
+    """
+    t = torch.arange(steps, dtype=like.dtype, device=like.device)[:, None]
+    frequencies = torch.exp(
+        torch.arange(0, width, 2, dtype=like.dtype, device=like.device) * (-math.log(10000.0) / width)
+    )
+    angles = t * frequencies  # (steps, ceil(width / 2))
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)[:, :width]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position t sees positions 0..t only.
+
+    Args:
+        width: model width (divisible by ``heads``).
+        heads: attention heads.
+    """
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: (B, T, width) -> (B, T, width)``."""
+        batch, steps, width = x.shape
+        head = width // self.heads
+        q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, head).permute(2, 0, 3, 1, 4).unbind(0)
+        scores = (q @ k.transpose(-2, -1)) * head**-0.5  # (B, heads, T, T)
+        future = torch.ones(steps, steps, dtype=torch.bool, device=x.device).triu(1)
+        attention = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+        return self.proj((attention @ v).transpose(1, 2).reshape(batch, steps, width))
+
+
+class TransformerBlock(nn.Module):
+    """A pre-norm transformer block: ``x + attention(norm(x))``, then ``x + mlp(norm(x))`` (GELU, ``mlp_ratio`` x)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 4):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attention = CausalSelfAttention(width, heads)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: (B, T, width) -> (B, T, width)``."""
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class CharTransformer(nn.Module):
+    """Token-level decoder-only transformer: embedding plus sinusoidal positions, pre-norm blocks, final norm, readout.
+
+    GPT-2's initialisation: weights of the embedding and the linear layers from N(0, 0.02^2), the two projections
+    back into the residual stream (attention output, second MLP layer) scaled by ``1 / sqrt(2 num_layers)``, biases 0,
+    norms at gain 1. The embedding is the first parameter and the readout the last (as in :class:`CharLSTM`).
+
+    Args:
+        vocab_size: number of tokens.
+        width: model width.
+        heads: attention heads per block.
+        num_layers: blocks.
+        mlp_ratio: hidden units of each block's MLP per unit of width.
+    """
+
+    def __init__(self, vocab_size: int, width: int, heads: int, num_layers: int, mlp_ratio: int = 4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, width)
+        self.blocks = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab_size)
+        for name, parameter in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(parameter)
+            elif parameter.dim() >= 2:
+                residual = name.endswith(("attention.proj.weight", "mlp.2.weight"))
+                nn.init.normal_(parameter, std=0.02 / math.sqrt(2 * num_layers) if residual else 0.02)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """``tokens: (B, T) long -> logits (B, T, vocab_size)``."""
+        x = self.embed(tokens)
+        x = x + sinusoid_positions(tokens.shape[-1], x.shape[-1], x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))

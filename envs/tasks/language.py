@@ -1,8 +1,9 @@
-"""Language-modelling tasks: ``charlm`` on text that ships with Python, ``ptb_lstm`` on local Penn Treebank files.
+"""Language models: ``charlm`` and ``char_transformer`` on text that ships with Python, ``ptb_lstm`` on PTB files.
 
 ``charlm`` is a character-level LSTM trained on the Python language reference (``pydoc_data``, part of every CPython),
-a stand-in for PTB that needs no download. The last 10% of the corpus is held out; the evaluation set is a fixed set
-of non-overlapping windows from it. Training batches are windows at random offsets of the training text.
+a stand-in for PTB that needs no download; ``char_transformer`` is a small decoder-only transformer on the same
+characters. The last 10% of the corpus is held out; the evaluation set is a fixed set of non-overlapping windows from
+it. Training batches are windows at random offsets of the training text.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from envs.data import load_ptb, python_docs_text
 from envs.errors import TaskError
 from envs.seeding import generator
 from envs.task import Batch, Recipe, Task
-from envs.task.nn import CharLSTM
+from envs.task.nn import CharLSTM, CharTransformer
 from envs.task.registry import register_task
 
-__all__ = ["CharLMOptions", "CharLMTask", "PTBOptions", "PTBTask"]
+__all__ = ["CharLMOptions", "CharLMTask", "CharTransformerOptions", "CharTransformerTask", "PTBOptions", "PTBTask"]
 
 
 def _check_positive(**values: int) -> None:
@@ -140,12 +141,64 @@ class CharLMTask(LanguageModelTask):
 
     @override
     def token_streams(self) -> tuple[Tensor, Tensor, int]:
-        text = python_docs_text()
-        alphabet = sorted(set(text))
-        index = {ch: i for i, ch in enumerate(alphabet)}
-        ids = torch.tensor([index[ch] for ch in text], dtype=torch.int64)
-        split = int(0.9 * len(ids))
-        return ids[:split], ids[split:], len(alphabet)
+        return _python_docs_streams()
+
+
+def _python_docs_streams() -> tuple[Tensor, Tensor, int]:
+    """The Python language reference as character ids: the first 90% to train on, the rest held out."""
+    text = python_docs_text()
+    alphabet = sorted(set(text))
+    index = {ch: i for i, ch in enumerate(alphabet)}
+    ids = torch.tensor([index[ch] for ch in text], dtype=torch.int64)
+    split = int(0.9 * len(ids))
+    return ids[:split], ids[split:], len(alphabet)
+
+
+@dataclass
+class CharTransformerOptions:
+    """Options of ``char_transformer``."""
+
+    seq_len: int = 32
+    """Characters per training window (the attention's context)."""
+    batch_size: int = 32
+    """Windows per batch."""
+    width: int = 64
+    """Model width (embedding, residual stream)."""
+    heads: int = 4
+    """Attention heads per block (a divisor of ``width``)."""
+    num_layers: int = 2
+    """Transformer blocks."""
+    mlp_ratio: int = 4
+    """Hidden units of each block's MLP per unit of width."""
+    eval_size: int = 256
+    """Held-out windows in the evaluation set."""
+    valid_size: int = 0
+    """Training characters held out (the last ones) for a meta-objective on held-out batches (0: none)."""
+
+    def __post_init__(self) -> None:
+        _check_positive(seq_len=self.seq_len, batch_size=self.batch_size, width=self.width, heads=self.heads,
+                        num_layers=self.num_layers, mlp_ratio=self.mlp_ratio, eval_size=self.eval_size)  # fmt: skip
+        if self.width % self.heads:
+            raise ValueError(f"heads must divide width ({self.width}), got {self.heads}")
+
+
+@register_task
+class CharTransformerTask(LanguageModelTask):
+    """``char_transformer``: 2-block pre-norm transformer (width 64, 4 heads) on ``charlm``'s characters."""
+
+    name = "char_transformer"
+    env_name = "CharTransformer"
+    Options = CharTransformerOptions
+    recipe = Recipe(optimizer="adam", lr=0.003, steps=500)
+
+    @override
+    def token_streams(self) -> tuple[Tensor, Tensor, int]:
+        return _python_docs_streams()
+
+    @override
+    def build_model(self) -> nn.Module:
+        o = self.options
+        return CharTransformer(self.vocab_size, o.width, o.heads, o.num_layers, o.mlp_ratio)
 
 
 @dataclass

@@ -18,6 +18,7 @@ BUNDLED = [
     "digits_cnn",
     "permutation",
     "charlm",
+    "char_transformer",
     "tabular_mlp",
 ]
 LOCAL = ["mnist_mlp", "mnist_cnn", "cifar10_cnn", "ptb_lstm"]
