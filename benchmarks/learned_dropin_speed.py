@@ -2,7 +2,9 @@
 
 For each parameter count of ``--sizes`` (default 1.5k, 10k, 100k, 1M; add 10M on CUDA) a 3-layer MLP
 ``64 -> w -> w -> 10`` (``w`` chosen to give about that count) is trained on fixed random batches of ``--batch`` (128)
-rows, in a plain loop (forward, backward, ``step()``), with ``torch.optim.Adam(foreach=True)`` and with
+rows, or with ``--model transformer`` a 4-block ``envs.task.nn.CharTransformer`` (4 heads, width a multiple of 4
+chosen likewise, ``charlm``'s 103 characters) on fixed random windows of 32 characters (``--batch`` windows, default
+16: 512 tokens), in a plain loop (forward, backward, ``step()``), with ``torch.optim.Adam(foreach=True)`` and with
 ``torch.optim.AdamW(foreach=True)`` and ``LearnedOptimizer`` over each rule of ``--rules`` (a registered rule name,
 made with its default options or with ``NAME:key=value,...`` options such as ``tiny:learned_tensors=hidden``, or a
 shipped rule's name such as ``family-mlp-v0``, also with options that keep its weights, ``family-v3:ns_block=64``;
@@ -42,6 +44,7 @@ import torch
 from common import add_device_argument, emit, parse_device, sync
 from torch import nn
 
+from envs.task.nn import CharTransformer
 from envs.training.muon import MuonAdamW
 from metaopt import LearnedOptimizer, list_pretrained, load_net
 from metaopt.compare.config import split_learned
@@ -52,16 +55,45 @@ ADAM_FLOATS_MOVED = 7
 """Floats Adam reads and writes per parameter and step (p, g, m, v in; p, m, v out)."""
 
 
-def width_for(params: int) -> int:
-    """Hidden width ``w`` of the 64-w-w-10 MLP whose parameter count (``w^2 + 76 w + 10``) is nearest ``params``."""
+MODELS = ("mlp", "transformer")
+"""What ``--model`` trains: the 3-layer MLP or the 4-block character transformer."""
+VOCAB, WINDOW, BLOCKS = 103, 32, 4
+"""The transformer's vocabulary (``charlm``'s characters), window length and blocks."""
+
+
+def transformer_params(width: int) -> int:
+    """Parameters of the 4-block ``CharTransformer`` of ``width`` over ``VOCAB`` tokens."""
+    return BLOCKS * (12 * width * width + 13 * width) + 2 * VOCAB * width + VOCAB + 2 * width
+
+
+def width_for(params: int, model: str = "mlp") -> int:
+    """The width whose model has the parameter count nearest ``params``.
+
+    The MLP's hidden width ``w`` (``w^2 + 76 w + 10`` parameters), or the transformer's width, a multiple of 4 (its
+    heads) from 4 up.
+    """
+    if model == "transformer":
+        return min(range(4, 4097, 4), key=lambda width: abs(transformer_params(width) - params))
     return max(1, round((-76 + math.sqrt(76**2 + 4 * max(params - 10, 0))) / 2))
 
 
-def build_model(width: int, device: torch.device) -> nn.Module:
+def build_model(width: int, device: torch.device, model: str = "mlp") -> nn.Module:
     torch.manual_seed(0)
+    if model == "transformer":
+        return CharTransformer(VOCAB, width, heads=4, num_layers=BLOCKS).to(device)
     return nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)).to(
         device
     )
+
+
+def batch_for(model: str, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed random inputs and targets: ``batch`` rows for the MLP, ``batch`` windows of characters otherwise."""
+    generator = torch.Generator(device="cpu").manual_seed(1)
+    if model == "transformer":
+        tokens = torch.randint(0, VOCAB, (batch, WINDOW + 1), generator=generator).to(device)
+        return tokens[:, :-1], tokens[:, 1:]
+    x = torch.randn(batch, 64, generator=generator).to(device)
+    return x, torch.randint(0, 10, (batch,), generator=generator).to(device)
 
 
 def make_named_rule(spec: str, device: torch.device) -> LearnedRule:
@@ -75,18 +107,18 @@ def make_named_rule(spec: str, device: torch.device) -> LearnedRule:
     return load_net(name, options or None).to(device)
 
 
-def timed(width: int, make: Maker, steps: int, batch: int, device: torch.device) -> tuple[float, float, float]:
+def timed(
+    width: int, make: Maker, steps: int, batch: int, device: torch.device, kind: str = "mlp"
+) -> tuple[float, float, float]:
     """Seconds per ``step()`` and per training step, and the optimizer's state bytes per parameter."""
-    model = build_model(width, device)
+    model = build_model(width, device, kind)
     optimizer = make(list(model.parameters()))
-    generator = torch.Generator(device="cpu").manual_seed(1)
-    x = torch.randn(batch, 64, generator=generator).to(device)
-    y = torch.randint(0, 10, (batch,), generator=generator).to(device)
+    x, y = batch_for(kind, batch, device)
     step_time = 0.0
     sync(device)
     started = time.perf_counter()
     for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(x), y)
+        loss = nn.functional.cross_entropy(model(x).flatten(0, -2), y.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sync(device)
@@ -133,13 +165,18 @@ def main() -> None:
                         help="also time Muon (envs.training.muon.MuonAdamW: every matrix orthogonalized whole, "
                         "AdamW on the rest) in the same rounds: rows gain step_ratio_muon, "
                         "train_step_ratio_muon")  # fmt: skip
-    parser.add_argument("--batch", type=int, default=128, help="rows per training batch")
+    parser.add_argument("--model", choices=MODELS, default="mlp",
+                        help="the 3-layer MLP (default) or the 4-block character transformer")  # fmt: skip
+    parser.add_argument("--batch", type=int, default=None,
+                        help="rows per batch (default 128), or the transformer's windows (default 16)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; each keeps its best")
     parser.add_argument("--budget", type=float, default=3e6,
                         help="coordinate-steps per timed loop: steps = clamp(budget / params, 3, 200)")  # fmt: skip
     add_device_argument(parser, default="cpu")
     args = parser.parse_args()
     device = parse_device(parser, args.device)
+    if args.batch is None:
+        args.batch = 16 if args.model == "transformer" else 128
     for key in ("batch", "repeats"):
         if getattr(args, key) < 1:
             parser.error(f"--{key} must be >= 1, got {getattr(args, key)}")
@@ -157,7 +194,7 @@ def main() -> None:
     except (ValueError, TypeError) as error:  # a malformed or invalid option (InvalidValue is a ValueError)
         parser.error(f"--rules: {error}")
     for size in sizes:
-        model_params = list(build_model(width_for(size), device).parameters())
+        model_params = list(build_model(width_for(size, args.model), device, args.model).parameters())
         flops = {spec: rule_flop_per_param(rule, model_params) for spec, rule in rules.items()}
         for row in measure(size, rules, flops, args, device):
             emit(row)
@@ -171,9 +208,10 @@ def learned_maker(rule: LearnedRule, compile: bool = False) -> Maker:
 def measure(
     size: int, rules: dict[str, LearnedRule], flops: dict[str, float], args: argparse.Namespace, device: torch.device
 ) -> list[dict[str, object]]:
-    """One row per rule for the MLP of about ``size`` parameters (see the module docstring)."""
-    width = width_for(size)
-    count = sum(p.numel() for p in build_model(width, device).parameters())
+    """One row per rule for the model of about ``size`` parameters (see the module docstring)."""
+    kind = args.model
+    width = width_for(size, kind)
+    count = sum(p.numel() for p in build_model(width, device, kind).parameters())
     steps = int(min(200, max(3, args.budget // count)))
     makers: dict[str, Maker] = {
         "adam": lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True),
@@ -195,10 +233,10 @@ def measure(
     best: dict[str, tuple[float, float, float]] = {key: (math.inf, math.inf, 0.0) for key in makers}
     copy_best, peak_best = math.inf, dict.fromkeys(widths, math.inf)
     for make in makers.values():
-        timed(width, make, 2, args.batch, device)  # warm-up
+        timed(width, make, 2, args.batch, device, kind)  # warm-up
     for _ in range(args.repeats):  # alternate, so a change in the machine's load hits every optimizer alike
         for key, make in makers.items():
-            step, total, state = timed(width, make, steps, args.batch, device)
+            step, total, state = timed(width, make, steps, args.batch, device, kind)
             best[key] = (min(best[key][0], step), min(best[key][1], total), state)
         sync(device)
         t0 = time.perf_counter()
@@ -223,7 +261,8 @@ def measure(
         peak = 2 * rule_width(rule) ** 2 * 256 * 64 / peak_best[rule_width(rule)]
         bound = flops[spec] * count / peak
         rows.append({
-            "benchmark": "learned_dropin_speed", "rule": name, "params": count, "width": width, "batch": args.batch,
+            "benchmark": "learned_dropin_speed", "model": kind, "rule": name, "params": count, "width": width,
+            "batch": args.batch,
             "steps": steps, "device": str(device), "threads": torch.get_num_threads(), "compiled": compiled,
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "adam_step_ms": round(adam_step * 1e3, 4), "rule_step_ms": round(step * 1e3, 4),

@@ -305,7 +305,7 @@ MUTANTS: list[Mutant] = [
     M(
         "learned checkpoints in compare checked only when they run",
         "metaopt/compare/harness.py",
-        "        _check_builds(name, registered, options, grid[0] if tunable else None)\n",
+        "        _check_builds(name, registered, options, grid[0] if tunable else None, horizon)\n",
         "",
         ("tests/metaopt/test_compare_learned.py",),
     ),
@@ -1514,6 +1514,42 @@ RECENT: list[Mutant] = [
         "            if self.options:\n                message",
         "            if False:\n                message",
         ("tests/metaopt/training/test_train.py",),
+    ),
+    # -- AdamW with a warmup and a cosine (envs/training/schedules.py, its functional twin, the harness's check) ------
+    M(
+        "the warmup starts one update late (a first step at rate 0)",
+        "envs/training/schedules.py",
+        "        return base * update / warmup_steps",
+        "        return base * (update - 1) / warmup_steps",
+        ("tests/envs/test_schedules.py",),
+    ),
+    M(
+        "the cosine after the warmup is not held at eta_min past the horizon",
+        "envs/training/schedules.py",
+        "    done = min(update - 1 - warmup_steps, total_steps - warmup_steps)",
+        "    done = update - 1 - warmup_steps",
+        ("tests/envs/test_schedules.py",),
+    ),
+    M(
+        "the warmup's scheduler factor read one update behind",
+        "envs/training/schedules.py",
+        "lambda k: warmup_cosine_lr(1.0, k + 1, total_steps",
+        "lambda k: warmup_cosine_lr(1.0, max(k, 1), total_steps",
+        ("tests/envs/test_schedules.py",),
+    ),
+    M(
+        "the functional twin skips the warmup",
+        "envs/training/functional.py",
+        "                scheduled = peak * (step / self.warmup_steps)",
+        "                scheduled = peak",
+        ("tests/envs/test_schedules.py",),
+    ),
+    M(
+        "the harness builds a schedule with a horizon of one step",
+        "metaopt/compare/harness.py",
+        "        _check_builds(name, registered, options, grid[0] if tunable else None, horizon)",
+        "        _check_builds(name, registered, options, grid[0] if tunable else None, 1)",
+        ("tests/metaopt/test_compare_learned.py",),
     ),
     # -- the tasks' building blocks (envs/task/nn.py, moved with the task modules) --------------------------------
     M(

@@ -65,3 +65,27 @@ def test_cuda_without_cuda_exits_2() -> None:
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert "CUDA is not available" in done.stderr
     assert done.stdout == ""
+
+
+def test_dropin_sweep_on_a_transformer_sizes_the_model_and_times_it() -> None:
+    """``learned_dropin_speed.py --model transformer``: the width gives the count asked for, and a row comes out."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import learned_dropin_speed as sweep
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    for size in (10_000, 100_000, 1_000_000):
+        width = sweep.width_for(size, "transformer")
+        model = sweep.build_model(width, torch.device("cpu"), "transformer")
+        count = sum(p.numel() for p in model.parameters())
+        assert count == sweep.transformer_params(width) and width % 4 == 0
+        assert abs(count - size) <= abs(sweep.transformer_params(width + 4) - size)  # nearest of its neighbours
+        assert abs(count - size) <= abs(sweep.transformer_params(max(width - 4, 4)) - size)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "learned_dropin_speed.py"), "--model", "transformer",
+                           "--sizes", "3000", "--rules", "tiny", "--repeats", "1", "--budget", "1e4", "--batch", "2"],
+                          capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    assert row["model"] == "transformer" and row["rule"] == "tiny" and row["batch"] == 2
+    assert row["params"] == sweep.transformer_params(sweep.width_for(3000, "transformer"))
+    assert row["step_ratio"] > 0 and row["train_step_ratio"] > 0

@@ -30,7 +30,7 @@ from typing_extensions import override
 from envs.training.muon import MuonAdamW, matrix_mask, orthogonalize
 from envs.training.optim import OptimizerSpec
 from envs.training.schedules import AdamWCosine as TorchAdamWCosine
-from envs.training.schedules import cosine_factor
+from envs.training.schedules import cosine_factor, warmup_cosine_lr
 
 __all__ = [
     "Adam", "AdamWCosine", "FunctionalOptimizer", "Muon", "OptState", "Params", "RMSprop", "SGD", "functional_from_spec"
@@ -226,6 +226,8 @@ class AdamWCosine(Adam):
     """Horizon of the schedule; None until :meth:`with_horizon` sets it to the run's number of steps."""
     eta_min: float = 0.0
     """The learning rate the cosine ends at."""
+    warmup_steps: int = 0
+    """Updates of linear warmup before the cosine (:func:`envs.training.schedules.warmup_cosine_lr`)."""
 
     @override
     def with_horizon(self, steps: int) -> FunctionalOptimizer:
@@ -242,7 +244,14 @@ class AdamWCosine(Adam):
     def update(self, params: Params, grads: Params, state: OptState, lr: Tensor, step: int) -> tuple[Params, OptState]:
         if self.total_steps is None:
             raise ValueError("AdamWCosine needs its horizon: call with_horizon(steps) before the first update")
-        if step == 1:
+        if self.warmup_steps:  # the closed form (the torch optimizer's LambdaLR), each run from its own peak
+            peak = lr.to(torch.float64)
+            if step <= self.warmup_steps:
+                scheduled = peak * (step / self.warmup_steps)
+            else:
+                shape = warmup_cosine_lr(1.0, step, self.total_steps, self.warmup_steps)  # cosine part, in [0, 1]
+                scheduled = self.eta_min + (peak - self.eta_min) * shape
+        elif step == 1:
             scheduled = lr.to(torch.float64)
         else:  # the same float64 operations as the scheduler's Python floats, one per run
             previous, epoch, total = state["schedule"]["lr"], step - 1, self.total_steps

@@ -153,13 +153,14 @@ def make_plan(cfg: CompareConfig) -> Plan:
     if stray:
         raise ConfigError(f"aliases names {', '.join(stray)}, not among optimizers {cfg.optimizers}")
     contenders = []
+    horizon = min(task.steps for task in cfg.tasks.values())  # the shortest run a schedule must fit
     for name in cfg.optimizers:
         registered = cfg.aliases.get(name, name)
         spec = get_optimizer_spec(registered)
         options = dict(cfg.optimizer_options.get(name, {}))
         tunable = spec.tunable_lr or name in cfg.tuned_learned  # a tuned learned arm: its step multiplier
         grid = tuple(float(lr) for lr in cfg.grid_of(name)) if tunable else ()
-        _check_builds(name, registered, options, grid[0] if tunable else None)
+        _check_builds(name, registered, options, grid[0] if tunable else None, horizon)
         twin = functional_from_spec(spec, options)
         contenders.append(Contender(name, options, twin, tunable, registered, grid))
     if cfg.reference not in cfg.optimizers:
@@ -173,11 +174,14 @@ def make_plan(cfg: CompareConfig) -> Plan:
     return Plan(cfg, tasks, contenders)
 
 
-def _check_builds(name: str, registered: str, options: dict[str, Any], lr: float | None) -> None:
-    """Build optimizer ``name`` once on a throw-away parameter; a clear :class:`ConfigError` if it cannot be built."""
+def _check_builds(name: str, registered: str, options: dict[str, Any], lr: float | None, horizon: int) -> None:
+    """Build optimizer ``name`` once on a throw-away parameter, with the shortest task's ``horizon``.
+
+    A clear :class:`ConfigError` if it cannot be built (a warmup as long as a run included).
+    """
     probe = [torch.zeros(1, requires_grad=True)]
     try:
-        make_optimizer(registered, probe, lr=lr, **get_optimizer_spec(registered).with_horizon(options, 1))
+        make_optimizer(registered, probe, lr=lr, **get_optimizer_spec(registered).with_horizon(options, horizon))
     except (TypeError, ValueError) as exc:  # CheckpointError is a ValueError
         raise ConfigError(f"optimizer {name!r} cannot be built with its optimizer_options: {exc}") from None
 

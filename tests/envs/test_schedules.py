@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import pytest
@@ -99,3 +100,59 @@ def test_functional_twin_matches_torch_row_by_row() -> None:
     # a constant-rate AdamW twin does not match: the schedule is really applied
     plain_adamw = run_plain(task, runs[2], 25, "adamw")
     assert batched[2].losses[-1] != pytest.approx(plain_adamw.losses[-1], rel=1e-6)
+
+
+def test_warmup_then_cosine_values() -> None:
+    from envs.training.schedules import warmup_cosine_lr
+
+    base, total, warmup, floor = 0.2, 10, 4, 0.01
+    rates = [warmup_cosine_lr(base, t, total, warmup, floor) for t in range(1, 14)]
+    assert rates[:4] == pytest.approx([0.05, 0.1, 0.15, 0.2])  # linear up to the peak at update 4
+    assert rates[4] == pytest.approx(0.2)  # the cosine starts at the peak
+    assert rates[5] == pytest.approx(floor + (base - floor) * (1 + math.cos(math.pi / 6)) / 2)
+    assert rates[9] == pytest.approx(floor + (base - floor) * (1 + math.cos(5 * math.pi / 6)) / 2)  # the last update
+    assert rates[10:] == pytest.approx([floor] * 3)  # held at eta_min past the horizon
+    assert all(a >= b for a, b in zip(rates[3:], rates[4:]))
+
+
+@pytest.mark.parametrize("eta_min", [0.0, 0.002])
+def test_warmup_equals_adamw_with_the_rate_set_by_hand(eta_min: float) -> None:
+    from envs.training.schedules import warmup_cosine_lr
+
+    a, b = _pair(1)
+    ours = AdamWCosine([a], lr=0.05, betas=(0.9, 0.95), weight_decay=0.1, total_steps=8, warmup_steps=3,
+                       eta_min=eta_min)  # fmt: skip
+    theirs = torch.optim.AdamW([b], lr=0.05, betas=(0.9, 0.95), weight_decay=0.1)
+    target = torch.randn(7, 3)
+    for update in range(1, 11):
+        theirs.param_groups[0]["lr"] = warmup_cosine_lr(0.05, update, 8, 3, eta_min)
+        assert ours.param_groups[0]["lr"] == pytest.approx(theirs.param_groups[0]["lr"], rel=1e-12), update
+        for w, opt in ((a, ours), (b, theirs)):
+            opt.zero_grad()
+            ((w - target) ** 4).sum().backward()
+            opt.step()
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert ours.param_groups[0]["lr"] == pytest.approx(eta_min, abs=1e-15)
+
+
+@pytest.mark.parametrize("warmup", [-1, 5, 6, 1.5, True])
+def test_bad_warmup_is_refused(warmup: object) -> None:
+    with pytest.raises(ValueError, match=r"warmup_steps must be an integer in \[0, total_steps\) = \[0, 5\)"):
+        AdamWCosine([torch.zeros(1, requires_grad=True)], total_steps=5, warmup_steps=warmup)  # type: ignore[arg-type]
+
+
+def test_functional_twin_with_warmup_matches_torch_row_by_row() -> None:
+    from metaopt.compare.runner import RunSpec, run_batched, run_plain
+
+    task = envs.make_task("tabular_mlp", dataset="wine", dtype=torch.float64)
+    options = {"warmup_steps": 6, "betas": (0.9, 0.95), "weight_decay": 0.1}
+    runs = [RunSpec(0, 0.003), RunSpec(1, 0.03)]
+    twin = functional_from_spec(get_optimizer_spec("adamw_cosine"), options)
+    assert isinstance(twin, FunctionalAdamWCosine) and twin.warmup_steps == 6
+    batched = run_batched(task, runs, 20, twin)
+    for run, result in zip(runs, batched):
+        plain = run_plain(task, run, 20, "adamw_cosine", options)
+        assert result.losses == pytest.approx(plain.losses, rel=1e-9, abs=1e-12)
+        assert result.eval_loss == pytest.approx(plain.eval_loss, rel=1e-9)
+    no_warmup = run_plain(task, runs[1], 20, "adamw_cosine", {**options, "warmup_steps": 0})
+    assert batched[1].losses[2] != pytest.approx(no_warmup.losses[2], rel=1e-6)  # the warmup is really applied

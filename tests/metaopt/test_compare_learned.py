@@ -71,3 +71,30 @@ def test_a_broken_learned_checkpoint_stops_compare_before_any_baseline_runs(
     assert err.startswith("metaopt compare: error: optimizer 'learned' cannot be built") and err.count("\n") == 1
     assert str(checkpoint) in err
     assert not out.exists()  # no run directory, so no records
+
+
+@pytest.mark.parametrize("warmup", [30, 29])
+def test_a_warmup_is_checked_against_the_shortest_task(
+    warmup: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A schedule is built with the shortest run's horizon before any run: a warmup as long fails, a shorter one not."""
+    ran: list[str] = []
+
+    def no_runs(*args: object, **kwargs: object) -> None:
+        ran.append("run")
+        raise KeyboardInterrupt  # stop at the first run: the preflight has passed by then
+
+    monkeypatch.setattr(harness, "run_batched", no_runs)
+    monkeypatch.setattr(harness, "run_plain", no_runs)
+    out = tmp_path / "run"
+    argv = ["compare", "compare/quadratic.yaml", "optimizers=[adam,warm]", f"out={out}", "tasks.quadratic.steps=30",
+            "aliases={warm: adamw_cosine}", f"optimizer_options={{warm: {{warmup_steps: {warmup}}}}}"]  # fmt: skip
+    if warmup == 30:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("metaopt compare: error: optimizer 'warm' cannot be built") and err.count("\n") == 1
+        assert "warmup_steps must be an integer in [0, total_steps) = [0, 30), got 30" in err
+        assert not out.exists() and not ran
+    else:  # the CLI stops as on Ctrl-C, after the first run began: the preflight had passed
+        assert main(argv) != 2
+        assert ran
