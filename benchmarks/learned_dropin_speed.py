@@ -63,7 +63,7 @@ VOCAB, WINDOW, BLOCKS = 103, 32, 4
 
 def transformer_params(width: int) -> int:
     """Parameters of the 4-block ``CharTransformer`` of ``width`` over ``VOCAB`` tokens."""
-    return BLOCKS * (12 * width * width + 13 * width) + 2 * VOCAB * width + VOCAB + 2 * width
+    return BLOCKS * (12 * width * width + 13 * width) + (2 * VOCAB + WINDOW) * width + VOCAB + 2 * width
 
 
 def width_for(params: int, model: str = "mlp") -> int:
@@ -80,7 +80,7 @@ def width_for(params: int, model: str = "mlp") -> int:
 def build_model(width: int, device: torch.device, model: str = "mlp") -> nn.Module:
     torch.manual_seed(0)
     if model == "transformer":
-        return CharTransformer(VOCAB, width, heads=4, num_layers=BLOCKS).to(device)
+        return CharTransformer(VOCAB, width, heads=4, num_layers=BLOCKS, context=WINDOW).to(device)
     return nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)).to(
         device
     )

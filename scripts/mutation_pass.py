@@ -1602,10 +1602,10 @@ RECENT: list[Mutant] = [
         ("tests/envs/test_char_transformer.py",),
     ),
     M(
-        "the position code's sine and cosine interleaved the other way",
+        "the transformer's positions read from the token rows of the table",
         "envs/task/nn.py",
-        "torch.stack([angles.sin(), angles.cos()], dim=-1)",
-        "torch.stack([angles.cos(), angles.sin()], dim=-1)",
+        "self.embed.weight[self.vocab_size : self.vocab_size + steps]",
+        "self.embed.weight[:steps]",
         ("tests/envs/test_char_transformer.py",),
     ),
     M(

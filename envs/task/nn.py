@@ -3,7 +3,7 @@
 Everything here is plain ``Linear``/``Conv2d``/``Embedding`` arithmetic: no BatchNorm (DSS interpolates weights, and
 running statistics are not weights) and no fused ``nn.LSTM`` (it has no vmap batching rule), hence the explicit LSTM.
 The transformer's attention is written out (scores, causal mask, softmax) for the same reason: every operation has a
-vmap rule, and the positions are a fixed sinusoid computed in ``forward`` (no buffer, nothing to interpolate).
+vmap rule.
 """
 
 from __future__ import annotations
@@ -109,19 +109,6 @@ class CharLSTM(nn.Module):
         return self.head(x)
 
 
-def sinusoid_positions(steps: int, width: int, like: Tensor) -> Tensor:
-    """``(steps, width)``: the fixed sinusoidal position code of Vaswani et al. (2017), in ``like``'s dtype and device.
-
-    Column ``2i`` is ``sin(t / 10000^(2i / width))`` and column ``2i + 1`` the cosine at the same frequency.
-    """
-    t = torch.arange(steps, dtype=like.dtype, device=like.device)[:, None]
-    frequencies = torch.exp(
-        torch.arange(0, width, 2, dtype=like.dtype, device=like.device) * (-math.log(10000.0) / width)
-    )
-    angles = t * frequencies  # (steps, ceil(width / 2))
-    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)[:, :width]
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position t sees positions 0..t only.
 
@@ -166,23 +153,29 @@ class TransformerBlock(nn.Module):
 
 
 class CharTransformer(nn.Module):
-    """Token-level decoder-only transformer: embedding plus sinusoidal positions, pre-norm blocks, final norm, readout.
+    """Decoder-only transformer in GPT-2's layout: token and position embeddings, pre-norm blocks, norm, readout.
 
-    GPT-2's initialisation: weights of the embedding and the linear layers from N(0, 0.02^2), the two projections
-    back into the residual stream (attention output, second MLP layer) scaled by ``1 / sqrt(2 num_layers)``, biases 0,
-    norms at gain 1. The embedding is the first parameter and the readout the last (as in :class:`CharLSTM`).
+    The token and the learned position embeddings are rows of one table, ``(vocab_size + context, width)``: tokens
+    first, then positions 0 .. context - 1 (GPT-2's two tables stacked), so the model's first parameter is its whole
+    embedding and its last the readout, as in :class:`CharLSTM`; optimizers that treat the first and last matrix apart
+    (Muon's and the learned rules' ``hidden`` options) keep both embeddings out of the hidden matrices. GPT-2's
+    initialisation: the table and the linear layers' weights from N(0, 0.02^2), the two projections back into the
+    residual stream (attention output, second MLP layer) scaled by ``1 / sqrt(2 num_layers)``, biases 0, norms at
+    gain 1.
 
     Args:
         vocab_size: number of tokens.
         width: model width.
         heads: attention heads per block.
         num_layers: blocks.
+        context: the longest sequence (positions with an embedding).
         mlp_ratio: hidden units of each block's MLP per unit of width.
     """
 
-    def __init__(self, vocab_size: int, width: int, heads: int, num_layers: int, mlp_ratio: int = 4):
+    def __init__(self, vocab_size: int, width: int, heads: int, num_layers: int, context: int, mlp_ratio: int = 4):
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, width)
+        self.vocab_size, self.context = vocab_size, context
+        self.embed = nn.Embedding(vocab_size + context, width)
         self.blocks = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio) for _ in range(num_layers))
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab_size)
@@ -194,9 +187,11 @@ class CharTransformer(nn.Module):
                 nn.init.normal_(parameter, std=0.02 / math.sqrt(2 * num_layers) if residual else 0.02)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """``tokens: (B, T) long -> logits (B, T, vocab_size)``."""
-        x = self.embed(tokens)
-        x = x + sinusoid_positions(tokens.shape[-1], x.shape[-1], x)
+        """``tokens: (B, T) long, T <= context -> logits (B, T, vocab_size)``."""
+        steps = tokens.shape[-1]
+        if steps > self.context:
+            raise ValueError(f"a sequence of {steps} tokens is longer than the context of {self.context}")
+        x = self.embed(tokens) + self.embed.weight[self.vocab_size : self.vocab_size + steps]
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x))

@@ -159,7 +159,7 @@ class CharTransformerOptions:
     """Options of ``char_transformer``."""
 
     seq_len: int = 32
-    """Characters per training window (the attention's context)."""
+    """Characters per training window (the attention's context, and the positions with an embedding)."""
     batch_size: int = 32
     """Windows per batch."""
     width: int = 64
@@ -184,7 +184,7 @@ class CharTransformerOptions:
 
 @register_task
 class CharTransformerTask(LanguageModelTask):
-    """``char_transformer``: 2-block pre-norm transformer (width 64, 4 heads) on ``charlm``'s characters."""
+    """``char_transformer``: 2-block GPT-2-style transformer (width 64, 4 heads) on ``charlm``'s characters."""
 
     name = "char_transformer"
     env_name = "CharTransformer"
@@ -198,7 +198,7 @@ class CharTransformerTask(LanguageModelTask):
     @override
     def build_model(self) -> nn.Module:
         o = self.options
-        return CharTransformer(self.vocab_size, o.width, o.heads, o.num_layers, o.mlp_ratio)
+        return CharTransformer(self.vocab_size, o.width, o.heads, o.num_layers, o.seq_len, o.mlp_ratio)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 import envs
-from envs.task.nn import CausalSelfAttention, CharTransformer, TransformerBlock, sinusoid_positions
+from envs.task.nn import CausalSelfAttention, CharTransformer, TransformerBlock
 
 
 def small(**options: object) -> envs.Task:
@@ -57,25 +57,35 @@ def test_a_position_sees_only_itself_and_the_past() -> None:
     assert (after[:, 6:] - logits[:, 6:]).abs().amax(dim=-1).min() > 1e-6  # every later position sees the change
 
 
-def test_positions_are_the_sinusoid_and_order_matters() -> None:
-    code = sinusoid_positions(5, 6, torch.zeros((), dtype=torch.float64))
-    for t in range(5):
-        for i in range(3):
-            angle = t / 10000 ** (2 * i / 6)
-            assert code[t, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-12)
-            assert code[t, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-12)
-    assert sinusoid_positions(4, 5, torch.zeros(())).shape == (4, 5)  # an odd width keeps its first columns
-    # without positions, attention over a repeated token could not tell the copies apart: here it does
-    model = small().init_model(0).double()
-    same = torch.full((1, 8), 3)
-    logits = model(same)
-    assert (logits[0, 1:] - logits[0, :1]).abs().amax() > 1e-6
+def test_the_model_is_embeddings_blocks_norm_readout_as_gpt2() -> None:
+    """Token row plus position row of the one table, the blocks, the final norm, the readout; order matters."""
+    torch.manual_seed(2)
+    model = CharTransformer(vocab_size=11, width=8, heads=2, num_layers=2, context=6).double()
+    for norm in (model.norm, *[m for b in model.blocks for m in (b.norm1, b.norm2)]):
+        torch.nn.init.normal_(norm.weight)
+    tokens = torch.tensor([[3, 3, 3, 7, 1]])
+    table = model.embed.weight
+    x = table[tokens[0]] + table[11:16]  # tokens' rows, then positions 0..4 after the vocabulary
+    for block in model.blocks:
+        x = block(x[None])[0]
+    expected = model.head(torch.nn.functional.layer_norm(x, (8,), model.norm.weight, model.norm.bias))
+    torch.testing.assert_close(model(tokens)[0], expected, rtol=1e-12, atol=1e-12)
+    # a repeated token is told apart by its position: the first three logits differ
+    logits = model(tokens)[0]
+    assert (logits[1] - logits[0]).abs().max() > 1e-6 and (logits[2] - logits[1]).abs().max() > 1e-6
+    with pytest.raises(ValueError, match="a sequence of 7 tokens is longer than the context of 6"):
+        model(torch.zeros(1, 7, dtype=torch.long))
 
 
 def test_initialisation_and_parameter_order() -> None:
-    model = CharTransformer(vocab_size=50, width=64, heads=4, num_layers=8)
+    model = CharTransformer(vocab_size=50, width=64, heads=4, num_layers=8, context=32)
     names = [name for name, _ in model.named_parameters()]
     assert names[0] == "embed.weight" and names[-2:] == ["head.weight", "head.bias"]
+    assert model.embed.weight.shape == (82, 64)  # 50 tokens, then 32 positions
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    matrices = [i for i, shape in enumerate(shapes) if len(shape) == 2]
+    assert matrices[0] == 0 and matrices[-1] == len(shapes) - 2  # the embeddings first, the readout last
+    assert model.embed.weight.std().item() == pytest.approx(0.02, rel=0.05)
     params = dict(model.named_parameters())
     assert all(p.abs().max() == 0 for name, p in params.items() if name.endswith("bias"))
     assert all(torch.equal(p, torch.ones_like(p)) for name, p in params.items() if "norm" in name and "weight" in name)
