@@ -154,7 +154,7 @@ def test_float64_and_device_options() -> None:
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda: envs.make_task("nope"), "unknown task 'nope'; valid tasks: charlm"),
+        (lambda: envs.make_task("nope"), "unknown task 'nope'; valid tasks: char_transformer, charlm"),
         (lambda: envs.make_task("digits_mlp", widht=3), "unknown option.*'widht'.*valid options: width: int"),
         (lambda: envs.make_task("digits_mlp", width="wide"), "bad option for task 'digits_mlp'"),
         (lambda: envs.make_task("digits_mlp", activation="swish"), "unknown activation 'swish'; valid: sigmoid"),
