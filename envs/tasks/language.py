@@ -130,28 +130,27 @@ class CharLMOptions:
                         hidden_size=self.hidden_size, num_layers=self.num_layers, eval_size=self.eval_size)  # fmt: skip
 
 
+class PythonDocsTask(LanguageModelTask):
+    """A model of the Python language reference's characters: the first 90% to train on, the rest held out."""
+
+    @override
+    def token_streams(self) -> tuple[Tensor, Tensor, int]:
+        text = python_docs_text()
+        alphabet = sorted(set(text))
+        index = {ch: i for i, ch in enumerate(alphabet)}
+        ids = torch.tensor([index[ch] for ch in text], dtype=torch.int64)
+        split = int(0.9 * len(ids))
+        return ids[:split], ids[split:], len(alphabet)
+
+
 @register_task
-class CharLMTask(LanguageModelTask):
+class CharLMTask(PythonDocsTask):
     """``charlm``: character LSTM (16-d embedding, 64 units) on Python's bundled language reference text."""
 
     name = "charlm"
     env_name = "CharLM"
     Options = CharLMOptions
     recipe = Recipe(optimizer="adam", lr=0.01, steps=600)
-
-    @override
-    def token_streams(self) -> tuple[Tensor, Tensor, int]:
-        return _python_docs_streams()
-
-
-def _python_docs_streams() -> tuple[Tensor, Tensor, int]:
-    """The Python language reference as character ids: the first 90% to train on, the rest held out."""
-    text = python_docs_text()
-    alphabet = sorted(set(text))
-    index = {ch: i for i, ch in enumerate(alphabet)}
-    ids = torch.tensor([index[ch] for ch in text], dtype=torch.int64)
-    split = int(0.9 * len(ids))
-    return ids[:split], ids[split:], len(alphabet)
 
 
 @dataclass
@@ -183,17 +182,13 @@ class CharTransformerOptions:
 
 
 @register_task
-class CharTransformerTask(LanguageModelTask):
+class CharTransformerTask(PythonDocsTask):
     """``char_transformer``: 2-block GPT-2-style transformer (width 64, 4 heads) on ``charlm``'s characters."""
 
     name = "char_transformer"
     env_name = "CharTransformer"
     Options = CharTransformerOptions
     recipe = Recipe(optimizer="adam", lr=0.003, steps=500)
-
-    @override
-    def token_streams(self) -> tuple[Tensor, Tensor, int]:
-        return _python_docs_streams()
 
     @override
     def build_model(self) -> nn.Module:
