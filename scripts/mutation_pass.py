@@ -57,6 +57,10 @@ FAMILY_V1 = ("tests/metaopt/training/test_family_v1.py",)
 FINDER_OPTIONS = ("tests/geodesics/test_finder_options.py",)
 STACKED = ("tests/metaopt/inner/test_stacked.py",)
 ADVANCE_MANY = ("tests/metaopt/inner/test_advance_many.py",)
+WALL_CLOCK = (
+    "tests/metaopt/compare/test_compare_stats.py::test_the_wall_clock_speed_up_pays_for_the_dearer_step",
+    "tests/metaopt/compare/test_compare_harness.py::test_the_wall_clock_speed_up_comes_from_the_timings_of_the_record",
+)
 MLP_BY_TENSOR = ("tests/metaopt/rules/test_blocked_step.py", "tests/metaopt/rules/test_mlp.py")
 ES_TOGETHER = ("tests/metaopt/test_es_population.py",)
 SLOTS = ("tests/metaopt/training/test_family.py::test_a_share_of_the_slots_is_built_as_the_whole_meta_batch_builds_it",
@@ -1154,6 +1158,34 @@ RECENT: list[Mutant] = [
         "    theirs = steps_to_reach(reference_curve, final)\n",
         "    theirs = steps_to_reach(reference_curve, reference_final)\n",
         ("tests/metaopt/compare/test_heldout_suite.py",),
+    ),
+    M(
+        "wall-clock speed-up with the time ratio upside down",
+        "metaopt/compare/stats.py",
+        "    return speedup * reference_seconds_per_step / seconds_per_step",
+        "    return speedup * seconds_per_step / reference_seconds_per_step",
+        WALL_CLOCK,
+    ),
+    M(
+        "wall-clock speed-up kept where a time per step is 0",
+        "metaopt/compare/stats.py",
+        "    if not (seconds_per_step > 0 and reference_seconds_per_step > 0 and math.isfinite(speedup)):",
+        "    if not (reference_seconds_per_step > 0 and math.isfinite(speedup)):",
+        WALL_CLOCK,
+    ),
+    M(
+        "wall-clock speed-up against the optimizer's own time instead of the reference's",
+        "metaopt/compare/results.py",
+        "                wall_speedup=wall_clock_speedup(speedup, seconds, reference_seconds),",
+        "                wall_speedup=wall_clock_speedup(speedup, seconds, seconds),",
+        WALL_CLOCK,
+    ),
+    M(
+        "the CSV's wall-clock speed-up is the speed-up in steps",
+        "metaopt/compare/report.py",
+        '                "wall_clock_speedup": row.wall_speedup,',
+        '                "wall_clock_speedup": row.speedup,',
+        WALL_CLOCK,
     ),
     M(
         "IQM cuts nothing",

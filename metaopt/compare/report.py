@@ -73,7 +73,7 @@ def results_table(task: TaskResult, cfg: CompareConfig) -> str:
         name = _target_name(task, target, cfg)
         header += [f"steps to ≤ {name} (seeds)", "speed-up"]
     if cfg.timing:
-        header += ["ms/step (plain)", "µs/run-step (batched)"]
+        header += ["ms/step (plain)", "µs/run-step (batched)", "speed-up in wall time (plain)"]
     header.append("diverged (tune · eval)")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in task.optimizers:
@@ -91,7 +91,8 @@ def results_table(task: TaskResult, cfg: CompareConfig) -> str:
         if cfg.timing:
             per_step = row.seconds_per_step
             batched = row.batched_seconds_per_run_step
-            cells += [_num(per_step * 1e3 if per_step else None, 3), _num(batched * 1e6 if batched else None, 3)]
+            wall = "–" if row.wall_speedup is None else f"{row.wall_speedup:.3g}×"
+            cells += [_num(per_step * 1e3 if per_step else None, 3), _num(batched * 1e6 if batched else None, 3), wall]
         cells.append(_diverged_text(row))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -147,6 +148,7 @@ def summary_table(tasks: Sequence[TaskResult], cfg: CompareConfig) -> str:
         "paired wins, train (eval)",
         f"speed-up IQM ({cfg.reference}-equivalent steps)",
         "speed-up min – max",
+        *(["wall-clock speed-up IQM (plain step)"] if cfg.timing else []),
         "tasks with a diverged eval run",
         "diverged eval runs",
     ]
@@ -156,12 +158,15 @@ def summary_table(tasks: Sequence[TaskResult], cfg: CompareConfig) -> str:
         refs = {task.label: r for task in tasks for r in task.optimizers if r.optimizer == cfg.reference}
         train_better = eval_better = compared = wins = wins_eval = pairs = 0
         speedups: list[float] = []
+        walls: list[float] = []
         diverged_tasks = diverged_runs = 0
         for task, row in rows:
             diverged_runs += row.diverged
             diverged_tasks += row.diverged > 0 or (row.tuning is not None and row.tuning.chosen is None)
             # a task where no run finished counts as a loss and a speed-up of 0
             speedups.append(0.0 if row.speedup is None else row.speedup)
+            if row.wall_speedup is not None or row.speedup is None:  # untimed tasks stay out; unfinished count 0
+                walls.append(0.0 if row.wall_speedup is None else row.wall_speedup)
             ref = refs.get(task.label)
             if name == cfg.reference or ref is None:
                 continue
@@ -180,6 +185,7 @@ def summary_table(tasks: Sequence[TaskResult], cfg: CompareConfig) -> str:
             "(reference)" if is_reference else f"{wins} ({wins_eval}) of {pairs}",
             _num(iqm(speedups), 3) + "×" if speedups else "–",
             f"{min(speedups):.3g}× – {max(speedups):.3g}×" if speedups else "–",
+            *([_num(iqm(walls), 3) + "×" if walls else "–"] if cfg.timing else []),
             f"{diverged_tasks}/{len(rows)}",
             f"{diverged_runs}/{sum(row.seeds for _, row in rows)}",
         ]
@@ -213,7 +219,9 @@ def _conventions(cfg: CompareConfig) -> str:
     timing = (
         " Wall time: median step time of one plain-loop run (batch, forward, backward, optimizer step) on the first"
         " evaluation seed at the chosen learning rate, the cost as a drop-in optimizer; batched: wall time of the"
-        " vectorized evaluation runs / (runs × steps)."
+        " vectorized evaluation runs / (runs × steps). Speed-up in wall time: the speed-up in"
+        f" {cfg.reference}-equivalent steps × {cfg.reference}'s plain step time / the optimizer's, so a dearer step"
+        " is paid for (one timed run each, so it moves with the machine's load)."
         if cfg.timing
         else ""
     )
@@ -305,6 +313,7 @@ def result_rows(cfg: CompareConfig, tasks: Sequence[TaskResult]) -> list[dict[st
                 "paired_eval_diff_ci95": row.paired_eval.difference.half if row.paired_eval else None,
                 "paired_eval_wins": row.paired_eval.wins if row.paired_eval else None,
                 "equivalent_speedup": row.speedup,
+                "wall_clock_speedup": row.wall_speedup,
             }
             for i in range(width):
                 target = row.targets[i] if i < len(row.targets) else None

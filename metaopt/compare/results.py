@@ -27,6 +27,7 @@ from metaopt.compare.stats import (
     paired_difference,
     reach_target,
     t_interval,
+    wall_clock_speedup,
 )
 
 __all__ = ["OptimizerResult", "Records", "TaskResult", "task_results", "tuning_of", "unit_key"]
@@ -127,6 +128,9 @@ class OptimizerResult:
     """Paired evaluation-loss difference to the reference (None for the reference itself or without one)."""
     speedup: float | None = None
     """Reference-equivalent speed-up (:func:`~metaopt.compare.stats.equivalent_speedup`); None without curves."""
+    wall_speedup: float | None = None
+    """``speedup`` in wall time (:func:`~metaopt.compare.stats.wall_clock_speedup`, from the plain loop's time per
+    step of this optimizer and of the reference); None without timings."""
 
     @property
     def curve_interval(self) -> tuple[np.ndarray, np.ndarray]:
@@ -211,8 +215,15 @@ def task_results(
     if not targets and reference is not None and reference.curves.shape[0]:
         targets, from_reference = [float(np.nanmean(reference.finals))], True
     rows = []
+    reference_seconds = records.timings.get((label, cfg.reference)) if cfg.timing else None
     for name, ev in evaluations.items():
         chunks = records.chunks.get(("eval", label, name), [])
+        seconds = records.timings.get((label, name)) if cfg.timing else None
+        speedup = (
+            equivalent_speedup(ev.curves, reference.mean_curve, task_cfg.steps, cfg.final_window)
+            if reference is not None
+            else None
+        )
         run_steps = sum(int(c["runs"]) * int(c["steps"]) for c in chunks)
         batched_time = sum(_float(c["seconds"]) for c in chunks) / run_steps if run_steps else None
         compare_to_reference = reference is not None and name != cfg.reference and ev.finals.size > 0
@@ -233,7 +244,7 @@ def task_results(
                     for t in targets
                 ),
                 paired=paired_difference(ev.finals, reference.finals) if compare_to_reference and reference else None,
-                seconds_per_step=records.timings.get((label, name)) if cfg.timing else None,
+                seconds_per_step=seconds,
                 batched_seconds_per_run_step=batched_time if cfg.timing and paths[name] == "batched" else None,
                 eval_by_seed=ev.eval_by_seed,
                 paired_eval=(
@@ -241,11 +252,8 @@ def task_results(
                     if compare_to_reference and reference
                     else None
                 ),
-                speedup=(
-                    equivalent_speedup(ev.curves, reference.mean_curve, task_cfg.steps, cfg.final_window)
-                    if reference is not None
-                    else None
-                ),
+                speedup=speedup,
+                wall_speedup=wall_clock_speedup(speedup, seconds, reference_seconds),
             )
         )
     return TaskResult(label, task_cfg, tuple(targets), from_reference, tuple(rows))

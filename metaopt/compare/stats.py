@@ -18,6 +18,9 @@ Pure functions over arrays. Conventions, also stated in every report:
   evaluation loss).
 - *reference-equivalent speed-up*: how many times fewer steps the optimizer needs than the reference for the same
   training loss (:func:`equivalent_speedup`); summarised across tasks by its interquartile mean (:func:`iqm`).
+- *wall-clock speed-up*: that speed-up times the reference's wall time per step over the optimizer's
+  (:func:`wall_clock_speedup`): how many times less time the optimizer needs for the same training loss, where its
+  dearer step is paid for.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "reach_target",
     "steps_to_reach",
     "t_interval",
+    "wall_clock_speedup",
 ]
 
 CONFIDENCE = 0.95
@@ -237,6 +241,21 @@ def equivalent_speedup(curves: np.ndarray, reference_curve: np.ndarray, horizon:
         return max(theirs if theirs is not None else horizon, 1) / max(mine if mine is not None else horizon, 1)
     theirs = steps_to_reach(reference_curve, final)
     return max(theirs if theirs is not None else horizon, 1) / horizon
+
+
+def wall_clock_speedup(
+    speedup: float | None, seconds_per_step: float | None, reference_seconds_per_step: float | None
+) -> float | None:
+    """The reference-equivalent ``speedup`` in wall time: ``speedup * reference_seconds_per_step / seconds_per_step``.
+
+    Above 1 the optimizer reaches the reference's final loss (or, below 1 in steps, its own) in less time than the
+    reference, its step's cost included. None when the speed-up or either time per step is missing or not positive.
+    """
+    if speedup is None or seconds_per_step is None or reference_seconds_per_step is None:
+        return None
+    if not (seconds_per_step > 0 and reference_seconds_per_step > 0 and math.isfinite(speedup)):
+        return None
+    return speedup * reference_seconds_per_step / seconds_per_step
 
 
 def iqm(values: Sequence[float]) -> float:

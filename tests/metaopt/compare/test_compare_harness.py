@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -123,6 +125,43 @@ def test_tuned_sgd_rate_is_below_two_over_the_largest_curvature(tmp_path: Path) 
     assert tuning.chosen < edge
     assert tuning.chosen > edge / 2  # tuned: SGD on an ill-conditioned quadratic wants the largest stable rate
     assert tuning.diverged_runs > 0  # the grid reached well past the edge
+
+
+def test_the_wall_clock_speed_up_comes_from_the_timings_of_the_record(tmp_path: Path) -> None:
+    """Each row's speed-up in wall time is its step speed-up times the reference's time per step over its own, from
+    the timing records alone: rewritten timings give the rewritten ratio in the table, the summary and the CSV."""
+    cfg = tiny(tmp_path / "run", timing=True)
+    run, tasks = compute_results(cfg, progress=False)
+    for task in tasks:
+        sgd, adam = task.optimizers
+        assert adam.wall_speedup == pytest.approx(1.0)  # the reference against itself
+        assert sgd.speedup is not None and sgd.seconds_per_step and adam.seconds_per_step
+        assert sgd.wall_speedup == pytest.approx(sgd.speedup * adam.seconds_per_step / sgd.seconds_per_step)
+    records = tmp_path / "run" / "records.jsonl"
+    lines = []
+    for line in records.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("kind") == "timing":  # SGD's step four times Adam's
+            record["seconds_per_step"] = 0.004 if record["optimizer"] == "sgd" else 0.001
+        lines.append(json.dumps(record))
+    records.write_text("\n".join(lines) + "\n")
+    run_compare(cfg, progress=False)  # nothing left to run: the outputs from the records
+    run, tasks = compute_results(cfg, progress=False)
+    walls = []
+    for task in tasks:
+        sgd = task.optimizers[0]
+        assert sgd.speedup is not None and sgd.wall_speedup == pytest.approx(sgd.speedup / 4)
+        walls.append(sgd.wall_speedup)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "speed-up in wall time (plain)" in report and f"{walls[0]:.3g}×" in report
+    assert "wall-clock speed-up IQM" in report
+    rows = list(csv.DictReader((tmp_path / "run" / "results.csv").open()))
+    assert [float(r["wall_clock_speedup"]) for r in rows if r["optimizer"] == "sgd"] == pytest.approx(walls)
+    untimed = tiny(tmp_path / "untimed")
+    run_compare(untimed, progress=False)
+    _, tasks = compute_results(untimed, progress=False)
+    assert all(row.wall_speedup is None for task in tasks for row in task.optimizers)
+    assert "wall" not in (tmp_path / "untimed" / "report.md").read_text()
 
 
 def test_diverging_runs_are_counted_never_chosen_and_never_fatal(tmp_path: Path) -> None:

@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from metaopt.compare.stats import choose_lr, final_loss, paired_difference, reach_target, steps_to_reach, t_interval
+from metaopt.compare.stats import (
+    choose_lr,
+    final_loss,
+    paired_difference,
+    reach_target,
+    steps_to_reach,
+    t_interval,
+    wall_clock_speedup,
+)
 
 
 def test_a_learning_rate_that_diverged_on_any_seed_is_never_chosen() -> None:
@@ -62,3 +70,12 @@ def test_paired_difference_skips_seeds_where_either_diverged() -> None:
     paired = paired_difference(a, b)
     assert paired.difference.n == 2 and paired.difference.mean == -0.5 and paired.wins == 2
     assert paired.difference.half == 0.0
+
+
+def test_the_wall_clock_speed_up_pays_for_the_dearer_step() -> None:
+    # twice as few steps at three times the time per step: 1.5x slower in wall time
+    assert wall_clock_speedup(2.0, 0.003, 0.001) == pytest.approx(2.0 / 3.0)
+    assert wall_clock_speedup(0.5, 0.001, 0.004) == pytest.approx(2.0)  # worse in steps, cheap enough to win
+    assert wall_clock_speedup(1.0, 0.002, 0.002) == 1.0
+    for missing in ((None, 0.1, 0.1), (2.0, None, 0.1), (2.0, 0.1, None), (2.0, 0.0, 0.1), (2.0, math.nan, 0.1)):
+        assert wall_clock_speedup(*missing) is None
