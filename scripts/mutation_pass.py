@@ -46,6 +46,9 @@ CURVE = ("tests/geodesics/test_curve.py", "tests/geodesics/test_dss.py")
 DSS = ("tests/geodesics/test_dss.py", "tests/geodesics/test_finders.py")
 INVARIANTS = ("tests/geodesics/test_invariants.py",)
 M = Mutant
+EAGER_THRESHOLD = (
+    "tests/metaopt/rules/test_tiny_inplace.py::test_the_eager_path_is_taken_from_about_six_thousand_coordinates_per_tensor",
+)
 TINY_INPLACE = (
     "tests/metaopt/rules/test_tiny_inplace.py::test_the_eager_in_place_step_equals_the_functional_step",
     "tests/metaopt/rules/test_tiny_inplace.py::test_other_options_follow_the_functional_step_too",
@@ -1158,6 +1161,27 @@ RECENT: list[Mutant] = [
         "    theirs = steps_to_reach(reference_curve, final)\n",
         "    theirs = steps_to_reach(reference_curve, reference_final)\n",
         ("tests/metaopt/compare/test_heldout_suite.py",),
+    ),
+    M(
+        "the eager in-place step's threshold back at 16,384 coordinates per tensor",
+        "metaopt/rules/tiny_inplace.py",
+        "EAGER_LEAST_PER_TENSOR = 6144\n",
+        "EAGER_LEAST_PER_TENSOR = 2**14\n",
+        EAGER_THRESHOLD,
+    ),
+    M(
+        "the eager in-place step's threshold on the total coordinates, not the mean per tensor",
+        "metaopt/rules/tiny_inplace.py",
+        "    if not compile and sum(p.numel() for p in params) < EAGER_LEAST_PER_TENSOR * len(params):",
+        "    if not compile and sum(p.numel() for p in params) < EAGER_LEAST_PER_TENSOR:",
+        EAGER_THRESHOLD,
+    ),
+    M(
+        "the eager in-place step's threshold on the largest tensor",
+        "metaopt/rules/tiny_inplace.py",
+        "    if not compile and sum(p.numel() for p in params) < EAGER_LEAST_PER_TENSOR * len(params):",
+        "    if not compile and max(p.numel() for p in params) < EAGER_LEAST_PER_TENSOR:",
+        EAGER_THRESHOLD,
     ),
     M(
         "wall-clock speed-up with the time ratio upside down",

@@ -280,6 +280,28 @@ def test_inputs_it_does_not_take_go_to_the_functional_step() -> None:
         assert declines(plain, param, torch.ones_like(param))
 
 
+def test_the_eager_path_is_taken_from_about_six_thousand_coordinates_per_tensor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shipped threshold: a transformer's list of tensors (a few large matrices among many vectors of its width)
+    averaging about 8,000 coordinates takes the in-place step, one averaging about 3,000 the functional step."""
+    monkeypatch.undo()  # the module's own threshold, not the fixture's 0
+    assert 4096 < tiny_inplace.EAGER_LEAST_PER_TENSOR <= 8192
+
+    def takes(width: int) -> bool:
+        shapes = [(3 * width, width), (width, width), (4 * width, width), (width, 4 * width)] * 2 + [(width,)] * 10
+        params = [torch.zeros(shape) for shape in shapes]
+        rule = _rule("all", torch.float32)
+        with torch.no_grad():
+            state = rule.join([rule.init_state(p) for p in params])
+            return (
+                rule.step_in_place(params, [torch.ones_like(p) for p in params], state, [(1e-3, 0.0)] * 18) is not None
+            )
+
+    assert not takes(40)  # 2,155 coordinates per tensor
+    assert takes(100)  # 13,389 per tensor
+
+
 def test_a_compiler_failure_warns_once_and_runs_the_eager_step(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object, **kwargs: object):  # noqa: ANN202
         def fail(*a: object, **k: object) -> None:
