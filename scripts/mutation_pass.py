@@ -1184,6 +1184,15 @@ RECENT: list[Mutant] = [
         EAGER_THRESHOLD,
     ),
     M(
+        "a run without wall times refused when resumed with timing=true",
+        "envs/tooling/runs.py",
+        'RESULT_NEUTRAL_KEYS = frozenset({"out", "name", "timing"})',
+        'RESULT_NEUTRAL_KEYS = frozenset({"out", "name"})',
+        (
+            "tests/metaopt/compare/test_compare_harness.py::test_wall_times_are_added_to_a_finished_run_by_resuming_it_with_timing",
+        ),
+    ),
+    M(
         "wall-clock speed-up with the time ratio upside down",
         "metaopt/compare/stats.py",
         "    return speedup * reference_seconds_per_step / seconds_per_step",

@@ -49,8 +49,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RESULT_NEUTRAL_KEYS", "Run", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text"]
 
-RESULT_NEUTRAL_KEYS = frozenset({"out", "name"})
-"""Config keys (at any depth) that do not change a run's results: a run directory moved, copied or renamed resumes."""
+RESULT_NEUTRAL_KEYS = frozenset({"out", "name", "timing"})
+"""Config keys (at any depth) that do not change a run's results: a run directory moved, copied or renamed resumes,
+and a comparison run without wall times resumes with ``timing=true`` to add them (and the reverse leaves them out of
+the report)."""
 _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 

@@ -164,6 +164,26 @@ def test_the_wall_clock_speed_up_comes_from_the_timings_of_the_record(tmp_path: 
     assert "wall" not in (tmp_path / "untimed" / "report.md").read_text()
 
 
+def test_wall_times_are_added_to_a_finished_run_by_resuming_it_with_timing(tmp_path: Path) -> None:
+    """``timing`` changes no loss: a run made without it resumes with it, runs only the timing jobs, and keeps every
+    number it had."""
+    run_compare(tiny(tmp_path / "run"), progress=False)
+    records = tmp_path / "run" / "records.jsonl"
+    before = records.read_text().splitlines()
+    _, untimed = compute_results(tiny(tmp_path / "run"), progress=False)
+    run_compare(tiny(tmp_path / "run", timing=True), progress=False)
+    after = records.read_text().splitlines()
+    assert after[: len(before)] == before
+    added = [json.loads(line) for line in after[len(before) :]]
+    assert added and {r["kind"] for r in added} == {"timing"} and len(added) == 2 * 2  # two tasks x two optimizers
+    _, timed = compute_results(tiny(tmp_path / "run", timing=True), progress=False)
+    for old_task, new_task in zip(untimed, timed):
+        for old, new in zip(old_task.optimizers, new_task.optimizers):
+            assert old.final == new.final and old.speedup == new.speedup and old.wall_speedup is None
+            assert new.seconds_per_step and new.wall_speedup is not None
+    assert "speed-up in wall time" in (tmp_path / "run" / "report.md").read_text()
+
+
 def test_diverging_runs_are_counted_never_chosen_and_never_fatal(tmp_path: Path) -> None:
     cfg = tiny(tmp_path / "run", lr_grid=[0.01, 30.0, 100.0])
     run, tasks = compute_results(cfg, progress=False)
