@@ -28,14 +28,16 @@
 #   learned_dropin_family_v1  the shipped family-v1 rule, eager and compiled, 1M and 10M (about 1-2 minutes compiling)
 #   learned_dropin_family_v2  the shipped family-v2 rule (Newton-Schulz on each matrix: matmuls, where a GPU is fast)
 #   learned_dropin_family_v3  the shipped family-v3 rule (groups of 256 rows), with groups of 64 in bfloat16 and on their Gram matrix, beside Muon
+#   learned_dropin_transformer  family-v3 and Muon on 4-block character transformers of 824k and 10M parameters
+#                     (32 windows of 32 characters), eager and compiled: the step and the training step against Adam's
 #   orthogonalize     Newton-Schulz on the Gram matrix vs the standard iteration, the block shapes of the size sweep
 #   threads           host threads 1 vs 2 with the model on the GPU
 #   distributed       whole commands: geodesics sweep, metaopt train, metaopt targets (1 rank; 2 ranks with >= 2 GPUs)
 #   census_cnn        the curvature census (metaopt census) on digits_cnn at 10 seeds, its report under $OUT/census-cnn
 #
 # Runtime on one H200, measured once (docs/results.md, "On one NVIDIA H200"): the first 11 steps took 450 s, with
-# gemm_share and compare_sweep cut by their timeouts, which are now longer; plan on about 10 minutes in all, so a
-# 15-minute device budget holds the machine's start and one run. Every step has its own timeout; the total is the last
+# gemm_share and compare_sweep cut by their timeouts, which are now longer; plan on about 12 minutes in all with the
+# transformer step added since; a 15-minute device budget holds the machine's start and one run with SKIP. Every step has its own timeout; the total is the last
 # line of gpu.jsonl. Steps whose figures are already in docs/results.md can be skipped: SKIP="curve_throughput finders";
 # ONLY="learned_meta_stack learned_dropin_tiny" runs just those.
 set -euo pipefail
@@ -103,6 +105,7 @@ step learned_dropin_tiny 90 learned_dropin_speed.py --rules tiny tiny:learned_te
 step learned_dropin_family_v1 150 learned_dropin_speed.py --rules family-v1 --compile --sizes 1000000 10000000 --repeats 2
 step learned_dropin_family_v2 90 learned_dropin_speed.py --rules family-v2 --sizes 100000 1000000 10000000 --repeats 2
 step learned_dropin_family_v3 150 learned_dropin_speed.py --rules family-v3 family-v3:ns_block=64,ns_dtype=bfloat16 family-v3:ns_block=64,ns_method=gram --muon --sizes 1000000 10000000 --repeats 2
+step learned_dropin_transformer 150 learned_dropin_speed.py --model transformer --batch 32 --rules family-v3 --compile --muon --sizes 823911 10000000 --repeats 2
 step orthogonalize 60 orthogonalize_speed.py --repeats 3
 step threads 30 threads.py --tasks digits_mlp digits_cnn --threads 1 2 --steps 50 --repeats 2
 step distributed 120 distributed.py --ranks 1 2 --repeats 1 --workloads sweep train targets
