@@ -1193,6 +1193,20 @@ RECENT: list[Mutant] = [
         ),
     ),
     M(
+        "the run comparison compares the speed-up in wall time",
+        "envs/tooling/rundiff.py",
+        'WALL_CLOCK = ("seconds", "wall_clock")',
+        'WALL_CLOCK = ("seconds",)',
+        ("tests/envs/test_rundiff.py::test_the_speed_up_in_wall_time_is_a_wall_clock_figure",),
+    ),
+    M(
+        "the run comparison compares the report's wall-clock IQM column",
+        "envs/tooling/rundiff.py",
+        'r"second|time|wall|/step|run-step|per (minute|second)"',
+        'r"second|time|/step|run-step|per (minute|second)"',
+        ("tests/envs/test_rundiff.py::test_the_speed_up_in_wall_time_is_a_wall_clock_figure",),
+    ),
+    M(
         "wall-clock speed-up with the time ratio upside down",
         "metaopt/compare/stats.py",
         "    return speedup * reference_seconds_per_step / seconds_per_step",

@@ -33,8 +33,8 @@ from typing import Any
 import torch
 import yaml
 
-WALL_CLOCK = ("seconds",)
-"""Keys (and their ``_*`` variants) that hold wall-clock times."""
+WALL_CLOCK = ("seconds", "wall_clock")
+"""Keys (and their ``_*`` variants) that hold wall-clock times or figures computed from them."""
 ALWAYS_IGNORED = {"rng"}
 """Keys that differ between two processes running the same code."""
 
@@ -51,7 +51,7 @@ __all__ = ["diff", "diff_runs", "main", "tensorboard_values"]
 
 _SECONDS = re.compile(r"\b\d+(\.\d+)?( ?(s|ms|min)\b)")
 _RATE = re.compile(r"\b\d[\d.,e+]*( [a-z-]+)? per (minute|second|hour)\b")
-_TIMED_HEADER = re.compile(r"second|time|/step|run-step|per (minute|second)")
+_TIMED_HEADER = re.compile(r"second|time|wall|/step|run-step|per (minute|second)")
 _NEUTRAL_ROWS = ("run_dir", "out")
 
 

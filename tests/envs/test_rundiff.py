@@ -52,6 +52,27 @@ def test_identical_runs_and_wall_clock_changes_compare_equal(tmp_path: Path) -> 
     assert diff_runs(a, b) == []
 
 
+def test_the_speed_up_in_wall_time_is_a_wall_clock_figure(tmp_path: Path) -> None:
+    """A comparison's speed-up in wall time comes from timings: two runs that differ only there compare equal, in
+    ``results.csv`` and in both tables of the report, while its speed-up in steps is still compared."""
+    table = (
+        "| optimizer | speed-up (adam-equivalent steps) | speed-up in wall time (plain) |\n|---|---|---|\n"
+        "| sgd | 2× | {} |\n\n"
+        "| optimizer | speed-up IQM (adam-equivalent steps) | wall-clock speed-up IQM (plain step) |\n|---|---|---|\n"
+        "| sgd | 2× | {} |\n"
+    )
+    a = make_run(tmp_path / "a")
+    (a / "results.csv").write_text("optimizer,equivalent_speedup,wall_clock_speedup\nsgd,2.0,1.07\n")
+    (a / "report.md").write_text(table.format("1.07×", "1.07×"))
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    (b / "results.csv").write_text("optimizer,equivalent_speedup,wall_clock_speedup\nsgd,2.0,0.59\n")
+    (b / "report.md").write_text(table.format("0.59×", "0.61×"))
+    assert diff_runs(a, b) == []
+    (b / "results.csv").write_text("optimizer,equivalent_speedup,wall_clock_speedup\nsgd,2.5,0.59\n")
+    assert diff_runs(a, b) != []
+
+
 def test_every_changed_number_is_found(tmp_path: Path) -> None:
     a = make_run(tmp_path / "a")
     edits = {
