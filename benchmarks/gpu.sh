@@ -37,9 +37,10 @@
 #
 # Runtime on one H200, measured once (docs/results.md, "On one NVIDIA H200"): the first 11 steps took 450 s, with
 # gemm_share and compare_sweep cut by their timeouts, which are now longer; plan on about 12 minutes in all with the
-# transformer step added since; a 15-minute device budget holds the machine's start and one run with SKIP. Every step has its own timeout; the total is the last
-# line of gpu.jsonl. Steps whose figures are already in docs/results.md can be skipped: SKIP="curve_throughput finders";
-# ONLY="learned_meta_stack learned_dropin_tiny" runs just those.
+# transformer step added since, so a 15-minute device budget holds the machine's start and one run with a few steps
+# skipped. Every step has its own timeout; the total is the last line of gpu.jsonl. Steps whose figures are already in
+# docs/results.md can be skipped: SKIP="curve_throughput finders"; ONLY="learned_meta_stack learned_dropin_tiny" runs
+# just those.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
