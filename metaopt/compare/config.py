@@ -134,8 +134,9 @@ class CompareConfig(RunOptions):
     max_stacked_runs: int = 1024
     """Most runs advanced together; a bigger chunk is split in a fixed order, so results stay deterministic."""
     timing: bool = True
-    """Time one plain-loop run per optimizer and task for the wall time per step; false leaves timings out, so
-    the report depends on nothing but the seeds."""
+    """Time one plain-loop run per optimizer and task for the wall time per step and the speed-up in wall time; false
+    leaves timings out, so the report depends on nothing but the seeds. Changing it does not refuse a resume: a
+    finished run resumed with ``timing=true`` runs only the timing jobs."""
     threads: int = 1
     """CPU threads for torch while the command runs (0: torch's default). Small runs are fastest on one thread, and
     several OpenMP threads spin-wait badly on a busy shared CPU (docs/results.md, intra-op threads)."""
