@@ -28,6 +28,10 @@ Per size and rule one JSON line:
 * ``state_bytes_per_param`` of the rule and of Adam; threads and load average. On CUDA the device is synchronized
   around each timed ``step()``.
 
+At the end a Markdown table of the same rows goes to standard error (standard output stays JSON lines): one line per
+rule, one column per size, each cell the step over Adam's with the whole training step's in brackets, then Adam's
+step in ms, the threads and the load average over the run.
+
     OMP_NUM_THREADS=1 python benchmarks/learned_dropin_speed.py [--sizes 1500 10000 100000 1000000]
         [--rules mlp lstm tiny tiny:learned_tensors=hidden] [--compile] [--device cpu|cuda|auto] [--repeats 3]
 """
@@ -37,6 +41,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -193,11 +198,38 @@ def main() -> None:
         rules = {spec: make_named_rule(spec, device) for spec in args.rules}
     except (ValueError, TypeError) as error:  # a malformed or invalid option (InvalidValue is a ValueError)
         parser.error(f"--rules: {error}")
+    rows = []
     for size in sizes:
         model_params = list(build_model(width_for(size, args.model), device, args.model).parameters())
         flops = {spec: rule_flop_per_param(rule, model_params) for spec, rule in rules.items()}
         for row in measure(size, rules, flops, args, device):
             emit(row)
+            rows.append(row)
+    print(summary(rows), file=sys.stderr)
+
+
+def summary(rows: Sequence[dict]) -> str:
+    """The rows as one Markdown table: a line per rule, a column per size, ``step ratio (training-step ratio)``.
+
+    Under it Adam's step in ms at each size, and the threads and load averages the rows report (their range).
+    """
+    sizes = sorted({row["params"] for row in rows})
+    rules = list(dict.fromkeys(row["rule"] for row in rows))
+    cells = {(row["rule"], row["params"]): row for row in rows}
+    lines = [
+        "| rule, step over Adam's (training step) | " + " | ".join(f"{size:,}" for size in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    for rule in rules:
+        found = [cells.get((rule, size)) for size in sizes]
+        text = [f"{row['step_ratio']:.2f}x ({row['train_step_ratio']:.2f}x)" if row else "-" for row in found]
+        lines.append(f"| {rule} | " + " | ".join(text) + " |")
+    adam = {row["params"]: row["adam_step_ms"] for row in rows}
+    lines.append("| Adam's step, ms | " + " | ".join(f"{adam[size]:.3g}" for size in sizes) + " |")
+    loads = [row["load_average"][0] for row in rows]
+    threads = sorted({row["threads"] for row in rows})
+    lines.append(f"\nthreads {', '.join(map(str, threads))}; load average {min(loads):.2f}-{max(loads):.2f}")
+    return "\n".join(lines)
 
 
 def learned_maker(rule: LearnedRule, compile: bool = False) -> Maker:

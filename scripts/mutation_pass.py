@@ -60,6 +60,7 @@ FAMILY_V1 = ("tests/metaopt/training/test_family_v1.py",)
 FINDER_OPTIONS = ("tests/geodesics/test_finder_options.py",)
 STACKED = ("tests/metaopt/inner/test_stacked.py",)
 ADVANCE_MANY = ("tests/metaopt/inner/test_advance_many.py",)
+DROPIN_SUMMARY = ("tests/test_benchmarks_cli.py::test_dropin_sweep_summary_puts_each_rule_and_size_in_its_cell",)
 WALL_CLOCK = (
     "tests/metaopt/compare/test_compare_stats.py::test_the_wall_clock_speed_up_pays_for_the_dearer_step",
     "tests/metaopt/compare/test_compare_harness.py::test_the_wall_clock_speed_up_comes_from_the_timings_of_the_record",
@@ -1161,6 +1162,27 @@ RECENT: list[Mutant] = [
         "    theirs = steps_to_reach(reference_curve, final)\n",
         "    theirs = steps_to_reach(reference_curve, reference_final)\n",
         ("tests/metaopt/compare/test_heldout_suite.py",),
+    ),
+    M(
+        "the size sweep's table with its sizes in the rows' order, not sorted",
+        "benchmarks/learned_dropin_speed.py",
+        '    sizes = sorted({row["params"] for row in rows})',
+        '    sizes = list(dict.fromkeys(row["params"] for row in rows))',
+        DROPIN_SUMMARY,
+    ),
+    M(
+        "the size sweep's table with the training step's ratio in the step's place",
+        "benchmarks/learned_dropin_speed.py",
+        "row['step_ratio']:.2f}x ({row['train_step_ratio']:.2f}x)",
+        "row['train_step_ratio']:.2f}x ({row['train_step_ratio']:.2f}x)",
+        DROPIN_SUMMARY,
+    ),
+    M(
+        "the size sweep's table with the load of the first row only",
+        "benchmarks/learned_dropin_speed.py",
+        '    loads = [row["load_average"][0] for row in rows]',
+        '    loads = [rows[0]["load_average"][0]]',
+        DROPIN_SUMMARY,
     ),
     M(
         "the eager in-place step's threshold back at 16,384 coordinates per tensor",

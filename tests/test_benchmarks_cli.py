@@ -89,3 +89,27 @@ def test_dropin_sweep_on_a_transformer_sizes_the_model_and_times_it() -> None:
     assert row["model"] == "transformer" and row["rule"] == "tiny" and row["batch"] == 2
     assert row["params"] == sweep.transformer_params(sweep.width_for(3000, "transformer"))
     assert row["step_ratio"] > 0 and row["train_step_ratio"] > 0
+    table = done.stderr[done.stderr.index("| rule, step over Adam's") :]
+    assert f"| tiny | {row['step_ratio']:.2f}x ({row['train_step_ratio']:.2f}x) |" in table
+
+
+def test_dropin_sweep_summary_puts_each_rule_and_size_in_its_cell() -> None:
+    """The table at the end of ``learned_dropin_speed.py``: rows by rule, columns by size, a missing cell a dash."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import learned_dropin_speed as sweep
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def row(rule: str, params: int, step: float, train: float, adam: float, load: float) -> dict:
+        return {"rule": rule, "params": params, "step_ratio": step, "train_step_ratio": train, "adam_step_ms": adam,
+                "threads": 1, "load_average": [load, 0.0, 0.0]}  # fmt: skip
+
+    rows = [row("tiny", 100_000, 4.0, 2.0, 0.5, 1.5), row("tiny", 10_000, 3.0, 1.5, 0.25, 0.5),
+            row("lstm", 10_000, 12.0, 6.0, 0.25, 0.75)]  # fmt: skip
+    lines = sweep.summary(rows).splitlines()
+    assert lines[0] == "| rule, step over Adam's (training step) | 10,000 | 100,000 |"
+    assert lines[2] == "| tiny | 3.00x (1.50x) | 4.00x (2.00x) |"  # sizes in order, whatever order the rows came in
+    assert lines[3] == "| lstm | 12.00x (6.00x) | - |"
+    assert lines[4] == "| Adam's step, ms | 0.25 | 0.5 |"
+    assert lines[-1] == "threads 1; load average 0.50-1.50"
