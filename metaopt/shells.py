@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import operator
+import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -57,8 +58,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
     Dtypes: the rule's state and update are kept in the rule's dtype, or in float64 when a parameter is float64 (the
     rule's weights are then used in a float64 copy, refreshed when they change). Complex parameters are refused:
     optimize ``torch.view_as_real`` of them instead (a real parameter of shape ``(..., 2)``), which treats the real
-    and imaginary parts as two coordinates. ``copy.deepcopy`` and pickling keep the rule, the state and the counters,
-    so a copy continues exactly as the original would. Under ``torch.compile`` the step runs eagerly (see
+    and imaginary parts as two coordinates. Under ``DistributedDataParallel`` (``torchrun``) every rank steps the same
+    whole tensors from the averaged gradients, as one process would; sharded parameters (a ``DTensor``, as FSDP2 and
+    tensor parallelism make) are refused, because the rules normalise and orthogonalize whole tensors.
+    ``copy.deepcopy`` and pickling keep the rule, the state and the counters, so a copy continues exactly as the
+    original would. Under ``torch.compile`` the step runs eagerly (see
     :meth:`step`).
 
     Args:
@@ -152,6 +156,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     f"LearnedOptimizer does not support complex parameters (parameter {index} of group "
                     f"{len(self.param_groups)} is {p.dtype}); optimize torch.view_as_real(p) instead, a real view "
                     "whose last axis holds the real and imaginary parts"
+                )
+            if _is_sharded(p):
+                raise ValueError(
+                    f"LearnedOptimizer does not support sharded parameters (parameter {index} of group "
+                    f"{len(self.param_groups)} is a {type(p).__name__}, as FSDP2 or tensor parallelism makes them): "
+                    "the learned rules normalise, and may orthogonalize, each whole tensor, which a shard is not; "
+                    "replicate the parameters (DistributedDataParallel, where every rank steps the same whole tensors)"
                 )
         super().add_param_group({**param_group, "params": params})
 
@@ -329,6 +340,16 @@ class LearnedOptimizer(torch.optim.Optimizer):
         joined.state = new_state
         apply_update(params, update, options)
         return loss
+
+
+def _is_sharded(p: object) -> bool:
+    """Whether ``p`` is a ``DTensor`` (a shard of a tensor, as FSDP2 or tensor parallelism make parameters).
+
+    Looked up only when ``torch.distributed.tensor`` was imported: without it no ``DTensor`` exists (and importing it
+    here would slow every command's start).
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(p, module.DTensor)
 
 
 class _JoinedState:

@@ -60,6 +60,7 @@ FAMILY_V1 = ("tests/metaopt/training/test_family_v1.py",)
 FINDER_OPTIONS = ("tests/geodesics/test_finder_options.py",)
 STACKED = ("tests/metaopt/inner/test_stacked.py",)
 ADVANCE_MANY = ("tests/metaopt/inner/test_advance_many.py",)
+SHARDED = ("tests/metaopt/test_shell_ddp.py",)
 DROPIN_SUMMARY = ("tests/test_benchmarks_cli.py::test_dropin_sweep_summary_puts_each_rule_and_size_in_its_cell",)
 WALL_CLOCK = (
     "tests/metaopt/compare/test_compare_stats.py::test_the_wall_clock_speed_up_pays_for_the_dearer_step",
@@ -1162,6 +1163,27 @@ RECENT: list[Mutant] = [
         "    theirs = steps_to_reach(reference_curve, final)\n",
         "    theirs = steps_to_reach(reference_curve, reference_final)\n",
         ("tests/metaopt/compare/test_heldout_suite.py",),
+    ),
+    M(
+        "sharded parameters stepped shard by shard",
+        "metaopt/shells.py",
+        "            if _is_sharded(p):\n",
+        "            if False:\n",
+        SHARDED,
+    ),
+    M(
+        "sharded parameters looked up in a module that is not the DTensor's",
+        "metaopt/shells.py",
+        '    module = sys.modules.get("torch.distributed.tensor")',
+        '    module = sys.modules.get("torch.distributed.fsdp")',
+        SHARDED,
+    ),
+    M(
+        "the sharded-parameter check on the group's first parameter only",
+        "metaopt/shells.py",
+        "            if _is_sharded(p):\n",
+        "            if index == 0 and _is_sharded(params[-1]):\n",
+        SHARDED,
     ),
     M(
         "the size sweep's table with its sizes in the rows' order, not sorted",
