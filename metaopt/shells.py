@@ -62,8 +62,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
     whole tensors from the averaged gradients, as one process would; sharded parameters (a ``DTensor``, as FSDP2 and
     tensor parallelism make) are refused, because the rules normalise and orthogonalize whole tensors.
     ``copy.deepcopy`` and pickling keep the rule, the state and the counters, so a copy continues exactly as the
-    original would. Under ``torch.compile`` the step runs eagerly (see
-    :meth:`step`).
+    original would. Under ``torch.compile`` the step runs eagerly (see :meth:`step`).
 
     Args:
         params: parameters or parameter groups (keys ``params``, ``lr``, ``weight_decay``).
