@@ -9,13 +9,18 @@ import pytest
 import torch
 from torch import nn
 
+import envs.training.optim as optim_module
 from envs.training.muon import orthogonalize
 from metaopt import LearnedOptimizer
 
+# imported without registering its optimizer: the registry is global, and other tests list the registered names
+_register = optim_module.register_optimizer
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts" / "prototypes"))
+optim_module.register_optimizer = lambda *args, **kwargs: None  # type: ignore[assignment]
 try:
     import ns_reuse
 finally:
+    optim_module.register_optimizer = _register
     sys.path.pop(0)
 
 
