@@ -30,7 +30,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["MATRICES", "MuonAdamW", "gram_newton_schulz", "gram_pays", "matrix_mask", "orthogonalize"]
+__all__ = [
+    "MATRICES",
+    "MuonAdamW",
+    "gram_newton_schulz",
+    "gram_pays",
+    "matrix_mask",
+    "newton_schulz_factor",
+    "orthogonalize",
+]
 
 MATRICES = ("all", "hidden", "none")
 """Which tensors of two or more dimensions get Muon's step (the rest get AdamW's)."""
@@ -132,6 +140,14 @@ def gram_newton_schulz(x: Tensor, steps: int) -> Tensor:
     touched twice (``A_0`` and ``Q x_0``), the rest is ``m x m`` products: ``2 m^2 n + 17 m^3`` multiply-adds for five
     iterations against ``10 m^2 n + 5 m^3``.
     """
+    return newton_schulz_factor(x, steps) @ x
+
+
+def newton_schulz_factor(x: Tensor, steps: int) -> Tensor:
+    """``Q_steps``, the ``m x m`` factor with :func:`gram_newton_schulz` ``(x) = Q x`` (``x`` as there; ``steps >= 1``).
+
+    The product of the iterations' polynomials, each in the Gram matrix of the iterate before it.
+    """
     a, b, c = NS_COEFFICIENTS
     gram = x @ x.mT
     accumulated: Tensor | None = None
@@ -142,7 +158,7 @@ def gram_newton_schulz(x: Tensor, steps: int) -> Tensor:
         if k < steps - 1:
             gram = poly @ (poly @ gram)
     assert accumulated is not None
-    return accumulated @ x
+    return accumulated
 
 
 def matrix_mask(shapes: Sequence[tuple[int, ...]], matrices: str) -> list[bool]:

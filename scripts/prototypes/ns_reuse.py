@@ -26,22 +26,9 @@ from torch import Tensor
 
 import metaopt.rules.tiny as tiny_module
 import metaopt.rules.tiny_inplace as inplace_module
-from envs.training.muon import NS_COEFFICIENTS
+from envs.training.muon import newton_schulz_factor
 from envs.training.optim import register_optimizer
 from metaopt.shells import LearnedOptimizer
-
-
-def left_factor(x: Tensor, steps: int) -> Tensor:
-    """``Q`` (``(..., m, m)``) such that ``Q x`` is ``steps`` quintic iterations of ``x`` (``m <= n``, norm <= 1)."""
-    a, b, c = NS_COEFFICIENTS
-    gram = x @ x.mT
-    eye = torch.eye(gram.shape[-1], dtype=x.dtype, device=x.device).expand_as(gram)
-    factor = eye.clone()
-    for _ in range(steps):
-        poly = a * eye + b * gram + c * (gram @ gram)
-        factor = poly @ factor
-        gram = poly @ gram @ poly
-    return factor
 
 
 class Reuse:
@@ -75,7 +62,7 @@ class Reuse:
             scaled = group / group.norm(dim=(-2, -1), keepdim=True).clamp_min(eps)
             entry = self.cache.get((index, g))
             if entry is None or entry[1] >= self.every or entry[0].shape[:-1] != scaled.shape[:-1]:
-                entry = self.cache[(index, g)] = [left_factor(scaled, steps), 0]
+                entry = self.cache[(index, g)] = [newton_schulz_factor(scaled, steps), 0]
                 self.refreshes += 1
             entry[1] += 1
             out.append((entry[0] @ scaled).reshape(-1, cols))
