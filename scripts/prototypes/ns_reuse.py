@@ -54,7 +54,7 @@ class Reuse:
         x = matrix if wide else matrix.mT
         rows, cols = x.shape[-2:]
         whole = rows // block * block if 0 < block < rows else rows
-        groups = [x[:whole].reshape(-1, block, cols) if whole < rows or 0 < block < rows else x]
+        groups = [x[:whole].reshape(-1, block, cols)] if 0 < block < rows else [x]
         if whole < rows:
             groups.append(x[whole:])
         out = []
